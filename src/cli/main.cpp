@@ -1,0 +1,45 @@
+// mxserve entry point: CLI11 app with one subcommand per src/cli/cmd_*.cpp. User errors (mxs::Error)
+// print "error: ..." and exit 1; nothing a user types should abort the process.
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include "cli/command.h"
+#include "common/error.h"
+
+namespace mxs::cli {
+
+std::vector<RegisteredCommand>& registered_commands() {
+  static std::vector<RegisteredCommand> commands;
+  return commands;
+}
+
+CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
+  registered_commands().push_back({order, std::move(setup)});
+}
+
+}  // namespace mxs::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "mxserve: an inference server for OpenAI gpt-oss models (MXFP4 MoE) on NVIDIA Hopper GPUs,\n"
+      "with a CPU reference backend. Run `mxserve COMMAND --help` for the options of a command."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "mxserve 0.1.0");
+  auto commands = mxs::cli::registered_commands();
+  std::stable_sort(commands.begin(), commands.end(),
+                   [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (auto& c : commands) c.setup(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const mxs::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: internal: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -22,4 +22,8 @@ struct RegisteredCommand {
 };
 std::vector<RegisteredCommand>& registered_commands();
 
+// The `bench` command group: each benchmark file adds its own sub-subcommand (`mxserve bench decode`, ...)
+// to the one `bench` subcommand this returns (created on first use).
+CLI::App& bench_group(CLI::App& app);
+
 }  // namespace mxs::cli

@@ -18,6 +18,13 @@ CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
   registered_commands().push_back({order, std::move(setup)});
 }
 
+CLI::App& bench_group(CLI::App& app) {
+  for (CLI::App* sub : app.get_subcommands([](CLI::App* s) { return s->get_name() == "bench"; })) return *sub;
+  CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine (decode, prefill, throughput), kernels, serving");
+  bench->require_subcommand(1);
+  return *bench;
+}
+
 }  // namespace mxs::cli
 
 int main(int argc, char** argv) {

@@ -49,10 +49,15 @@ struct ModelConfig {
   // Parse + validate. `source` names the file in error messages. Throws mxs::Error naming the key,
   // the value found and what is supported (e.g. "config.json: head_dim = 80, supported: 64").
   static ModelConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+  // Reads config.json; generation_config.json next to it, when present, sets eos_token_ids.
   static ModelConfig from_file(const std::string& path);
+  // OpenAI's original/config.json (spec §1.3: num_experts, rope_scaling_factor, rope_ntk_alpha/beta, ...).
+  static ModelConfig from_original_json(const nlohmann::json& j, const std::string& source = "original/config.json");
 
   // The HF config.json this config corresponds to (what mkmodel writes).
   nlohmann::json to_json() const;
+  // The original/config.json this config corresponds to (spec §1.3).
+  nlohmann::json to_original_json() const;
 
   // Presets for mkmodel and tests: "20b", "120b", "tiny" (real vocab, small everything else).
   static ModelConfig preset(const std::string& name);

@@ -12,7 +12,8 @@
 
 namespace mxs {
 
-enum class DType { kBF16, kF16, kF32, kF64, kU8, kI8, kI16, kI32, kI64, kBool, kF8E4M3, kF8E5M2 };
+enum class DType { kBF16, kF16, kF32, kF64, kU8, kI8, kI16, kI32, kI64, kBool, kF8E4M3, kF8E5M2,
+                   kU16, kU32, kU64, kF8E8M0 };
 
 const char* dtype_name(DType d);             // "BF16", ...
 size_t dtype_size(DType d);                  // bytes per element
@@ -72,6 +73,9 @@ class SafetensorsCheckpoint {
   std::map<std::string, const TensorView*> index_;
 };
 
+// Largest header accepted (the safetensors reference implementation uses the same 100 MB limit).
+constexpr uint64_t kSafetensorsMaxHeader = 100u * 1000u * 1000u;
+
 // Writer used by mkmodel and the tests: tensors are appended in order; data is streamed to disk.
 class SafetensorsWriter {
  public:
@@ -86,12 +90,17 @@ class SafetensorsWriter {
   ~SafetensorsWriter();
   // Appends the bytes of the next tensor (must be called once per entry, in order, with exactly its size).
   void write_tensor(const std::string& name, const void* data, size_t nbytes);
+  // Streams one tensor in parts: appends `nbytes` of tensor `name` (the next entry); the entry is complete
+  // once all its bytes have been written. Lets mkmodel write multi-GB tensors without holding them.
+  void write_tensor_part(const std::string& name, const void* data, size_t nbytes);
+  // Checks that every entry was written, flushes and closes; throws mxs::Error on a write error.
   void close();
 
  private:
   std::string path_;
   std::vector<Entry> entries_;
   size_t next_ = 0;
+  size_t written_ = 0;  // bytes of entries_[next_] written so far
   void* file_ = nullptr;  // FILE*
 };
 

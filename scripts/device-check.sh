@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one call: build (scripts/device-setup.sh), the GPU tests (ctest -L gpu), one
+# compute-sanitizer run, and `mxserve bench decode` on random 20b weights; with MXS_CHECK_CKPT=1 also a
+# `mkmodel --preset 20b` checkpoint: load time, bench decode --model, generate --backend cuda.
+# Logs and results go to $OUT (the device tool's output folder; default /tmp/mxs-out). Prints a summary last.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-/tmp/mxs-out}"
+[ -f .carry/tokenizer.json ] && export MXSERVE_TOKENIZER="$PWD/.carry/tokenizer.json"
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/card.txt"
+
+# Build: the whole tree; if another layer fails to build, still build the CUDA tests and the binary's deps.
+if ! bash scripts/device-setup.sh >"$OUT/build.log" 2>&1; then
+  echo "full build failed (tail of build.log):"; tail -20 "$OUT/build.log"
+  cmake --build build-device -j 16 --target cuda_kernels_test cuda_sampling_test cuda_runner_test mxserve \
+    >>"$OUT/build.log" 2>&1 || { echo "CUDA targets failed to build"; grep -E "error" "$OUT/build.log" | head -30; }
+fi
+grep -E "ptxas warning|spill" "$OUT/build.log" | sort -u | head -20 >"$OUT/ptxas.txt"
+
+# GPU tests.
+(cd build-device && timeout 300 ctest -L gpu --output-on-failure) >"$OUT/ctest_gpu.log" 2>&1
+echo "== ctest -L gpu: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu.log")"
+grep -E "^\[  FAILED|rel L2|tiny vs CPU|differ|Which is|exceeds" "$OUT/ctest_gpu.log" | head -60
+
+# compute-sanitizer on one small run (memcheck).
+if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-sanitizer ]; then
+  CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  timeout 240 "$CS" --tool memcheck --error-exitcode 9 build-device/tests/cuda_runner_test \
+    --gtest_filter='*BadSequence*' >"$OUT/sanitizer.log" 2>&1
+  echo "== compute-sanitizer memcheck: rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+fi
+
+# Decode benchmark, random 20b weights generated on the GPU.
+BIN=build-device/mxserve
+timeout 300 $BIN bench decode --preset 20b --batch "${MXS_BATCHES:-1,8,32,64,128,256}" --context 1024 \
+  --json "$OUT/bench_decode_20b.json" >"$OUT/bench_decode_20b.md" 2>"$OUT/bench_decode_20b.err"
+echo "== bench decode rc=$?"; cat "$OUT/bench_decode_20b.md"; tail -5 "$OUT/bench_decode_20b.err"
+
+if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
+  timeout 240 $BIN mkmodel --preset 20b --seed 1 --tokenizer .carry/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
+  echo "== mkmodel 20b rc=$? $(tail -1 "$OUT/mkmodel.log")"
+  cat /tmp/m20b/*.safetensors >/dev/null  # page cache
+  MXSERVE_TEST_20B_DIR=/tmp/m20b timeout 240 build-device/tests/cuda_runner_test --gtest_filter='CudaRunner20b.*' \
+    >"$OUT/test_20b.log" 2>&1
+  echo "== 20b vs CPU reference rc=$?"; grep -E "^20b step|OK|FAILED|Failure|exceeds" "$OUT/test_20b.log" | head -12
+  timeout 200 $BIN bench decode --model /tmp/m20b --batch 1,64 --context 1024 --steps 16 \
+    --json "$OUT/bench_decode_ckpt.json" >"$OUT/bench_decode_ckpt.md" 2>"$OUT/bench_decode_ckpt.err"
+  echo "== bench decode --model (mkmodel 20b) rc=$?"; head -8 "$OUT/bench_decode_ckpt.md"; grep -E "weights on the GPU" "$OUT/bench_decode_ckpt.err"
+  timeout 120 $BIN generate --model /tmp/m20b --backend cuda --max-tokens 32 --temperature 0 --raw -p "Hello" >"$OUT/generate.log" 2>&1
+  echo "== generate --backend cuda (mkmodel 20b) rc=$?"; tail -6 "$OUT/generate.log"
+  timeout 60 $BIN generate --backend cuda --max-tokens 32 --temperature 0 --raw -p "Hello" >"$OUT/generate_tiny.log" 2>&1
+  echo "== generate --backend cuda (tiny demo) rc=$?"; tail -4 "$OUT/generate_tiny.log"
+fi

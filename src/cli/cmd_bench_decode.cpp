@@ -1,0 +1,128 @@
+// `mxserve bench decode`: CUDA decode throughput per batch size at one context length, achieved GB/s vs the
+// card's measured copy bandwidth, and the per-kernel time of a batch-1 step; markdown on stdout, JSON with
+// --json FILE. Without --model it runs random 20b weights generated on the GPU (no checkpoint needed).
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "common/error.h"
+#if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_decode.h")
+#include "cuda/bench_decode.h"
+#define MXS_HAVE_BENCH_DECODE 1
+#endif
+
+namespace {
+
+struct DecodeArgs {
+  std::string model, preset = "20b", batches = "1,8,32,64,128,256", json_path;
+  int context = 1024, steps = 32;
+  bool no_graphs = false;
+};
+
+std::vector<int> parse_list(const std::string& s) {
+  std::vector<int> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      const int b = std::stoi(item);
+      if (b < 1 || b > 256) throw std::out_of_range("batch");
+      v.push_back(b);
+    } catch (const std::exception&) {
+      throw mxs::Error(mxs::strfmt("--batch: '%s' is not a batch size in [1, 256] (example: --batch 1,8,64)", item.c_str()));
+    }
+  }
+  if (v.empty()) throw mxs::Error("--batch: give at least one batch size (example: --batch 1,8,64)");
+  return v;
+}
+
+std::string git_commit() {
+  FILE* f = popen("git rev-parse --short HEAD 2>/dev/null", "r");
+  if (!f) return "unknown";
+  char buf[64] = {0};
+  const bool ok = fgets(buf, sizeof(buf), f) != nullptr;
+  pclose(f);
+  std::string s = ok ? buf : "unknown";
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+void run(const DecodeArgs& a, const std::string& command) {
+#ifdef MXS_HAVE_BENCH_DECODE
+  mxs::cuda::BenchDecodeOptions o;
+  o.model_dir = a.model;
+  o.preset = a.preset;
+  o.batches = parse_list(a.batches);
+  o.context = a.context;
+  o.steps = a.steps;
+  o.use_graphs = !a.no_graphs;
+  const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
+  const std::string commit = git_commit();
+  std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
+              "(device-to-device, read+write); load %.2f s\ncommand: `%s`\n\n",
+              r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s, command.c_str());
+  std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW |\n|---:|---:|---:|---:|---:|---:|\n");
+  for (const auto& row : r.rows)
+    std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% |\n", row.batch, row.step_ms, row.tok_s, row.bytes_per_step / 1e9,
+                row.gb_s, 100 * row.roofline_frac);
+  std::printf("\nPer-kernel device time of one batch-1 step (CUDA events, graphs off; sum %.1f us):\n\n"
+              "| kernel | us/step | share |\n|---|---:|---:|\n", r.batch1_kernel_sum_us);
+  for (const auto& [name, us] : r.kernels_us)
+    std::printf("| %s | %.1f | %.1f%% |\n", name.c_str(), us, 100 * us / std::max(r.batch1_kernel_sum_us, 1e-9));
+  if (!r.kernels_us_b64.empty()) {
+    std::printf("\nPer-kernel device time of one batch-64 step (sum %.1f us):\n\n| kernel | us/step | share |\n|---|---:|---:|\n",
+                r.batch64_kernel_sum_us);
+    for (const auto& [name, us] : r.kernels_us_b64)
+      std::printf("| %s | %.1f | %.1f%% |\n", name.c_str(), us, 100 * us / std::max(r.batch64_kernel_sum_us, 1e-9));
+  }
+  nlohmann::json j;
+  j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command;
+  j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
+  for (const auto& row : r.rows)
+    j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
+                         {"bytes_per_step", row.bytes_per_step}, {"gb_s", row.gb_s}, {"copy_fraction", row.roofline_frac}});
+  for (const auto& [name, us] : r.kernels_us) j["batch1_kernels_us"][name] = us;
+  for (const auto& [name, us] : r.kernels_us_b64) j["batch64_kernels_us"][name] = us;
+  if (!a.json_path.empty()) {
+    std::ofstream f(a.json_path);
+    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
+    f << j.dump(2) << "\n";
+  } else {
+    std::printf("\n```json\n%s\n```\n", j.dump(2).c_str());
+  }
+#else
+  (void)a, (void)command;
+  throw mxs::Error("bench decode needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+#endif
+}
+
+mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
+  auto args = std::make_shared<DecodeArgs>();
+  CLI::App* cmd = mxs::cli::bench_group(app).add_subcommand(
+      "decode", "CUDA decode throughput per batch size (tok/s, GB/s vs copy bandwidth, per-kernel times)");
+  cmd->add_option("--model", args->model, "Model folder (HF MXFP4 checkpoint); default: random weights on the GPU");
+  cmd->add_option("--preset", args->preset, "Geometry of the random weights without --model: 20b, tiny")
+      ->check(CLI::IsMember({"20b", "120b", "tiny"}));
+  cmd->add_option("--batch", args->batches, "Comma-separated batch sizes (1..256)")->capture_default_str();
+  cmd->add_option("--context", args->context, "Tokens already in each sequence's KV cache")->check(CLI::Range(1, 131072))->capture_default_str();
+  cmd->add_option("--steps", args->steps, "Timed decode steps per batch size")->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd->add_flag("--no-graphs", args->no_graphs, "Launch kernels one by one instead of replaying CUDA graphs");
+  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
+  cmd->callback([args, cmd]() {
+    std::string command = "mxserve bench decode";
+    for (const auto& o : cmd->get_options())
+      if (o->count() > 0 && o->get_name() != "--help") {
+        command += " " + o->get_name();
+        for (const auto& r : o->results()) command += " " + r;
+      }
+    run(*args, command);
+  });
+});
+
+}  // namespace

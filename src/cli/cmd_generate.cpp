@@ -1,0 +1,197 @@
+// `mxserve generate`: one prompt through the engine, the final answer streamed to stdout (reasoning hidden
+// unless --show-reasoning, then on stderr), and the load / TTFT / prompt tok/s / decode tok/s figures on stderr.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "cli/command.h"
+#include "common/error.h"
+#include "common/paths.h"
+#include "common/timer.h"
+#include "engine/engine.h"
+#include "engine/runner_factory.h"
+#include "model/demo_model.h"
+#include "model/weights.h"
+#include "text/harmony.h"
+#include "text/harmony_parser.h"
+#include "text/tokenizer.h"
+
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::string prompt;
+  std::string backend = "cpu";
+  int max_tokens = 512;
+  int max_length = 8192;
+  bool show_reasoning = false;
+  bool raw = false;
+  float temperature = 1.0f;
+  float top_p = 1.0f;
+  int top_k = 0;
+  uint64_t seed = 0;
+  std::string reasoning_effort = "medium";
+};
+
+// Streams reasoning to stderr between markers, and everything else to stdout, flushing as it goes.
+class Printer {
+ public:
+  explicit Printer(bool show_reasoning) : show_reasoning_(show_reasoning) {}
+  void content(const std::string& s) {
+    if (s.empty()) return;
+    end_reasoning();
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+    wrote_content_ = true;
+  }
+  void reasoning(const std::string& s) {
+    if (s.empty() || !show_reasoning_) return;
+    if (!in_reasoning_) std::fputs("[reasoning]\n", stderr);
+    in_reasoning_ = true;
+    std::fwrite(s.data(), 1, s.size(), stderr);
+    std::fflush(stderr);
+  }
+  void note(const std::string& s) {
+    end_reasoning();
+    std::fprintf(stderr, "%s\n", s.c_str());
+  }
+  void finish() {
+    end_reasoning();
+    if (wrote_content_) std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
+
+ private:
+  void end_reasoning() {
+    if (in_reasoning_) std::fputs("\n[/reasoning]\n", stderr);
+    in_reasoning_ = false;
+  }
+  bool show_reasoning_;
+  bool in_reasoning_ = false;
+  bool wrote_content_ = false;
+};
+
+void run_generate(const GenerateArgs& a) {
+  mxs::SamplingParams sampling;
+  sampling.temperature = a.temperature;
+  sampling.top_p = a.top_p;
+  sampling.top_k = a.top_k;
+  sampling.seed = a.seed;
+  sampling.validate();  // names the parameter before anything loads
+  const auto effort = mxs::harmony::reasoning_effort_from_name(a.reasoning_effort);
+  MXS_CHECK(effort.has_value(), mxs::strfmt("--reasoning-effort %s: must be low, medium or high",
+                                            a.reasoning_effort.c_str()));
+  MXS_CHECK(a.max_tokens >= 1, mxs::strfmt("--max-tokens %d: must be >= 1", a.max_tokens));
+  MXS_CHECK(a.max_length >= 2, mxs::strfmt("--max-length %d: must be >= 2", a.max_length));
+  mxs::check_backend_available(a.backend);  // before the (slow) load
+
+  mxs::Stopwatch load_watch;
+  const std::string dir = a.model.empty() ? mxs::ensure_demo_model() : a.model;
+  const std::string tokenizer_path = mxs::join_path(dir, "tokenizer.json");
+  MXS_CHECK(mxs::file_exists(tokenizer_path),
+            mxs::strfmt("%s: no tokenizer.json in the model folder (generate needs it to encode the prompt; copy the "
+                        "gpt-oss tokenizer.json there, e.g. from `bash scripts/fetch-tokenizer.sh`)",
+                        tokenizer_path.c_str()));
+  const std::unique_ptr<mxs::Tokenizer> tokenizer = mxs::Tokenizer::from_file(tokenizer_path);
+  const mxs::ModelWeights weights = mxs::load_model(dir);
+
+  // Encode first: a prompt that cannot fit fails before the KV pool is allocated.
+  std::vector<int32_t> prompt;
+  if (a.raw) {
+    prompt = tokenizer->encode(a.prompt);
+  } else {
+    mxs::harmony::RenderOptions opt;
+    opt.reasoning_effort = *effort;
+    mxs::harmony::ChatMessage user;
+    user.role = mxs::harmony::Role::kUser;
+    user.content = a.prompt;
+    prompt = mxs::harmony::render_prompt_ids(*tokenizer, {user}, {}, opt);
+  }
+  const int max_length = std::min(a.max_length, weights.config.max_position_embeddings);
+  MXS_CHECK(int(prompt.size()) < max_length,
+            mxs::strfmt("the prompt is %zu tokens but --max-length is %d (prompt + output): shorten the prompt or "
+                        "raise --max-length",
+                        prompt.size(), max_length));
+  const int max_tokens = std::min(a.max_tokens, max_length - int(prompt.size()));
+
+  mxs::RunnerSpec spec;
+  spec.backend = a.backend;
+  spec.kv_tokens = int64_t(prompt.size()) + max_tokens;
+  spec.max_batch_size = 1;
+  spec.max_length = max_length;
+  const std::unique_ptr<mxs::ModelRunner> runner = mxs::make_runner(weights, spec);
+  mxs::EngineConfig ec;
+  ec.max_length = max_length;
+  ec.max_batch_size = 1;
+  mxs::Engine engine(*runner, tokenizer.get(), ec);
+  const double load_s = load_watch.seconds();
+
+  mxs::Request req;
+  req.prompt = prompt;
+  req.sampling = sampling;
+  req.max_tokens = max_tokens;
+  auto events = std::make_shared<mxs::EventQueue>();
+  engine.submit(std::move(req), events);
+
+  Printer out(a.show_reasoning);
+  mxs::harmony::ChatOutputParser parser(*tokenizer, /*call_id_seed=*/1);
+  mxs::TokenEvent ev;
+  for (;;) {
+    events->pop(&ev);
+    if (a.raw) {
+      out.content(ev.text);
+    } else {
+      for (int32_t id : ev.token_ids) {
+        const mxs::harmony::ChatDelta d = parser.feed(id);
+        out.reasoning(d.reasoning);
+        out.content(d.content);
+        for (const auto& call : d.tool_calls)
+          if (!call.name.empty()) out.note("[tool call] " + call.name);
+      }
+    }
+    if (ev.finished()) break;
+  }
+  if (!a.raw) {
+    const mxs::harmony::ChatDelta d = parser.finish(ev.finish == mxs::FinishReason::kLength);
+    out.reasoning(d.reasoning);
+    out.content(d.content);
+  }
+  out.finish();
+  if (ev.finish == mxs::FinishReason::kError) throw mxs::Error("generation failed: " + ev.error);
+  if (!a.raw && parser.result().content.empty())
+    out.note(mxs::strfmt("(no final answer: the %d generated tokens hold no harmony answer message, as expected from "
+                         "a random checkpoint such as the demo model; --raw shows the raw continuation)",
+                         ev.num_output_tokens));
+
+  const mxs::RequestTimings& t = ev.timings;
+  const int n_out = ev.num_output_tokens;
+  const double prefill_s = t.first_token - t.first_scheduled;
+  const double decode_s = n_out > 1 ? t.token_times.back() - t.first_token : 0.0;
+  std::fprintf(stderr,
+               "load %.2f s | TTFT %.3f s | prompt %d tokens, %.1f tok/s | decode %d tokens, %.2f tok/s | "
+               "finish: %s (%s backend)\n",
+               load_s, t.ttft_s(), ev.num_prompt_tokens, prefill_s > 0 ? ev.num_prompt_tokens / prefill_s : 0.0,
+               n_out, decode_s > 0 ? (n_out - 1) / decode_s : 0.0, mxs::finish_reason_name(ev.finish),
+               runner->name().c_str());
+}
+
+mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "generate", "Run one prompt (harmony chat format, or --raw text) and stream the answer to stdout");
+  cmd->add_option("--model", a->model, "Model folder (default: the built-in tiny demo model)");
+  cmd->add_option("--prompt,-p", a->prompt, "The user message (or raw text with --raw)")->required();
+  cmd->add_option("--backend", a->backend, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--max-tokens", a->max_tokens, "Generated tokens at most")->capture_default_str();
+  cmd->add_option("--max-length", a->max_length, "Prompt + output tokens at most")->capture_default_str();
+  cmd->add_flag("--show-reasoning", a->show_reasoning, "Print the analysis channel to stderr");
+  cmd->add_flag("--raw", a->raw, "Encode the prompt as plain text (no chat format) and print the raw continuation");
+  cmd->add_option("--temperature", a->temperature, "0 = greedy")->capture_default_str();
+  cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();
+  cmd->add_option("--top-k", a->top_k, "0 = off")->capture_default_str();
+  cmd->add_option("--seed", a->seed, "Sampling seed (same seed, same output)")->capture_default_str();
+  cmd->add_option("--reasoning-effort", a->reasoning_effort, "low, medium or high")->capture_default_str();
+  cmd->callback([a] { run_generate(*a); });
+});
+
+}  // namespace

@@ -1,0 +1,167 @@
+// Decode benchmark (see bench_decode.h).
+#include "cuda/bench_decode.h"
+
+#include <algorithm>
+#include <cmath>
+#include <memory>
+#include <numeric>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/timer.h"
+#include "cuda/cuda_check.h"
+#include "cuda/cuda_runner.h"
+#include "model/weights.h"
+
+namespace mxs::cuda {
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Device-to-device copy of 2 x 1 GiB buffers (larger than L2), median of 10; read + write counted.
+double measure_copy_gb_s() {
+  const size_t bytes = size_t(1) << 30;
+  void *a = nullptr, *b = nullptr;
+  CUDA_CHECK(cudaMalloc(&a, bytes));
+  CUDA_CHECK(cudaMalloc(&b, bytes));
+  CUDA_CHECK(cudaMemset(a, 0x5a, bytes));
+  cudaEvent_t e0, e1;
+  CUDA_CHECK(cudaEventCreate(&e0));
+  CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> gbs;
+  for (int i = 0; i < 12; ++i) {
+    CUDA_CHECK(cudaEventRecord(e0));
+    CUDA_CHECK(cudaMemcpyAsync(i % 2 ? a : b, i % 2 ? b : a, bytes, cudaMemcpyDeviceToDevice));
+    CUDA_CHECK(cudaEventRecord(e1));
+    CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    if (i >= 2) gbs.push_back(2.0 * double(bytes) / (ms * 1e-3) / 1e9);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaFree(a);
+  cudaFree(b);
+  return median(gbs);
+}
+
+}  // namespace
+
+double decode_step_bytes(const ModelConfig& c, int batch, int context) {
+  const double H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, L = c.num_layers;
+  const double attn = (double(c.qkv_dim()) * H + H * c.q_dim()) * 2.0;
+  const double router = E * H * 2.0;
+  const double expert = (2 * I * H + H * I) * (0.5 + 1.0 / 32.0);  // nibbles + e8m0 scales
+  // Expected distinct experts per layer with uniform top-k routing of `batch` tokens.
+  const double p_miss = std::pow(1.0 - double(c.experts_per_token) / E, batch);
+  const double experts_touched = E * (1.0 - p_miss);
+  const double lm_head = double(c.vocab_size) * H * 2.0;
+  double kv = 0;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const double keys = c.is_sliding(l) ? std::min(context, c.sliding_window) : context;
+    kv += keys * c.kv_dim() * 2.0 * 2.0;
+  }
+  return L * (attn + router + experts_touched * expert) + lm_head + batch * kv;
+}
+
+BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
+  MXS_CHECK(!o.batches.empty() && o.context >= 1 && o.steps >= 1, "bench decode: --batch, --context, --steps must be positive");
+  const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  BenchDecodeResult r;
+  r.copy_gb_s = measure_copy_gb_s();
+
+  CudaRunnerOptions ro;
+  ro.max_seqs = std::max(max_batch, 1);
+  ro.max_tokens = std::max(ro.max_seqs, 256);
+  ro.max_model_len = o.context + o.warmup + o.steps + 16;
+  ro.use_graphs = o.use_graphs;
+  const int blocks_per_seq = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
+  ro.num_kv_blocks = blocks_per_seq * max_batch;
+  Stopwatch load;
+  std::unique_ptr<CudaRunner> runner;
+  if (!o.model_dir.empty()) {
+    const ModelWeights w = load_model(o.model_dir);
+    runner = std::make_unique<CudaRunner>(w, ro);
+    r.model = o.model_dir;
+  } else {
+    runner = std::make_unique<CudaRunner>(ModelConfig::preset(o.preset), 1234, ro);
+    r.model = "random " + o.preset + " weights (on the device)";
+  }
+  r.load_s = load.seconds();
+  r.device = runner->device_name();
+  runner->fill_kv_random(99);
+  const ModelConfig& c = runner->config();
+
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  auto run_steps = [&](int batch, int n_steps, int first_pos, std::vector<double>* ms) {
+    std::vector<std::vector<int32_t>> tables(static_cast<size_t>(batch));
+    for (int s = 0; s < batch; ++s) {
+      tables[size_t(s)].resize(size_t(blocks_per_seq));
+      std::iota(tables[size_t(s)].begin(), tables[size_t(s)].end(), s * blocks_per_seq);
+    }
+    std::vector<int32_t> last(static_cast<size_t>(batch), 1000);
+    for (int i = 0; i < n_steps; ++i) {
+      StepBatch b;
+      for (int s = 0; s < batch; ++s) {
+        SequenceStep q;
+        q.seq_id = uint64_t(s);
+        q.token_offset = s;
+        q.num_tokens = 1;
+        q.context_len = first_pos + i + 1;
+        q.block_table = tables[size_t(s)];
+        q.sample = true;
+        q.sampling = &greedy;
+        b.tokens.push_back(last[size_t(s)]);
+        b.positions.push_back(first_pos + i);
+        b.seqs.push_back(q);
+      }
+      StepOutput out;
+      Stopwatch sw;
+      runner->step(b, &out);
+      if (ms) ms->push_back(sw.ms());
+      for (int s = 0; s < batch; ++s) {
+        MXS_CHECK(out.samples[size_t(s)].ok, "bench decode: a step failed: " + out.samples[size_t(s)].error);
+        last[size_t(s)] = out.samples[size_t(s)].token;
+      }
+    }
+  };
+
+  for (int batch : o.batches) {
+    run_steps(batch, o.warmup, o.context - 1, nullptr);
+    std::vector<double> ms;
+    run_steps(batch, o.steps, o.context - 1 + o.warmup, &ms);
+    BenchDecodeRow row;
+    row.batch = batch;
+    row.step_ms = median(ms);
+    row.tok_s = batch / (row.step_ms * 1e-3);
+    row.bytes_per_step = decode_step_bytes(c, batch, o.context);
+    row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
+    row.roofline_frac = row.gb_s / r.copy_gb_s;
+    r.rows.push_back(row);
+    MXS_LOG_INFO("bench decode: batch %d: %.3f ms/step, %.0f tok/s, %.0f GB/s", batch, row.step_ms, row.tok_s, row.gb_s);
+  }
+
+  // Per-kernel breakdown (events around every launch, graphs off while timing).
+  auto breakdown = [&](int batch, std::vector<std::pair<std::string, double>>* out, double* sum) {
+    runner->enable_kernel_timing(true);
+    run_steps(batch, 8, o.context - 1, nullptr);
+    const KernelTimes kt = runner->kernel_times();
+    runner->enable_kernel_timing(false);
+    for (const auto& [name, total] : kt.ms) {
+      const double us = total * 1e3 / std::max(kt.steps, 1);
+      out->push_back({name, us});
+      *sum += us;
+    }
+    std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  };
+  breakdown(1, &r.kernels_us, &r.batch1_kernel_sum_us);
+  if (std::find(o.batches.begin(), o.batches.end(), 64) != o.batches.end())
+    breakdown(64, &r.kernels_us_b64, &r.batch64_kernel_sum_us);
+  return r;
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,49 @@
+// `mxserve bench decode`: decode throughput of the CudaRunner at several batch sizes and one context length
+// (KV pre-filled with random values, every sequence decodes one token per step, greedy on the GPU), the
+// card's copy bandwidth measured in the same run, achieved GB/s per step, and a per-kernel breakdown at
+// batch 1 (CUDA events). Random weights route ~uniformly over the experts (the harder case for batching).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+
+namespace mxs::cuda {
+
+struct BenchDecodeOptions {
+  std::string model_dir;        // checkpoint to load; empty: random weights of `preset` on the device
+  std::string preset = "20b";
+  std::vector<int> batches = {1, 8, 32, 64, 128, 256};
+  int context = 1024;
+  int steps = 32;               // timed decode steps per batch (after warm-up)
+  int warmup = 4;
+  bool use_graphs = true;
+};
+
+struct BenchDecodeRow {
+  int batch = 0;
+  double step_ms = 0;           // median wall time of one step (host prep + GPU + token ids back)
+  double tok_s = 0;
+  double bytes_per_step = 0;    // weights (+ experts expected to be touched) + KV read
+  double gb_s = 0;
+  double roofline_frac = 0;     // gb_s / copy bandwidth
+};
+
+struct BenchDecodeResult {
+  std::string device, model, command;
+  double copy_gb_s = 0;         // device-to-device copy, read + write counted
+  double load_s = 0;
+  std::vector<BenchDecodeRow> rows;
+  // Per-kernel device time per step (CUDA events, graphs off), descending: at batch 1, and at batch 64 when
+  // the list has it.
+  std::vector<std::pair<std::string, double>> kernels_us, kernels_us_b64;
+  double batch1_kernel_sum_us = 0, batch64_kernel_sum_us = 0;
+};
+
+BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);
+
+// Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`).
+double decode_step_bytes(const ModelConfig& c, int batch, int context);
+
+}  // namespace mxs::cuda

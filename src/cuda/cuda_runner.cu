@@ -1,0 +1,600 @@
+// CudaRunner implementation: arenas, per-step input staging, the layer loop over the kernel families,
+// CUDA graphs per (batch bucket, attention split count) for pure-decode steps, GPU sampling.
+#include "cuda/cuda_runner.h"
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/attention_decode.h"
+#include "cuda/kernels/gemv_bf16.h"
+#include "cuda/kernels/moe_gemv_mxfp4.h"
+#include "cuda/kernels/moe_router.h"
+#include "cuda/kernels/qkv_rope.h"
+#include "cuda/kernels/rmsnorm.h"
+#include "cuda/kernels/sampling.h"
+#include "cuda/weights_upload.h"
+
+namespace mxs::cuda {
+
+namespace {
+constexpr int kKeysPerSplit = 128;   // attention split size for long contexts (graphs use it too)
+constexpr int kMaxGraphBatch = 256;  // largest graph bucket
+constexpr int kMaxTimedKernels = 1024;
+
+int next_pow2(int v) {
+  int p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+}  // namespace
+
+struct CudaRunner::Impl {
+  CudaRunnerOptions opt;
+  DeviceWeights w;
+  const ModelConfig& cfg() const { return w.config; }
+  std::string device_name;
+
+  DeviceArena kv_arena, ws_arena;
+  int num_blocks = 0;      // exposed to the engine; block id num_blocks is the scratch block (graph padding)
+  size_t layer_kv_bytes = 0;
+  std::vector<void*> kv_layers;  // per layer: [num_blocks + 1][2][n_kv][block_size][64] bf16
+  int max_blocks_per_seq = 0;
+  cudaStream_t stream = nullptr;
+
+  // Workspaces ([max_tokens] rows unless noted).
+  void *x = nullptr, *xn = nullptr, *q = nullptr, *attn = nullptr, *act = nullptr, *yw = nullptr, *logits = nullptr;
+  float *part_o = nullptr, *part_ml = nullptr;
+  size_t partial_rows = 0;  // capacity in (token, head, split) rows
+  int32_t* topk_idx = nullptr;
+  float* topk_w = nullptr;
+  float* router_logits = nullptr;
+  unsigned* router_counter = nullptr;
+  unsigned* oproj_counter = nullptr;
+  unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
+  MoeRouteIndex route;
+  // Sampling workspaces ([max_seqs] rows of vocab).
+  SamplingParamsDev samp;
+  size_t ids_capacity = 0;
+
+  // Step inputs: device buffers at fixed addresses (graphs replay them) and their pinned host mirrors.
+  struct Inputs {
+    int32_t *tokens, *positions, *token_seq, *block_tables, *lm_rows, *ids, *counts;
+    SampleSeqParams* seq_params;
+  } dev{}, host{};
+  SampleResultDev* host_results = nullptr;
+  uint16_t* host_logits = nullptr;  // [vocab] bf16 bits, for return_logits
+  char* host_pinned = nullptr;
+
+  std::map<std::pair<int, int>, cudaGraphExec_t> graphs;
+  bool timing = false;
+  KernelTimes times;
+  std::vector<cudaEvent_t> events;
+  std::vector<std::string> event_names;  // one name per (begin, end) pair
+  int events_used = 0;
+
+  explicit Impl(const CudaRunnerOptions& o) : opt(o) {}
+  ~Impl() {
+    for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
+    for (auto e : events) cudaEventDestroy(e);
+    if (host_pinned) cudaFreeHost(host_pinned);
+    if (stream) cudaStreamDestroy(stream);
+  }
+
+  void init();
+  void forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split);
+  template <typename F>
+  void timed(const char* name, F&& launch);
+  void collect_times();
+  void step(const StepBatch& batch, StepOutput* out);
+};
+
+void CudaRunner::Impl::init() {
+  const ModelConfig& c = cfg();
+  MXS_CHECK(c.head_dim == 64, strfmt("CudaRunner: head_dim = %d is not supported (supported: 64)", c.head_dim));
+  MXS_CHECK(opt.block_size >= 1 && opt.max_seqs >= 1 && opt.max_tokens >= opt.max_seqs && opt.max_model_len >= 1,
+            "CudaRunner: block_size, max_seqs >= 1, max_tokens >= max_seqs and max_model_len >= 1 are required");
+  opt.max_model_len = std::min(opt.max_model_len, c.max_position_embeddings);
+  cudaDeviceProp prop{};
+  CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
+  device_name = prop.name;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  max_blocks_per_seq = (opt.max_model_len + opt.block_size - 1) / opt.block_size;
+
+  // Workspaces.
+  const size_t T = size_t(opt.max_tokens), S = size_t(opt.max_seqs), H = size_t(c.hidden_size);
+  const size_t V = size_t(c.vocab_size), K = size_t(c.experts_per_token);
+  const int max_splits = next_pow2((opt.max_model_len + kKeysPerSplit - 1) / kKeysPerSplit);
+  partial_rows = std::max(T * size_t(c.num_heads), size_t(std::min<size_t>(S, kMaxGraphBatch)) * c.num_heads * max_splits);
+  ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
+  const size_t sort_bytes = sampling_sort_temp_bytes(int(S), int(V));
+  size_t ws_bytes = 0;
+  auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
+  add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
+  add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
+  add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
+  add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
+  add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
+  add(S * sizeof(SampleResultDev)); add(S * 8);
+  add(T * 4 * 3); add(S * max_blocks_per_seq * 4); add(S * 4); add(S * sizeof(SampleSeqParams));
+  add(ids_capacity * 4 * 2);
+  ws_arena = DeviceArena("workspaces", ws_bytes);
+  x = ws_arena.alloc("x", T * H * 2);
+  xn = ws_arena.alloc("xn", T * H * 2);
+  q = ws_arena.alloc("q", T * c.q_dim() * 2);
+  attn = ws_arena.alloc("attn", T * c.q_dim() * 2);
+  part_o = ws_arena.alloc_as<float>("attn_partial_o", partial_rows * 64);
+  part_ml = ws_arena.alloc_as<float>("attn_partial_ml", partial_rows * 2);
+  topk_idx = ws_arena.alloc_as<int32_t>("topk_idx", T * K);
+  topk_w = ws_arena.alloc_as<float>("topk_w", T * K);
+  router_logits = ws_arena.alloc_as<float>("router_logits", T * c.num_experts);
+  router_counter = ws_arena.alloc_as<unsigned>("router_counter", 1);
+  oproj_counter = ws_arena.alloc_as<unsigned>("oproj_counter", 1);
+  CUDA_CHECK(cudaMemset(router_counter, 0, sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(oproj_counter, 0, sizeof(unsigned)));
+  route.expert_offsets = ws_arena.alloc_as<int32_t>("expert_offsets", c.num_experts + 1);
+  route.pair_list = ws_arena.alloc_as<int32_t>("pair_list", T * K);
+  route.active_experts = ws_arena.alloc_as<int32_t>("active_experts", c.num_experts);
+  route.num_active = ws_arena.alloc_as<int32_t>("num_active", 1);
+  act = ws_arena.alloc("moe_act", T * K * c.intermediate_size * 2);
+  yw = ws_arena.alloc("moe_yw", T * K * H * 2);
+  logits = ws_arena.alloc("logits", S * V * 2);
+  samp.z = ws_arena.alloc_as<float>("sample_z", S * V);
+  samp.z_sorted = ws_arena.alloc_as<float>("sample_z_sorted", S * V);
+  samp.order_in = ws_arena.alloc_as<int32_t>("sample_order_in", S * V);
+  samp.order = ws_arena.alloc_as<int32_t>("sample_order", S * V);
+  int32_t* seg = ws_arena.alloc_as<int32_t>("sample_segments", S + 1);
+  samp.segment_offsets = seg;
+  samp.sort_temp_bytes = sort_bytes;
+  samp.sort_temp = ws_arena.alloc("sample_sort_temp", sort_bytes);
+  samp.results = ws_arena.alloc_as<SampleResultDev>("sample_results", S);
+  samp.vocab = int(V);
+  lm_argmax = ws_arena.alloc_as<unsigned long long>("lm_argmax", S);
+  samp.row_argmax = lm_argmax;
+  {
+    std::vector<int32_t> offs(S + 1);
+    for (size_t i = 0; i <= S; ++i) offs[i] = int32_t(i * V);
+    CUDA_CHECK(cudaMemcpy(seg, offs.data(), offs.size() * 4, cudaMemcpyHostToDevice));
+  }
+  dev.tokens = ws_arena.alloc_as<int32_t>("in_tokens", T);
+  dev.positions = ws_arena.alloc_as<int32_t>("in_positions", T);
+  dev.token_seq = ws_arena.alloc_as<int32_t>("in_token_seq", T);
+  dev.block_tables = ws_arena.alloc_as<int32_t>("in_block_tables", S * max_blocks_per_seq);
+  dev.lm_rows = ws_arena.alloc_as<int32_t>("in_lm_rows", S);
+  dev.seq_params = ws_arena.alloc_as<SampleSeqParams>("in_seq_params", S);
+  dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
+  dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
+
+  // Pinned host mirrors, one allocation.
+  const size_t host_bytes = T * 4 * 3 + S * max_blocks_per_seq * 4 + S * 4 + S * sizeof(SampleSeqParams) +
+                            ids_capacity * 8 + S * sizeof(SampleResultDev) + V * 2 + 64 * 16;
+  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
+  char* hp = host_pinned;
+  auto take = [&](size_t b) {
+    char* r = hp;
+    hp += (b + 63) / 64 * 64;
+    return r;
+  };
+  host.tokens = reinterpret_cast<int32_t*>(take(T * 4));
+  host.positions = reinterpret_cast<int32_t*>(take(T * 4));
+  host.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
+  host.block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
+  host.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
+  host.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
+  host.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
+  host.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
+  host_results = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
+  host_logits = reinterpret_cast<uint16_t*>(take(V * 2));
+
+  // KV pool: [layer][block (num_blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16.
+  const size_t block_bytes_layer = size_t(2) * c.num_kv_heads * opt.block_size * c.head_dim * 2;
+  const size_t block_bytes = block_bytes_layer * c.num_layers;
+  if (opt.num_kv_blocks > 0) {
+    num_blocks = opt.num_kv_blocks;
+  } else {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const double budget = double(total_b) * opt.device_memory_utilization - double(total_b - free_b) -
+                          double(512u << 20);  // graphs, CUB, cuBLAS-free slack
+    MXS_CHECK(budget > double(block_bytes) * 2,
+              strfmt("CudaRunner: no room for the KV cache: %.2f GiB free of %.2f GiB after weights and workspaces "
+                     "at --device-memory-utilization %.2f; raise it or lower --max-batch-size/--max-length",
+                     free_b / 1073741824.0, total_b / 1073741824.0, opt.device_memory_utilization));
+    num_blocks = int(std::min<double>(budget / double(block_bytes) - 1, double(1 << 30)));
+  }
+  layer_kv_bytes = block_bytes_layer * size_t(num_blocks + 1);
+  kv_arena = DeviceArena("kv_pool", layer_kv_bytes * c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) kv_layers.push_back(kv_arena.alloc("layer" + std::to_string(l), layer_kv_bytes));
+  MXS_LOG_INFO("CudaRunner on %s: %s; %s; %s (%d blocks of %d tokens = %lld tokens)", device_name.c_str(),
+               w.arena.summary().c_str(), ws_arena.summary().c_str(), kv_arena.summary().c_str(), num_blocks,
+               opt.block_size, (long long)num_blocks * opt.block_size);
+
+  events.resize(2 * kMaxTimedKernels);
+  for (auto& e : events) CUDA_CHECK(cudaEventCreate(&e));
+}
+
+template <typename F>
+void CudaRunner::Impl::timed(const char* name, F&& launch) {
+  if (!timing || events_used + 2 > int(events.size())) return launch();
+  CUDA_CHECK(cudaEventRecord(events[size_t(events_used)], stream));
+  launch();
+  CUDA_CHECK(cudaEventRecord(events[size_t(events_used) + 1], stream));
+  event_names.push_back(name);
+  events_used += 2;
+}
+
+void CudaRunner::Impl::collect_times() {
+  if (!timing) return;
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (int i = 0; i < events_used / 2; ++i) {
+    float ms = 0.f;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, events[size_t(2 * i)], events[size_t(2 * i + 1)]));
+    times.ms[event_names[size_t(i)]] += ms;
+  }
+  times.steps += 1;
+  events_used = 0;
+  event_names.clear();
+}
+
+// The forward pass over the staged inputs: n_tokens rows, LM head on n_lm_rows rows (dev.lm_rows).
+void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split) {
+  const ModelConfig& c = cfg();
+  const int H = c.hidden_size;
+  TokenMeta meta{dev.positions, dev.token_seq, dev.block_tables, max_blocks_per_seq};
+
+  timed("embed_rmsnorm", [&] {
+    RmsNormParams p;
+    p.embed = w.embed, p.tokens = dev.tokens, p.x_out = x, p.weight = w.layers[0].input_norm, p.out = xn;
+    p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+    embed_rmsnorm(p, stream);
+  });
+  for (int l = 0; l < c.num_layers; ++l) {
+    const DeviceLayerWeights& lw = w.layers[size_t(l)];
+    const KvLayerView kv{kv_layers[size_t(l)], opt.block_size, c.num_kv_heads};
+    timed("qkv_rope", [&] {
+      QkvRopeParams p;
+      p.xn = xn, p.w_qkv = lw.w_qkv, p.b_qkv = lw.b_qkv, p.inv_freq = w.inv_freq, p.mscale = w.mscale;
+      p.q_out = q, p.kv = kv, p.meta = meta;
+      p.n_tokens = n_tokens, p.hidden = H, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+      qkv_rope(p, stream);
+    });
+    timed("attention_decode", [&] {
+      AttentionDecodeParams p;
+      p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.part_o = part_o, p.part_ml = part_ml, p.out = attn;
+      p.n_tokens = n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+      if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
+        p.window = c.is_sliding(l) ? c.sliding_window : 0;
+        p.n_splits = 1, p.keys_per_split = keys_per_split, p.exact = true;
+      } else if (c.is_sliding(l)) {  // <= window keys: one split of the window rounded up to 128
+        p.window = c.sliding_window;
+        p.keys_per_split = (c.sliding_window + 127) / 128 * 128;
+        p.n_splits = 1;
+      } else {
+        p.window = 0, p.n_splits = n_splits, p.keys_per_split = keys_per_split;
+      }
+      attention_decode(p, stream);
+    });
+    // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel.
+    const bool fuse_norm = n_tokens <= 4;
+    timed("o_proj_residual", [&] {
+      GemvBf16Params p;
+      p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
+      if (fuse_norm) p.norm_weight = lw.post_norm, p.norm_out = xn, p.done_counter = oproj_counter;
+      p.eps = c.rms_norm_eps;
+      gemv_bf16_residual(p, stream);
+    });
+    if (!fuse_norm)
+      timed("rmsnorm", [&] {
+        RmsNormParams p;
+        p.x = x, p.weight = lw.post_norm, p.out = xn, p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+        rmsnorm(p, stream);
+      });
+    MoeRouterParams rp;
+    rp.xn = xn, rp.w = lw.router_w, rp.b = lw.router_b, rp.topk_idx = topk_idx, rp.topk_w = topk_w;
+    rp.logits = router_logits, rp.done_counter = router_counter;
+    rp.n_tokens = n_tokens, rp.hidden = H, rp.n_experts = c.num_experts, rp.top_k = c.experts_per_token;
+    timed("moe_router", [&] { moe_router(rp, route, stream); });
+    MoeGemvParams mp;
+    mp.w = lw.experts, mp.index = route, mp.topk_idx = topk_idx, mp.topk_w = topk_w, mp.xn = xn;
+    mp.act = act, mp.yw = yw, mp.x = x, mp.xn_out = xn;
+    mp.next_norm = l + 1 < c.num_layers ? w.layers[size_t(l) + 1].input_norm : w.final_norm;
+    mp.n_tokens = n_tokens, mp.hidden = H, mp.intermediate = c.intermediate_size, mp.n_experts = c.num_experts;
+    mp.top_k = c.experts_per_token, mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit;
+    mp.eps = c.rms_norm_eps;
+    timed("moe_gemv_mxfp4_gate_up", [&] { moe_gemv_mxfp4_gate_up(mp, stream); });
+    timed("moe_gemv_mxfp4_down", [&] { moe_gemv_mxfp4_down(mp, stream); });
+    timed("moe_combine", [&] { moe_combine(mp, stream); });
+  }
+  if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing
+  timed("lm_head", [&] {
+    GemvBf16Params p;
+    p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
+    p.n_out = c.vocab_size, p.row_argmax = lm_argmax;
+    CUDA_CHECK(cudaMemsetAsync(lm_argmax, 0, size_t(n_lm_rows) * 8, stream));
+    gemv_bf16_lm_head(p, stream);
+  });
+}
+
+void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
+  const ModelConfig& c = cfg();
+  const int n_batch = int(batch.tokens.size());
+  MXS_CHECK(batch.positions.size() == batch.tokens.size(),
+            strfmt("StepBatch: %zu positions for %d tokens", batch.positions.size(), n_batch));
+  out->samples.clear();
+
+  // Validation: malformed offsets are caller bugs (throw); anything else fails only its sequence, which is
+  // then left out of the step.
+  std::vector<std::string> errors(batch.seqs.size());
+  std::vector<int> valid;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SequenceStep& q = batch.seqs[s];
+    MXS_CHECK(q.num_tokens >= 1 && q.token_offset >= 0 && q.token_offset + q.num_tokens <= n_batch,
+              strfmt("StepBatch: sequence %llu has tokens [%d, %d) outside the batch of %d tokens",
+                     (unsigned long long)q.seq_id, q.token_offset, q.token_offset + q.num_tokens, n_batch));
+    std::string& err = errors[s];
+    const int bs = opt.block_size;
+    if (q.context_len < q.num_tokens || q.context_len > opt.max_model_len)
+      err = strfmt("context_len = %d with %d new tokens (max length %d)", q.context_len, q.num_tokens, opt.max_model_len);
+    else if (int64_t(q.block_table.size()) * bs < q.context_len)
+      err = strfmt("block table of %zu blocks cannot hold context_len = %d (block_size %d)", q.block_table.size(),
+                   q.context_len, bs);
+    else if (q.sample && q.sampling == nullptr)
+      err = "sample is set but sampling params are missing";
+    for (int b = 0; err.empty() && b < (q.context_len + bs - 1) / bs; ++b)
+      if (q.block_table[size_t(b)] < 0 || q.block_table[size_t(b)] >= num_blocks)
+        err = strfmt("block_table[%d] = %d is outside the pool [0, %d)", b, q.block_table[size_t(b)], num_blocks);
+    for (int i = 0; err.empty() && i < q.num_tokens; ++i) {
+      const int32_t tok = batch.tokens[size_t(q.token_offset + i)];
+      const int32_t pos = batch.positions[size_t(q.token_offset + i)];
+      if (tok < 0 || tok >= c.vocab_size)
+        err = strfmt("token id %d is outside the vocabulary [0, %d)", tok, c.vocab_size);
+      else if (pos != q.context_len - q.num_tokens + i)
+        err = strfmt("new token %d has position %d; the new tokens must be positions [%d, %d)", i, pos,
+                     q.context_len - q.num_tokens, q.context_len);
+    }
+    // (SamplingParams are validated by the engine when the request is created.)
+    if (err.empty()) valid.push_back(int(s));
+  }
+
+  // Staging: compacted tokens of the valid sequences.
+  int n_tok = 0, max_ctx = 1;
+  std::vector<int> lm_seq;  // batch index of each LM-head row
+  bool pure_decode = true;
+  for (int vi = 0; vi < int(valid.size()); ++vi) {
+    const SequenceStep& q = batch.seqs[size_t(valid[size_t(vi)])];
+    pure_decode &= q.num_tokens == 1;
+    max_ctx = std::max(max_ctx, q.context_len);
+  }
+  int total_new = 0;
+  for (int s : valid) total_new += batch.seqs[size_t(s)].num_tokens;
+  MXS_CHECK(total_new <= opt.max_tokens, strfmt("StepBatch: %d new tokens exceed the runner's max_tokens = %d",
+                                                total_new, opt.max_tokens));
+  MXS_CHECK(int(valid.size()) <= opt.max_seqs,
+            strfmt("StepBatch: %zu sequences exceed the runner's max_seqs = %d", valid.size(), opt.max_seqs));
+  const int n_valid = int(valid.size());
+  const bool use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch;
+  const int n_rows = use_graph ? next_pow2(n_valid) : 0;  // graph bucket (padded sequences)
+  const int scratch_block = num_blocks;
+  for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {
+    int32_t* table = host.block_tables + size_t(vi) * max_blocks_per_seq;
+    if (vi >= n_valid) {  // padding row of a graph bucket: one token at position 0 in the scratch block
+      host.tokens[n_tok] = 0, host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
+      table[0] = scratch_block;
+      ++n_tok;
+      continue;
+    }
+    const SequenceStep& q = batch.seqs[size_t(valid[size_t(vi)])];
+    const int n_blk = (q.context_len + opt.block_size - 1) / opt.block_size;
+    std::memcpy(table, q.block_table.data(), size_t(n_blk) * 4);
+    for (int i = 0; i < q.num_tokens; ++i) {
+      host.tokens[n_tok] = batch.tokens[size_t(q.token_offset + i)];
+      host.positions[n_tok] = batch.positions[size_t(q.token_offset + i)];
+      host.token_seq[n_tok] = vi;
+      ++n_tok;
+    }
+    if (use_graph) {
+      host.lm_rows[vi] = vi;
+      lm_seq.push_back(valid[size_t(vi)]);
+    } else if (q.sample || q.return_logits) {
+      host.lm_rows[lm_seq.size()] = n_tok - 1;
+      lm_seq.push_back(valid[size_t(vi)]);
+    }
+  }
+  if (use_graph)
+    for (int vi = n_valid; vi < n_rows; ++vi) host.lm_rows[vi] = vi;
+
+  // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
+  size_t n_ids = 0;
+  bool any_random = false;
+  const int n_lm = int(lm_seq.size());
+  for (int r = 0; r < n_lm; ++r) {
+    const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
+    SampleSeqParams sp{};
+    if (q.sample) {
+      const SamplingParams& a = *q.sampling;
+      sp.temperature = a.temperature, sp.top_p = a.top_p, sp.min_p = a.min_p, sp.top_k = a.top_k;
+      sp.frequency_penalty = a.frequency_penalty, sp.presence_penalty = a.presence_penalty;
+      sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed, sp.step = q.output_tokens.size();
+      sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
+      any_random |= !a.greedy();
+      auto push_id = [&](int32_t id, int32_t count) {
+        MXS_CHECK(n_ids < ids_capacity, "CudaRunner: penalty token lists exceed the staging capacity");
+        host.ids[n_ids] = id, host.counts[n_ids] = count;
+        ++n_ids;
+      };
+      if (a.repetition_penalty != 1.0f) {
+        std::unordered_set<int32_t> seen;
+        sp.rep_offset = int(n_ids);
+        for (auto span : {q.prompt_tokens, q.output_tokens})
+          for (int32_t id : span)
+            if (id >= 0 && id < c.vocab_size && seen.insert(id).second) push_id(id, 1);
+        sp.n_rep = int(n_ids) - sp.rep_offset;
+      }
+      if (a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f) {
+        std::unordered_map<int32_t, int> count;
+        for (int32_t id : q.output_tokens)
+          if (id >= 0 && id < c.vocab_size) ++count[id];
+        sp.out_offset = int(n_ids);
+        for (const auto& [id, k] : count) push_id(id, k);
+        sp.n_out = int(n_ids) - sp.out_offset;
+      }
+    }
+    host.seq_params[r] = sp;
+  }
+
+  if (n_tok > 0) {
+    auto h2d = [&](void* d, const void* h, size_t bytes) {
+      if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
+    };
+    const int n_seq_rows = use_graph ? n_rows : n_valid;
+    h2d(dev.tokens, host.tokens, size_t(n_tok) * 4);
+    h2d(dev.positions, host.positions, size_t(n_tok) * 4);
+    h2d(dev.token_seq, host.token_seq, size_t(n_tok) * 4);
+    h2d(dev.block_tables, host.block_tables, size_t(n_seq_rows) * max_blocks_per_seq * 4);
+    const int n_lm_rows = use_graph ? n_rows : n_lm;
+    h2d(dev.lm_rows, host.lm_rows, size_t(n_lm_rows) * 4);
+    h2d(dev.seq_params, host.seq_params, size_t(n_lm) * sizeof(SampleSeqParams));
+    h2d(dev.ids, host.ids, n_ids * 4);
+    h2d(dev.counts, host.counts, n_ids * 4);
+
+    if (use_graph) {
+      // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
+      // the split count rounded up to a power of two so that few graphs cover all lengths.
+      const bool exact = max_ctx <= kExactAttentionMaxKeys;
+      const int n_splits = exact ? 1 : next_pow2((max_ctx + kKeysPerSplit - 1) / kKeysPerSplit);
+      const auto key = std::make_pair(n_rows, exact ? 0 : n_splits);
+      auto it = graphs.find(key);
+      if (it == graphs.end()) {
+        // Capture once per (bucket, split count); later steps replay it over the same input buffers.
+        cudaGraph_t graph;
+        CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+        try {
+          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kKeysPerSplit);
+        } catch (...) {
+          cudaStreamEndCapture(stream, &graph);
+          throw;
+        }
+        CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+        cudaGraphExec_t exec;
+        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+        cudaGraphDestroy(graph);
+        it = graphs.emplace(key, exec).first;
+      }
+      CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+    } else {
+      int n_splits = 1, kps = max_ctx;  // exact path for short contexts
+      if (max_ctx > kExactAttentionMaxKeys) {
+        n_splits = (max_ctx + kKeysPerSplit - 1) / kKeysPerSplit, kps = kKeysPerSplit;
+        const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(n_tok) * c.num_heads));
+        if (size_t(n_splits) > cap_splits) {  // long prefill chunk: fewer, longer splits
+          kps = (max_ctx + int(cap_splits) - 1) / int(cap_splits);
+          kps = (kps + 127) / 128 * 128;
+          n_splits = (max_ctx + kps - 1) / kps;
+        }
+      }
+      forward(n_tok, n_lm, n_splits, kps);
+    }
+    if (n_lm > 0) {
+      samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
+      samp.n_seqs = n_lm, samp.any_random = any_random;
+      timed("sampling", [&] { sample_tokens(samp, stream); });
+      CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
+                                 cudaMemcpyDeviceToHost, stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream));
+    collect_times();
+  }
+
+  // Outputs, in batch order.
+  std::vector<int> lm_row_of(batch.seqs.size(), -1);
+  for (int r = 0; r < n_lm; ++r) lm_row_of[size_t(lm_seq[size_t(r)])] = r;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    const SequenceStep& q = batch.seqs[s];
+    if (!q.sample && !(q.return_logits && errors[s].empty())) continue;
+    SampleOutput o;
+    o.seq_id = q.seq_id;
+    if (!errors[s].empty()) {
+      o.ok = false;
+      o.error = errors[s];
+      out->samples.push_back(std::move(o));
+      continue;
+    }
+    const int r = lm_row_of[s];
+    if (q.return_logits) {
+      CUDA_CHECK(cudaMemcpy(host_logits, static_cast<const uint16_t*>(logits) + size_t(r) * c.vocab_size,
+                            size_t(c.vocab_size) * 2, cudaMemcpyDeviceToHost));
+      o.logits.resize(size_t(c.vocab_size));
+      for (int i = 0; i < c.vocab_size; ++i) {
+        const uint32_t u = uint32_t(host_logits[i]) << 16;
+        std::memcpy(&o.logits[size_t(i)], &u, 4);
+      }
+    }
+    if (q.sample) {
+      const SampleResultDev& res = host_results[r];
+      if (res.error != 0) {
+        o.ok = false;
+        o.error = res.error == 1 ? "the logits contain NaN" : "the largest logit is not finite after penalties/temperature";
+      } else {
+        o.token = res.token;
+        if (q.sampling->logprobs) o.logprob = res.logprob;
+        for (int k = 0; k < q.sampling->top_logprobs; ++k) o.top.push_back({res.top_ids[k], res.top_lp[k]});
+      }
+    }
+    out->samples.push_back(std::move(o));
+  }
+}
+
+CudaRunner::CudaRunner(const ModelWeights& weights, const CudaRunnerOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
+  CUDA_CHECK(cudaSetDevice(options.device));
+  impl_->w = upload_weights(weights, options.progress);
+  impl_->init();
+}
+
+CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunnerOptions& options)
+    : impl_(std::make_unique<Impl>(options)) {
+  CUDA_CHECK(cudaSetDevice(options.device));
+  impl_->w = random_weights(config, seed);
+  impl_->init();
+}
+
+CudaRunner::~CudaRunner() = default;
+
+const ModelConfig& CudaRunner::config() const { return impl_->cfg(); }
+KvCacheLayout CudaRunner::kv_layout() const { return {impl_->opt.block_size, impl_->num_blocks}; }
+void CudaRunner::step(const StepBatch& batch, StepOutput* out) { impl_->step(batch, out); }
+std::string CudaRunner::device_name() const { return impl_->device_name; }
+double CudaRunner::weights_upload_seconds() const { return impl_->w.upload_seconds; }
+size_t CudaRunner::weights_bytes() const { return impl_->w.arena.used(); }
+void CudaRunner::enable_kernel_timing(bool on) {
+  impl_->timing = on;
+  impl_->times = {};
+}
+KernelTimes CudaRunner::kernel_times() const { return impl_->times; }
+void CudaRunner::set_use_graphs(bool on) { impl_->opt.use_graphs = on; }
+int CudaRunner::graphs_captured() const { return int(impl_->graphs.size()); }
+
+namespace {
+__global__ void fill_random_bf16(uint16_t* p, size_t n, uint64_t seed) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    x ^= x >> 31, x *= 0xbf58476d1ce4e5b9ull, x ^= x >> 29;
+    // bf16 in [-2, 2): sign, exponent 126..127, random mantissa
+    p[i] = uint16_t(((x >> 8) & 0x8000u) | ((126u + ((x >> 20) & 1u)) << 7) | (x & 0x7fu));
+  }
+}
+}  // namespace
+
+void CudaRunner::fill_kv_random(uint64_t seed) {
+  for (void* layer : impl_->kv_layers) {
+    fill_random_bf16<<<2048, 256, 0, impl_->stream>>>(static_cast<uint16_t*>(layer), impl_->layer_kv_bytes / 2, seed++);
+    CUDA_CHECK_LAUNCH();
+  }
+  CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,66 @@
+// CudaRunner: the ModelRunner of the CUDA backend (SM90). Weights are uploaded once into one device arena,
+// the paged KV pool is a second arena sized by --device-memory-utilization, and the step workspaces a third;
+// nothing is allocated on the hot path. A step runs the fused kernels of src/cuda/kernels; pure-decode steps
+// of up to 256 sequences replay a CUDA graph captured per batch-size bucket (1, 2, 4, ..., 256). Sampling
+// runs on the GPU; only token ids (and logprobs) come back. Plain C++ header: no CUDA types.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/model_runner.h"
+#include "model/weights.h"
+
+namespace mxs::cuda {
+
+struct CudaRunnerOptions {
+  int device = 0;
+  double device_memory_utilization = 0.90;  // fraction of the card's memory this process may take
+  int num_kv_blocks = 0;        // > 0: exact KV pool size (overrides the utilization)
+  int block_size = 16;
+  int max_seqs = 256;           // sequences per step
+  int max_tokens = 2048;        // new tokens per step (prefill chunk budget)
+  int max_model_len = 8192;     // longest context a sequence may reach
+  bool use_graphs = true;       // CUDA graphs for pure-decode steps
+  bool progress = true;         // weight-upload progress bar on stderr
+};
+
+// Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).
+struct KernelTimes {
+  std::map<std::string, double> ms;  // family -> total ms
+  int steps = 0;
+};
+
+class CudaRunner : public ModelRunner {
+ public:
+  // Uploads `weights` (throws mxs::Error naming a mismatching tensor, or when the device lacks memory).
+  CudaRunner(const ModelWeights& weights, const CudaRunnerOptions& options);
+  // Random weights generated on the device (benchmarks without a checkpoint).
+  CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunnerOptions& options);
+  ~CudaRunner() override;
+
+  const ModelConfig& config() const override;
+  KvCacheLayout kv_layout() const override;
+  std::string name() const override { return "cuda"; }
+  void step(const StepBatch& batch, StepOutput* out) override;
+
+  // Beyond the seam (tests, benchmarks).
+  std::string device_name() const;
+  double weights_upload_seconds() const;
+  size_t weights_bytes() const;
+  void enable_kernel_timing(bool on);  // disables graphs while on
+  KernelTimes kernel_times() const;
+  void set_use_graphs(bool on);
+  int graphs_captured() const;
+  // Fills the whole KV pool with random bf16 values (benchmarks of long contexts without a prefill).
+  void fill_kv_random(uint64_t seed);
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mxs::cuda

@@ -1,0 +1,67 @@
+// Device helpers shared by the kernel families: bf16 <-> fp32 with the spec's rounding points (bf() =
+// round to nearest even), warp reductions, 16-byte vector loads, and the e2m1 byte -> bf16x2 table.
+#pragma once
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace mxs::cuda {
+
+using bf16_t = __nv_bfloat16;
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) { return __uint_as_float(uint32_t(b) << 16); }
+__device__ __forceinline__ float to_f32(bf16_t v) { return __bfloat162float(v); }
+__device__ __forceinline__ bf16_t to_bf16(float v) { return __float2bfloat16_rn(v); }
+// bf(x): x rounded once to bf16, back in fp32 (gpt-oss-spec.md §3 notation).
+__device__ __forceinline__ float bf(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+
+// The two bf16 halves of a 32-bit word as fp32: low half = element 2i, high half = element 2i+1.
+__device__ __forceinline__ float lo_f32(uint32_t w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float hi_f32(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// 16-byte global load that bypasses L1 allocation: weights are streamed once per step.
+__device__ __forceinline__ uint4 ldg_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+// Dot of 8 bf16 weights (one uint4) with 8 fp32 activations.
+__device__ __forceinline__ float dot8(uint4 w, const float4& a, const float4& b, float acc) {
+  acc = fmaf(lo_f32(w.x), a.x, acc);
+  acc = fmaf(hi_f32(w.x), a.y, acc);
+  acc = fmaf(lo_f32(w.y), a.z, acc);
+  acc = fmaf(hi_f32(w.y), a.w, acc);
+  acc = fmaf(lo_f32(w.z), b.x, acc);
+  acc = fmaf(hi_f32(w.z), b.y, acc);
+  acc = fmaf(lo_f32(w.w), b.z, acc);
+  acc = fmaf(hi_f32(w.w), b.w, acc);
+  return acc;
+}
+
+// e8m0 scale byte -> 2^(s-127) as fp32 (s = 0 gives 0 instead of 2^-127: below any bf16 product we keep).
+__device__ __forceinline__ float e8m0_to_f32(uint8_t s) { return __uint_as_float(uint32_t(s) << 23); }
+
+// e2m1 pair table: byte (low nibble = even element, high nibble = odd element) -> the two values as a
+// bf16x2 word (low half = even element). Values are exact in bf16; the block scale is applied after the dot.
+__host__ __device__ constexpr uint16_t e2m1_bf16_bits(int nibble) {
+  // +-{0, 0.5, 1, 1.5, 2, 3, 4, 6}
+  constexpr uint16_t mag[8] = {0x0000, 0x3f00, 0x3f80, 0x3fc0, 0x4000, 0x4040, 0x4080, 0x40c0};
+  return uint16_t(mag[nibble & 7] | ((nibble & 8) ? 0x8000 : 0));
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,152 @@
+// bf16 GEMV kernels (see gemv_bf16.h). A warp owns 1-2 consecutive output rows, 8 warps per CTA; its weight
+// loads are issued first, then the activation tile (<= 4 rows) is staged in shared memory as fp32.
+// The LM head can also fold a per-row argmax (value, lowest id) into its epilogue for greedy sampling.
+#include "cuda/kernels/gemv_bf16.h"
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/rmsnorm_row.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+
+enum class Epilogue { kBiasResidual, kStore };
+
+// Rows per warp: 2 for K <= 2880; 1 for K = 4096 (two rows of 4096 would take 128 registers of weights and
+// leave one CTA per SM).
+template <int K>
+constexpr int rows_per_warp() {
+  return K > 2880 ? 1 : 2;
+}
+
+// Orderable key of (value, id) for atomicMax: larger value first, then lower id.
+__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
+  const uint32_t u = __float_as_uint(v);
+  const uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return (static_cast<unsigned long long>(ord) << 32) | uint32_t(0x7fffffff - id);
+}
+
+template <int K, int MT, Epilogue EPI>
+__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p) {
+  constexpr int NR = rows_per_warp<K>();
+  extern __shared__ float4 s_x[];
+  __shared__ unsigned long long s_best[MT];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int r0 = (blockIdx.x * kWarps + warp) * NR;
+  const bf16_t* w = static_cast<const bf16_t*>(p.w);
+  bf16_t* y = static_cast<bf16_t*>(p.y);
+  // Rows past the end read the last row again (in bounds) and are not stored.
+  const bf16_t* rows[NR];
+#pragma unroll
+  for (int j = 0; j < NR; ++j) rows[j] = w + size_t(min(r0 + j, p.n_out - 1)) * K;
+  const bool active = r0 < p.n_out;
+  RowRegs<K, NR> wr;
+  if (active) load_rows<K, NR>(rows, wr);  // in flight while the activations are staged
+  for (int m0 = 0; m0 < p.n_rows; m0 += MT) {
+    if (m0 > 0 && active) load_rows<K, NR>(rows, wr);
+    __syncthreads();
+    stage_rows_f32<K, MT>(s_x, static_cast<const bf16_t*>(p.a), p.n_rows - m0,
+                          [&](int m) { return p.src_rows ? p.src_rows[m0 + m] : m0 + m; });
+    if (EPI == Epilogue::kStore && threadIdx.x < MT) s_best[threadIdx.x] = 0ull;
+    __syncthreads();
+    if (active) {
+      float acc[NR][MT];
+      dot_rows<K, MT, NR>(wr, s_x, acc);
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+#pragma unroll
+        for (int r = 0; r < NR; ++r) {
+          const int row = r0 + r;
+          if (lane != m * NR + r || m0 + m >= p.n_rows || row >= p.n_out) continue;
+          bf16_t* dst = y + size_t(m0 + m) * p.n_out + row;
+          if constexpr (EPI == Epilogue::kBiasResidual) {
+            const float proj = bf(acc[r][m] + to_f32(static_cast<const bf16_t*>(p.bias)[row]));
+            *dst = to_bf16(to_f32(*dst) + proj);
+          } else {
+            const bf16_t v = to_bf16(acc[r][m]);
+            *dst = v;
+            if (p.row_argmax) atomicMax(&s_best[m], argmax_key(to_f32(v), row));
+          }
+        }
+    }
+    if (EPI == Epilogue::kStore && p.row_argmax) {
+      __syncthreads();
+      if (threadIdx.x < MT && m0 + int(threadIdx.x) < p.n_rows && s_best[threadIdx.x] != 0ull)
+        atomicMax(&p.row_argmax[m0 + threadIdx.x], s_best[threadIdx.x]);
+    }
+  }
+  if constexpr (EPI == Epilogue::kBiasResidual) {
+    if (p.norm_weight == nullptr) return;
+    // The last CTA to finish normalizes the updated rows (read through L2: other CTAs wrote them).
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
+    for (int m = 0; m < p.n_rows; ++m) {
+      float xv[PER_THREAD];
+#pragma unroll
+      for (int i = 0; i < PER_THREAD; ++i) {
+        const int c = threadIdx.x + i * kNormThreads;
+        xv[i] = c < p.n_out ? to_f32(__ldcg(y + size_t(m) * p.n_out + c)) : 0.f;
+      }
+      rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.norm_weight), p.n_out, p.eps,
+                                    static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
+    }
+    if (threadIdx.x == 0) *p.done_counter = 0u;
+  }
+}
+
+template <int K, int MT, Epilogue EPI>
+void launch(const GemvBf16Params& p, cudaStream_t stream) {
+  constexpr int smem = staged_bytes<K, MT>();
+  static const bool smem_ok = (allow_smem(gemv_bf16_kernel<K, MT, EPI>, smem), true);
+  (void)smem_ok;
+  constexpr int rows_per_cta = kWarps * rows_per_warp<K>();
+  const int grid = (p.n_out + rows_per_cta - 1) / rows_per_cta;
+  gemv_bf16_kernel<K, MT, EPI><<<grid, kWarps * 32, smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int K, Epilogue EPI>
+void dispatch_mt(const GemvBf16Params& p, cudaStream_t stream) {
+  if (p.n_rows == 1) return launch<K, 1, EPI>(p, stream);
+  if (p.n_rows == 2) return launch<K, 2, EPI>(p, stream);
+  return launch<K, 4, EPI>(p, stream);
+}
+
+void check(const GemvBf16Params& p, const char* name) {
+  MXS_CHECK(p.n_rows >= 1 && p.n_out >= 1, strfmt("%s: n_rows = %d, n_out = %d must be >= 1", name, p.n_rows, p.n_out));
+}
+
+}  // namespace
+
+// o_proj: k = n_heads * 64 (4096 for 20b, 1024 for tiny).
+void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream) {
+  check(p, "gemv_bf16_residual");
+  MXS_CHECK(p.norm_weight == nullptr || (p.n_rows <= 4 && p.n_out <= 3072 && p.norm_out && p.done_counter),
+            "gemv_bf16_residual: the fused norm needs n_rows <= 4, n_out <= 3072, norm_out and done_counter");
+  switch (p.k) {
+    case 4096: return dispatch_mt<4096, Epilogue::kBiasResidual>(p, stream);
+    case 1024: return dispatch_mt<1024, Epilogue::kBiasResidual>(p, stream);
+    default: throw Error(strfmt("gemv_bf16_residual: k = %d is not supported (supported: 4096, 1024)", p.k));
+  }
+}
+
+// LM head: k = hidden (2880 for 20b, 64 for tiny).
+void gemv_bf16_lm_head(const GemvBf16Params& p, cudaStream_t stream) {
+  check(p, "gemv_bf16_lm_head");
+  switch (p.k) {
+    case 2880: return dispatch_mt<2880, Epilogue::kStore>(p, stream);
+    case 64: return dispatch_mt<64, Epilogue::kStore>(p, stream);
+    default: throw Error(strfmt("gemv_bf16_lm_head: k = %d is not supported (supported: 2880, 64)", p.k));
+  }
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,106 @@
+// Fused q/k/v GEMV + bias + YaRN RoPE + KV write. A warp owns the RoPE pair of rows (d, d + 32) of one head,
+// so the rotation happens in registers right after the dot products; 8 warps = 8 consecutive pairs.
+#include "cuda/kernels/qkv_rope.h"
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/gemv_core.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kHeadDim = 64;
+constexpr int kWarps = 8;
+
+template <int K, int MT>
+__global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) {
+  extern __shared__ float4 s_x[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int pair = blockIdx.x * kWarps + warp;  // global pair index over (n_heads + 2 n_kv) * 32
+  const int n_pairs = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
+  const int head = pair / (kHeadDim / 2), d = pair % (kHeadDim / 2);
+  const bf16_t* w = static_cast<const bf16_t*>(p.w_qkv);
+  const bf16_t* bias = static_cast<const bf16_t*>(p.b_qkv);
+  const int row0 = head * kHeadDim + d, row1 = row0 + kHeadDim / 2;
+  const bf16_t* rows[2] = {w + size_t(row0) * K, w + size_t(row1) * K};
+  const bool active = pair < n_pairs;
+  const float b0 = active ? to_f32(bias[row0]) : 0.f, b1 = active ? to_f32(bias[row1]) : 0.f;
+  const float inv_freq = p.inv_freq[d];
+
+  RowRegs<K, 2> wr;
+  if (active) load_rows<K, 2>(rows, wr);  // in flight while the activations are staged
+  for (int m0 = 0; m0 < p.n_tokens; m0 += MT) {
+    if (m0 > 0 && active) load_rows<K, 2>(rows, wr);
+    __syncthreads();
+    stage_rows_f32<K, MT>(s_x, static_cast<const bf16_t*>(p.xn), p.n_tokens - m0, [&](int m) { return m0 + m; });
+    __syncthreads();
+    if (!active) continue;
+    float acc[2][MT];
+    dot_rows<K, MT, 2>(wr, s_x, acc);
+    // Lane m finishes token m0 + m (MT <= 32).
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if (lane != m || m0 + m >= p.n_tokens) continue;
+      const int t = m0 + m;
+      float x1 = bf(acc[0][m] + b0), x2 = bf(acc[1][m] + b1);
+      const int pos = p.meta.positions[t];
+      if (head < p.n_heads + p.n_kv_heads) {  // q or k: rotate
+        const float ang = float(pos) * inv_freq;
+        const float c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
+        const float r1 = bf(bf(x1 * c) - bf(x2 * s));
+        const float r2 = bf(bf(x2 * c) + bf(x1 * s));
+        x1 = r1;
+        x2 = r2;
+      }
+      if (head < p.n_heads) {
+        bf16_t* q = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim;
+        q[d] = to_bf16(x1);
+        q[d + kHeadDim / 2] = to_bf16(x2);
+      } else {
+        const bool is_v = head >= p.n_heads + p.n_kv_heads;
+        const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
+        const int seq = p.meta.token_seq[t];
+        const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
+        const int slot = pos % p.kv.block_size;
+        bf16_t* dst = static_cast<bf16_t*>(p.kv.base) +
+                      ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) *
+                          kHeadDim +
+                      size_t(slot) * kHeadDim;
+        dst[d] = to_bf16(x1);
+        dst[d + kHeadDim / 2] = to_bf16(x2);
+      }
+    }
+  }
+}
+
+template <int K, int MT>
+void launch(const QkvRopeParams& p, cudaStream_t stream) {
+  const int n_pairs = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
+  const int grid = (n_pairs + kWarps - 1) / kWarps;
+  constexpr int smem = staged_bytes<K, MT>();
+  static const bool smem_ok = (allow_smem(qkv_rope_kernel<K, MT>, smem), true);
+  (void)smem_ok;
+  qkv_rope_kernel<K, MT><<<grid, kWarps * 32, smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int K>
+void dispatch_mt(const QkvRopeParams& p, cudaStream_t stream) {
+  if (p.n_tokens == 1) return launch<K, 1>(p, stream);
+  if (p.n_tokens == 2) return launch<K, 2>(p, stream);
+  return launch<K, 4>(p, stream);
+}
+
+}  // namespace
+
+void qkv_rope(const QkvRopeParams& p, cudaStream_t stream) {
+  MXS_CHECK(p.n_tokens >= 1, "qkv_rope: n_tokens must be >= 1");
+  MXS_CHECK(p.kv.n_kv_heads == p.n_kv_heads, "qkv_rope: KV view and params disagree on n_kv_heads");
+  switch (p.hidden) {
+    case 2880: return dispatch_mt<2880>(p, stream);
+    case 64: return dispatch_mt<64>(p, stream);
+    default: throw Error(strfmt("qkv_rope: hidden = %d is not supported (supported: 2880, 64)", p.hidden));
+  }
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,58 @@
+// gpt-oss weights on the device: one arena holding every tensor the kernels read, in the layouts they want
+// (docs/KERNELS.md): q/k/v fused into one [(n_heads + 2 n_kv) * 64, H] matrix (+ bias), everything else as
+// stored in the checkpoint (bf16 row-major [out, in]; MXFP4 experts [E, rows, K/32, 16] + scales). Uploaded
+// once from the mmap through pinned staging buffers with overlapped copies, or filled with random values on
+// the device (benchmarks without a checkpoint).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "cuda/device_arena.h"
+#include "cuda/kernels/moe_gemv_mxfp4.h"
+#include "model/config.h"
+#include "model/weights.h"
+
+namespace mxs::cuda {
+
+struct DeviceLayerWeights {
+  const void* input_norm = nullptr;  // [H] bf16
+  const void* w_qkv = nullptr;       // [(n_heads + 2 n_kv) * 64, H] bf16: q rows, then k, then v
+  const void* b_qkv = nullptr;       // [(n_heads + 2 n_kv) * 64] bf16
+  const void* w_o = nullptr;         // [H, n_heads * 64] bf16
+  const void* b_o = nullptr;         // [H] bf16
+  const void* sinks = nullptr;       // [n_heads] bf16
+  const void* post_norm = nullptr;   // [H] bf16
+  const void* router_w = nullptr;    // [E, H] bf16
+  const void* router_b = nullptr;    // [E] bf16
+  MoeExpertWeights experts;
+};
+
+struct DeviceWeights {
+  ModelConfig config;
+  DeviceArena arena;
+  const void* embed = nullptr;       // [V, H] bf16
+  const void* final_norm = nullptr;  // [H] bf16
+  const void* lm_head = nullptr;     // [V, H] bf16
+  const float* inv_freq = nullptr;   // [head_dim / 2] fp32 YaRN inverse frequencies
+  float mscale = 1.0f;               // YaRN attention factor, folded into cos/sin
+  std::vector<DeviceLayerWeights> layers;
+  double upload_seconds = 0.0;
+};
+
+// Bytes of the weights arena for `config`.
+size_t device_weights_bytes(const ModelConfig& config);
+
+// Uploads `w` (checked against its config: a tensor with the wrong size is an error naming it). Prints a
+// progress bar on stderr when `progress`.
+DeviceWeights upload_weights(const ModelWeights& w, bool progress);
+
+// Random weights with the magnitudes of a trained checkpoint (bf16 ~U(-0.03, 0.03), norms 1, MXFP4 scales
+// around 2^-6), generated on the device: for benchmarks without a checkpoint. Routing is ~uniform.
+DeviceWeights random_weights(const ModelConfig& config, uint64_t seed);
+
+// YaRN inverse frequencies (spec §3.3, truncate = false) and the attention factor, fp32.
+void yarn_tables(const ModelConfig& config, std::vector<float>* inv_freq, float* mscale);
+
+}  // namespace mxs::cuda

@@ -1,0 +1,268 @@
+// EngineCore: admission checks, StepBatch assembly, sample processing and stop conditions (engine_core.h).
+#include "engine/engine_core.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "common/timer.h"
+
+namespace mxs {
+
+EngineCore::EngineCore(ModelRunner& runner, const Tokenizer* tokenizer, const EngineConfig& config)
+    : runner_(runner),
+      tokenizer_(tokenizer),
+      config_(config),
+      layout_(runner.kv_layout()),
+      vocab_size_(runner.config().vocab_size),
+      blocks_(layout_.num_blocks, layout_.block_size, config.enable_prefix_caching),
+      scheduler_(SchedulerConfig{config.max_num_batched_tokens, config.max_batch_size}, &blocks_) {
+  const int model_max = runner.config().max_position_embeddings;
+  if (config_.max_length <= 0) config_.max_length = model_max;
+  MXS_CHECK(config_.max_length <= model_max,
+            strfmt("max-length = %d exceeds the model's max_position_embeddings (%d)", config_.max_length, model_max));
+  counters_.kv_blocks_total = layout_.num_blocks;
+}
+
+int EngineCore::validate(const Request& r) const {
+  const int n_prompt = int(r.prompt.size());
+  MXS_CHECK(n_prompt > 0, "the prompt is empty: at least one token is needed");
+  for (size_t i = 0; i < r.prompt.size(); ++i)
+    MXS_CHECK(r.prompt[i] >= 0 && r.prompt[i] < vocab_size_,
+              strfmt("prompt token %d at index %zu is outside the vocabulary [0, %d)", r.prompt[i], i, vocab_size_));
+  r.sampling.validate();
+  MXS_CHECK(r.max_tokens == -1 || r.max_tokens >= 1,
+            strfmt("max_tokens = %d is out of range: must be >= 1 (or unset)", r.max_tokens));
+  MXS_CHECK(r.stop_strings.empty() || tokenizer_,
+            "stop strings need a tokenizer, and this engine has none");
+  const int max_length = config_.max_length;
+  MXS_CHECK(n_prompt < max_length,
+            strfmt("the prompt has %d tokens but --max-length is %d (prompt + output): no room to generate",
+                   n_prompt, max_length));
+  if (r.max_tokens > 0)
+    MXS_CHECK(int64_t(n_prompt) + r.max_tokens <= max_length,
+              strfmt("prompt (%d tokens) + max_tokens (%d) = %lld tokens exceeds --max-length %d", n_prompt,
+                     r.max_tokens, (long long)n_prompt + r.max_tokens, max_length));
+  // The last generated token never enters the KV cache, so a request needs prompt + max_tokens - 1 slots.
+  const int64_t pool_tokens = int64_t(layout_.num_blocks) * layout_.block_size;
+  const int max_tokens = r.max_tokens > 0 ? r.max_tokens : max_length - n_prompt;
+  const int64_t kv_tokens = int64_t(n_prompt) + max_tokens - 1;
+  if (kv_tokens > pool_tokens) {
+    MXS_CHECK(r.max_tokens < 0,
+              strfmt("prompt (%d tokens) + max_tokens (%d) needs %lld KV blocks of %d tokens, but the KV pool "
+                     "has %d blocks (%lld tokens)",
+                     n_prompt, r.max_tokens, (long long)blocks_.blocks_for_tokens(kv_tokens), layout_.block_size,
+                     layout_.num_blocks, (long long)pool_tokens));
+    MXS_CHECK(n_prompt <= pool_tokens,
+              strfmt("the prompt (%d tokens) needs %d KV blocks of %d tokens, but the KV pool has %d blocks "
+                     "(%lld tokens)",
+                     n_prompt, blocks_.blocks_for_tokens(n_prompt), layout_.block_size, layout_.num_blocks,
+                     (long long)pool_tokens));
+    return int(pool_tokens - n_prompt + 1);  // unset max_tokens: as many as the pool can hold
+  }
+  return max_tokens;
+}
+
+void EngineCore::add(uint64_t id, Request request, std::shared_ptr<EventQueue> events) {
+  const int max_tokens = validate(request);
+  MXS_CHECK(!seqs_.count(id), strfmt("request id %llu is already in use", (unsigned long long)id));
+  auto seq = std::make_unique<Sequence>();
+  seq->id = id;
+  seq->tokens = std::move(request.prompt);
+  seq->num_prompt_tokens = int(seq->tokens.size());
+  seq->max_tokens = max_tokens;
+  seq->arrival_order = next_arrival_++;
+  seq->events = std::move(events);
+  if (request.arrival_time <= 0.0) request.arrival_time = now_seconds();
+  seq->timings.arrival = request.arrival_time;
+  seq->text.init(tokenizer_, request.stop_strings);
+  seq->request = std::move(request);
+  scheduler_.add(seq.get());
+  seqs_.emplace(id, std::move(seq));
+  ++counters_.requests_added;
+  counters_.prompt_tokens += uint64_t(seqs_.at(id)->num_prompt_tokens);
+}
+
+void EngineCore::abort(uint64_t id) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) return;
+  finish(it->second.get(), TokenEvent{}, FinishReason::kAbort);
+}
+
+void EngineCore::abort_all() {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, seq] : seqs_) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  for (uint64_t id : ids) abort(id);
+}
+
+void EngineCore::finish(Sequence* seq, TokenEvent event, FinishReason reason) {
+  event.request_id = seq->id;
+  event.finish = reason;
+  if (reason != FinishReason::kError) event.text += seq->text.flush();
+  seq->timings.end = now_seconds();
+  event.num_prompt_tokens = seq->num_prompt_tokens;
+  event.num_output_tokens = seq->num_output_tokens();
+  event.num_cached_tokens = std::max(0, seq->num_cached_tokens);
+  event.num_preemptions = seq->num_preemptions;
+  event.timings = std::move(seq->timings);
+  switch (reason) {
+    case FinishReason::kStop: ++counters_.requests_finished_stop; break;
+    case FinishReason::kLength: ++counters_.requests_finished_length; break;
+    case FinishReason::kAbort: ++counters_.requests_aborted; break;
+    case FinishReason::kError: ++counters_.requests_failed; break;
+    case FinishReason::kNone: break;
+  }
+  scheduler_.remove(seq);
+  std::shared_ptr<EventQueue> events = std::move(seq->events);
+  const uint64_t id = seq->id;
+  seqs_.erase(id);  // `seq` is gone from here on
+  if (events) outbox_.emplace_back(std::move(events), std::move(event));
+}
+
+void EngineCore::deliver_events() {
+  for (auto& [queue, event] : outbox_) queue->push(std::move(event));
+  outbox_.clear();
+}
+
+void EngineCore::fail_batch(const SchedulerOutput& sched, const std::string& error) {
+  for (const ScheduledSeq& s : sched.seqs) {
+    TokenEvent ev;
+    ev.error = error;
+    finish(s.seq, std::move(ev), FinishReason::kError);
+  }
+}
+
+void EngineCore::step() {
+  if (!scheduler_.has_work()) return;
+  Stopwatch watch;
+  SchedulerOutput sched = scheduler_.schedule();
+  if (sched.empty()) {
+    // Cannot happen for validated requests (each fits the pool alone, and older ones preempt newer ones);
+    // fail the head of the queue rather than spin.
+    if (scheduler_.num_running() == 0 && scheduler_.num_waiting() > 0) {
+      TokenEvent ev;
+      ev.error = "internal: the scheduler could not place this request in an idle KV pool";
+      MXS_LOG_ERROR("%s", ev.error.c_str());
+      finish(scheduler_.waiting().front(), std::move(ev), FinishReason::kError);
+    }
+    return;
+  }
+  counters_.kv_usage_peak = std::max(counters_.kv_usage_peak, blocks_.usage());
+
+  // Assemble the flat batch; spans point into each sequence's token vector, which does not change until
+  // the samples are appended below.
+  const double start = now_seconds();
+  batch_.tokens.clear();
+  batch_.positions.clear();
+  batch_.seqs.clear();
+  for (const ScheduledSeq& s : sched.seqs) {
+    Sequence* seq = s.seq;
+    if (seq->timings.first_scheduled == 0.0) seq->timings.first_scheduled = start;
+    SequenceStep ss;
+    ss.seq_id = seq->id;
+    ss.token_offset = int32_t(batch_.tokens.size());
+    ss.num_tokens = s.num_new_tokens;
+    ss.context_len = seq->num_computed_tokens + s.num_new_tokens;
+    ss.block_table = seq->blocks.ids;
+    ss.sample = ss.context_len == seq->num_tokens();
+    ss.sampling = &seq->request.sampling;
+    ss.prompt_tokens = seq->prompt();
+    ss.output_tokens = seq->output();
+    for (int p = seq->num_computed_tokens; p < ss.context_len; ++p) {
+      batch_.tokens.push_back(seq->tokens[size_t(p)]);
+      batch_.positions.push_back(p);
+    }
+    batch_.seqs.push_back(ss);
+  }
+  counters_.computed_tokens += uint64_t(sched.num_tokens);
+
+  step_out_.samples.clear();
+  try {
+    runner_.step(batch_, &step_out_);
+  } catch (const std::exception& e) {
+    MXS_LOG_ERROR("runner step failed (%zu sequences, %d tokens): %s", sched.seqs.size(), sched.num_tokens, e.what());
+    fail_batch(sched, strfmt("the %s backend failed on this step: %s", runner_.name().c_str(), e.what()));
+    return;
+  }
+  scheduler_.on_step_done(sched);
+
+  // Samples come in batch order, one per sequence that asked.
+  const double now = now_seconds();
+  size_t next = 0;
+  for (size_t i = 0; i < batch_.seqs.size(); ++i) {
+    if (!batch_.seqs[i].sample) continue;
+    Sequence* seq = sched.seqs[i].seq;
+    if (next >= step_out_.samples.size() || step_out_.samples[next].seq_id != seq->id) {
+      TokenEvent ev;
+      ev.error = strfmt("the %s backend returned no sample for this request", runner_.name().c_str());
+      finish(seq, std::move(ev), FinishReason::kError);
+      continue;
+    }
+    process_sample(seq, step_out_.samples[next++], now);
+  }
+  ++counters_.steps;
+  counters_.step_seconds += watch.seconds();
+  if (config_.check_invariants) scheduler_.check_invariants();
+}
+
+void EngineCore::process_sample(Sequence* seq, const SampleOutput& sample, double now) {
+  TokenEvent ev;
+  ev.request_id = seq->id;
+  if (!sample.ok || sample.token < 0 || sample.token >= vocab_size_) {
+    ev.error = !sample.ok ? sample.error
+                          : strfmt("the sampler returned token %d, outside the vocabulary [0, %d)", sample.token,
+                                   vocab_size_);
+    finish(seq, std::move(ev), FinishReason::kError);
+    return;
+  }
+  const int32_t token = sample.token;
+  seq->tokens.push_back(token);
+  ++counters_.generation_tokens;
+  if (seq->timings.first_token == 0.0) seq->timings.first_token = now;
+  seq->timings.token_times.push_back(now);
+  ev.token_ids.push_back(token);
+  const SamplingParams& sp = seq->request.sampling;
+  if (sp.logprobs) ev.logprobs.push_back(sample.logprob);
+  if (sp.top_logprobs > 0) ev.top.push_back(sample.top);
+
+  const Request& r = seq->request;
+  const bool stop_token = !r.ignore_stop_tokens &&
+                          std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), token) != r.stop_token_ids.end();
+  if (stop_token) {
+    ev.stop_token = token;
+    finish(seq, std::move(ev), FinishReason::kStop);
+    return;
+  }
+  try {
+    ev.text = seq->text.feed(token);
+  } catch (const std::exception& e) {
+    ev.error = strfmt("detokenizing token %d failed: %s", token, e.what());
+    finish(seq, std::move(ev), FinishReason::kError);
+    return;
+  }
+  if (seq->text.stopped()) {
+    ev.stop_string = seq->text.matched_stop();
+    finish(seq, std::move(ev), FinishReason::kStop);
+  } else if (seq->num_output_tokens() >= seq->max_tokens) {
+    finish(seq, std::move(ev), FinishReason::kLength);
+  } else if (seq->events) {
+    outbox_.emplace_back(seq->events, std::move(ev));
+  }
+}
+
+EngineMetrics EngineCore::metrics() const {
+  EngineMetrics m = counters_;
+  m.num_running = scheduler_.num_running();
+  m.num_waiting = scheduler_.num_waiting();
+  m.kv_blocks_total = blocks_.num_blocks();
+  m.kv_blocks_used = blocks_.num_used_blocks();
+  m.kv_usage = blocks_.usage();
+  m.prefix_query_tokens = blocks_.prefix_stats().query_tokens;
+  m.prefix_hit_tokens = blocks_.prefix_stats().hit_tokens;
+  m.preemptions = scheduler_.num_preemptions();
+  return m;
+}
+
+}  // namespace mxs

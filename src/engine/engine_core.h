@@ -1,0 +1,79 @@
+// The single-threaded engine: requests -> scheduler steps -> ModelRunner::step -> sampled tokens -> stop
+// checks -> TokenEvents. Not thread-safe except validate(); Engine (engine.h) runs it on its own thread,
+// tests drive it step by step.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "engine/block_manager.h"
+#include "engine/event_queue.h"
+#include "engine/metrics.h"
+#include "engine/model_runner.h"
+#include "engine/request.h"
+#include "engine/scheduler.h"
+#include "engine/sequence.h"
+#include "text/tokenizer.h"
+
+namespace mxs {
+
+struct EngineConfig {
+  int max_num_batched_tokens = 2048;  // --max-num-batched-tokens: new tokens per step
+  int max_batch_size = 256;           // --max-batch-size: sequences per step
+  int max_length = 0;                 // --max-length: prompt + output tokens; 0 = the model's maximum
+  bool enable_prefix_caching = true;
+  bool check_invariants = false;      // scheduler + block manager invariants after every step (tests)
+};
+
+class EngineCore {
+ public:
+  // The runner and tokenizer (nullptr: no text, no stop strings) must outlive the core.
+  EngineCore(ModelRunner& runner, const Tokenizer* tokenizer, const EngineConfig& config);
+
+  const EngineConfig& config() const { return config_; }  // max_length resolved
+  const KvCacheLayout& kv_layout() const { return layout_; }
+  const Tokenizer* tokenizer() const { return tokenizer_; }
+
+  // Checks a request against the limits; returns its effective max_tokens. Throws mxs::Error with both
+  // numbers when it can never run (prompt + max_tokens > max_length, more KV blocks than the pool has,
+  // bad sampling parameter, token id outside the vocabulary). Thread-safe: reads immutable state only.
+  int validate(const Request& request) const;
+
+  // Adds a request (validate() first; throws like it). Events go to `events`.
+  void add(uint64_t id, Request request, std::shared_ptr<EventQueue> events);
+  // Finishes a request with kAbort and frees its blocks; unknown or finished ids are ignored.
+  void abort(uint64_t id);
+  void abort_all();
+
+  bool has_work() const { return scheduler_.has_work(); }
+  // One scheduler step (no-op without work).
+  void step();
+  // Pushes the events produced since the last call (by step(), abort()) to their queues. Kept apart
+  // so that Engine publishes the metrics of a step before anyone can see its events.
+  void deliver_events();
+
+  EngineMetrics metrics() const;
+  void check_invariants() const { scheduler_.check_invariants(); }
+
+ private:
+  void process_sample(Sequence* seq, const SampleOutput& sample, double now);
+  void finish(Sequence* seq, TokenEvent event, FinishReason reason);
+  void fail_batch(const SchedulerOutput& sched, const std::string& error);
+
+  ModelRunner& runner_;
+  const Tokenizer* tokenizer_;
+  EngineConfig config_;
+  KvCacheLayout layout_;
+  int vocab_size_;
+  BlockManager blocks_;
+  Scheduler scheduler_;
+  std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // waiting + running
+  uint64_t next_arrival_ = 0;
+  StepBatch batch_;  // reused across steps
+  StepOutput step_out_;
+  EngineMetrics counters_;  // the counter part of metrics()
+  std::vector<std::pair<std::shared_ptr<EventQueue>, TokenEvent>> outbox_;
+};
+
+}  // namespace mxs

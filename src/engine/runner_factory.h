@@ -1,0 +1,34 @@
+// Builds the ModelRunner a command asked for (--backend cpu|cuda) from loaded weights, sizing its KV pool;
+// the one place that knows which backends this build has.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "engine/model_runner.h"
+#include "model/weights.h"
+
+namespace mxs {
+
+struct RunnerSpec {
+  std::string backend = "cpu";  // "cpu" | "cuda"
+  int block_size = 16;
+  int num_kv_blocks = 0;        // > 0: exact pool size; 0: cpu -> enough for kv_tokens, cuda -> memory fraction
+  int64_t kv_tokens = 0;        // cpu: tokens the pool must hold when num_kv_blocks == 0
+  double device_memory_utilization = 0.90;  // cuda
+  int max_batch_size = 256;           // cuda: sequences per step (graph buckets)
+  int max_num_batched_tokens = 2048;  // cuda: new tokens per step (workspace size)
+  int max_length = 8192;              // cuda: longest context
+};
+
+bool build_has_cuda();  // compiled with the CUDA backend
+// Throws the error make_runner would give for an unknown or missing backend, without loading anything.
+void check_backend_available(const std::string& backend);
+
+// Throws mxs::Error for an unknown backend, "this build has no CUDA backend", or what the backend rejects.
+std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const RunnerSpec& spec);
+
+// "cpu (16 threads)" / the CUDA device name, for benchmark tables.
+std::string runner_device_name(const ModelRunner& runner);
+
+}  // namespace mxs

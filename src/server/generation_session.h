@@ -1,0 +1,72 @@
+// One accepted generation request between the engine and its HTTP exchange. It reserves a slot in the
+// bounded waiting queue (429 when full), submits the Request, cancels it when the client disconnects, and
+// hands the engine's TokenEvents to the endpoint's on_event(), one at a time, on an io thread (never on the
+// engine thread: formatting JSON and SSE must not slow the engine loop). It keeps itself alive until the
+// final event has been handled.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "engine/event_queue.h"
+#include "engine/request.h"
+#include "server/http_server.h"
+#include "server/openai_schema.h"
+#include "server/serving_context.h"
+
+namespace mxs::server {
+
+class GenerationSession : public std::enable_shared_from_this<GenerationSession> {
+ public:
+  GenerationSession(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, bool stream);
+  virtual ~GenerationSession() = default;
+
+  // Throws ApiException: 429 (with retry_after_s) when the waiting queue is full, 400 when the engine
+  // rejects the request. On success the response is under way (for a stream: headers + on_stream_start()).
+  void start(Request request);
+
+ protected:
+  // The endpoint's formatting. on_event runs serially; the last call gets the event with finish set.
+  virtual void on_stream_start() {}
+  virtual void on_event(TokenEvent& event) = 0;
+
+  // Ends generation early (e.g. a stop string matched); the final event follows with kAbort.
+  void cancel();
+  bool client_gone() const { return exchange_->client_gone(); }
+
+  void send_event(const nlohmann::json& chunk);  // one SSE `data:` event
+  // Stream: an in-band {"error": ...} event, [DONE], end of stream. Otherwise: the error response.
+  void fail(const ApiError& error);
+  void end_stream_done();                         // `data: [DONE]` + end of the chunked body
+  void respond_json(const nlohmann::json& body);  // non-streaming 200
+
+  ServingContext& ctx_;
+  std::shared_ptr<HttpExchange> exchange_;
+  const bool stream_;
+  const int64_t created_;        // unix seconds, the same on every chunk
+  const std::string id_suffix_;  // random id part shared by all chunks ("chatcmpl-" + it, "cmpl-" + it)
+
+ private:
+  void schedule_drain();
+  void drain();
+  void release_waiting_slot();
+
+  std::shared_ptr<EventQueue> events_ = std::make_shared<EventQueue>();
+  std::shared_ptr<GenerationSession> self_;  // alive until the final event is handled
+  std::mutex drain_mu_;                      // serialises start() and drain()
+  std::atomic<bool> drain_scheduled_{false};
+  std::atomic<uint64_t> request_id_{0};
+  std::atomic<bool> cancel_requested_{false};
+  bool holds_waiting_slot_ = false;
+  bool finished_ = false;
+};
+
+// A random alphanumeric id part (24 characters) for response ids.
+std::string random_id();
+// A random 64-bit sampling seed for requests without one.
+uint64_t random_seed();
+
+}  // namespace mxs::server

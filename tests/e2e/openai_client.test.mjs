@@ -1,0 +1,257 @@
+// The official openai client against a real mxserve (CPU, random tiny demo model): the model's words are
+// random, so these tests assert on the response structure, not on wording.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startServer } from './lib/server.mjs';
+
+let server;
+let client;
+
+before(async () => {
+  server = await startServer(['--max-length', '1024']);
+  client = new OpenAI({ apiKey: 'unused', baseURL: `${server.base}/v1`, maxRetries: 0, timeout: 60000 });
+});
+
+after(async () => {
+  const { code } = await server.stop();
+  assert.equal(code, 0, 'graceful shutdown exits 0');
+});
+
+const messages = [
+  { role: 'system', content: 'You are a helpful assistant.' },
+  { role: 'user', content: 'What is 2 + 2?' },
+];
+
+function checkUsage(usage) {
+  assert.ok(usage.prompt_tokens > 0);
+  assert.ok(usage.completion_tokens > 0);
+  assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens);
+  assert.equal(typeof usage.completion_tokens_details.reasoning_tokens, 'number');
+  assert.ok(usage.completion_tokens_details.reasoning_tokens <= usage.completion_tokens);
+}
+
+test('models lists the served model', async () => {
+  const list = await client.models.list();
+  assert.equal(list.data.length, 1);
+  assert.equal(list.data[0].id, server.model);
+  assert.equal(list.data[0].object, 'model');
+});
+
+test('non-streaming chat completion', async () => {
+  const r = await client.chat.completions.create({ model: server.model, messages, max_tokens: 8, temperature: 0 });
+  assert.match(r.id, /^chatcmpl-/);
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.model, server.model);
+  assert.equal(r.choices.length, 1);
+  const c = r.choices[0];
+  assert.equal(c.message.role, 'assistant');
+  assert.ok(['stop', 'length', 'tool_calls'].includes(c.finish_reason));
+  assert.ok(c.message.content === null || typeof c.message.content === 'string');
+  assert.ok('reasoning_content' in c.message && 'reasoning' in c.message);
+  assert.deepEqual(c.message.reasoning, c.message.reasoning_content);
+  checkUsage(r.usage);
+  assert.equal(r.usage.completion_tokens, 8);
+  assert.equal(c.finish_reason, 'length');
+});
+
+test('streaming chat: one id, role first, finish last, usage chunk, [DONE]', async () => {
+  const stream = await client.chat.completions.create({
+    model: server.model, messages, max_tokens: 6, stream: true, stream_options: { include_usage: true },
+  });
+  const chunks = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  assert.ok(chunks.length >= 3);
+  const ids = new Set(chunks.map((c) => c.id));
+  assert.equal(ids.size, 1);
+  assert.equal(chunks[0].object, 'chat.completion.chunk');
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const usageChunk = chunks.at(-1);
+  assert.deepEqual(usageChunk.choices, []);
+  checkUsage(usageChunk.usage);
+  assert.equal(usageChunk.usage.completion_tokens, 6);
+  const finishChunk = chunks.at(-2);
+  assert.equal(finishChunk.choices[0].finish_reason, 'length');
+  for (const c of chunks.slice(0, -2)) {
+    assert.equal(c.choices[0].finish_reason, null);
+    assert.equal(c.usage, null);
+  }
+});
+
+test('completions, non-streaming and streaming, with logprobs and stop', async () => {
+  const r = await client.completions.create({ model: server.model, prompt: 'Once upon a time', max_tokens: 5, logprobs: 2, seed: 11 });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(typeof r.choices[0].text, 'string');
+  assert.equal(r.choices[0].logprobs.tokens.length, 5);
+  assert.equal(r.choices[0].logprobs.token_logprobs.length, 5);
+  assert.ok(r.choices[0].logprobs.token_logprobs.every((x) => x <= 0));
+  assert.ok(r.choices[0].logprobs.top_logprobs.every((t) => Object.keys(t).length >= 1));
+  assert.equal(r.usage.completion_tokens, 5);
+
+  const stream = await client.completions.create({ model: server.model, prompt: 'Once upon a time', max_tokens: 5, seed: 11, stream: true });
+  let text = '';
+  let finish = null;
+  for await (const c of stream) {
+    text += c.choices[0]?.text ?? '';
+    finish = c.choices[0]?.finish_reason ?? finish;
+  }
+  assert.equal(text, r.choices[0].text, 'same seed, same tokens, streamed or not');
+  assert.equal(finish, 'length');
+
+  // A stop string taken from the text itself cuts the answer right before it.
+  const full = r.choices[0].text;
+  const stopAt = full.slice(Math.floor(full.length / 2)).trim().slice(0, 3);
+  if (stopAt.length > 0) {
+    const s = await client.completions.create({ model: server.model, prompt: 'Once upon a time', max_tokens: 5, seed: 11, stop: [stopAt] });
+    assert.equal(s.choices[0].finish_reason, 'stop');
+    assert.ok(!s.choices[0].text.includes(stopAt));
+    assert.ok(full.startsWith(s.choices[0].text));
+  }
+});
+
+test('seeded sampling is reproducible', async () => {
+  const req = { model: server.model, prompt: 'The weather', max_tokens: 6, temperature: 1.0, top_p: 0.9, seed: 1234 };
+  const a = await client.completions.create(req);
+  const b = await client.completions.create(req);
+  assert.equal(a.choices[0].text, b.choices[0].text);
+});
+
+const tools = [{
+  type: 'function',
+  function: {
+    name: 'get_weather',
+    description: 'Gets the weather',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+  },
+}];
+
+test('tool call round trip: a named tool_choice returns a call; its result renders back', async () => {
+  const r = await client.chat.completions.create({
+    model: server.model, messages: [{ role: 'user', content: 'Weather in Paris?' }], tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 6,
+  });
+  const msg = r.choices[0].message;
+  assert.equal(msg.tool_calls.length, 1);
+  const call = msg.tool_calls[0];
+  assert.match(call.id, /^call_/);
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  assert.equal(typeof call.function.arguments, 'string');
+  assert.ok(['tool_calls', 'length'].includes(r.choices[0].finish_reason));
+
+  // Streaming: the call's first delta carries id + name, later ones only argument pieces.
+  const stream = await client.chat.completions.create({
+    model: server.model, messages: [{ role: 'user', content: 'Weather in Paris?' }], tools,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } }, max_tokens: 6, stream: true,
+  });
+  const deltas = [];
+  for await (const c of stream) for (const t of c.choices[0]?.delta?.tool_calls ?? []) deltas.push(t);
+  assert.ok(deltas.length >= 1);
+  assert.equal(deltas[0].function.name, 'get_weather');
+  assert.match(deltas[0].id, /^call_/);
+  assert.ok(deltas.slice(1).every((d) => d.id === undefined && d.index === 0));
+
+  // Round trip: the assistant's call and the tool's answer go back in; the server renders them (200).
+  const followUp = await client.chat.completions.create({
+    model: server.model, tools, max_tokens: 4,
+    messages: [
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: call.id, type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+      { role: 'tool', tool_call_id: call.id, content: '{"temperature_c": 21}' },
+    ],
+  });
+  assert.equal(followUp.choices.length, 1);
+  checkUsage(followUp.usage);
+  assert.ok(followUp.usage.prompt_tokens > r.usage.prompt_tokens);
+});
+
+test('tool_choice none never returns tool calls; auto accepts tools', async () => {
+  const none = await client.chat.completions.create({ model: server.model, messages, tools, tool_choice: 'none', max_tokens: 4 });
+  assert.equal(none.choices[0].message.tool_calls, undefined);
+  assert.notEqual(none.choices[0].finish_reason, 'tool_calls');
+  const auto = await client.chat.completions.create({ model: server.model, messages, tools, max_tokens: 4 });
+  assert.ok(auto.usage.prompt_tokens > none.usage.prompt_tokens, 'tools are rendered into the prompt with auto only');
+});
+
+test('reasoning_effort changes the rendered system prompt', async () => {
+  const tok = async (effort) => {
+    const r = await fetch(`${server.base}/tokenize`, { method: 'POST', body: JSON.stringify({ messages, reasoning_effort: effort }) });
+    assert.equal(r.status, 200);
+    return (await r.json()).tokens;
+  };
+  const low = await tok('low');
+  const high = await tok('high');
+  assert.notDeepEqual(low, high);
+  const det = await (await fetch(`${server.base}/detokenize`, { method: 'POST', body: JSON.stringify({ tokens: high }) })).json();
+  assert.match(det.prompt, /Reasoning: high/);
+  for (const effort of ['low', 'medium', 'high']) {
+    const r = await client.chat.completions.create({ model: server.model, messages, reasoning_effort: effort, max_tokens: 3 });
+    assert.equal(r.choices.length, 1);
+  }
+});
+
+test('chat logprobs and sampling parameters are accepted', async () => {
+  const r = await client.chat.completions.create({
+    model: server.model, messages, max_completion_tokens: 4, logprobs: true, top_logprobs: 3, temperature: 0.7,
+    top_p: 0.95, frequency_penalty: 0.5, presence_penalty: 0.1, seed: 5, stop: ['\n\n'],
+    top_k: 20, min_p: 0.01,
+  });
+  assert.equal(r.usage.completion_tokens, 4);
+  assert.ok(Array.isArray(r.choices[0].logprobs.content));
+});
+
+test('errors come back in the OpenAI envelope', async () => {
+  await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
+    assert.equal(e.status, 404);
+    assert.equal(e.code, 'model_not_found');
+    assert.equal(e.param, 'model');
+    return true;
+  });
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages, temperature: 5 }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.param, 'temperature');
+    assert.equal(e.type, 'invalid_request_error');
+    return true;
+  });
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages, n: 2 }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.param, 'n');
+    return true;
+  });
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages: [{ role: 'wizard', content: 'x' }] }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.param, 'messages[0].role');
+    return true;
+  });
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages, max_tokens: 5000 }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.code, 'context_length_exceeded');
+    assert.match(e.message, /1024/);
+    assert.match(e.message, /5000/);
+    return true;
+  });
+  await assert.rejects(client.completions.create({ model: server.model, prompt: 'x '.repeat(2000) }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.code, 'context_length_exceeded');
+    return true;
+  });
+});
+
+test('API key: 401 without it, 200 with it', async () => {
+  const keyed = await startServer([], { env: { MXSERVE_API_KEY: 'sekrit' } });
+  try {
+    const bad = new OpenAI({ apiKey: 'wrong', baseURL: `${keyed.base}/v1`, maxRetries: 0 });
+    await assert.rejects(bad.models.list(), (e) => {
+      assert.equal(e.status, 401);
+      assert.equal(e.code, 'invalid_api_key');
+      return true;
+    });
+    const good = new OpenAI({ apiKey: 'sekrit', baseURL: `${keyed.base}/v1`, maxRetries: 0 });
+    const r = await good.chat.completions.create({ model: keyed.model, messages, max_tokens: 2 });
+    assert.equal(r.choices.length, 1);
+    assert.equal((await fetch(`${keyed.base}/health`)).status, 200, '/health needs no key');
+  } finally {
+    assert.equal((await keyed.stop()).code, 0);
+  }
+});

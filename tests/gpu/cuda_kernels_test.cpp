@@ -1,0 +1,390 @@
+// Every decode kernel family against the CPU reference ops (src/cpu/cpu_ops.h, which round to bf16 where
+// HF does) on fresh random inputs: both model geometries (hidden 2880 and the tiny preset's 64), odd row
+// counts and batch sizes, outputs poisoned before each run (an unwritten element reads as NaN).
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "cpu/cpu_ops.h"
+#include "cpu/yarn_rope.h"
+#include "cuda/kernels/attention_decode.h"
+#include "cuda/kernels/gemv_bf16.h"
+#include "cuda/kernels/moe_gemv_mxfp4.h"
+#include "cuda/kernels/moe_router.h"
+#include "cuda/kernels/qkv_rope.h"
+#include "cuda/kernels/rmsnorm.h"
+#include "gpu_test_util.h"
+#include "model/config.h"
+
+namespace mxs::cuda::test {
+namespace {
+
+constexpr double kTol = 4e-3;  // relative L2 for bf16 outputs with the reference's rounding points
+
+class Geometry : public ::testing::TestWithParam<const char*> {
+ protected:
+  ModelConfig c = ModelConfig::preset(GetParam());
+};
+
+TEST_P(Geometry, RmsNormAndEmbedding) {
+  const int H = c.hidden_size;
+  for (int n : {1, 3, 17}) {
+    Rng rng(100 + n);
+    const auto x = random_bf16(size_t(n) * H, rng, -3.f, 3.f);
+    const auto w = random_bf16(H, rng, -1.5f, 1.5f);
+    std::vector<bf16> ref(x.size());
+    cpu::rmsnorm(x.data(), w.data(), n, H, c.rms_norm_eps, ref.data());
+    DevBuf<bf16> dx(x), dw(w), dout(x.size());
+    dout.poison();
+    RmsNormParams p;
+    p.x = dx.p, p.weight = dw.p, p.out = dout.p, p.n_rows = n, p.dim = H, p.eps = c.rms_norm_eps;
+    rmsnorm(p, nullptr);
+    expect_close(to_f32(dout.download()), to_f32(ref), kTol, "rmsnorm");
+
+    // embed_rmsnorm: rows gathered from a table by token id.
+    const int vocab = 1001;
+    const auto table = random_bf16(size_t(vocab) * H, rng, -2.f, 2.f);
+    std::vector<int32_t> tok(static_cast<size_t>(n));
+    for (auto& t : tok) t = rng.below(vocab);
+    std::vector<bf16> gathered(size_t(n) * H), ref2(gathered.size());
+    cpu::embed_rows(table.data(), H, tok.data(), n, gathered.data());
+    cpu::rmsnorm(gathered.data(), w.data(), n, H, c.rms_norm_eps, ref2.data());
+    DevBuf<bf16> dtable(table), dxo(gathered.size());
+    DevBuf<int32_t> dtok(tok);
+    dxo.poison(), dout.poison();
+    RmsNormParams e;
+    e.embed = dtable.p, e.tokens = dtok.p, e.x_out = dxo.p, e.weight = dw.p, e.out = dout.p;
+    e.n_rows = n, e.dim = H, e.eps = c.rms_norm_eps;
+    embed_rmsnorm(e, nullptr);
+    const auto xo = to_f32(dxo.download());
+    EXPECT_EQ(xo, to_f32(gathered)) << "embed gather";
+    expect_close(to_f32(dout.download()), to_f32(ref2), kTol, "embed_rmsnorm");
+  }
+}
+
+// Three sequences with random block tables; new tokens at the end of each context.
+struct StepLayout {
+  std::vector<int32_t> positions, token_seq, block_tables;
+  int max_blocks = 0;
+};
+StepLayout make_layout(const std::vector<int>& ctx, const std::vector<int>& n_new, int block_size, int num_blocks,
+                       Rng& rng) {
+  StepLayout s;
+  s.max_blocks = 0;
+  for (int cl : ctx) s.max_blocks = std::max(s.max_blocks, (cl + block_size - 1) / block_size);
+  std::vector<int32_t> perm(static_cast<size_t>(num_blocks));
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int i = num_blocks - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(i + 1))]);
+  size_t next = 0;
+  s.block_tables.assign(ctx.size() * size_t(s.max_blocks), -1);
+  for (size_t q = 0; q < ctx.size(); ++q) {
+    for (int b = 0; b < (ctx[q] + block_size - 1) / block_size; ++b) s.block_tables[q * s.max_blocks + b] = perm[next++];
+    for (int i = 0; i < n_new[q]; ++i) {
+      s.positions.push_back(ctx[q] - n_new[q] + i);
+      s.token_seq.push_back(int32_t(q));
+    }
+  }
+  return s;
+}
+
+TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
+  const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40;
+  const int rows = c.qkv_dim();
+  Rng rng(7);
+  const StepLayout L = make_layout({37, 1, 130}, {3, 1, 2}, bs, nblk, rng);
+  const int n = int(L.positions.size());
+  const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+  const float ws = 1.0f / std::sqrt(float(H));
+  const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
+  const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
+  // Reference: q/k/v = linear + bias (one rounding), then RoPE on q and k.
+  std::vector<bf16> ref(size_t(n) * rows);
+  cpu::linear_bf16(xn.data(), n, H, w.data(), b.data(), rows, ref.data());
+  cpu::YarnRope rope(c);
+  std::vector<float> cs(32), sn(32);
+  for (int t = 0; t < n; ++t) {
+    rope.cos_sin(L.positions[size_t(t)], cs.data(), sn.data());
+    rope.apply(&ref[size_t(t) * rows], NH + NKV, cs.data(), sn.data());
+  }
+  DevBuf<bf16> dxn(xn), dw(w), db(b), dq(size_t(n) * NH * D), dkv(size_t(nblk) * 2 * NKV * bs * D);
+  std::vector<float> inv_freq(rope.inv_freq());
+  DevBuf<float> dinv(inv_freq);
+  DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
+  dq.poison(), dkv.poison();
+  QkvRopeParams p;
+  p.xn = dxn.p, p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale(), p.q_out = dq.p;
+  p.kv = {dkv.p, bs, NKV};
+  p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
+  p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
+  qkv_rope(p, nullptr);
+  const auto q = to_f32(dq.download());
+  const auto kv = to_f32(dkv.download());
+  std::vector<float> q_ref, k_ref, v_ref, k_out, v_out;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < NH * D; ++i) q_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + i]));
+    const int pos = L.positions[size_t(t)];
+    const int blk = L.block_tables[size_t(L.token_seq[size_t(t)]) * L.max_blocks + pos / bs];
+    for (int h = 0; h < NKV; ++h)
+      for (int d = 0; d < D; ++d) {
+        k_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + NH * D + h * D + d]));
+        v_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + (NH + NKV) * D + h * D + d]));
+        k_out.push_back(kv[((size_t(blk) * 2 + 0) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
+        v_out.push_back(kv[((size_t(blk) * 2 + 1) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
+      }
+  }
+  expect_close(q, q_ref, kTol, "q (rotated)");
+  expect_close(k_out, k_ref, kTol, "k cache (rotated)");
+  expect_close(v_out, v_ref, kTol, "v cache");
+}
+
+TEST_P(Geometry, AttentionDecodePagedWithSinksAndWindow) {
+  const int NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 120;
+  for (int window : {0, 128}) {
+    for (int kps : {128, 256}) {
+      Rng rng(uint64_t(31 + window + kps));
+      const std::vector<int> ctx = {700, 1, 300, 129};
+      const StepLayout L = make_layout(ctx, {3, 1, 1, 2}, bs, nblk, rng);
+      const int n = int(L.positions.size());
+      const auto q = random_bf16(size_t(n) * NH * D, rng, -2.f, 2.f);
+      const auto kv = random_bf16(size_t(nblk) * 2 * NKV * bs * D, rng, -2.f, 2.f);
+      const auto sinks = random_bf16(size_t(NH), rng, -1.f, 3.f);
+      // Reference per (token, head).
+      std::vector<bf16> ref(size_t(n) * NH * D);
+      std::vector<float> scratch(1024);
+      for (int t = 0; t < n; ++t) {
+        const int pos = L.positions[size_t(t)], s = L.token_seq[size_t(t)];
+        const int first = window ? std::max(0, pos - window + 1) : 0;
+        std::vector<const bf16*> krows, vrows;
+        for (int j = first; j <= pos; ++j) {
+          const int blk = L.block_tables[size_t(s) * L.max_blocks + j / bs];
+          krows.push_back(&kv[(size_t(blk) * 2 + 0) * NKV * bs * D + size_t(j % bs) * D]);
+          vrows.push_back(&kv[(size_t(blk) * 2 + 1) * NKV * bs * D + size_t(j % bs) * D]);
+        }
+        for (int h = 0; h < NH; ++h)
+          cpu::attention_with_sink(&q[(size_t(t) * NH + h) * D], krows.data(), vrows.data(),
+                                   (h / (NH / NKV)) * bs * D, int(krows.size()), D, 0.125f,
+                                   bf16_to_f32(sinks[size_t(h)]), &ref[(size_t(t) * NH + h) * D], scratch.data());
+      }
+      const int max_keys = window ? window : *std::max_element(ctx.begin(), ctx.end());
+      const int n_splits = (max_keys + kps - 1) / kps;
+      DevBuf<bf16> dq(q), dkv(kv), dsinks(sinks), dout(size_t(n) * NH * D);
+      DevBuf<float> po(attention_partial_floats(n, NH, n_splits)), pml(size_t(n) * NH * n_splits * 2);
+      DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
+      dout.poison(), po.poison(), pml.poison();
+      AttentionDecodeParams p;
+      p.q = dq.p, p.kv = {dkv.p, bs, NKV}, p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks}, p.sinks = dsinks.p;
+      p.part_o = po.p, p.part_ml = pml.p, p.out = dout.p;
+      p.n_tokens = n, p.n_heads = NH, p.n_kv_heads = NKV, p.window = window, p.n_splits = n_splits;
+      p.keys_per_split = kps;
+      p.exact = n_splits == 1 && kps == 256;  // sliding with kps 256: the exact path; the rest: split-K
+      attention_decode(p, nullptr);
+      // The reference rounds the probabilities to bf16 before P.V; the kernel keeps them fp32.
+      expect_close(to_f32(dout.download()), to_f32(ref), p.exact ? 2e-3 : 1e-2,
+                   p.exact ? "exact attention" : window ? "sliding attention (split)" : "full attention (split)");
+    }
+  }
+}
+
+TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
+  const int H = c.hidden_size, Q = c.q_dim();
+  for (int n : {1, 2, 5}) {
+    Rng rng(200 + n);
+    // o_proj + bias + residual.
+    const auto a = random_bf16(size_t(n) * Q, rng, -1.f, 1.f);
+    const float ws = 1.0f / std::sqrt(float(Q));
+    const auto w = random_bf16(size_t(H) * Q, rng, -ws, ws);
+    const auto b = random_bf16(size_t(H), rng, -0.2f, 0.2f);
+    const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    std::vector<bf16> proj(size_t(n) * H);
+    cpu::linear_bf16(a.data(), n, Q, w.data(), b.data(), H, proj.data());
+    std::vector<float> ref(proj.size());
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = bf(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    DevBuf<bf16> da(a), dw(w), db(b), dx(x), dnw(nw), dxn(size_t(n) * H);
+    DevBuf<unsigned> counter(1);
+    CUDA_CHECK(cudaMemset(counter.p, 0, sizeof(unsigned)));
+    dxn.poison();
+    GemvBf16Params p;
+    p.a = da.p, p.w = dw.p, p.bias = db.p, p.y = dx.p, p.n_rows = n, p.k = Q, p.n_out = H;
+    const bool fused = n <= 4;  // the fused norm serves steps of up to 4 tokens
+    if (fused) p.norm_weight = dnw.p, p.norm_out = dxn.p, p.done_counter = counter.p, p.eps = c.rms_norm_eps;
+    gemv_bf16_residual(p, nullptr);
+    const auto xo = dx.download();
+    expect_close(to_f32(xo), ref, kTol, "o_proj + residual");
+    if (fused) {
+      std::vector<bf16> xn_ref(xo.size());  // the fused norm of the GPU's own rows
+      cpu::rmsnorm(xo.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());
+      expect_close(to_f32(dxn.download()), to_f32(xn_ref), kTol, "fused post-attention rmsnorm");
+      EXPECT_EQ(counter.download()[0], 0u) << "the last CTA resets the counter";
+    }
+
+    // LM head on selected rows, an odd number of outputs.
+    const int V = 1001, n_src = n + 2;
+    const auto hs = random_bf16(size_t(n_src) * H, rng, -2.f, 2.f);
+    const float wl = 1.0f / std::sqrt(float(H));
+    const auto wlm = random_bf16(size_t(V) * H, rng, -wl, wl);
+    std::vector<int32_t> rows(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) rows[size_t(i)] = n_src - 1 - i;
+    std::vector<bf16> sel(size_t(n) * H), logits(size_t(n) * V);
+    for (int i = 0; i < n; ++i) std::copy_n(&hs[size_t(rows[size_t(i)]) * H], H, &sel[size_t(i) * H]);
+    cpu::linear_bf16(sel.data(), n, H, wlm.data(), nullptr, V, logits.data());
+    DevBuf<bf16> dh(hs), dwl(wlm), dl(logits.size());
+    DevBuf<int32_t> drows(rows);
+    dl.poison();
+    GemvBf16Params l;
+    l.a = dh.p, l.src_rows = drows.p, l.w = dwl.p, l.y = dl.p, l.n_rows = n, l.k = H, l.n_out = V;
+    gemv_bf16_lm_head(l, nullptr);
+    expect_close(to_f32(dl.download()), to_f32(logits), kTol, "lm_head");
+  }
+}
+
+// Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.
+TEST_P(Geometry, MoeRouterExpertsAndCombine) {
+  const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, K = c.experts_per_token;
+  for (int n : {1, 3, 37}) {
+    Rng rng(300 + n);
+    const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const float ws = 1.0f / std::sqrt(float(H));
+    const auto rw = random_bf16(size_t(E) * H, rng, -ws, ws);
+    const auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+    DevBuf<bf16> dxn(xn), drw(rw), drb(rb);
+    DevBuf<int32_t> didx(size_t(n) * K), doff(size_t(E) + 1), dlist(size_t(n) * K), dact_e(static_cast<size_t>(E)), dnum(1);
+    DevBuf<float> dwt(static_cast<size_t>(n) * K), dlogits(static_cast<size_t>(n) * E);
+    DevBuf<unsigned> dcounter(1);
+    CUDA_CHECK(cudaMemset(dcounter.p, 0, sizeof(unsigned)));
+    didx.poison(), dwt.poison(), dlist.poison();
+    MoeRouterParams rp;
+    rp.xn = dxn.p, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = didx.p, rp.topk_w = dwt.p, rp.logits = dlogits.p, rp.done_counter = dcounter.p;
+    rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K;
+    const MoeRouteIndex ix{doff.p, dlist.p, dact_e.p, dnum.p};
+    moe_router(rp, ix, nullptr);
+    moe_router(rp, ix, nullptr);  // twice: the grouping CTA must have reset its counter
+    const auto idx = didx.download();
+    const auto wts = dwt.download();
+    // Router reference.
+    std::vector<bf16> logits(size_t(n) * E);
+    cpu::linear_bf16(xn.data(), n, H, rw.data(), rb.data(), E, logits.data());
+    int token_mismatch = 0;
+    for (int t = 0; t < n; ++t) {
+      std::vector<int32_t> ri(static_cast<size_t>(K));
+      std::vector<float> rwt(static_cast<size_t>(K));
+      cpu::router_topk_softmax(&logits[size_t(t) * E], E, K, ri.data(), rwt.data());
+      bool same = true;
+      for (int k = 0; k < K; ++k) same &= ri[size_t(k)] == idx[size_t(t) * K + k];
+      if (!same) {
+        ++token_mismatch;
+        continue;
+      }
+      for (int k = 0; k < K; ++k) EXPECT_NEAR(wts[size_t(t) * K + k], rwt[size_t(k)], 1e-6) << "routing weight";
+    }
+    EXPECT_LE(token_mismatch, n / 16) << "top-k selection differs from the reference";
+    // Route index: every pair exactly once, grouped under its expert, active experts ascending.
+    const auto off = doff.download(), list = dlist.download(), act_e = dact_e.download();
+    const int n_active = dnum.download()[0];
+    EXPECT_EQ(off[size_t(E)], n * K);
+    std::vector<int> seen(size_t(n) * K, 0);
+    int active = 0;
+    for (int e = 0; e < E; ++e) {
+      if (off[size_t(e) + 1] > off[size_t(e)]) {
+        ASSERT_LT(active, n_active);
+        EXPECT_EQ(act_e[size_t(active++)], e);
+      }
+      for (int i = off[size_t(e)]; i < off[size_t(e) + 1]; ++i) {
+        const int pid = list[size_t(i)];
+        ASSERT_TRUE(pid >= 0 && pid < n * K);
+        EXPECT_EQ(idx[size_t(pid)], e);
+        ++seen[size_t(pid)];
+      }
+    }
+    EXPECT_EQ(active, n_active);
+    for (int s : seen) EXPECT_EQ(s, 1);
+
+    // Experts (random MXFP4: codes uniform, scales 2^-6..2^-4 so activations stay O(1)).
+    const auto gub = random_bytes(size_t(E) * 2 * I * H / 2, rng);
+    const auto gus = random_bytes(size_t(E) * 2 * I * H / 32, rng, 121, 123);
+    const auto gubias = random_bf16(size_t(E) * 2 * I, rng, -0.5f, 0.5f);
+    const auto dnb = random_bytes(size_t(E) * H * I / 2, rng);
+    const auto dns = random_bytes(size_t(E) * H * I / 32, rng, 121, 123);
+    const auto dnbias = random_bf16(size_t(E) * H, rng, -0.5f, 0.5f);
+    const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    DevBuf<uint8_t> dgub(gub), dgus(gus), ddnb(dnb), ddns(dns);
+    DevBuf<bf16> dgubias(gubias), ddnbias(dnbias), dx(x), dnorm(norm_w), dxo(size_t(n) * H);
+    DevBuf<bf16> dact(size_t(n) * K * I), dyw(size_t(n) * K * H);
+    dact.poison(), dyw.poison(), dxo.poison();
+    MoeGemvParams mp;
+    mp.w = {dgub.p, dgus.p, dgubias.p, ddnb.p, ddns.p, ddnbias.p};
+    mp.index = ix, mp.topk_idx = didx.p, mp.topk_w = dwt.p, mp.xn = dxn.p, mp.act = dact.p, mp.yw = dyw.p;
+    mp.x = dx.p, mp.next_norm = dnorm.p, mp.xn_out = dxo.p;
+    mp.n_tokens = n, mp.hidden = H, mp.intermediate = I, mp.n_experts = E, mp.top_k = K;
+    mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit, mp.eps = c.rms_norm_eps;
+    moe_gemv_mxfp4_gate_up(mp, nullptr);
+    const auto act = dact.download();
+    std::vector<float> act_ref(act.size());
+    const auto xnf = to_f32(xn);
+    for (int pid = 0; pid < n * K; ++pid) {
+      const int t = pid / K, e = idx[size_t(pid)];
+      std::vector<bf16> gu(size_t(2 * I)), a(static_cast<size_t>(I));
+      cpu::linear_mxfp4(&xnf[size_t(t) * H], 1, H, &gub[size_t(e) * 2 * I * H / 2], &gus[size_t(e) * 2 * I * H / 32],
+                        2 * I, gu.data());
+      for (int j = 0; j < 2 * I; ++j)
+        gu[size_t(j)] = f32_to_bf16(bf16_to_f32(gu[size_t(j)]) + bf16_to_f32(gubias[size_t(e) * 2 * I + j]));
+      cpu::swiglu_clamped(gu.data(), I, c.swiglu_alpha, c.swiglu_limit, a.data());
+      for (int j = 0; j < I; ++j) act_ref[size_t(pid) * I + j] = bf16_to_f32(a[size_t(j)]);
+    }
+    expect_close(to_f32(act), act_ref, 8e-3, "gate_up + clamped SwiGLU");
+
+    moe_gemv_mxfp4_down(mp, nullptr);
+    const auto yw = dyw.download();
+    std::vector<float> yw_ref(yw.size());
+    const auto actf = to_f32(act);  // the GPU's own gate_up output as input
+    for (int pid = 0; pid < n * K; ++pid) {
+      const int e = idx[size_t(pid)];
+      std::vector<bf16> y(static_cast<size_t>(H));
+      cpu::linear_mxfp4(&actf[size_t(pid) * I], 1, I, &dnb[size_t(e) * H * I / 2], &dns[size_t(e) * H * I / 32], H,
+                        y.data());
+      for (int j = 0; j < H; ++j) {
+        const float v = bf(bf16_to_f32(y[size_t(j)]) + bf16_to_f32(dnbias[size_t(e) * H + j]));
+        yw_ref[size_t(pid) * H + j] = bf(v * wts[size_t(pid)]);
+      }
+    }
+    expect_close(to_f32(yw), yw_ref, 8e-3, "down + bias + routing weight");
+
+    moe_combine(mp, nullptr);
+    const auto ywf = to_f32(yw);
+    std::vector<bf16> x_ref(x.size()), xn_ref(x.size());
+    for (int t = 0; t < n; ++t) {
+      std::vector<int> order(static_cast<size_t>(K));
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
+      for (int j = 0; j < H; ++j) {
+        float acc = 0.f;
+        for (int s : order) acc = bf(acc + ywf[(size_t(t) * K + s) * H + j]);
+        x_ref[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x[size_t(t) * H + j]) + acc);
+      }
+    }
+    cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
+    EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual + sequential bf16 expert sum";
+    expect_close(to_f32(dxo.download()), to_f32(xn_ref), kTol, "next rmsnorm");
+  }
+}
+
+TEST(KernelDispatch, UnsupportedShapesFailLoudly) {
+  RmsNormParams p;
+  p.n_rows = 1, p.dim = 100;
+  try {
+    rmsnorm(p, nullptr);
+    FAIL() << "dim 100 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("supported: 2880, 64"), std::string::npos) << e.what();
+  }
+  GemvBf16Params g;
+  g.n_rows = 1, g.n_out = 4, g.k = 333;
+  EXPECT_THROW(gemv_bf16_lm_head(g, nullptr), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Cuda, Geometry, ::testing::Values("20b", "tiny"),
+                         [](const auto& info) { return std::string(info.param); });
+
+}  // namespace
+}  // namespace mxs::cuda::test

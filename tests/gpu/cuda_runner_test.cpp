@@ -1,0 +1,339 @@
+// CudaRunner on the tiny preset (random in-memory weights) against the CPU reference runner: logits of a
+// prefill and of 32 greedy decode steps (top-1 per position, bounded error), identical greedy
+// continuations, a mixed step (prefill chunk + decode of other sequences), graphs vs no graphs (bitwise),
+// GPU sampling vs the CPU sampler on the GPU's own logits, per-sequence errors, and no NaN; and, given a
+// checkpoint folder in MXSERVE_TEST_20B_DIR, the 20b geometry against the CPU reference.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "cpu/cpu_runner.h"
+#include "cpu/random_weights.h"
+#include "cpu/sampler.h"
+#include "cuda/cuda_runner.h"
+#include "model/weights.h"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kBlocks = 64;
+
+CudaRunnerOptions small_options(bool graphs = true) {
+  CudaRunnerOptions o;
+  o.num_kv_blocks = kBlocks;
+  o.max_seqs = 8;
+  o.max_tokens = 256;
+  o.max_model_len = 1024;
+  o.use_graphs = graphs;
+  o.progress = false;
+  return o;
+}
+
+struct Models {
+  std::unique_ptr<cpu::RandomWeights> rw;
+  std::unique_ptr<cpu::CpuRunner> cpu;
+  std::unique_ptr<CudaRunner> gpu;
+  explicit Models(uint64_t seed = 11, bool graphs = true) {
+    rw = cpu::make_random_weights(ModelConfig::preset("tiny"), seed);
+    cpu::CpuRunnerOptions o;
+    o.num_blocks = kBlocks;
+    cpu = std::make_unique<cpu::CpuRunner>(rw->weights, o);
+    gpu = std::make_unique<CudaRunner>(rw->weights, small_options(graphs));
+  }
+};
+
+std::vector<int32_t> iota_table(int n, int first) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  std::iota(t.begin(), t.end(), first);
+  return t;
+}
+
+struct Seq {
+  uint64_t id;
+  std::vector<int32_t> tokens;  // all tokens so far
+  int computed = 0;             // tokens already in the KV cache
+  std::vector<int32_t> table;
+  std::vector<int32_t> output;
+};
+
+// One step over `seqs`: each sequence runs its uncomputed tokens (at most `chunk`), greedy sample + logits.
+StepBatch make_step(std::vector<Seq*>& seqs, int chunk, const SamplingParams* sp) {
+  StepBatch b;
+  for (Seq* s : seqs) {
+    SequenceStep q;
+    q.seq_id = s->id;
+    q.token_offset = int(b.tokens.size());
+    q.num_tokens = std::min(chunk, int(s->tokens.size()) - s->computed);
+    for (int i = 0; i < q.num_tokens; ++i) {
+      b.tokens.push_back(s->tokens[size_t(s->computed + i)]);
+      b.positions.push_back(s->computed + i);
+    }
+    q.context_len = s->computed + q.num_tokens;
+    q.block_table = s->table;
+    q.sample = true;
+    q.return_logits = true;
+    q.sampling = sp;
+    q.output_tokens = s->output;
+    b.seqs.push_back(q);
+  }
+  return b;
+}
+
+struct LogitCheck {
+  int top1_mismatch = 0;
+  double max_abs = 0, max_rel_rms = 0;
+  size_t nan = 0;
+};
+void compare_logits(const std::vector<float>& g, const std::vector<float>& c, LogitCheck* lc) {
+  ASSERT_EQ(g.size(), c.size());
+  const auto ag = std::max_element(g.begin(), g.end()) - g.begin();
+  const auto ac = std::max_element(c.begin(), c.end()) - c.begin();
+  lc->top1_mismatch += ag != ac;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < g.size(); ++i) {
+    if (std::isnan(g[i])) ++lc->nan;
+    const double d = double(g[i]) - c[i];
+    num += d * d, den += double(c[i]) * c[i];
+    lc->max_abs = std::max(lc->max_abs, std::fabs(d));
+  }
+  lc->max_rel_rms = std::max(lc->max_rel_rms, std::sqrt(num / std::max(den, 1e-30)));
+}
+
+TEST(CudaRunnerTiny, MatchesCpuReferenceOnPrefillAndGreedy32) {
+  Models m;
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  Seq sc{1, {}, 0, iota_table(8, 0), {}}, sg = sc;
+  for (int i = 0; i < 21; ++i) sc.tokens.push_back(int32_t((i * 7919 + 13) % 201088));
+  sg.tokens = sc.tokens;
+  LogitCheck lc;
+  for (int step = 0; step <= 32; ++step) {
+    std::vector<Seq*> vc{&sc}, vg{&sg};
+    const StepBatch bc = make_step(vc, 64, &greedy), bg = make_step(vg, 64, &greedy);
+    StepOutput oc, og;
+    m.cpu->step(bc, &oc);
+    m.gpu->step(bg, &og);
+    ASSERT_EQ(og.samples.size(), 1u);
+    ASSERT_TRUE(og.samples[0].ok) << og.samples[0].error;
+    LogitCheck one;
+    compare_logits(og.samples[0].logits, oc.samples[0].logits, &one);
+    compare_logits(og.samples[0].logits, oc.samples[0].logits, &lc);
+    std::vector<float> sorted = oc.samples[0].logits;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    std::printf("step %2d: cpu top1 %6d gpu top1 %6d, cpu top1-top2 gap %.4f, max |diff| %.4f, rel RMS %.2e\n", step,
+                oc.samples[0].token, og.samples[0].token, sorted[0] - sorted[1], one.max_abs, one.max_rel_rms);
+    ASSERT_EQ(og.samples[0].token, oc.samples[0].token) << "greedy token differs at step " << step;
+    for (Seq* s : {&sc, &sg}) s->computed = int(s->tokens.size());
+    sc.tokens.push_back(oc.samples[0].token), sc.output.push_back(oc.samples[0].token);
+    sg.tokens.push_back(og.samples[0].token), sg.output.push_back(og.samples[0].token);
+  }
+  EXPECT_EQ(sc.output, sg.output) << "greedy 32-token continuations differ";
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_EQ(lc.top1_mismatch, 0);
+  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit error " << lc.max_abs;
+  std::printf("tiny vs CPU over 33 steps: max |logit diff| %.4g, max rel RMS %.3g\n", lc.max_abs, lc.max_rel_rms);
+}
+
+TEST(CudaRunnerTiny, MixedStepMatchesCpu) {
+  Models m(23);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  // Sequence A prefills in chunks of 9 while B and C decode; all in the same steps.
+  std::vector<Seq> cs(3), gs;
+  for (int s = 0; s < 3; ++s) {
+    cs[size_t(s)] = Seq{uint64_t(s + 1), {}, 0, iota_table(16, s * 16), {}};
+    for (int i = 0; i < (s == 0 ? 40 : 3 + s); ++i) cs[size_t(s)].tokens.push_back(int32_t((i * 104729 + s * 31) % 201088));
+  }
+  gs = cs;
+  LogitCheck lc;
+  for (int step = 0; step < 10; ++step) {
+    std::vector<Seq*> vc, vg;
+    for (int s = 0; s < 3; ++s) vc.push_back(&cs[size_t(s)]), vg.push_back(&gs[size_t(s)]);
+    const StepBatch bc = make_step(vc, 9, &greedy), bg = make_step(vg, 9, &greedy);
+    StepOutput oc, og;
+    m.cpu->step(bc, &oc);
+    m.gpu->step(bg, &og);
+    ASSERT_EQ(og.samples.size(), 3u);
+    for (int s = 0; s < 3; ++s) {
+      ASSERT_TRUE(og.samples[size_t(s)].ok) << og.samples[size_t(s)].error;
+      LogitCheck one;
+      compare_logits(og.samples[size_t(s)].logits, oc.samples[size_t(s)].logits, &one);
+      compare_logits(og.samples[size_t(s)].logits, oc.samples[size_t(s)].logits, &lc);
+      std::printf("mixed step %d seq %d (%d new tokens, ctx %d): cpu %6d gpu %6d max |diff| %.4f rel RMS %.2e\n", step, s,
+                  bg.seqs[size_t(s)].num_tokens, bg.seqs[size_t(s)].context_len, oc.samples[size_t(s)].token,
+                  og.samples[size_t(s)].token, one.max_abs, one.max_rel_rms);
+      for (auto* v : {&vc, &vg}) {
+        Seq* q = (*v)[size_t(s)];
+        q->computed += (v == &vc ? bc : bg).seqs[size_t(s)].num_tokens;
+        if (q->computed == int(q->tokens.size())) {  // both continue with the CPU's token (teacher forcing)
+          const int32_t t = oc.samples[size_t(s)].token;
+          q->tokens.push_back(t), q->output.push_back(t);
+        }
+      }
+    }
+  }
+  // A bf16 router logit near-tie can send one token of one layer to another expert (a ~1e-2 change in the
+  // logits); the bound allows that, and top-1 may then flip on a near-tie of the final logits.
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_LE(lc.top1_mismatch, 2) << "of 30 positions";
+  EXPECT_LE(lc.max_rel_rms, 3e-2) << "max abs logit error " << lc.max_abs;
+}
+
+// Decode steps of 3 sequences (bucket 4, one padding row) replayed from a graph vs run eagerly.
+TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 5);
+  CudaRunner with(rw->weights, small_options(true)), without(rw->weights, small_options(false));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<Seq> a(3);
+  for (int s = 0; s < 3; ++s) {
+    a[size_t(s)] = Seq{uint64_t(s), {}, 0, iota_table(16, s * 16), {}};
+    for (int i = 0; i < 5 + 3 * s; ++i) a[size_t(s)].tokens.push_back(int32_t((i * 65537 + s) % 201088));
+  }
+  std::vector<Seq> b = a;
+  for (int step = 0; step < 6; ++step) {
+    std::vector<Seq*> va, vb;
+    for (int s = 0; s < 3; ++s) va.push_back(&a[size_t(s)]), vb.push_back(&b[size_t(s)]);
+    const StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
+    StepOutput oa, ob;
+    with.step(ba, &oa);
+    without.step(bb, &ob);
+    for (int s = 0; s < 3; ++s) {
+      EXPECT_EQ(oa.samples[size_t(s)].logits, ob.samples[size_t(s)].logits) << "step " << step << " seq " << s;
+      for (auto* v : {&va, &vb}) {
+        Seq* q = (*v)[size_t(s)];
+        q->computed = int(q->tokens.size());
+        const int32_t t = (v == &va ? oa : ob).samples[size_t(s)].token;
+        q->tokens.push_back(t), q->output.push_back(t);
+      }
+    }
+  }
+  EXPECT_GE(with.graphs_captured(), 1);
+  EXPECT_EQ(without.graphs_captured(), 0);
+}
+
+// Random sampling on the GPU = the CPU sampler applied to the GPU's own logits (same seed, same step).
+class CudaRunnerSampling : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CudaRunnerSampling, GpuSamplingMatchesCpuSamplerOnSameLogits) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 9);
+  CudaRunner gpu(rw->weights, small_options(GetParam()));
+  SamplingParams sp;
+  sp.temperature = 0.9f, sp.top_p = 0.95f, sp.top_k = 40, sp.seed = 4242, sp.repetition_penalty = 1.2f;
+  sp.frequency_penalty = 0.4f, sp.logprobs = true;
+  Seq s{1, {}, 0, iota_table(8, 0), {}};
+  for (int i = 0; i < 12; ++i) s.tokens.push_back(int32_t((i * 33331 + 7) % 201088));
+  const std::vector<int32_t> prompt = s.tokens;
+  for (int step = 0; step < 16; ++step) {
+    std::vector<Seq*> v{&s};
+    StepBatch b = make_step(v, 64, &sp);
+    b.seqs[0].prompt_tokens = prompt;
+    StepOutput o;
+    gpu.step(b, &o);
+    ASSERT_TRUE(o.samples[0].ok) << o.samples[0].error;
+    const cpu::SampleResult ref = cpu::sample_token(o.samples[0].logits, sp, prompt, s.output);
+    std::printf("sampling step %d: gpu %6d (logprob %.4f) cpu %6d (logprob %.4f)\n", step, o.samples[0].token,
+                o.samples[0].logprob, ref.token, ref.logprob);
+    EXPECT_EQ(o.samples[0].token, ref.token) << "step " << step;
+    EXPECT_NEAR(o.samples[0].logprob, ref.logprob, 1e-4) << "step " << step;
+    s.computed = int(s.tokens.size());
+    s.tokens.push_back(o.samples[0].token), s.output.push_back(o.samples[0].token);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Graphs, CudaRunnerSampling, ::testing::Values(true, false),
+                         [](const auto& info) { return std::string(info.param ? "on" : "off"); });
+
+TEST(CudaRunnerTiny, BadSequenceFailsAloneAndNoNaNOverLongContext) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 3);
+  CudaRunner gpu(rw->weights, small_options(true));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  StepBatch b;
+  b.tokens = {5, 6, 7};
+  b.positions = {0, 1, 0};
+  const std::vector<int32_t> good = {0}, bad = {kBlocks + 5};
+  SequenceStep a;
+  a.seq_id = 1, a.token_offset = 0, a.num_tokens = 2, a.context_len = 2, a.block_table = good, a.sample = true;
+  a.sampling = &greedy;
+  SequenceStep c = a;
+  c.seq_id = 2, c.token_offset = 2, c.num_tokens = 1, c.context_len = 1, c.block_table = bad;
+  b.seqs = {a, c};
+  StepOutput o;
+  gpu.step(b, &o);
+  ASSERT_EQ(o.samples.size(), 2u);
+  EXPECT_TRUE(o.samples[0].ok);
+  EXPECT_FALSE(o.samples[1].ok);
+  EXPECT_NE(o.samples[1].error.find("outside the pool"), std::string::npos) << o.samples[1].error;
+
+  // 300 tokens in chunks of 100 (sliding window and several attention splits), no NaN in the logits.
+  Seq s{3, {}, 0, iota_table(20, 10), {}};
+  for (int i = 0; i < 300; ++i) s.tokens.push_back(int32_t((i * 7 + 1) % 201088));
+  while (s.computed < 300) {
+    std::vector<Seq*> v{&s};
+    const StepBatch sb = make_step(v, 100, &greedy);
+    StepOutput so;
+    gpu.step(sb, &so);
+    ASSERT_TRUE(so.samples[0].ok);
+    for (float x : so.samples[0].logits) ASSERT_FALSE(std::isnan(x));
+    s.computed += sb.seqs[0].num_tokens;
+  }
+}
+
+}  // namespace
+}  // namespace mxs::cuda
+
+namespace mxs::cuda {
+namespace {
+
+// The 20b geometry against the CPU reference on a real checkpoint (e.g. `mxserve mkmodel --preset 20b`), when
+// MXSERVE_TEST_20B_DIR names one (scripts/device-check.sh sets it with MXS_CHECK_CKPT=1): an 8-token prefill
+// and 3 decode steps with the CPU's tokens fed to both, top-1 per position and a bounded logit error.
+TEST(CudaRunner20b, MatchesCpuReferenceOnCheckpoint) {
+  const char* dir = std::getenv("MXSERVE_TEST_20B_DIR");
+  if (dir == nullptr || *dir == 0) GTEST_SKIP() << "set MXSERVE_TEST_20B_DIR to a 20b checkpoint folder";
+  const ModelWeights w = load_model(dir);
+  cpu::CpuRunnerOptions co;
+  co.num_blocks = 8;
+  cpu::CpuRunner cpu_runner(w, co);
+  CudaRunnerOptions go;
+  go.num_kv_blocks = 8, go.max_seqs = 1, go.max_tokens = 16, go.max_model_len = 128, go.progress = false;
+  CudaRunner gpu(w, go);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  Seq sc{1, {}, 0, iota_table(8, 0), {}}, sg = sc;
+  for (int i = 0; i < 8; ++i) sc.tokens.push_back(int32_t((i * 40503 + 17) % w.config.vocab_size));
+  sg.tokens = sc.tokens;
+  LogitCheck lc;
+  for (int step = 0; step < 4; ++step) {
+    std::vector<Seq*> vc{&sc}, vg{&sg};
+    const StepBatch bc = make_step(vc, 64, &greedy), bg = make_step(vg, 64, &greedy);
+    StepOutput oc, og;
+    cpu_runner.step(bc, &oc);
+    gpu.step(bg, &og);
+    ASSERT_TRUE(og.samples[0].ok) << og.samples[0].error;
+    LogitCheck one;
+    compare_logits(og.samples[0].logits, oc.samples[0].logits, &one);
+    compare_logits(og.samples[0].logits, oc.samples[0].logits, &lc);
+    std::printf("20b step %d: cpu %6d gpu %6d max |diff| %.4f rel RMS %.2e\n", step, oc.samples[0].token,
+                og.samples[0].token, one.max_abs, one.max_rel_rms);
+    for (Seq* s : {&sc, &sg}) {
+      s->computed = int(s->tokens.size());
+      s->tokens.push_back(oc.samples[0].token);  // teacher forcing: both continue with the CPU's token
+      s->output.push_back(oc.samples[0].token);
+    }
+  }
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 4 positions";
+  EXPECT_LE(lc.max_rel_rms, 3e-2) << "max abs logit error " << lc.max_abs;
+}
+
+}  // namespace
+}  // namespace mxs::cuda

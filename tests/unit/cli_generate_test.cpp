@@ -1,0 +1,85 @@
+// `mxserve generate` and `mxserve bench throughput` end to end on the demo model (needs the real
+// tokenizer.json; skipped without it): timings printed, bad input rejected with a clear message, table + JSON.
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/paths.h"
+#include "model/mkmodel.h"
+
+namespace {
+
+struct RunResult {
+  int exit_code;
+  std::string out;  // stdout + stderr
+};
+
+RunResult run(const std::string& args) {
+  const std::string cmd = std::string(MXS_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return {-1, "popen failed"};
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+class CliGenerate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (mxs::find_tokenizer_json().empty()) GTEST_SKIP() << "no tokenizer.json (run scripts/fetch-tokenizer.sh)";
+  }
+};
+
+TEST_F(CliGenerate, PrintsTheFourFigures) {
+  for (const char* mode : {"", "--raw "}) {
+    const RunResult r = run(std::string("generate ") + mode + "--prompt 'Say hi' --max-tokens 5 --temperature 0");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    for (const char* part : {"load ", "TTFT ", "prompt ", "tok/s", "decode 5 tokens"})
+      EXPECT_TRUE(contains(r.out, part)) << "missing \"" << part << "\" in\n" << r.out;
+  }
+}
+
+TEST_F(CliGenerate, BadInputIsAClearError) {
+  std::string long_prompt;
+  for (int i = 0; i < 50; ++i) long_prompt += "word ";
+  RunResult r = run("generate --raw --max-length 20 --prompt '" + long_prompt + "'");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "the prompt is 5")) << r.out;  // ~50 tokens, both numbers named
+  EXPECT_TRUE(contains(r.out, " tokens but --max-length is 20")) << r.out;
+  r = run("generate --prompt hi --temperature 500");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "temperature = 500")) << r.out;
+  r = run("generate --prompt hi --model " + std::filesystem::temp_directory_path().string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "no tokenizer.json")) << r.out;
+}
+
+TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
+  const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_throughput.json").string();
+  const RunResult r = run("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 1,2 --json " +
+                          json_path);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "| concurrency | output tok/s | total tok/s | mean step ms | peak KV usage")) << r.out;
+  const nlohmann::json j = nlohmann::json::parse(mxs::read_file(json_path));
+  ASSERT_EQ(j["results"].size(), 2u);
+  for (const auto& level : j["results"]) {
+    EXPECT_EQ(level["output_tokens"], 12);
+    EXPECT_EQ(level["prompt_tokens"], 24);
+    EXPECT_GT(level["output_tok_per_s"].get<double>(), 0.0);
+    EXPECT_GT(level["peak_kv_usage"].get<double>(), 0.0);
+  }
+  std::filesystem::remove(json_path);
+}
+
+}  // namespace

@@ -1,0 +1,164 @@
+// OpenAI request validation: what is accepted, and that every rejection is a 400 naming the right param.
+#include <gtest/gtest.h>
+
+#include "server/openai_schema.h"
+
+namespace mxs::server {
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+ApiError chat_error(const std::string& body) {
+  try {
+    parse_chat_request(parse_json_body(body));
+  } catch (const ApiException& e) {
+    return e.error;
+  }
+  ADD_FAILURE() << "accepted: " << body;
+  return {};
+}
+
+TEST(ServerSchema, ParsesAFullChatRequest) {
+  const ChatCompletionRequest r = parse_chat_request(parse_json_body(R"({
+    "model": "m", "messages": [{"role": "system", "content": "Be brief."},
+                               {"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    "temperature": 0.5, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "seed": 7, "max_completion_tokens": 12,
+    "max_tokens": 99, "stop": ["x", "y"], "frequency_penalty": 0.5, "presence_penalty": -0.5,
+    "logprobs": true, "top_logprobs": 3, "stream": true, "stream_options": {"include_usage": true},
+    "reasoning_effort": "high", "n": 1, "user": "ignored",
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    "tool_choice": {"type": "function", "function": {"name": "get_weather"}}})"));
+  EXPECT_EQ(r.model, "m");
+  ASSERT_EQ(r.messages.size(), 2u);
+  EXPECT_EQ(r.messages[1].content, "Hi");
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 0.5f);
+  EXPECT_FLOAT_EQ(r.gen.sampling.top_p, 0.9f);
+  EXPECT_EQ(r.gen.sampling.top_k, 40);
+  EXPECT_FLOAT_EQ(r.gen.sampling.min_p, 0.05f);
+  EXPECT_TRUE(r.gen.seed_given);
+  EXPECT_EQ(r.gen.sampling.seed, 7u);
+  EXPECT_EQ(r.gen.max_tokens, 12);  // max_completion_tokens wins over max_tokens
+  EXPECT_EQ(r.gen.stop, (std::vector<std::string>{"x", "y"}));
+  EXPECT_TRUE(r.gen.sampling.logprobs);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 3);
+  EXPECT_TRUE(r.gen.stream);
+  EXPECT_TRUE(r.gen.include_usage);
+  EXPECT_EQ(r.reasoning_effort, harmony::ReasoningEffort::kHigh);
+  EXPECT_EQ(r.tool_choice, ToolChoice::kNamed);
+  EXPECT_EQ(r.tool_choice_name, "get_weather");
+}
+
+TEST(ServerSchema, DefaultsWhenFieldsAreAbsentOrNull) {
+  const ChatCompletionRequest r = parse_chat_request(
+      parse_json_body(R"({"messages": [{"role": "user", "content": "Hi"}], "temperature": null, "stop": "END"})"));
+  EXPECT_EQ(r.model, "");
+  EXPECT_FLOAT_EQ(r.gen.sampling.temperature, 1.0f);
+  EXPECT_FALSE(r.gen.seed_given);
+  EXPECT_EQ(r.gen.max_tokens, -1);
+  EXPECT_EQ(r.gen.stop, std::vector<std::string>{"END"});
+  EXPECT_FALSE(r.gen.stream);
+  EXPECT_EQ(r.tool_choice, ToolChoice::kAuto);
+  EXPECT_EQ(r.reasoning_effort, harmony::ReasoningEffort::kMedium);
+}
+
+TEST(ServerSchema, RejectionsNameTheParam) {
+  const std::string msgs = R"("messages": [{"role": "user", "content": "Hi"}])";
+  struct Case {
+    std::string body, param;
+  } cases[] = {
+      {"{" + msgs + R"(, "temperature": "hot"})", "temperature"},
+      {"{" + msgs + R"(, "temperature": 2.5})", "temperature"},
+      {"{" + msgs + R"(, "top_p": 0})", "top_p"},
+      {"{" + msgs + R"(, "max_tokens": 0})", "max_tokens"},
+      {"{" + msgs + R"(, "max_tokens": 1.5})", "max_tokens"},
+      {"{" + msgs + R"(, "max_completion_tokens": -3})", "max_completion_tokens"},
+      {"{" + msgs + R"(, "n": 2})", "n"},
+      {"{" + msgs + R"(, "stop": ["a","b","c","d","e"]})", "stop"},
+      {"{" + msgs + R"(, "stop": 5})", "stop"},
+      {"{" + msgs + R"(, "stream_options": {"include_usage": true}})", "stream_options"},
+      {"{" + msgs + R"(, "stream": "yes"})", "stream"},
+      {"{" + msgs + R"(, "top_logprobs": 2})", "top_logprobs"},
+      {"{" + msgs + R"(, "logprobs": true, "top_logprobs": 21})", "top_logprobs"},
+      {"{" + msgs + R"(, "reasoning_effort": "extreme"})", "reasoning_effort"},
+      {"{" + msgs + R"(, "tool_choice": "required"})", "tool_choice"},
+      {"{" + msgs +
+           R"(, "tools": [{"type": "function", "function": {"name": "a"}}], "tool_choice": {"type": "function", "function": {"name": "b"}}})",
+       "tool_choice"},
+      {"{" + msgs + R"(, "frequency_penalty": 3})", "frequency_penalty"},
+      {"{" + msgs + R"(, "model": 5})", "model"},
+      {"{" + msgs + R"(, "response_format": {"type": "json_object"}})", "response_format"},
+      {R"({"messages": []})", "messages"},
+      {R"({"messages": "hi"})", "messages"},
+      {R"({"model": "m"})", "messages"},
+      {R"({"messages": [{"role": "bot", "content": "x"}]})", "messages[0].role"},
+  };
+  for (const auto& c : cases) {
+    const ApiError e = chat_error(c.body);
+    EXPECT_EQ(e.status, 400) << c.body;
+    EXPECT_EQ(e.type, "invalid_request_error") << c.body;
+    EXPECT_EQ(e.param, c.param) << c.body << " -> " << e.message;
+    EXPECT_FALSE(e.message.empty());
+  }
+}
+
+TEST(ServerSchema, MalformedBodiesAre400s) {
+  for (const char* body : {"", "{", "[1,2]", "\"text\"", "{\"a\":}", "nul"}) {
+    try {
+      parse_json_body(body);
+      ADD_FAILURE() << "accepted: " << body;
+    } catch (const ApiException& e) {
+      EXPECT_EQ(e.error.status, 400);
+      EXPECT_EQ(e.error.code, "invalid_json");
+    }
+  }
+  // Deep nesting is refused before the parser recurses into it.
+  std::string deep(100000, '[');
+  EXPECT_THROW(parse_json_body(deep), ApiException);
+  // Brackets inside strings do not count.
+  EXPECT_NO_THROW(parse_json_body("{\"a\": \"" + std::string(1000, '[') + "\"}"));
+}
+
+TEST(ServerSchema, CompletionPrompts) {
+  CompletionRequest r =
+      parse_completion_request(parse_json_body(R"({"prompt": "Hello", "logprobs": 2, "echo": true})"));
+  EXPECT_EQ(r.prompt, "Hello");
+  EXPECT_FALSE(r.prompt_is_ids);
+  EXPECT_TRUE(r.gen.sampling.logprobs);
+  EXPECT_EQ(r.gen.sampling.top_logprobs, 2);
+  EXPECT_TRUE(r.echo);
+  r = parse_completion_request(parse_json_body(R"({"prompt": [1, 2, 3]})"));
+  EXPECT_TRUE(r.prompt_is_ids);
+  EXPECT_EQ(r.prompt_ids, (std::vector<int32_t>{1, 2, 3}));
+  r = parse_completion_request(parse_json_body(R"({"prompt": ["one"]})"));
+  EXPECT_EQ(r.prompt, "one");
+  for (const char* bad : {R"({})", R"({"prompt": ""})", R"({"prompt": ["a", "b"]})", R"({"prompt": [1, -2]})",
+                          R"({"prompt": 7})", R"({"prompt": "x", "logprobs": 9})"}) {
+    try {
+      parse_completion_request(parse_json_body(bad));
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const ApiException& e) {
+      EXPECT_EQ(e.error.status, 400) << bad;
+      EXPECT_TRUE(e.error.param == "prompt" || e.error.param == "logprobs") << bad << " " << e.error.param;
+    }
+  }
+}
+
+TEST(ServerSchema, ErrorEnvelope) {
+  ApiError e;
+  e.status = 404;
+  e.message = "no such model";
+  e.param = "model";
+  e.code = "model_not_found";
+  const nlohmann::json j = error_json(e);
+  EXPECT_EQ(
+      j.dump(),
+      R"({"error":{"code":"model_not_found","message":"no such model","param":"model","type":"invalid_request_error"}})");
+  ApiError bare;
+  bare.message = "m";
+  const nlohmann::json k = error_json(bare);
+  EXPECT_TRUE(k["error"]["param"].is_null());
+  EXPECT_TRUE(k["error"]["code"].is_null());
+}
+
+}  // namespace
+}  // namespace mxs::server

@@ -52,3 +52,37 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   timeout 60 $BIN generate --backend cuda --max-tokens 32 --temperature 0 --raw -p "Hello" >"$OUT/generate_tiny.log" 2>&1
   echo "== generate --backend cuda (tiny demo) rc=$?"; tail -4 "$OUT/generate_tiny.log"
 fi
+
+if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
+  # Engine throughput (offline), CUDA backend, mkmodel 20b.
+  timeout 200 $BIN bench throughput --backend cuda --model /tmp/m20b --input-len 1024 --output-len 256 \
+    --num-prompts 64 --concurrency 1,64 --json "$OUT/bench_throughput.json" >"$OUT/bench_throughput.md" 2>"$OUT/bench_throughput.err"
+  echo "== bench throughput rc=$?"; cat "$OUT/bench_throughput.md"
+  # Server: time to ready for 20b from page cache, and the seed's curl probe.
+  t0=$(date +%s.%N)
+  $BIN serve --model /tmp/m20b --backend cuda --port 8123 --max-length 8192 >"$OUT/serve.log" 2>&1 &
+  spid=$!
+  for i in $(seq 1 600); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8123/health || true)
+    [ "$code" = 200 ] && break; sleep 0.1
+  done
+  t1=$(date +%s.%N)
+  echo "== serve 20b time to ready: $(python3 -c "print(round($t1 - $t0, 2))") s (health $code)"
+  curl -s http://127.0.0.1:8123/v1/chat/completions -H 'Content-Type: application/json' \
+    -d '{"model":"m20b","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
+    | tee "$OUT/curl_probe.json" | head -c 1200; echo
+  kill -TERM $spid; wait $spid; echo "== serve exit rc=$?"
+fi
+
+# Tokenizer vectors with Python HF tokenizers (the GPU machine has them): compare with tests/data.
+if python3 -c "import tokenizers" 2>/dev/null; then
+  python3 tools/reference/tokenizer_vectors.py .carry/tokenizer.json -o "$OUT/tokenizer_vectors_py.jsonl" >"$OUT/tokvec.log" 2>&1
+  python3 - "$OUT/tokenizer_vectors_py.jsonl" tests/data/tokenizer_vectors.jsonl <<'PY'
+import json, sys
+def load(p):
+    return {r["text"]: r["ids"] for r in map(json.loads, open(p)) if "text" in r}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+same = sum(1 for t in b if a.get(t) == b[t])
+print(f"== tokenizer vectors: python HF tokenizers vs tests/data: {same}/{len(b)} identical")
+PY
+fi

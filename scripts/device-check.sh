@@ -86,3 +86,8 @@ same = sum(1 for t in b if a.get(t) == b[t])
 print(f"== tokenizer vectors: python HF tokenizers vs tests/data: {same}/{len(b)} identical")
 PY
 fi
+
+# The device tool returns at most 8 files: pack every log and result into one archive.
+(cd "$OUT" && tar czf /tmp/mxs-logs.tgz --exclude='*.tgz' . && find . -maxdepth 1 -type f ! -name '*.md' -delete \
+  && mv /tmp/mxs-logs.tgz logs.tgz) 2>/dev/null
+echo "== logs: $OUT/logs.tgz"

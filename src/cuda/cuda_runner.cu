@@ -120,8 +120,10 @@ void CudaRunner::Impl::init() {
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
   add(S * sizeof(SampleResultDev)); add(S * 8);
-  add(T * 4 * 3); add(S * max_blocks_per_seq * 4); add(S * 4); add(S * sizeof(SampleSeqParams));
-  add(ids_capacity * 4 * 2);
+  // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
+  // regions undercounts when they are small, e.g. max_tokens = 16).
+  add(T * 4); add(T * 4); add(T * 4); add(S * max_blocks_per_seq * 4); add(S * 4); add(S * sizeof(SampleSeqParams));
+  add(ids_capacity * 4); add(ids_capacity * 4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
   x = ws_arena.alloc("x", T * H * 2);
   xn = ws_arena.alloc("xn", T * H * 2);
@@ -376,7 +378,9 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
   MXS_CHECK(int(valid.size()) <= opt.max_seqs,
             strfmt("StepBatch: %zu sequences exceed the runner's max_seqs = %d", valid.size(), opt.max_seqs));
   const int n_valid = int(valid.size());
-  const bool use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch;
+  // A graph bucket pads to a power of two: its rows must fit the [max_seqs] / [max_tokens] buffers.
+  const bool use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch &&
+                         next_pow2(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
   const int n_rows = use_graph ? next_pow2(n_valid) : 0;  // graph bucket (padded sequences)
   const int scratch_block = num_blocks;
   for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {

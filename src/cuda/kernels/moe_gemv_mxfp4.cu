@@ -118,6 +118,29 @@ __device__ __forceinline__ void dot_pair(const PairRegs<K>& w, const float4* s_x
     for (int m = 0; m < MT; ++m) acc[r][m] = warp_sum(acc[r][m]);
 }
 
+// Epilogue of one output pair (rows 2 unit, 2 unit + 1 of expert e; `bias` already offset to e) for pair
+// `pid`, from the fp32 dots of its two rows: gate_up -> bias + clamped SwiGLU into act, down -> bias + routing
+// weight into yw (the rounding points of moe_gemv_mxfp4.h).
+template <Which W, int N_PAIRS>
+__device__ __forceinline__ void store_pair(const MoeGemvParams& p, int pid, int unit, float acc0, float acc1,
+                                           const bf16_t* bias) {
+  const float v0 = bf(bf(acc0) + to_f32(bias[2 * unit]));
+  const float v1 = bf(bf(acc1) + to_f32(bias[2 * unit + 1]));
+  if constexpr (W == Which::kGateUp) {
+    const float g = fminf(v0, p.swiglu_limit);
+    const float u = fminf(fmaxf(v1, -p.swiglu_limit), p.swiglu_limit);
+    const float ga = bf(g * p.swiglu_alpha);
+    const float sig = bf(1.0f / (1.0f + expf(-ga)));
+    const float glu = bf(g * sig);
+    static_cast<bf16_t*>(p.act)[size_t(pid) * N_PAIRS + unit] = to_bf16(bf(u + 1.0f) * glu);
+  } else {
+    const float rw = p.topk_w[pid];
+    bf16_t* y = static_cast<bf16_t*>(p.yw) + size_t(pid) * (2 * N_PAIRS) + 2 * unit;
+    y[0] = to_bf16(v0 * rw);
+    y[1] = to_bf16(v1 * rw);
+  }
+}
+
 // grid: (row-pair tiles, n_experts slots of the active list); K = input features, N_PAIRS = output row pairs.
 template <Which W, int K, int N_PAIRS, int MT>
 __global__ void __launch_bounds__(kWarps * 32, 2) moe_gemv_mxfp4_kernel(MoeGemvParams p) {
@@ -161,22 +184,7 @@ __global__ void __launch_bounds__(kWarps * 32, 2) moe_gemv_mxfp4_kernel(MoeGemvP
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         if (unit >= N_PAIRS || lane != m || m0 + m >= n_pairs) continue;
-        const int pid = p.index.pair_list[begin + m0 + m];
-        const float v0 = bf(bf(acc[0][m]) + to_f32(bias[2 * unit]));
-        const float v1 = bf(bf(acc[1][m]) + to_f32(bias[2 * unit + 1]));
-        if constexpr (W == Which::kGateUp) {
-          const float g = fminf(v0, p.swiglu_limit);
-          const float u = fminf(fmaxf(v1, -p.swiglu_limit), p.swiglu_limit);
-          const float ga = bf(g * p.swiglu_alpha);
-          const float sig = bf(1.0f / (1.0f + expf(-ga)));
-          const float glu = bf(g * sig);
-          static_cast<bf16_t*>(p.act)[size_t(pid) * N_PAIRS + unit] = to_bf16(bf(u + 1.0f) * glu);
-        } else {
-          const float rw = p.topk_w[pid];
-          bf16_t* y = static_cast<bf16_t*>(p.yw) + size_t(pid) * R + 2 * unit;
-          y[0] = to_bf16(v0 * rw);
-          y[1] = to_bf16(v1 * rw);
-        }
+        store_pair<W, N_PAIRS>(p, p.index.pair_list[begin + m0 + m], unit, acc[0][m], acc[1][m], bias);
       }
     }
   }
@@ -194,11 +202,175 @@ void launch(const MoeGemvParams& p, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
+// ---- Tensor-core path (K = 2880, the 20b/120b experts) ----
+// mma.sync m16n8k16 (bf16 x bf16 -> fp32). A warp owns a tile of 8 output pairs = 16 rows: A-fragment row g
+// (g = lane / 4) is row 2 unit of the pair (gate / even row), row g + 8 is row 2 unit + 1, so one lane ends
+// with both rows of its pair. Columns n of B / D are the tile's (up to 8) tokens. K runs in chunks of 4
+// MXFP4 blocks: lane c = lane % 4 of a quad streams the whole block 4 ch + c (16 B) of both its rows, so an
+// mma k16 step s of the chunk takes bytes 2s, 2s+1 of each lane's block (k-slots 2c, 2c+1 <- elements
+// 32c + 4s + {0,1}; 2c+8, 2c+9 <- 32c + 4s + {2,3}); B is read with the same permutation from the staged
+// bf16 activations. Bytes decode through the per-lane table; the block scale (a power of two) is applied
+// exactly in bf16 (fma.rn.bf16x2 by 2^(s-127)) before the mma, so one fp32 accumulator spans all blocks.
+// Two warps split K per tile (chunks [0, 12) and [12, 23)) and reduce through shared memory; kDepth chunks
+// of loads stay in flight per lane. Per element: ~1.5 instructions (byte extract, table load, scale) vs ~4
+// on the CUDA-core path, which is what bounds the batch-1 GEMV below the copy bandwidth.
+namespace tc {
+constexpr int kWarps = 8;                  // 4 tiles x 2 K halves
+constexpr int kTiles = kWarps / 2;
+constexpr int kPairsPerCta = kTiles * 8;   // 32 output pairs = 64 rows of one expert
+constexpr int kDepth = 4;                  // chunks of loads in flight per lane (2 x 16 B each)
+
+template <int K, int ROWS>
+struct Shape {
+  static constexpr int NB = K / 32, NCHUNK = (NB + 3) / 4, KPAD = NCHUNK * 128;
+  static constexpr int CH_HALF = (NCHUNK + 1) / 2;  // chunks per K half (the second half's last may be empty)
+  // Staged row stride in elements: 8 token rows get a 16-byte skew between rows (fewer bank conflicts).
+  static constexpr int SX = ROWS == 1 ? KPAD : KPAD + 8;
+  static constexpr int kSmem = kLutWords * 4 + ROWS * SX * 2 + kTiles * 32 * 16;
+};
+
+__device__ __forceinline__ uint32_t word_of(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+// d = a * s exactly (s a power of two or zero, as a bf16x2 word): fma with -0 keeps +0 products +0.
+__device__ __forceinline__ uint32_t bf16x2_scale(uint32_t a, uint32_t s) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(s), "r"(0x80008000u));
+  return d;
+}
+
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// One lane's share of chunk ch: block 4 ch + c of rows row0 and row0 + 1 (zeros past the last block).
+template <int NB, int NCHUNK>
+__device__ __forceinline__ void load_chunk(const uint8_t* blocks, const uint8_t* scales, size_t row0, int ch,
+                                           uint4 (&q)[2], uint32_t (&sc)[2]) {
+  const int b = ch * 4 + (threadIdx.x & 3);
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (ch < NCHUNK && b < NB) {
+      q[r] = ldg_stream(blocks + ((row0 + r) * NB + b) * 16);
+      uint32_t s;  // asm volatile: issued here with the block's 16 B, not sunk to its first use
+      asm volatile("ld.global.nc.u8 %0, [%1];" : "=r"(s) : "l"(scales + (row0 + r) * NB + b));
+      sc[r] = (s << 7) | (s << 23);  // e8m0 -> bf16x2 2^(s-127) (s = 0 -> 0, as e8m0_to_f32)
+    } else {
+      q[r] = make_uint4(0, 0, 0, 0);
+      sc[r] = 0;
+    }
+  }
+}
+
+// grid: (N_PAIRS / 32, active expert slots). ROWS = staged token rows (1: one token; 8: tiles of 8 pairs).
+template <Which W, int K, int N_PAIRS, int ROWS>
+__global__ void __launch_bounds__(kWarps * 32, 3) moe_gemv_mxfp4_tc_kernel(MoeGemvParams p) {
+  using S = Shape<K, ROWS>;
+  static_assert(N_PAIRS % kPairsPerCta == 0, "the tensor-core path needs whole CTAs of 32 pairs");
+  constexpr int NB = S::NB, NCHUNK = S::NCHUNK, SX = S::SX, CH_HALF = S::CH_HALF, R = 2 * N_PAIRS;
+  extern __shared__ uint4 s_dyn4[];
+  uint32_t* s_lut = reinterpret_cast<uint32_t*>(s_dyn4);
+  bf16_t* s_x = reinterpret_cast<bf16_t*>(s_lut + kLutWords);  // [ROWS][SX] bf16, zero padded
+  float4* s_red = reinterpret_cast<float4*>(s_x + ROWS * SX);  // [kTiles][32] second-half partial sums
+  const int slot = blockIdx.y;
+  if (slot >= *p.index.num_active) return;
+  const int e = p.index.active_experts[slot];
+  const int begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+  const int tile = warp >> 1, half = warp & 1;
+  const int unit = blockIdx.x * kPairsPerCta + tile * 8 + g;  // this lane's pair (A rows g and g + 8)
+  const uint8_t* blocks = W == Which::kGateUp ? p.w.gate_up_blocks : p.w.down_blocks;
+  const uint8_t* scales = W == Which::kGateUp ? p.w.gate_up_scales : p.w.down_scales;
+  const bf16_t* bias = static_cast<const bf16_t*>(W == Which::kGateUp ? p.w.gate_up_bias : p.w.down_bias) + size_t(e) * R;
+  const size_t row0 = size_t(e) * R + 2 * unit;
+  const int ch0 = half * CH_HALF;
+
+  uint4 q[kDepth][2];
+  uint32_t sc[kDepth][2];
+#pragma unroll
+  for (int d = 0; d < kDepth; ++d) load_chunk<NB, NCHUNK>(blocks, scales, row0, ch0 + d, q[d], sc[d]);
+  fill_lut(s_lut);
+
+  for (int m0 = 0; m0 < n_pairs; m0 += 8) {
+    if (m0 > 0)
+#pragma unroll
+      for (int d = 0; d < kDepth; ++d) load_chunk<NB, NCHUNK>(blocks, scales, row0, ch0 + d, q[d], sc[d]);
+    __syncthreads();  // LUT written; the previous tile's reads of s_x / s_red done
+    const int n_rows = min(n_pairs - m0, ROWS);
+    for (int i = threadIdx.x; i < ROWS * (SX / 8); i += blockDim.x) {
+      const int m = i / (SX / 8), v = i % (SX / 8);
+      uint4 val = make_uint4(0, 0, 0, 0);
+      if (m < n_rows && v < K / 8) {
+        const int pid = p.index.pair_list[begin + m0 + m];
+        const bf16_t* src = W == Which::kGateUp ? static_cast<const bf16_t*>(p.xn) + size_t(pid / p.top_k) * K
+                                                : static_cast<const bf16_t*>(p.act) + size_t(pid) * K;
+        val = *reinterpret_cast<const uint4*>(src + v * 8);
+      }
+      reinterpret_cast<uint4*>(s_x)[i] = val;
+    }
+    __syncthreads();
+
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};  // D: (row g, tokens 2c, 2c+1), (row g+8, tokens 2c, 2c+1)
+    const uint32_t* lut = s_lut + lane;
+    // B: token g (ROWS = 1: every lane reads token 0; the columns n > 0 of D are then unused copies).
+    const bf16_t* xrow = s_x + (ROWS == 1 ? 0 : g * SX) + c * 32;
+#pragma unroll
+    for (int j = 0; j < CH_HALF; ++j) {
+      const int d = j % kDepth, ch = ch0 + j;
+      const bf16_t* xb = xrow + ch * 128;
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        uint32_t a[4];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const uint32_t w = word_of(q[d][r], s >> 1) >> ((s & 1) * 16);
+          a[r] = bf16x2_scale(lut[(w & 0xff) * 32], sc[d][r]);            // k-slots 2c, 2c+1
+          a[r + 2] = bf16x2_scale(lut[((w >> 8) & 0xff) * 32], sc[d][r]);  // k-slots 2c+8, 2c+9
+        }
+        const uint2 b = ch < NCHUNK ? *reinterpret_cast<const uint2*>(xb + 4 * s) : make_uint2(0, 0);
+        mma_16816(acc, a, b.x, b.y);
+      }
+      if (j + kDepth < CH_HALF) load_chunk<NB, NCHUNK>(blocks, scales, row0, ch + kDepth, q[d], sc[d]);
+    }
+    if (half == 1) s_red[tile * 32 + lane] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    __syncthreads();
+    if (half == 0) {
+      const float4 o = s_red[tile * 32 + lane];
+      const float sum[4] = {acc[0] + o.x, acc[1] + o.y, acc[2] + o.z, acc[3] + o.w};
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int m = 2 * c + h;
+        if (m >= n_rows) continue;
+        store_pair<W, N_PAIRS>(p, p.index.pair_list[begin + m0 + m], unit, sum[h], sum[2 + h], bias);
+      }
+    }
+  }
+}
+
+template <Which W, int K, int N_PAIRS, int ROWS>
+void launch(const MoeGemvParams& p, cudaStream_t stream) {
+  constexpr int smem = Shape<K, ROWS>::kSmem;
+  static const bool smem_ok = (allow_smem(moe_gemv_mxfp4_tc_kernel<W, K, N_PAIRS, ROWS>, smem), true);
+  (void)smem_ok;
+  const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
+  const dim3 grid(N_PAIRS / kPairsPerCta, max_active);
+  moe_gemv_mxfp4_tc_kernel<W, K, N_PAIRS, ROWS><<<grid, kWarps * 32, smem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+}  // namespace tc
+
 // Token-tile size: gate_up 1 for one token, else 4; down always 1 (at <= 128 registers its MT = 2 and 4
 // variants spill; further token tiles re-read the expert's rows from L1/L2).
 template <Which W, int K, int N_PAIRS>
 void dispatch_mt(const MoeGemvParams& p, cudaStream_t stream) {
-  if constexpr (W == Which::kDown) {
+  if constexpr (K == 2880) {  // tensor-core path: one staged token, or tiles of 8
+    if (p.n_tokens == 1) return tc::launch<W, K, N_PAIRS, 1>(p, stream);
+    return tc::launch<W, K, N_PAIRS, 8>(p, stream);
+  } else if constexpr (W == Which::kDown) {
     return launch<W, K, N_PAIRS, 1>(p, stream);
   } else {
     if (p.n_tokens == 1) return launch<W, K, N_PAIRS, 1>(p, stream);

@@ -71,6 +71,10 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   curl -s http://127.0.0.1:8123/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"m20b","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
     | tee "$OUT/curl_probe.json" | head -c 1200; echo
+  # Server overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
+  timeout 240 $BIN bench serve --url http://127.0.0.1:8123 --endpoint completions --concurrency 64 \
+    --num-prompts 64 --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
+  echo "== bench serve (HTTP, concurrency 64) rc=$?"; cat "$OUT/bench_serve.md"; tail -3 "$OUT/bench_serve.err"
   kill -TERM $spid; wait $spid; echo "== serve exit rc=$?"
 fi
 

@@ -3,7 +3,8 @@
 # when everything is present. The CUDA toolkit is optional (CPU-only build without it).
 set -euo pipefail
 pkgs=(build-essential cmake ninja-build pkg-config libcli11-dev nlohmann-json3-dev libboost-dev libpcre2-dev
-      libgtest-dev libgmock-dev libbenchmark-dev nodejs npm curl ca-certificates)
+      libgtest-dev libgmock-dev libbenchmark-dev nodejs npm curl ca-certificates
+      chromium)  # chromium: the chat page browser test (tests/e2e/chat_page.test.mjs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

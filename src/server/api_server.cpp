@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "engine/engine.h"
 #include "server/chat_handler.h"
+#include "server/chat_page.h"
 #include "server/completions_handler.h"
 #include "server/openai_format.h"
 #include "text/harmony.h"
@@ -112,6 +113,12 @@ void ApiServer::add_routes() {
                   {"owned_by", "mxserve"},
                   {"max_model_len", ctx.max_length}};
     ex->respond(json_response(200, {{"object", "list"}, {"data", json::array({model})}}));
+  });
+  r.add("GET", "/", [](HttpRequest&&, std::shared_ptr<HttpExchange> ex) {
+    HttpResponse resp;
+    resp.content_type = "text/html; charset=utf-8";
+    resp.body = std::string(chat_page_html());
+    ex->respond(std::move(resp));
   });
   r.add("GET", "/health", [&ctx](HttpRequest&&, std::shared_ptr<HttpExchange> ex) {
     ex->respond(ctx.ready() ? json_response(200, {{"status", "ok"}}) : json_response(503, {{"status", "loading"}}));

@@ -386,7 +386,7 @@ void Connection::do_write() {
 void Connection::on_write(error_code ec, size_t) {
   writing_ = false;
   disarm();
-  if (ec) return fail();
+  if (ec || closed_) return fail();  // closed meanwhile (client gone, timer): the queue was dropped
   queued_bytes_ -= queue_.front().size();
   queue_.pop_front();
   if (!queue_.empty()) return do_write();
@@ -443,7 +443,8 @@ void Connection::close() {
     server_->in_flight--;
   }
   disarm();
-  queue_.clear();
+  // An async_write in flight still reads queue_.front(): keep that string alive until on_write runs.
+  queue_.erase(writing_ ? queue_.begin() + 1 : queue_.begin(), queue_.end());
   queued_bytes_ = 0;
   error_code ignored;
   socket_.close(ignored);

@@ -58,12 +58,7 @@ class ChatSession : public GenerationSession {
                    {"delta", std::move(delta)},
                    {"logprobs", std::move(logprobs)},
                    {"finish_reason", std::move(finish_reason)}};
-    json c = {{"id", id()},
-              {"object", "chat.completion.chunk"},
-              {"created", created_},
-              {"model", ctx_.model_name},
-              {"system_fingerprint", nullptr},
-              {"choices", json::array({choice})}};
+    json c = response_envelope(id(), "chat.completion.chunk", created_, ctx_.model_name, json::array({choice}));
     if (include_usage_) c["usage"] = nullptr;
     return c;
   }
@@ -213,13 +208,8 @@ class ChatSession : public GenerationSession {
       if (!delta.empty() || !lp.is_null()) send_event(chunk(std::move(delta), nullptr, std::move(lp)));
       send_event(chunk(json::object(), finish_reason));
       if (include_usage_) {
-        json u = {{"id", id()},
-                  {"object", "chat.completion.chunk"},
-                  {"created", created_},
-                  {"model", ctx_.model_name},
-                  {"system_fingerprint", nullptr},
-                  {"choices", json::array()},
-                  {"usage", usage}};
+        json u = with_usage(response_envelope(id(), "chat.completion.chunk", created_, ctx_.model_name, json::array()),
+                            usage);
         send_event(u);
       }
       end_stream_done();
@@ -240,13 +230,9 @@ class ChatSession : public GenerationSession {
                    {"message", std::move(message)},
                    {"finish_reason", finish_reason},
                    {"logprobs", logprobs_ ? json{{"content", logprob_entries_}} : json(nullptr)}};
-    respond_json({{"id", id()},
-                  {"object", "chat.completion"},
-                  {"created", created_},
-                  {"model", ctx_.model_name},
-                  {"system_fingerprint", nullptr},
-                  {"choices", json::array({std::move(choice)})},
-                  {"usage", usage}});
+    respond_json(with_usage(
+        response_envelope(id(), "chat.completion", created_, ctx_.model_name, json::array({std::move(choice)})),
+        usage));
   }
 
   harmony::ChatOutputParser parser_;

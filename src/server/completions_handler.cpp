@@ -28,12 +28,7 @@ class CompletionSession : public GenerationSession {
   json chunk(const std::string& text, json finish_reason, json logprobs) const {
     json choice = {
         {"index", 0}, {"text", text}, {"logprobs", std::move(logprobs)}, {"finish_reason", std::move(finish_reason)}};
-    json c = {{"id", id()},
-              {"object", "text_completion"},
-              {"created", created_},
-              {"model", ctx_.model_name},
-              {"system_fingerprint", nullptr},
-              {"choices", json::array({choice})}};
+    json c = response_envelope(id(), "text_completion", created_, ctx_.model_name, json::array({choice}));
     if (include_usage_) c["usage"] = nullptr;
     return c;
   }
@@ -100,13 +95,8 @@ class CompletionSession : public GenerationSession {
     if (stream_) {
       send_event(chunk(ev.text, finish_reason, std::move(lp)));
       if (include_usage_) {
-        send_event({{"id", id()},
-                    {"object", "text_completion"},
-                    {"created", created_},
-                    {"model", ctx_.model_name},
-                    {"system_fingerprint", nullptr},
-                    {"choices", json::array()},
-                    {"usage", usage}});
+        send_event(
+            with_usage(response_envelope(id(), "text_completion", created_, ctx_.model_name, json::array()), usage));
       }
       end_stream_done();
       return;
@@ -115,13 +105,9 @@ class CompletionSession : public GenerationSession {
                    {"text", echo_ + text_},
                    {"finish_reason", finish_reason},
                    {"logprobs", logprobs_ ? all_logprobs_ : json(nullptr)}};
-    respond_json({{"id", id()},
-                  {"object", "text_completion"},
-                  {"created", created_},
-                  {"model", ctx_.model_name},
-                  {"system_fingerprint", nullptr},
-                  {"choices", json::array({std::move(choice)})},
-                  {"usage", usage}});
+    respond_json(with_usage(
+        response_envelope(id(), "text_completion", created_, ctx_.model_name, json::array({std::move(choice)})),
+        usage));
   }
 
   const bool include_usage_;

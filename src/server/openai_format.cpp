@@ -6,6 +6,16 @@
 
 namespace mxs::server {
 
+nlohmann::json response_envelope(const std::string& id, const char* object, int64_t created,
+                                 const std::string& model, nlohmann::json choices) {
+  return {{"id", id},
+          {"object", object},
+          {"created", created},
+          {"model", model},
+          {"system_fingerprint", nullptr},
+          {"choices", std::move(choices)}};
+}
+
 nlohmann::json usage_json(int prompt_tokens, int completion_tokens, int reasoning_tokens, int cached_tokens) {
   return {{"prompt_tokens", prompt_tokens},
           {"completion_tokens", completion_tokens},

@@ -11,6 +11,16 @@
 
 namespace mxs::server {
 
+// The fields every OpenAI response and stream chunk shares: id, object ("chat.completion",
+// "chat.completion.chunk", "text_completion"), created (unix seconds), model, system_fingerprint, choices.
+nlohmann::json response_envelope(const std::string& id, const char* object, int64_t created,
+                                 const std::string& model, nlohmann::json choices);
+// `response` with its "usage" field set.
+inline nlohmann::json with_usage(nlohmann::json response, nlohmann::json usage) {
+  response["usage"] = std::move(usage);
+  return response;
+}
+
 nlohmann::json usage_json(int prompt_tokens, int completion_tokens, int reasoning_tokens, int cached_tokens);
 
 // Chat logprob entry: {"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}.

@@ -7,6 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/mxs-out}"
 [ -f .carry/tokenizer.json ] && export MXSERVE_TOKENIZER="$PWD/.carry/tokenizer.json"
+[ -f .carry/COMMIT ] && export MXSERVE_COMMIT="$(cat .carry/COMMIT)"
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader | tee "$OUT/card.txt"
 
@@ -67,7 +68,8 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
     [ "$code" = 200 ] && break; sleep 0.1
   done
   t1=$(date +%s.%N)
-  echo "== serve 20b time to ready: $(python3 -c "print(round($t1 - $t0, 2))") s (health $code)"
+  python3 -c "print(round($t1 - $t0, 2))" >"$OUT/ready_s.txt"
+  echo "== serve 20b time to ready: $(cat "$OUT/ready_s.txt") s (health $code)"
   curl -s http://127.0.0.1:8123/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{"model":"m20b","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
     | tee "$OUT/curl_probe.json" | head -c 1200; echo
@@ -90,6 +92,49 @@ same = sum(1 for t in b if a.get(t) == b[t])
 print(f"== tokenizer vectors: python HF tokenizers vs tests/data: {same}/{len(b)} identical")
 PY
 fi
+
+# One summary table: every figure against its target (issue targets; H100 targets unless stated).
+python3 - "$OUT" "$(cat "$OUT/card.txt" 2>/dev/null | cut -d, -f1)" "${MXSERVE_COMMIT:-unknown}" <<'PY'
+import json, os, sys
+out, card, commit = sys.argv[1], sys.argv[2], sys.argv[3]
+h200 = "H200" in card
+def load(name):
+    try:
+        return json.load(open(os.path.join(out, name)))
+    except Exception:
+        return None
+rows = []
+d = load("bench_decode_20b.json")
+if d:
+    by = {r["batch"]: r for r in d["rows"]}
+    if 1 in by:
+        rows.append(("decode batch 1, 1k ctx (tok/s)", f'{by[1]["tok_s"]:.0f} ({100 * by[1]["copy_fraction"]:.0f}% of copy BW)',
+                     ">= 930" if h200 else ">= 650"))
+    if 64 in by:
+        rows.append(("decode batch 64 (tok/s)", f'{by[64]["tok_s"]:.0f}', ">= 8000 (H100)"))
+t = load("bench_throughput.json")
+eng64 = None
+if t:
+    for r in t["results"]:
+        rows.append((f'engine throughput c={r["concurrency"]} (out tok/s)', f'{r["output_tok_per_s"]:.1f}',
+                     ">= 8000 at c=64 (1k/1k)" if r["concurrency"] == 64 else ""))
+        if r["concurrency"] == 64:
+            eng64 = r["output_tok_per_s"]
+s = load("bench_serve.json")
+if s:
+    for lv in s["levels"]:
+        over = f' ({100 * (1 - lv["output_throughput"] / eng64):.1f}% below the engine)' if eng64 and lv["concurrency"] == 64 else ""
+        rows.append((f'serve c={lv["concurrency"]} (out tok/s)', f'{lv["output_throughput"]:.1f}{over}, failed {lv["failed"]}',
+                     "overhead <= 5%"))
+try:
+    rows.append(("serve 20b time to ready (s)", open(os.path.join(out, "ready_s.txt")).read().strip(), "<= 10"))
+except Exception:
+    pass
+print(f"\n## device-check summary: {card}, commit {commit}\n")
+print("| figure | measured | target |\n|---|---|---|")
+for r in rows:
+    print(f"| {r[0]} | {r[1]} | {r[2]} |")
+PY
 
 # The device tool returns at most 8 files: pack every log and result into one archive.
 (cd "$OUT" && tar czf /tmp/mxs-logs.tgz --exclude='*.tgz' . && find . -maxdepth 1 -type f ! -name '*.md' -delete \

@@ -3,6 +3,7 @@
 // --json FILE. Without --model it runs random 20b weights generated on the GPU (no checkpoint needed).
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -42,7 +43,10 @@ std::vector<int> parse_list(const std::string& s) {
   return v;
 }
 
+// The commit benchmarked: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no .git),
+// else `git rev-parse` in the current folder.
 std::string git_commit() {
+  if (const char* env = std::getenv("MXSERVE_COMMIT"); env && *env) return env;
   FILE* f = popen("git rev-parse --short HEAD 2>/dev/null", "r");
   if (!f) return "unknown";
   char buf[64] = {0};

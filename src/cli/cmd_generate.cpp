@@ -21,7 +21,7 @@ namespace {
 struct GenerateArgs {
   std::string model;
   std::string prompt;
-  std::string backend = "cpu";
+  std::string backend = "auto";
   int max_tokens = 512;
   int max_length = 8192;
   bool show_reasoning = false;
@@ -181,7 +181,7 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
       "generate", "Run one prompt (harmony chat format, or --raw text) and stream the answer to stdout");
   cmd->add_option("--model", a->model, "Model folder (default: the built-in tiny demo model)");
   cmd->add_option("--prompt,-p", a->prompt, "The user message (or raw text with --raw)")->required();
-  cmd->add_option("--backend", a->backend, "cpu or cuda")->capture_default_str();
+  cmd->add_option("--backend", a->backend, "auto, cpu or cuda (auto: cuda when a GPU is usable, else cpu)")->capture_default_str();
   cmd->add_option("--max-tokens", a->max_tokens, "Generated tokens at most")->capture_default_str();
   cmd->add_option("--max-length", a->max_length, "Prompt + output tokens at most")->capture_default_str();
   cmd->add_flag("--show-reasoning", a->show_reasoning, "Print the analysis channel to stderr");

@@ -27,7 +27,7 @@ struct ServeArgs {
   std::string model;
   std::string host = "127.0.0.1";
   int port = 8000;
-  std::string backend = mxs::build_has_cuda() ? "cuda" : "cpu";
+  std::string backend = "auto";
   int max_batch_size = 256;
   int max_num_batched_tokens = 2048;
   int max_length = 0;
@@ -141,7 +141,7 @@ mxs::cli::CommandRegistrar registrar(0, [](CLI::App& app) {
   cmd->add_option("--model", a->model, "Model folder (Hugging Face layout); default: the built-in tiny demo model");
   cmd->add_option("--host", a->host, "Address to bind (default 127.0.0.1; 0.0.0.0 for all interfaces)");
   cmd->add_option("--port", a->port, "Port (default 8000; 0 = any free port)");
-  cmd->add_option("--backend", a->backend, "cpu or cuda (default: cuda when this build has it)");
+  cmd->add_option("--backend", a->backend, "auto, cpu or cuda (auto: cuda when this build has it and a GPU is usable, else cpu)");
   cmd->add_option("--max-batch-size", a->max_batch_size, "Sequences per engine step (default 256)");
   cmd->add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "New tokens per engine step (default 2048)");
   cmd->add_option("--max-length", a->max_length, "Prompt + output tokens per request (default: the model's maximum)");

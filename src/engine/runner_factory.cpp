@@ -8,6 +8,8 @@
 #include "cpu/cpu_runner.h"
 
 #if defined(MXS_WITH_CUDA) && __has_include("cuda/cuda_runner.h")
+#include <cuda_runtime.h>
+
 #include "cuda/cuda_runner.h"
 #define MXS_HAVE_CUDA_RUNNER 1
 #endif
@@ -22,14 +24,29 @@ bool build_has_cuda() {
 #endif
 }
 
-void check_backend_available(const std::string& backend) {
-  if (backend == "cpu" || (backend == "cuda" && build_has_cuda())) return;
-  if (backend == "cuda")
-    throw Error("--backend cuda: this build has no CUDA backend (rebuild with nvcc available, -DMXS_CUDA=ON)");
-  throw Error(strfmt("--backend %s: unknown backend; supported: cpu, cuda", backend.c_str()));
+bool cuda_device_usable() {
+#ifdef MXS_HAVE_CUDA_RUNNER
+  int n = 0;
+  const bool ok = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+  cudaGetLastError();  // a failed probe (no driver, no device) must not leave a sticky error behind
+  return ok;
+#else
+  return false;
+#endif
 }
 
-std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const RunnerSpec& spec) {
+std::string default_backend() { return cuda_device_usable() ? "cuda" : "cpu"; }
+
+void check_backend_available(const std::string& backend) {
+  if (backend == "auto" || backend == "cpu" || (backend == "cuda" && build_has_cuda())) return;
+  if (backend == "cuda")
+    throw Error("--backend cuda: this build has no CUDA backend (rebuild with nvcc available, -DMXS_CUDA=ON)");
+  throw Error(strfmt("--backend %s: unknown backend; supported: auto, cpu, cuda", backend.c_str()));
+}
+
+std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const RunnerSpec& spec_in) {
+  RunnerSpec spec = spec_in;
+  if (spec.backend == "auto") spec.backend = default_backend();
   if (spec.backend == "cpu") {
     cpu::CpuRunnerOptions opt;
     opt.block_size = spec.block_size;

@@ -22,6 +22,10 @@ struct RunnerSpec {
 };
 
 bool build_has_cuda();  // compiled with the CUDA backend
+// The build has the CUDA backend and the CUDA runtime sees a device (driver present and recent enough).
+bool cuda_device_usable();
+// What --backend auto (the default) means: "cuda" when cuda_device_usable(), else "cpu".
+std::string default_backend();
 // Throws the error make_runner would give for an unknown or missing backend, without loading anything.
 void check_backend_available(const std::string& backend);
 

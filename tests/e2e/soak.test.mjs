@@ -85,11 +85,11 @@ test('200 concurrent short streams leave no KV blocks, threads or descriptors be
   await waitFor(async () => {
     const m = await scrape();
     return m.running === 0 && m.waiting === 0 && m.active === 0 && m.inFlight === 1 && m.open === 1;
-  }, 20000, 'the server to go idle');
+  }, 60000, 'the server to go idle');
   const m = await scrape();
   assert.equal(m.kvUsed, 0, 'every KV block returned');
   // Closed sockets are released asynchronously; give the descriptor count a moment to settle.
-  await waitFor(async () => procCounts(server.proc.pid).fds === base.fds, 10000, 'descriptors back to baseline').catch(() => {});
+  await waitFor(async () => procCounts(server.proc.pid).fds === base.fds, 20000, 'descriptors back to baseline').catch(() => {});
   const after = procCounts(server.proc.pid);
   assert.equal(after.fds, base.fds, 'file descriptors');
   assert.equal(after.threads, base.threads, 'threads');

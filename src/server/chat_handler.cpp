@@ -176,13 +176,7 @@ class ChatSession : public GenerationSession {
     } else if (ev.finish == FinishReason::kAbort && client_gone()) {
       return;  // nobody to answer; the cancellation is already counted
     } else {
-      m.finished_error.inc();
-      ApiError e;
-      e.status = ev.finish == FinishReason::kAbort ? 503 : 500;
-      e.type = "server_error";
-      e.message = ev.finish == FinishReason::kAbort ? "the request was aborted: the server is shutting down"
-                                                    : "generation failed: " + ev.error;
-      fail(e);
+      fail_unfinished(ev);
       return;
     }
     const std::string tail = stop_.flush();

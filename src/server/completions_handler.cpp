@@ -77,13 +77,7 @@ class CompletionSession : public GenerationSession {
     auto& m = *ctx_.metrics;
     if (ev.finish == FinishReason::kAbort && client_gone()) return;
     if (ev.finish != FinishReason::kStop && ev.finish != FinishReason::kLength) {
-      m.finished_error.inc();
-      ApiError e;
-      e.status = ev.finish == FinishReason::kAbort ? 503 : 500;
-      e.type = "server_error";
-      e.message = ev.finish == FinishReason::kAbort ? "the request was aborted: the server is shutting down"
-                                                    : "generation failed: " + ev.error;
-      fail(e);
+      fail_unfinished(ev);
       return;
     }
     const std::string finish_reason = ev.finish == FinishReason::kLength ? "length" : "stop";

@@ -9,6 +9,7 @@
 #include "common/timer.h"
 #include "engine/engine.h"
 #include "server/router.h"
+#include "server/server_metrics.h"
 #include "server/sse.h"
 
 namespace mxs::server {
@@ -144,6 +145,16 @@ void GenerationSession::fail(const ApiError& error) {
   } else {
     exchange_->respond(error_response(error));
   }
+}
+
+void GenerationSession::fail_unfinished(const TokenEvent& ev) {
+  ctx_.metrics->finished_error.inc();
+  ApiError e;
+  e.status = ev.finish == FinishReason::kAbort ? 503 : 500;
+  e.type = "server_error";
+  e.message = ev.finish == FinishReason::kAbort ? "the request was aborted: the server is shutting down"
+                                                : "generation failed: " + ev.error;
+  fail(e);
 }
 
 void GenerationSession::respond_json(const nlohmann::json& body) {

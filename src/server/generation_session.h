@@ -40,6 +40,9 @@ class GenerationSession : public std::enable_shared_from_this<GenerationSession>
   void send_event(const nlohmann::json& chunk);  // one SSE `data:` event
   // Stream: an in-band {"error": ...} event, [DONE], end of stream. Otherwise: the error response.
   void fail(const ApiError& error);
+  // A final event that ended neither by stop nor by length (engine shutdown, a runner failure): counted as an
+  // error and answered with 503 (shutdown) or 500, in-band when streaming.
+  void fail_unfinished(const TokenEvent& final_event);
   void end_stream_done();                         // `data: [DONE]` + end of the chunked body
   void respond_json(const nlohmann::json& body);  // non-streaming 200
 

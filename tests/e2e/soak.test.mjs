@@ -89,9 +89,11 @@ test('200 concurrent short streams leave no KV blocks, threads or descriptors be
   const m = await scrape();
   assert.equal(m.kvUsed, 0, 'every KV block returned');
   // Closed sockets are released asynchronously; give the descriptor count a moment to settle.
-  await waitFor(async () => procCounts(server.proc.pid).fds === base.fds, 20000, 'descriptors back to baseline').catch(() => {});
+  // A leak shows as MORE descriptors or threads than the baseline. The baseline itself may still hold a socket
+  // that was closing when it was read (seen in CI: 9 before, 8 after), so fewer is fine.
+  await waitFor(async () => procCounts(server.proc.pid).fds <= base.fds, 20000, 'descriptors back to baseline').catch(() => {});
   const after = procCounts(server.proc.pid);
-  assert.equal(after.fds, base.fds, 'file descriptors');
-  assert.equal(after.threads, base.threads, 'threads');
+  assert.ok(after.fds <= base.fds, `file descriptors: ${after.fds} after, ${base.fds} before`);
+  assert.ok(after.threads <= base.threads, `threads: ${after.threads} after, ${base.threads} before`);
   console.log(`# soak: ${N} streams in ${elapsed.toFixed(1)} s`);
 });

@@ -26,23 +26,6 @@ struct DecodeArgs {
   bool no_graphs = false;
 };
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    try {
-      const int b = std::stoi(item);
-      if (b < 1 || b > 256) throw std::out_of_range("batch");
-      v.push_back(b);
-    } catch (const std::exception&) {
-      throw mxs::Error(mxs::strfmt("--batch: '%s' is not a batch size in [1, 256] (example: --batch 1,8,64)", item.c_str()));
-    }
-  }
-  if (v.empty()) throw mxs::Error("--batch: give at least one batch size (example: --batch 1,8,64)");
-  return v;
-}
-
 // The commit benchmarked: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no .git),
 // else `git rev-parse` in the current folder.
 std::string git_commit() {
@@ -62,7 +45,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   mxs::cuda::BenchDecodeOptions o;
   o.model_dir = a.model;
   o.preset = a.preset;
-  o.batches = parse_list(a.batches);
+  o.batches = mxs::cli::parse_int_list(a.batches, "--batch", 1, 256);
   o.context = a.context;
   o.steps = a.steps;
   o.use_graphs = !a.no_graphs;

@@ -39,24 +39,6 @@ struct ServeBenchArgs {
   uint64_t seed = 0;
 };
 
-std::vector<int> parse_levels(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    int v = 0;
-    try {
-      v = std::stoi(item);
-    } catch (const std::exception&) {
-    }
-    MXS_CHECK(v >= 1 && v <= 4096,
-              mxs::strfmt("--concurrency %s: '%s' is not an integer in 1..4096", s.c_str(), item.c_str()));
-    out.push_back(v);
-  }
-  MXS_CHECK(!out.empty(), "--concurrency: give at least one level, e.g. 1,8,64");
-  return out;
-}
-
 // Random prompts: `input_len` words drawn from common lower-case English words, each of which is one token
 // of the o200k vocabulary with its leading space, so a prompt is about input_len tokens (the chat template
 // adds its own ~20 tokens; the table reports the server's count).
@@ -177,7 +159,7 @@ void run(const ServeBenchArgs& a, const std::string& command) {
   bench::Target target = bench::parse_url(a.url);
   target.api_key = a.api_key;
   const bool chat = a.endpoint == "chat";
-  const std::vector<int> levels = parse_levels(a.concurrency);
+  const std::vector<int> levels = mxs::cli::parse_int_list(a.concurrency, "--concurrency", 1, 4096);
   const bench::Slo slo = a.goodput.empty() ? bench::Slo{} : bench::parse_goodput(a.goodput);
   std::string model = a.model;
   if (model.empty()) {

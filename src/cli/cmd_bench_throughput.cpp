@@ -37,24 +37,6 @@ struct ThroughputArgs {
   std::string json_path;
 };
 
-std::vector<int> parse_levels(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    int v = 0;
-    try {
-      v = std::stoi(item);
-    } catch (const std::exception&) {
-      v = 0;
-    }
-    MXS_CHECK(v >= 1, mxs::strfmt("--concurrency %s: '%s' is not a positive integer", s.c_str(), item.c_str()));
-    out.push_back(v);
-  }
-  MXS_CHECK(!out.empty(), "--concurrency: give at least one level, e.g. 1,8,64");
-  return out;
-}
-
 struct LevelResult {
   int concurrency = 0;
   int requests = 0;
@@ -72,7 +54,7 @@ void run_throughput(const ThroughputArgs& a) {
   MXS_CHECK(a.num_prompts >= 1, mxs::strfmt("--num-prompts %d: must be >= 1", a.num_prompts));
   MXS_CHECK(a.input_len >= 1, mxs::strfmt("--input-len %d: must be >= 1", a.input_len));
   MXS_CHECK(a.output_len >= 1, mxs::strfmt("--output-len %d: must be >= 1", a.output_len));
-  const std::vector<int> levels = parse_levels(a.concurrency);
+  const std::vector<int> levels = mxs::cli::parse_int_list(a.concurrency, "--concurrency", 1, 1 << 20);
   const int max_level = *std::max_element(levels.begin(), levels.end());
   mxs::check_backend_available(a.backend);
 

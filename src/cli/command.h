@@ -26,4 +26,8 @@ std::vector<RegisteredCommand>& registered_commands();
 // to the one `bench` subcommand this returns (created on first use).
 CLI::App& bench_group(CLI::App& app);
 
+// "1,8,64" -> {1, 8, 64} for option `option` (e.g. "--concurrency"); every item an integer in [lo, hi], at least
+// one item; otherwise an mxs::Error naming the option, the bad item and the range.
+std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi);
+
 }  // namespace mxs::cli

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "common/error.h"
@@ -23,6 +25,27 @@ CLI::App& bench_group(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine (decode, prefill, throughput), kernels, serving");
   bench->require_subcommand(1);
   return *bench;
+}
+
+std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi) {
+  std::vector<int> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t end = std::min(text.find(',', begin), text.size());
+    const std::string item = text.substr(begin, end - begin);
+    size_t used = 0;
+    int v = lo - 1;
+    try {
+      v = std::stoi(item, &used);
+    } catch (const std::exception&) {
+    }
+    if (used != item.size() || item.empty() || v < lo || v > hi)
+      throw mxs::Error(mxs::strfmt("%s %s: '%s' is not an integer in [%d, %d] (example: %s 1,8,64)", option,
+                                   text.c_str(), item.c_str(), lo, hi, option));
+    out.push_back(v);
+    begin = end + 1;
+  }
+  return out;
 }
 
 }  // namespace mxs::cli

@@ -1,6 +1,7 @@
 // CudaRunner implementation: arenas, per-step input staging, the layer loop over the kernel families,
 // CUDA graphs per (batch bucket, attention split count) for pure-decode steps, GPU sampling.
 #include "cuda/cuda_runner.h"
+#include "engine/step_batch_check.h"
 
 #include <algorithm>
 #include <cstring>
@@ -338,26 +339,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
               strfmt("StepBatch: sequence %llu has tokens [%d, %d) outside the batch of %d tokens",
                      (unsigned long long)q.seq_id, q.token_offset, q.token_offset + q.num_tokens, n_batch));
     std::string& err = errors[s];
-    const int bs = opt.block_size;
-    if (q.context_len < q.num_tokens || q.context_len > opt.max_model_len)
-      err = strfmt("context_len = %d with %d new tokens (max length %d)", q.context_len, q.num_tokens, opt.max_model_len);
-    else if (int64_t(q.block_table.size()) * bs < q.context_len)
-      err = strfmt("block table of %zu blocks cannot hold context_len = %d (block_size %d)", q.block_table.size(),
-                   q.context_len, bs);
-    else if (q.sample && q.sampling == nullptr)
-      err = "sample is set but sampling params are missing";
-    for (int b = 0; err.empty() && b < (q.context_len + bs - 1) / bs; ++b)
-      if (q.block_table[size_t(b)] < 0 || q.block_table[size_t(b)] >= num_blocks)
-        err = strfmt("block_table[%d] = %d is outside the pool [0, %d)", b, q.block_table[size_t(b)], num_blocks);
-    for (int i = 0; err.empty() && i < q.num_tokens; ++i) {
-      const int32_t tok = batch.tokens[size_t(q.token_offset + i)];
-      const int32_t pos = batch.positions[size_t(q.token_offset + i)];
-      if (tok < 0 || tok >= c.vocab_size)
-        err = strfmt("token id %d is outside the vocabulary [0, %d)", tok, c.vocab_size);
-      else if (pos != q.context_len - q.num_tokens + i)
-        err = strfmt("new token %d has position %d; the new tokens must be positions [%d, %d)", i, pos,
-                     q.context_len - q.num_tokens, q.context_len);
-    }
+    err = check_sequence_step(batch, q, c.vocab_size, opt.max_model_len, opt.block_size, num_blocks);
     // (SamplingParams are validated by the engine when the request is created.)
     if (err.empty()) valid.push_back(int(s));
   }

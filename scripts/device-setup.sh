@@ -26,5 +26,6 @@ fi
 export PKG_CONFIG_PATH=/usr/local/lib/pkgconfig:${PKG_CONFIG_PATH:-}
 BUILD_DIR="${BUILD_DIR:-build-device}"
 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMXS_CUDA=ON ${CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD_DIR" -j "${JOBS:-16}"
+# TARGETS="a b": build only those (a helper checking one kernel test); default: everything.
+cmake --build "$BUILD_DIR" -j "${JOBS:-16}" ${TARGETS:+--target $TARGETS}
 echo "$BUILD_DIR"

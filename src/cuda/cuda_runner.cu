@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention_decode.h"
+#include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/moe_router.h"
@@ -23,7 +24,6 @@
 namespace mxs::cuda {
 
 namespace {
-constexpr int kKeysPerSplit = 128;   // attention split size for long contexts (graphs use it too)
 constexpr int kMaxGraphBatch = 256;  // largest graph bucket
 constexpr int kMaxTimedKernels = 1024;
 
@@ -32,6 +32,16 @@ int next_pow2(int v) {
   while (p < v) p <<= 1;
   return p;
 }
+
+bool cublas_create_ok(cublasHandle_t* h) {
+  const cublasStatus_t st = cublasCreate(h);
+  if (st != CUBLAS_STATUS_SUCCESS) throw Error(strfmt("CudaRunner: cublasCreate failed (status %d)", int(st)));
+  return true;
+}
+
+// Keys per attention split for a step of n_rows query tokens: small batches split finely so that the
+// (token, kv head, split) grid still fills the GPU (batch 1 at 1k context: 8 x 16 CTAs of 64 keys).
+int split_keys(int n_rows) { return n_rows <= 2 ? 64 : n_rows <= 8 ? 128 : 256; }
 }  // namespace
 
 struct CudaRunner::Impl {
@@ -46,16 +56,20 @@ struct CudaRunner::Impl {
   std::vector<void*> kv_layers;  // per layer: [num_blocks + 1][2][n_kv][block_size][64] bf16
   int max_blocks_per_seq = 0;
   cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;  // dense projections of steps with >= kDenseGemmMinRows rows
 
   // Workspaces ([max_tokens] rows unless noted).
   void *x = nullptr, *xn = nullptr, *q = nullptr, *attn = nullptr, *act = nullptr, *yw = nullptr, *logits = nullptr;
   float *part_o = nullptr, *part_ml = nullptr;
+  float* proj = nullptr;    // [max_tokens, max(qkv rows, H)] fp32 cuBLAS output (dense path)
+  void* lm_in = nullptr;    // [max_seqs, H] bf16 LM-head input rows gathered (dense path)
   size_t partial_rows = 0;  // capacity in (token, head, split) rows
   int32_t* topk_idx = nullptr;
   float* topk_w = nullptr;
   float* router_logits = nullptr;
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
+  unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
   MoeRouteIndex route;
   // Sampling workspaces ([max_seqs] rows of vocab).
@@ -82,6 +96,7 @@ struct CudaRunner::Impl {
   ~Impl() {
     for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
     for (auto e : events) cudaEventDestroy(e);
+    if (cublas) cublasDestroy(cublas);
     if (host_pinned) cudaFreeHost(host_pinned);
     if (stream) cudaStreamDestroy(stream);
   }
@@ -109,14 +124,21 @@ void CudaRunner::Impl::init() {
   // Workspaces.
   const size_t T = size_t(opt.max_tokens), S = size_t(opt.max_seqs), H = size_t(c.hidden_size);
   const size_t V = size_t(c.vocab_size), K = size_t(c.experts_per_token);
-  const int max_splits = next_pow2((opt.max_model_len + kKeysPerSplit - 1) / kKeysPerSplit);
-  partial_rows = std::max(T * size_t(c.num_heads), size_t(std::min<size_t>(S, kMaxGraphBatch)) * c.num_heads * max_splits);
+  // Attention partials: the largest graph bucket configuration, or one split per token of a full step.
+  partial_rows = T * size_t(c.num_heads);
+  for (int b = 1; b <= std::min<int>(int(S), kMaxGraphBatch); b *= 2) {
+    const int kps = split_keys(b);
+    partial_rows = std::max(partial_rows, size_t(b) * c.num_heads * next_pow2((opt.max_model_len + kps - 1) / kps));
+  }
   ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
   const size_t sort_bytes = sampling_sort_temp_bytes(int(S), int(V));
   size_t ws_bytes = 0;
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
   add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
+  add(T * c.num_kv_heads * 4);
+  const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+  add(T * std::max(qkv_rows, H) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
@@ -132,6 +154,16 @@ void CudaRunner::Impl::init() {
   attn = ws_arena.alloc("attn", T * c.q_dim() * 2);
   part_o = ws_arena.alloc_as<float>("attn_partial_o", partial_rows * 64);
   part_ml = ws_arena.alloc_as<float>("attn_partial_ml", partial_rows * 2);
+  proj = ws_arena.alloc_as<float>("dense_proj_f32", T * std::max(qkv_rows, H));
+  lm_in = ws_arena.alloc("lm_head_rows", S * H * 2);
+  void* cublas_ws = ws_arena.alloc("cublas_workspace", kCublasWorkspaceBytes);
+  if (cublas_create_ok(&cublas)) {
+    if (cublasSetStream(cublas, stream) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetWorkspace(cublas, cublas_ws, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS)
+      throw Error("CudaRunner: cuBLAS stream/workspace setup failed");
+  }
+  attn_counters = ws_arena.alloc_as<unsigned>("attn_counters", T * c.num_kv_heads);
+  CUDA_CHECK(cudaMemset(attn_counters, 0, T * c.num_kv_heads * sizeof(unsigned)));
   topk_idx = ws_arena.alloc_as<int32_t>("topk_idx", T * K);
   topk_w = ws_arena.alloc_as<float>("topk_w", T * K);
   router_logits = ws_arena.alloc_as<float>("router_logits", T * c.num_experts);
@@ -258,44 +290,60 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   for (int l = 0; l < c.num_layers; ++l) {
     const DeviceLayerWeights& lw = w.layers[size_t(l)];
     const KvLayerView kv{kv_layers[size_t(l)], opt.block_size, c.num_kv_heads};
-    timed("qkv_rope", [&] {
-      QkvRopeParams p;
-      p.xn = xn, p.w_qkv = lw.w_qkv, p.b_qkv = lw.b_qkv, p.inv_freq = w.inv_freq, p.mscale = w.mscale;
-      p.q_out = q, p.kv = kv, p.meta = meta;
-      p.n_tokens = n_tokens, p.hidden = H, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
-      qkv_rope(p, stream);
-    });
+    const bool dense = n_tokens >= kDenseGemmMinRows;
+    QkvRopeParams qp;
+    qp.xn = xn, qp.w_qkv = lw.w_qkv, qp.b_qkv = lw.b_qkv, qp.inv_freq = w.inv_freq, qp.mscale = w.mscale;
+    qp.q_out = q, qp.kv = kv, qp.meta = meta;
+    qp.n_tokens = n_tokens, qp.hidden = H, qp.n_heads = c.num_heads, qp.n_kv_heads = c.num_kv_heads;
+    if (dense) {
+      const int qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+      timed("qkv_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.w_qkv, proj, n_tokens, H, qkv_rows); });
+      timed("qkv_rope_epilogue", [&] { qkv_rope_from_f32(qp, proj, stream); });
+    } else {
+      timed("qkv_rope", [&] { qkv_rope(qp, stream); });
+    }
     timed("attention_decode", [&] {
       AttentionDecodeParams p;
       p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.part_o = part_o, p.part_ml = part_ml, p.out = attn;
       p.n_tokens = n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+      p.counters = attn_counters;
       if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
         p.window = c.is_sliding(l) ? c.sliding_window : 0;
         p.n_splits = 1, p.keys_per_split = keys_per_split, p.exact = true;
-      } else if (c.is_sliding(l)) {  // <= window keys: one split of the window rounded up to 128
+      } else if (c.is_sliding(l)) {  // the window's keys in splits of <= 128
         p.window = c.sliding_window;
-        p.keys_per_split = (c.sliding_window + 127) / 128 * 128;
-        p.n_splits = 1;
+        p.keys_per_split = std::min(keys_per_split, 128);
+        p.n_splits = (c.sliding_window + p.keys_per_split - 1) / p.keys_per_split;
       } else {
         p.window = 0, p.n_splits = n_splits, p.keys_per_split = keys_per_split;
       }
       attention_decode(p, stream);
     });
-    // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel.
-    const bool fuse_norm = n_tokens <= 4;
-    timed("o_proj_residual", [&] {
-      GemvBf16Params p;
-      p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
-      if (fuse_norm) p.norm_weight = lw.post_norm, p.norm_out = xn, p.done_counter = oproj_counter;
-      p.eps = c.rms_norm_eps;
-      gemv_bf16_residual(p, stream);
-    });
-    if (!fuse_norm)
-      timed("rmsnorm", [&] {
-        RmsNormParams p;
-        p.x = x, p.weight = lw.post_norm, p.out = xn, p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
-        rmsnorm(p, stream);
+    if (dense) {
+      timed("o_proj_gemm", [&] { gemm_bf16_f32(cublas, attn, lw.w_o, proj, n_tokens, c.q_dim(), H); });
+      timed("residual_rmsnorm", [&] {
+        ResidualNormParams p;
+        p.acc = proj, p.bias = lw.b_o, p.x = x, p.norm_weight = lw.post_norm, p.xn = xn;
+        p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+        residual_rmsnorm_from_f32(p, stream);
       });
+    } else {
+      // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel.
+      const bool fuse_norm = n_tokens <= 4;
+      timed("o_proj_residual", [&] {
+        GemvBf16Params p;
+        p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
+        if (fuse_norm) p.norm_weight = lw.post_norm, p.norm_out = xn, p.done_counter = oproj_counter;
+        p.eps = c.rms_norm_eps;
+        gemv_bf16_residual(p, stream);
+      });
+      if (!fuse_norm)
+        timed("rmsnorm", [&] {
+          RmsNormParams p;
+          p.x = x, p.weight = lw.post_norm, p.out = xn, p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+          rmsnorm(p, stream);
+        });
+    }
     MoeRouterParams rp;
     rp.xn = xn, rp.w = lw.router_w, rp.b = lw.router_b, rp.topk_idx = topk_idx, rp.topk_w = topk_w;
     rp.logits = router_logits, rp.done_counter = router_counter;
@@ -313,6 +361,14 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     timed("moe_combine", [&] { moe_combine(mp, stream); });
   }
   if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing
+  if (n_lm_rows >= kDenseGemmMinRows) {
+    timed("lm_head_gemm", [&] {
+      gather_rows_bf16(xn, dev.lm_rows, lm_in, n_lm_rows, H, stream);
+      gemm_bf16_bf16(cublas, lm_in, w.lm_head, logits, n_lm_rows, H, c.vocab_size);
+    });
+    timed("lm_argmax", [&] { row_argmax_bf16(logits, lm_argmax, n_lm_rows, c.vocab_size, stream); });
+    return;
+  }
   timed("lm_head", [&] {
     GemvBf16Params p;
     p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
@@ -451,7 +507,8 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
       // the split count rounded up to a power of two so that few graphs cover all lengths.
       const bool exact = max_ctx <= kExactAttentionMaxKeys;
-      const int n_splits = exact ? 1 : next_pow2((max_ctx + kKeysPerSplit - 1) / kKeysPerSplit);
+      const int kps = split_keys(n_rows);
+      const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
       const auto key = std::make_pair(n_rows, exact ? 0 : n_splits);
       auto it = graphs.find(key);
       if (it == graphs.end()) {
@@ -459,7 +516,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
         cudaGraph_t graph;
         CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
         try {
-          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kKeysPerSplit);
+          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kps);
         } catch (...) {
           cudaStreamEndCapture(stream, &graph);
           throw;
@@ -474,11 +531,12 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     } else {
       int n_splits = 1, kps = max_ctx;  // exact path for short contexts
       if (max_ctx > kExactAttentionMaxKeys) {
-        n_splits = (max_ctx + kKeysPerSplit - 1) / kKeysPerSplit, kps = kKeysPerSplit;
+        kps = split_keys(n_tok);
+        n_splits = (max_ctx + kps - 1) / kps;
         const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(n_tok) * c.num_heads));
         if (size_t(n_splits) > cap_splits) {  // long prefill chunk: fewer, longer splits
           kps = (max_ctx + int(cap_splits) - 1) / int(cap_splits);
-          kps = (kps + 127) / 128 * 128;
+          kps = (kps + 63) / 64 * 64;
           n_splits = (max_ctx + kps - 1) / kps;
         }
       }

@@ -19,10 +19,12 @@ struct AttentionDecodeParams {
   float* part_o = nullptr;      // [n_tokens, n_heads, n_splits, 64] fp32 workspace
   float* part_ml = nullptr;     // [n_tokens, n_heads, n_splits, 2] fp32 workspace (max, sum)
   void* out = nullptr;          // [n_tokens, n_heads * 64] bf16
+  unsigned* counters = nullptr; // [n_tokens * n_kv_heads] zeroed workspace (kernels leave it zeroed): the last
+                                // split CTA merges; nullptr: a second launch (attention_decode_combine) merges
   int n_tokens = 0, n_heads = 0, n_kv_heads = 0;
   int window = 0;               // keys seen on a sliding layer (128); 0 = full causal attention
   int n_splits = 1;             // key ranges per (token, kv head); n_splits * keys_per_split >= keys seen
-  int keys_per_split = 256;     // multiple of 128 (split path); exact path: the most keys a token sees
+  int keys_per_split = 256;     // multiple of 64 (split path); exact path: the most keys a token sees
   bool exact = false;           // the exact path (needs n_splits == 1, keys_per_split <= kExactAttentionMaxKeys)
 };
 

@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/qkv_rope_epilogue.cuh"
 
 namespace mxs::cuda {
 namespace {
@@ -20,12 +21,9 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
   const int n_pairs = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
   const int head = pair / (kHeadDim / 2), d = pair % (kHeadDim / 2);
   const bf16_t* w = static_cast<const bf16_t*>(p.w_qkv);
-  const bf16_t* bias = static_cast<const bf16_t*>(p.b_qkv);
   const int row0 = head * kHeadDim + d, row1 = row0 + kHeadDim / 2;
-  const bf16_t* rows[2] = {w + size_t(row0) * K, w + size_t(row1) * K};
+  const bf16_t* rows[2] = {w + size_t(min(row0, n_pairs * 2 - 1)) * K, w + size_t(min(row1, n_pairs * 2 - 1)) * K};
   const bool active = pair < n_pairs;
-  const float b0 = active ? to_f32(bias[row0]) : 0.f, b1 = active ? to_f32(bias[row1]) : 0.f;
-  const float inv_freq = p.inv_freq[d];
 
   RowRegs<K, 2> wr;
   if (active) load_rows<K, 2>(rows, wr);  // in flight while the activations are staged
@@ -39,37 +37,8 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
     dot_rows<K, MT, 2>(wr, s_x, acc);
     // Lane m finishes token m0 + m (MT <= 32).
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      if (lane != m || m0 + m >= p.n_tokens) continue;
-      const int t = m0 + m;
-      float x1 = bf(acc[0][m] + b0), x2 = bf(acc[1][m] + b1);
-      const int pos = p.meta.positions[t];
-      if (head < p.n_heads + p.n_kv_heads) {  // q or k: rotate
-        const float ang = float(pos) * inv_freq;
-        const float c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
-        const float r1 = bf(bf(x1 * c) - bf(x2 * s));
-        const float r2 = bf(bf(x2 * c) + bf(x1 * s));
-        x1 = r1;
-        x2 = r2;
-      }
-      if (head < p.n_heads) {
-        bf16_t* q = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim;
-        q[d] = to_bf16(x1);
-        q[d + kHeadDim / 2] = to_bf16(x2);
-      } else {
-        const bool is_v = head >= p.n_heads + p.n_kv_heads;
-        const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
-        const int seq = p.meta.token_seq[t];
-        const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
-        const int slot = pos % p.kv.block_size;
-        bf16_t* dst = static_cast<bf16_t*>(p.kv.base) +
-                      ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) *
-                          kHeadDim +
-                      size_t(slot) * kHeadDim;
-        dst[d] = to_bf16(x1);
-        dst[d + kHeadDim / 2] = to_bf16(x2);
-      }
-    }
+    for (int m = 0; m < MT; ++m)
+      if (lane == m && m0 + m < p.n_tokens) qkv_rope_store_pair(p, m0 + m, head, d, acc[0][m], acc[1][m]);
   }
 }
 

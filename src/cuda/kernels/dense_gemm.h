@@ -1,0 +1,50 @@
+// Dense bf16 projections for steps of many rows (batch >= kDenseGemmMinRows decode tokens, prefill chunks):
+// cuBLAS GEMMs (tensor cores; each weight read once per step) with fp32 outputs, then small epilogue kernels
+// that apply the spec's rounding points exactly as the GEMV kernels do (gpt-oss-spec.md §3):
+//   qkv:    acc = xn . Wqkv^T (fp32)   -> qkv_rope_from_f32: bf(acc + b), RoPE, q / paged K,V
+//   o_proj: acc = attn . Wo^T (fp32)   -> residual_rmsnorm_from_f32: x = bf(x + bf(acc + b)); xn = rmsnorm(x)
+//   LM head: logits = bf(xn[rows] . Wlm^T) (cuBLAS writes bf16 directly) -> row_argmax for greedy sampling
+// The GEMV kernels stay for small batches: at 1-4 rows they stream the weights with fused epilogues and no
+// fp32 round trip. The choice does not change results beyond accumulation order (one bf16 ulp at times).
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "cuda/kernels/qkv_rope.h"
+
+namespace mxs::cuda {
+
+constexpr int kDenseGemmMinRows = 8;
+constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
+
+// y[m, r] = sum_k x[m, k] * w[r, k] for m < n_rows, r < n_out: x [n_rows, k] bf16 (row stride k), w [n_out, k]
+// bf16 row-major, y [n_rows, n_out] row-major, fp32 (gemm_bf16_f32) or bf16 rounded once (gemm_bf16_bf16).
+void gemm_bf16_f32(cublasHandle_t h, const void* x, const void* w, float* y, int n_rows, int k, int n_out);
+void gemm_bf16_bf16(cublasHandle_t h, const void* x, const void* w, void* y, int n_rows, int k, int n_out);
+
+// The qkv_rope epilogue over acc [n_tokens, (n_heads + 2 n_kv) * 64] fp32 (p.xn, p.w_qkv unused).
+void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream);
+
+struct ResidualNormParams {
+  const float* acc = nullptr;        // [n_rows, dim] fp32 projection (no bias)
+  const void* bias = nullptr;        // [dim] bf16
+  void* x = nullptr;                 // [n_rows, dim] bf16 residual, updated in place
+  const void* norm_weight = nullptr; // [dim] bf16
+  void* xn = nullptr;                // [n_rows, dim] bf16 normed output
+  int n_rows = 0, dim = 0;
+  float eps = 1e-5f;
+};
+// x = bf(x + bf(acc + b)); xn = rmsnorm(x) (one CTA per row).
+void residual_rmsnorm_from_f32(const ResidualNormParams& p, cudaStream_t stream);
+
+// out[m] = x[rows[m]] for m < n_rows (bf16 rows of dim elements, dim % 8 == 0).
+void gather_rows_bf16(const void* x, const int32_t* rows, void* out, int n_rows, int dim, cudaStream_t stream);
+
+// keys[m] = the orderable (value, lowest id) argmax key of logits row m (the encoding of gemv_bf16_lm_head's
+// row_argmax); overwrites keys (no zeroing needed).
+void row_argmax_bf16(const void* logits, unsigned long long* keys, int n_rows, int n_cols, cudaStream_t stream);
+
+}  // namespace mxs::cuda

@@ -1,0 +1,44 @@
+// The epilogue shared by qkv_rope (GEMV, fp32 dots in registers) and qkv_rope_from_f32 (after a cuBLAS GEMM
+// into an fp32 buffer): bias, YaRN RoPE on q/k, then q -> q_out or k/v -> the paged cache, for the RoPE pair
+// of rows (d, d + 32) of one head of one token. Rounding points: gpt-oss-spec.md §3.3 (as cpu/yarn_rope.cpp).
+#pragma once
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/qkv_rope.h"
+
+namespace mxs::cuda {
+
+// acc0/acc1: the fp32 dots of rows head * 64 + d and head * 64 + d + 32 for token t (bias not added).
+__device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int t, int head, int d, float acc0,
+                                                    float acc1) {
+  constexpr int kHeadDim = 64;
+  const bf16_t* bias = static_cast<const bf16_t*>(p.b_qkv);
+  const int row0 = head * kHeadDim + d;
+  float x1 = bf(acc0 + to_f32(bias[row0])), x2 = bf(acc1 + to_f32(bias[row0 + kHeadDim / 2]));
+  const int pos = p.meta.positions[t];
+  if (head < p.n_heads + p.n_kv_heads) {  // q or k: rotate
+    const float ang = float(pos) * p.inv_freq[d];
+    const float c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
+    const float r1 = bf(bf(x1 * c) - bf(x2 * s));
+    const float r2 = bf(bf(x2 * c) + bf(x1 * s));
+    x1 = r1;
+    x2 = r2;
+  }
+  if (head < p.n_heads) {
+    bf16_t* q = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim;
+    q[d] = to_bf16(x1);
+    q[d + kHeadDim / 2] = to_bf16(x2);
+  } else {
+    const bool is_v = head >= p.n_heads + p.n_kv_heads;
+    const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
+    const int seq = p.meta.token_seq[t];
+    const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
+    const int slot = pos % p.kv.block_size;
+    bf16_t* dst = static_cast<bf16_t*>(p.kv.base) +
+                  ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
+                  size_t(slot) * kHeadDim;
+    dst[d] = to_bf16(x1);
+    dst[d + kHeadDim / 2] = to_bf16(x2);
+  }
+}
+
+}  // namespace mxs::cuda

@@ -69,7 +69,9 @@ struct CudaRunner::Impl {
   float* router_logits = nullptr;
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
-  unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
+  unsigned* attn_counters = nullptr;
+  float* norm_partials = nullptr;     // [max_tokens, 16] moe_combine's partial sums of squares
+  unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
   MoeRouteIndex route;
   // Sampling workspaces ([max_seqs] rows of vocab).
@@ -136,7 +138,7 @@ void CudaRunner::Impl::init() {
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
   add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
-  add(T * c.num_kv_heads * 4);
+  add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
   const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
   add(T * std::max(qkv_rows, H) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
@@ -163,6 +165,9 @@ void CudaRunner::Impl::init() {
       throw Error("CudaRunner: cuBLAS stream/workspace setup failed");
   }
   attn_counters = ws_arena.alloc_as<unsigned>("attn_counters", T * c.num_kv_heads);
+  norm_partials = ws_arena.alloc_as<float>("combine_norm_partials", T * 16);
+  norm_counters = ws_arena.alloc_as<unsigned>("combine_norm_counters", T);
+  CUDA_CHECK(cudaMemset(norm_counters, 0, T * sizeof(unsigned)));
   CUDA_CHECK(cudaMemset(attn_counters, 0, T * c.num_kv_heads * sizeof(unsigned)));
   topk_idx = ws_arena.alloc_as<int32_t>("topk_idx", T * K);
   topk_w = ws_arena.alloc_as<float>("topk_w", T * K);
@@ -352,6 +357,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     MoeGemvParams mp;
     mp.w = lw.experts, mp.index = route, mp.topk_idx = topk_idx, mp.topk_w = topk_w, mp.xn = xn;
     mp.act = act, mp.yw = yw, mp.x = x, mp.xn_out = xn;
+    mp.norm_partials = norm_partials, mp.norm_counters = norm_counters;
     mp.next_norm = l + 1 < c.num_layers ? w.layers[size_t(l) + 1].input_norm : w.final_norm;
     mp.n_tokens = n_tokens, mp.hidden = H, mp.intermediate = c.intermediate_size, mp.n_experts = c.num_experts;
     mp.top_k = c.experts_per_token, mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit;

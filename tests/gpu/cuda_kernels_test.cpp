@@ -316,6 +316,10 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     mp.w = {dgub.p, dgus.p, dgubias.p, ddnb.p, ddns.p, ddnbias.p};
     mp.index = ix, mp.topk_idx = didx.p, mp.topk_w = dwt.p, mp.xn = dxn.p, mp.act = dact.p, mp.yw = dyw.p;
     mp.x = dx.p, mp.next_norm = dnorm.p, mp.xn_out = dxo.p;
+    DevBuf<float> dparts{size_t(n) * 16};
+    DevBuf<unsigned> dcounters{size_t(n)};
+    CUDA_CHECK(cudaMemset(dcounters.p, 0, size_t(n) * sizeof(unsigned)));
+    mp.norm_partials = dparts.p, mp.norm_counters = dcounters.p;
     mp.n_tokens = n, mp.hidden = H, mp.intermediate = I, mp.n_experts = E, mp.top_k = K;
     mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit, mp.eps = c.rms_norm_eps;
     moe_gemv_mxfp4_gate_up(mp, nullptr);

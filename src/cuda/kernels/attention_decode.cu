@@ -9,6 +9,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/pdl.cuh"
 
 namespace mxs::cuda {
 namespace {
@@ -55,6 +56,8 @@ __global__ void __launch_bounds__(kSplitWarps * 32) attention_decode_split(Atten
   __shared__ __align__(16) bf16_t s_v[kSplitTile][kHeadDim];
   __shared__ __align__(16) float s_q[kSplitWarps][kHeadDim];
   __shared__ bool s_last;
+  griddep_wait();  // q and the cache come from qkv_rope
+  griddep_launch_dependents();
   const int t = blockIdx.x, g = blockIdx.y, z = blockIdx.z;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int h = g * kSplitWarps + warp;
@@ -158,6 +161,8 @@ __global__ void __launch_bounds__(G * 32) attention_decode_exact(AttentionDecode
   float(*s_q)[kHeadDim] = reinterpret_cast<float(*)[kHeadDim]>(s_dyn);  // [G][64]
   float* s_s = s_dyn + G * kHeadDim;                                     // [G][n_keys]
   __shared__ float s_den[G];
+  griddep_wait();
+  griddep_launch_dependents();
   const int t = blockIdx.x, g = blockIdx.y;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int pos = p.meta.positions[t];
@@ -266,14 +271,14 @@ void attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
                               (8 * kHeadDim + 8 * kExactMaxKeys) * int(sizeof(float))),
          true);
     (void)smem_ok;
-    attention_decode_exact<8><<<dim3(p.n_tokens, p.n_kv_heads), 8 * 32, smem, stream>>>(e);
+    launch_pdl(attention_decode_exact<8>, dim3(p.n_tokens, p.n_kv_heads), dim3(8 * 32), smem, stream, e);
     CUDA_CHECK_LAUNCH();
     return;
   }
   MXS_CHECK(p.keys_per_split % kSplitTile == 0,
             strfmt("attention_decode: keys_per_split = %d must be a multiple of %d", p.keys_per_split, kSplitTile));
   const dim3 grid(p.n_tokens, p.n_kv_heads, p.n_splits);
-  attention_decode_split<<<grid, kSplitWarps * 32, 0, stream>>>(p);
+  launch_pdl(attention_decode_split, grid, dim3(kSplitWarps * 32), 0, stream, p);
   CUDA_CHECK_LAUNCH();
   if (p.n_splits > 1 && p.counters == nullptr) {
     attention_decode_combine<<<dim3(p.n_tokens, (p.n_heads + 3) / 4), 256, 0, stream>>>(p);

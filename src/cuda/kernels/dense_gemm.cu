@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/qkv_rope_epilogue.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
@@ -28,6 +29,8 @@ constexpr int kHeadDim = 64;
 
 // Thread per (token, head, RoPE pair d): grid (n_tokens, ceil(n_heads_total * 32 / 256)).
 __global__ void __launch_bounds__(256) qkv_rope_from_f32_kernel(QkvRopeParams p, const float* acc) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int t = blockIdx.x, pair = blockIdx.y * 256 + threadIdx.x;
   const int n_rows = (p.n_heads + 2 * p.n_kv_heads) * kHeadDim;
   if (pair >= n_rows / 2) return;
@@ -38,6 +41,8 @@ __global__ void __launch_bounds__(256) qkv_rope_from_f32_kernel(QkvRopeParams p,
 
 template <int PER_THREAD>
 __global__ void __launch_bounds__(kNormThreads) residual_rmsnorm_kernel(ResidualNormParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int row = blockIdx.x;
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(row) * p.dim;
   const float* acc = p.acc + size_t(row) * p.dim;
@@ -102,15 +107,15 @@ void gemm_bf16_bf16(cublasHandle_t h, const void* x, const void* w, void* y, int
 void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1 && p.kv.n_kv_heads == p.n_kv_heads, "qkv_rope_from_f32: bad token count or KV view");
   const int pairs = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
-  qkv_rope_from_f32_kernel<<<dim3(p.n_tokens, (pairs + 255) / 256), 256, 0, stream>>>(p, acc);
+  launch_pdl(qkv_rope_from_f32_kernel, dim3(p.n_tokens, (pairs + 255) / 256), dim3(256), 0, stream, p, acc);
   CUDA_CHECK_LAUNCH();
 }
 
 void residual_rmsnorm_from_f32(const ResidualNormParams& p, cudaStream_t stream) {
   MXS_CHECK(p.n_rows >= 1, "residual_rmsnorm_from_f32: n_rows must be >= 1");
   switch (p.dim) {
-    case 2880: residual_rmsnorm_kernel<(2880 + kNormThreads - 1) / kNormThreads><<<p.n_rows, kNormThreads, 0, stream>>>(p); break;
-    case 64: residual_rmsnorm_kernel<1><<<p.n_rows, kNormThreads, 0, stream>>>(p); break;
+    case 2880: launch_pdl(residual_rmsnorm_kernel<(2880 + kNormThreads - 1) / kNormThreads>, dim3(p.n_rows), dim3(kNormThreads), 0, stream, p); break;
+    case 64: launch_pdl(residual_rmsnorm_kernel<1>, dim3(p.n_rows), dim3(kNormThreads), 0, stream, p); break;
     default: throw Error(strfmt("residual_rmsnorm_from_f32: dim = %d is not supported (supported: 2880, 64)", p.dim));
   }
   CUDA_CHECK_LAUNCH();

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
@@ -44,7 +45,9 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
   for (int j = 0; j < NR; ++j) rows[j] = w + size_t(min(r0 + j, p.n_out - 1)) * K;
   const bool active = r0 < p.n_out;
   RowRegs<K, NR> wr;
-  if (active) load_rows<K, NR>(rows, wr);  // in flight while the activations are staged
+  if (active) load_rows<K, NR>(rows, wr);  // in flight while the previous kernel drains and the activations are staged
+  griddep_wait();
+  griddep_launch_dependents();
   for (int m0 = 0; m0 < p.n_rows; m0 += MT) {
     if (m0 > 0 && active) load_rows<K, NR>(rows, wr);
     __syncthreads();
@@ -110,7 +113,7 @@ void launch(const GemvBf16Params& p, cudaStream_t stream) {
   (void)smem_ok;
   constexpr int rows_per_cta = kWarps * rows_per_warp<K>();
   const int grid = (p.n_out + rows_per_cta - 1) / rows_per_cta;
-  gemv_bf16_kernel<K, MT, EPI><<<grid, kWarps * 32, smem, stream>>>(p);
+  launch_pdl(gemv_bf16_kernel<K, MT, EPI>, dim3(grid), dim3(kWarps * 32), smem, stream, p);
   CUDA_CHECK_LAUNCH();
 }
 

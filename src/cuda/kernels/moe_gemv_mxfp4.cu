@@ -10,6 +10,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
@@ -148,6 +149,9 @@ __global__ void __launch_bounds__(kWarps * 32, 2) moe_gemv_mxfp4_kernel(MoeGemvP
   extern __shared__ float4 s_dyn[];
   uint32_t* s_lut = reinterpret_cast<uint32_t*>(s_dyn);
   float4* s_x = s_dyn + kLutWords / 4;
+  fill_lut(s_lut);  // constant: overlaps the previous kernel's tail
+  griddep_wait();   // routing, activations
+  griddep_launch_dependents();
   const int slot = blockIdx.y;
   if (slot >= *p.index.num_active) return;
   const int e = p.index.active_experts[slot];
@@ -163,7 +167,6 @@ __global__ void __launch_bounds__(kWarps * 32, 2) moe_gemv_mxfp4_kernel(MoeGemvP
   auto unit_of = [&](int k) { return min(blockIdx.x * kUnitsPerCta + k * kWarps + warp, N_PAIRS - 1); };
   PairRegs<K> cur, nxt;
   load_pair<K>(blocks, scales, size_t(e) * R + 2 * unit_of(0), cur);
-  fill_lut(s_lut);
 
   for (int m0 = 0; m0 < n_pairs; m0 += MT) {
     if (m0 > 0) load_pair<K>(blocks, scales, size_t(e) * R + 2 * unit_of(0), cur);
@@ -198,7 +201,7 @@ void launch(const MoeGemvParams& p, cudaStream_t stream) {
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
   constexpr int kUnitsPerCta = kWarps * units_per_warp<int(W)>();
   const dim3 grid((N_PAIRS + kUnitsPerCta - 1) / kUnitsPerCta, max_active);
-  moe_gemv_mxfp4_kernel<W, K, N_PAIRS, MT><<<grid, kWarps * 32, smem, stream>>>(p);
+  launch_pdl(moe_gemv_mxfp4_kernel<W, K, N_PAIRS, MT>, grid, dim3(kWarps * 32), smem, stream, p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -276,6 +279,9 @@ __global__ void __launch_bounds__(kWarps * 32, 3) moe_gemv_mxfp4_tc_kernel(MoeGe
   uint32_t* s_lut = reinterpret_cast<uint32_t*>(s_dyn4);
   bf16_t* s_x = reinterpret_cast<bf16_t*>(s_lut + kLutWords);  // [ROWS][SX] bf16, zero padded
   float4* s_red = reinterpret_cast<float4*>(s_x + ROWS * SX);  // [kTiles][32] second-half partial sums
+  fill_lut(s_lut);  // constant: overlaps the previous kernel's tail
+  griddep_wait();   // routing, activations
+  griddep_launch_dependents();
   const int slot = blockIdx.y;
   if (slot >= *p.index.num_active) return;
   const int e = p.index.active_experts[slot];
@@ -293,7 +299,6 @@ __global__ void __launch_bounds__(kWarps * 32, 3) moe_gemv_mxfp4_tc_kernel(MoeGe
   uint32_t sc[kDepth][2];
 #pragma unroll
   for (int d = 0; d < kDepth; ++d) load_chunk<NB, NCHUNK>(blocks, scales, row0, ch0 + d, q[d], sc[d]);
-  fill_lut(s_lut);
 
   for (int m0 = 0; m0 < n_pairs; m0 += 8) {
     if (m0 > 0)
@@ -358,7 +363,7 @@ void launch(const MoeGemvParams& p, cudaStream_t stream) {
   (void)smem_ok;
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
   const dim3 grid(N_PAIRS / kPairsPerCta, max_active);
-  moe_gemv_mxfp4_tc_kernel<W, K, N_PAIRS, ROWS><<<grid, kWarps * 32, smem, stream>>>(p);
+  launch_pdl(moe_gemv_mxfp4_tc_kernel<W, K, N_PAIRS, ROWS>, grid, dim3(kWarps * 32), smem, stream, p);
   CUDA_CHECK_LAUNCH();
 }
 }  // namespace tc
@@ -386,10 +391,19 @@ void check(const MoeGemvParams& p, const char* name) {
                        p.hidden, p.intermediate));
 }
 
-// Residual + sequential bf16 expert sum + next RMSNorm; one CTA per token.
-template <int PER_THREAD>
-__global__ void __launch_bounds__(kNormThreads) moe_combine_kernel(MoeGemvParams p) {
-  const int t = blockIdx.x, H = p.hidden;
+// Residual + sequential bf16 expert sum + next RMSNorm. Grid (token, chunk of 256 columns), thread per column:
+// the sum is a short dependent chain per element, so spreading a token over ceil(H / 256) CTAs (12 for 20b)
+// instead of one keeps it a few microseconds (one CTA per token took 18 us at batch 1: ~2,000 dependent
+// instructions per warp on one SM). Each CTA writes its slice of x and its partial sum of squares; the last
+// CTA of the token (arrival counter) adds the partials in chunk order (deterministic) and writes xn for the row.
+constexpr int kCombineThreads = 256;
+constexpr int kMaxCombineChunks = 16;
+
+__global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
+  const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
+  const int c = chunk * kCombineThreads + threadIdx.x;
   // Slots in ascending expert id (a sorting network over <= 8 register values, no local memory).
   int key[kMaxTopK];
 #pragma unroll
@@ -403,22 +417,46 @@ __global__ void __launch_bounds__(kNormThreads) moe_combine_kernel(MoeGemvParams
     }
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
   const bf16_t* yw = static_cast<const bf16_t*>(p.yw);
-  float xv[PER_THREAD];
+  float xv = 0.f;
+  if (c < H) {
+    float y[kMaxTopK];
 #pragma unroll
-  for (int i = 0; i < PER_THREAD; ++i) {
-    const int c = threadIdx.x + i * kNormThreads;
-    xv[i] = 0.f;
-    if (c >= H) continue;
+    for (int s = 0; s < kMaxTopK; ++s)  // all loads first, then the ordered chain
+      y[s] = s < p.top_k ? to_f32(yw[(size_t(t) * p.top_k + (key[s] & 7)) * H + c]) : 0.f;
     float acc = 0.f;
 #pragma unroll
     for (int s = 0; s < kMaxTopK; ++s)
-      if (s < p.top_k) acc = bf(acc + to_f32(yw[(size_t(t) * p.top_k + (key[s] & 7)) * H + c]));
-    xv[i] = bf(to_f32(x[c]) + acc);
-    x[c] = to_bf16(xv[i]);
+      if (s < p.top_k) acc = bf(acc + y[s]);
+    xv = bf(to_f32(x[c]) + acc);
+    x[c] = to_bf16(xv);
   }
-  if (p.next_norm)
-    rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.next_norm), H, p.eps,
-                                  static_cast<bf16_t*>(p.xn_out) + size_t(t) * H);
+  if (!p.next_norm) return;
+  const float ss = block_sum(xv * xv);
+  __shared__ bool s_last;
+  __shared__ float s_scale;
+  if (n_chunks > 1) {
+    if (threadIdx.x == 0) p.norm_partials[t * kMaxCombineChunks + chunk] = ss;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(&p.norm_counters[t], 1u) == unsigned(n_chunks) - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+  }
+  if (threadIdx.x == 0) {
+    float total = ss;
+    if (n_chunks > 1) {
+      total = 0.f;
+      for (int k = 0; k < n_chunks; ++k) total += __ldcg(&p.norm_partials[t * kMaxCombineChunks + k]);
+      p.norm_counters[t] = 0u;
+    }
+    s_scale = 1.0f / sqrtf(total / float(H) + p.eps);
+  }
+  __syncthreads();
+  const float r = s_scale;
+  const bf16_t* w = static_cast<const bf16_t*>(p.next_norm);
+  bf16_t* out = static_cast<bf16_t*>(p.xn_out) + size_t(t) * H;
+  for (int k = threadIdx.x; k < H; k += kCombineThreads) out[k] = to_bf16(to_f32(w[k]) * (to_f32(__ldcg(x + k)) * r));
 }
 
 }  // namespace
@@ -438,10 +476,11 @@ void moe_gemv_mxfp4_down(const MoeGemvParams& p, cudaStream_t stream) {
 void moe_combine(const MoeGemvParams& p, cudaStream_t stream) {
   check(p, "moe_combine");
   MXS_CHECK(p.top_k <= 8, "moe_combine: top_k must be <= 8");
-  if (p.hidden == 2880)
-    moe_combine_kernel<(2880 + kNormThreads - 1) / kNormThreads><<<p.n_tokens, kNormThreads, 0, stream>>>(p);
-  else
-    moe_combine_kernel<1><<<p.n_tokens, kNormThreads, 0, stream>>>(p);
+  const int n_chunks = (p.hidden + kCombineThreads - 1) / kCombineThreads;
+  MXS_CHECK(n_chunks <= kMaxCombineChunks, "moe_combine: hidden too large");
+  MXS_CHECK(!p.next_norm || n_chunks == 1 || (p.norm_partials && p.norm_counters),
+            "moe_combine: the fused norm over several column chunks needs norm_partials and norm_counters");
+  launch_pdl(moe_combine_kernel, dim3(p.n_tokens, n_chunks), dim3(kCombineThreads), 0, stream, p);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -36,6 +36,8 @@ struct MoeGemvParams {
   void* x = nullptr;              // [n_tokens, H] bf16 residual, updated by moe_combine
   const void* next_norm = nullptr;  // [H] bf16: the next RMSNorm's weight (nullptr: no norm)
   void* xn_out = nullptr;         // [n_tokens, H] bf16 normed output of moe_combine
+  float* norm_partials = nullptr;   // [n_tokens, 16] workspace of moe_combine's norm (hidden > 256)
+  unsigned* norm_counters = nullptr;  // [n_tokens] zeroed workspace (moe_combine leaves it zeroed)
   int n_tokens = 0, hidden = 0, intermediate = 0, n_experts = 0, top_k = 4;
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f, eps = 1e-5f;
 };

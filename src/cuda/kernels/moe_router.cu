@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 
 namespace mxs::cuda {
@@ -14,58 +15,72 @@ constexpr int kMaxTopK = 8;
 
 constexpr int kRouterWarps = 8;
 
-// Run by the last router CTA to finish: per token (a thread each) top-k selection + softmax, then the pairs
-// grouped by expert. Logits written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
+// Run by the last router CTA to finish: a warp per token selects the top-k (lane = expert: k rounds of a
+// warp argmax on an orderable key, ties -> lower expert id) and normalizes; then warp 0 turns the per-expert
+// counts into offsets and the active list (lane = expert: a shuffle scan and a ballot), and all threads
+// place the pairs. Logits written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
+// (v1 ran the selection in one thread per token and the offsets in one thread: ~4 us of serial work.)
 __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
   if (threadIdx.x < kMaxExperts) s_count[threadIdx.x] = 0;
   __syncthreads();
-  for (int t = threadIdx.x; t < p.n_tokens; t += blockDim.x) {
-    float lg[kMaxExperts];
-#pragma unroll
-    for (int j = 0; j < kMaxExperts; ++j) lg[j] = j < p.n_experts ? __ldcg(&p.logits[size_t(t) * p.n_experts + j]) : -INFINITY;
-    uint32_t taken = 0;
-    int idx[kMaxTopK];
-    float wv[kMaxTopK], sum = 0.f;
+  for (int t = warp; t < p.n_tokens; t += n_warps) {
+    const float v = lane < p.n_experts ? __ldcg(&p.logits[size_t(t) * p.n_experts + lane]) : -INFINITY;
+    const uint32_t u = __float_as_uint(v);
+    // (value, lower id) as one orderable key; 0 = taken or not an expert
+    unsigned long long key = lane < p.n_experts
+        ? (static_cast<unsigned long long>((u & 0x80000000u) ? ~u : (u | 0x80000000u)) << 32) | uint32_t(31 - lane)
+        : 0ull;
+    float sel_v[kMaxTopK];
+    int sel_i[kMaxTopK];
 #pragma unroll
     for (int s = 0; s < kMaxTopK; ++s) {
-      if (s >= p.top_k) break;
-      int best = -1;
-      float bv = -INFINITY;
+      sel_v[s] = -INFINITY, sel_i[s] = 0;
+      if (s >= p.top_k) continue;
+      unsigned long long best = key;
 #pragma unroll
-      for (int j = 0; j < kMaxExperts; ++j)  // strict '>' keeps the lower id on ties
-        if (j < p.n_experts && !(taken >> j & 1u) && (best < 0 || lg[j] > bv)) best = j, bv = lg[j];
-      taken |= 1u << best;
-      idx[s] = best;
-      wv[s] = bv;
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      const int e = 31 - int(best & 0xffffffffu);
+      sel_i[s] = e;
+      sel_v[s] = __shfl_sync(0xffffffffu, v, e);
+      if (lane == e) key = 0ull;
     }
-    const float m = wv[0];
+    const float m = sel_v[0];
+    float ex[kMaxTopK], sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s) {
+      ex[s] = s < p.top_k ? expf(sel_v[s] - m) : 0.f;
+      sum += ex[s];
+    }
 #pragma unroll
     for (int s = 0; s < kMaxTopK; ++s)
-      if (s < p.top_k) {
-        wv[s] = expf(wv[s] - m);
-        sum += wv[s];
-      }
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s)
-      if (s < p.top_k) {
-        p.topk_idx[t * p.top_k + s] = idx[s];
-        p.topk_w[t * p.top_k + s] = bf(wv[s] / sum);
-        atomicAdd(&s_count[idx[s]], 1);
+      if (s < p.top_k && lane == s) {
+        p.topk_idx[t * p.top_k + s] = sel_i[s];
+        p.topk_w[t * p.top_k + s] = bf(ex[s] / sum);
+        atomicAdd(&s_count[sel_i[s]], 1);
       }
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int off = 0, n_active = 0;
-    for (int e = 0; e < p.n_experts; ++e) {
-      ix.expert_offsets[e] = off;
-      s_cursor[e] = off;
-      if (s_count[e] > 0) ix.active_experts[n_active++] = e;
-      off += s_count[e];
+  if (warp == 0) {
+    const int cnt = lane < p.n_experts ? s_count[lane] : 0;
+    int incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o);
+      if (lane >= o) incl += y;
     }
-    ix.expert_offsets[p.n_experts] = off;
-    for (int e = n_active; e < p.n_experts; ++e) ix.active_experts[e] = -1;
-    *ix.num_active = n_active;
+    const int off = incl - cnt;
+    const unsigned active = __ballot_sync(0xffffffffu, cnt > 0);
+    const int n_active = __popc(active);
+    if (lane < p.n_experts) {
+      ix.expert_offsets[lane] = off;
+      s_cursor[lane] = off;
+      if (cnt > 0) ix.active_experts[__popc(active & ((1u << lane) - 1u))] = lane;
+      else if (lane >= n_active) ix.active_experts[lane] = -1;
+    }
+    if (lane == 31) ix.expert_offsets[p.n_experts] = incl;  // lanes >= n_experts add 0: incl = total
+    if (lane == 0) *ix.num_active = n_active;
   }
   __syncthreads();
   const int n_pairs = p.n_tokens * p.top_k;
@@ -78,10 +93,14 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
   extern __shared__ float4 s_x[];
   const int t = blockIdx.x, e = blockIdx.y * kRouterWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
   const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
+  RowRegs<K, 1> wr;
+  load_rows<K, 1>(rows, wr);  // the weights are in flight while the previous kernel drains
+  griddep_wait();
+  griddep_launch_dependents();
   stage_rows_f32<K, 1>(s_x, static_cast<const bf16_t*>(p.xn), 1, [&](int) { return t; });
   __syncthreads();
   float acc[1][1];
-  warp_dot_rows<K, 1, 1>(rows, s_x, acc);
+  dot_rows<K, 1, 1>(wr, s_x, acc);
   if (lane == 0 && e < p.n_experts)
     p.logits[size_t(t) * p.n_experts + e] = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
   // The last CTA to finish groups the pairs (saves a launch per layer); it also resets the counter.
@@ -99,8 +118,8 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
 template <int K>
 void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   constexpr int smem = staged_bytes<K, 1>();
-  moe_router_logits<K><<<dim3(p.n_tokens, (p.n_experts + kRouterWarps - 1) / kRouterWarps), kRouterWarps * 32, smem,
-                         stream>>>(p, ix);
+  launch_pdl(moe_router_logits<K>, dim3(p.n_tokens, (p.n_experts + kRouterWarps - 1) / kRouterWarps), dim3(kRouterWarps * 32),
+             smem, stream, p, ix);
   CUDA_CHECK_LAUNCH();
 }
 

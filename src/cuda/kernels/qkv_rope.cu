@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/qkv_rope_epilogue.cuh"
 
@@ -26,7 +27,9 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
   const bool active = pair < n_pairs;
 
   RowRegs<K, 2> wr;
-  if (active) load_rows<K, 2>(rows, wr);  // in flight while the activations are staged
+  if (active) load_rows<K, 2>(rows, wr);  // in flight while the previous kernel drains and xn is staged
+  griddep_wait();
+  griddep_launch_dependents();
   for (int m0 = 0; m0 < p.n_tokens; m0 += MT) {
     if (m0 > 0 && active) load_rows<K, 2>(rows, wr);
     __syncthreads();
@@ -49,7 +52,7 @@ void launch(const QkvRopeParams& p, cudaStream_t stream) {
   constexpr int smem = staged_bytes<K, MT>();
   static const bool smem_ok = (allow_smem(qkv_rope_kernel<K, MT>, smem), true);
   (void)smem_ok;
-  qkv_rope_kernel<K, MT><<<grid, kWarps * 32, smem, stream>>>(p);
+  launch_pdl(qkv_rope_kernel<K, MT>, dim3(grid), dim3(kWarps * 32), smem, stream, p);
   CUDA_CHECK_LAUNCH();
 }
 

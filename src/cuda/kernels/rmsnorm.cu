@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
 namespace mxs::cuda {
@@ -10,6 +11,8 @@ namespace {
 
 template <int PER_THREAD, bool GATHER>
 __global__ void __launch_bounds__(kNormThreads) rmsnorm_kernel(RmsNormParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
   const int row = blockIdx.x;
   const bf16_t* src = GATHER ? static_cast<const bf16_t*>(p.embed) + size_t(p.tokens[row]) * p.dim
                              : static_cast<const bf16_t*>(p.x) + size_t(row) * p.dim;
@@ -28,8 +31,8 @@ template <bool GATHER>
 void dispatch(const RmsNormParams& p, cudaStream_t stream, const char* name) {
   MXS_CHECK(p.n_rows >= 1, strfmt("%s: n_rows must be >= 1", name));
   switch (p.dim) {
-    case 2880: rmsnorm_kernel<(2880 + kNormThreads - 1) / kNormThreads, GATHER><<<p.n_rows, kNormThreads, 0, stream>>>(p); break;
-    case 64: rmsnorm_kernel<1, GATHER><<<p.n_rows, kNormThreads, 0, stream>>>(p); break;
+    case 2880: launch_pdl(rmsnorm_kernel<(2880 + kNormThreads - 1) / kNormThreads, GATHER>, dim3(p.n_rows), dim3(kNormThreads), 0, stream, p); break;
+    case 64: launch_pdl(rmsnorm_kernel<1, GATHER>, dim3(p.n_rows), dim3(kNormThreads), 0, stream, p); break;
     default: throw Error(strfmt("%s: dim = %d is not supported (supported: 2880, 64)", name, p.dim));
   }
   CUDA_CHECK_LAUNCH();

@@ -25,6 +25,7 @@ struct CpuRunner::Plan {
     int n_rows;
     int context_len;
     std::span<const int32_t> block_table;
+    std::span<const int32_t> sliding_table;  // two KV groups only
   };
   std::vector<Seq> seqs;
   std::vector<int32_t> tokens;     // [n_rows]
@@ -85,13 +86,33 @@ void check_weights(const ModelWeights& w) {
 
 const bf16* as_bf16(const TensorView& t) { return reinterpret_cast<const bf16*>(t.data); }
 
+int count_sliding_layers(const ModelConfig& c) {
+  return int(std::count(c.layer_sliding.begin(), c.layer_sliding.end(), true));
+}
+
+// Layers in the pool that num_blocks sizes: all of them with one KV group, the full-attention ones with two.
+int full_pool_layers(const ModelConfig& c, const CpuRunnerOptions& o) {
+  return o.num_sliding_blocks > 0 ? c.num_layers - count_sliding_layers(c) : c.num_layers;
+}
+
 int resolve_blocks(const ModelConfig& c, const CpuRunnerOptions& o) {
+  MXS_CHECK(o.num_sliding_blocks >= 0,
+            strfmt("CpuRunner: num_sliding_blocks = %d, must be >= 0", o.num_sliding_blocks));
+  MXS_CHECK(o.num_sliding_blocks == 0 || (count_sliding_layers(c) > 0 && c.sliding_window > 0),
+            strfmt("CpuRunner: num_sliding_blocks = %d but the model has no sliding-window layer",
+                   o.num_sliding_blocks));
   if (o.num_blocks > 0) return o.num_blocks;
-  const int n = kv_blocks_for_budget(c, o.block_size, o.kv_budget_bytes);
-  MXS_CHECK(n > 0, strfmt("CpuRunner: KV budget of %zu bytes holds no block (one block = %zu bytes); set "
-                          "num_blocks or a larger budget",
-                          o.kv_budget_bytes,
-                          PagedKvCache::bytes_per_block(c.num_layers, c.num_kv_heads, c.head_dim, o.block_size)));
+  const size_t sliding_bytes =
+      o.num_sliding_blocks > 0
+          ? size_t(o.num_sliding_blocks) *
+                PagedKvCache::bytes_per_block(count_sliding_layers(c), c.num_kv_heads, c.head_dim, o.block_size)
+          : 0;
+  const size_t per = PagedKvCache::bytes_per_block(full_pool_layers(c, o), c.num_kv_heads, c.head_dim, o.block_size);
+  const size_t budget = o.kv_budget_bytes > sliding_bytes ? o.kv_budget_bytes - sliding_bytes : 0;
+  const int n = per == 0 ? 0 : int(std::min<size_t>(budget / per, size_t(1) << 30));
+  MXS_CHECK(n > 0, strfmt("CpuRunner: KV budget of %zu bytes holds no block (one block = %zu bytes, sliding pool "
+                          "%zu bytes); set num_blocks or a larger budget",
+                          o.kv_budget_bytes, per, sliding_bytes));
   return n;
 }
 
@@ -105,9 +126,17 @@ int kv_blocks_for_budget(const ModelConfig& c, int block_size, size_t budget_byt
 CpuRunner::CpuRunner(ModelWeights weights, const CpuRunnerOptions& options)
     : w_((check_weights(weights), std::move(weights))),
       opt_(options),
-      kv_(w_.config.num_layers, w_.config.num_kv_heads, w_.config.head_dim, options.block_size,
+      kv_(full_pool_layers(w_.config, options), w_.config.num_kv_heads, w_.config.head_dim, options.block_size,
           resolve_blocks(w_.config, options)),
-      rope_(w_.config) {}
+      rope_(w_.config) {
+  const ModelConfig& c = w_.config;
+  int n_full = 0, n_sliding = 0;
+  for (int l = 0; l < c.num_layers; ++l)
+    group_layer_.push_back(options.num_sliding_blocks > 0 && c.is_sliding(l) ? n_sliding++ : n_full++);
+  if (options.num_sliding_blocks > 0)
+    sliding_kv_ = std::make_unique<PagedKvCache>(n_sliding, c.num_kv_heads, c.head_dim, options.block_size,
+                                                 options.num_sliding_blocks);
+}
 
 void CpuRunner::step(const StepBatch& batch, StepOutput* out) { run(batch, out, nullptr); }
 
@@ -130,8 +159,11 @@ CpuRunner::Plan CpuRunner::plan_batch(const StepBatch& batch, std::vector<std::s
     std::string& err = (*errors)[s];
     err = check_sequence_step(batch, q, c.vocab_size, c.max_position_embeddings, kv_.block_size(),
                               kv_.num_blocks());
+    if (err.empty() && sliding_kv_)
+      err = check_sliding_table(q, kv_.block_size(), sliding_kv_->num_blocks(), c.sliding_window);
     if (!err.empty()) continue;
-    plan.seqs.push_back({int(s), plan.n_rows(), q.num_tokens, q.context_len, q.block_table});
+    plan.seqs.push_back({int(s), plan.n_rows(), q.num_tokens, q.context_len, q.block_table,
+                         sliding_kv_ ? q.sliding_block_table : std::span<const int32_t>()});
     for (int i = 0; i < q.num_tokens; ++i) {
       plan.tokens.push_back(batch.tokens[size_t(q.token_offset + i)]);
       plan.positions.push_back(batch.positions[size_t(q.token_offset + i)]);
@@ -249,6 +281,9 @@ void CpuRunner::forward_layers(const Plan& plan, std::vector<bf16>& x) {
   std::vector<bf16> attn(N * c.q_dim()), proj(N * H), moe_out(N * H);
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w_.layers[size_t(l)];
+    const bool own_pool = sliding_kv_ && c.is_sliding(l);  // two groups: this layer's K/V live in sliding_kv_
+    PagedKvCache& pool = own_pool ? *sliding_kv_ : kv_;
+    const int pl = group_layer_[size_t(l)];
     // Attention block: x = bf(x + o_proj(attn(rope(qkv(rmsnorm(x)))))).
     rmsnorm(x.data(), as_bf16(lw.input_norm), n, H, c.rms_norm_eps, xn.data());
     linear_bf16(xn.data(), n, H, as_bf16(lw.q_w), as_bf16(lw.q_b), c.q_dim(), q.data());
@@ -262,9 +297,9 @@ void CpuRunner::forward_layers(const Plan& plan, std::vector<bf16>& x) {
       // K/V of the new token go to the cache before attention, so that the chunk attends to itself.
       const Plan::Seq& ps = plan.seqs[size_t(plan.row_seq[size_t(r)])];
       const int pos = plan.positions[size_t(r)], bs = kv_.block_size();
-      const int block = ps.block_table[size_t(pos / bs)];
-      std::memcpy(kv_.key(l, block, pos % bs), &k[size_t(r) * c.kv_dim()], sizeof(bf16) * c.kv_dim());
-      std::memcpy(kv_.value(l, block, pos % bs), &v[size_t(r) * c.kv_dim()], sizeof(bf16) * c.kv_dim());
+      const int block = (own_pool ? ps.sliding_table : ps.block_table)[size_t(pos / bs)];
+      std::memcpy(pool.key(pl, block, pos % bs), &k[size_t(r) * c.kv_dim()], sizeof(bf16) * c.kv_dim());
+      std::memcpy(pool.value(pl, block, pos % bs), &v[size_t(r) * c.kv_dim()], sizeof(bf16) * c.kv_dim());
     }
     attention(plan, l, q, attn);
     linear_bf16(attn.data(), n, c.q_dim(), as_bf16(lw.o_w), as_bf16(lw.o_b), H, proj.data());
@@ -281,21 +316,29 @@ void CpuRunner::forward_layers(const Plan& plan, std::vector<bf16>& x) {
 void CpuRunner::attention(const Plan& plan, int layer, const std::vector<bf16>& q, std::vector<bf16>& out) {
   const ModelConfig& c = w_.config;
   const int bs = kv_.block_size(), D = c.head_dim;
-  // Per sequence: position -> pointer to its [kv_heads, head_dim] key / value rows in this layer.
+  const bool sliding = c.is_sliding(layer);
+  const bool own_pool = sliding_kv_ && sliding;
+  const PagedKvCache& pool = own_pool ? *sliding_kv_ : kv_;
+  const int pl = group_layer_[size_t(layer)];
+  // Per sequence: position lo[s] + j -> pointer to its [kv_heads, head_dim] key / value rows in this layer,
+  // for the positions the step reads: [0, context_len), or from the window start of its first new token on a
+  // sliding layer (with two groups the table holds kNoBlock below it).
   std::vector<std::vector<const bf16*>> keys(plan.seqs.size()), values(plan.seqs.size());
+  std::vector<int> lo(plan.seqs.size(), 0);
   for (size_t s = 0; s < plan.seqs.size(); ++s) {
     const Plan::Seq& ps = plan.seqs[s];
-    keys[s].resize(size_t(ps.context_len));
-    values[s].resize(size_t(ps.context_len));
-    for (int p = 0; p < ps.context_len; ++p) {
-      const int block = ps.block_table[size_t(p / bs)];
-      keys[s][size_t(p)] = kv_.key(layer, block, p % bs);
-      values[s][size_t(p)] = kv_.value(layer, block, p % bs);
+    const std::span<const int32_t> table = own_pool ? ps.sliding_table : ps.block_table;
+    if (sliding) lo[s] = sliding_window_start(ps.context_len - ps.n_rows, c.sliding_window);
+    keys[s].resize(size_t(ps.context_len - lo[s]));
+    values[s].resize(size_t(ps.context_len - lo[s]));
+    for (int p = lo[s]; p < ps.context_len; ++p) {
+      const int block = table[size_t(p / bs)];
+      keys[s][size_t(p - lo[s])] = pool.key(pl, block, p % bs);
+      values[s][size_t(p - lo[s])] = pool.value(pl, block, p % bs);
     }
   }
   std::vector<float> sinks(size_t(c.num_heads));
   bf16_to_f32_n(as_bf16(w_.layers[size_t(layer)].sinks), c.num_heads, sinks.data());
-  const bool sliding = c.is_sliding(layer);
   const float scale = float(1.0 / std::sqrt(double(D)));
   const int64_t jobs = int64_t(plan.n_rows()) * c.num_heads;
   int64_t max_keys = 0;
@@ -312,8 +355,9 @@ void CpuRunner::attention(const Plan& plan, int layer, const std::vector<bf16>& 
       const int n_keys = pos - first + 1;
       if (scratch.size() < size_t(n_keys)) scratch.resize(size_t(n_keys));
       const int kv_head = h / c.kv_group();
-      attention_with_sink(&q[size_t(r) * c.q_dim() + size_t(h * D)], keys[size_t(s)].data() + first,
-                          values[size_t(s)].data() + first, kv_head * D, n_keys, D, scale, sinks[size_t(h)],
+      const int skip = first - lo[size_t(s)];  // keys[s] starts at position lo[s]
+      attention_with_sink(&q[size_t(r) * c.q_dim() + size_t(h * D)], keys[size_t(s)].data() + skip,
+                          values[size_t(s)].data() + skip, kv_head * D, n_keys, D, scale, sinks[size_t(h)],
                           &out[size_t(r) * c.q_dim() + size_t(h * D)], scratch.data());
     }
   });

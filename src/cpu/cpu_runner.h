@@ -1,6 +1,7 @@
 // CpuRunner: the reference ModelRunner. Runs a flat batch (prefill chunks and decode tokens of several
 // sequences mixed) through the gpt-oss forward pass of cpu_ops.h with HF-parity bf16 rounding, writes K/V
-// into its paged pool through each sequence's block table and samples with sampler.h.
+// into its paged pool(s) through each sequence's block table(s) (one pool for every layer, or two KV groups:
+// full-attention and sliding-window layers, model_runner.h) and samples with sampler.h.
 // Multi-threaded over output rows (ThreadPool::global()); results do not depend on the thread count or on
 // how tokens are grouped into steps and batches (bit-identical).
 #pragma once
@@ -27,8 +28,11 @@ enum class ExpertCombine {
 
 struct CpuRunnerOptions {
   int block_size = 16;
-  int num_blocks = 0;           // > 0: pool size in blocks
-  size_t kv_budget_bytes = 0;   // used when num_blocks == 0: as many blocks as fit
+  int num_blocks = 0;           // > 0: pool size in blocks (the full-attention layers' pool with two groups)
+  size_t kv_budget_bytes = 0;   // used when num_blocks == 0: as many blocks as fit (after the sliding pool)
+  // > 0: two KV groups (model_runner.h): the sliding-window layers get their own pool of this many blocks,
+  // addressed through SequenceStep::sliding_block_table; 0: one pool and one table for every layer.
+  int num_sliding_blocks = 0;
   ExpertCombine combine = ExpertCombine::kSequentialBf16;
 };
 
@@ -39,7 +43,9 @@ class CpuRunner : public ModelRunner {
   CpuRunner(ModelWeights weights, const CpuRunnerOptions& options);
 
   const ModelConfig& config() const override { return w_.config; }
-  KvCacheLayout kv_layout() const override { return {kv_.block_size(), kv_.num_blocks()}; }
+  KvCacheLayout kv_layout() const override {
+    return {kv_.block_size(), kv_.num_blocks(), sliding_kv_ ? sliding_kv_->num_blocks() : 0};
+  }
   std::string name() const override { return "cpu"; }
   // out->samples, in batch order: one per sequence with `sample` (or `return_logits`) set; ok = false with
   // the reason when that sequence failed. Checked per sequence: token ids inside the vocabulary, positions =
@@ -57,7 +63,11 @@ class CpuRunner : public ModelRunner {
   using LayerHook = std::function<void(int layer, const bf16* x, int n_tokens)>;
   void set_layer_hook(LayerHook hook) { layer_hook_ = std::move(hook); }
 
+  // The pool of the full-attention layers (of every layer with one group); its layer index is
+  // kv_layer_index(l). The sliding layers' pool with two groups, else nullptr.
   const PagedKvCache& kv_cache() const { return kv_; }
+  const PagedKvCache* sliding_kv_cache() const { return sliding_kv_.get(); }
+  int kv_layer_index(int layer) const { return group_layer_[size_t(layer)]; }
   const YarnRope& rope() const { return rope_; }
 
  private:
@@ -71,7 +81,9 @@ class CpuRunner : public ModelRunner {
 
   ModelWeights w_;
   CpuRunnerOptions opt_;
-  PagedKvCache kv_;
+  PagedKvCache kv_;                            // full-attention layers (all layers with one group)
+  std::unique_ptr<PagedKvCache> sliding_kv_;   // sliding-window layers, two groups only
+  std::vector<int> group_layer_;               // [num_layers] layer -> index inside its pool
   YarnRope rope_;
   LayerHook layer_hook_;
 };

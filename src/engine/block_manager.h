@@ -10,14 +10,10 @@
 // equal positions, hence equal KV (the cache also stores the tokens and parent hash and compares them, so
 // a 64-bit collision cannot alias two different prefixes that differ in the block itself).
 //
-// Sliding-window layers: v1 keeps ONE block table for all layers (model_runner.h), so a sequence holds
-// blocks for its whole context even though the sliding layers (even layers of gpt-oss) only read the
-// last 128 positions. The plan for dropping them: split the pool into two KV groups (full-attention
-// layers, sliding layers), each with its own BlockManager and block table per sequence; in the sliding
-// group, a block whose last position is < context_len - 128 is released after the step that moves past
-// it (its table slot becomes a null id the runner never reads), so a sliding table holds at most
-// ceil(128 / block_size) + 1 live blocks. Prefix caching then needs, per group, only the blocks the group
-// reads: a hit in the sliding group must cover the last window before the cached length.
+// Sliding-window layers: the engine runs one BlockManager per KV group (kv_cache_manager.h). In the
+// sliding group a table's leading blocks, below the window, are released (release_below) and their entries
+// become kNoBlock; such a table holds ids only for its last ceil(window / block_size) + 1 blocks. Released
+// full blocks keep their hash, so they stay evictable and can serve a later prefix hit.
 #pragma once
 #include <cstdint>
 #include <list>
@@ -25,15 +21,20 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/model_runner.h"  // kNoBlock
+
 namespace mxs {
 
-// One sequence's blocks. ids[i] holds positions [i*block_size, (i+1)*block_size).
+// One sequence's blocks. ids[i] holds positions [i*block_size, (i+1)*block_size); ids[0, num_released)
+// are kNoBlock (sliding group: released below the window, or never taken on a prefix hit), the rest valid.
 struct BlockTable {
   std::vector<int32_t> ids;
+  int num_released = 0;
   // Chain hash of each full block whose tokens are all computed ([num_hashed] <= ids.size()); kept even
   // when another block already owns the same hash (then this block is simply not registered).
   std::vector<uint64_t> hashes;
   int num_hashed() const { return int(hashes.size()); }
+  int num_live() const { return int(ids.size()) - num_released; }  // blocks actually held
 };
 
 struct PrefixCacheStats {
@@ -57,12 +58,23 @@ class BlockManager {
   // The longest run of cached blocks that hold tokens[0, n*block_size), n*block_size <= max_tokens.
   // Takes no references (allocate() does); the result is valid until the next call that mutates.
   std::vector<int32_t> find_cached_prefix(std::span<const int32_t> tokens, int max_tokens) const;
+  // Per full block i < num_blocks of `tokens`: the cached block holding it (same chain hash, same tokens,
+  // same parent hash), else kNoBlock; unlike find_cached_prefix, a miss does not end the lookup. Empty
+  // without prefix caching.
+  std::vector<int32_t> lookup_blocks(std::span<const int32_t> tokens, int num_blocks) const;
 
-  // Makes `table` cover num_tokens positions: first appends `cached` (from find_cached_prefix, only on an
-  // empty table; their hashes are re-derived from `tokens`), then fresh blocks. All or nothing: returns
-  // false and changes nothing when the pool cannot supply the fresh blocks.
+  // Makes `table` cover num_tokens positions: first appends `cached` (from find_cached_prefix or
+  // lookup_blocks, only on an empty table; leading kNoBlock entries are positions the group will not read,
+  // any other entry a cached block; hashes are re-derived from `tokens`), then fresh blocks. All or
+  // nothing: returns false and changes nothing when the pool cannot supply the fresh blocks.
   bool allocate(BlockTable* table, std::span<const int32_t> cached, std::span<const int32_t> tokens,
                 int num_tokens);
+  // Whether allocate() with these arguments would succeed (changes nothing).
+  bool can_allocate(const BlockTable& table, std::span<const int32_t> cached, int num_tokens) const;
+
+  // Sliding group: drops the references of the table's blocks [0, first_kept) and sets them to kNoBlock,
+  // earliest first (so they are evicted before the later, still-shareable ones).
+  void release_below(BlockTable* table, int first_kept);
 
   // Registers the blocks that became full: tokens[0, num_computed) have their KV written.
   void cache_full_blocks(BlockTable* table, std::span<const int32_t> tokens, int num_computed);
@@ -72,7 +84,8 @@ class BlockManager {
   void free(BlockTable* table);
 
   // Throws std::logic_error on any broken invariant. `live`: every table currently holding blocks; the
-  // refcount of each block must equal the number of its occurrences in them.
+  // refcount of each block must equal the number of its occurrences in them; kNoBlock entries are exactly
+  // ids[0, num_released).
   void check_invariants(std::span<const BlockTable* const> live) const;
 
  private:
@@ -89,6 +102,10 @@ class BlockManager {
   int32_t take_block();          // a free block, else evicts the least recently used cached one
   void acquire(int32_t id);      // ref++ (revives an evictable block)
   void unregister(Block& b);
+  std::vector<int32_t> lookup(std::span<const int32_t> tokens, int num_blocks, bool stop_at_miss) const;
+  void drop(int32_t id);         // ref--; at 0 the block goes to the LRU (hashed) or the free list
+  int fresh_needed(const BlockTable& table, std::span<const int32_t> cached, int num_tokens) const;
+  int revived_by(std::span<const int32_t> cached) const;  // cached blocks now evictable (counted as free)
 
   int num_blocks_;
   int block_size_;

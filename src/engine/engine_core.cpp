@@ -16,13 +16,14 @@ EngineCore::EngineCore(ModelRunner& runner, const Tokenizer* tokenizer, const En
       config_(config),
       layout_(runner.kv_layout()),
       vocab_size_(runner.config().vocab_size),
-      blocks_(layout_.num_blocks, layout_.block_size, config.enable_prefix_caching),
-      scheduler_(SchedulerConfig{config.max_num_batched_tokens, config.max_batch_size}, &blocks_) {
+      kv_(layout_, runner.config().sliding_window, config.enable_prefix_caching),
+      scheduler_(SchedulerConfig{config.max_num_batched_tokens, config.max_batch_size}, &kv_) {
   const int model_max = runner.config().max_position_embeddings;
   if (config_.max_length <= 0) config_.max_length = model_max;
   MXS_CHECK(config_.max_length <= model_max,
             strfmt("max-length = %d exceeds the model's max_position_embeddings (%d)", config_.max_length, model_max));
   counters_.kv_blocks_total = layout_.num_blocks;
+  counters_.kv_sliding_blocks_total = layout_.num_sliding_blocks;
 }
 
 int EngineCore::validate(const Request& r) const {
@@ -52,12 +53,12 @@ int EngineCore::validate(const Request& r) const {
     MXS_CHECK(r.max_tokens < 0,
               strfmt("prompt (%d tokens) + max_tokens (%d) needs %lld KV blocks of %d tokens, but the KV pool "
                      "has %d blocks (%lld tokens)",
-                     n_prompt, r.max_tokens, (long long)blocks_.blocks_for_tokens(kv_tokens), layout_.block_size,
+                     n_prompt, r.max_tokens, (long long)kv_.blocks_for_tokens(kv_tokens), layout_.block_size,
                      layout_.num_blocks, (long long)pool_tokens));
     MXS_CHECK(n_prompt <= pool_tokens,
               strfmt("the prompt (%d tokens) needs %d KV blocks of %d tokens, but the KV pool has %d blocks "
                      "(%lld tokens)",
-                     n_prompt, blocks_.blocks_for_tokens(n_prompt), layout_.block_size, layout_.num_blocks,
+                     n_prompt, kv_.blocks_for_tokens(n_prompt), layout_.block_size, layout_.num_blocks,
                      (long long)pool_tokens));
     return int(pool_tokens - n_prompt + 1);  // unset max_tokens: as many as the pool can hold
   }
@@ -149,7 +150,7 @@ void EngineCore::step() {
     }
     return;
   }
-  counters_.kv_usage_peak = std::max(counters_.kv_usage_peak, blocks_.usage());
+  counters_.kv_usage_peak = std::max(counters_.kv_usage_peak, kv_.full().usage());
 
   // Assemble the flat batch; spans point into each sequence's token vector, which does not change until
   // the samples are appended below.
@@ -166,6 +167,7 @@ void EngineCore::step() {
     ss.num_tokens = s.num_new_tokens;
     ss.context_len = seq->num_computed_tokens + s.num_new_tokens;
     ss.block_table = seq->blocks.ids;
+    ss.sliding_block_table = seq->sliding_blocks.ids;  // empty with one KV group
     ss.sample = ss.context_len == seq->num_tokens();
     ss.sampling = &seq->request.sampling;
     ss.prompt_tokens = seq->prompt();
@@ -256,11 +258,15 @@ EngineMetrics EngineCore::metrics() const {
   EngineMetrics m = counters_;
   m.num_running = scheduler_.num_running();
   m.num_waiting = scheduler_.num_waiting();
-  m.kv_blocks_total = blocks_.num_blocks();
-  m.kv_blocks_used = blocks_.num_used_blocks();
-  m.kv_usage = blocks_.usage();
-  m.prefix_query_tokens = blocks_.prefix_stats().query_tokens;
-  m.prefix_hit_tokens = blocks_.prefix_stats().hit_tokens;
+  m.kv_blocks_total = kv_.full().num_blocks();
+  m.kv_blocks_used = kv_.full().num_used_blocks();
+  m.kv_usage = kv_.full().usage();
+  if (const BlockManager* sliding = kv_.sliding()) {
+    m.kv_sliding_blocks_total = sliding->num_blocks();
+    m.kv_sliding_blocks_used = sliding->num_used_blocks();
+  }
+  m.prefix_query_tokens = kv_.prefix_stats().query_tokens;
+  m.prefix_hit_tokens = kv_.prefix_stats().hit_tokens;
   m.preemptions = scheduler_.num_preemptions();
   return m;
 }

@@ -7,7 +7,7 @@
 #include <string>
 #include <unordered_map>
 
-#include "engine/block_manager.h"
+#include "engine/kv_cache_manager.h"
 #include "engine/event_queue.h"
 #include "engine/metrics.h"
 #include "engine/model_runner.h"
@@ -66,7 +66,7 @@ class EngineCore {
   EngineConfig config_;
   KvCacheLayout layout_;
   int vocab_size_;
-  BlockManager blocks_;
+  KvCacheManager kv_;  // both KV groups
   Scheduler scheduler_;
   std::unordered_map<uint64_t, std::unique_ptr<Sequence>> seqs_;  // waiting + running
   uint64_t next_arrival_ = 0;

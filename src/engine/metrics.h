@@ -13,6 +13,10 @@ struct EngineMetrics {
   int kv_blocks_used = 0;     // referenced by a sequence (evictable cached blocks count as free)
   double kv_usage = 0.0;      // kv_blocks_used / kv_blocks_total
   double kv_usage_peak = 0.0;  // highest kv_usage of any step (after scheduling it)
+  // kv_blocks_* and kv_usage describe the full-attention group (every layer with one group); the
+  // sliding-window group, when the runner has one (0 otherwise):
+  int kv_sliding_blocks_total = 0;
+  int kv_sliding_blocks_used = 0;
   // Counters.
   uint64_t requests_added = 0;
   uint64_t requests_finished_stop = 0;

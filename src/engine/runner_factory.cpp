@@ -53,6 +53,16 @@ std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const Runn
     opt.num_blocks = spec.num_kv_blocks > 0
                          ? spec.num_kv_blocks
                          : int(std::max<int64_t>(1, (spec.kv_tokens + spec.block_size - 1) / spec.block_size));
+    // Two KV groups when the model has sliding-window layers: their pool only needs the windows of the
+    // running sequences (sliding_pool_blocks never runs dry), and never more blocks than the full pool.
+    const ModelConfig& c = weights.config;
+    if (spec.sliding_kv_group && spec.block_size > 0 && c.sliding_window > 0 &&
+        std::find(c.layer_sliding.begin(), c.layer_sliding.end(), true) != c.layer_sliding.end()) {
+      opt.num_sliding_blocks =
+          std::min(sliding_pool_blocks(c.sliding_window, spec.block_size, spec.max_batch_size,
+                                       spec.max_num_batched_tokens),
+                   std::max(opt.num_blocks, min_sliding_pool_blocks(c.sliding_window, spec.block_size)));
+    }
     return std::make_unique<cpu::CpuRunner>(weights, opt);
   }
   if (spec.backend == "cuda") {

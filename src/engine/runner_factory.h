@@ -16,8 +16,9 @@ struct RunnerSpec {
   int num_kv_blocks = 0;        // > 0: exact pool size; 0: cpu -> enough for kv_tokens, cuda -> memory fraction
   int64_t kv_tokens = 0;        // cpu: tokens the pool must hold when num_kv_blocks == 0
   double device_memory_utilization = 0.90;  // cuda
-  int max_batch_size = 256;           // cuda: sequences per step (graph buckets)
-  int max_num_batched_tokens = 2048;  // cuda: new tokens per step (workspace size)
+  int max_batch_size = 256;           // sequences per step (cuda: graph buckets; cpu: sliding pool size)
+  int max_num_batched_tokens = 2048;  // new tokens per step (cuda: workspace size; cpu: sliding pool size)
+  bool sliding_kv_group = true;       // cpu: the sliding-window layers get their own small KV pool
   int max_length = 8192;              // cuda: longest context
 };
 

@@ -22,7 +22,7 @@ bool runs_before(const Sequence* a, const Sequence* b) {
 
 }  // namespace
 
-Scheduler::Scheduler(const SchedulerConfig& config, BlockManager* blocks) : config_(config), blocks_(blocks) {
+Scheduler::Scheduler(const SchedulerConfig& config, KvCacheManager* kv) : config_(config), kv_(kv) {
   MXS_CHECK(config.max_num_batched_tokens > 0,
             strfmt("max-num-batched-tokens = %d: must be > 0", config.max_num_batched_tokens));
   MXS_CHECK(config.max_batch_size > 0, strfmt("max-batch-size = %d: must be > 0", config.max_batch_size));
@@ -51,7 +51,7 @@ void Scheduler::preempt(Sequence* victim, SchedulerOutput* out, int* budget) {
     break;
   }
   running_.erase(std::find(running_.begin(), running_.end(), victim));
-  blocks_->free(&victim->blocks);
+  kv_->free(victim);
   victim->num_computed_tokens = 0;
   ++victim->num_preemptions;
   ++num_preemptions_;
@@ -69,9 +69,9 @@ SchedulerOutput Scheduler::schedule() {
   for (Sequence* seq : order) {
     if (budget == 0) break;
     if (seq->status != SeqStatus::kRunning) continue;  // preempted earlier in this loop
-    const int n = std::min(seq->num_uncomputed_tokens(), budget);
+    const int n = std::min({seq->num_uncomputed_tokens(), budget, kv_->max_new_tokens(seq->num_computed_tokens)});
     for (;;) {
-      if (blocks_->allocate(&seq->blocks, {}, seq->tokens, seq->num_computed_tokens + n)) {
+      if (kv_->allocate(seq, nullptr, seq->num_computed_tokens + n)) {
         out.seqs.push_back({seq, n});
         out.num_tokens += n;
         budget -= n;
@@ -88,10 +88,10 @@ SchedulerOutput Scheduler::schedule() {
          int(running_.size()) < config_.max_batch_size) {
     Sequence* seq = waiting_.front();
     // At least the last token is computed (its logits pick the next token), so a hit stops short of it.
-    const std::vector<int32_t> cached = blocks_->find_cached_prefix(seq->tokens, seq->num_tokens() - 1);
-    const int num_cached = int(cached.size()) * blocks_->block_size();
-    const int n = std::min(seq->num_tokens() - num_cached, budget);
-    if (!blocks_->allocate(&seq->blocks, cached, seq->tokens, num_cached + n)) break;
+    const PrefixHit hit = kv_->find_cached_prefix(seq->tokens, seq->num_tokens() - 1);
+    const int num_cached = hit.num_tokens;
+    const int n = std::min({seq->num_tokens() - num_cached, budget, kv_->max_new_tokens(num_cached)});
+    if (!kv_->allocate(seq, &hit, num_cached + n)) break;
     waiting_.pop_front();
     seq->status = SeqStatus::kRunning;
     seq->num_computed_tokens = num_cached;
@@ -107,42 +107,40 @@ SchedulerOutput Scheduler::schedule() {
 void Scheduler::on_step_done(const SchedulerOutput& out) {
   for (const ScheduledSeq& s : out.seqs) {
     s.seq->num_computed_tokens += s.num_new_tokens;
-    blocks_->cache_full_blocks(&s.seq->blocks, s.seq->tokens, s.seq->num_computed_tokens);
+    kv_->on_computed(s.seq);
   }
 }
 
 void Scheduler::remove(Sequence* seq) {
   if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end()) running_.erase(it);
   if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);
-  blocks_->free(&seq->blocks);
+  kv_->free(seq);
   seq->status = SeqStatus::kFinished;
 }
 
 void Scheduler::check_invariants() const {
   if (int(running_.size()) > config_.max_batch_size)
     invariant_failed(strfmt("%zu running > max_batch_size %d", running_.size(), config_.max_batch_size));
-  std::vector<const BlockTable*> live;
+  std::vector<const Sequence*> live;
   for (const Sequence* s : running_) {
     if (s->status != SeqStatus::kRunning) invariant_failed(strfmt("seq %llu in running_ is not running",
                                                                   (unsigned long long)s->id));
     if (s->num_computed_tokens < 0 || s->num_computed_tokens >= s->num_tokens())
       invariant_failed(strfmt("seq %llu: %d computed of %d tokens", (unsigned long long)s->id,
                               s->num_computed_tokens, s->num_tokens()));
-    if (int(s->blocks.ids.size()) < blocks_->blocks_for_tokens(s->num_computed_tokens))
-      invariant_failed(strfmt("seq %llu: %zu blocks for %d computed tokens", (unsigned long long)s->id,
-                              s->blocks.ids.size(), s->num_computed_tokens));
     if (std::count(running_.begin(), running_.end(), s) != 1 || std::count(waiting_.begin(), waiting_.end(), s))
       invariant_failed(strfmt("seq %llu queued twice", (unsigned long long)s->id));
-    live.push_back(&s->blocks);
+    live.push_back(s);
   }
   for (size_t i = 0; i < waiting_.size(); ++i) {
     const Sequence* s = waiting_[i];
-    if (s->status != SeqStatus::kWaiting || !s->blocks.ids.empty() || s->num_computed_tokens != 0)
+    if (s->status != SeqStatus::kWaiting || !s->blocks.ids.empty() || !s->sliding_blocks.ids.empty() ||
+        s->num_computed_tokens != 0)
       invariant_failed(strfmt("waiting seq %llu holds state", (unsigned long long)s->id));
     if (i > 0 && runs_before(s, waiting_[i - 1])) invariant_failed("waiting queue out of order");
     if (std::count(waiting_.begin(), waiting_.end(), s) != 1) invariant_failed("waiting seq queued twice");
   }
-  blocks_->check_invariants(live);
+  kv_->check_invariants(live);
 }
 
 }  // namespace mxs

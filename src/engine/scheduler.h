@@ -4,8 +4,10 @@
 // One step: a budget of max_num_batched_tokens tokens and max_batch_size sequences.
 //   1. Running sequences, decodes (one uncomputed token) first, then the prefill chunks of sequences
 //      still catching up, each in admission order; a chunk takes what is left of the budget.
-//      When the pool has no block for a running sequence, the lowest-priority, newest running sequence
-//      (highest priority value, then latest arrival) is preempted: its blocks are freed and it goes back
+//      A chunk is also capped so that the sequence's sliding-window table fits the sliding pool on its own
+//      (KvCacheManager::max_new_tokens). When either KV group has no block for a running sequence, the
+//      lowest-priority, newest running sequence (highest priority value, then latest arrival) is
+//      preempted: its blocks (both groups) are freed and it goes back
 //      to the waiting queue to be recomputed later (prompt + what it generated; the prefix cache often
 //      still holds most of it). If it is the sequence being scheduled, that one waits.
 //   2. Then, if nothing was preempted, waiting sequences in (priority, arrival) order are admitted while
@@ -17,7 +19,7 @@
 #include <deque>
 #include <vector>
 
-#include "engine/block_manager.h"
+#include "engine/kv_cache_manager.h"
 #include "engine/sequence.h"
 
 namespace mxs {
@@ -41,12 +43,13 @@ struct SchedulerOutput {
 
 class Scheduler {
  public:
-  Scheduler(const SchedulerConfig& config, BlockManager* blocks);
+  Scheduler(const SchedulerConfig& config, KvCacheManager* kv);
 
   const SchedulerConfig& config() const { return config_; }
   void add(Sequence* seq);  // a new request: waiting
   SchedulerOutput schedule();
-  // After the runner ran `out`: advances num_computed_tokens and registers newly full blocks.
+  // After the runner ran `out`: advances num_computed_tokens, registers newly full blocks and releases
+  // sliding-window blocks the sequences no longer read.
   void on_step_done(const SchedulerOutput& out);
   // A finished or aborted sequence leaves its queue and frees its blocks.
   void remove(Sequence* seq);
@@ -67,7 +70,7 @@ class Scheduler {
   void preempt(Sequence* victim, SchedulerOutput* out, int* budget);
 
   SchedulerConfig config_;
-  BlockManager* blocks_;
+  KvCacheManager* kv_;
   std::vector<Sequence*> running_;  // admission order
   std::deque<Sequence*> waiting_;   // sorted by (priority, arrival_order)
   uint64_t num_preemptions_ = 0;

@@ -25,7 +25,8 @@ struct Sequence {
   int max_tokens = 0;            // effective limit on generated tokens (request, --max-length, pool)
   uint64_t arrival_order = 0;    // FCFS tie-break: submission order
   SeqStatus status = SeqStatus::kWaiting;
-  BlockTable blocks;
+  BlockTable blocks;              // full-attention KV group (every layer when the runner has one group)
+  BlockTable sliding_blocks;      // sliding-window KV group (kv_cache_manager.h); empty with one group
   int num_cached_tokens = -1;    // prompt tokens from the prefix cache at first admission (-1: not yet)
   int num_preemptions = 0;
 

@@ -34,4 +34,20 @@ inline std::string check_sequence_step(const StepBatch& batch, const SequenceSte
   return "";
 }
 
+// "" when q's sliding block table can serve its sliding layers; else why not. num_sliding_blocks == 0 (one
+// table for all layers): nothing to check. Else the table must cover context_len and hold valid ids from the
+// block of the first position the step reads (sliding_window_start) on; earlier entries are not read.
+inline std::string check_sliding_table(const SequenceStep& q, int block_size, int num_sliding_blocks, int window) {
+  if (num_sliding_blocks == 0) return "";
+  if (int64_t(q.sliding_block_table.size()) * block_size < q.context_len)
+    return strfmt("sliding block table of %zu blocks cannot hold context_len = %d (block_size %d)",
+                  q.sliding_block_table.size(), q.context_len, block_size);
+  const int first = sliding_window_start(q.context_len - q.num_tokens, window) / block_size;
+  for (int b = first; b < (q.context_len + block_size - 1) / block_size; ++b)
+    if (q.sliding_block_table[size_t(b)] < 0 || q.sliding_block_table[size_t(b)] >= num_sliding_blocks)
+      return strfmt("sliding_block_table[%d] = %d is outside the sliding pool [0, %d) (the window reads it)", b,
+                    q.sliding_block_table[size_t(b)], num_sliding_blocks);
+  return "";
+}
+
 }  // namespace mxs

@@ -1,6 +1,7 @@
 // CpuRunner on random in-memory weights: results are bit-identical however tokens are grouped (chunks,
-// prefill + decode, multi-sequence batches), the sliding window is exactly 128 keys, per-sequence
-// failures stay per-sequence, and the tiny-model geometry runs 300 tokens without NaN.
+// prefill + decode, multi-sequence batches) and with one KV pool or two (sliding layers apart), the sliding
+// window is exactly 128 keys, per-sequence failures stay per-sequence, and the tiny-model geometry runs 300
+// tokens without NaN.
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -306,6 +307,95 @@ TEST(CpuRunner, KvBudgetSizing) {
   EXPECT_EQ(r.kv_layout().block_size, 16);
   o.kv_budget_bytes = per - 1;
   EXPECT_THROW(CpuRunner(rw->weights, o), Error);
+}
+
+// Two KV groups (the sliding layer in its own 12-block pool) give bit-identical logits to one shared pool,
+// for a 400-token sequence run in mixed chunks. The sliding table maps logical block b to physical b % 12
+// (a ring: a block is overwritten once the window has passed it) and holds kNoBlock below the window, so a
+// read outside the window would see another position's K/V or fail.
+TEST(CpuRunner, TwoKvGroupsEqualOneGroup) {
+  const ModelConfig c = small_test_config();  // layer 0 slides (window 128), layer 1 is full attention
+  const int V = c.vocab_size, n = 400, bs = 16, ring = 12;
+  const auto tokens = random_tokens(n, V, 11);
+  const auto table = iota_table(25, 0);
+  Model one(c);
+  const auto ref = run_in_chunks(*one.runner, tokens, {1, 7, 40, 3, 33}, table);
+
+  auto rw = make_random_weights(c, 42);
+  CpuRunnerOptions o;
+  o.num_blocks = 25;
+  o.num_sliding_blocks = ring;
+  CpuRunner two(rw->weights, o);
+  EXPECT_EQ(two.kv_layout().num_blocks, 25);
+  EXPECT_EQ(two.kv_layout().num_sliding_blocks, ring);
+  ASSERT_NE(two.sliding_kv_cache(), nullptr);
+  EXPECT_EQ(two.kv_cache().bytes(), 25 * PagedKvCache::bytes_per_block(1, c.num_kv_heads, c.head_dim, bs));
+  EXPECT_EQ(two.sliding_kv_cache()->bytes(), ring * PagedKvCache::bytes_per_block(1, c.num_kv_heads, c.head_dim, bs));
+
+  std::vector<float> got(size_t(n) * size_t(V));
+  const std::vector<int> chunks = {1, 7, 40, 3, 33};
+  int done = 0;
+  for (size_t ci = 0; done < n; ++ci) {
+    const int m = std::min(chunks[ci % chunks.size()], n - done);
+    StepBatch b;
+    for (int i = 0; i < m; ++i) {
+      b.tokens.push_back(tokens[size_t(done + i)]);
+      b.positions.push_back(done + i);
+    }
+    std::vector<int32_t> sliding((size_t(done + m) + bs - 1) / bs, kNoBlock);
+    const int first = sliding_window_start(done, c.sliding_window) / bs;
+    for (int blk = first; blk < int(sliding.size()); ++blk) sliding[size_t(blk)] = blk % ring;
+    ASSERT_LE(int(sliding.size()) - first, ring);
+    SequenceStep s;
+    s.seq_id = 1;
+    s.num_tokens = m;
+    s.context_len = done + m;
+    s.block_table = table;
+    s.sliding_block_table = sliding;
+    b.seqs.push_back(s);
+    StepOutput out;
+    std::vector<float> logits;
+    two.step_all_logits(b, &out, &logits);
+    std::copy(logits.begin(), logits.end(), got.begin() + std::ptrdiff_t(size_t(done) * size_t(V)));
+    done += m;
+  }
+  expect_bit_identical(got, ref, "two KV groups vs one");
+
+  // A window entry that is kNoBlock (or outside the sliding pool) fails the sequence, not the runner.
+  StepBatch b;
+  b.tokens = {5};
+  b.positions = {200};
+  std::vector<int32_t> sliding(13, kNoBlock);
+  sliding[12] = 0;  // the window of position 200 is (72, 200]: blocks 4..12 are read
+  SequenceStep s;
+  s.seq_id = 2;
+  s.num_tokens = 1;
+  s.context_len = 201;
+  s.block_table = table;
+  s.sliding_block_table = sliding;
+  SamplingParams greedy;
+  greedy.temperature = 0.0f;
+  s.sample = true;
+  s.sampling = &greedy;
+  b.seqs.push_back(s);
+  StepOutput out;
+  two.step(b, &out);
+  ASSERT_EQ(out.samples.size(), 1u);
+  EXPECT_FALSE(out.samples[0].ok);
+  EXPECT_NE(out.samples[0].error.find("sliding_block_table[4] = -1"), std::string::npos) << out.samples[0].error;
+
+  // A sliding pool for a model without sliding layers is refused.
+  ModelConfig full_only = c;
+  full_only.layer_sliding.assign(size_t(c.num_layers), false);
+  auto rw_full = make_random_weights(full_only, 1);
+  EXPECT_THROW(CpuRunner(rw_full->weights, o), Error);
+
+  // Budget sizing with two groups: the sliding pool comes first, the rest is full-layer blocks.
+  const size_t per_layer = PagedKvCache::bytes_per_block(1, c.num_kv_heads, c.head_dim, bs);
+  CpuRunnerOptions ob;
+  ob.num_sliding_blocks = ring;
+  ob.kv_budget_bytes = ring * per_layer + 7 * per_layer + 1;
+  EXPECT_EQ(CpuRunner(rw->weights, ob).kv_layout().num_blocks, 7);
 }
 
 // The tiny preset's geometry (real vocabulary, hidden 64, 16 heads / 2 kv heads, 8 experts, 4 layers).

@@ -1,5 +1,6 @@
 // BlockManager: allocation all-or-nothing, refcounts, prefix-cache hits/misses, LRU eviction order, and
-// invariants after every operation.
+// invariants after every operation (releasing a table's leading blocks, as the sliding-window group does,
+// included).
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -122,12 +123,53 @@ TEST(BlockManager, DuplicateBlocksComputedTwiceStayConsistent) {
   EXPECT_EQ(bm.num_free_blocks(), 8);
 }
 
+TEST(BlockManager, ReleasedBlocksStayCachedAndServeWindowHits) {
+  BlockManager bm(8, 4, true);
+  const std::vector<int32_t> t = iota_tokens(16, 0);
+  BlockTable a;
+  ASSERT_TRUE(bm.allocate(&a, {}, t, 16));
+  bm.cache_full_blocks(&a, t, 16);
+  const std::vector<int32_t> ids = a.ids;
+  bm.release_below(&a, 2);  // blocks 0, 1 leave the table but keep their hash (evictable)
+  EXPECT_EQ(a.ids, (std::vector<int32_t>{kNoBlock, kNoBlock, ids[2], ids[3]}));
+  EXPECT_EQ(a.num_released, 2);
+  EXPECT_EQ(a.num_live(), 2);
+  EXPECT_EQ(bm.num_used_blocks(), 2);
+  check(bm, {&a});
+  EXPECT_EQ(bm.lookup_blocks(t, 4), ids);
+  EXPECT_EQ(bm.find_cached_prefix(t, 16), ids);
+
+  // A window-style hit: nothing for block 0, cached blocks 1 (revived from the LRU) and 2 (shared with a).
+  BlockTable b;
+  const std::vector<int32_t> hit = {kNoBlock, ids[1], ids[2]};
+  ASSERT_TRUE(bm.allocate(&b, hit, t, 14));
+  EXPECT_EQ(b.ids, (std::vector<int32_t>{kNoBlock, ids[1], ids[2], b.ids[3]}));
+  EXPECT_EQ(b.num_released, 1);
+  EXPECT_EQ(bm.num_used_blocks(), 4);
+  check(bm, {&a, &b});
+  BlockTable bad;
+  const std::vector<int32_t> hole = {ids[0], kNoBlock};
+  EXPECT_THROW(bm.allocate(&bad, hole, t, 8), std::logic_error);
+
+  bm.free(&a);
+  bm.free(&b);
+  check(bm, {});
+  EXPECT_EQ(bm.num_free_blocks(), 8);
+  EXPECT_EQ(bm.find_cached_prefix(t, 16), ids);  // everything still cached
+  // An unrelated table takes the whole pool: every cached block is evicted.
+  BlockTable c;
+  const std::vector<int32_t> u = iota_tokens(32, 100);
+  ASSERT_TRUE(bm.allocate(&c, {}, u, 32));
+  EXPECT_EQ(bm.lookup_blocks(t, 4), std::vector<int32_t>(4, kNoBlock));
+  bm.free(&c);
+}
+
 TEST(BlockManager, RandomizedOperationsKeepInvariants) {
   std::mt19937 rng(7);
   BlockManager bm(32, 4, true);
   std::vector<std::pair<BlockTable, std::vector<int32_t>>> live;
   for (int it = 0; it < 2000; ++it) {
-    const int op = int(rng() % 3);
+    const int op = int(rng() % 4);
     if (op == 0 || live.empty()) {
       // New sequence: tokens from a few shared prefixes so that hits happen.
       std::vector<int32_t> t = iota_tokens(4 * int(rng() % 3), int32_t(rng() % 2) * 1000);
@@ -144,6 +186,9 @@ TEST(BlockManager, RandomizedOperationsKeepInvariants) {
       auto& [table, t] = live[rng() % live.size()];
       t.push_back(int32_t(rng() % 5));
       if (bm.allocate(&table, {}, t, int(t.size()))) bm.cache_full_blocks(&table, t, int(t.size()));
+    } else if (op == 2) {  // sliding-group style: drop a leading run of the table's blocks
+      auto& table = live[rng() % live.size()].first;
+      bm.release_below(&table, int(rng() % (table.ids.size() + 1)));
     } else {
       const size_t i = rng() % live.size();
       bm.free(&live[i].first);

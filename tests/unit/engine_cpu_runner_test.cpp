@@ -1,8 +1,13 @@
 // The engine over the real CPU reference runner (small random model, in memory): greedy outputs of 16
 // concurrent requests, mixed prefill chunks and decodes, shared prefixes through the prefix cache and
-// preemptions in a small pool, are bit-identical to each request run alone. Tolerance: none (the CPU
-// runner's results do not depend on how tokens are grouped into steps).
+// preemptions in a small pool, are bit-identical to each request run alone, with one KV pool or with two
+// KV groups (sliding-window layers in their own pool). With two groups the sliding table of a sequence
+// never holds more than ceil((128 + n) / 16) + 1 blocks in a step of n new tokens over 600+ generated
+// tokens, and a repeated prompt still skips its prefill. Tolerance: none (the CPU runner's results do not
+// depend on how tokens are grouped into steps, nor on the KV layout).
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "cpu/cpu_runner.h"
 #include "cpu/random_weights.h"
@@ -12,12 +17,40 @@
 namespace mxs {
 namespace {
 
-std::unique_ptr<cpu::CpuRunner> make_runner(const cpu::RandomWeights& rw, int num_blocks) {
+std::unique_ptr<cpu::CpuRunner> make_runner(const cpu::RandomWeights& rw, int num_blocks, int num_sliding_blocks = 0) {
   cpu::CpuRunnerOptions opt;
   opt.block_size = 16;
   opt.num_blocks = num_blocks;
+  opt.num_sliding_blocks = num_sliding_blocks;
   return std::make_unique<cpu::CpuRunner>(rw.weights, opt);
 }
+
+// Forwards to the CpuRunner and checks every step's sliding tables: live (non-kNoBlock) entries per
+// sequence within ceil((window + n) / block_size) + 1 for n new tokens.
+class WindowWatch : public ModelRunner {
+ public:
+  explicit WindowWatch(ModelRunner& inner) : inner_(inner) {}
+  const ModelConfig& config() const override { return inner_.config(); }
+  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
+  std::string name() const override { return inner_.name(); }
+  void step(const StepBatch& batch, StepOutput* out) override {
+    const KvCacheLayout layout = inner_.kv_layout();
+    for (const SequenceStep& q : batch.seqs) {
+      if (layout.num_sliding_blocks == 0) continue;
+      const int live = int(std::count_if(q.sliding_block_table.begin(), q.sliding_block_table.end(),
+                                         [](int32_t id) { return id != kNoBlock; }));
+      max_live = std::max(max_live, live);
+      const int bound = (config().sliding_window + q.num_tokens + layout.block_size - 1) / layout.block_size + 1;
+      if (live > bound) ++over_bound;
+    }
+    inner_.step(batch, out);
+  }
+  int max_live = 0;
+  int over_bound = 0;
+
+ private:
+  ModelRunner& inner_;
+};
 
 std::vector<Request> make_requests(int vocab) {
   std::vector<int32_t> shared;  // a 40-token system-prompt-like prefix shared by half the requests
@@ -56,20 +89,121 @@ TEST(EngineCpuRunner, ConcurrentGreedyOutputsEqualEachRequestAlone) {
   }
 
   // Together: 16 at once, 48 tokens per step (prefill chunks next to decodes), prefix caching on, and a
-  // pool of 24 blocks (384 tokens) for ~1,500 tokens of context: preemptions happen.
-  auto runner = make_runner(*rw, 24);
-  EngineConfig ec;
-  ec.max_num_batched_tokens = 48;
-  ec.check_invariants = true;
-  Engine engine(*runner, nullptr, ec);
-  const OfflineRun run = run_offline(engine, requests);
-  for (size_t i = 0; i < requests.size(); ++i) {
-    EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;
-    EXPECT_EQ(run.results[i].tokens, alone[i]) << "request " << i;
+  // pool of 24 blocks (384 tokens) for ~1,500 tokens of context: preemptions happen. Two groups: a sliding
+  // pool that never runs dry (every preemption comes from the full group), then a tight one (both run out).
+  for (int sliding_blocks : {0, sliding_pool_blocks(cfg.sliding_window, 16, 16, 48), 20}) {
+    SCOPED_TRACE("sliding blocks " + std::to_string(sliding_blocks));
+    auto runner = make_runner(*rw, 24, sliding_blocks);
+    WindowWatch watch(*runner);
+    EngineConfig ec;
+    ec.max_num_batched_tokens = 48;
+    ec.check_invariants = true;
+    Engine engine(watch, nullptr, ec);
+    const OfflineRun run = run_offline(engine, requests);
+    for (size_t i = 0; i < requests.size(); ++i) {
+      EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;
+      EXPECT_EQ(run.results[i].tokens, alone[i]) << "request " << i;
+    }
+    EXPECT_GT(run.metrics.preemptions, 0u);
+    EXPECT_GT(run.metrics.prefix_hit_tokens, 0u);
+    EXPECT_EQ(run.metrics.kv_blocks_used, 0);
+    EXPECT_EQ(run.metrics.kv_sliding_blocks_used, 0);
+    EXPECT_EQ(run.metrics.kv_sliding_blocks_total, sliding_blocks);
+    EXPECT_EQ(watch.over_bound, 0);
   }
-  EXPECT_GT(run.metrics.preemptions, 0u);
-  EXPECT_GT(run.metrics.prefix_hit_tokens, 0u);
-  EXPECT_EQ(run.metrics.kv_blocks_used, 0);
+}
+
+// Greedy, three prompts (5 tokens; 130, just past the window; 300) in chunks of <= 48 tokens, the longest
+// generating 620 tokens: two KV groups give exactly the tokens of one pool, with a sliding pool that never
+// runs dry and with the smallest one the engine accepts (9 blocks: chunks capped, preemptions).
+TEST(EngineCpuRunner, TwoKvGroupsMatchOnePoolOverA600TokenGeneration) {
+  const ModelConfig cfg = cpu::small_test_config(/*vocab=*/512);
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/9);
+  std::vector<Request> requests(3);
+  const int lens[] = {5, 130, 300}, max_tokens[] = {60, 40, 620};
+  for (int r = 0; r < 3; ++r) {
+    for (int i = 0; i < lens[r]; ++i) requests[size_t(r)].prompt.push_back((r * 71 + i * 13 + 5) % cfg.vocab_size);
+    requests[size_t(r)].max_tokens = max_tokens[r];
+    requests[size_t(r)].sampling.temperature = 0.0f;
+  }
+  std::vector<std::vector<int32_t>> ref;
+  for (int sliding_blocks : {0, sliding_pool_blocks(cfg.sliding_window, 16, 3, 48),
+                             min_sliding_pool_blocks(cfg.sliding_window, 16)}) {
+    SCOPED_TRACE("sliding blocks " + std::to_string(sliding_blocks));
+    auto runner = make_runner(*rw, 96, sliding_blocks);
+    WindowWatch watch(*runner);
+    EngineConfig ec;
+    ec.max_num_batched_tokens = 48;
+    ec.check_invariants = true;
+    Engine engine(watch, nullptr, ec);
+    const OfflineRun run = run_offline(engine, requests);
+    std::vector<std::vector<int32_t>> got;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;
+      got.push_back(run.results[i].tokens);
+    }
+    EXPECT_EQ(got[2].size(), 620u);
+    if (sliding_blocks == 0) {
+      ref = got;
+      continue;
+    }
+    EXPECT_EQ(got, ref);
+    EXPECT_EQ(watch.over_bound, 0);
+    EXPECT_LE(watch.max_live, (128 + 48 + 15) / 16 + 1);
+    EXPECT_GE(watch.max_live, 128 / 16);
+    EXPECT_EQ(run.metrics.kv_sliding_blocks_used, 0);
+    EXPECT_EQ(run.metrics.kv_blocks_used, 0);
+  }
+}
+
+// A repeated 200-token prompt skips its prefill with two KV groups (12 blocks = 192 tokens from the cache:
+// the full group serves [0, 192), the sliding group the window (64, 192]), with identical tokens. When the
+// sliding group no longer holds that window (an unrelated prompt ran in between and the sliding pool is the
+// smallest), the hit is dropped and the prompt is recomputed: same tokens again.
+TEST(EngineCpuRunner, RepeatedPromptSkipsItsPrefillWithTwoKvGroups) {
+  const ModelConfig cfg = cpu::small_test_config(/*vocab=*/512);
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/3);
+  Request a, b;
+  for (int i = 0; i < 200; ++i) {
+    a.prompt.push_back((i * 29 + 1) % cfg.vocab_size);
+    b.prompt.push_back((i * 31 + 7) % cfg.vocab_size);
+  }
+  a.max_tokens = b.max_tokens = 8;
+  a.sampling.temperature = b.sampling.temperature = 0.0f;
+  OfflineOptions serial;
+  serial.max_in_flight = 1;
+
+  std::vector<int32_t> alone;
+  {
+    auto runner = make_runner(*rw, 64);
+    EngineConfig ec;
+    ec.enable_prefix_caching = false;
+    Engine engine(*runner, nullptr, ec);
+    alone = run_offline(engine, {a}).results[0].tokens;
+  }
+  {
+    auto runner = make_runner(*rw, 64, 32);
+    EngineConfig ec;
+    ec.check_invariants = true;
+    Engine engine(*runner, nullptr, ec);
+    const OfflineRun run = run_offline(engine, {a, a}, serial);
+    EXPECT_EQ(run.results[0].tokens, alone);
+    EXPECT_EQ(run.results[1].tokens, alone);
+    EXPECT_EQ(run.results[0].num_cached_tokens, 0);
+    EXPECT_EQ(run.results[1].num_cached_tokens, 192);
+    EXPECT_EQ(run.metrics.computed_tokens, uint64_t(200 + 7 + 8 + 7));
+  }
+  {
+    auto runner = make_runner(*rw, 64, min_sliding_pool_blocks(cfg.sliding_window, 16));
+    EngineConfig ec;
+    ec.check_invariants = true;
+    Engine engine(*runner, nullptr, ec);
+    const OfflineRun run = run_offline(engine, {a, b, a}, serial);
+    EXPECT_EQ(run.results[0].tokens, alone);
+    EXPECT_EQ(run.results[2].tokens, alone);
+    EXPECT_EQ(run.results[2].num_cached_tokens, 0);
+    EXPECT_EQ(run.metrics.computed_tokens, uint64_t(3 * (200 + 7)));
+  }
 }
 
 }  // namespace

@@ -8,6 +8,15 @@
 // table, a wrong position, a block freed while in use and reused) shows up as a violation, and also
 // changes the sampled token: the next token is a hash of the tokens READ from the KV, so outputs depend on
 // the exact context the table exposes.
+//
+// With window > 0 it also plays the sliding-window layers: each step reads the window positions
+// [sliding_window_start(first new position, window), context_len) back and hashes the last token's window
+// into the sample.
+// With num_sliding_blocks > 0 (two KV groups) those reads and the writes go through sliding_block_table
+// into a separate store: an entry the window reads must be valid, released entries (kNoBlock) are never
+// touched, and a sequence never holds more than ceil((window + n) / block_size) + 1 sliding blocks in a step
+// of n new tokens. With num_sliding_blocks == 0 the same positions are read through block_table, so a run
+// with one group and a run with two groups must produce identical tokens.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -29,10 +38,13 @@ class FakeRunner : public ModelRunner {
  public:
   static constexpr int kTokenRange = 1000;  // generated tokens are in [1, kTokenRange] unless a stop
 
-  FakeRunner(int block_size, int num_blocks) : layout_{block_size, num_blocks} {
+  FakeRunner(int block_size, int num_blocks, int num_sliding_blocks = 0, int window = 0)
+      : layout_{block_size, num_blocks, num_sliding_blocks} {
     config_.vocab_size = 201088;
     config_.max_position_embeddings = 1 << 16;
+    config_.sliding_window = window;
     kv_.assign(size_t(block_size) * size_t(num_blocks), Slot{});
+    sliding_kv_.assign(size_t(block_size) * size_t(num_sliding_blocks), Slot{});
   }
 
   const ModelConfig& config() const override { return config_; }
@@ -51,6 +63,7 @@ class FakeRunner : public ModelRunner {
   std::map<uint64_t, int64_t> tokens_computed;  // per seq_id, all steps
   int max_step_tokens = 0;
   int max_step_seqs = 0;
+  int max_sliding_live = 0;  // most sliding blocks one sequence held in one step (two groups)
   int64_t steps = 0;
   std::vector<std::vector<std::pair<uint64_t, int>>> step_log;  // per step: (seq_id, num_tokens)
 
@@ -61,7 +74,7 @@ class FakeRunner : public ModelRunner {
     max_step_tokens = std::max(max_step_tokens, int(batch.tokens.size()));
     max_step_seqs = std::max(max_step_seqs, int(batch.seqs.size()));
     std::vector<std::pair<uint64_t, int>> log;
-    std::set<int64_t> written;  // slots written this step: no two sequences may share one
+    std::set<int64_t> written, sliding_written;  // slots written this step: no two sequences may share one
     std::set<uint64_t> ids;
     int32_t expected_offset = 0;
     for (const SequenceStep& s : batch.seqs) {
@@ -73,6 +86,8 @@ class FakeRunner : public ModelRunner {
       if (int64_t(s.block_table.size()) * layout_.block_size < s.context_len) violate(s, "block table too short");
       for (int32_t b : s.block_table)
         if (b < 0 || b >= layout_.num_blocks) violate(s, "block id out of range");
+      if (two_groups()) check_sliding_table(s);
+      else if (!s.sliding_block_table.empty()) violate(s, "sliding table without a sliding group");
       const std::vector<int32_t> history = history_of(s);
       if (int(history.size()) < s.context_len) violate(s, "context_len beyond the sequence's tokens");
       if (s.sample && int(history.size()) != s.context_len) violate(s, "sample before the last token");
@@ -85,6 +100,11 @@ class FakeRunner : public ModelRunner {
         const int64_t slot = slot_of(s, pos);
         if (!written.insert(slot).second) violate(s, "two writes to one KV slot in one step");
         kv_[size_t(slot)] = Slot{token, pos};
+        if (two_groups()) {
+          const int64_t sslot = sliding_slot_of(s, pos);
+          if (!sliding_written.insert(sslot).second) violate(s, "two writes to one sliding KV slot in one step");
+          sliding_kv_[size_t(sslot)] = Slot{token, pos};
+        }
       }
       tokens_computed[s.seq_id] += s.num_tokens;
     }
@@ -93,11 +113,24 @@ class FakeRunner : public ModelRunner {
 
     // "Attention": read the context back through the table, then sample.
     for (const SequenceStep& s : batch.seqs) {
+      const std::vector<int32_t> history = history_of(s);
+      // Sliding layers: the window of every new token, through the sliding table with two groups.
+      uint64_t hw = 0x89abcdef;
+      if (config_.sliding_window > 0 && violations.empty()) {
+        for (int32_t p = sliding_window_start(s.context_len - s.num_tokens, config_.sliding_window);
+             p < s.context_len && p < int(history.size()); ++p) {
+          const Slot& slot = two_groups() ? sliding_kv_[size_t(sliding_slot_of(s, p))] : kv_[size_t(slot_of(s, p))];
+          if (slot.pos != p || slot.token != history[size_t(p)])
+            violate(s, "window KV read back is not the sequence's history at position " + std::to_string(p));
+          // The sample depends on the last token's window only (independent of how tokens are chunked).
+          if (p >= sliding_window_start(s.context_len - 1, config_.sliding_window))
+            hw = splitmix64(hw ^ uint64_t(uint32_t(slot.token)) ^ (uint64_t(p) << 32));
+        }
+      }
       if (!s.sample) continue;
       SampleOutput so;
       so.seq_id = s.seq_id;
-      const std::vector<int32_t> history = history_of(s);
-      uint64_t h = 0x1234567;
+      uint64_t h = 0x1234567 ^ hw;
       bool failed = false;
       for (int32_t p = 0; p < s.context_len && p < int(history.size()); ++p) {
         const Slot& slot = kv_[size_t(slot_of(s, p))];
@@ -125,8 +158,33 @@ class FakeRunner : public ModelRunner {
     int32_t token = -1;
     int32_t pos = -1;
   };
+  bool two_groups() const { return layout_.num_sliding_blocks > 0; }
   int64_t slot_of(const SequenceStep& s, int32_t pos) const {
     return int64_t(s.block_table[size_t(pos / layout_.block_size)]) * layout_.block_size + pos % layout_.block_size;
+  }
+  int64_t sliding_slot_of(const SequenceStep& s, int32_t pos) const {
+    return int64_t(s.sliding_block_table[size_t(pos / layout_.block_size)]) * layout_.block_size +
+           pos % layout_.block_size;
+  }
+  // The entries the window reads are valid; released ones are kNoBlock; the live count stays in bound.
+  void check_sliding_table(const SequenceStep& s) {
+    const int bs = layout_.block_size, W = config_.sliding_window;
+    if (int64_t(s.sliding_block_table.size()) * bs < s.context_len) return violate(s, "sliding table too short");
+    const int first = sliding_window_start(s.context_len - s.num_tokens, W) / bs;
+    int live = 0;
+    for (int b = 0; b < int(s.sliding_block_table.size()); ++b) {
+      const int32_t id = s.sliding_block_table[size_t(b)];
+      if (id == kNoBlock) {
+        if (b >= first) violate(s, "kNoBlock in the window at sliding block " + std::to_string(b));
+        continue;
+      }
+      ++live;
+      if (id < 0 || id >= layout_.num_sliding_blocks) violate(s, "sliding block id out of range");
+    }
+    max_sliding_live = std::max(max_sliding_live, live);
+    if (live > (W + s.num_tokens + bs - 1) / bs + 1)
+      violate(s, "holds " + std::to_string(live) + " sliding blocks for a window of " + std::to_string(W) +
+                     " and " + std::to_string(s.num_tokens) + " new tokens");
   }
   static std::vector<int32_t> history_of(const SequenceStep& s) {
     std::vector<int32_t> h(s.prompt_tokens.begin(), s.prompt_tokens.end());
@@ -139,7 +197,8 @@ class FakeRunner : public ModelRunner {
 
   KvCacheLayout layout_;
   ModelConfig config_;
-  std::vector<Slot> kv_;  // [num_blocks * block_size]
+  std::vector<Slot> kv_;          // [num_blocks * block_size]
+  std::vector<Slot> sliding_kv_;  // [num_sliding_blocks * block_size]
 };
 
 // Token t in [1, 1000] has the text of 1 + t % 3 letters ('a' + (t + i) % 26); 1001 and 1002 are the two

@@ -52,8 +52,9 @@ struct CudaRunner::Impl {
 
   DeviceArena kv_arena, ws_arena;
   int num_blocks = 0;      // exposed to the engine; block id num_blocks is the scratch block (graph padding)
-  size_t layer_kv_bytes = 0;
-  std::vector<void*> kv_layers;  // per layer: [num_blocks + 1][2][n_kv][block_size][64] bf16
+  int num_sliding_blocks = 0;  // > 0: the sliding layers' own pool (id num_sliding_blocks = its scratch block)
+  std::vector<size_t> layer_kv_bytes;  // per layer
+  std::vector<void*> kv_layers;  // per layer: [pool blocks + 1][2][n_kv][block_size][64] bf16
   int max_blocks_per_seq = 0;
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;  // dense projections of steps with >= kDenseGemmMinRows rows
@@ -80,7 +81,7 @@ struct CudaRunner::Impl {
 
   // Step inputs: device buffers at fixed addresses (graphs replay them) and their pinned host mirrors.
   struct Inputs {
-    int32_t *tokens, *positions, *token_seq, *block_tables, *lm_rows, *ids, *counts;
+    int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts;
     SampleSeqParams* seq_params;
   } dev{}, host{};
   SampleResultDev* host_results = nullptr;
@@ -147,7 +148,8 @@ void CudaRunner::Impl::init() {
   add(S * sizeof(SampleResultDev)); add(S * 8);
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
-  add(T * 4); add(T * 4); add(T * 4); add(S * max_blocks_per_seq * 4); add(S * 4); add(S * sizeof(SampleSeqParams));
+  add(T * 4); add(T * 4); add(T * 4); add(S * max_blocks_per_seq * 4); add(S * max_blocks_per_seq * 4); add(S * 4);
+  add(S * sizeof(SampleSeqParams));
   add(ids_capacity * 4); add(ids_capacity * 4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
   x = ws_arena.alloc("x", T * H * 2);
@@ -204,13 +206,14 @@ void CudaRunner::Impl::init() {
   dev.positions = ws_arena.alloc_as<int32_t>("in_positions", T);
   dev.token_seq = ws_arena.alloc_as<int32_t>("in_token_seq", T);
   dev.block_tables = ws_arena.alloc_as<int32_t>("in_block_tables", S * max_blocks_per_seq);
+  dev.sliding_block_tables = ws_arena.alloc_as<int32_t>("in_sliding_block_tables", S * max_blocks_per_seq);
   dev.lm_rows = ws_arena.alloc_as<int32_t>("in_lm_rows", S);
   dev.seq_params = ws_arena.alloc_as<SampleSeqParams>("in_seq_params", S);
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
 
   // Pinned host mirrors, one allocation.
-  const size_t host_bytes = T * 4 * 3 + S * max_blocks_per_seq * 4 + S * 4 + S * sizeof(SampleSeqParams) +
+  const size_t host_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + S * 4 + S * sizeof(SampleSeqParams) +
                             ids_capacity * 8 + S * sizeof(SampleResultDev) + V * 2 + 64 * 16;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
@@ -223,6 +226,7 @@ void CudaRunner::Impl::init() {
   host.positions = reinterpret_cast<int32_t*>(take(T * 4));
   host.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
   host.block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
+  host.sliding_block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
   host.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
   host.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
   host.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
@@ -230,25 +234,42 @@ void CudaRunner::Impl::init() {
   host_results = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
   host_logits = reinterpret_cast<uint16_t*>(take(V * 2));
 
-  // KV pool: [layer][block (num_blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16.
+  // KV pools: [layer][block (pool blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16. With two groups the
+  // sliding layers index their own, smaller pool (only the windows of the running sequences).
   const size_t block_bytes_layer = size_t(2) * c.num_kv_heads * opt.block_size * c.head_dim * 2;
-  const size_t block_bytes = block_bytes_layer * c.num_layers;
+  const int n_sliding = int(std::count(c.layer_sliding.begin(), c.layer_sliding.end(), true));
+  if (n_sliding > 0 && c.sliding_window > 0 && opt.num_sliding_kv_blocks != 0)
+    num_sliding_blocks = opt.num_sliding_kv_blocks > 0
+                             ? opt.num_sliding_kv_blocks
+                             : std::max(sliding_pool_blocks(c.sliding_window, opt.block_size, opt.max_seqs, opt.max_tokens),
+                                        min_sliding_pool_blocks(c.sliding_window, opt.block_size));
+  const int n_full_layers = num_sliding_blocks > 0 ? c.num_layers - n_sliding : c.num_layers;
+  const size_t sliding_bytes = num_sliding_blocks > 0 ? block_bytes_layer * size_t(num_sliding_blocks + 1) * n_sliding : 0;
+  const size_t block_bytes = block_bytes_layer * size_t(std::max(n_full_layers, 1));
   if (opt.num_kv_blocks > 0) {
     num_blocks = opt.num_kv_blocks;
   } else {
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
     const double budget = double(total_b) * opt.device_memory_utilization - double(total_b - free_b) -
-                          double(512u << 20);  // graphs, CUB, cuBLAS-free slack
+                          double(512u << 20) - double(sliding_bytes);  // graphs, CUB, cuBLAS-free slack
     MXS_CHECK(budget > double(block_bytes) * 2,
               strfmt("CudaRunner: no room for the KV cache: %.2f GiB free of %.2f GiB after weights and workspaces "
                      "at --device-memory-utilization %.2f; raise it or lower --max-batch-size/--max-length",
                      free_b / 1073741824.0, total_b / 1073741824.0, opt.device_memory_utilization));
     num_blocks = int(std::min<double>(budget / double(block_bytes) - 1, double(1 << 30)));
   }
-  layer_kv_bytes = block_bytes_layer * size_t(num_blocks + 1);
-  kv_arena = DeviceArena("kv_pool", layer_kv_bytes * c.num_layers);
-  for (int l = 0; l < c.num_layers; ++l) kv_layers.push_back(kv_arena.alloc("layer" + std::to_string(l), layer_kv_bytes));
+  size_t kv_total = 0;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const bool own_pool = num_sliding_blocks > 0 && c.is_sliding(l);
+    layer_kv_bytes.push_back(block_bytes_layer * size_t((own_pool ? num_sliding_blocks : num_blocks) + 1));
+    kv_total += DeviceArena::aligned(layer_kv_bytes.back());
+  }
+  kv_arena = DeviceArena("kv_pool", kv_total);
+  for (int l = 0; l < c.num_layers; ++l)
+    kv_layers.push_back(kv_arena.alloc("layer" + std::to_string(l), layer_kv_bytes[size_t(l)]));
+  if (num_sliding_blocks > 0)
+    MXS_LOG_INFO("CudaRunner: %d sliding-window layers use their own KV pool of %d blocks", n_sliding, num_sliding_blocks);
   MXS_LOG_INFO("CudaRunner on %s: %s; %s; %s (%d blocks of %d tokens = %lld tokens)", device_name.c_str(),
                w.arena.summary().c_str(), ws_arena.summary().c_str(), kv_arena.summary().c_str(), num_blocks,
                opt.block_size, (long long)num_blocks * opt.block_size);
@@ -284,7 +305,9 @@ void CudaRunner::Impl::collect_times() {
 void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split) {
   const ModelConfig& c = cfg();
   const int H = c.hidden_size;
-  TokenMeta meta{dev.positions, dev.token_seq, dev.block_tables, max_blocks_per_seq};
+  const TokenMeta meta_full{dev.positions, dev.token_seq, dev.block_tables, max_blocks_per_seq};
+  const TokenMeta meta_sliding{dev.positions, dev.token_seq,
+                               num_sliding_blocks > 0 ? dev.sliding_block_tables : dev.block_tables, max_blocks_per_seq};
 
   timed("embed_rmsnorm", [&] {
     RmsNormParams p;
@@ -295,6 +318,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   for (int l = 0; l < c.num_layers; ++l) {
     const DeviceLayerWeights& lw = w.layers[size_t(l)];
     const KvLayerView kv{kv_layers[size_t(l)], opt.block_size, c.num_kv_heads};
+    const TokenMeta& meta = c.is_sliding(l) ? meta_sliding : meta_full;
     const bool dense = n_tokens >= kDenseGemmMinRows;
     QkvRopeParams qp;
     qp.xn = xn, qp.w_qkv = lw.w_qkv, qp.b_qkv = lw.b_qkv, qp.inv_freq = w.inv_freq, qp.mscale = w.mscale;
@@ -402,6 +426,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
                      (unsigned long long)q.seq_id, q.token_offset, q.token_offset + q.num_tokens, n_batch));
     std::string& err = errors[s];
     err = check_sequence_step(batch, q, c.vocab_size, opt.max_model_len, opt.block_size, num_blocks);
+    if (err.empty()) err = check_sliding_table(q, opt.block_size, num_sliding_blocks, c.sliding_window);
     // (SamplingParams are validated by the engine when the request is created.)
     if (err.empty()) valid.push_back(int(s));
   }
@@ -429,16 +454,20 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
   const int scratch_block = num_blocks;
   for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {
     int32_t* table = host.block_tables + size_t(vi) * max_blocks_per_seq;
+    int32_t* sliding_table = host.sliding_block_tables + size_t(vi) * max_blocks_per_seq;
     if (vi >= n_valid) {  // padding row of a graph bucket: one token at position 0 in the scratch block
       host.tokens[n_tok] = 0, host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
       table[0] = scratch_block;
+      sliding_table[0] = num_sliding_blocks;
       ++n_tok;
       continue;
     }
     const SequenceStep& q = batch.seqs[size_t(valid[size_t(vi)])];
     const int n_blk = (q.context_len + opt.block_size - 1) / opt.block_size;
     std::memcpy(table, q.block_table.data(), size_t(n_blk) * 4);
-    for (int i = 0; i < q.num_tokens; ++i) {
+    if (num_sliding_blocks > 0)  // released blocks below the window -> the sliding scratch block (never read
+      for (int b = 0; b < n_blk; ++b)  // by decode; a prefill tile may load and mask them)
+        sliding_table[b] = q.sliding_block_table[size_t(b)] == kNoBlock ? num_sliding_blocks : q.sliding_block_table[size_t(b)];    for (int i = 0; i < q.num_tokens; ++i) {
       host.tokens[n_tok] = batch.tokens[size_t(q.token_offset + i)];
       host.positions[n_tok] = batch.positions[size_t(q.token_offset + i)];
       host.token_seq[n_tok] = vi;
@@ -503,6 +532,8 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     h2d(dev.positions, host.positions, size_t(n_tok) * 4);
     h2d(dev.token_seq, host.token_seq, size_t(n_tok) * 4);
     h2d(dev.block_tables, host.block_tables, size_t(n_seq_rows) * max_blocks_per_seq * 4);
+    if (num_sliding_blocks > 0)
+      h2d(dev.sliding_block_tables, host.sliding_block_tables, size_t(n_seq_rows) * max_blocks_per_seq * 4);
     const int n_lm_rows = use_graph ? n_rows : n_lm;
     h2d(dev.lm_rows, host.lm_rows, size_t(n_lm_rows) * 4);
     h2d(dev.seq_params, host.seq_params, size_t(n_lm) * sizeof(SampleSeqParams));
@@ -615,7 +646,13 @@ CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunne
 CudaRunner::~CudaRunner() = default;
 
 const ModelConfig& CudaRunner::config() const { return impl_->cfg(); }
-KvCacheLayout CudaRunner::kv_layout() const { return {impl_->opt.block_size, impl_->num_blocks}; }
+KvCacheLayout CudaRunner::kv_layout() const {
+  KvCacheLayout k;
+  k.block_size = impl_->opt.block_size;
+  k.num_blocks = impl_->num_blocks;
+  k.num_sliding_blocks = impl_->num_sliding_blocks;
+  return k;
+}
 void CudaRunner::step(const StepBatch& batch, StepOutput* out) { impl_->step(batch, out); }
 std::string CudaRunner::device_name() const { return impl_->device_name; }
 double CudaRunner::weights_upload_seconds() const { return impl_->w.upload_seconds; }
@@ -640,8 +677,9 @@ __global__ void fill_random_bf16(uint16_t* p, size_t n, uint64_t seed) {
 }  // namespace
 
 void CudaRunner::fill_kv_random(uint64_t seed) {
-  for (void* layer : impl_->kv_layers) {
-    fill_random_bf16<<<2048, 256, 0, impl_->stream>>>(static_cast<uint16_t*>(layer), impl_->layer_kv_bytes / 2, seed++);
+  for (size_t l = 0; l < impl_->kv_layers.size(); ++l) {
+    fill_random_bf16<<<2048, 256, 0, impl_->stream>>>(static_cast<uint16_t*>(impl_->kv_layers[l]),
+                                                      impl_->layer_kv_bytes[l] / 2, seed++);
     CUDA_CHECK_LAUNCH();
   }
   CUDA_CHECK(cudaStreamSynchronize(impl_->stream));

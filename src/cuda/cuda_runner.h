@@ -19,6 +19,10 @@ struct CudaRunnerOptions {
   int device = 0;
   double device_memory_utilization = 0.90;  // fraction of the card's memory this process may take
   int num_kv_blocks = 0;        // > 0: exact KV pool size (overrides the utilization)
+  // Sliding-window layers' own KV pool (docs/ARCHITECTURE.md, KV groups): 0 = one pool for all layers (callers
+  // that build StepBatches by hand), -1 = sliding_pool_blocks(...) when the model has sliding layers (never runs
+  // dry for max_seqs x max_tokens; the engine's choice), > 0 = that many blocks.
+  int num_sliding_kv_blocks = 0;
   int block_size = 16;
   int max_seqs = 256;           // sequences per step
   int max_tokens = 2048;        // new tokens per step (prefill chunk budget)

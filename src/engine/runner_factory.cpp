@@ -74,6 +74,7 @@ std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const Runn
     opt.max_seqs = spec.max_batch_size;
     opt.max_tokens = spec.max_num_batched_tokens;
     opt.max_model_len = spec.max_length;
+    opt.num_sliding_kv_blocks = spec.sliding_kv_group ? -1 : 0;
     return std::make_unique<cuda::CudaRunner>(weights, opt);
 #endif
   }

@@ -18,7 +18,7 @@ struct RunnerSpec {
   double device_memory_utilization = 0.90;  // cuda
   int max_batch_size = 256;           // sequences per step (cuda: graph buckets; cpu: sliding pool size)
   int max_num_batched_tokens = 2048;  // new tokens per step (cuda: workspace size; cpu: sliding pool size)
-  bool sliding_kv_group = true;       // cpu: the sliding-window layers get their own small KV pool
+  bool sliding_kv_group = true;       // the sliding-window layers get their own small KV pool (cpu, cuda)
   int max_length = 8192;              // cuda: longest context
 };
 

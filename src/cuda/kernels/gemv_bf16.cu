@@ -7,6 +7,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/gemv_stream.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
 namespace mxs::cuda {
@@ -106,6 +107,60 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
   }
 }
 
+// o_proj for 1-4 rows on the streaming GEMV: groups of 2 output rows; the optional post-attention norm runs in
+// the last CTA to finish (as in gemv_bf16_kernel).
+template <int K>
+struct ResidualEpi {
+  GemvBf16Params p;
+  __device__ const bf16_t* row(int g, int r) const {
+    return static_cast<const bf16_t*>(p.w) + size_t(min(2 * g + r, p.n_out - 1)) * K;
+  }
+  __device__ void finish(int g, int m, const float (&v)[2]) const {
+    bf16_t* y = static_cast<bf16_t*>(p.y) + size_t(m) * p.n_out;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = 2 * g + r;
+      if (row >= p.n_out) continue;
+      const float proj = bf(v[r] + to_f32(static_cast<const bf16_t*>(p.bias)[row]));
+      y[row] = to_bf16(to_f32(y[row]) + proj);
+    }
+  }
+  __device__ void after(int n_x) const {
+    if (p.norm_weight == nullptr) return;
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
+    const bf16_t* y = static_cast<const bf16_t*>(p.y);
+    for (int m = 0; m < n_x; ++m) {
+      float xv[PER_THREAD];
+#pragma unroll
+      for (int i = 0; i < PER_THREAD; ++i) {
+        const int c = threadIdx.x + i * kNormThreads;
+        xv[i] = c < p.n_out ? to_f32(__ldcg(y + size_t(m) * p.n_out + c)) : 0.f;
+      }
+      rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.norm_weight), p.n_out, p.eps,
+                                    static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
+    }
+    if (threadIdx.x == 0) *p.done_counter = 0u;
+  }
+};
+
+template <int K>
+void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
+  const int groups = (p.n_out + 1) / 2;
+  const bf16_t* a = static_cast<const bf16_t*>(p.a);
+  switch (p.n_rows) {
+    case 1: return launch_gemv_stream<K, 1, 2>(a, 1, groups, ResidualEpi<K>{p}, stream);
+    case 2: return launch_gemv_stream<K, 2, 2>(a, 2, groups, ResidualEpi<K>{p}, stream);
+    default: return launch_gemv_stream<K, 4, 2>(a, p.n_rows, groups, ResidualEpi<K>{p}, stream);
+  }
+}
+
 template <int K, int MT, Epilogue EPI>
 void launch(const GemvBf16Params& p, cudaStream_t stream) {
   constexpr int smem = staged_bytes<K, MT>();
@@ -135,6 +190,8 @@ void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream) {
   check(p, "gemv_bf16_residual");
   MXS_CHECK(p.norm_weight == nullptr || (p.n_rows <= 4 && p.n_out <= 3072 && p.norm_out && p.done_counter),
             "gemv_bf16_residual: the fused norm needs n_rows <= 4, n_out <= 3072, norm_out and done_counter");
+  MXS_CHECK(p.src_rows == nullptr, "gemv_bf16_residual: src_rows is not supported");
+  if (p.n_rows <= 4 && p.k == 4096) return launch_stream_residual<4096>(p, stream);
   switch (p.k) {
     case 4096: return dispatch_mt<4096, Epilogue::kBiasResidual>(p, stream);
     case 1024: return dispatch_mt<1024, Epilogue::kBiasResidual>(p, stream);

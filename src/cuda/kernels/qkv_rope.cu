@@ -6,6 +6,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/gemv_stream.cuh"
 #include "cuda/kernels/qkv_rope_epilogue.cuh"
 
 namespace mxs::cuda {
@@ -45,6 +46,32 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
   }
 }
 
+// 1-4 tokens on the streaming GEMV: group g = RoPE pair (head, d), rows head * 64 + d and + 32.
+struct QkvStreamEpi {
+  QkvRopeParams p;
+  int k;
+  __device__ const bf16_t* row(int g, int r) const {
+    const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
+    return static_cast<const bf16_t*>(p.w_qkv) + size_t(head * kHeadDim + d + r * (kHeadDim / 2)) * k;
+  }
+  __device__ void finish(int g, int m, const float (&v)[2]) const {
+    qkv_rope_store_pair(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2), v[0], v[1]);
+  }
+  __device__ void after(int) const {}
+};
+
+template <int K>
+void launch_stream(const QkvRopeParams& p, cudaStream_t stream) {
+  const int groups = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
+  const bf16_t* x = static_cast<const bf16_t*>(p.xn);
+  const QkvStreamEpi epi{p, K};
+  switch (p.n_tokens) {
+    case 1: return launch_gemv_stream<K, 1, 2>(x, 1, groups, epi, stream);
+    case 2: return launch_gemv_stream<K, 2, 2>(x, 2, groups, epi, stream);
+    default: return launch_gemv_stream<K, 4, 2>(x, p.n_tokens, groups, epi, stream);
+  }
+}
+
 template <int K, int MT>
 void launch(const QkvRopeParams& p, cudaStream_t stream) {
   const int n_pairs = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
@@ -69,7 +96,7 @@ void qkv_rope(const QkvRopeParams& p, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1, "qkv_rope: n_tokens must be >= 1");
   MXS_CHECK(p.kv.n_kv_heads == p.n_kv_heads, "qkv_rope: KV view and params disagree on n_kv_heads");
   switch (p.hidden) {
-    case 2880: return dispatch_mt<2880>(p, stream);
+    case 2880: return p.n_tokens <= 4 ? launch_stream<2880>(p, stream) : dispatch_mt<2880>(p, stream);
     case 64: return dispatch_mt<64>(p, stream);
     default: throw Error(strfmt("qkv_rope: hidden = %d is not supported (supported: 2880, 64)", p.hidden));
   }

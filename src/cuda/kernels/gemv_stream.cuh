@@ -1,0 +1,124 @@
+// Streaming bf16 GEMV for 1-4 activation rows (batch-1..4 decode): a persistent grid of CTAs walks groups of
+// R output rows; warp w of a CTA owns the K-slice w of every row (K / 8 elements), so a lane holds its slice of
+// the MT activation rows in registers (no shared-memory staging) and 2 x R x PER_LANE 16-byte weight loads in
+// flight: the next group's weights are loaded before the current group is reduced. Partial dots meet in shared
+// memory (double-buffered: one barrier per group) and thread m < MT finishes token m through the epilogue.
+// Why: the register-resident design of gemv_core.cuh holds a whole row per warp (64 registers for K = 4096),
+// so a 23.6 MB o_proj needed 1.4 waves of CTAs (19 us at batch 1, 1.2 TB/s); here the grid is one wave and
+// every group is the same small piece of work.
+#pragma once
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/pdl.cuh"
+
+namespace mxs::cuda {
+
+constexpr int kStreamWarps = 8;
+
+template <int K>
+struct StreamShape {
+  static_assert(K % (kStreamWarps * 8) == 0, "K must split into 8 slices of whole 16-byte vectors");
+  static constexpr int KS = K / kStreamWarps;       // elements per warp slice
+  static constexpr int NV = KS / 8;                 // 16-byte vectors per slice
+  static constexpr int PER_LANE = (NV + 31) / 32;   // vectors per lane (lanes past NV hold zeros)
+};
+
+// Epi: struct with
+//   __device__ const bf16_t* row(int g, int r) const;            weight row r of group g ([K] bf16)
+//   __device__ void finish(int g, int m, const float (&v)[R]) const;  the R dots of group g for token m
+//   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
+//                                                                  last-CTA norm); may be empty
+// x: MT rows [K] bf16 at x + m * K (m < n_x; rows past n_x are zeros). Launch: launch_pdl, 256 threads,
+// grid <= n_groups (persistent; gridDim.x is the stride).
+template <int K, int MT, int R, typename Epi>
+__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf16_t* x, int n_x, int n_groups, Epi epi) {
+  using S = StreamShape<K>;
+  __shared__ float s_part[2][kStreamWarps][R][MT];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  auto load_group = [&](int g, uint4 (&wr)[R][S::PER_LANE]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bf16_t* row = epi.row(g, r) + warp * S::KS;
+#pragma unroll
+      for (int i = 0; i < S::PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        wr[r][i] = (S::NV % 32 == 0 || v < S::NV) ? ldg_stream(row + v * 8) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  uint4 wcur[R][S::PER_LANE], wnxt[R][S::PER_LANE];
+  int g = blockIdx.x;
+  if (g < n_groups) load_group(g, wcur);  // weights in flight while the previous kernel drains
+  griddep_wait();
+  griddep_launch_dependents();
+  // This lane's slice of the activation rows, fp32: vector v = lane + 32 i of slice `warp`.
+  float4 xa[MT][S::PER_LANE], xb[MT][S::PER_LANE];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int i = 0; i < S::PER_LANE; ++i) {
+      const int v = lane + 32 * i;
+      uint4 u = make_uint4(0, 0, 0, 0);
+      if (m < n_x && (S::NV % 32 == 0 || v < S::NV))
+        u = *reinterpret_cast<const uint4*>(x + size_t(m) * K + warp * S::KS + v * 8);
+      xa[m][i] = make_float4(lo_f32(u.x), hi_f32(u.x), lo_f32(u.y), hi_f32(u.y));
+      xb[m][i] = make_float4(lo_f32(u.z), hi_f32(u.z), lo_f32(u.w), hi_f32(u.w));
+    }
+  int buf = 0;
+  for (; g < n_groups; g += gridDim.x) {
+    const int gn = g + gridDim.x;
+    if (gn < n_groups) load_group(gn, wnxt);
+    float acc[R][MT];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        float a = 0.f;
+#pragma unroll
+        for (int i = 0; i < S::PER_LANE; ++i) a = dot8(wcur[r][i], xa[m][i], xb[m][i], a);
+        acc[r][m] = warp_sum(a);
+      }
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) s_part[buf][warp][r][m] = acc[r][m];
+    __syncthreads();
+    if (threadIdx.x < MT && int(threadIdx.x) < n_x) {
+      const int m = threadIdx.x;
+      float v[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float s = 0.f;
+#pragma unroll
+        for (int w = 0; w < kStreamWarps; ++w) s += s_part[buf][w][r][m];
+        v[r] = s;
+      }
+      epi.finish(g, m, v);
+    }
+    buf ^= 1;
+    if (gn < n_groups)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int i = 0; i < S::PER_LANE; ++i) wcur[r][i] = wnxt[r][i];
+  }
+  epi.after(n_x);
+}
+
+// Launches gemv_stream_kernel on a persistent grid: the CTAs that fit on the device at once (capped by the
+// group count), measured once per instantiation.
+template <int K, int MT, int R, typename Epi>
+void launch_gemv_stream(const bf16_t* x, int n_x, int n_groups, const Epi& epi, cudaStream_t stream) {
+  auto kernel = gemv_stream_kernel<K, MT, R, Epi>;
+  static const int resident = [&] {
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  const int grid = resident < n_groups ? resident : n_groups;
+  launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, x, n_x, n_groups, epi);
+}
+
+}  // namespace mxs::cuda

@@ -4,6 +4,7 @@
 #include "engine/step_batch_check.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <unordered_map>
 #include <unordered_set>
@@ -12,6 +13,7 @@
 #include "common/log.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention_decode.h"
+#include "cuda/kernels/attention_prefill.h"
 #include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
@@ -71,6 +73,9 @@ struct CudaRunner::Impl {
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
   unsigned* attn_counters = nullptr;
+  PrefillTile* dev_tiles = nullptr;   // [2 * max_tiles]: full-layer tiles, then sliding-layer tiles
+  PrefillTile* host_tiles = nullptr;  // pinned mirror
+  int max_tiles = 0;
   float* norm_partials = nullptr;     // [max_tokens, 16] moe_combine's partial sums of squares
   unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
@@ -105,7 +110,14 @@ struct CudaRunner::Impl {
   }
 
   void init();
-  void forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split);
+  // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run
+  // attention_decode; the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
+  struct PrefillPlan {
+    bool active = false;
+    int n_dec = 0;
+    int n_full_tiles = 0, tile_q_full = kPrefillTileQ16, n_slide_tiles = 0;
+  };
+  void forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split, const PrefillPlan& plan);
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
@@ -140,6 +152,8 @@ void CudaRunner::Impl::init() {
   add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
   add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
+  max_tiles = max_prefill_tiles(int(T), int(S), kPrefillTileQ16);
+  add(size_t(2) * max_tiles * sizeof(PrefillTile));
   const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
   add(T * std::max(qkv_rows, H) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
@@ -167,6 +181,7 @@ void CudaRunner::Impl::init() {
       throw Error("CudaRunner: cuBLAS stream/workspace setup failed");
   }
   attn_counters = ws_arena.alloc_as<unsigned>("attn_counters", T * c.num_kv_heads);
+  dev_tiles = ws_arena.alloc_as<PrefillTile>("prefill_tiles", size_t(2) * max_tiles);
   norm_partials = ws_arena.alloc_as<float>("combine_norm_partials", T * 16);
   norm_counters = ws_arena.alloc_as<unsigned>("combine_norm_counters", T);
   CUDA_CHECK(cudaMemset(norm_counters, 0, T * sizeof(unsigned)));
@@ -213,7 +228,7 @@ void CudaRunner::Impl::init() {
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
 
   // Pinned host mirrors, one allocation.
-  const size_t host_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + S * 4 + S * sizeof(SampleSeqParams) +
+  const size_t host_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
                             ids_capacity * 8 + S * sizeof(SampleResultDev) + V * 2 + 64 * 16;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
@@ -233,6 +248,7 @@ void CudaRunner::Impl::init() {
   host.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
   host_results = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
   host_logits = reinterpret_cast<uint16_t*>(take(V * 2));
+  host_tiles = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
 
   // KV pools: [layer][block (pool blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16. With two groups the
   // sliding layers index their own, smaller pool (only the windows of the running sequences).
@@ -302,7 +318,7 @@ void CudaRunner::Impl::collect_times() {
 }
 
 // The forward pass over the staged inputs: n_tokens rows, LM head on n_lm_rows rows (dev.lm_rows).
-void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split) {
+void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split, const PrefillPlan& plan) {
   const ModelConfig& c = cfg();
   const int H = c.hidden_size;
   const TokenMeta meta_full{dev.positions, dev.token_seq, dev.block_tables, max_blocks_per_seq};
@@ -331,10 +347,23 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     } else {
       timed("qkv_rope", [&] { qkv_rope(qp, stream); });
     }
-    timed("attention_decode", [&] {
+    if (plan.active) {
+      const bool sliding = c.is_sliding(l);
+      timed("attention_prefill", [&] {
+        AttentionPrefillParams p;
+        p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.out = attn;
+        p.tiles = sliding ? dev_tiles + max_tiles : dev_tiles;
+        p.n_tiles = sliding ? plan.n_slide_tiles : plan.n_full_tiles;
+        p.tile_q = sliding ? kPrefillTileQ16 : plan.tile_q_full;
+        p.n_tokens = n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+        p.window = sliding ? c.sliding_window : 0;
+        attention_prefill(p, stream);
+      });
+    }
+    if (!plan.active || plan.n_dec > 0) timed("attention_decode", [&] {
       AttentionDecodeParams p;
       p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.part_o = part_o, p.part_ml = part_ml, p.out = attn;
-      p.n_tokens = n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+      p.n_tokens = plan.active ? plan.n_dec : n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
       p.counters = attn_counters;
       if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
         p.window = c.is_sliding(l) ? c.sliding_window : 0;
@@ -553,7 +582,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
         cudaGraph_t graph;
         CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
         try {
-          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kps);
+          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kps, PrefillPlan());
         } catch (...) {
           cudaStreamEndCapture(stream, &graph);
           throw;
@@ -566,18 +595,51 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       }
       CUDA_CHECK(cudaGraphLaunch(it->second, stream));
     } else {
-      int n_splits = 1, kps = max_ctx;  // exact path for short contexts
-      if (max_ctx > kExactAttentionMaxKeys) {
-        kps = split_keys(n_tok);
-        n_splits = (max_ctx + kps - 1) / kps;
-        const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(n_tok) * c.num_heads));
-        if (size_t(n_splits) > cap_splits) {  // long prefill chunk: fewer, longer splits
-          kps = (max_ctx + int(cap_splits) - 1) / int(cap_splits);
+      // Single-token sequences at the front (the engine schedules decodes first) run attention_decode; every
+      // sequence from the first multi-token one on runs attention_prefill (tensor cores, no split workspace).
+      PrefillPlan plan;
+      int dec_ctx = 1, n_dec_seqs = 0;
+      while (n_dec_seqs < n_valid && batch.seqs[size_t(valid[size_t(n_dec_seqs)])].num_tokens == 1) {
+        dec_ctx = std::max(dec_ctx, batch.seqs[size_t(valid[size_t(n_dec_seqs)])].context_len);
+        ++n_dec_seqs;
+      }
+      // Steps whose tokens all see <= kExactAttentionMaxKeys keys keep the exact path (the reference's order of
+      // operations, as decode graphs do); longer ones use the tensor-core kernel.
+      static const bool no_prefill_attention = std::getenv("MXS_NO_PREFILL_ATTENTION") != nullptr;  // debugging
+      if (n_dec_seqs < n_valid && max_ctx > kExactAttentionMaxKeys && !no_prefill_attention) {
+        plan.active = true;
+        plan.n_dec = n_dec_seqs;  // one token each
+        std::vector<int> offs, counts;
+        int off = n_dec_seqs, n_prefill = 0;
+        for (int vi = n_dec_seqs; vi < n_valid; ++vi) {
+          const int n = batch.seqs[size_t(valid[size_t(vi)])].num_tokens;
+          offs.push_back(off), counts.push_back(n);
+          off += n, n_prefill += n;
+        }
+        plan.tile_q_full = prefill_tile_q(n_prefill, 0);
+        const auto full = make_prefill_tiles(offs, counts, plan.tile_q_full);
+        const auto slide = make_prefill_tiles(offs, counts, kPrefillTileQ16);
+        MXS_CHECK(int(full.size()) <= max_tiles && int(slide.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
+        plan.n_full_tiles = int(full.size()), plan.n_slide_tiles = int(slide.size());
+        std::copy(full.begin(), full.end(), host_tiles);
+        std::copy(slide.begin(), slide.end(), host_tiles + max_tiles);
+        h2d(dev_tiles, host_tiles, full.size() * sizeof(PrefillTile));
+        h2d(dev_tiles + max_tiles, host_tiles + max_tiles, slide.size() * sizeof(PrefillTile));
+      }
+      const int att_ctx = plan.active ? dec_ctx : max_ctx;
+      const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : n_tok;
+      int n_splits = 1, kps = att_ctx;  // exact path for short contexts
+      if (att_ctx > kExactAttentionMaxKeys) {
+        kps = split_keys(att_tokens);
+        n_splits = (att_ctx + kps - 1) / kps;
+        const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(att_tokens) * c.num_heads));
+        if (size_t(n_splits) > cap_splits) {  // many long decode rows: fewer, longer splits
+          kps = (att_ctx + int(cap_splits) - 1) / int(cap_splits);
           kps = (kps + 63) / 64 * 64;
-          n_splits = (max_ctx + kps - 1) / kps;
+          n_splits = (att_ctx + kps - 1) / kps;
         }
       }
-      forward(n_tok, n_lm, n_splits, kps);
+      forward(n_tok, n_lm, n_splits, kps, plan);
     }
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;

@@ -6,6 +6,8 @@
 // launching once every CTA of this one has called it (or exited). Both are no-ops without PDL, so a kernel
 // may also be launched the ordinary way. Captured into CUDA graphs as programmatic edges.
 #pragma once
+#include <cstdlib>
+
 #include <cuda_runtime.h>
 
 #include "cuda/cuda_check.h"
@@ -26,8 +28,9 @@ void launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cu
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr[0].val.programmaticStreamSerializationAllowed = 1;
+  static const bool disabled = std::getenv("MXS_NO_PDL") != nullptr;  // debugging: ordinary launches
   cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  cfg.numAttrs = disabled ? 0 : 1;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
 }
 

@@ -1,0 +1,573 @@
+// MXFP4 grouped GEMMs for MoE prefill (see moe_gemm_mxfp4.h; packed layout in moe_gemm_pack.h; design and
+// measurements in docs/KERNELS-moe-gemm.md).
+// CTA = 2 consumer warpgroups (256 threads, 128 weight rows: 64 per warpgroup) x up to N_MAX of one expert's
+// sorted tokens, + producer warps (1 for N_MAX <= 64, 4 above); K in tiles of 64. The producers fill an
+// S-deep ring of stages with cp.async (per k-tile: the 2 x 2 KB of packed nibbles, 2 x 128 B of scale words,
+// and the N token rows, 8 x 16 B each in the 128-byte swizzle the wgmma B descriptor expects; gate_up gathers
+// rows of xn, which TMA cannot do) and signal full[slot] with cp.async.mbarrier.arrive. Each consumer thread
+// reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them
+// exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup
+// issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers are double buffered (the
+// wgmma of k-tile j - 1 may still read its set while set j is written); wgmma.wait_group 1 keeps one k-tile
+// of MMAs in flight behind the dequantization of the next, after which the slot of j - 1 is released
+// (empty[slot], one arrival per consumer warp).
+// Persistent scheduler: tiles are numbered (expert, 128-row m tile, token tile) with the token tile
+// innermost (CTAs working at the same time share an expert's weight rows in L2); CTA b takes tiles
+// b, b + grid, ...; the producers run across tile boundaries (the next tile's first k-tiles load during an
+// epilogue). The MMA width of each tile is its token count rounded up to 32.
+#include "cuda/kernels/moe_gemm_mxfp4.h"
+
+#include <algorithm>
+#include <type_traits>
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/moe_gemm_pack.h"
+
+namespace mxs::cuda {
+namespace {
+
+enum class Which { kGateUp, kDown };
+constexpr int kThreads = 256;  // consumers: 2 warpgroups x 64 weight rows (+ the producer warps)
+constexpr int kMaxExperts = 128;
+
+// Shared memory of one pipeline stage: B tile [N_MAX rows][128 B] (swizzled), A [2 wg][128 thr][16 B],
+// scale words [2 wg][32][4 B]; stages 1024-aligned (the 128-byte swizzle repeats every 1024 B).
+template <int N_MAX>
+struct Cfg {
+  // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
+  // loaded DRAM latency at full bandwidth; N_MAX = 192 is bounded by the 227 KB of shared memory. (N_MAX = 256
+  // would need 128 accumulator registers: with the producer warp ptxas caps the CTA at 168 and spills.)
+  static constexpr int kStages = N_MAX >= 192 ? 7 : N_MAX >= 128 ? 8 : N_MAX >= 64 ? 8 : 10;
+  // Small tiles are weight-streaming and issue-bound on the dequantization: two CTAs per SM (16 warps) hide
+  // its dependent-instruction latency; N_MAX >= 128 needs the registers and shared memory of one.
+  static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
+  // Producer warps: one copies N_MAX x 8 16-byte B chunks + 256 A chunks per k-tile; 192 rows need 4 warps (with
+  // one warp the producer, not the tensor cores, set the pace). Register budget is unchanged: ptxas already
+  // sizes a 9-warp CTA like a 12-warp one.
+  static constexpr int kProducerThreads = N_MAX <= 64 ? 32 : 128;
+  static constexpr int kRowsPerProducer = N_MAX * 8 / kProducerThreads;  // B chunks (rows) per producer thread
+  static constexpr int kBBytes = N_MAX * 128;
+  static constexpr int kStageBytes = (kBBytes + 4096 + 256 + 1023) / 1024 * 1024;
+  static constexpr int kSmem =
+      kStages * kStageBytes + 1024 + 2 * (kMaxExperts + 1) * 4 + 4 * kThreads * 4 + 2 * kStages * 8;
+};
+
+// ---- PTX wrappers ----
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+// 16-byte async copy global -> shared (L2 only).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+// Waits until the phase with parity `parity` of the barrier completed.
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+// One arrival on the barrier once all of this thread's earlier cp.async have completed (count not raised).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+}
+__device__ __forceinline__ void named_bar_sync(int id, int n_threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n_threads) : "memory");
+}
+// cp.async writes are generic-proxy writes; wgmma reads shared memory through the async proxy.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator reads/writes across the wgmma waits.
+template <int NR>
+__device__ __forceinline__ void fence_regs(float (&d)[NR]) {
+#pragma unroll
+  for (int i = 0; i < NR; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// wgmma shared-memory descriptor of a K-major B tile with the 128-byte swizzle: start address >> 4 (bits
+// 0-13), leading offset (unused for swizzled K-major; 1), stride between 8-row groups 1024 B (bits 32-45),
+// layout type 1 = 128B swizzle (bits 62-63). k16 step s of the 64-wide tile starts 32 s bytes further.
+__device__ __forceinline__ uint64_t b_desc(uint32_t saddr) {
+  return uint64_t((saddr & 0x3FFFF) >> 4) | (uint64_t(1) << 16) | (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+// D[64 x N] (+)= A[64 x 16] (registers, bf16x2) * B[16 x N] (shared, descriptor); acc = 0: D = A * B.
+// D fragment: d[4 j + h] = (row g, col 8 j + 2 c + h), d[4 j + 2 + h] = (row g + 8, same col) per warp.
+template <int N>
+__device__ __forceinline__ void wgmma_rs(float* d, const uint32_t (&a)[4], uint64_t desc, int acc);
+template <>
+__device__ __forceinline__ void wgmma_rs<32>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
+      "}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<64>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+      "}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<96>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %53, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47"
+      "}, {%48, %49, %50, %51}, %52, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<128>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+      "}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<160>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %85, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n160k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79"
+      "}, {%80, %81, %82, %83}, %84, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+template <>
+__device__ __forceinline__ void wgmma_rs<192>(float* d, const uint32_t (&a)[4], uint64_t desc, int acc) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %101, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n192k16.f32.bf16.bf16 {"
+      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
+      "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
+      "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95"
+      "}, {%96, %97, %98, %99}, %100, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
+        "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
+        "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
+        "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
+        "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
+}
+
+// ---- dequantization ----
+// d = a * m exactly (m a power of two in both halves; the -0 addend keeps +0 products +0).
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t m) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(m), "r"(0x80008000u));
+  return d;
+}
+
+// One thread's A registers of a k-tile: q = its 16 packed bytes, sw = its scale word (bytes: row g block 0,
+// row g + 8 block 0, row g block 1, row g + 8 block 1). Decoded codes carry 2^-126, so the factor is
+// 2^(s - 1) = bf16 exponent field s + 126: exact for s <= 128. Larger scales (|block scale| > 2, not seen in
+// trained weights) take a second exact factor 2^(s - 128).
+__device__ __forceinline__ void dequant(const uint4& q, uint32_t sw, uint32_t (&a)[4][4]) {
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+  const bool big = __vcmpgtu4(sw, 0x80808080u) != 0;
+  const uint32_t s1 = big ? __vminu4(sw, 0x80808080u) : sw;
+  uint32_t m[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) m[i] = (((s1 >> (8 * i)) & 0xffu) + 126u) * 0x00800080u;
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    uint32_t r[4];
+    moe_e2m1x2_decode(words[s], r);
+    const int b = (s >> 1) * 2;  // steps 0, 1: block 0 of the k-tile; 2, 3: block 1
+    a[s][0] = bf16x2_mul(r[0], m[b]);
+    a[s][1] = bf16x2_mul(r[1], m[b + 1]);
+    a[s][2] = bf16x2_mul(r[2], m[b]);
+    a[s][3] = bf16x2_mul(r[3], m[b + 1]);
+  }
+  if (big) {
+    const uint32_t s2 = __vmaxu4(sw, 0x80808080u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) m[i] = (((s2 >> (8 * i)) & 0xffu) - 1u) * 0x00800080u;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int b = (s >> 1) * 2;
+      a[s][0] = bf16x2_mul(a[s][0], m[b]);
+      a[s][1] = bf16x2_mul(a[s][1], m[b + 1]);
+      a[s][2] = bf16x2_mul(a[s][2], m[b]);
+      a[s][3] = bf16x2_mul(a[s][3], m[b + 1]);
+    }
+  }
+}
+
+// Issues the 4 k16 steps of one k-tile with MMA width NN.
+template <int NN>
+__device__ __forceinline__ void mma_steps(float* acc, const uint32_t (&a)[4][4], uint64_t desc, bool first) {
+#pragma unroll
+  for (int s = 0; s < 4; ++s) wgmma_rs<NN>(acc, a[s], desc + 2 * s, (first && s == 0) ? 0 : 1);  // +32 B per k16
+}
+// One k-tile with the MMA width n_used (a multiple of 32 <= N_MAX): one dispatch per k-tile.
+template <int N_MAX>
+__device__ __forceinline__ void mma_ktile(float (&acc)[N_MAX / 2], const uint32_t (&a)[4][4], uint64_t desc,
+                                          int n_used, bool first) {
+  switch (n_used) {
+    case 32: mma_steps<32>(acc, a, desc, first); break;
+    case 64: if constexpr (N_MAX >= 64) mma_steps<64>(acc, a, desc, first); break;
+    case 96: if constexpr (N_MAX >= 96) mma_steps<96>(acc, a, desc, first); break;
+    case 128: if constexpr (N_MAX >= 128) mma_steps<128>(acc, a, desc, first); break;
+    case 160: if constexpr (N_MAX >= 160) mma_steps<160>(acc, a, desc, first); break;
+    default: if constexpr (N_MAX >= 192) mma_steps<192>(acc, a, desc, first); break;  // 192
+  }
+}
+
+// One tile of work: expert e, 128-row m tile mt, sorted rows [row0, row0 + n_valid) of pair_list.
+struct TileInfo {
+  int e, mt, row0, n_valid;
+};
+
+// Epilogue of one warpgroup's 64 rows x the tile's tokens. This thread holds rows 2u (A-fragment row g) and
+// 2u + 1 (row g + 8) of unit u, tokens 8 j + 2 c + h.
+// s_pair / s_rw: the tile's pair ids and routing weights by column (down only, staged by the CTA).
+template <Which W, int N_MAX>
+__device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo& t, const float (&acc)[N_MAX / 2],
+                                         int M, int u, int c, const int* s_pair, const float* s_rw) {
+  constexpr bool kGU = W == Which::kGateUp;
+  const bf16_t* bias = static_cast<const bf16_t*>(kGU ? p.w.gate_up_bias : p.w.down_bias) + size_t(t.e) * M;
+  const float b0 = to_f32(bias[2 * u]), b1 = to_f32(bias[2 * u + 1]);
+#pragma unroll
+  for (int j = 0; j < N_MAX / 8; ++j) {
+    if (j * 8 >= t.n_valid) break;
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int col = j * 8 + 2 * c + h;
+      if (col >= t.n_valid) continue;
+      const int s = t.row0 + col;
+      const float v0 = bf(bf(acc[4 * j + h]) + b0), v1 = bf(bf(acc[4 * j + 2 + h]) + b1);
+      if constexpr (kGU) {
+        const float g = fminf(v0, p.swiglu_limit);
+        const float up = fminf(fmaxf(v1, -p.swiglu_limit), p.swiglu_limit);
+        const float ga = bf(g * p.swiglu_alpha);
+        // __expf / __frcp_rn: a few fp32 ulps from expf and the division, far below the bf16 rounding.
+        const float sig = bf(__frcp_rn(1.0f + __expf(-ga)));
+        const float glu = bf(g * sig);
+        static_cast<bf16_t*>(p.act)[size_t(s) * p.intermediate + u] = to_bf16(bf(up + 1.0f) * glu);
+      } else {
+        // Restore to pair order: sorted row s holds pair pair_list[s], so its result goes TO that pair's row
+        // (a scatter by the forward permutation = the inverse permutation applied to the sorted rows). The
+        // seed's bug was the opposite: it read yw[pair_list[s]] (a gather) where this write was needed.
+        const int pair = s_pair[col];
+        const float rw = s_rw[col];
+        *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16_t*>(p.yw) + size_t(pair) * M + 2 * u) =
+            __floats2bfloat162_rn(v0 * rw, v1 * rw);
+      }
+    }
+  }
+}
+
+template <Which W, int N_MAX>
+__global__ void __launch_bounds__(kThreads + Cfg<N_MAX>::kProducerThreads, Cfg<N_MAX>::kCtasPerSm)
+    moe_gemm_mxfp4_kernel(const MoeGemmParams p) {
+  using C = Cfg<N_MAX>;
+  constexpr int S = C::kStages;
+  constexpr bool kGU = W == Which::kGateUp;
+  extern __shared__ uint8_t s_raw[];
+  // 1024-aligned base, derived from s_raw itself so the compiler keeps the shared address space (LDS, not LD).
+  uint8_t* smem = s_raw + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
+  int* s_tile0 = reinterpret_cast<int*>(smem + S * C::kStageBytes);  // [E + 1] first tile of expert e
+  int* s_off = s_tile0 + kMaxExperts + 1;                            // [E + 1] expert_offsets
+  int* s_pair = s_off + kMaxExperts + 1;                             // [2][kThreads] down epilogue: pair ids
+  float* s_rw = reinterpret_cast<float*>(s_pair + 2 * kThreads);     // [2][kThreads] and routing weights
+  uint64_t* s_full = reinterpret_cast<uint64_t*>(s_rw + 2 * kThreads);  // [S] stage filled (producer arrivals)
+  uint64_t* s_empty = s_full + S;                                    // [S] stage released (8 consumer warps)
+  const int K = kGU ? p.hidden : p.intermediate, M = kGU ? 2 * p.intermediate : p.hidden;
+  const int KT = K / 64, MT64 = M / 64, MT = (MT64 + 1) / 2, E = p.n_experts;
+  const int tid = threadIdx.x, wg = tid >> 7, T = tid & 127, c = tid & 3;
+  const int u_in_wg = (T >> 5) * 8 + ((tid & 31) >> 2);  // unit of this thread's rows within its 64-row tile
+
+  for (int e = tid; e <= E; e += kThreads) s_off[e] = p.index.expert_offsets[e];
+  if (tid == 0)
+    for (int i = 0; i < S; ++i) mbar_init(&s_full[i], C::kProducerThreads), mbar_init(&s_empty[i], kThreads / 32);
+  __syncthreads();
+  if (tid == 0) {
+    int n = 0;
+    for (int e = 0; e < E; ++e) {
+      s_tile0[e] = n;
+      n += MT * ((s_off[e + 1] - s_off[e] + N_MAX - 1) / N_MAX);
+    }
+    s_tile0[E] = n;
+  }
+  __syncthreads();
+  const int total = __shfl_sync(0xffffffffu, s_tile0[E], 0);
+  const int n_mine = int(blockIdx.x) < total ? (total - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
+  if (n_mine == 0) return;
+  const int J = n_mine * KT;  // k-tiles this CTA computes
+
+  auto tile_of = [&](int i) {
+    const int tile = int(blockIdx.x) + i * int(gridDim.x);
+    int lo = 0, hi = E;  // s_tile0[lo] <= tile < s_tile0[hi]
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) >> 1;
+      if (s_tile0[mid] <= tile) lo = mid; else hi = mid;
+    }
+    const int n_nt = (s_off[lo + 1] - s_off[lo] + N_MAX - 1) / N_MAX, local = tile - s_tile0[lo];
+    TileInfo t;
+    t.e = lo;
+    t.mt = local / n_nt;
+    t.row0 = s_off[lo] + (local % n_nt) * N_MAX;
+    t.n_valid = min(N_MAX, s_off[lo + 1] - t.row0);
+    // Uniform already; the shuffles let ptxas prove it, so that branches on the tile around wgmma do not
+    // make it serialize every wgmma (C7518/C7520 "wgmma ... serialized ... divergent path").
+    t.e = __shfl_sync(0xffffffffu, t.e, 0);
+    t.mt = __shfl_sync(0xffffffffu, t.mt, 0);
+    t.row0 = __shfl_sync(0xffffffffu, t.row0, 0);
+    t.n_valid = __shfl_sync(0xffffffffu, t.n_valid, 0);
+    return t;
+  };
+
+  const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
+  const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
+  const bf16_t* xsrc = static_cast<const bf16_t*>(kGU ? p.xn : p.act);
+
+  // Role by warp (shuffled so that ptxas sees a warp-uniform branch; otherwise the consumer path counts as
+  // divergent and every wgmma is serialized).
+  if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= kThreads / 32) {
+    // ---- producer warps: k-tile ld_kt of the ld_i-th tile into ring slot L % S, for L = 0 .. J - 1 ----
+    // One 16-byte cp.async per chunk; completion is signalled on full[slot] by cp.async.mbarrier.arrive
+    // (one arrival per producer thread when all of its earlier copies have landed). Consumers never have
+    // copies in flight, so their proxy fence (a MEMBAR) does not wait for the prefetches.
+    constexpr int PT = C::kProducerThreads, RB = C::kRowsPerProducer;
+    const int pt = tid - kThreads, ch = pt & 7;
+    int ld_i = 0, ld_kt = 0, slot = 0, round = 0;
+    const bf16_t* src_row[RB];  // B rows n = pt / 8 + (PT / 8) r of the tile (nullptr: past its tokens)
+    size_t a_off0 = 0, a_off1 = 0, s_off0 = 0, s_off1 = 0;  // per warpgroup (scalars: no local memory)
+    bool a_ok0 = false, a_ok1 = false;
+    for (int L = 0; L < J; ++L) {
+      mbar_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
+      if (ld_kt == 0) {
+        const TileInfo t = tile_of(ld_i);
+#pragma unroll
+        for (int r = 0; r < RB; ++r) {
+          const int n = (pt >> 3) + (PT / 8) * r;
+          src_row[r] = nullptr;
+          if (n < t.n_valid)
+            src_row[r] = xsrc + size_t(kGU ? p.index.pair_list[t.row0 + n] / p.top_k : t.row0 + n) * K + ch * 8;
+        }
+        const size_t grp = size_t(t.e) * MT64 + t.mt * 2;
+        a_ok0 = t.mt * 2 < MT64, a_ok1 = t.mt * 2 + 1 < MT64;
+        a_off0 = grp * KT * 2048, a_off1 = a_off0 + size_t(KT) * 2048;
+        s_off0 = grp * KT * 128, s_off1 = s_off0 + size_t(KT) * 128;
+      }
+      const uint32_t sb = smem_addr(smem + slot * C::kStageBytes);
+      // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); rows past n_valid are not
+      // loaded (B row n only feeds D column n, which is not stored).
+#pragma unroll
+      for (int r = 0; r < RB; ++r) {
+        const int n = (pt >> 3) + (PT / 8) * r;
+        if (src_row[r]) cp_async16(sb + n * 128 + ((ch ^ (n & 7)) << 4), src_row[r] + ld_kt * 64, 16);
+      }
+      // A: 2 warpgroups x 128 threads x 16 B, contiguous per warpgroup; scale words: 2 x 128 B.
+#pragma unroll
+      for (int i = 0; i < 256 / PT; ++i) {
+        const int q = pt + PT * i;
+        if (q < 128 ? a_ok0 : a_ok1)
+          cp_async16(sb + C::kBBytes + q * 16, wblocks + (q < 128 ? a_off0 : a_off1) + size_t(ld_kt) * 2048 + (q & 127) * 16, 16);
+      }
+      if (pt < 16 && (pt < 8 ? a_ok0 : a_ok1))
+        cp_async16(sb + C::kBBytes + 4096 + pt * 16, wscales + (pt < 8 ? s_off0 : s_off1) + size_t(ld_kt) * 128 + (pt & 7) * 16, 16);
+      cp_async_mbar_arrive(&s_full[slot]);
+      if (++ld_kt == KT) ld_kt = 0, ++ld_i;
+      if (++slot == S) slot = 0, ++round;
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ---- consumer warpgroups: each MMAs its 64 rows ----
+  float acc[N_MAX / 2];
+#pragma unroll
+  for (int i = 0; i < N_MAX / 2; ++i) acc[i] = 0.f;
+  uint32_t afr[2][4][4];
+  int cp_i = 0, cp_kt = 0, slot = 0, round = 0, prev_slot = 0;
+  TileInfo cur = tile_of(0);
+  int pf_pair = 0;  // down: pair id and routing weight of column tid of the current tile, loaded early
+  float pf_rw = 0.f;
+
+  auto step = [&](auto buf_c, int j) {
+    constexpr int BUF = decltype(buf_c)::value;
+    mbar_wait(&s_full[slot], round & 1);  // the producer's copies of k-tile j landed
+    fence_proxy_async();                  // ... and are visible to wgmma (async proxy)
+    if (cp_kt == 0) {
+      cur = tile_of(cp_i);
+      if (!kGU && tid < cur.n_valid) pf_pair = p.index.pair_list[cur.row0 + tid];
+    }
+    if (!kGU && cp_kt == min(1, KT - 1) && tid < cur.n_valid) pf_rw = p.topk_w[pf_pair];
+    int* tile_pair = s_pair + (cp_i & 1) * kThreads;
+    float* tile_rw = s_rw + (cp_i & 1) * kThreads;
+    if (!kGU && cp_kt == KT - 1) {  // stage them for the epilogue (double-buffered by tile parity)
+      tile_pair[tid] = pf_pair;
+      tile_rw[tid] = pf_rw;
+      named_bar_sync(1, kThreads);
+    }
+    const uint8_t* st = smem + slot * C::kStageBytes;
+    // The second warpgroup idles on a half m tile (M % 128 == 64); wg is uniform per warp (shuffled for ptxas).
+    if (__shfl_sync(0xffffffffu, int(cur.mt * 2 + wg < MT64), 0)) {
+      const uint4 q = *reinterpret_cast<const uint4*>(st + C::kBBytes + wg * 2048 + T * 16);
+      const uint32_t sw = *reinterpret_cast<const uint32_t*>(st + C::kBBytes + 4096 + wg * 128 + (u_in_wg << 2));
+      dequant(q, sw, afr[BUF]);
+      const int n_used = __shfl_sync(0xffffffffu, min(N_MAX, (cur.n_valid + 31) & ~31), 0);
+      wgmma_fence();
+      mma_ktile<N_MAX>(acc, afr[BUF], b_desc(smem_addr(st)), n_used, cp_kt == 0);
+      wgmma_commit();
+      wgmma_wait<1>();  // the wgmma of k-tile j - 1 retired: its slot can be refilled
+      if (cp_kt == KT - 1) {
+        wgmma_wait<0>();
+        fence_regs(acc);
+        epilogue<W, N_MAX>(p, cur, acc, M, (cur.mt * 2 + wg) * 32 + u_in_wg, c, tile_pair, tile_rw);
+        fence_regs(acc);
+      }
+    }
+    __syncwarp();
+    if (j > 0 && (tid & 31) == 0) mbar_arrive(&s_empty[prev_slot]);  // release k-tile j - 1
+    prev_slot = slot;
+    if (++cp_kt == KT) cp_kt = 0, ++cp_i;
+    if (++slot == S) slot = 0, ++round;
+  };
+#pragma unroll 1
+  for (int j = 0; j < J; j += 2) {
+    step(std::integral_constant<int, 0>{}, j);
+    if (j + 1 < J) step(std::integral_constant<int, 1>{}, j + 1);
+  }
+}
+
+template <Which W, int N_MAX>
+void launch(const MoeGemmParams& p, cudaStream_t stream) {
+  using C = Cfg<N_MAX>;
+  static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX>, C::kSmem), true);
+  (void)smem_ok;
+  static const int n_sm = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  const int M = W == Which::kGateUp ? 2 * p.intermediate : p.hidden;
+  const long max_tiles = long((M / 64 + 1) / 2) * ((p.n_pairs + N_MAX - 1) / N_MAX + p.n_experts);
+  const int grid = int(std::min<long>(long(n_sm) * C::kCtasPerSm, max_tiles));
+  moe_gemm_mxfp4_kernel<W, N_MAX><<<grid, kThreads + C::kProducerThreads, C::kSmem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+// K = input features, M = output rows of the GEMM named `name`.
+void check(const MoeGemmParams& p, int K, int M, const char* name) {
+  MXS_CHECK(p.n_pairs >= 1 && p.top_k >= 1 && p.n_experts >= 1 && p.n_experts <= kMaxExperts,
+            strfmt("%s: n_pairs %d, top_k %d, n_experts %d (need n_pairs >= 1, 1 <= n_experts <= %d)", name, p.n_pairs,
+                   p.top_k, p.n_experts, kMaxExperts));
+  MXS_CHECK(K >= 64 && K % 64 == 0 && M >= 64 && M % 64 == 0,
+            strfmt("%s: in %d x out %d not supported (both multiples of 64)", name, K, M));
+  MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 64 || p.n_tile == 128 || p.n_tile == 192,
+            strfmt("%s: n_tile %d not supported (0 = auto, 32, 64, 128, 192)", name, p.n_tile));
+}
+
+template <Which W>
+void run(const MoeGemmParams& p, cudaStream_t stream) {
+  switch (p.n_tile ? p.n_tile : moe_gemm_pick_n_tile(p.n_pairs, p.n_experts)) {
+    case 32: return launch<W, 32>(p, stream);
+    case 64: return launch<W, 64>(p, stream);
+    case 128: return launch<W, 128>(p, stream);
+    default: return launch<W, 192>(p, stream);
+  }
+}
+
+}  // namespace
+
+// Token tile capacity from the mean pairs per expert: memory-bound sizes take small tiles (deeper ring, more
+// tiles to spread over the SMs); compute-bound sizes take 192 (each dequantized A fragment feeds 192 columns).
+int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
+  const int mean = (n_pairs + n_experts - 1) / n_experts;
+  return mean <= 16 ? 32 : mean <= 48 ? 64 : mean <= 96 ? 128 : 192;
+}
+
+void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream) {
+  check(p, p.hidden, 2 * p.intermediate, "moe_gemm_mxfp4_gate_up");
+  run<Which::kGateUp>(p, stream);
+}
+
+void moe_gemm_mxfp4_down(const MoeGemmParams& p, cudaStream_t stream) {
+  check(p, p.intermediate, p.hidden, "moe_gemm_mxfp4_down");
+  run<Which::kDown>(p, stream);
+}
+
+}  // namespace mxs::cuda

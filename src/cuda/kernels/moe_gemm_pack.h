@@ -1,0 +1,56 @@
+// Load-time pre-swizzle of the MXFP4 experts for the prefill grouped GEMM (moe_gemm_mxfp4.h): a byte
+// permutation inside each group of 64 weight rows, so the packed tensors have exactly the checkpoint's size.
+// Caveat: the decode GEMVs (moe_gemv_mxfp4) read the checkpoint layout, so a runner keeps both for now.
+//
+// Packed layout of one expert matrix [E, R, K] (R output rows, K input features; R % 64 == 0, K % 64 == 0):
+//   blocks: [E][R/64][K/64][128 threads][16 B]   (same bytes as [E, R, K/32, 16])
+//   scales: [E][R/64][K/64][32 words][4 B]       (same bytes as [E, R, K/32])
+// A (64 rows x 64 k) tile is the register A operand of one wgmma warpgroup for 4 k16 steps: thread
+// T = 32 w + lane (g = lane / 4, c = lane % 4) owns A-fragment rows g and g + 8 of warp w. The GEMM's
+// fragment row g of warp w is weight row 16 w + 2 g and fragment row g + 8 is row 16 w + 2 g + 1, so one
+// thread's accumulators hold both rows of a pair: gate (2u) and up (2u + 1) of unit u = 8 w + g for gate_up,
+// two adjacent outputs (one bf16x2 store) for down.
+// Word s (k16 step s) of thread T's 16 bytes holds its 4 A registers of that step, 2 e2m1 codes each:
+//   reg 0: (row 2g,   k 16s + 2c, +1)    reg 1: (row 2g+1, k 16s + 2c, +1)
+//   reg 2: (row 2g,   k 16s + 2c + 8, +9) reg 3: (row 2g+1, k 16s + 2c + 8, +9)
+// Each register's two codes are one checkpoint byte (low nibble = even k). Bit positions of each code in the
+// word (low-k code at p, high-k code at p + 16) are chosen so that the decode is a shift and a mask per
+// register with no lookup table (moe_e2m1x2_decode below): the 3 magnitude bits land on bf16 bits 6-8 (the
+// exponent's low 2 bits and the top mantissa bit, i.e. the e2m1 value times 2^-126) and the sign on bit 15.
+// Scale word (w, g) of a k-tile: bytes (row 2g, block 2kt), (row 2g+1, block 2kt), (row 2g, block 2kt+1),
+// (row 2g+1, block 2kt+1) of the warp's rows 16 w + ...; the 4 lanes of a quad read the same word.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+namespace mxs::cuda {
+
+// Bit position of the magnitude (3 bits) and of the sign of register j's low-k code in a packed word.
+__host__ __device__ constexpr int moe_pack_mag_bit(int j) { return j == 0 ? 6 : j == 1 ? 9 : j == 2 ? 12 : 0; }
+__host__ __device__ constexpr int moe_pack_sign_bit(int j) { return j == 0 ? 15 : j == 1 ? 3 : j == 2 ? 4 : 5; }
+
+// Places the two e2m1 codes of checkpoint byte `b` (low nibble = even k) as register j of a packed word.
+__host__ __device__ constexpr uint32_t moe_pack_place(uint8_t b, int j) {
+  const uint32_t lo = b & 15u, hi = b >> 4;
+  const int m = moe_pack_mag_bit(j), s = moe_pack_sign_bit(j);
+  return ((lo & 7u) << m) | ((lo >> 3) << s) | ((hi & 7u) << (m + 16)) | ((hi >> 3) << (s + 16));
+}
+
+// Register j of a packed word as bf16x2 bits holding e2m1 value * 2^-126 (exact; code 1 = 0.5 becomes the
+// bf16 subnormal 2^-127). Multiplying by 2^(scale - 1) gives the dequantized weights.
+__host__ __device__ inline void moe_e2m1x2_decode(uint32_t w, uint32_t (&r)[4]) {
+  r[0] = w & 0x81C081C0u;
+  r[1] = ((w >> 3) & 0x01C001C0u) | ((w << 12) & 0x80008000u);
+  r[2] = ((w >> 6) & 0x01C001C0u) | ((w << 11) & 0x80008000u);
+  r[3] = ((w << 6) & 0x01C001C0u) | ((w << 10) & 0x80008000u);
+}
+
+// Packs n_experts matrices [rows, in_features] (checkpoint layout: blocks [E, rows, in/32, 16], scales
+// [E, rows, in/32]) into the layout above. dst may equal src (in place: each CTA reads its whole 64-row
+// group into shared memory before writing it). rows % 64 == 0 and in_features % 64 == 0, in_features <= 2880
+// (the group is staged in shared memory: 64 * in * 17/32 bytes), else mxs::Error.
+void moe_gemm_pack_experts(const uint8_t* blocks, const uint8_t* scales, uint8_t* blocks_out, uint8_t* scales_out,
+                           int n_experts, int rows, int in_features, cudaStream_t stream);
+
+}  // namespace mxs::cuda

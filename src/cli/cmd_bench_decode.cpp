@@ -24,6 +24,7 @@ struct DecodeArgs {
   std::string model, preset = "20b", batches = "1,8,32,64,128,256", json_path;
   int context = 1024, steps = 32;
   bool no_graphs = false;
+  int moe_gemm_min_pairs = 0;
 };
 
 // The commit benchmarked: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no .git),
@@ -49,6 +50,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.context = a.context;
   o.steps = a.steps;
   o.use_graphs = !a.no_graphs;
+  o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = git_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
@@ -100,6 +102,9 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   cmd->add_option("--context", args->context, "Tokens already in each sequence's KV cache")->check(CLI::Range(1, 131072))->capture_default_str();
   cmd->add_option("--steps", args->steps, "Timed decode steps per batch size")->check(CLI::Range(1, 100000))->capture_default_str();
   cmd->add_flag("--no-graphs", args->no_graphs, "Launch kernels one by one instead of replaying CUDA graphs");
+  cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
+                  "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
+      ->check(CLI::Range(1, 1 << 30));
   cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
   cmd->callback([args, cmd]() {
     std::string command = "mxserve bench decode";

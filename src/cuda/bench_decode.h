@@ -19,6 +19,7 @@ struct BenchDecodeOptions {
   int steps = 32;               // timed decode steps per batch (after warm-up)
   int warmup = 4;
   bool use_graphs = true;
+  int moe_gemm_min_pairs = 0;  // > 0: MoE steps with at least this many (token, expert) pairs use the grouped GEMM
 };
 
 struct BenchDecodeRow {

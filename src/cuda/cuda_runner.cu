@@ -16,6 +16,8 @@
 #include "cuda/kernels/attention_prefill.h"
 #include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
+#include "cuda/kernels/moe_gemm_mxfp4.h"
+#include "cuda/kernels/moe_gemm_pack.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/moe_router.h"
 #include "cuda/kernels/qkv_rope.h"
@@ -52,7 +54,8 @@ struct CudaRunner::Impl {
   const ModelConfig& cfg() const { return w.config; }
   std::string device_name;
 
-  DeviceArena kv_arena, ws_arena;
+  DeviceArena kv_arena, ws_arena, packed_arena;
+  std::vector<MoeGemmWeights> packed;  // per layer: the experts in the grouped GEMM's layout (empty: none)
   int num_blocks = 0;      // exposed to the engine; block id num_blocks is the scratch block (graph padding)
   int num_sliding_blocks = 0;  // > 0: the sliding layers' own pool (id num_sliding_blocks = its scratch block)
   std::vector<size_t> layer_kv_bytes;  // per layer
@@ -110,6 +113,7 @@ struct CudaRunner::Impl {
   }
 
   void init();
+  void pack_experts();
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run
   // attention_decode; the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
   struct PrefillPlan {
@@ -135,6 +139,7 @@ void CudaRunner::Impl::init() {
   device_name = prop.name;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   max_blocks_per_seq = (opt.max_model_len + opt.block_size - 1) / opt.block_size;
+  pack_experts();
 
   // Workspaces.
   const size_t T = size_t(opt.max_tokens), S = size_t(opt.max_seqs), H = size_t(c.hidden_size);
@@ -294,6 +299,42 @@ void CudaRunner::Impl::init() {
   for (auto& e : events) CUDA_CHECK(cudaEventCreate(&e));
 }
 
+// A second copy of the experts in the grouped GEMM's pre-swizzled layout (moe_gemm_pack.h), packed on the GPU
+// from the checkpoint layout the decode GEMVs read. Skipped when it would leave less than a quarter of the card
+// for the KV cache and workspaces (moe_gemm = -1), so a big model falls back to the GEMVs.
+void CudaRunner::Impl::pack_experts() {
+  const ModelConfig& c = cfg();
+  if (opt.moe_gemm == 0) return;
+  const size_t E = size_t(c.num_experts), H = size_t(c.hidden_size), I = size_t(c.intermediate_size);
+  const size_t gu_blocks = E * 2 * I * H / 2, gu_scales = E * 2 * I * H / 32;
+  const size_t dn_blocks = E * H * I / 2, dn_scales = E * H * I / 32;
+  size_t bytes = 0;
+  for (size_t b : {gu_blocks, gu_scales, dn_blocks, dn_scales}) bytes += DeviceArena::aligned(b);
+  bytes *= size_t(c.num_layers);
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (opt.moe_gemm < 0 && double(free_b) - double(bytes) < 0.25 * double(total_b)) {
+    MXS_LOG_INFO("CudaRunner: no room for the grouped-GEMM copy of the experts (%.1f GB); MoE runs on the GEMVs",
+                 bytes / 1e9);
+    return;
+  }
+  packed_arena = DeviceArena("experts_packed", bytes);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const MoeExpertWeights& src = w.layers[size_t(l)].experts;
+    MoeGemmWeights g;
+    auto* gub = packed_arena.alloc_as<uint8_t>("gate_up_blocks" + std::to_string(l), gu_blocks);
+    auto* gus = packed_arena.alloc_as<uint8_t>("gate_up_scales" + std::to_string(l), gu_scales);
+    auto* dnb = packed_arena.alloc_as<uint8_t>("down_blocks" + std::to_string(l), dn_blocks);
+    auto* dns = packed_arena.alloc_as<uint8_t>("down_scales" + std::to_string(l), dn_scales);
+    moe_gemm_pack_experts(src.gate_up_blocks, src.gate_up_scales, gub, gus, int(E), int(2 * I), int(H), stream);
+    moe_gemm_pack_experts(src.down_blocks, src.down_scales, dnb, dns, int(E), int(H), int(I), stream);
+    g.gate_up_blocks = gub, g.gate_up_scales = gus, g.gate_up_bias = src.gate_up_bias;
+    g.down_blocks = dnb, g.down_scales = dns, g.down_bias = src.down_bias;
+    packed.push_back(g);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
 template <typename F>
 void CudaRunner::Impl::timed(const char* name, F&& launch) {
   if (!timing || events_used + 2 > int(events.size())) return launch();
@@ -415,8 +456,18 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     mp.n_tokens = n_tokens, mp.hidden = H, mp.intermediate = c.intermediate_size, mp.n_experts = c.num_experts;
     mp.top_k = c.experts_per_token, mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit;
     mp.eps = c.rms_norm_eps;
-    timed("moe_gemv_mxfp4_gate_up", [&] { moe_gemv_mxfp4_gate_up(mp, stream); });
-    timed("moe_gemv_mxfp4_down", [&] { moe_gemv_mxfp4_down(mp, stream); });
+    const int n_pairs = n_tokens * c.experts_per_token;
+    if (!packed.empty() && (opt.moe_gemm == 1 || n_pairs >= opt.moe_gemm_min_pairs)) {
+      MoeGemmParams gp;
+      gp.w = packed[size_t(l)], gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
+      gp.n_pairs = n_pairs, gp.hidden = H, gp.intermediate = c.intermediate_size, gp.n_experts = c.num_experts;
+      gp.top_k = c.experts_per_token, gp.swiglu_alpha = c.swiglu_alpha, gp.swiglu_limit = c.swiglu_limit;
+      timed("moe_gemm_mxfp4_gate_up", [&] { moe_gemm_mxfp4_gate_up(gp, stream); });
+      timed("moe_gemm_mxfp4_down", [&] { moe_gemm_mxfp4_down(gp, stream); });
+    } else {
+      timed("moe_gemv_mxfp4_gate_up", [&] { moe_gemv_mxfp4_gate_up(mp, stream); });
+      timed("moe_gemv_mxfp4_down", [&] { moe_gemv_mxfp4_down(mp, stream); });
+    }
     timed("moe_combine", [&] { moe_combine(mp, stream); });
   }
   if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing

@@ -115,14 +115,27 @@ struct ResidualEpi {
   __device__ const bf16_t* row(int g, int r) const {
     return static_cast<const bf16_t*>(p.w) + size_t(min(2 * g + r, p.n_out - 1)) * K;
   }
-  __device__ void finish(int g, int m, const float (&v)[2]) const {
+  struct Pre {
+    float bias[2], x[2];
+  };
+  __device__ Pre prefetch(int g, int m) const {
+    Pre r;
+    const bf16_t* y = static_cast<const bf16_t*>(p.y) + size_t(m) * p.n_out;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int row = min(2 * g + k, p.n_out - 1);
+      r.bias[k] = to_f32(static_cast<const bf16_t*>(p.bias)[row]);
+      r.x[k] = to_f32(y[row]);
+    }
+    return r;
+  }
+  __device__ void finish(int g, int m, const float (&v)[2], const Pre& pre) const {
     bf16_t* y = static_cast<bf16_t*>(p.y) + size_t(m) * p.n_out;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = 2 * g + r;
       if (row >= p.n_out) continue;
-      const float proj = bf(v[r] + to_f32(static_cast<const bf16_t*>(p.bias)[row]));
-      y[row] = to_bf16(to_f32(y[row]) + proj);
+      y[row] = to_bf16(pre.x[r] + bf(v[r] + pre.bias[r]));
     }
   }
   __device__ void after(int n_x) const {

@@ -24,7 +24,10 @@ struct StreamShape {
 
 // Epi: struct with
 //   __device__ const bf16_t* row(int g, int r) const;            weight row r of group g ([K] bf16)
-//   __device__ void finish(int g, int m, const float (&v)[R]) const;  the R dots of group g for token m
+//   struct Pre;                                                   epilogue inputs loaded ahead (bias, residual)
+//   __device__ Pre prefetch(int g, int m) const;                  issued by thread m < MT at the top of the
+//                                                                  group, so its loads overlap the dot products
+//   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
 // x: MT rows [K] bf16 at x + m * K (m < n_x; rows past n_x are zeros). Launch: launch_pdl, 256 threads,
@@ -67,6 +70,8 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf
   for (; g < n_groups; g += gridDim.x) {
     const int gn = g + gridDim.x;
     if (gn < n_groups) load_group(gn, wnxt);
+    typename Epi::Pre pre{};
+    if (threadIdx.x < MT && int(threadIdx.x) < n_x) pre = epi.prefetch(g, threadIdx.x);
     float acc[R][MT];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -93,7 +98,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf
         for (int w = 0; w < kStreamWarps; ++w) s += s_part[buf][w][r][m];
         v[r] = s;
       }
-      epi.finish(g, m, v);
+      epi.finish(g, m, v, pre);
     }
     buf ^= 1;
     if (gn < n_groups)

@@ -54,7 +54,9 @@ struct QkvStreamEpi {
     const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
     return static_cast<const bf16_t*>(p.w_qkv) + size_t(head * kHeadDim + d + r * (kHeadDim / 2)) * k;
   }
-  __device__ void finish(int g, int m, const float (&v)[2]) const {
+  struct Pre {};  // (the epilogue's loads are small and L2-resident)
+  __device__ Pre prefetch(int, int) const { return {}; }
+  __device__ void finish(int g, int m, const float (&v)[2], const Pre&) const {
     qkv_rope_store_pair(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2), v[0], v[1]);
   }
   __device__ void after(int) const {}

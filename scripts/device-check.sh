@@ -38,6 +38,15 @@ timeout 300 $BIN bench decode --preset 20b --batch "${MXS_BATCHES:-1,8,32,64,128
   --json "$OUT/bench_decode_20b.json" >"$OUT/bench_decode_20b.md" 2>"$OUT/bench_decode_20b.err"
 echo "== bench decode rc=$?"; cat "$OUT/bench_decode_20b.md"; tail -5 "$OUT/bench_decode_20b.err"
 
+# Prefill (TTFT per prompt length) and the MXFP4 grouped GEMM vs cuBLAS bf16, random 20b weights.
+timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,2048,8192,32768}" --json "$OUT/bench_prefill.json" \
+  >"$OUT/bench_prefill.md" 2>"$OUT/bench_prefill.err"
+echo "== bench prefill rc=$?"; grep -E "^\||card" "$OUT/bench_prefill.md"; tail -3 "$OUT/bench_prefill.err"
+for which in gate_up down; do
+  timeout 200 $BIN bench kernel moe-gemm --which $which --json "$OUT/bench_moe_gemm_$which.json" >"$OUT/bench_moe_gemm_$which.md" 2>&1
+  echo "== bench kernel moe-gemm --which $which rc=$?"; grep -E "^\|" "$OUT/bench_moe_gemm_$which.md" | head -10
+done
+
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   timeout 240 $BIN mkmodel --preset 20b --seed 1 --tokenizer .carry/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
   echo "== mkmodel 20b rc=$? $(tail -1 "$OUT/mkmodel.log")"
@@ -112,6 +121,11 @@ if d:
                      ">= 930" if h200 else ">= 650"))
     if 64 in by:
         rows.append(("decode batch 64 (tok/s)", f'{by[64]["tok_s"]:.0f}', ">= 8000 (H100)"))
+pf = load("bench_prefill.json")
+if pf:
+    for r in pf["rows"]:
+        tgt = "TTFT <= 30 ms" if r["prompt"] == 1024 else ">= 50000 tok/s" if r["prompt"] == 2048 else ""
+        rows.append((f'prefill {r["prompt"]} tokens: TTFT ms / tok/s', f'{r["ttft_ms"]:.1f} / {r["tok_s"]:.0f}', tgt))
 t = load("bench_throughput.json")
 eng64 = None
 if t:

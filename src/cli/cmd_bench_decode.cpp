@@ -27,20 +27,6 @@ struct DecodeArgs {
   int moe_gemm_min_pairs = 0;
 };
 
-// The commit benchmarked: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no .git),
-// else `git rev-parse` in the current folder.
-std::string git_commit() {
-  if (const char* env = std::getenv("MXSERVE_COMMIT"); env && *env) return env;
-  FILE* f = popen("git rev-parse --short HEAD 2>/dev/null", "r");
-  if (!f) return "unknown";
-  char buf[64] = {0};
-  const bool ok = fgets(buf, sizeof(buf), f) != nullptr;
-  pclose(f);
-  std::string s = ok ? buf : "unknown";
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s.empty() ? "unknown" : s;
-}
-
 void run(const DecodeArgs& a, const std::string& command) {
 #ifdef MXS_HAVE_BENCH_DECODE
   mxs::cuda::BenchDecodeOptions o;
@@ -52,7 +38,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.use_graphs = !a.no_graphs;
   o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
-  const std::string commit = git_commit();
+  const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
               "(device-to-device, read+write); load %.2f s\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s, command.c_str());
@@ -107,12 +93,7 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
       ->check(CLI::Range(1, 1 << 30));
   cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
   cmd->callback([args, cmd]() {
-    std::string command = "mxserve bench decode";
-    for (const auto& o : cmd->get_options())
-      if (o->count() > 0 && o->get_name() != "--help") {
-        command += " " + o->get_name();
-        for (const auto& r : o->results()) command += " " + r;
-      }
+    const std::string command = mxs::cli::command_line("mxserve bench decode", *cmd);
     run(*args, command);
   });
 });

@@ -80,12 +80,7 @@ mxs::cli::CommandRegistrar reg(62, [](CLI::App& app) {
   cmd->add_option("--iters", args->iters, "Timed runs (mean reported)")->check(CLI::Range(1, 100000))->capture_default_str();
   cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
   cmd->callback([args, cmd]() {
-    std::string command = "mxserve bench kernel moe-gemm";
-    for (const auto& o : cmd->get_options())
-      if (o->count() > 0 && o->get_name() != "--help") {
-        command += " " + o->get_name();
-        for (const auto& r : o->results()) command += " " + r;
-      }
+    const std::string command = mxs::cli::command_line("mxserve bench kernel moe-gemm", *cmd);
     run_moe_gemm(*args, command);
   });
 });

@@ -264,12 +264,7 @@ mxs::cli::CommandRegistrar reg(65, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random prompts and arrival times")->capture_default_str();
   cmd->callback([args, cmd]() {
-    std::string command = "mxserve bench serve";
-    for (const auto& o : cmd->get_options())
-      if (o->count() > 0 && o->get_name() != "--help" && o->get_name() != "--api-key") {
-        command += " " + o->get_name();
-        for (const auto& r : o->results()) command += " " + r;
-      }
+    const std::string command = mxs::cli::command_line("mxserve bench serve", *cmd, {"--api-key"});
     run(*args, command);
   });
 });

@@ -30,4 +30,12 @@ CLI::App& bench_group(CLI::App& app);
 // one item; otherwise an mxs::Error naming the option, the bad item and the range.
 std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi);
 
+// The commit a benchmark ran: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no
+// .git), else `git rev-parse --short HEAD` in the current folder, else "unknown".
+std::string bench_commit();
+
+// "prefix --opt value ..." for the options given on the command line (benchmarks print how they were run);
+// options named in `secret` (e.g. --api-key) are left out.
+std::string command_line(const std::string& prefix, const CLI::App& cmd, const std::vector<std::string>& secret = {});
+
 }  // namespace mxs::cli

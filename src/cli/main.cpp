@@ -2,6 +2,7 @@
 // print "error: ..." and exit 1; nothing a user types should abort the process.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 #include <vector>
@@ -25,6 +26,29 @@ CLI::App& bench_group(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks: engine (decode, prefill, throughput), kernels, serving");
   bench->require_subcommand(1);
   return *bench;
+}
+
+std::string bench_commit() {
+  if (const char* env = std::getenv("MXSERVE_COMMIT"); env && *env) return env;
+  FILE* f = popen("git rev-parse --short HEAD 2>/dev/null", "r");
+  if (!f) return "unknown";
+  char buf[64] = {0};
+  const bool ok = fgets(buf, sizeof(buf), f) != nullptr;
+  pclose(f);
+  std::string s = ok ? buf : "unknown";
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+std::string command_line(const std::string& prefix, const CLI::App& cmd, const std::vector<std::string>& secret) {
+  std::string command = prefix;
+  for (const auto* o : cmd.get_options())
+    if (o->count() > 0 && o->get_name() != "--help" &&
+        std::find(secret.begin(), secret.end(), o->get_name()) == secret.end()) {
+      command += " " + o->get_name();
+      for (const auto& r : o->results()) command += " " + r;
+    }
+  return command;
 }
 
 std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi) {

@@ -1,0 +1,65 @@
+// `mxserve bench prefill`: TTFT and prefill tok/s per prompt length on the CUDA backend (see
+// cuda/bench_prefill.h); markdown on stdout, JSON with --json FILE.
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "common/error.h"
+#if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_prefill.h")
+#include "cuda/bench_prefill.h"
+#define MXS_HAVE_BENCH_PREFILL 1
+#endif
+
+namespace {
+
+struct PrefillArgs {
+  std::string model, preset = "20b", prompts = "512,2048,8192,32768", json_path;
+  int chunk = 8192, reps = 3;
+};
+
+void run(const PrefillArgs& a, const std::string& command) {
+#ifdef MXS_HAVE_BENCH_PREFILL
+  mxs::cuda::BenchPrefillOptions o;
+  o.model_dir = a.model, o.preset = a.preset, o.chunk = a.chunk, o.reps = a.reps;
+  o.prompts = mxs::cli::parse_int_list(a.prompts, "--prompt", 1, 131072);
+  const mxs::cuda::BenchPrefillResult r = mxs::cuda::run_bench_prefill(o);
+  const std::string commit = mxs::cli::bench_commit();
+  std::printf("## mxserve bench prefill\n\ncard: %s; commit %s; model: %s; chunk %d tokens per step; load %.2f s\n"
+              "command: `%s`\n\n| prompt tokens | steps | TTFT ms | prefill tok/s | TFLOP/s |\n|---:|---:|---:|---:|---:|\n",
+              r.device.c_str(), commit.c_str(), r.model.c_str(), a.chunk, r.load_s, command.c_str());
+  nlohmann::json j;
+  j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command, j["chunk"] = a.chunk;
+  for (const auto& row : r.rows) {
+    std::printf("| %d | %d | %.1f | %.0f | %.0f |\n", row.prompt, row.steps, row.ttft_ms, row.tok_s, row.tflop_s);
+    j["rows"].push_back({{"prompt", row.prompt}, {"steps", row.steps}, {"ttft_ms", row.ttft_ms},
+                         {"tok_s", row.tok_s}, {"tflop_s", row.tflop_s}});
+  }
+  if (!a.json_path.empty()) {
+    std::ofstream f(a.json_path);
+    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
+    f << j.dump(2) << "\n";
+  }
+#else
+  (void)a, (void)command;
+  throw mxs::Error("bench prefill needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+#endif
+}
+
+mxs::cli::CommandRegistrar reg(61, [](CLI::App& app) {
+  auto args = std::make_shared<PrefillArgs>();
+  CLI::App* cmd = mxs::cli::bench_group(app).add_subcommand(
+      "prefill", "CUDA prefill: time to first token and tok/s per prompt length (one sequence, chunked)");
+  cmd->add_option("--model", args->model, "Model folder (HF MXFP4 checkpoint); default: random weights on the GPU");
+  cmd->add_option("--preset", args->preset, "Geometry of the random weights without --model: 20b, 120b, tiny")
+      ->check(CLI::IsMember({"20b", "120b", "tiny"}));
+  cmd->add_option("--prompt", args->prompts, "Comma-separated prompt lengths in tokens")->capture_default_str();
+  cmd->add_option("--chunk", args->chunk, "Prompt tokens per engine step")->check(CLI::Range(16, 131072))->capture_default_str();
+  cmd->add_option("--reps", args->reps, "Timed repetitions per length (median)")->check(CLI::Range(1, 1000))->capture_default_str();
+  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
+  cmd->callback([args, cmd]() { run(*args, mxs::cli::command_line("mxserve bench prefill", *cmd)); });
+});
+
+}  // namespace

@@ -68,6 +68,10 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   timeout 200 $BIN bench throughput --backend cuda --model /tmp/m20b --input-len 1024 --output-len 256 \
     --num-prompts 64 --concurrency 1,64 --json "$OUT/bench_throughput.json" >"$OUT/bench_throughput.md" 2>"$OUT/bench_throughput.err"
   echo "== bench throughput rc=$?"; cat "$OUT/bench_throughput.md"
+  # The issue's shape (1k in / 1k out) at 64 streams and at saturation (256).
+  timeout 240 $BIN bench throughput --backend cuda --model /tmp/m20b --input-len 1024 --output-len 1024 \
+    --num-prompts 256 --concurrency 64,256 --json "$OUT/bench_throughput_1k1k.json" >"$OUT/bench_throughput_1k1k.md" 2>"$OUT/bench_throughput_1k1k.err"
+  echo "== bench throughput 1k/1k rc=$?"; grep -E "^\|" "$OUT/bench_throughput_1k1k.md"
   # Server: time to ready for 20b from page cache, and the seed's curl probe.
   t0=$(date +%s.%N)
   $BIN serve --model /tmp/m20b --backend cuda --port 8123 --max-length 8192 >"$OUT/serve.log" 2>&1 &
@@ -86,6 +90,9 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   timeout 240 $BIN bench serve --url http://127.0.0.1:8123 --endpoint completions --concurrency 64 \
     --num-prompts 64 --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
   echo "== bench serve (HTTP, concurrency 64) rc=$?"; cat "$OUT/bench_serve.md"; tail -3 "$OUT/bench_serve.err"
+  timeout 120 $BIN bench serve --url http://127.0.0.1:8123 --endpoint chat --concurrency 1 \
+    --num-prompts 8 --input-len 1024 --output-len 256 --json "$OUT/bench_serve_c1.json" >"$OUT/bench_serve_c1.md" 2>"$OUT/bench_serve_c1.err"
+  echo "== bench serve (HTTP chat, concurrency 1) rc=$?"; grep -E "Output throughput|TTFT median|TPOT median|Failed" "$OUT/bench_serve_c1.md"
   kill -TERM $spid; wait $spid; echo "== serve exit rc=$?"
 fi
 
@@ -134,6 +141,15 @@ if t:
                      ">= 8000 at c=64 (1k/1k)" if r["concurrency"] == 64 else ""))
         if r["concurrency"] == 64:
             eng64 = r["output_tok_per_s"]
+t2 = load("bench_throughput_1k1k.json")
+if t2:
+    for r in t2["results"]:
+        rows.append((f'engine throughput 1k/1k c={r["concurrency"]} (out tok/s)', f'{r["output_tok_per_s"]:.1f}',
+                     ">= 8000 (H100)" if r["concurrency"] == 64 else ">= 15000 (H100, saturation)"))
+s1 = load("bench_serve_c1.json")
+if s1:
+    for lv in s1["levels"]:
+        rows.append(("serve chat c=1: out tok/s, TTFT median ms", f'{lv["output_throughput"]:.1f}, {lv["ttft"]["median_ms"]:.1f}', ""))
 s = load("bench_serve.json")
 if s:
     for lv in s["levels"]:

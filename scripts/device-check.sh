@@ -20,7 +20,7 @@ fi
 grep -E "ptxas warning|spill" "$OUT/build.log" | sort -u | head -20 >"$OUT/ptxas.txt"
 
 # GPU tests.
-(cd build-device && timeout 300 ctest -L gpu --output-on-failure) >"$OUT/ctest_gpu.log" 2>&1
+(cd build-device && timeout 420 ctest -L gpu --output-on-failure) >"$OUT/ctest_gpu.log" 2>&1
 echo "== ctest -L gpu: $(grep -E 'tests passed|tests failed' "$OUT/ctest_gpu.log")"
 grep -E "^\[  FAILED|rel L2|tiny vs CPU|differ|Which is|exceeds" "$OUT/ctest_gpu.log" | head -60
 

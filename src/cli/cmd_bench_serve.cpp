@@ -37,6 +37,7 @@ struct ServeBenchArgs {
   std::string json_path;
   double timeout_s = 300;
   uint64_t seed = 0;
+  double temperature = 0.0;  // as `vllm bench serve`: greedy, so the run compares with `bench throughput`
 };
 
 // Random prompts: `input_len` words drawn from common lower-case English words, each of which is one token
@@ -101,8 +102,8 @@ std::vector<Item> load_jsonl(const std::string& path, int default_max_tokens) {
 
 // The streaming request body. The server has no ignore_eos: a request may end before max_tokens, and the
 // metrics use the token counts of the usage chunk.
-std::string request_body(const Item& it, bool chat, const std::string& model) {
-  json b = {{"model", model}, {"max_tokens", it.max_tokens}, {"stream", true},
+std::string request_body(const Item& it, bool chat, const std::string& model, double temperature) {
+  json b = {{"model", model}, {"max_tokens", it.max_tokens}, {"stream", true}, {"temperature", temperature},
             {"stream_options", {{"include_usage", true}}}};
   if (chat) {
     b["messages"] = it.messages.is_null() ? json::array({{{"role", "user"}, {"content", it.prompt}}}) : it.messages;
@@ -180,7 +181,7 @@ void run(const ServeBenchArgs& a, const std::string& command) {
     items = load_jsonl(a.dataset, a.output_len);
   }
   std::vector<std::string> bodies;
-  for (int i = 0; i < a.num_prompts; ++i) bodies.push_back(request_body(items[size_t(i) % items.size()], chat, model));
+  for (int i = 0; i < a.num_prompts; ++i) bodies.push_back(request_body(items[size_t(i) % items.size()], chat, model, a.temperature));
 
   bench::LoadOptions lo;
   lo.path = chat ? "/v1/chat/completions" : "/v1/completions";
@@ -238,6 +239,11 @@ mxs::cli::CommandRegistrar reg(65, [](CLI::App& app) {
   cmd->add_option("--url", args->url, "Server base URL, http://HOST:PORT")->capture_default_str();
   cmd->add_option("--endpoint", args->endpoint, "chat (/v1/chat/completions) or completions (/v1/completions)")
       ->check(CLI::IsMember({"chat", "completions"}))
+      ->capture_default_str();
+  cmd->add_option("--temperature", args->temperature,
+                  "Sampling temperature of every request (default 0, greedy, as vllm bench serve; the offline "
+                  "`bench throughput` is greedy too)")
+      ->check(CLI::Range(0.0, 2.0))
       ->capture_default_str();
   cmd->add_option("--concurrency", args->concurrency, "Comma-separated levels of requests in flight; one run each")
       ->capture_default_str();

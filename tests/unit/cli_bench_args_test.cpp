@@ -1,0 +1,45 @@
+// `mxserve bench`: every benchmark is listed, and bad arguments fail fast with a message naming the option
+// (before any model load or GPU work), on any machine; a CUDA benchmark on a build or machine without a
+// usable GPU exits 1 with the CUDA reason instead of crashing.
+#include <gtest/gtest.h>
+
+#include "cli_test_util.h"
+
+namespace mxs {
+namespace {
+
+using test::run_mxserve;
+
+TEST(CliBenchArgs, EveryBenchmarkIsListed) {
+  const auto r = run_mxserve("bench --help");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  for (const char* name : {"decode", "prefill", "kernel", "throughput", "serve"})
+    EXPECT_NE(r.out.find(name), std::string::npos) << name << " missing from:\n" << r.out;
+  const auto k = run_mxserve("bench kernel --help");
+  EXPECT_NE(k.out.find("moe-gemm"), std::string::npos) << k.out;
+}
+
+TEST(CliBenchArgs, BadListsNameTheOption) {
+  const struct {
+    const char* args;
+    const char* expect;
+  } cases[] = {
+      {"bench prefill --prompt 0", "--prompt 0"},
+      {"bench prefill --prompt 512,x", "--prompt"},
+      {"bench decode --batch 1,999", "--batch"},
+      {"bench kernel moe-gemm --P 0", "--P"},
+      {"bench prefill --chunk 8", "--chunk"},
+      {"bench serve --temperature 3", "--temperature"},
+  };
+  for (const auto& c : cases) {
+    const auto r = run_mxserve(c.args);
+    EXPECT_NE(r.exit_code, 0) << c.args;
+    // (A build without CUDA refuses the CUDA benchmarks first, with its own reason.)
+    const bool named = r.out.find(c.expect) != std::string::npos || r.out.find("needs the CUDA backend") != std::string::npos;
+    EXPECT_TRUE(named) << c.args << " printed:\n" << r.out;
+    EXPECT_EQ(r.out.find("terminate"), std::string::npos) << c.args << " crashed:\n" << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace mxs

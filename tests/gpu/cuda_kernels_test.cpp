@@ -253,6 +253,7 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     DevBuf<unsigned> dcounter(1);
     CUDA_CHECK(cudaMemset(dcounter.p, 0, sizeof(unsigned)));
     didx.poison(), dwt.poison(), dlist.poison();
+    CUDA_CHECK(cudaMemset(dact_e.p, 0x11, size_t(E) * sizeof(int32_t)));  // not -1: a stale tail must show
     MoeRouterParams rp;
     rp.xn = dxn.p, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = didx.p, rp.topk_w = dwt.p, rp.logits = dlogits.p, rp.done_counter = dcounter.p;
     rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K;
@@ -297,6 +298,7 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
       }
     }
     EXPECT_EQ(active, n_active);
+    for (int e = n_active; e < E; ++e) EXPECT_EQ(act_e[size_t(e)], -1) << "active_experts tail past num_active";
     for (int s : seen) EXPECT_EQ(s, 1);
 
     // Experts (random MXFP4: codes uniform, scales 2^-6..2^-4 so activations stay O(1)).

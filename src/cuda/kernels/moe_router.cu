@@ -76,9 +76,10 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
     if (lane < p.n_experts) {
       ix.expert_offsets[lane] = off;
       s_cursor[lane] = off;
-      if (cnt > 0) ix.active_experts[__popc(active & ((1u << lane) - 1u))] = lane;
-      else if (lane >= n_active) ix.active_experts[lane] = -1;
+      ix.active_experts[lane] = -1;  // the tail past n_active stays -1
     }
+    __syncwarp();
+    if (lane < p.n_experts && cnt > 0) ix.active_experts[__popc(active & ((1u << lane) - 1u))] = lane;
     if (lane == 31) ix.expert_offsets[p.n_experts] = incl;  // lanes >= n_experts add 0: incl = total
     if (lane == 0) *ix.num_active = n_active;
   }

@@ -66,13 +66,6 @@ __global__ void gather_rows_kernel(const uint4* x, const int32_t* rows, uint4* o
   for (int v = threadIdx.x; v < vec_per_row; v += blockDim.x) out[size_t(m) * vec_per_row + v] = src[v];
 }
 
-// Orderable key of (value, id): larger value first, then lower id (as gemv_bf16.cu).
-__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
-  const uint32_t u = __float_as_uint(v);
-  const uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<unsigned long long>(ord) << 32) | uint32_t(0x7fffffff - id);
-}
-
 // CTA of 1024 threads per row: each thread scans a strided slice, then a max-reduction of the keys.
 __global__ void __launch_bounds__(1024) row_argmax_kernel(const bf16_t* logits, unsigned long long* keys, int n_cols) {
   const int row = blockIdx.x;

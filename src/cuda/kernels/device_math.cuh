@@ -31,6 +31,19 @@ __device__ __forceinline__ float warp_max(float v) {
   return v;
 }
 
+// fp32 bits reordered so that unsigned comparison follows float order (NaN with the sign bit clear sorts
+// above +inf).
+__device__ __forceinline__ uint32_t orderable_bits(float v) {
+  const uint32_t u = __float_as_uint(v);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Key of (value, id) for a max-reduction (atomicMax, shuffles): larger value first, then lower id. 0 never
+// results, so 0 can stand for "none".
+__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
+  return (static_cast<unsigned long long>(orderable_bits(v)) << 32) | uint32_t(0x7fffffff - id);
+}
+
 // 16-byte global load that bypasses L1 allocation: weights are streamed once per step.
 __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   uint4 r;

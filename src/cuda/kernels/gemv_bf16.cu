@@ -24,11 +24,31 @@ constexpr int rows_per_warp() {
   return K > 2880 ? 1 : 2;
 }
 
-// Orderable key of (value, id) for atomicMax: larger value first, then lower id.
-__device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
-  const uint32_t u = __float_as_uint(v);
-  const uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<unsigned long long>(ord) << 32) | uint32_t(0x7fffffff - id);
+// The fused post-attention norm of the residual form (norm_weight set): every CTA of the grid calls it after
+// its last store; the last one to arrive (done_counter) normalizes the p.n_rows updated rows, read through L2
+// since other CTAs wrote them, and resets the counter.
+__device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
+  if (p.norm_weight == nullptr) return;
+  __shared__ bool s_last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
+  const bf16_t* y = static_cast<const bf16_t*>(p.y);
+  for (int m = 0; m < p.n_rows; ++m) {
+    float xv[PER_THREAD];
+#pragma unroll
+    for (int i = 0; i < PER_THREAD; ++i) {
+      const int c = threadIdx.x + i * kNormThreads;
+      xv[i] = c < p.n_out ? to_f32(__ldcg(y + size_t(m) * p.n_out + c)) : 0.f;
+    }
+    rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.norm_weight), p.n_out, p.eps,
+                                  static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
+  }
+  if (threadIdx.x == 0) *p.done_counter = 0u;
 }
 
 template <int K, int MT, Epilogue EPI>
@@ -82,29 +102,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
         atomicMax(&p.row_argmax[m0 + threadIdx.x], s_best[threadIdx.x]);
     }
   }
-  if constexpr (EPI == Epilogue::kBiasResidual) {
-    if (p.norm_weight == nullptr) return;
-    // The last CTA to finish normalizes the updated rows (read through L2: other CTAs wrote them).
-    __shared__ bool s_last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
-    for (int m = 0; m < p.n_rows; ++m) {
-      float xv[PER_THREAD];
-#pragma unroll
-      for (int i = 0; i < PER_THREAD; ++i) {
-        const int c = threadIdx.x + i * kNormThreads;
-        xv[i] = c < p.n_out ? to_f32(__ldcg(y + size_t(m) * p.n_out + c)) : 0.f;
-      }
-      rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.norm_weight), p.n_out, p.eps,
-                                    static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
-    }
-    if (threadIdx.x == 0) *p.done_counter = 0u;
-  }
+  if constexpr (EPI == Epilogue::kBiasResidual) post_norm_in_last_cta(p);
 }
 
 // o_proj for 1-4 rows on the streaming GEMV: groups of 2 output rows; the optional post-attention norm runs in
@@ -138,29 +136,7 @@ struct ResidualEpi {
       y[row] = to_bf16(pre.x[r] + bf(v[r] + pre.bias[r]));
     }
   }
-  __device__ void after(int n_x) const {
-    if (p.norm_weight == nullptr) return;
-    __shared__ bool s_last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
-    const bf16_t* y = static_cast<const bf16_t*>(p.y);
-    for (int m = 0; m < n_x; ++m) {
-      float xv[PER_THREAD];
-#pragma unroll
-      for (int i = 0; i < PER_THREAD; ++i) {
-        const int c = threadIdx.x + i * kNormThreads;
-        xv[i] = c < p.n_out ? to_f32(__ldcg(y + size_t(m) * p.n_out + c)) : 0.f;
-      }
-      rmsnorm_row_write<PER_THREAD>(xv, static_cast<const bf16_t*>(p.norm_weight), p.n_out, p.eps,
-                                    static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
-    }
-    if (threadIdx.x == 0) *p.done_counter = 0u;
-  }
+  __device__ void after(int) const { post_norm_in_last_cta(p); }
 };
 
 template <int K>

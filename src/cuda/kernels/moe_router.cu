@@ -27,11 +27,7 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   __syncthreads();
   for (int t = warp; t < p.n_tokens; t += n_warps) {
     const float v = lane < p.n_experts ? __ldcg(&p.logits[size_t(t) * p.n_experts + lane]) : -INFINITY;
-    const uint32_t u = __float_as_uint(v);
-    // (value, lower id) as one orderable key; 0 = taken or not an expert
-    unsigned long long key = lane < p.n_experts
-        ? (static_cast<unsigned long long>((u & 0x80000000u) ? ~u : (u | 0x80000000u)) << 32) | uint32_t(31 - lane)
-        : 0ull;
+    unsigned long long key = lane < p.n_experts ? argmax_key(v, lane) : 0ull;  // 0 = taken or not an expert
     float sel_v[kMaxTopK];
     int sel_i[kMaxTopK];
 #pragma unroll
@@ -41,7 +37,7 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
       unsigned long long best = key;
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-      const int e = 31 - int(best & 0xffffffffu);
+      const int e = 0x7fffffff - int(best & 0xffffffffu);
       sel_i[s] = e;
       sel_v[s] = __shfl_sync(0xffffffffu, v, e);
       if (lane == e) key = 0ull;

@@ -10,8 +10,8 @@
 #include "common/log.h"
 #include "common/timer.h"
 #include "cuda/cuda_check.h"
+#include "cuda/bench_runner.h"
 #include "cuda/cuda_runner.h"
-#include "model/weights.h"
 
 namespace mxs::cuda {
 namespace {
@@ -82,15 +82,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   const int blocks_per_seq = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.num_kv_blocks = blocks_per_seq * max_batch;
   Stopwatch load;
-  std::unique_ptr<CudaRunner> runner;
-  if (!o.model_dir.empty()) {
-    const ModelWeights w = load_model(o.model_dir);
-    runner = std::make_unique<CudaRunner>(w, ro);
-    r.model = o.model_dir;
-  } else {
-    runner = std::make_unique<CudaRunner>(ModelConfig::preset(o.preset), 1234, ro);
-    r.model = "random " + o.preset + " weights (on the device)";
-  }
+  const std::unique_ptr<CudaRunner> runner = make_bench_runner(o.model_dir, o.preset, ro, &r.model);
   r.load_s = load.seconds();
   r.device = runner->device_name();
   runner->fill_kv_random(99);

@@ -7,9 +7,9 @@
 
 #include "common/error.h"
 #include "common/timer.h"
+#include "cuda/bench_runner.h"
 #include "cuda/cuda_runner.h"
 #include "engine/sampling_params.h"
-#include "model/weights.h"
 
 namespace mxs::cuda {
 namespace {
@@ -40,15 +40,7 @@ BenchPrefillResult run_bench_prefill(const BenchPrefillOptions& o) {
   ro.num_kv_blocks = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   BenchPrefillResult r;
   Stopwatch load;
-  std::unique_ptr<CudaRunner> runner;
-  if (!o.model_dir.empty()) {
-    const ModelWeights w = load_model(o.model_dir);
-    runner = std::make_unique<CudaRunner>(w, ro);
-    r.model = o.model_dir;
-  } else {
-    runner = std::make_unique<CudaRunner>(ModelConfig::preset(o.preset), 1234, ro);
-    r.model = "random " + o.preset + " weights (on the device)";
-  }
+  const std::unique_ptr<CudaRunner> runner = make_bench_runner(o.model_dir, o.preset, ro, &r.model);
   r.load_s = load.seconds();
   r.device = runner->device_name();
   const ModelConfig& c = runner->config();

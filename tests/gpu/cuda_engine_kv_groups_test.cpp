@@ -15,33 +15,12 @@
 #include "cuda/cuda_runner.h"
 #include "engine/engine.h"
 #include "engine/offline.h"
+#include "../unit/engine_window_watch.h"
 
 namespace mxs {
 namespace {
 
-// Forwards to the runner and records the most live sliding blocks of any sequence, and bound violations.
-class WindowWatch : public ModelRunner {
- public:
-  explicit WindowWatch(ModelRunner& inner) : inner_(inner) {}
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  std::string name() const override { return inner_.name(); }
-  void step(const StepBatch& batch, StepOutput* out) override {
-    const KvCacheLayout layout = inner_.kv_layout();
-    for (const SequenceStep& q : batch.seqs) {
-      if (layout.num_sliding_blocks == 0) continue;
-      const int live = int(std::count_if(q.sliding_block_table.begin(), q.sliding_block_table.end(),
-                                         [](int32_t id) { return id != kNoBlock; }));
-      max_live = std::max(max_live, live);
-      if (live > (config().sliding_window + q.num_tokens + layout.block_size - 1) / layout.block_size + 1) ++over_bound;
-    }
-    inner_.step(batch, out);
-  }
-  int max_live = 0, over_bound = 0;
-
- private:
-  ModelRunner& inner_;
-};
+using test::WindowWatch;
 
 TEST(CudaEngineKvGroups, SlidingPoolMatchesOnePoolAndStaysWithinTheWindow) {
   const ModelConfig cfg = ModelConfig::preset("tiny");

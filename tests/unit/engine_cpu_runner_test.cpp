@@ -13,6 +13,7 @@
 #include "cpu/random_weights.h"
 #include "engine/engine.h"
 #include "engine/offline.h"
+#include "engine_window_watch.h"
 
 namespace mxs {
 namespace {
@@ -25,32 +26,7 @@ std::unique_ptr<cpu::CpuRunner> make_runner(const cpu::RandomWeights& rw, int nu
   return std::make_unique<cpu::CpuRunner>(rw.weights, opt);
 }
 
-// Forwards to the CpuRunner and checks every step's sliding tables: live (non-kNoBlock) entries per
-// sequence within ceil((window + n) / block_size) + 1 for n new tokens.
-class WindowWatch : public ModelRunner {
- public:
-  explicit WindowWatch(ModelRunner& inner) : inner_(inner) {}
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  std::string name() const override { return inner_.name(); }
-  void step(const StepBatch& batch, StepOutput* out) override {
-    const KvCacheLayout layout = inner_.kv_layout();
-    for (const SequenceStep& q : batch.seqs) {
-      if (layout.num_sliding_blocks == 0) continue;
-      const int live = int(std::count_if(q.sliding_block_table.begin(), q.sliding_block_table.end(),
-                                         [](int32_t id) { return id != kNoBlock; }));
-      max_live = std::max(max_live, live);
-      const int bound = (config().sliding_window + q.num_tokens + layout.block_size - 1) / layout.block_size + 1;
-      if (live > bound) ++over_bound;
-    }
-    inner_.step(batch, out);
-  }
-  int max_live = 0;
-  int over_bound = 0;
-
- private:
-  ModelRunner& inner_;
-};
+using test::WindowWatch;
 
 std::vector<Request> make_requests(int vocab) {
   std::vector<int32_t> shared;  // a 40-token system-prompt-like prefix shared by half the requests

@@ -142,6 +142,35 @@ TEST(CudaRunnerTiny, MatchesCpuReferenceOnPrefillAndGreedy32) {
   std::printf("tiny vs CPU over 33 steps: max |logit diff| %.4g, max rel RMS %.3g\n", lc.max_abs, lc.max_rel_rms);
 }
 
+// Runs `steps` steps of the same sequences on the CPU reference (cs) and the GPU (gs), each sequence taking at
+// most `chunk` of its pending tokens per step; calls check(step, s, gpu batch, cpu sample, gpu sample) for every
+// sequence, then moves both sides on with the CPU's token (teacher forcing) once a sequence's tokens are all in.
+void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, int steps, int chunk,
+                        const SamplingParams* sp,
+                        const std::function<void(int, int, const StepBatch&, const SampleOutput&, const SampleOutput&)>& check) {
+  for (int step = 0; step < steps; ++step) {
+    std::vector<Seq*> vc, vg;
+    for (size_t s = 0; s < cs.size(); ++s) vc.push_back(&cs[s]), vg.push_back(&gs[s]);
+    const StepBatch bc = make_step(vc, chunk, sp), bg = make_step(vg, chunk, sp);
+    StepOutput oc, og;
+    m.cpu->step(bc, &oc);
+    m.gpu->step(bg, &og);
+    ASSERT_EQ(og.samples.size(), cs.size());
+    for (size_t s = 0; s < cs.size(); ++s) {
+      ASSERT_TRUE(og.samples[s].ok) << og.samples[s].error;
+      check(step, int(s), bg, oc.samples[s], og.samples[s]);
+      for (auto* v : {&vc, &vg}) {
+        Seq* q = (*v)[s];
+        q->computed += (v == &vc ? bc : bg).seqs[s].num_tokens;
+        if (q->computed == int(q->tokens.size())) {  // both continue with the CPU's token
+          const int32_t t = oc.samples[s].token;
+          q->tokens.push_back(t), q->output.push_back(t);
+        }
+      }
+    }
+  }
+}
+
 TEST(CudaRunnerTiny, MixedStepMatchesCpu) {
   Models m(23);
   SamplingParams greedy;
@@ -154,32 +183,15 @@ TEST(CudaRunnerTiny, MixedStepMatchesCpu) {
   }
   gs = cs;
   LogitCheck lc;
-  for (int step = 0; step < 10; ++step) {
-    std::vector<Seq*> vc, vg;
-    for (int s = 0; s < 3; ++s) vc.push_back(&cs[size_t(s)]), vg.push_back(&gs[size_t(s)]);
-    const StepBatch bc = make_step(vc, 9, &greedy), bg = make_step(vg, 9, &greedy);
-    StepOutput oc, og;
-    m.cpu->step(bc, &oc);
-    m.gpu->step(bg, &og);
-    ASSERT_EQ(og.samples.size(), 3u);
-    for (int s = 0; s < 3; ++s) {
-      ASSERT_TRUE(og.samples[size_t(s)].ok) << og.samples[size_t(s)].error;
-      LogitCheck one;
-      compare_logits(og.samples[size_t(s)].logits, oc.samples[size_t(s)].logits, &one);
-      compare_logits(og.samples[size_t(s)].logits, oc.samples[size_t(s)].logits, &lc);
-      std::printf("mixed step %d seq %d (%d new tokens, ctx %d): cpu %6d gpu %6d max |diff| %.4f rel RMS %.2e\n", step, s,
-                  bg.seqs[size_t(s)].num_tokens, bg.seqs[size_t(s)].context_len, oc.samples[size_t(s)].token,
-                  og.samples[size_t(s)].token, one.max_abs, one.max_rel_rms);
-      for (auto* v : {&vc, &vg}) {
-        Seq* q = (*v)[size_t(s)];
-        q->computed += (v == &vc ? bc : bg).seqs[size_t(s)].num_tokens;
-        if (q->computed == int(q->tokens.size())) {  // both continue with the CPU's token (teacher forcing)
-          const int32_t t = oc.samples[size_t(s)].token;
-          q->tokens.push_back(t), q->output.push_back(t);
-        }
-      }
-    }
-  }
+  run_teacher_forced(m, cs, gs, 10, 9, &greedy,
+                     [&](int step, int s, const StepBatch& bg, const SampleOutput& c, const SampleOutput& g) {
+                       LogitCheck one;
+                       compare_logits(g.logits, c.logits, &one);
+                       compare_logits(g.logits, c.logits, &lc);
+                       std::printf("mixed step %d seq %d (%d new tokens, ctx %d): cpu %6d gpu %6d max |diff| %.4f "
+                                   "rel RMS %.2e\n", step, s, bg.seqs[size_t(s)].num_tokens,
+                                   bg.seqs[size_t(s)].context_len, c.token, g.token, one.max_abs, one.max_rel_rms);
+                     });
   // A bf16 router logit near-tie can send one token of one layer to another expert (a ~1e-2 change in the
   // logits); the bound allows that, and top-1 may then flip on a near-tie of the final logits.
   EXPECT_EQ(lc.nan, 0u);
@@ -206,34 +218,17 @@ TEST(CudaRunnerTiny, LongPromptPrefillAttentionMatchesCpu) {
   gs = cs;
   std::vector<double> rms;
   int agree = 0, nan = 0;
-  for (int step = 0; step < 14; ++step) {
-    std::vector<Seq*> vc, vg;
-    for (int s = 0; s < 3; ++s) vc.push_back(&cs[size_t(s)]), vg.push_back(&gs[size_t(s)]);
-    const StepBatch bc = make_step(vc, 120, &greedy), bg = make_step(vg, 120, &greedy);
-    StepOutput oc, og;
-    m.cpu->step(bc, &oc);
-    m.gpu->step(bg, &og);
-    ASSERT_EQ(og.samples.size(), 3u);
-    for (int s = 0; s < 3; ++s) {
-      ASSERT_TRUE(og.samples[size_t(s)].ok) << og.samples[size_t(s)].error;
-      LogitCheck one;
-      compare_logits(og.samples[size_t(s)].logits, oc.samples[size_t(s)].logits, &one);
-      rms.push_back(one.max_rel_rms);
-      agree += one.top1_mismatch == 0;
-      nan += int(one.nan);
-      std::printf("long step %2d seq %d (%3d new tokens, ctx %3d): cpu %6d gpu %6d rel RMS %.2e\n", step, s,
-                  bg.seqs[size_t(s)].num_tokens, bg.seqs[size_t(s)].context_len, oc.samples[size_t(s)].token,
-                  og.samples[size_t(s)].token, one.max_rel_rms);
-      for (auto* v : {&vc, &vg}) {
-        Seq* q = (*v)[size_t(s)];
-        q->computed += (v == &vc ? bc : bg).seqs[size_t(s)].num_tokens;
-        if (q->computed == int(q->tokens.size())) {
-          const int32_t t = oc.samples[size_t(s)].token;
-          q->tokens.push_back(t), q->output.push_back(t);
-        }
-      }
-    }
-  }
+  run_teacher_forced(m, cs, gs, 14, 120, &greedy,
+                     [&](int step, int s, const StepBatch& bg, const SampleOutput& c, const SampleOutput& g) {
+                       LogitCheck one;
+                       compare_logits(g.logits, c.logits, &one);
+                       rms.push_back(one.max_rel_rms);
+                       agree += one.top1_mismatch == 0;
+                       nan += int(one.nan);
+                       std::printf("long step %2d seq %d (%3d new tokens, ctx %3d): cpu %6d gpu %6d rel RMS %.2e\n",
+                                   step, s, bg.seqs[size_t(s)].num_tokens, bg.seqs[size_t(s)].context_len, c.token,
+                                   g.token, one.max_rel_rms);
+                     });
   std::sort(rms.begin(), rms.end());
   EXPECT_EQ(nan, 0);
   EXPECT_LE(rms[rms.size() / 2], 3e-2) << "median rel RMS over " << rms.size() << " positions";

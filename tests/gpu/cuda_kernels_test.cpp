@@ -8,6 +8,7 @@
 #include "cpu/cpu_ops.h"
 #include "cpu/yarn_rope.h"
 #include "cuda/kernels/attention_decode.h"
+#include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/moe_router.h"
@@ -87,54 +88,138 @@ StepLayout make_layout(const std::vector<int>& ctx, const std::vector<int>& n_ne
   return s;
 }
 
+// q/k/v + bias + RoPE + paged K/V write for steps of 1 and 3 tokens (the streaming GEMV at hidden 2880), 6
+// tokens (the register-resident GEMV), and through the dense path (cuBLAS fp32 GEMM + qkv_rope_from_f32) for
+// 6 and 13 tokens.
 TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40;
   const int rows = c.qkv_dim();
-  Rng rng(7);
-  const StepLayout L = make_layout({37, 1, 130}, {3, 1, 2}, bs, nblk, rng);
-  const int n = int(L.positions.size());
-  const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
-  const float ws = 1.0f / std::sqrt(float(H));
-  const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
-  const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
-  // Reference: q/k/v = linear + bias (one rounding), then RoPE on q and k.
-  std::vector<bf16> ref(size_t(n) * rows);
-  cpu::linear_bf16(xn.data(), n, H, w.data(), b.data(), rows, ref.data());
-  cpu::YarnRope rope(c);
-  std::vector<float> cs(32), sn(32);
-  for (int t = 0; t < n; ++t) {
-    rope.cos_sin(L.positions[size_t(t)], cs.data(), sn.data());
-    rope.apply(&ref[size_t(t) * rows], NH + NKV, cs.data(), sn.data());
+  cublasHandle_t handle;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  const struct {
+    std::vector<int> ctx, n_new;
+    bool dense;
+  } cases[] = {{{90}, {1}, false}, {{5, 60}, {2, 1}, false}, {{37, 1, 130}, {3, 1, 2}, false},
+               {{37, 1, 130}, {3, 1, 2}, true}, {{200, 17}, {9, 4}, true}};
+  for (const auto& tc : cases) {
+    Rng rng(7 + tc.ctx.size() + tc.dense);
+    const StepLayout L = make_layout(tc.ctx, tc.n_new, bs, nblk, rng);
+    const int n = int(L.positions.size());
+    SCOPED_TRACE(strfmt("%d tokens, %s", n, tc.dense ? "cuBLAS + epilogue" : "GEMV"));
+    const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const float ws = 1.0f / std::sqrt(float(H));
+    const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
+    const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
+    // Reference: q/k/v = linear + bias (one rounding), then RoPE on q and k.
+    std::vector<bf16> ref(size_t(n) * rows);
+    cpu::linear_bf16(xn.data(), n, H, w.data(), b.data(), rows, ref.data());
+    cpu::YarnRope rope(c);
+    std::vector<float> cs(32), sn(32);
+    for (int t = 0; t < n; ++t) {
+      rope.cos_sin(L.positions[size_t(t)], cs.data(), sn.data());
+      rope.apply(&ref[size_t(t) * rows], NH + NKV, cs.data(), sn.data());
+    }
+    DevBuf<bf16> dxn(xn), dw(w), db(b), dq(size_t(n) * NH * D), dkv(size_t(nblk) * 2 * NKV * bs * D);
+    DevBuf<float> dacc(size_t(n) * rows);
+    std::vector<float> inv_freq(rope.inv_freq());
+    DevBuf<float> dinv(inv_freq);
+    DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
+    dq.poison(), dkv.poison();
+    QkvRopeParams p;
+    p.xn = dxn.p, p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale(), p.q_out = dq.p;
+    p.kv = {dkv.p, bs, NKV};
+    p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
+    p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
+    if (tc.dense) {
+      gemm_bf16_f32(handle, dxn.p, dw.p, dacc.p, n, H, rows);
+      qkv_rope_from_f32(p, dacc.p, nullptr);
+    } else {
+      qkv_rope(p, nullptr);
+    }
+    const auto q = to_f32(dq.download());
+    const auto kv = to_f32(dkv.download());
+    std::vector<float> q_ref, k_ref, v_ref, k_out, v_out;
+    for (int t = 0; t < n; ++t) {
+      for (int i = 0; i < NH * D; ++i) q_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + i]));
+      const int pos = L.positions[size_t(t)];
+      const int blk = L.block_tables[size_t(L.token_seq[size_t(t)]) * L.max_blocks + pos / bs];
+      for (int h = 0; h < NKV; ++h)
+        for (int d = 0; d < D; ++d) {
+          k_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + NH * D + h * D + d]));
+          v_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + (NH + NKV) * D + h * D + d]));
+          k_out.push_back(kv[((size_t(blk) * 2 + 0) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
+          v_out.push_back(kv[((size_t(blk) * 2 + 1) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
+        }
+    }
+    expect_close(q, q_ref, kTol, "q (rotated)");
+    expect_close(k_out, k_ref, kTol, "k cache (rotated)");
+    expect_close(v_out, v_ref, kTol, "v cache");
   }
-  DevBuf<bf16> dxn(xn), dw(w), db(b), dq(size_t(n) * NH * D), dkv(size_t(nblk) * 2 * NKV * bs * D);
-  std::vector<float> inv_freq(rope.inv_freq());
-  DevBuf<float> dinv(inv_freq);
-  DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
-  dq.poison(), dkv.poison();
-  QkvRopeParams p;
-  p.xn = dxn.p, p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale(), p.q_out = dq.p;
-  p.kv = {dkv.p, bs, NKV};
-  p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
-  p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
-  qkv_rope(p, nullptr);
-  const auto q = to_f32(dq.download());
-  const auto kv = to_f32(dkv.download());
-  std::vector<float> q_ref, k_ref, v_ref, k_out, v_out;
-  for (int t = 0; t < n; ++t) {
-    for (int i = 0; i < NH * D; ++i) q_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + i]));
-    const int pos = L.positions[size_t(t)];
-    const int blk = L.block_tables[size_t(L.token_seq[size_t(t)]) * L.max_blocks + pos / bs];
-    for (int h = 0; h < NKV; ++h)
-      for (int d = 0; d < D; ++d) {
-        k_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + NH * D + h * D + d]));
-        v_ref.push_back(bf16_to_f32(ref[size_t(t) * rows + (NH + NKV) * D + h * D + d]));
-        k_out.push_back(kv[((size_t(blk) * 2 + 0) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
-        v_out.push_back(kv[((size_t(blk) * 2 + 1) * NKV + h) * bs * D + size_t(pos % bs) * D + d]);
-      }
+  cublasDestroy(handle);
+}
+
+// The dense path's other pieces for steps of >= 8 rows: o_proj as a cuBLAS fp32 GEMM + residual_rmsnorm_from_f32
+// (x = bf(x + bf(acc + b)), then the next norm), and the LM head as gather_rows_bf16 + a bf16 cuBLAS GEMM +
+// row_argmax_bf16 (the greedy key: largest logit, lowest id on ties), against the CPU reference.
+TEST_P(Geometry, DenseProjectionsAndArgmax) {
+  const int H = c.hidden_size, Q = c.q_dim();
+  cublasHandle_t handle;
+  ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  for (int n : {8, 13}) {
+    Rng rng(500 + n);
+    const auto a = random_bf16(size_t(n) * Q, rng, -1.f, 1.f);
+    const float ws = 1.0f / std::sqrt(float(Q));
+    const auto w = random_bf16(size_t(H) * Q, rng, -ws, ws);
+    const auto b = random_bf16(size_t(H), rng, -0.2f, 0.2f);
+    const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    std::vector<bf16> proj(size_t(n) * H);
+    cpu::linear_bf16(a.data(), n, Q, w.data(), b.data(), H, proj.data());
+    std::vector<bf16> x_ref(x.size()), xn_ref(x.size());
+    for (size_t i = 0; i < x.size(); ++i) x_ref[i] = f32_to_bf16(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    DevBuf<bf16> da(a), dw(w), db(b), dx(x), dnw(nw), dxn(size_t(n) * H);
+    DevBuf<float> dacc(size_t(n) * H);
+    dxn.poison();
+    gemm_bf16_f32(handle, da.p, dw.p, dacc.p, n, Q, H);
+    ResidualNormParams rp;
+    rp.acc = dacc.p, rp.bias = db.p, rp.x = dx.p, rp.norm_weight = dnw.p, rp.xn = dxn.p;
+    rp.n_rows = n, rp.dim = H, rp.eps = c.rms_norm_eps;
+    residual_rmsnorm_from_f32(rp, nullptr);
+    const auto xo = dx.download();
+    expect_close(to_f32(xo), to_f32(x_ref), kTol, "o_proj (cuBLAS) + bias + residual");
+    cpu::rmsnorm(xo.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());  // the norm of the GPU's own rows
+    expect_close(to_f32(dxn.download()), to_f32(xn_ref), kTol, "post-attention rmsnorm");
+
+    // LM head on selected rows (odd vocabulary), then the row argmax.
+    const int V = 1001, n_src = n + 3;
+    const auto hs = random_bf16(size_t(n_src) * H, rng, -2.f, 2.f);
+    const float wl = 1.0f / std::sqrt(float(H));
+    const auto wlm = random_bf16(size_t(V) * H, rng, -wl, wl);
+    std::vector<int32_t> rows(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) rows[size_t(i)] = (i * 5 + 2) % n_src;
+    std::vector<bf16> sel(size_t(n) * H), logits(size_t(n) * V);
+    for (int i = 0; i < n; ++i) std::copy_n(&hs[size_t(rows[size_t(i)]) * H], H, &sel[size_t(i) * H]);
+    cpu::linear_bf16(sel.data(), n, H, wlm.data(), nullptr, V, logits.data());
+    DevBuf<bf16> dh(hs), dwl(wlm), dsel(size_t(n) * H), dl(logits.size());
+    DevBuf<int32_t> drows(rows);
+    DevBuf<unsigned long long> dkeys(static_cast<size_t>(n));
+    dsel.poison(), dl.poison(), dkeys.poison();
+    gather_rows_bf16(dh.p, drows.p, dsel.p, n, H, nullptr);
+    gemm_bf16_bf16(handle, dsel.p, dwl.p, dl.p, n, H, V);
+    row_argmax_bf16(dl.p, dkeys.p, n, V, nullptr);
+    const auto gl = dl.download();
+    expect_close(to_f32(gl), to_f32(logits), kTol, "lm_head (cuBLAS, bf16 out)");
+    const auto keys = dkeys.download();
+    for (int i = 0; i < n; ++i) {
+      // The argmax of the GPU's own logits, lowest id on ties.
+      const bf16* row = &gl[size_t(i) * V];
+      int best = 0;
+      for (int j = 1; j < V; ++j)
+        if (bf16_to_f32(row[j]) > bf16_to_f32(row[best])) best = j;
+      EXPECT_EQ(0x7fffffff - int(keys[size_t(i)] & 0xffffffffu), best) << "row " << i;
+    }
   }
-  expect_close(q, q_ref, kTol, "q (rotated)");
-  expect_close(k_out, k_ref, kTol, "k cache (rotated)");
-  expect_close(v_out, v_ref, kTol, "v cache");
+  cublasDestroy(handle);
 }
 
 TEST_P(Geometry, AttentionDecodePagedWithSinksAndWindow) {

@@ -37,12 +37,6 @@ int next_pow2(int v) {
   return p;
 }
 
-bool cublas_create_ok(cublasHandle_t* h) {
-  const cublasStatus_t st = cublasCreate(h);
-  if (st != CUBLAS_STATUS_SUCCESS) throw Error(strfmt("CudaRunner: cublasCreate failed (status %d)", int(st)));
-  return true;
-}
-
 // Keys per attention split for a step of n_rows query tokens: small batches split finely so that the
 // (token, kv head, split) grid still fills the GPU (batch 1 at 1k context: 8 x 16 CTAs of 64 keys).
 int split_keys(int n_rows) { return n_rows <= 2 ? 64 : n_rows <= 8 ? 128 : 256; }
@@ -75,12 +69,12 @@ struct CudaRunner::Impl {
   float* router_logits = nullptr;
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
-  unsigned* attn_counters = nullptr;
+  unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   PrefillTile* dev_tiles = nullptr;   // [2 * max_tiles]: full-layer tiles, then sliding-layer tiles
   PrefillTile* host_tiles = nullptr;  // pinned mirror
   int max_tiles = 0;
   float* norm_partials = nullptr;     // [max_tokens, 16] moe_combine's partial sums of squares
-  unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters  // [max_tokens * n_kv] per (token, kv head): split CTAs done
+  unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
   MoeRouteIndex route;
   // Sampling workspaces ([max_seqs] rows of vocab).
@@ -120,6 +114,7 @@ struct CudaRunner::Impl {
     bool active = false;
     int n_dec = 0;
     int n_full_tiles = 0, tile_q_full = kPrefillTileQ16, n_slide_tiles = 0;
+    int slide_tiles_offset = 0;  // into dev_tiles: 0 when sliding layers share the full layers' 16-query tiles
   };
   void forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split, const PrefillPlan& plan);
   template <typename F>
@@ -180,11 +175,10 @@ void CudaRunner::Impl::init() {
   proj = ws_arena.alloc_as<float>("dense_proj_f32", T * std::max(qkv_rows, H));
   lm_in = ws_arena.alloc("lm_head_rows", S * H * 2);
   void* cublas_ws = ws_arena.alloc("cublas_workspace", kCublasWorkspaceBytes);
-  if (cublas_create_ok(&cublas)) {
-    if (cublasSetStream(cublas, stream) != CUBLAS_STATUS_SUCCESS ||
-        cublasSetWorkspace(cublas, cublas_ws, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS)
-      throw Error("CudaRunner: cuBLAS stream/workspace setup failed");
-  }
+  // A fixed workspace and stream: cuBLAS calls may then be captured into the decode graphs.
+  if (cublasCreate(&cublas) != CUBLAS_STATUS_SUCCESS || cublasSetStream(cublas, stream) != CUBLAS_STATUS_SUCCESS ||
+      cublasSetWorkspace(cublas, cublas_ws, kCublasWorkspaceBytes) != CUBLAS_STATUS_SUCCESS)
+    throw Error("CudaRunner: cuBLAS handle/stream/workspace setup failed");
   attn_counters = ws_arena.alloc_as<unsigned>("attn_counters", T * c.num_kv_heads);
   dev_tiles = ws_arena.alloc_as<PrefillTile>("prefill_tiles", size_t(2) * max_tiles);
   norm_partials = ws_arena.alloc_as<float>("combine_norm_partials", T * 16);
@@ -393,7 +387,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       timed("attention_prefill", [&] {
         AttentionPrefillParams p;
         p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.out = attn;
-        p.tiles = sliding ? dev_tiles + max_tiles : dev_tiles;
+        p.tiles = sliding ? dev_tiles + plan.slide_tiles_offset : dev_tiles;
         p.n_tiles = sliding ? plan.n_slide_tiles : plan.n_full_tiles;
         p.tile_q = sliding ? kPrefillTileQ16 : plan.tile_q_full;
         p.n_tokens = n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
@@ -667,15 +661,21 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
           offs.push_back(off), counts.push_back(n);
           off += n, n_prefill += n;
         }
+        // Full layers: 16- or 32-query tiles by size; sliding layers: 16 (the second list only when they differ).
         plan.tile_q_full = prefill_tile_q(n_prefill, 0);
         const auto full = make_prefill_tiles(offs, counts, plan.tile_q_full);
-        const auto slide = make_prefill_tiles(offs, counts, kPrefillTileQ16);
-        MXS_CHECK(int(full.size()) <= max_tiles && int(slide.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
-        plan.n_full_tiles = int(full.size()), plan.n_slide_tiles = int(slide.size());
+        MXS_CHECK(int(full.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
         std::copy(full.begin(), full.end(), host_tiles);
-        std::copy(slide.begin(), slide.end(), host_tiles + max_tiles);
         h2d(dev_tiles, host_tiles, full.size() * sizeof(PrefillTile));
-        h2d(dev_tiles + max_tiles, host_tiles + max_tiles, slide.size() * sizeof(PrefillTile));
+        plan.n_full_tiles = plan.n_slide_tiles = int(full.size());
+        plan.slide_tiles_offset = 0;
+        if (plan.tile_q_full != kPrefillTileQ16) {
+          const auto slide = make_prefill_tiles(offs, counts, kPrefillTileQ16);
+          MXS_CHECK(int(slide.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
+          std::copy(slide.begin(), slide.end(), host_tiles + max_tiles);
+          h2d(dev_tiles + max_tiles, host_tiles + max_tiles, slide.size() * sizeof(PrefillTile));
+          plan.n_slide_tiles = int(slide.size()), plan.slide_tiles_offset = max_tiles;
+        }
       }
       const int att_ctx = plan.active ? dec_ctx : max_ctx;
       const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : n_tok;

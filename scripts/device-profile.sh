@@ -27,7 +27,8 @@ def short(r):
     return n[:90]
 # Complete steps only: a step starts at each launch of the first kernel seen (the embedding gather).
 names = [short(r) for r in data]
-starts = [i for i, n in enumerate(names) if n == names[0]]
+first = next(n for n in names if "pack" not in n)  # load-time kernels (the expert pack) come before
+starts = [i for i, n in enumerate(names) if n == first]
 steps = max(1, len(starts) - 1)
 data = data[starts[0]:starts[-1]] if len(starts) > 1 else data
 agg = collections.OrderedDict()

@@ -48,8 +48,7 @@ struct CudaRunner::Impl {
   const ModelConfig& cfg() const { return w.config; }
   std::string device_name;
 
-  DeviceArena kv_arena, ws_arena, packed_arena;
-  std::vector<MoeGemmWeights> packed;  // per layer: the experts in the grouped GEMM's layout (empty: none)
+  DeviceArena kv_arena, ws_arena;
   int num_blocks = 0;      // exposed to the engine; block id num_blocks is the scratch block (graph padding)
   int num_sliding_blocks = 0;  // > 0: the sliding layers' own pool (id num_sliding_blocks = its scratch block)
   std::vector<size_t> layer_kv_bytes;  // per layer
@@ -75,6 +74,8 @@ struct CudaRunner::Impl {
   int max_tiles = 0;
   float* norm_partials = nullptr;     // [max_tokens, 16] moe_combine's partial sums of squares
   unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters
+  float* moe_partials = nullptr;      // MoE GEMVs: K-piece partial dots (moe_gemv_partial_floats)
+  unsigned* moe_tile_counters = nullptr;  // MoE GEMVs: per (expert slot, row group) arrival counters
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
   MoeRouteIndex route;
   // Sampling workspaces ([max_seqs] rows of vocab).
@@ -107,7 +108,6 @@ struct CudaRunner::Impl {
   }
 
   void init();
-  void pack_experts();
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run
   // attention_decode; the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
   struct PrefillPlan {
@@ -134,7 +134,6 @@ void CudaRunner::Impl::init() {
   device_name = prop.name;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   max_blocks_per_seq = (opt.max_model_len + opt.block_size - 1) / opt.block_size;
-  pack_experts();
 
   // Workspaces.
   const size_t T = size_t(opt.max_tokens), S = size_t(opt.max_seqs), H = size_t(c.hidden_size);
@@ -152,6 +151,9 @@ void CudaRunner::Impl::init() {
   add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
   add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
+  const size_t moe_partial_floats = moe_gemv_partial_floats(int(H), c.intermediate_size, kMoeGemvMaxPairs);
+  const size_t moe_counters = moe_gemv_counter_count(int(H), c.intermediate_size, c.num_experts);
+  add(moe_partial_floats * 4); add(moe_counters * 4);
   max_tiles = max_prefill_tiles(int(T), int(S), kPrefillTileQ16);
   add(size_t(2) * max_tiles * sizeof(PrefillTile));
   const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
@@ -184,6 +186,9 @@ void CudaRunner::Impl::init() {
   norm_partials = ws_arena.alloc_as<float>("combine_norm_partials", T * 16);
   norm_counters = ws_arena.alloc_as<unsigned>("combine_norm_counters", T);
   CUDA_CHECK(cudaMemset(norm_counters, 0, T * sizeof(unsigned)));
+  moe_partials = ws_arena.alloc_as<float>("moe_gemv_partials", moe_partial_floats);
+  moe_tile_counters = ws_arena.alloc_as<unsigned>("moe_gemv_tile_counters", moe_counters);
+  CUDA_CHECK(cudaMemset(moe_tile_counters, 0, moe_counters * sizeof(unsigned)));
   CUDA_CHECK(cudaMemset(attn_counters, 0, T * c.num_kv_heads * sizeof(unsigned)));
   topk_idx = ws_arena.alloc_as<int32_t>("topk_idx", T * K);
   topk_w = ws_arena.alloc_as<float>("topk_w", T * K);
@@ -291,42 +296,6 @@ void CudaRunner::Impl::init() {
 
   events.resize(2 * kMaxTimedKernels);
   for (auto& e : events) CUDA_CHECK(cudaEventCreate(&e));
-}
-
-// A second copy of the experts in the grouped GEMM's pre-swizzled layout (moe_gemm_pack.h), packed on the GPU
-// from the checkpoint layout the decode GEMVs read. Skipped when it would leave less than a quarter of the card
-// for the KV cache and workspaces (moe_gemm = -1), so a big model falls back to the GEMVs.
-void CudaRunner::Impl::pack_experts() {
-  const ModelConfig& c = cfg();
-  if (opt.moe_gemm == 0) return;
-  const size_t E = size_t(c.num_experts), H = size_t(c.hidden_size), I = size_t(c.intermediate_size);
-  const size_t gu_blocks = E * 2 * I * H / 2, gu_scales = E * 2 * I * H / 32;
-  const size_t dn_blocks = E * H * I / 2, dn_scales = E * H * I / 32;
-  size_t bytes = 0;
-  for (size_t b : {gu_blocks, gu_scales, dn_blocks, dn_scales}) bytes += DeviceArena::aligned(b);
-  bytes *= size_t(c.num_layers);
-  size_t free_b = 0, total_b = 0;
-  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-  if (opt.moe_gemm < 0 && double(free_b) - double(bytes) < 0.25 * double(total_b)) {
-    MXS_LOG_INFO("CudaRunner: no room for the grouped-GEMM copy of the experts (%.1f GB); MoE runs on the GEMVs",
-                 bytes / 1e9);
-    return;
-  }
-  packed_arena = DeviceArena("experts_packed", bytes);
-  for (int l = 0; l < c.num_layers; ++l) {
-    const MoeExpertWeights& src = w.layers[size_t(l)].experts;
-    MoeGemmWeights g;
-    auto* gub = packed_arena.alloc_as<uint8_t>("gate_up_blocks" + std::to_string(l), gu_blocks);
-    auto* gus = packed_arena.alloc_as<uint8_t>("gate_up_scales" + std::to_string(l), gu_scales);
-    auto* dnb = packed_arena.alloc_as<uint8_t>("down_blocks" + std::to_string(l), dn_blocks);
-    auto* dns = packed_arena.alloc_as<uint8_t>("down_scales" + std::to_string(l), dn_scales);
-    moe_gemm_pack_experts(src.gate_up_blocks, src.gate_up_scales, gub, gus, int(E), int(2 * I), int(H), stream);
-    moe_gemm_pack_experts(src.down_blocks, src.down_scales, dnb, dns, int(E), int(H), int(I), stream);
-    g.gate_up_blocks = gub, g.gate_up_scales = gus, g.gate_up_bias = src.gate_up_bias;
-    g.down_blocks = dnb, g.down_scales = dns, g.down_bias = src.down_bias;
-    packed.push_back(g);
-  }
-  CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 template <typename F>
@@ -450,10 +419,11 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     mp.n_tokens = n_tokens, mp.hidden = H, mp.intermediate = c.intermediate_size, mp.n_experts = c.num_experts;
     mp.top_k = c.experts_per_token, mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit;
     mp.eps = c.rms_norm_eps;
+    mp.partials = moe_partials, mp.tile_counters = moe_tile_counters;
     const int n_pairs = n_tokens * c.experts_per_token;
-    if (!packed.empty() && (opt.moe_gemm == 1 || n_pairs >= opt.moe_gemm_min_pairs)) {
+    if (n_pairs >= std::min(opt.moe_gemm_min_pairs, kMoeGemvMaxPairs + 1)) {
       MoeGemmParams gp;
-      gp.w = packed[size_t(l)], gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
+      gp.w = lw.experts, gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
       gp.n_pairs = n_pairs, gp.hidden = H, gp.intermediate = c.intermediate_size, gp.n_experts = c.num_experts;
       gp.top_k = c.experts_per_token, gp.swiglu_alpha = c.swiglu_alpha, gp.swiglu_limit = c.swiglu_limit;
       timed("moe_gemm_mxfp4_gate_up", [&] { moe_gemm_mxfp4_gate_up(gp, stream); });
@@ -560,7 +530,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
 
   // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
   size_t n_ids = 0;
-  bool any_random = false;
+  bool any_random = false, any_sort = false;  // any_sort: a row cuts by top-p / min-p (the only sorted rows)
   const int n_lm = int(lm_seq.size());
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -572,6 +542,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed, sp.step = q.output_tokens.size();
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       any_random |= !a.greedy();
+      any_sort |= sampling_needs_sort(sp, int(c.vocab_size));
       auto push_id = [&](int32_t id, int32_t count) {
         MXS_CHECK(n_ids < ids_capacity, "CudaRunner: penalty token lists exceed the staging capacity");
         host.ids[n_ids] = id, host.counts[n_ids] = count;
@@ -694,7 +665,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     }
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-      samp.n_seqs = n_lm, samp.any_random = any_random;
+      samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort;
       timed("sampling", [&] { sample_tokens(samp, stream); });
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
                                  cudaMemcpyDeviceToHost, stream));

@@ -28,10 +28,9 @@ struct CudaRunnerOptions {
   int max_tokens = 2048;        // new tokens per step (prefill chunk budget)
   int max_model_len = 8192;     // longest context a sequence may reach
   bool use_graphs = true;       // CUDA graphs for pure-decode steps
-  // MoE through the grouped GEMM (moe_gemm_mxfp4, needs a packed copy of the experts: +10.1 GB for 20b) for steps
-  // of >= moe_gemm_min_pairs (token, expert) pairs: -1 = when the card has room for the copy, 0 = never, 1 = always.
-  int moe_gemm = -1;
-  int moe_gemm_min_pairs = 16;  // batch >= 4 decode (H200: 651 vs 638 tok/s at 4, 285 vs 361 at 1)
+  // MoE through the grouped GEMM (moe_gemm_mxfp4) for steps of >= this many (token, expert) pairs, else the
+  // GEMVs (moe_gemv_mxfp4, which take at most kMoeGemvMaxPairs = 128). Both read the same packed experts.
+  int moe_gemm_min_pairs = 129;
   bool progress = true;         // weight-upload progress bar on stderr
 };
 

@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/timer.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/moe_gemm_pack.h"
 
 namespace mxs::cuda {
 namespace {
@@ -129,6 +130,22 @@ const TensorView& source_tensor(const ModelWeights& w, const std::string& what, 
   if (what == "down_blocks") return e.down_blocks;
   if (what == "down_scales") return e.down_scales;
   return e.down_bias;
+}
+
+// The experts into the kernels' packed layout (moe_gemm_pack.h), in place: a byte permutation inside each
+// 64-row group, same sizes, so the arena holds one copy of the experts.
+void pack_experts_in_place(DeviceWeights* dw, cudaStream_t stream) {
+  const ModelConfig& c = dw->config;
+  const int E = c.num_experts, H = c.hidden_size, I = c.intermediate_size;
+  for (DeviceLayerWeights& l : dw->layers) {
+    auto* gub = const_cast<uint8_t*>(l.experts.gate_up_blocks);
+    auto* gus = const_cast<uint8_t*>(l.experts.gate_up_scales);
+    auto* dnb = const_cast<uint8_t*>(l.experts.down_blocks);
+    auto* dns = const_cast<uint8_t*>(l.experts.down_scales);
+    moe_gemm_pack_experts(gub, gus, gub, gus, E, 2 * I, H, stream);
+    moe_gemm_pack_experts(dnb, dns, dnb, dns, E, H, I, stream);
+  }
+  CUDA_CHECK(cudaStreamSynchronize(stream));
 }
 
 void finish_tables(DeviceWeights* dw) {
@@ -262,6 +279,7 @@ DeviceWeights upload_weights(const ModelWeights& w, bool progress) {
   };
   Carver{&dw}.run(place);
   CUDA_CHECK(cudaStreamSynchronize(stream));
+  pack_experts_in_place(&dw, stream);
   if (progress) std::fprintf(stderr, "\n");
   for (auto& e : done) cudaEventDestroy(e);
   cudaStreamDestroy(stream);
@@ -294,6 +312,7 @@ DeviceWeights random_weights(const ModelConfig& config, uint64_t seed) {
   };
   Carver{&dw}.run(place);
   CUDA_CHECK(cudaDeviceSynchronize());
+  pack_experts_in_place(&dw, nullptr);  // (random bytes either way; packed so that the layout is the real one)
   finish_tables(&dw);
   dw.upload_seconds = sw.seconds();
   return dw;

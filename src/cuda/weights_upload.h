@@ -1,6 +1,7 @@
 // gpt-oss weights on the device: one arena holding every tensor the kernels read, in the layouts they want
-// (docs/KERNELS.md): q/k/v fused into one [(n_heads + 2 n_kv) * 64, H] matrix (+ bias), everything else as
-// stored in the checkpoint (bf16 row-major [out, in]; MXFP4 experts [E, rows, K/32, 16] + scales). Uploaded
+// (docs/KERNELS.md): q/k/v fused into one [(n_heads + 2 n_kv) * 64, H] matrix (+ bias), the MXFP4 experts
+// packed in place after the upload (moe_gemm_pack.h: a byte permutation inside each 64-row group, the
+// checkpoint's sizes), everything else as stored in the checkpoint (bf16 row-major [out, in]). Uploaded
 // once from the mmap through pinned staging buffers with overlapped copies, or filled with random values on
 // the device (benchmarks without a checkpoint).
 #pragma once
@@ -26,7 +27,7 @@ struct DeviceLayerWeights {
   const void* post_norm = nullptr;   // [H] bf16
   const void* router_w = nullptr;    // [E, H] bf16
   const void* router_b = nullptr;    // [E] bf16
-  MoeExpertWeights experts;
+  MoeGemmWeights experts;            // packed (moe_gemm_pack.h); biases as stored
 };
 
 struct DeviceWeights {

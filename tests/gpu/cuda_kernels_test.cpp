@@ -10,6 +10,7 @@
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
+#include "cuda/kernels/moe_gemm_pack.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/moe_router.h"
 #include "cuda/kernels/qkv_rope.h"
@@ -326,7 +327,7 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.
 TEST_P(Geometry, MoeRouterExpertsAndCombine) {
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, K = c.experts_per_token;
-  for (int n : {1, 3, 37}) {
+  for (int n : {1, 3, 32, 33}) {  // 32 tokens x 4 = kMoeGemvMaxPairs; 33: the GEMVs refuse
     Rng rng(300 + n);
     const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
     const float ws = 1.0f / std::sqrt(float(H));
@@ -395,12 +396,20 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     const auto dnbias = random_bf16(size_t(E) * H, rng, -0.5f, 0.5f);
     const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
     const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    // Uploaded in the checkpoint layout and packed in place, as the runner does.
     DevBuf<uint8_t> dgub(gub), dgus(gus), ddnb(dnb), ddns(dns);
+    moe_gemm_pack_experts(dgub.p, dgus.p, dgub.p, dgus.p, E, 2 * I, H, nullptr);
+    moe_gemm_pack_experts(ddnb.p, ddns.p, ddnb.p, ddns.p, E, H, I, nullptr);
     DevBuf<bf16> dgubias(gubias), ddnbias(dnbias), dx(x), dnorm(norm_w), dxo(size_t(n) * H);
     DevBuf<bf16> dact(size_t(n) * K * I), dyw(size_t(n) * K * H);
     dact.poison(), dyw.poison(), dxo.poison();
     MoeGemvParams mp;
     mp.w = {dgub.p, dgus.p, dgubias.p, ddnb.p, ddns.p, ddnbias.p};
+    DevBuf<float> dpart(moe_gemv_partial_floats(H, I, kMoeGemvMaxPairs));
+    const size_t n_counters = moe_gemv_counter_count(H, I, E);
+    DevBuf<unsigned> dtc(n_counters);
+    CUDA_CHECK(cudaMemset(dtc.p, 0, n_counters * sizeof(unsigned)));
+    mp.partials = dpart.p, mp.tile_counters = dtc.p;
     mp.index = ix, mp.topk_idx = didx.p, mp.topk_w = dwt.p, mp.xn = dxn.p, mp.act = dact.p, mp.yw = dyw.p;
     mp.x = dx.p, mp.next_norm = dnorm.p, mp.xn_out = dxo.p;
     DevBuf<float> dparts{size_t(n) * 16};
@@ -409,6 +418,11 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     mp.norm_partials = dparts.p, mp.norm_counters = dcounters.p;
     mp.n_tokens = n, mp.hidden = H, mp.intermediate = I, mp.n_experts = E, mp.top_k = K;
     mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit, mp.eps = c.rms_norm_eps;
+    if (n * K > kMoeGemvMaxPairs) {
+      EXPECT_THROW(moe_gemv_mxfp4_gate_up(mp, nullptr), Error) << n * K << " pairs accepted";
+      EXPECT_THROW(moe_gemv_mxfp4_down(mp, nullptr), Error) << n * K << " pairs accepted";
+      continue;
+    }
     moe_gemv_mxfp4_gate_up(mp, nullptr);
     const auto act = dact.download();
     std::vector<float> act_ref(act.size());
@@ -425,21 +439,31 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     }
     expect_close(to_f32(act), act_ref, 8e-3, "gate_up + clamped SwiGLU");
 
+    // down on the GPU's own gate_up output.
+    auto down_ref = [&](const std::vector<float>& actf) {
+      std::vector<float> yw_ref(size_t(n) * K * H);
+      for (int pid = 0; pid < n * K; ++pid) {
+        const int e = idx[size_t(pid)];
+        std::vector<bf16> y(static_cast<size_t>(H));
+        cpu::linear_mxfp4(&actf[size_t(pid) * I], 1, I, &dnb[size_t(e) * H * I / 2], &dns[size_t(e) * H * I / 32], H,
+                          y.data());
+        for (int j = 0; j < H; ++j) {
+          const float v = bf(bf16_to_f32(y[size_t(j)]) + bf16_to_f32(dnbias[size_t(e) * H + j]));
+          yw_ref[size_t(pid) * H + j] = bf(v * wts[size_t(pid)]);
+        }
+      }
+      return yw_ref;
+    };
     moe_gemv_mxfp4_down(mp, nullptr);
     const auto yw = dyw.download();
-    std::vector<float> yw_ref(yw.size());
-    const auto actf = to_f32(act);  // the GPU's own gate_up output as input
-    for (int pid = 0; pid < n * K; ++pid) {
-      const int e = idx[size_t(pid)];
-      std::vector<bf16> y(static_cast<size_t>(H));
-      cpu::linear_mxfp4(&actf[size_t(pid) * I], 1, I, &dnb[size_t(e) * H * I / 2], &dns[size_t(e) * H * I / 32], H,
-                        y.data());
-      for (int j = 0; j < H; ++j) {
-        const float v = bf(bf16_to_f32(y[size_t(j)]) + bf16_to_f32(dnbias[size_t(e) * H + j]));
-        yw_ref[size_t(pid) * H + j] = bf(v * wts[size_t(pid)]);
-      }
-    }
-    expect_close(to_f32(yw), yw_ref, 8e-3, "down + bias + routing weight");
+    expect_close(to_f32(yw), down_ref(to_f32(act)), 8e-3, "down + bias + routing weight");
+
+    // Again (the last CTAs must have reset their counters), bit-identical (fixed piece order).
+    moe_gemv_mxfp4_gate_up(mp, nullptr);
+    moe_gemv_mxfp4_down(mp, nullptr);
+    EXPECT_EQ(to_f32(dact.download()), to_f32(act)) << "gate_up not deterministic";
+    EXPECT_EQ(to_f32(dyw.download()), to_f32(yw)) << "down not deterministic";
+    EXPECT_EQ(dtc.download(), std::vector<unsigned>(n_counters, 0u)) << "tile counters left zeroed";
 
     moe_combine(mp, nullptr);
     const auto ywf = to_f32(yw);

@@ -1,32 +1,30 @@
-// MXFP4 expert GEMVs for the pairs grouped by moe_route_index (gpt-oss-spec.md §2.3, §3.6). Each CTA takes
-// one active expert and a tile of its output rows and runs every pair routed to that expert, so an expert's
-// weights are read once per step whatever the batch.
+// MXFP4 expert GEMVs for the pairs grouped by moe_router (gpt-oss-spec.md §2.3, §3.6), on the packed expert
+// layout the grouped GEMM also reads (moe_gemm_pack.h; packed in place at load, one copy of the experts).
+// Each CTA takes one active expert, a group of 64 of its output rows and one piece of K, and runs every pair
+// routed to that expert, so an expert's weights are read once per step whatever the batch. The CTA's weight
+// bytes are contiguous in the packed layout and arrive by bulk asynchronous copies issued at CTA start (all in
+// flight at once); K pieces' fp32 partial dots are added in piece order by the last CTA of each (expert, row
+// group), which applies the epilogue (deterministic).
 //   moe_gemv_mxfp4_gate_up: gu = bf(bf(x . Wgu) + b) on the interleaved (gate, up) rows, then the clamped
 //                           SwiGLU: act[pair, i] = bf(bf(u + 1) * bf(g * bf(sigmoid(bf(g * alpha)))))
 //   moe_gemv_mxfp4_down:    yw[pair, r] = bf(bf(bf(act . Wd) + b) * routing weight)
 //   moe_combine:            x = bf(x + sum_e yw) with a bf16 rounding after each add in ascending expert id
 //                           (the reference's index_add_ chain), then xn = rmsnorm(x) with the next norm.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime.h>
 
+#include "cuda/kernels/moe_gemm_mxfp4.h"
 #include "cuda/kernels/moe_router.h"
 
 namespace mxs::cuda {
 
-// One layer's experts, as stored in the checkpoint (no repacking).
-struct MoeExpertWeights {
-  const uint8_t* gate_up_blocks = nullptr;  // [E, 2I, H/32, 16] e2m1 pairs, low nibble = even element
-  const uint8_t* gate_up_scales = nullptr;  // [E, 2I, H/32] e8m0
-  const void* gate_up_bias = nullptr;       // [E, 2I] bf16 (interleaved like the rows)
-  const uint8_t* down_blocks = nullptr;     // [E, H, I/32, 16]
-  const uint8_t* down_scales = nullptr;     // [E, H, I/32]
-  const void* down_bias = nullptr;          // [E, H] bf16
-};
-
 struct MoeGemvParams {
-  MoeExpertWeights w;
+  MoeGemmWeights w;               // one layer's experts, packed at load (moe_gemm_pack.h); biases as stored
+  float* partials = nullptr;      // [moe_gemv_partial_floats(...)] fp32 workspace of the GEMVs
+  unsigned* tile_counters = nullptr;  // [moe_gemv_counter_count(...)] zeroed workspace (the GEMVs leave it zeroed)
   MoeRouteIndex index;            // from moe_router
   const int32_t* topk_idx = nullptr;  // [n_tokens, top_k]
   const float* topk_w = nullptr;  // [n_tokens, top_k]
@@ -42,8 +40,14 @@ struct MoeGemvParams {
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f, eps = 1e-5f;
 };
 
+// Up to kMoeGemvMaxPairs (token, expert) pairs per launch (more: the grouped GEMM, moe_gemm_mxfp4.h).
+constexpr int kMoeGemvMaxPairs = 128;
 void moe_gemv_mxfp4_gate_up(const MoeGemvParams& p, cudaStream_t stream);
 void moe_gemv_mxfp4_down(const MoeGemvParams& p, cudaStream_t stream);
 void moe_combine(const MoeGemvParams& p, cudaStream_t stream);
+
+// Workspace sizes of the GEMVs: partial dots for up to max_pairs pairs, and the arrival counters.
+size_t moe_gemv_partial_floats(int hidden, int intermediate, int max_pairs);
+size_t moe_gemv_counter_count(int hidden, int intermediate, int n_experts);
 
 }  // namespace mxs::cuda

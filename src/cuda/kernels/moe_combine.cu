@@ -1,0 +1,95 @@
+// moe_combine (see moe_gemv_mxfp4.h): the residual add of the routed experts' outputs and the next RMSNorm.
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/moe_gemv_mxfp4.h"
+#include "cuda/kernels/pdl.cuh"
+#include "cuda/kernels/rmsnorm_row.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kMaxTopK = 8;
+
+// Residual + sequential bf16 expert sum + next RMSNorm. Grid (token, chunk of 256 columns), thread per column:
+// the sum is a short dependent chain per element, so spreading a token over ceil(H / 256) CTAs (12 for 20b)
+// instead of one keeps it a few microseconds (one CTA per token took 18 us at batch 1: ~2,000 dependent
+// instructions per warp on one SM). Each CTA writes its slice of x and its partial sum of squares; the last
+// CTA of the token (arrival counter) adds the partials in chunk order (deterministic) and writes xn for the row.
+constexpr int kCombineThreads = 256;
+constexpr int kMaxCombineChunks = 16;
+
+__global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvParams p) {
+  griddep_wait();
+  griddep_launch_dependents();
+  const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
+  const int c = chunk * kCombineThreads + threadIdx.x;
+  // Slots in ascending expert id (a sorting network over <= 8 register values, no local memory).
+  int key[kMaxTopK];
+#pragma unroll
+  for (int s = 0; s < kMaxTopK; ++s) key[s] = s < p.top_k ? (p.topk_idx[t * p.top_k + s] << 3 | s) : 0x7fffffff;
+#pragma unroll
+  for (int i = 0; i < kMaxTopK; ++i)
+#pragma unroll
+    for (int j = 0; j + 1 < kMaxTopK - i; ++j) {
+      const int a = min(key[j], key[j + 1]), b = max(key[j], key[j + 1]);
+      key[j] = a, key[j + 1] = b;
+    }
+  bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
+  const bf16_t* yw = static_cast<const bf16_t*>(p.yw);
+  float xv = 0.f;
+  if (c < H) {
+    float y[kMaxTopK];
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s)  // all loads first, then the ordered chain
+      y[s] = s < p.top_k ? to_f32(yw[(size_t(t) * p.top_k + (key[s] & 7)) * H + c]) : 0.f;
+    float acc = 0.f;
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s)
+      if (s < p.top_k) acc = bf(acc + y[s]);
+    xv = bf(to_f32(x[c]) + acc);
+    x[c] = to_bf16(xv);
+  }
+  if (!p.next_norm) return;
+  const float ss = block_sum(xv * xv);
+  __shared__ bool s_last;
+  __shared__ float s_scale;
+  if (n_chunks > 1) {
+    if (threadIdx.x == 0) p.norm_partials[t * kMaxCombineChunks + chunk] = ss;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(&p.norm_counters[t], 1u) == unsigned(n_chunks) - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+  }
+  if (threadIdx.x == 0) {
+    float total = ss;
+    if (n_chunks > 1) {
+      total = 0.f;
+      for (int k = 0; k < n_chunks; ++k) total += __ldcg(&p.norm_partials[t * kMaxCombineChunks + k]);
+      p.norm_counters[t] = 0u;
+    }
+    s_scale = 1.0f / sqrtf(total / float(H) + p.eps);
+  }
+  __syncthreads();
+  const float r = s_scale;
+  const bf16_t* w = static_cast<const bf16_t*>(p.next_norm);
+  bf16_t* out = static_cast<bf16_t*>(p.xn_out) + size_t(t) * H;
+  for (int k = threadIdx.x; k < H; k += kCombineThreads) out[k] = to_bf16(to_f32(w[k]) * (to_f32(__ldcg(x + k)) * r));
+}
+
+}  // namespace
+
+void moe_combine(const MoeGemvParams& p, cudaStream_t stream) {
+  MXS_CHECK(p.n_tokens >= 1, "moe_combine: n_tokens must be >= 1");
+  MXS_CHECK(p.top_k <= 8, "moe_combine: top_k must be <= 8");
+  const int n_chunks = (p.hidden + kCombineThreads - 1) / kCombineThreads;
+  MXS_CHECK(n_chunks <= kMaxCombineChunks, "moe_combine: hidden too large");
+  MXS_CHECK(!p.next_norm || n_chunks == 1 || (p.norm_partials && p.norm_counters),
+            "moe_combine: the fused norm over several column chunks needs norm_partials and norm_counters");
+  launch_pdl(moe_combine_kernel, dim3(p.n_tokens, n_chunks), dim3(kCombineThreads), 0, stream, p);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mxs::cuda

@@ -1,0 +1,54 @@
+// Dequantization of one thread's share of a packed MXFP4 k-tile (layout: moe_gemm_pack.h) into bf16 A-fragment
+// registers, shared by the grouped GEMM (wgmma, per warpgroup) and the decode GEMV (mma.sync, per warp): both use
+// the m16n8k16 A layout, so the same 16 bytes + scale word feed either.
+#pragma once
+#include <cstdint>
+
+#include "cuda/kernels/moe_gemm_pack.h"
+
+namespace mxs::cuda {
+
+// d = a * m exactly (m a power of two in both halves; the -0 addend keeps +0 products +0).
+__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t m) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(m), "r"(0x80008000u));
+  return d;
+}
+
+// One thread's A registers of a k-tile: q = its 16 packed bytes, sw = its scale word (bytes: row g block 0,
+// row g + 8 block 0, row g block 1, row g + 8 block 1); a[s] = the 4 registers of k16 step s. Decoded codes
+// carry 2^-126, so the factor is 2^(s - 1) = bf16 exponent field s + 126: exact for s <= 128. Larger scales
+// (|block scale| > 2, not seen in trained weights) take a second exact factor 2^(s - 128).
+__device__ __forceinline__ void moe_pack_dequant(const uint4& q, uint32_t sw, uint32_t (&a)[4][4]) {
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+  const bool big = __vcmpgtu4(sw, 0x80808080u) != 0;
+  const uint32_t s1 = big ? __vminu4(sw, 0x80808080u) : sw;
+  uint32_t m[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) m[i] = (((s1 >> (8 * i)) & 0xffu) + 126u) * 0x00800080u;
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    uint32_t r[4];
+    moe_e2m1x2_decode(words[s], r);
+    const int b = (s >> 1) * 2;  // steps 0, 1: block 0 of the k-tile; 2, 3: block 1
+    a[s][0] = bf16x2_mul(r[0], m[b]);
+    a[s][1] = bf16x2_mul(r[1], m[b + 1]);
+    a[s][2] = bf16x2_mul(r[2], m[b]);
+    a[s][3] = bf16x2_mul(r[3], m[b + 1]);
+  }
+  if (big) {
+    const uint32_t s2 = __vmaxu4(sw, 0x80808080u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) m[i] = (((s2 >> (8 * i)) & 0xffu) - 1u) * 0x00800080u;
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      const int b = (s >> 1) * 2;
+      a[s][0] = bf16x2_mul(a[s][0], m[b]);
+      a[s][1] = bf16x2_mul(a[s][1], m[b + 1]);
+      a[s][2] = bf16x2_mul(a[s][2], m[b]);
+      a[s][3] = bf16x2_mul(a[s][3], m[b + 1]);
+    }
+  }
+}
+
+}  // namespace mxs::cuda

@@ -1,10 +1,14 @@
 // Sampling kernels (see sampling.h). sampling_prepare: one CTA per sequence: copies the bf16 logits to fp32,
-// raw log-normalizer (double sum) for logprobs, penalties, greedy argmax, temperature. A CUB segmented radix
-// sort then orders the rows for the random ones; sampling_draw cuts that order (top-k, top-p, min-p) and
-// draws over the kept candidates in ascending id order (double prefix sums by chunk of ids).
+// raw log-normalizer (double sum) for logprobs, penalties, greedy argmax, temperature; rows without top-p or
+// min-p finish there (the max of z by a block reduction, top-k by a radix select, then the draw). A CUB
+// segmented radix sort orders the rows with top-p or min-p (the others are empty segments); sampling_draw
+// cuts that order (top-k, top-p, min-p) and draws. Every draw is draw_ascending: the kept candidates in
+// ascending id order, double prefix sums by chunk of ids.
 #include "cuda/kernels/sampling.h"
 
 #include <cub/cub.cuh>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/iterator/transform_iterator.h>
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
@@ -73,6 +77,9 @@ __device__ Best block_argmax(const float* z, int n, Best* s_buf, int exclude_mas
   return block_reduce(b, [](Best x, Best y) { return better(x, y); }, s_buf);
 }
 
+constexpr int kRadixBins = 256;  // radix select: 8 bits of the key per pass
+constexpr int kHistCopies = 8;   // histogram copies (warp % 8) against shared atomic contention
+
 struct Shared {
   Best best[32];
   double dsum[32];
@@ -82,7 +89,150 @@ struct Shared {
   double chunk_prefix[kThreads];
   double raw_log_sum;
   float raw_max;
+  int last, pick;                       // draw_ascending
+  unsigned hist[kHistCopies][kRadixBins];  // select_top_k
+  int sel_digit, sel_rank, sel_id;
 };
+
+// 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (is_kept(i)) in ascending id order with
+// the cumulative w = exp(z - z_max) in double, pick the first whose cumulative weight is > u * W' (W' = sum of
+// the kept w), else the last kept one. Each thread owns a contiguous chunk of ids; chunk sums in double, exclusive
+// prefix over the chunks in order by thread 0. Every path calls this with the same block size, so equal kept
+// sets give bit-identical sums and the same token. Returns the token in every thread.
+template <typename Kept>
+__device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, const SampleSeqParams& q,
+                              Shared& sh) {
+  const int chunk = (V + blockDim.x - 1) / blockDim.x;
+  auto kept_weight = [&](int i) { return is_kept(i) ? weight_of(z[i], z_max) : 0.0f; };
+  {
+    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
+    double cs = 0.0;
+    int last = -1;
+    for (int i = b; i < e; ++i) {
+      if (!is_kept(i)) continue;
+      cs += double(weight_of(z[i], z_max));
+      last = i;
+    }
+    if (threadIdx.x == 0) sh.last = -1;
+    __syncthreads();
+    sh.chunk_prefix[threadIdx.x] = cs;
+    if (last >= 0) atomicMax(&sh.last, last);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double acc = 0.0;
+      for (int i = 0; i < int(blockDim.x); ++i) {
+        const double v = sh.chunk_prefix[i];
+        sh.chunk_prefix[i] = acc;
+        acc += v;
+      }
+      sh.dsum[0] = acc;
+      sh.pick = sh.last;  // the last kept candidate (largest id) if rounding leaves none
+    }
+    __syncthreads();
+  }
+  const double u = double(sample_uniform_dev(q.seed, q.step));
+  const double target = u * sh.dsum[0];
+  {
+    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
+    double cum = sh.chunk_prefix[threadIdx.x];
+    for (int i = b; i < e; ++i) {
+      const float w = kept_weight(i);
+      if (w == 0.0f) continue;
+      cum += double(w);
+      if (cum > target) {
+        atomicMin(&sh.pick, i);
+        break;
+      }
+    }
+  }
+  __syncthreads();
+  return sh.pick;
+}
+
+// Kept sets. A prefix of the order (z descending, ties -> lower id) is a threshold test against its last
+// element (z_b, id_b): z > z_b, or z == z_b and id <= id_b.
+struct KeptAll {
+  __device__ bool operator()(int) const { return true; }
+};
+struct KeptThreshold {
+  const float* z;
+  float z_b;
+  int id_b;
+  __device__ bool operator()(int i) const { return z[i] > z_b || (z[i] == z_b && i <= id_b); }
+};
+
+// Radix key of z for "larger first": unsigned order = float order, -0 folded onto +0 so that equal floats
+// (the order's ties) have equal keys. z has no NaN here.
+__device__ __forceinline__ uint32_t select_key(float v) { return orderable_bits(v == 0.0f ? 0.0f : v); }
+
+// 5. top-k without a sort: the k-th candidate of the order (1 <= k < V), i.e. the element the sorted path reads
+// at order[k - 1], found exactly. Radix select on select_key, 8 bits a pass from the top (4 passes over the row;
+// each counts the candidates that match the digits chosen so far), which gives the k-th key K and the rank r of
+// the k-th candidate among the ids with key K; ties go to lower ids, so id_b is the r-th such id in ascending
+// order (a block scan of per-chunk counts). Every thread gets the threshold.
+__device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) {
+  uint32_t prefix = 0, mask = 0;
+  int rank = k;  // rank of the wanted candidate among those matching prefix/mask, best first
+  unsigned* hist_flat = &sh.hist[0][0];
+  unsigned* my_hist = sh.hist[(threadIdx.x >> 5) % kHistCopies];
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int i = threadIdx.x; i < kHistCopies * kRadixBins; i += blockDim.x) hist_flat[i] = 0u;
+    __syncthreads();
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+      const uint32_t key = select_key(z[i]);
+      if ((key & mask) == prefix) atomicAdd(&my_hist[(key >> shift) & (kRadixBins - 1)], 1u);
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < kRadixBins; d += blockDim.x) {  // column d only: no race
+      unsigned c = 0;
+      for (int h = 0; h < kHistCopies; ++h) c += sh.hist[h][d];
+      sh.hist[0][d] = c;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {  // the digit holding the rank-th candidate, from the largest digit down
+      int above = 0, d = kRadixBins - 1;
+      for (; d > 0; --d) {
+        const int c = int(sh.hist[0][d]);
+        if (above + c >= rank) break;
+        above += c;
+      }
+      sh.sel_digit = d;
+      sh.sel_rank = rank - above;
+    }
+    __syncthreads();
+    prefix |= uint32_t(sh.sel_digit) << shift;
+    mask |= uint32_t(kRadixBins - 1) << shift;
+    rank = sh.sel_rank;
+  }
+  // prefix = K; the rank-th id (ascending) with key K. Per-thread counts over contiguous id chunks, exclusive
+  // block scan of the counts (ints: exact), then the thread whose chunk holds it walks the chunk.
+  const int chunk = (V + blockDim.x - 1) / blockDim.x;
+  const int b = threadIdx.x * chunk, e = min(V, b + chunk);
+  int cnt = 0;
+  for (int i = b; i < e; ++i) cnt += select_key(z[i]) == prefix;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int incl = cnt;
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  __syncthreads();
+  if (lane == 31) sh.flag[warp] = incl;
+  __syncthreads();
+  int before = incl - cnt;
+  for (int w = 0; w < warp; ++w) before += sh.flag[w];
+  if (before < rank && rank <= before + cnt) {
+    int seen = before;
+    for (int i = b; i < e; ++i)
+      if (select_key(z[i]) == prefix && ++seen == rank) {
+        sh.sel_id = i;
+        break;
+      }
+  }
+  __syncthreads();
+  const int id_b = sh.sel_id;
+  return KeptThreshold{z, z[id_b], id_b};
+}
 
 __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p) {
   __shared__ Shared sh;
@@ -156,26 +306,48 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     }
     return;
   }
-  // 4. temperature; keys/values for the sort.
+  // 4. temperature; keys/values for the sort where the row needs it.
+  const bool sorted = sampling_needs_sort(q, V);
+  float z_max = -INFINITY;
   for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    z[i] = z[i] / q.temperature;
-    p.order_in[size_t(s) * V + i] = i;
+    const float t = z[i] / q.temperature;
+    z[i] = t;
+    z_max = fmaxf(z_max, t);
+    if (sorted) p.order_in[size_t(s) * V + i] = i;
   }
+  if (sorted) {  // finished by the sort, sampling_draw and sampling_logprob
+    if (threadIdx.x == 0) {
+      res.error = 0;
+      if (q.want_logprob) res.logprob = 0.f;
+    }
+    return;
+  }
+  // No top-p / min-p: z_max over all ids (the largest kept one whatever top-k keeps), then the kept set and the
+  // draw here. The reduction's __syncthreads also makes this block's z writes visible to all its threads.
+  z_max = block_reduce(z_max, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
+  if (!isfinite(z_max)) {
+    if (threadIdx.x == 0) res.error = 2, res.token = -1;
+    return;
+  }
+  const int token = sampling_top_k_select(q, V) ? draw_ascending(z, V, z_max, select_top_k(z, V, q.top_k, sh), q, sh)
+                                                : draw_ascending(z, V, z_max, KeptAll{}, q, sh);
   if (threadIdx.x == 0) {
+    res.token = token;
     res.error = 0;
-    if (q.want_logprob) res.logprob = 0.f;  // filled by sampling_draw
+    // Raw logprob from step 0's normalizer: the same values sampling_logprob computes.
+    if (q.want_logprob) res.logprob = float(double(to_f32(logits[token])) - double(sh.raw_max) - sh.raw_log_sum);
   }
 }
 
-// One random sequence: top-k, top-p, min-p over the sorted row, then the draw in ascending id order
-// (sampler.h steps 5-9).
+// One sequence with top-p or min-p: top-k, top-p, min-p over the sorted row, then the draw in ascending id
+// order (sampler.h steps 5-9).
 __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
   __shared__ Shared sh;
   __shared__ int s_kept;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   SampleResultDev& res = p.results[s];
-  if (q.temperature == 0.0f || res.error != 0) return;
+  if (!sampling_needs_sort(q, V) || res.error != 0) return;  // greedy or finished in sampling_prepare
   const float* zs = p.z_sorted + size_t(s) * V;
   const int32_t* ord = p.order + size_t(s) * V;
   const float z_max = zs[0];
@@ -232,59 +404,11 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
     __syncthreads();
     kept = s_kept;
   }
-  // 9. draw, walking the kept candidates in ascending id order. The kept set is a prefix of the sorted order,
-  // so membership is a threshold test against its last element (z_b, id_b): z > z_b, or z == z_b and
-  // id <= id_b. Chunks of ids per thread, double prefix over the chunks.
+  // 9. draw over the kept prefix of the order (a threshold test against its last element).
   const float* z = p.z + size_t(s) * V;
-  const float z_b = zs[kept - 1];
-  const int id_b = ord[kept - 1];
-  auto is_kept = [&](int i) { return z[i] > z_b || (z[i] == z_b && i <= id_b); };
-  auto kept_weight = [&](int i) { return is_kept(i) ? weight_of(z[i], z_max) : 0.0f; };
-  __shared__ int s_last;
-  {
-    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
-    double cs = 0.0;
-    int last = -1;
-    for (int i = b; i < e; ++i) {
-      if (!is_kept(i)) continue;
-      cs += double(weight_of(z[i], z_max));
-      last = i;
-    }
-    if (threadIdx.x == 0) s_last = -1;
-    __syncthreads();
-    sh.chunk_prefix[threadIdx.x] = cs;
-    if (last >= 0) atomicMax(&s_last, last);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double acc = 0.0;
-      for (int i = 0; i < int(blockDim.x); ++i) {
-        const double v = sh.chunk_prefix[i];
-        sh.chunk_prefix[i] = acc;
-        acc += v;
-      }
-      sh.dsum[0] = acc;
-      s_kept = s_last;  // the last kept candidate (largest id) if rounding leaves none
-    }
-    __syncthreads();
-  }
-  const double u = double(sample_uniform_dev(q.seed, q.step));
-  const double target = u * sh.dsum[0];
-  {
-    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
-    double cum = sh.chunk_prefix[threadIdx.x];
-    for (int i = b; i < e; ++i) {
-      const float w = kept_weight(i);
-      if (w == 0.0f) continue;
-      cum += double(w);
-      if (cum > target) {
-        atomicMin(&s_kept, i);
-        break;
-      }
-    }
-  }
-  __syncthreads();
+  const int token = draw_ascending(z, V, z_max, KeptThreshold{z, zs[kept - 1], ord[kept - 1]}, q, sh);
   if (threadIdx.x == 0) {
-    res.token = s_kept;
+    res.token = token;
     if (q.want_logprob) res.logprob = 0.f;  // filled by sampling_logprob
   }
 }
@@ -295,7 +419,7 @@ __global__ void __launch_bounds__(kThreads) sampling_logprob(SamplingParamsDev p
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   SampleResultDev& res = p.results[s];
-  if (!q.want_logprob || res.error != 0) return;
+  if (!q.want_logprob || res.error != 0 || !sampling_needs_sort(q, V)) return;  // others: sampling_prepare
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float mx = -INFINITY;
   for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, to_f32(logits[i]));
@@ -311,6 +435,21 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
   if (i < n) out[i] = sample_uniform_dev(seeds[i], steps[i]);
 }
 
+
+// End offset of row s in the segmented sort: a full row where the row needs the sort, else an empty segment
+// (end == begin), read from the device copy of the row's parameters. begin = segment_offsets[s] = s * vocab.
+struct SortedRowEnd {
+  const SampleSeqParams* seqs;
+  int vocab;
+  __host__ __device__ int operator()(int s) const {
+    return s * vocab + (sampling_needs_sort(seqs[s], vocab) ? vocab : 0);
+  }
+};
+using RowEndIter = thrust::transform_iterator<SortedRowEnd, thrust::counting_iterator<int>>;
+RowEndIter row_ends(const SampleSeqParams* seqs, int vocab) {
+  return RowEndIter(thrust::counting_iterator<int>(0), SortedRowEnd{seqs, vocab});
+}
+
 }  // namespace
 
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
@@ -318,7 +457,7 @@ size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
   CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
       nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
       static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), int64_t(max_seqs) * vocab, max_seqs,
-      static_cast<const int32_t*>(nullptr), static_cast<const int32_t*>(nullptr) + 1));
+      static_cast<const int32_t*>(nullptr), row_ends(nullptr, vocab)));
   return bytes;
 }
 
@@ -326,11 +465,11 @@ void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
   sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
-  if (p.any_random) {
+  if (p.any_random && p.any_sort) {
     size_t bytes = p.sort_temp_bytes;
     CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
         p.sort_temp, bytes, p.z, p.z_sorted, p.order_in, p.order, int64_t(p.n_seqs) * p.vocab, p.n_seqs,
-        p.segment_offsets, p.segment_offsets + 1, 0, 32, stream));
+        p.segment_offsets, row_ends(p.seqs, p.vocab), 0, 32, stream));
     sampling_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     sampling_logprob<<<p.n_seqs, kThreads, 0, stream>>>(p);

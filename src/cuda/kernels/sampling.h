@@ -3,7 +3,14 @@
 // argmax (lowest id on ties) or temperature -> order (z descending, ties -> lower id) -> top-k -> top-p ->
 // min-p -> inverse-CDF draw over the kept ids in ascending id order with u = sample_uniform(seed, step).
 // Only token ids and logprobs go back.
-// The order is a stable segmented radix sort (CUB), run only when a sequence in the step samples.
+// Three ways to find the kept set of a row at temperature > 0 (sampling_needs_sort picks):
+//   - no cut (top_k 0 or >= vocab, top_p 1, min_p 0: the OpenAI default): every id is kept; the max of z is a
+//     block reduction and the draw runs in the same CTA as the penalties, no order at all;
+//   - top-k alone: an exact radix select of the k-th best (z, id), the threshold the sorted order would give;
+//   - top-p or min-p: a stable segmented radix sort (CUB) of the rows that need it (other rows are empty
+//     segments), then the cuts on the sorted order.
+// The draw is one device function for all three, so a row gets the same token whichever way finds its
+// kept set.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -52,8 +59,21 @@ struct SamplingParamsDev {
   size_t sort_temp_bytes = 0;
   SampleResultDev* results = nullptr;  // [n_seqs]
   int n_seqs = 0, vocab = 0;
-  bool any_random = false;          // some sequence has temperature > 0: run the sort + draw
+  bool any_random = false;          // some sequence has temperature > 0
+  // Some sequence needs the sorted order (sampling_needs_sort). false skips the sort and its kernels; true is
+  // always correct (rows that do not need the sort are empty segments of it).
+  bool any_sort = true;
 };
+
+// A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id
+// there is nothing to cut). No cut or top-k alone run without the sort.
+__host__ __device__ inline bool sampling_needs_sort(const SampleSeqParams& q, int vocab) {
+  return q.temperature != 0.0f && vocab > 1 && (q.top_p < 1.0f || q.min_p > 0.0f);
+}
+// A row at temperature > 0 cut by top-k alone (0 < top_k < vocab): the radix select.
+__host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, int vocab) {
+  return q.temperature != 0.0f && q.top_k > 0 && q.top_k < vocab && !sampling_needs_sort(q, vocab);
+}
 
 // Bytes of CUB temp storage for max_seqs rows of vocab.
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab);

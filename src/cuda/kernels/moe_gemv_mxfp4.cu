@@ -97,6 +97,9 @@ __global__ void __launch_bounds__(kThreads, W == Which::kDown ? 7 : 8) moe_gemv_
   // that, so the weight copies below overlap gate_up's tail.
   if constexpr (W == Which::kGateUp) griddep_wait();
   const int e = p.index.active_experts[slot];  // -1 past the active ones (moe_router.h): one dependent load
+  // One token (ROWS == 1): its top-k experts are distinct, so every active expert has exactly one pair and the
+  // sorted position of slot's pair is the slot itself; its pair id is the only lookup left (down only).
+  const int pid1 = ROWS == 1 && W == Which::kDown ? p.index.pair_list[slot] : 0;
   if (e < 0) {
     if constexpr (W == Which::kDown) griddep_wait();
     return;
@@ -111,7 +114,8 @@ __global__ void __launch_bounds__(kThreads, W == Which::kDown ? 7 : 8) moe_gemv_
     bulk_copy_g2s(s_q + kt * 2048, blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048, 2048, &s_bar[kt]);
     if (kt == 0) bulk_copy_g2s(s_sc, scales + grp * (64 * K / 32) + size_t(piece) * KTP * 128, sc_bytes, &s_bar[0]);
   }
-  const int begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
+  int begin = slot, n_pairs = 1;
+  if constexpr (ROWS > 1) begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
   if constexpr (W == Which::kDown) griddep_wait();  // act
   griddep_launch_dependents();
 
@@ -125,7 +129,7 @@ __global__ void __launch_bounds__(kThreads, W == Which::kDown ? 7 : 8) moe_gemv_
     // so the 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
     for (int i = tid; i < n_rows * (KW / 8); i += kThreads) {
       const int m = i / (KW / 8), v = i % (KW / 8);
-      const int pid = p.index.pair_list[begin + m0 + m];
+      const int pid = ROWS == 1 ? pid1 : p.index.pair_list[begin + m0 + m];  // (gate_up, one token: row 0)
       const bf16_t* src = W == Which::kGateUp ? static_cast<const bf16_t*>(p.xn) + size_t(pid / p.top_k) * K
                                               : static_cast<const bf16_t*>(p.act) + size_t(pid) * K;
       const uint4 val = *reinterpret_cast<const uint4*>(src + piece * KW + v * 8);
@@ -187,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, W == Which::kDown ? 7 : 8) moe_gemv_
           __ldcg(reinterpret_cast<const float2*>(p.partials + ((size_t(group) * NP + k) * P + begin + m) * 64 + 2 * u));
       sum.x += v.x, sum.y += v.y;
     }
-    store_pair<W, R / 2>(p, p.index.pair_list[begin + m], group * 32 + u, sum.x, sum.y, bias);
+    store_pair<W, R / 2>(p, p.index.pair_list[begin + m], group * 32 + u, sum.x, sum.y, bias);  // (ROWS 1: begin = slot)
   }
 }
 

@@ -7,6 +7,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/last_cta.cuh"
 #include "cuda/kernels/gemv_stream.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
@@ -29,13 +30,7 @@ constexpr int rows_per_warp() {
 // since other CTAs wrote them, and resets the counter.
 __device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
   if (p.norm_weight == nullptr) return;
-  __shared__ bool s_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x - 1;
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
+  if (!last_cta_arrive(p.done_counter, gridDim.x)) return;
   constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
   const bf16_t* y = static_cast<const bf16_t*>(p.y);
   for (int m = 0; m < p.n_rows; ++m) {

@@ -2,6 +2,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/last_cta.cuh"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
@@ -52,16 +53,10 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   }
   if (!p.next_norm) return;
   const float ss = block_sum(xv * xv);
-  __shared__ bool s_last;
   __shared__ float s_scale;
   if (n_chunks > 1) {
     if (threadIdx.x == 0) p.norm_partials[t * kMaxCombineChunks + chunk] = ss;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&p.norm_counters[t], 1u) == unsigned(n_chunks) - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+    if (!last_cta_arrive(&p.norm_counters[t], unsigned(n_chunks))) return;
   }
   if (threadIdx.x == 0) {
     float total = ss;

@@ -6,6 +6,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/last_cta.cuh"
 
 namespace mxs::cuda {
 namespace {
@@ -101,13 +102,7 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
   if (lane == 0 && e < p.n_experts)
     p.logits[size_t(t) * p.n_experts + e] = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
   // The last CTA to finish groups the pairs (saves a launch per layer); it also resets the counter.
-  __shared__ bool s_last;
-  __threadfence();
-  __syncthreads();
-  if (threadIdx.x == 0) s_last = atomicAdd(p.done_counter, 1u) == gridDim.x * gridDim.y - 1;
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
+  if (!last_cta_arrive(p.done_counter, gridDim.x * gridDim.y)) return;
   route_index(p, ix);
   if (threadIdx.x == 0) *p.done_counter = 0u;
 }

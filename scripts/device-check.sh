@@ -37,6 +37,10 @@ BIN=build-device/mxserve
 timeout 300 $BIN bench decode --preset 20b --batch "${MXS_BATCHES:-1,8,32,64,128,256}" --context 1024 \
   --json "$OUT/bench_decode_20b.json" >"$OUT/bench_decode_20b.md" 2>"$OUT/bench_decode_20b.err"
 echo "== bench decode rc=$?"; cat "$OUT/bench_decode_20b.md"; tail -5 "$OUT/bench_decode_20b.err"
+# gpt-oss-120b by the same code (random weights on the GPU, ~65 GB: H200, or H100 80GB with a small KV pool).
+timeout 240 $BIN bench decode --preset 120b --batch 1,8,64 --context 1024 --json "$OUT/bench_decode_120b.json" \
+  >"$OUT/bench_decode_120b.md" 2>"$OUT/bench_decode_120b.err"
+echo "== bench decode 120b rc=$?"; grep -E "^\| [0-9]|card" "$OUT/bench_decode_120b.md"; tail -3 "$OUT/bench_decode_120b.err"
 
 # Prefill (TTFT per prompt length) and the MXFP4 grouped GEMM vs cuBLAS bf16, random 20b weights.
 timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,2048,8192,32768}" --json "$OUT/bench_prefill.json" \
@@ -129,6 +133,10 @@ if d:
                      ">= 930" if h200 else ">= 650"))
     if 64 in by:
         rows.append(("decode batch 64 (tok/s)", f'{by[64]["tok_s"]:.0f}', ">= 8000 (H100)"))
+d120 = load("bench_decode_120b.json")
+if d120:
+    for r in d120["rows"]:
+        rows.append((f'120b decode batch {r["batch"]} (tok/s)', f'{r["tok_s"]:.0f} ({100 * r["copy_fraction"]:.0f}% of copy BW)', ""))
 pf = load("bench_prefill.json")
 if pf:
     for r in pf["rows"]:

@@ -23,9 +23,18 @@ namespace {
 
 constexpr double kTol = 4e-3;  // relative L2 for bf16 outputs with the reference's rounding points
 
+// The presets, plus "tiny-128-experts" (the tiny shapes with gpt-oss-120b's 128 experts: the router's
+// 4-experts-per-lane selection and scans, the MoE workspaces sized by the expert count).
+ModelConfig geometry(const std::string& name) {
+  if (name != "tiny-128-experts") return ModelConfig::preset(name);
+  ModelConfig c = ModelConfig::preset("tiny");
+  c.num_experts = 128;
+  return c;
+}
+
 class Geometry : public ::testing::TestWithParam<const char*> {
  protected:
-  ModelConfig c = ModelConfig::preset(GetParam());
+  ModelConfig c = geometry(GetParam());
 };
 
 TEST_P(Geometry, RmsNormAndEmbedding) {
@@ -498,8 +507,13 @@ TEST(KernelDispatch, UnsupportedShapesFailLoudly) {
   EXPECT_THROW(gemv_bf16_lm_head(g, nullptr), Error);
 }
 
-INSTANTIATE_TEST_SUITE_P(Cuda, Geometry, ::testing::Values("20b", "tiny"),
-                         [](const auto& info) { return std::string(info.param); });
+INSTANTIATE_TEST_SUITE_P(Cuda, Geometry, ::testing::Values("20b", "tiny", "tiny-128-experts"),
+                         [](const auto& info) {
+                           std::string n = info.param;
+                           for (char& ch : n)
+                             if (ch == '-') ch = '_';  // test names: letters, digits, underscores
+                           return n;
+                         });
 
 }  // namespace
 }  // namespace mxs::cuda::test

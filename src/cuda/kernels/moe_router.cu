@@ -11,37 +11,53 @@
 namespace mxs::cuda {
 namespace {
 
-constexpr int kMaxExperts = 32;
+constexpr int kMaxExperts = 128;  // gpt-oss-120b
+constexpr int kPerLane = kMaxExperts / 32;
 constexpr int kMaxTopK = 8;
 
 constexpr int kRouterWarps = 8;
 
-// Run by the last router CTA to finish: a warp per token selects the top-k (lane = expert: k rounds of a
-// warp argmax on an orderable key, ties -> lower expert id) and normalizes; then warp 0 turns the per-expert
-// counts into offsets and the active list (lane = expert: a shuffle scan and a ballot), and all threads
-// place the pairs. Logits written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
+// Run by the last router CTA to finish: a warp per token selects the top-k (lane l holds experts l + 32 j:
+// k rounds of a warp argmax over the lanes' best orderable keys, ties -> lower expert id) and normalizes; then
+// warp 0 turns the per-expert counts into offsets and the active list (lane l owns experts 4 l .. 4 l + 3:
+// local sums, shuffle scans of the counts and of the active flags), and all threads place the pairs. Logits
+// written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
 // (v1 ran the selection in one thread per token and the offsets in one thread: ~4 us of serial work.)
 __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5;
-  if (threadIdx.x < kMaxExperts) s_count[threadIdx.x] = 0;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5, E = p.n_experts;
+  for (int i = threadIdx.x; i < kMaxExperts; i += blockDim.x) s_count[i] = 0;
   __syncthreads();
   for (int t = warp; t < p.n_tokens; t += n_warps) {
-    const float v = lane < p.n_experts ? __ldcg(&p.logits[size_t(t) * p.n_experts + lane]) : -INFINITY;
-    unsigned long long key = lane < p.n_experts ? argmax_key(v, lane) : 0ull;  // 0 = taken or not an expert
+    float v[kPerLane];
+    unsigned long long key[kPerLane];  // 0 = taken or not an expert
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      v[j] = e < E ? __ldcg(&p.logits[size_t(t) * E + e]) : -INFINITY;
+      key[j] = e < E ? argmax_key(v[j], e) : 0ull;
+    }
     float sel_v[kMaxTopK];
     int sel_i[kMaxTopK];
 #pragma unroll
     for (int s = 0; s < kMaxTopK; ++s) {
       sel_v[s] = -INFINITY, sel_i[s] = 0;
       if (s >= p.top_k) continue;
-      unsigned long long best = key;
+      unsigned long long best = key[0];
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j) best = max(best, key[j]);
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
       const int e = 0x7fffffff - int(best & 0xffffffffu);
+      float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j)
+        if (j == (e >> 5)) mine = v[j];
       sel_i[s] = e;
-      sel_v[s] = __shfl_sync(0xffffffffu, v, e);
-      if (lane == e) key = 0ull;
+      sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (lane + 32 * j == e) key[j] = 0ull;
     }
     const float m = sel_v[0];
     float ex[kMaxTopK], sum = 0.f;
@@ -60,25 +76,39 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   }
   __syncthreads();
   if (warp == 0) {
-    const int cnt = lane < p.n_experts ? s_count[lane] : 0;
-    int incl = cnt;
+    int cnt[kPerLane], total = 0, n_act = 0;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      cnt[j] = e < E ? s_count[e] : 0;
+      total += cnt[j];
+      n_act += cnt[j] > 0;
+    }
+    int incl = total, incl_act = n_act;  // inclusive scans over the lanes
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += y;
+      const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
+      if (lane >= o) incl += y, incl_act += ya;
     }
-    const int off = incl - cnt;
-    const unsigned active = __ballot_sync(0xffffffffu, cnt > 0);
-    const int n_active = __popc(active);
-    if (lane < p.n_experts) {
-      ix.expert_offsets[lane] = off;
-      s_cursor[lane] = off;
-      ix.active_experts[lane] = -1;  // the tail past n_active stays -1
+    int off = incl - total, slot = incl_act - n_act;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      if (e < E) {
+        ix.expert_offsets[e] = off;
+        s_cursor[e] = off;
+        ix.active_experts[e] = -1;  // the tail past n_active stays -1
+      }
+      off += cnt[j];
     }
-    __syncwarp();
-    if (lane < p.n_experts && cnt > 0) ix.active_experts[__popc(active & ((1u << lane) - 1u))] = lane;
-    if (lane == 31) ix.expert_offsets[p.n_experts] = incl;  // lanes >= n_experts add 0: incl = total
-    if (lane == 0) *ix.num_active = n_active;
+    __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      if (cnt[j] > 0) ix.active_experts[slot++] = kPerLane * lane + j;
+    if (lane == 31) {
+      ix.expert_offsets[E] = incl;  // lanes past the experts add 0: incl = total pairs
+      *ix.num_active = incl_act;
+    }
   }
   __syncthreads();
   const int n_pairs = p.n_tokens * p.top_k;

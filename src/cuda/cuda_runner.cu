@@ -37,9 +37,6 @@ int next_pow2(int v) {
   return p;
 }
 
-// Keys per attention split for a step of n_rows query tokens: small batches split finely so that the
-// (token, kv head, split) grid still fills the GPU (batch 1 at 1k context: 8 x 16 CTAs of 64 keys).
-int split_keys(int n_rows) { return n_rows <= 2 ? 64 : n_rows <= 8 ? 128 : 256; }
 }  // namespace
 
 struct CudaRunner::Impl {
@@ -54,6 +51,7 @@ struct CudaRunner::Impl {
   std::vector<size_t> layer_kv_bytes;  // per layer
   std::vector<void*> kv_layers;  // per layer: [pool blocks + 1][2][n_kv][block_size][64] bf16
   int max_blocks_per_seq = 0;
+  int num_sms = 0;  // sizes the tensor-core attention's key splits
   cudaStream_t stream = nullptr;
   cublasHandle_t cublas = nullptr;  // dense projections of steps with >= kDenseGemmMinRows rows
 
@@ -132,6 +130,7 @@ void CudaRunner::Impl::init() {
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
   device_name = prop.name;
+  num_sms = prop.multiProcessorCount;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   max_blocks_per_seq = (opt.max_model_len + opt.block_size - 1) / opt.block_size;
 
@@ -141,8 +140,8 @@ void CudaRunner::Impl::init() {
   // Attention partials: the largest graph bucket configuration, or one split per token of a full step.
   partial_rows = T * size_t(c.num_heads);
   for (int b = 1; b <= std::min<int>(int(S), kMaxGraphBatch); b *= 2) {
-    const int kps = split_keys(b);
-    partial_rows = std::max(partial_rows, size_t(b) * c.num_heads * next_pow2((opt.max_model_len + kps - 1) / kps));
+    partial_rows = std::max(partial_rows, size_t(b) * c.num_heads *
+                                              attention_decode_mma_max_splits(b, c.num_kv_heads, opt.max_model_len, num_sms));
   }
   ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
   const size_t sort_bytes = sampling_sort_temp_bytes(int(S), int(V));
@@ -372,14 +371,20 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
         p.window = c.is_sliding(l) ? c.sliding_window : 0;
         p.n_splits = 1, p.keys_per_split = keys_per_split, p.exact = true;
-      } else if (c.is_sliding(l)) {  // the window's keys in splits of <= 128
-        p.window = c.sliding_window;
-        p.keys_per_split = std::min(keys_per_split, 128);
-        p.n_splits = (c.sliding_window + p.keys_per_split - 1) / p.keys_per_split;
+        attention_decode(p, stream);
+        return;
+      }
+      // Tensor cores (attention_decode_mma): sliding layers split the window by the launch's token count alone
+      // (graph-safe; one split if the partials would not fit); full layers take the caller's split.
+      if (c.is_sliding(l)) {
+        const int w = c.sliding_window;
+        int kps = attention_decode_mma_keys_per_split(p.n_tokens, c.num_kv_heads, w, num_sms);
+        if (size_t(p.n_tokens) * c.num_heads * size_t((w + kps - 1) / kps) > partial_rows) kps = (w + 15) / 16 * 16;
+        p.window = w, p.keys_per_split = kps, p.n_splits = (w + kps - 1) / kps;
       } else {
         p.window = 0, p.n_splits = n_splits, p.keys_per_split = keys_per_split;
       }
-      attention_decode(p, stream);
+      attention_decode_mma(p, stream);
     });
     if (dense) {
       timed("o_proj_gemm", [&] { gemm_bf16_f32(cublas, attn, lw.w_o, proj, n_tokens, c.q_dim(), H); });
@@ -589,9 +594,10 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
       // the split count rounded up to a power of two so that few graphs cover all lengths.
       const bool exact = max_ctx <= kExactAttentionMaxKeys;
-      const int kps = split_keys(n_rows);
+      const int kps = attention_decode_mma_keys_per_split(n_rows, c.num_kv_heads, max_ctx, num_sms);
       const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
-      const auto key = std::make_pair(n_rows, exact ? 0 : n_splits);
+      // kps and n_splits are powers of two (kps <= 4096, n_splits < 2^16): one graph per (bucket, kps, splits).
+      const auto key = std::make_pair(n_rows, exact ? 0 : (kps << 16) | n_splits);
       auto it = graphs.find(key);
       if (it == graphs.end()) {
         // Capture once per (bucket, split count); later steps replay it over the same input buffers.
@@ -652,7 +658,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : n_tok;
       int n_splits = 1, kps = att_ctx;  // exact path for short contexts
       if (att_ctx > kExactAttentionMaxKeys) {
-        kps = split_keys(att_tokens);
+        kps = attention_decode_mma_keys_per_split(att_tokens, c.num_kv_heads, att_ctx, num_sms);
         n_splits = (att_ctx + kps - 1) / kps;
         const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(att_tokens) * c.num_heads));
         if (size_t(n_splits) > cap_splits) {  // many long decode rows: fewer, longer splits

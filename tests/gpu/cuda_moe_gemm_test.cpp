@@ -1,7 +1,8 @@
 // The MXFP4 grouped GEMMs for prefill (moe_gemm_mxfp4) and their load-time pack (moe_gemm_pack) against a
 // CPU reference written here from common/mxfp4.h (decode) and common/bf16.h (rounding points), fp32
 // accumulation: skewed routing (one hot expert) with empty experts, ragged token tiles, odd pair counts,
-// every token-tile capacity, scales above 128 (the second dequantization factor) and the 20b shapes.
+// every token-tile capacity, partial m tiles of the 3-warpgroup tiles, scales above 128 (the second
+// dequantization factor) and the 20b shapes.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -232,6 +233,15 @@ TEST(MoeGemm, OddShapeEveryTokenTile) {
   run_shape(128, 192, 5, cases, 2, 118, 126);
 }
 
+TEST(MoeGemm, PartialMTilesOfThreeWarpgroups) {
+  // Token tiles 128 and 192 run 3 consumer warpgroups (192 weight rows per tile): gate_up 640 x 256 is 10
+  // groups of 64 rows = 3 + 3 + 3 + 1 (two idle warpgroups in the last m tile), down 256 x 320 is 3 + 1.
+  std::vector<Case> cases;
+  for (int nt : {128, 192})
+    for (int P : {5, 450}) cases.push_back({256, 320, 3, P, nt, 118, 126});
+  run_shape(256, 320, 3, cases, 5, 118, 126);
+}
+
 TEST(MoeGemm, LargeScalesTakeTheSecondFactor) {
   std::vector<Case> cases = {{64, 128, 4, 33, 0, 110, 140}, {64, 128, 4, 600, 192, 110, 140}};
   run_shape(64, 128, 4, cases, 3, 110, 140);
@@ -241,6 +251,7 @@ TEST(MoeGemm, Gpt20bShapes) {
   std::vector<Case> cases;
   for (int P : {1, 7, 32, 512}) cases.push_back({2880, 2880, 32, P, 0, 117, 123});
   cases.push_back({2880, 2880, 32, 512, 192, 117, 123});
+  cases.push_back({2880, 2880, 32, 1100, 128, 117, 123});  // the hot expert takes 6 tiles of 128
   run_shape(2880, 2880, 32, cases, 4, 117, 123);
 }
 
@@ -250,6 +261,8 @@ TEST(MoeGemm, UnsupportedShapesFailLoudly) {
   EXPECT_THROW(moe_gemm_mxfp4_gate_up(p, nullptr), Error);
   p.intermediate = 2880, p.n_tile = 48;
   EXPECT_THROW(moe_gemm_mxfp4_down(p, nullptr), Error);
+  p.n_tile = 256;
+  EXPECT_THROW(moe_gemm_mxfp4_gate_up(p, nullptr), Error);
 }
 
 }  // namespace

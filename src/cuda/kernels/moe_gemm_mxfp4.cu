@@ -1,20 +1,22 @@
 // MXFP4 grouped GEMMs for MoE prefill (see moe_gemm_mxfp4.h; packed layout in moe_gemm_pack.h; design and
 // measurements in docs/KERNELS-moe-gemm.md).
-// CTA = 2 consumer warpgroups (256 threads, 128 weight rows: 64 per warpgroup) x up to N_MAX of one expert's
-// sorted tokens, + producer warps (1 for N_MAX <= 64, 4 above); K in tiles of 64. The producers fill an
-// S-deep ring of stages with cp.async (per k-tile: the 2 x 2 KB of packed nibbles, 2 x 128 B of scale words,
-// and the N token rows, 8 x 16 B each in the 128-byte swizzle the wgmma B descriptor expects; gate_up gathers
-// rows of xn, which TMA cannot do) and signal full[slot] with cp.async.mbarrier.arrive. Each consumer thread
-// reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them
-// exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup
-// issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers are double buffered (the
-// wgmma of k-tile j - 1 may still read its set while set j is written); wgmma.wait_group 1 keeps one k-tile
-// of MMAs in flight behind the dequantization of the next, after which the slot of j - 1 is released
-// (empty[slot], one arrival per consumer warp).
-// Persistent scheduler: tiles are numbered (expert, 128-row m tile, token tile) with the token tile
+// CTA = WGS consumer warpgroups (64 weight rows each: WGS = 2 for token tiles N_MAX <= 64, 3 for 128 / 192)
+// x up to N_MAX of one expert's sorted tokens, + producer warps (1 for N_MAX <= 64, a warpgroup above, which
+// gives registers to the consumers with setmaxnreg); K in tiles of 64. The producers fill an S-deep ring of
+// stages with cp.async (per k-tile: WGS x 2 KB of packed nibbles, WGS x 128 B of scale words, and the N
+// token rows, 8 x 16 B each in the 128-byte swizzle the wgmma B descriptor expects; gate_up gathers rows of
+// xn, which TMA cannot do) and signal full[slot] with cp.async.mbarrier.arrive. Each consumer thread reads
+// its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
+// 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup issues 4
+// wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers are double buffered (the wgmma
+// of k-tile j - 1 may still read its set while set j is written); wgmma.wait_group 1 keeps one k-tile of MMAs
+// in flight behind the dequantization of the next, after which the slot of j - 1 is released (empty[slot],
+// one arrival per consumer warp).
+// Persistent scheduler: tiles are numbered (expert, 64 WGS-row m tile, token tile) with the token tile
 // innermost (CTAs working at the same time share an expert's weight rows in L2); CTA b takes tiles
-// b, b + grid, ...; the producers run across tile boundaries (the next tile's first k-tiles load during an
-// epilogue). The MMA width of each tile is its token count rounded up to 32.
+// b, b + grid, ...; both roles loop tile by tile (per-tile values hoisted out of the k-loop); the producers
+// run across tile boundaries (the next tile's first k-tiles load during an epilogue). The MMA width of each
+// tile is its token count rounded up to 32.
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 
 #include <algorithm>
@@ -30,29 +32,47 @@ namespace mxs::cuda {
 namespace {
 
 enum class Which { kGateUp, kDown };
-constexpr int kThreads = 256;  // consumers: 2 warpgroups x 64 weight rows (+ the producer warps)
 constexpr int kMaxExperts = 128;
-
-// Shared memory of one pipeline stage: B tile [N_MAX rows][128 B] (swizzled), A [2 wg][128 thr][16 B],
-// scale words [2 wg][32][4 B]; stages 1024-aligned (the 128-byte swizzle repeats every 1024 B).
+// Shared memory: a ring of S stages, each a B tile [N_MAX rows][128 B] (128-byte swizzle, 1024-aligned: the
+// swizzle repeats every 1024 B) in the B ring, and the A bytes [WGS wg][128 thr][16 B] + scale words
+// [WGS wg][32][4 B] in the A ring after it. WGS = consumer warpgroups of the CTA (64 weight rows each, all on
+// the same token tile). Configurations (chosen by the token tile N_MAX):
+//   N_MAX 32, 64:   2 warpgroups, 1 producer warp, 2 CTAs per SM (weight streaming: 16 warps hide the
+//                   dequantization's dependent latency).
+//   N_MAX 128, 192: 3 warpgroups (192 weight rows: each gathered B tile feeds 1.5x the MMAs of a 128-row
+//                   tile), producer warpgroup; setmaxnreg moves registers from the producers (56) to the
+//                   consumers (152: 96 accumulators + 2 x 16 A registers): 3 x 128 x 152 + 128 x 56 = 65536.
+// (N_MAX = 256 with 2 warpgroups of 208 registers was built and measured slower than 192 at every size: 8
+// consumer warps per SM hide the dequantization latency worse than 12; see docs/KERNELS-moe-gemm.md.)
 template <int N_MAX>
 struct Cfg {
-  // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
-  // loaded DRAM latency at full bandwidth; N_MAX = 192 is bounded by the 227 KB of shared memory. (N_MAX = 256
-  // would need 128 accumulator registers: with the producer warp ptxas caps the CTA at 168 and spills.)
-  static constexpr int kStages = N_MAX >= 192 ? 7 : N_MAX >= 128 ? 8 : N_MAX >= 64 ? 8 : 10;
-  // Small tiles are weight-streaming and issue-bound on the dequantization: two CTAs per SM (16 warps) hide
-  // its dependent-instruction latency; N_MAX >= 128 needs the registers and shared memory of one.
-  static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
-  // Producer warps: one copies N_MAX x 8 16-byte B chunks + 256 A chunks per k-tile; 192 rows need 4 warps (with
-  // one warp the producer, not the tensor cores, set the pace). Register budget is unchanged: ptxas already
-  // sizes a 9-warp CTA like a 12-warp one.
+  static_assert(N_MAX == 32 || N_MAX == 64 || N_MAX == 128 || N_MAX == 192, "token tile");
+  static constexpr int kWgs = N_MAX >= 128 ? 3 : 2;
+  static constexpr int kConsumers = 128 * kWgs;
+  // Producer threads: one warp for the small tiles; a warpgroup above (one warp cannot issue N_MAX x 8 row
+  // chunks per k-tile fast enough, and setmaxnreg works per warpgroup).
   static constexpr int kProducerThreads = N_MAX <= 64 ? 32 : 128;
+  static constexpr int kThreadsAll = kConsumers + kProducerThreads;
+  static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
+  static constexpr bool kSetMaxNreg = kWgs == 3;
+  static constexpr int kConsumerRegs = 152, kProducerRegs = 56;
+  // setmaxnreg.inc blocks until the CTA's pool has the registers (a budget over it hangs the kernel): the pool
+  // is what the launch allocated, threads x the per-thread count ptxas gives the kernel (65536 / threads,
+  // rounded down to 8: 128 for 512 threads, 168 for 384), not always the whole register file.
+  static constexpr int kLaunchRegs = (65536 / kThreadsAll) / 8 * 8;
+  static_assert(!kSetMaxNreg || kConsumers * kConsumerRegs + 128 * kProducerRegs <= kThreadsAll * kLaunchRegs,
+                "register pool");
   static constexpr int kRowsPerProducer = N_MAX * 8 / kProducerThreads;  // B chunks (rows) per producer thread
   static constexpr int kBBytes = N_MAX * 128;
-  static constexpr int kStageBytes = (kBBytes + 4096 + 256 + 1023) / 1024 * 1024;
-  static constexpr int kSmem =
-      kStages * kStageBytes + 1024 + 2 * (kMaxExperts + 1) * 4 + 4 * kThreads * 4 + 2 * kStages * 8;
+  static constexpr int kABytes = kWgs * 2048;           // A bytes of a stage; scale words follow
+  static constexpr int kASBytes = kABytes + kWgs * 128;  // A + scales of a stage
+  static constexpr int kExtra = 1024 + 2 * (kMaxExperts + 1) * 4 + 4 * kConsumers * 4 + 2 * 10 * 8;
+  // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
+  // loaded DRAM latency at full bandwidth; large tiles take as many stages as the 227 KB of shared memory hold.
+  static constexpr int kStages =
+      N_MAX <= 32 ? 10 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
+  static constexpr int kSmem = kStages * (kBBytes + kASBytes) + kExtra;
+  static_assert(kSmem <= 232448 && (kCtasPerSm == 1 || 2 * kSmem <= 233472), "shared memory");
 };
 
 // ---- PTX wrappers ----
@@ -66,6 +86,16 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int sr
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+__device__ __forceinline__ uint4 lds128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr) : "memory");
+  return v;
+}
+__device__ __forceinline__ uint32_t lds32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+  return v;
 }
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
@@ -88,6 +118,11 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
 __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 }
+// Register budget of this warpgroup (all its warps execute the same value; sm_90a).
+template <int N>
+__device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
 __device__ __forceinline__ void named_bar_sync(int id, int n_threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n_threads) : "memory");
 }
@@ -293,7 +328,7 @@ __device__ __forceinline__ void mma_ktile(float (&acc)[N_MAX / 2], const uint32_
   }
 }
 
-// One tile of work: expert e, 128-row m tile mt, sorted rows [row0, row0 + n_valid) of pair_list.
+// One tile of work: expert e, m tile mt (64 WGS rows), sorted rows [row0, row0 + n_valid) of pair_list.
 struct TileInfo {
   int e, mt, row0, n_valid;
 };
@@ -338,28 +373,29 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
 }
 
 template <Which W, int N_MAX>
-__global__ void __launch_bounds__(kThreads + Cfg<N_MAX>::kProducerThreads, Cfg<N_MAX>::kCtasPerSm)
+__global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerSm)
     moe_gemm_mxfp4_kernel(const MoeGemmParams p) {
   using C = Cfg<N_MAX>;
-  constexpr int S = C::kStages;
+  constexpr int S = C::kStages, WGS = C::kWgs, NC = C::kConsumers;
   constexpr bool kGU = W == Which::kGateUp;
   extern __shared__ uint8_t s_raw[];
   // 1024-aligned base, derived from s_raw itself so the compiler keeps the shared address space (LDS, not LD).
   uint8_t* smem = s_raw + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
-  int* s_tile0 = reinterpret_cast<int*>(smem + S * C::kStageBytes);  // [E + 1] first tile of expert e
+  uint8_t* s_a = smem + S * C::kBBytes;                              // A ring: [S][kASBytes]
+  int* s_tile0 = reinterpret_cast<int*>(s_a + S * C::kASBytes);      // [E + 1] first tile of expert e
   int* s_off = s_tile0 + kMaxExperts + 1;                            // [E + 1] expert_offsets
-  int* s_pair = s_off + kMaxExperts + 1;                             // [2][kThreads] down epilogue: pair ids
-  float* s_rw = reinterpret_cast<float*>(s_pair + 2 * kThreads);     // [2][kThreads] and routing weights
-  uint64_t* s_full = reinterpret_cast<uint64_t*>(s_rw + 2 * kThreads);  // [S] stage filled (producer arrivals)
-  uint64_t* s_empty = s_full + S;                                    // [S] stage released (8 consumer warps)
+  int* s_pair = s_off + kMaxExperts + 1;                             // [2][NC] down epilogue: pair ids
+  float* s_rw = reinterpret_cast<float*>(s_pair + 2 * NC);           // [2][NC] and routing weights
+  uint64_t* s_full = reinterpret_cast<uint64_t*>(s_rw + 2 * NC);     // [S] stage filled (producer arrivals)
+  uint64_t* s_empty = s_full + S;                                    // [S] stage released (consumer warps)
   const int K = kGU ? p.hidden : p.intermediate, M = kGU ? 2 * p.intermediate : p.hidden;
-  const int KT = K / 64, MT64 = M / 64, MT = (MT64 + 1) / 2, E = p.n_experts;
-  const int tid = threadIdx.x, wg = tid >> 7, T = tid & 127, c = tid & 3;
-  const int u_in_wg = (T >> 5) * 8 + ((tid & 31) >> 2);  // unit of this thread's rows within its 64-row tile
+  // m tiles of 64 WGS rows; the last one may be partial (its warpgroups past M idle).
+  const int KT = K / 64, MT64 = M / 64, MT = (MT64 + WGS - 1) / WGS, E = p.n_experts;
+  const int tid = threadIdx.x;
 
-  for (int e = tid; e <= E; e += kThreads) s_off[e] = p.index.expert_offsets[e];
+  for (int e = tid; e <= E; e += C::kThreadsAll) s_off[e] = p.index.expert_offsets[e];
   if (tid == 0)
-    for (int i = 0; i < S; ++i) mbar_init(&s_full[i], C::kProducerThreads), mbar_init(&s_empty[i], kThreads / 32);
+    for (int i = 0; i < S; ++i) mbar_init(&s_full[i], C::kProducerThreads), mbar_init(&s_empty[i], NC / 32);
   __syncthreads();
   if (tid == 0) {
     int n = 0;
@@ -373,7 +409,6 @@ __global__ void __launch_bounds__(kThreads + Cfg<N_MAX>::kProducerThreads, Cfg<N
   const int total = __shfl_sync(0xffffffffu, s_tile0[E], 0);
   const int n_mine = int(blockIdx.x) < total ? (total - 1 - int(blockIdx.x)) / int(gridDim.x) + 1 : 0;
   if (n_mine == 0) return;
-  const int J = n_mine * KT;  // k-tiles this CTA computes
 
   auto tile_of = [&](int i) {
     const int tile = int(blockIdx.x) + i * int(gridDim.x);
@@ -397,118 +432,138 @@ __global__ void __launch_bounds__(kThreads + Cfg<N_MAX>::kProducerThreads, Cfg<N
     return t;
   };
 
-  const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
-  const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
-  const bf16_t* xsrc = static_cast<const bf16_t*>(kGU ? p.xn : p.act);
-
   // Role by warp (shuffled so that ptxas sees a warp-uniform branch; otherwise the consumer path counts as
   // divergent and every wgmma is serialized).
-  if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= kThreads / 32) {
-    // ---- producer warps: k-tile ld_kt of the ld_i-th tile into ring slot L % S, for L = 0 .. J - 1 ----
+  if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= NC / 32) {
+    if constexpr (C::kSetMaxNreg) setmaxnreg_dec<C::kProducerRegs>();
+    // ---- producer: k-tile kt of the i-th tile into ring slot L % S, L = 0, 1, ... ----
     // One 16-byte cp.async per chunk; completion is signalled on full[slot] by cp.async.mbarrier.arrive
     // (one arrival per producer thread when all of its earlier copies have landed). Consumers never have
     // copies in flight, so their proxy fence (a MEMBAR) does not wait for the prefetches.
-    constexpr int PT = C::kProducerThreads, RB = C::kRowsPerProducer;
-    const int pt = tid - kThreads, ch = pt & 7;
-    int ld_i = 0, ld_kt = 0, slot = 0, round = 0;
-    const bf16_t* src_row[RB];  // B rows n = pt / 8 + (PT / 8) r of the tile (nullptr: past its tokens)
-    size_t a_off0 = 0, a_off1 = 0, s_off0 = 0, s_off1 = 0;  // per warpgroup (scalars: no local memory)
-    bool a_ok0 = false, a_ok1 = false;
-    for (int L = 0; L < J; ++L) {
-      mbar_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
-      if (ld_kt == 0) {
-        const TileInfo t = tile_of(ld_i);
+    constexpr int PT = C::kProducerThreads, RB = C::kRowsPerProducer, NA = 128 * WGS / PT;
+    const int pt = tid - NC, ch = pt & 7;
+    const uint8_t* xsrc = static_cast<const uint8_t*>(kGU ? p.xn : p.act);
+    const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
+    const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
+    const uint32_t sb0 = smem_addr(smem), sa0 = smem_addr(s_a);
+    // pair / top_k as a multiply-high by ceil(2^32 / top_k): exact for pair * top_k < 2^32 (pair ids < 2^24,
+    // top_k <= 128), and cheaper in registers than the division sequence.
+    const uint32_t div_m = p.top_k > 1 ? 0xffffffffu / uint32_t(p.top_k) + 1u : 0u;
+    int slot = 0, round = 0;
+    for (int i = 0; i < n_mine; ++i) {
+      const TileInfo t = tile_of(i);
+      // Source of this thread's B chunks (rows n = pt / 8 + (PT / 8) r, chunk ch) in 16-byte units from xsrc
+      // (32-bit offsets: the producer runs on few registers; rows past the tile's tokens are not loaded).
+      // gate_up gathers token rows pair / top_k; down reads contiguous sorted rows (computed per copy, no array).
+      uint32_t src16[kGU ? RB : 1];
+#pragma unroll
+      for (int r = 0; r < (kGU ? RB : 1); ++r) {
+        const int n = (pt >> 3) + (PT / 8) * r;
+        const uint32_t pair = kGU && n < t.n_valid ? uint32_t(p.index.pair_list[t.row0 + n]) : 0u;
+        const uint32_t row = kGU ? (div_m ? __umulhi(pair, div_m) : pair) : uint32_t(t.row0 + n);
+        src16[r] = row * uint32_t(K / 8) + ch;
+      }
+      // A / scale sources at k-tile 0: warpgroup w of the tile reads weight-row group e * MT64 + mt * WGS + w.
+      const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
+      const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;
+      const uint8_t* a_tile = wblocks + grp * KT * 2048;
+      const uint8_t* s_src = wscales + grp * KT * 128 + size_t(pt >> 3) * KT * 128 + (pt & 7) * 16;
+#pragma unroll 1
+      for (int kt = 0; kt < KT; ++kt) {
+        mbar_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
+        const uint32_t sb = sb0 + slot * C::kBBytes, sa = sa0 + slot * C::kASBytes;
+        // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); rows past n_valid are not
+        // loaded (B row n only feeds D column n, which is not stored).
 #pragma unroll
         for (int r = 0; r < RB; ++r) {
           const int n = (pt >> 3) + (PT / 8) * r;
-          src_row[r] = nullptr;
+          const uint32_t src = kGU ? src16[r] : src16[0] + uint32_t((PT / 8) * r * (K / 8));
           if (n < t.n_valid)
-            src_row[r] = xsrc + size_t(kGU ? p.index.pair_list[t.row0 + n] / p.top_k : t.row0 + n) * K + ch * 8;
+            cp_async16(sb + n * 128 + ((ch ^ (n & 7)) << 4), xsrc + size_t(src + uint32_t(kt) * 8) * 16, 16);
         }
-        const size_t grp = size_t(t.e) * MT64 + t.mt * 2;
-        a_ok0 = t.mt * 2 < MT64, a_ok1 = t.mt * 2 + 1 < MT64;
-        a_off0 = grp * KT * 2048, a_off1 = a_off0 + size_t(KT) * 2048;
-        s_off0 = grp * KT * 128, s_off1 = s_off0 + size_t(KT) * 128;
-      }
-      const uint32_t sb = smem_addr(smem + slot * C::kStageBytes);
-      // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); rows past n_valid are not
-      // loaded (B row n only feeds D column n, which is not stored).
+        // A: WGS warpgroups x 128 threads x 16 B, contiguous per warpgroup; scale words: WGS x 128 B.
 #pragma unroll
-      for (int r = 0; r < RB; ++r) {
-        const int n = (pt >> 3) + (PT / 8) * r;
-        if (src_row[r]) cp_async16(sb + n * 128 + ((ch ^ (n & 7)) << 4), src_row[r] + ld_kt * 64, 16);
+        for (int q = 0; q < NA; ++q) {
+          const int qq = pt + PT * q, w = qq >> 7;
+          if (w < n_ok) cp_async16(sa + qq * 16, a_tile + (size_t(w) * KT + kt) * 2048 + (qq & 127) * 16, 16);
+        }
+        if (pt < 8 * WGS && (pt >> 3) < n_ok) cp_async16(sa + C::kABytes + pt * 16, s_src + kt * 128, 16);
+        cp_async_mbar_arrive(&s_full[slot]);
+        if (++slot == S) slot = 0, ++round;
       }
-      // A: 2 warpgroups x 128 threads x 16 B, contiguous per warpgroup; scale words: 2 x 128 B.
-#pragma unroll
-      for (int i = 0; i < 256 / PT; ++i) {
-        const int q = pt + PT * i;
-        if (q < 128 ? a_ok0 : a_ok1)
-          cp_async16(sb + C::kBBytes + q * 16, wblocks + (q < 128 ? a_off0 : a_off1) + size_t(ld_kt) * 2048 + (q & 127) * 16, 16);
-      }
-      if (pt < 16 && (pt < 8 ? a_ok0 : a_ok1))
-        cp_async16(sb + C::kBBytes + 4096 + pt * 16, wscales + (pt < 8 ? s_off0 : s_off1) + size_t(ld_kt) * 128 + (pt & 7) * 16, 16);
-      cp_async_mbar_arrive(&s_full[slot]);
-      if (++ld_kt == KT) ld_kt = 0, ++ld_i;
-      if (++slot == S) slot = 0, ++round;
     }
     cp_async_wait<0>();
     return;
   }
+  if constexpr (C::kSetMaxNreg) setmaxnreg_inc<C::kConsumerRegs>();
 
   // ---- consumer warpgroups: each MMAs its 64 rows ----
+  const int wg = tid >> 7, T = tid & 127, c = tid & 3;
+  const int u_in_wg = (T >> 5) * 8 + ((tid & 31) >> 2);  // unit of this thread's rows within its 64-row tile
+  // This thread's A bytes and scale word in a stage of the A ring; the B tile's descriptor base.
+  const uint32_t a_thr = smem_addr(s_a) + wg * 2048 + T * 16;
+  const uint32_t s_thr = smem_addr(s_a) + C::kABytes + wg * 128 + (u_in_wg << 2);
+  const uint32_t sb0 = smem_addr(smem);
   float acc[N_MAX / 2];
 #pragma unroll
   for (int i = 0; i < N_MAX / 2; ++i) acc[i] = 0.f;
   uint32_t afr[2][4][4];
-  int cp_i = 0, cp_kt = 0, slot = 0, round = 0, prev_slot = 0;
-  TileInfo cur = tile_of(0);
-  int pf_pair = 0;  // down: pair id and routing weight of column tid of the current tile, loaded early
-  float pf_rw = 0.f;
+  int slot = 0, round = 0;
 
-  auto step = [&](auto buf_c, int j) {
-    constexpr int BUF = decltype(buf_c)::value;
-    mbar_wait(&s_full[slot], round & 1);  // the producer's copies of k-tile j landed
-    fence_proxy_async();                  // ... and are visible to wgmma (async proxy)
-    if (cp_kt == 0) {
-      cur = tile_of(cp_i);
-      if (!kGU && tid < cur.n_valid) pf_pair = p.index.pair_list[cur.row0 + tid];
+#pragma unroll 1
+  for (int i = 0; i < n_mine; ++i) {
+    const TileInfo cur = tile_of(i);
+    // Warpgroups past M idle on a partial m tile; wg is uniform per warp (shuffled for ptxas).
+    const bool active = __shfl_sync(0xffffffffu, int(cur.mt * WGS + wg < MT64), 0) != 0;
+    const int n_used = __shfl_sync(0xffffffffu, min(N_MAX, (cur.n_valid + 31) & ~31), 0);
+    int pf_pair = 0;  // down: pair id and routing weight of column tid of the tile, loaded early
+    float pf_rw = 0.f;
+    if (!kGU && tid < cur.n_valid) pf_pair = p.index.pair_list[cur.row0 + tid];
+
+    // One k-tile: A registers of set BUF (the wgmma of k-tile kt - 1 may still read the other set; the
+    // parity restarts per tile because the epilogue waited for all MMAs).
+    auto step = [&](auto buf_c, int kt) {
+      constexpr int BUF = decltype(buf_c)::value;
+      mbar_wait(&s_full[slot], round & 1);  // the producer's copies of this k-tile landed
+      fence_proxy_async();                  // ... and are visible to wgmma (async proxy)
+      if (!kGU && kt == min(1, KT - 1) && tid < cur.n_valid) pf_rw = p.topk_w[pf_pair];
+      if (active) {
+        const uint4 q = lds128(a_thr + slot * C::kASBytes);
+        const uint32_t sw = lds32(s_thr + slot * C::kASBytes);
+        dequant(q, sw, afr[BUF]);
+        wgmma_fence();
+        mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
+        wgmma_commit();
+        wgmma_wait<1>();  // the wgmma of k-tile kt - 1 retired: its slot can be refilled
+      }
+      __syncwarp();
+      if (kt > 0 && (tid & 31) == 0) mbar_arrive(&s_empty[slot == 0 ? S - 1 : slot - 1]);  // release kt - 1
+      if (++slot == S) slot = 0, ++round;
+    };
+#pragma unroll 1
+    for (int kt = 0; kt < KT; kt += 2) {
+      step(std::integral_constant<int, 0>{}, kt);
+      if (kt + 1 < KT) step(std::integral_constant<int, 1>{}, kt + 1);
     }
-    if (!kGU && cp_kt == min(1, KT - 1) && tid < cur.n_valid) pf_rw = p.topk_w[pf_pair];
-    int* tile_pair = s_pair + (cp_i & 1) * kThreads;
-    float* tile_rw = s_rw + (cp_i & 1) * kThreads;
-    if (!kGU && cp_kt == KT - 1) {  // stage them for the epilogue (double-buffered by tile parity)
+    int* tile_pair = s_pair + (i & 1) * NC;
+    float* tile_rw = s_rw + (i & 1) * NC;
+    if (!kGU) {  // stage the pair ids / routing weights for the epilogue (double-buffered by tile parity)
       tile_pair[tid] = pf_pair;
       tile_rw[tid] = pf_rw;
-      named_bar_sync(1, kThreads);
+      named_bar_sync(1, NC);
     }
-    const uint8_t* st = smem + slot * C::kStageBytes;
-    // The second warpgroup idles on a half m tile (M % 128 == 64); wg is uniform per warp (shuffled for ptxas).
-    if (__shfl_sync(0xffffffffu, int(cur.mt * 2 + wg < MT64), 0)) {
-      const uint4 q = *reinterpret_cast<const uint4*>(st + C::kBBytes + wg * 2048 + T * 16);
-      const uint32_t sw = *reinterpret_cast<const uint32_t*>(st + C::kBBytes + 4096 + wg * 128 + (u_in_wg << 2));
-      dequant(q, sw, afr[BUF]);
-      const int n_used = __shfl_sync(0xffffffffu, min(N_MAX, (cur.n_valid + 31) & ~31), 0);
-      wgmma_fence();
-      mma_ktile<N_MAX>(acc, afr[BUF], b_desc(smem_addr(st)), n_used, cp_kt == 0);
-      wgmma_commit();
-      wgmma_wait<1>();  // the wgmma of k-tile j - 1 retired: its slot can be refilled
-      if (cp_kt == KT - 1) {
-        wgmma_wait<0>();
-        fence_regs(acc);
-        epilogue<W, N_MAX>(p, cur, acc, M, (cur.mt * 2 + wg) * 32 + u_in_wg, c, tile_pair, tile_rw);
-        fence_regs(acc);
-      }
+    if (active) {
+      wgmma_wait<0>();
+      fence_regs(acc);
     }
+    // All MMAs of the tile retired: release the last stage before the epilogue (the producer refills it
+    // meanwhile).
     __syncwarp();
-    if (j > 0 && (tid & 31) == 0) mbar_arrive(&s_empty[prev_slot]);  // release k-tile j - 1
-    prev_slot = slot;
-    if (++cp_kt == KT) cp_kt = 0, ++cp_i;
-    if (++slot == S) slot = 0, ++round;
-  };
-#pragma unroll 1
-  for (int j = 0; j < J; j += 2) {
-    step(std::integral_constant<int, 0>{}, j);
-    if (j + 1 < J) step(std::integral_constant<int, 1>{}, j + 1);
+    if ((tid & 31) == 0) mbar_arrive(&s_empty[slot == 0 ? S - 1 : slot - 1]);
+    if (active) {
+      epilogue<W, N_MAX>(p, cur, acc, M, (cur.mt * WGS + wg) * 32 + u_in_wg, c, tile_pair, tile_rw);
+      fence_regs(acc);
+    }
   }
 }
 
@@ -524,9 +579,9 @@ void launch(const MoeGemmParams& p, cudaStream_t stream) {
     return n;
   }();
   const int M = W == Which::kGateUp ? 2 * p.intermediate : p.hidden;
-  const long max_tiles = long((M / 64 + 1) / 2) * ((p.n_pairs + N_MAX - 1) / N_MAX + p.n_experts);
+  const long max_tiles = long((M / 64 + C::kWgs - 1) / C::kWgs) * ((p.n_pairs + N_MAX - 1) / N_MAX + p.n_experts);
   const int grid = int(std::min<long>(long(n_sm) * C::kCtasPerSm, max_tiles));
-  moe_gemm_mxfp4_kernel<W, N_MAX><<<grid, kThreads + C::kProducerThreads, C::kSmem, stream>>>(p);
+  moe_gemm_mxfp4_kernel<W, N_MAX><<<grid, C::kThreadsAll, C::kSmem, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -553,11 +608,17 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// Token tile capacity from the mean pairs per expert: memory-bound sizes take small tiles (deeper ring, more
-// tiles to spread over the SMs); compute-bound sizes take 192 (each dequantized A fragment feeds 192 columns).
+// Token tile capacity from the mean pairs per expert m (fitted on the H200 bench, uniform routing; see
+// docs/KERNELS-moe-gemm.md): m <= 16 is weight streaming (32: deeper ring, two CTAs per SM); above that the
+// 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns. 192 when one
+// (m <= 160: the ragged counts around m fit one tile) or all-but-one full tiles (m > 320) cover an expert;
+// 128 otherwise (m = 256: 128 + 128 beat 192 + 64 by 7-15%). N_MAX = 64 stays for forced runs: 128 beat it
+// at every size it was picked for.
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
-  return mean <= 16 ? 32 : mean <= 48 ? 64 : mean <= 96 ? 128 : 192;
+  if (mean <= 16) return 32;
+  if (mean <= 96) return 128;
+  return mean <= 160 || mean > 320 ? 192 : 128;
 }
 
 void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream) {

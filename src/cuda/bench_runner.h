@@ -12,4 +12,7 @@ namespace mxs::cuda {
 std::unique_ptr<CudaRunner> make_bench_runner(const std::string& model_dir, const std::string& preset,
                                               const CudaRunnerOptions& options, std::string* model);
 
+// The card's device-to-device copy bandwidth (GB/s, read + write counted): the benchmarks' roofline.
+double measure_copy_gb_s();
+
 }  // namespace mxs::cuda

@@ -1,18 +1,18 @@
 // Device helpers for the tensor-core attention kernels (mma.sync m16n8k16 bf16 -> fp32 on sm_90): cp.async
 // gathers, ldmatrix, the MMA itself, exp2 and bf16x2 packing, and the swizzled [rows][64] bf16 smem tile.
-// Same operations as the private copies in attention_prefill.cu (which predates this file); namespace `attn`
-// so that a TU may include this beside its own copies.
+// Shared by attention_prefill and attention_decode_mma (namespace `attn`; smem_u32 and mma_bf16 come from
+// bulk_copy.cuh and mma_bf16.cuh).
 #pragma once
 #include <cstdint>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "cuda/kernels/bulk_copy.cuh"  // smem_u32
+#include "cuda/kernels/mma_bf16.cuh"
+
 namespace mxs::cuda::attn {
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 // 16-byte async copy global -> shared; src_bytes = 0 writes zeros and reads nothing.
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
@@ -31,16 +31,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-// D = A (16x16 bf16, row) * B (16x8 bf16, col) + D (fp32). Fragments (g = lane / 4, c = lane % 4):
-// A a0 = (row g, k 2c..2c+1), a1 = (row g+8, same k), a2 = (row g, k 2c+8..), a3 = (row g+8, k 2c+8..);
-// B b0 = (k 2c..2c+1, col g), b1 = (k 2c+8.., col g); D d0,d1 = (row g, cols 2c, 2c+1), d2,d3 = row g+8.
-__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 // 2^x (ex2.approx, flush-to-zero; 2^0 is exactly 1, 2^-inf is 0).
 __device__ __forceinline__ float fast_exp2(float x) {

@@ -26,7 +26,9 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/bulk_copy.cuh"
 #include "cuda/kernels/moe_gemm_pack.h"
+#include "cuda/kernels/moe_pack_dequant.cuh"
 
 namespace mxs::cuda {
 namespace {
@@ -76,9 +78,6 @@ struct Cfg {
 };
 
 // ---- PTX wrappers ----
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 // 16-byte async copy global -> shared (L2 only).
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes) : "memory");
@@ -97,26 +96,12 @@ __device__ __forceinline__ uint32_t lds32(uint32_t addr) {
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
   return v;
 }
-__device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(count) : "memory");
-}
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
-}
-// Waits until the phase with parity `parity` of the barrier completed.
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, int parity) {
-  uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(done)
-        : "r"(smem_addr(bar)), "r"(parity)
-        : "memory");
-  } while (!done);
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
 // One arrival on the barrier once all of this thread's earlier cp.async have completed (count not raised).
 __device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar)) : "memory");
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_u32(bar)) : "memory");
 }
 // Register budget of this warpgroup (all its warps execute the same value; sm_90a).
 template <int N>
@@ -264,49 +249,7 @@ __device__ __forceinline__ void wgmma_rs<192>(float* d, const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "r"(acc));
 }
 
-// ---- dequantization ----
-// d = a * m exactly (m a power of two in both halves; the -0 addend keeps +0 products +0).
-__device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t m) {
-  uint32_t d;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(m), "r"(0x80008000u));
-  return d;
-}
-
-// One thread's A registers of a k-tile: q = its 16 packed bytes, sw = its scale word (bytes: row g block 0,
-// row g + 8 block 0, row g block 1, row g + 8 block 1). Decoded codes carry 2^-126, so the factor is
-// 2^(s - 1) = bf16 exponent field s + 126: exact for s <= 128. Larger scales (|block scale| > 2, not seen in
-// trained weights) take a second exact factor 2^(s - 128).
-__device__ __forceinline__ void dequant(const uint4& q, uint32_t sw, uint32_t (&a)[4][4]) {
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-  const bool big = __vcmpgtu4(sw, 0x80808080u) != 0;
-  const uint32_t s1 = big ? __vminu4(sw, 0x80808080u) : sw;
-  uint32_t m[4];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) m[i] = (((s1 >> (8 * i)) & 0xffu) + 126u) * 0x00800080u;
-#pragma unroll
-  for (int s = 0; s < 4; ++s) {
-    uint32_t r[4];
-    moe_e2m1x2_decode(words[s], r);
-    const int b = (s >> 1) * 2;  // steps 0, 1: block 0 of the k-tile; 2, 3: block 1
-    a[s][0] = bf16x2_mul(r[0], m[b]);
-    a[s][1] = bf16x2_mul(r[1], m[b + 1]);
-    a[s][2] = bf16x2_mul(r[2], m[b]);
-    a[s][3] = bf16x2_mul(r[3], m[b + 1]);
-  }
-  if (big) {
-    const uint32_t s2 = __vmaxu4(sw, 0x80808080u);
-#pragma unroll
-    for (int i = 0; i < 4; ++i) m[i] = (((s2 >> (8 * i)) & 0xffu) - 1u) * 0x00800080u;
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const int b = (s >> 1) * 2;
-      a[s][0] = bf16x2_mul(a[s][0], m[b]);
-      a[s][1] = bf16x2_mul(a[s][1], m[b + 1]);
-      a[s][2] = bf16x2_mul(a[s][2], m[b]);
-      a[s][3] = bf16x2_mul(a[s][3], m[b + 1]);
-    }
-  }
-}
+// ---- dequantization: moe_pack_dequant (moe_pack_dequant.cuh, shared with the decode GEMV) ----
 
 // Issues the 4 k16 steps of one k-tile with MMA width NN.
 template <int NN>
@@ -380,7 +323,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   constexpr bool kGU = W == Which::kGateUp;
   extern __shared__ uint8_t s_raw[];
   // 1024-aligned base, derived from s_raw itself so the compiler keeps the shared address space (LDS, not LD).
-  uint8_t* smem = s_raw + ((1024u - (smem_addr(s_raw) & 1023u)) & 1023u);
+  uint8_t* smem = s_raw + ((1024u - (smem_u32(s_raw) & 1023u)) & 1023u);
   uint8_t* s_a = smem + S * C::kBBytes;                              // A ring: [S][kASBytes]
   int* s_tile0 = reinterpret_cast<int*>(s_a + S * C::kASBytes);      // [E + 1] first tile of expert e
   int* s_off = s_tile0 + kMaxExperts + 1;                            // [E + 1] expert_offsets
@@ -395,7 +338,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
 
   for (int e = tid; e <= E; e += C::kThreadsAll) s_off[e] = p.index.expert_offsets[e];
   if (tid == 0)
-    for (int i = 0; i < S; ++i) mbar_init(&s_full[i], C::kProducerThreads), mbar_init(&s_empty[i], NC / 32);
+    for (int i = 0; i < S; ++i) mbarrier_init(&s_full[i], C::kProducerThreads), mbarrier_init(&s_empty[i], NC / 32);
   __syncthreads();
   if (tid == 0) {
     int n = 0;
@@ -445,7 +388,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
     const uint8_t* xsrc = static_cast<const uint8_t*>(kGU ? p.xn : p.act);
     const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
     const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
-    const uint32_t sb0 = smem_addr(smem), sa0 = smem_addr(s_a);
+    const uint32_t sb0 = smem_u32(smem), sa0 = smem_u32(s_a);
     // pair / top_k as a multiply-high by ceil(2^32 / top_k): exact for pair * top_k < 2^32 (pair ids < 2^24,
     // top_k <= 128), and cheaper in registers than the division sequence.
     const uint32_t div_m = p.top_k > 1 ? 0xffffffffu / uint32_t(p.top_k) + 1u : 0u;
@@ -470,7 +413,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
       const uint8_t* s_src = wscales + grp * KT * 128 + size_t(pt >> 3) * KT * 128 + (pt & 7) * 16;
 #pragma unroll 1
       for (int kt = 0; kt < KT; ++kt) {
-        mbar_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
+        mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
         const uint32_t sb = sb0 + slot * C::kBBytes, sa = sa0 + slot * C::kASBytes;
         // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); rows past n_valid are not
         // loaded (B row n only feeds D column n, which is not stored).
@@ -501,9 +444,9 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   const int wg = tid >> 7, T = tid & 127, c = tid & 3;
   const int u_in_wg = (T >> 5) * 8 + ((tid & 31) >> 2);  // unit of this thread's rows within its 64-row tile
   // This thread's A bytes and scale word in a stage of the A ring; the B tile's descriptor base.
-  const uint32_t a_thr = smem_addr(s_a) + wg * 2048 + T * 16;
-  const uint32_t s_thr = smem_addr(s_a) + C::kABytes + wg * 128 + (u_in_wg << 2);
-  const uint32_t sb0 = smem_addr(smem);
+  const uint32_t a_thr = smem_u32(s_a) + wg * 2048 + T * 16;
+  const uint32_t s_thr = smem_u32(s_a) + C::kABytes + wg * 128 + (u_in_wg << 2);
+  const uint32_t sb0 = smem_u32(smem);
   float acc[N_MAX / 2];
 #pragma unroll
   for (int i = 0; i < N_MAX / 2; ++i) acc[i] = 0.f;
@@ -524,13 +467,13 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
     // parity restarts per tile because the epilogue waited for all MMAs).
     auto step = [&](auto buf_c, int kt) {
       constexpr int BUF = decltype(buf_c)::value;
-      mbar_wait(&s_full[slot], round & 1);  // the producer's copies of this k-tile landed
+      mbarrier_wait(&s_full[slot], round & 1);  // the producer's copies of this k-tile landed
       fence_proxy_async();                  // ... and are visible to wgmma (async proxy)
       if (!kGU && kt == min(1, KT - 1) && tid < cur.n_valid) pf_rw = p.topk_w[pf_pair];
       if (active) {
         const uint4 q = lds128(a_thr + slot * C::kASBytes);
         const uint32_t sw = lds32(s_thr + slot * C::kASBytes);
-        dequant(q, sw, afr[BUF]);
+        moe_pack_dequant(q, sw, afr[BUF]);
         wgmma_fence();
         mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
         wgmma_commit();

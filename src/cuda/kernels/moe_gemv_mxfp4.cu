@@ -18,6 +18,7 @@
 #include "cuda/kernels/bulk_copy.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/mma_bf16.cuh"
 #include "cuda/kernels/moe_pack_dequant.cuh"
 #include "cuda/kernels/pdl.cuh"
 
@@ -25,14 +26,6 @@ namespace mxs::cuda {
 namespace {
 
 enum class Which { kGateUp, kDown };
-
-// D += A B on the tensor cores: m16n8k16, bf16 inputs, fp32 accumulators (PTX ISA register fragments).
-__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
 
 // Epilogue of one output pair (rows 2 unit, 2 unit + 1 of expert e; `bias` already offset to e) for pair
 // `pid`, from the fp32 dots of its two rows: gate_up -> bias + clamped SwiGLU into act, down -> bias + routing
@@ -184,10 +177,10 @@ __global__ void __launch_bounds__(kThreads, LDG ? 6 : W == Which::kDown ? 7 : 8)
       const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);  // steps 2, 3
       uint32_t a[4][4];
       moe_pack_dequant(q, sw, a);
-      mma_16816(acc[0], a[0], b01.x, b01.y);
-      mma_16816(acc[1], a[1], b01.z, b01.w);
-      mma_16816(acc[0], a[2], b23.x, b23.y);
-      mma_16816(acc[1], a[3], b23.z, b23.w);
+      mma_bf16(acc[0], a[0], b01.x, b01.y);
+      mma_bf16(acc[1], a[1], b01.z, b01.w);
+      mma_bf16(acc[0], a[2], b23.x, b23.y);
+      mma_bf16(acc[1], a[3], b23.z, b23.w);
       q = qn, sw = swn;
     }
 #pragma unroll

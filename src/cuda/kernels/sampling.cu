@@ -94,6 +94,18 @@ struct Shared {
   int sel_digit, sel_rank, sel_id;
 };
 
+// Thread 0 turns sh.chunk_prefix (one double per thread, in thread order) into its exclusive prefix and
+// returns the total in sh.dsum[0]: the same serial order wherever it runs, so equal inputs give equal sums.
+__device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
+  double acc = 0.0;
+  for (int i = 0; i < int(blockDim.x); ++i) {
+    const double v = sh.chunk_prefix[i];
+    sh.chunk_prefix[i] = acc;
+    acc += v;
+  }
+  sh.dsum[0] = acc;
+}
+
 // 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (is_kept(i)) in ascending id order with
 // the cumulative w = exp(z - z_max) in double, pick the first whose cumulative weight is > u * W' (W' = sum of
 // the kept w), else the last kept one. Each thread owns a contiguous chunk of ids; chunk sums in double, exclusive
@@ -119,13 +131,7 @@ __device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, 
     if (last >= 0) atomicMax(&sh.last, last);
     __syncthreads();
     if (threadIdx.x == 0) {
-      double acc = 0.0;
-      for (int i = 0; i < int(blockDim.x); ++i) {
-        const double v = sh.chunk_prefix[i];
-        sh.chunk_prefix[i] = acc;
-        acc += v;
-      }
-      sh.dsum[0] = acc;
+      exclusive_chunk_prefix(sh);
       sh.pick = sh.last;  // the last kept candidate (largest id) if rounding leaves none
     }
     __syncthreads();
@@ -365,15 +371,7 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
     __syncthreads();
     sh.chunk_prefix[threadIdx.x] = cs;
     __syncthreads();
-    if (threadIdx.x == 0) {
-      double acc = 0.0;
-      for (int i = 0; i < int(blockDim.x); ++i) {
-        const double v = sh.chunk_prefix[i];
-        sh.chunk_prefix[i] = acc;
-        acc += v;
-      }
-      sh.dsum[0] = acc;
-    }
+    if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
     __syncthreads();
     return sh.dsum[0];
   };

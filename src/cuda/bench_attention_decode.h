@@ -3,7 +3,8 @@
 // gpt-oss shapes (64 q heads, 8 kv heads, head_dim 64, block size 16): every sequence of the batch decodes one
 // token at position context - 1, block tables shuffled, random bf16 K/V rotated over enough copies of the pool
 // that each launch reads from DRAM (>= 256 MB per rotation), full layers (context keys) and sliding layers
-// (128 keys). Split configurations follow CudaRunner: old = split_keys(batch) keys per split with power-of-two
+// (128 keys). Split configurations: old = the scalar kernel's former runner rule (64 / 128 / 256 keys per split for
+// batch <= 2 / <= 8 / more) with power-of-two
 // split counts (sliding: <= 128 keys per split); new = attention_decode_mma_keys_per_split with power-of-two
 // split counts, also with 2/3/4 cp.async stages, plus a sweep of keys per split (the fastest is reported). GB/s = K/V bytes read per launch / time.
 #pragma once

@@ -1,6 +1,6 @@
 // Load-time pre-swizzle of the MXFP4 experts for the prefill grouped GEMM (moe_gemm_mxfp4.h): a byte
 // permutation inside each group of 64 weight rows, so the packed tensors have exactly the checkpoint's size.
-// Caveat: the decode GEMVs (moe_gemv_mxfp4) read the checkpoint layout, so a runner keeps both for now.
+// The decode GEMVs (moe_gemv_mxfp4) read the same layout: CudaRunner packs the experts in place at load, one copy.
 //
 // Packed layout of one expert matrix [E, R, K] (R output rows, K input features; R % 64 == 0, K % 64 == 0):
 //   blocks: [E][R/64][K/64][128 threads][16 B]   (same bytes as [E, R, K/32, 16])

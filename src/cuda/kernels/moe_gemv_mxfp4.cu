@@ -3,8 +3,10 @@
 // packed layout the piece's nibbles are KTP contiguous 2 KB k-tiles and its scales KTP contiguous 128-byte
 // words, so lanes 0..KTP-1 of warp 0 issue one bulk copy per k-tile (each on its own mbarrier: the warps start
 // on k-tile 0 while the rest stream in) right at CTA start; up to 10 CTAs per SM keep ~200 KB per SM in flight.
-// Warp w owns rows 16 w .. 16 w + 15 of the group: per k-tile a lane reads its 16 bytes and its scale word
-// from shared memory, moe_pack_dequant gives the mma.sync A fragments of 4 k16 steps (fragment row g = weight
+// With one token (LDG) the bytes are used once, so each thread loads its own 16 bytes + scale word of every
+// k-tile straight into registers instead (no barriers, no shared staging of weights).
+// Warp w owns rows 16 w .. 16 w + 15 of the group: per k-tile a lane takes its 16 bytes and its scale word,
+// moe_pack_dequant gives the mma.sync A fragments of 4 k16 steps (fragment row g = weight
 // row 16 w + 2 g, row g + 8 = 16 w + 2 g + 1), and B = the staged activations of up to 8 pairs (column n =
 // pair m0 + n). Accumulators: D (row g, pairs 2c, 2c + 1), (row g + 8, pairs 2c, 2c + 1), i.e. a lane ends
 // with both rows of its row pair (gate/up, or two adjacent outputs).
@@ -67,7 +69,6 @@ struct Shape {
                                      // of lanes (g, c) hit banks 4 g + c (conflict-free)
   static constexpr int kSmem = KTP * 2048 + KTP * 128 + ROWS * SX * 2 + KTP * 8;
 };
-constexpr int KTP_bar_bytes(int ktp) { return ktp * 8; }
 
 // grid: (R / 64 groups, NP pieces, active expert slots). ROWS: staged pairs per tile (1: a single token, every
 // B column is pair m0 and only column 0 is stored; 8: tiles of 8 pairs).
@@ -224,7 +225,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 6 : W == Which::kDown ? 7 : 8)
 template <Which W, int K, int R, int ROWS, bool LDG>
 void launch(const MoeGemvParams& p, cudaStream_t stream) {
   using S = Shape<K, ROWS>;
-  const int smem = LDG ? ROWS * S::SX * 2 + KTP_bar_bytes(S::KTP) : S::kSmem;
+  const int smem = LDG ? ROWS * S::SX * 2 : S::kSmem;  // LDG: the staged activations only
   // The largest shared-memory carveout: up to 10 CTAs of ~21 KB per SM with bulk copies (the default split
   // allowed 7); L1 is not needed (weights arrive in shared memory or registers).
   static const bool smem_ok = (allow_smem(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG>, smem),

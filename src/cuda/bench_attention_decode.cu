@@ -2,6 +2,7 @@
 #include "cuda/bench_attention_decode.h"
 
 #include "cuda/bench_runner.h"
+#include "cuda/event_timing.h"
 
 #include <algorithm>
 #include <cmath>
@@ -76,9 +77,6 @@ BenchAttentionDecodeResult run_bench_attention_decode(const BenchAttentionDecode
   r.device = prop.name;
   r.num_sms = prop.multiProcessorCount;
   r.copy_gb_s = measure_copy_gb_s();
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
   const int bs = o.block_size, n_kv = o.n_kv_heads, H = o.n_heads;
   const size_t block_bytes = size_t(2) * n_kv * bs * kHeadDim * 2;
 
@@ -119,20 +117,10 @@ BenchAttentionDecodeResult run_bench_attention_decode(const BenchAttentionDecode
         p.n_tokens = B, p.n_heads = H, p.n_kv_heads = n_kv, p.window = sliding ? o.window : 0;
         // Mean us per launch over `iters` launches, rotating the pool copy.
         auto time_us = [&](AttentionDecodeParams q, auto&& fn) {
-          for (int i = 0; i < o.warmup; ++i) {
+          return 1e3 * mean_ms_per_call(o.warmup, o.iters, [&](int i) {
             q.kv.base = kv.as<char>() + size_t(i % copies) * pool_bytes;
             fn(q, nullptr);
-          }
-          CUDA_CHECK(cudaEventRecord(e0));
-          for (int i = 0; i < o.iters; ++i) {
-            q.kv.base = kv.as<char>() + size_t(i % copies) * pool_bytes;
-            fn(q, nullptr);
-          }
-          CUDA_CHECK(cudaEventRecord(e1));
-          CUDA_CHECK(cudaEventSynchronize(e1));
-          float ms = 0;
-          CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-          return double(ms) * 1e3 / o.iters;
+          });
         };
         auto output = [&](AttentionDecodeParams q, auto&& fn) {
           CUDA_CHECK(cudaMemset(d_out.p, 0xFF, size_t(B) * H * kHeadDim * 2));
@@ -183,8 +171,6 @@ BenchAttentionDecodeResult run_bench_attention_decode(const BenchAttentionDecode
         r.rows.push_back(row);
       }
     }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   return r;
 }
 

@@ -2,6 +2,8 @@
 // after `warmup`; every weight set is larger than L2, so no flush is needed between iterations.
 #include "cuda/bench_moe_gemm.h"
 
+#include "cuda/event_timing.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -62,19 +64,7 @@ void fill_bf16(const Dev& d, size_t n, uint32_t seed, float a) {
 // Mean ms of `iters` runs of fn after `warmup` runs.
 template <typename Fn>
 double time_ms(int warmup, int iters, Fn fn) {
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  CUDA_CHECK(cudaEventRecord(e0));
-  for (int i = 0; i < iters; ++i) fn();
-  CUDA_CHECK(cudaEventRecord(e1));
-  CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  return double(ms) / iters;
+  return mean_ms_per_call(warmup, iters, [&](int) { fn(); });
 }
 
 // Uniform routing: each token takes top_k distinct experts; pairs grouped by expert (ascending pair id).

@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "cpu/cpu_ops.h"
 #include "cuda/kernels/attention_decode.h"
+#include "attention_test_util.h"
 #include "gpu_test_util.h"
 
 namespace mxs::cuda::test {
@@ -84,13 +85,6 @@ std::vector<float> reference(const Step& s, const std::vector<bf16>& q, const st
   return to_f32(out);
 }
 
-struct DevStep {
-  DevBuf<bf16> q, kv, sinks;
-  DevBuf<int32_t> pos, seq, tab;
-  DevStep(const Step& s, const std::vector<bf16>& hq, const std::vector<bf16>& hkv, const std::vector<bf16>& hs)
-      : q(hq), kv(hkv), sinks(hs), pos(s.positions), seq(s.token_seq), tab(s.block_tables) {}
-};
-
 int max_keys_seen(const Step& s, int window) {
   int m = 1;
   for (int c : s.ctx) m = std::max(m, window > 0 ? std::min(c, window) : c);
@@ -128,22 +122,6 @@ std::vector<float> run_mma(const Step& s, DevStep& d, int n_heads, int n_kv, int
   return to_f32(first);
 }
 
-// The existing split kernel (256 keys per split, second-launch combine) on the same inputs.
-std::vector<float> run_old(const Step& s, DevStep& d, int n_heads, int n_kv, int bs, int window) {
-  const int kps = 256, n_splits = (max_keys_seen(s, window) + kps - 1) / kps;
-  DevBuf<float> po(attention_partial_floats(s.n_tokens, n_heads, n_splits)),
-      pml(size_t(s.n_tokens) * n_heads * n_splits * 2);
-  DevBuf<bf16> out(size_t(s.n_tokens) * n_heads * kD);
-  out.poison();
-  AttentionDecodeParams p;
-  p.q = d.q.p, p.kv = {d.kv.p, bs, n_kv}, p.meta = {d.pos.p, d.seq.p, d.tab.p, s.max_blocks}, p.sinks = d.sinks.p;
-  p.part_o = po.p, p.part_ml = pml.p, p.out = out.p;
-  p.n_tokens = s.n_tokens, p.n_heads = n_heads, p.n_kv_heads = n_kv, p.window = window;
-  p.n_splits = n_splits, p.keys_per_split = kps;
-  attention_decode(p, nullptr);
-  return to_f32(out.download());
-}
-
 // Split configurations for a launch whose tokens see at most `keys` keys.
 struct SplitCfg {
   int kps, n_splits;
@@ -174,7 +152,7 @@ void check_case(const std::vector<int>& ctx, int n_kv, int bs, uint64_t seed, fl
     const auto sinks = random_bf16(size_t(n_heads), rng, -1.f, 4.f);
     const auto ref = reference(s, q, kv, sinks, n_heads, n_kv, bs, window);
     DevStep d(s, q, kv, sinks);
-    const auto old = run_old(s, d, n_heads, n_kv, bs, window);
+    const auto old = run_attention_decode_split(s, d, n_heads, n_kv, bs, window, max_keys_seen(s, window));
     const int keys = max_keys_seen(s, window);
     const int max_ctx = *std::max_element(ctx.begin(), ctx.end());
     for (const SplitCfg& c : split_configs(s.n_tokens, n_kv, keys)) {

@@ -15,6 +15,8 @@
 
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_prefill.h"
+#include "attention_test_util.h"
+#include "cuda/event_timing.h"
 #include "gpu_test_util.h"
 
 namespace mxs::cuda::test {
@@ -104,14 +106,6 @@ std::vector<float> reference(const Step& s, const std::vector<float>& q, const s
   return out;
 }
 
-// Device copies of one step's inputs.
-struct DevStep {
-  DevBuf<bf16> q, kv, sinks;
-  DevBuf<int32_t> pos, seq, tab;
-  DevStep(const Step& s, const std::vector<bf16>& hq, const std::vector<bf16>& hkv, const std::vector<bf16>& hs)
-      : q(hq), kv(hkv), sinks(hs), pos(s.positions), seq(s.token_seq), tab(s.block_tables) {}
-};
-
 // Kernel variants (tile_q, key_tile, sub_tile); key_tile = sub_tile = 0: the kernel's defaults.
 struct Variant {
   int tile_q, key_tile, sub_tile;
@@ -140,18 +134,7 @@ std::vector<float> run_decode(const Step& s, DevStep& d, int n_heads, int n_kv, 
   int max_keys = window;
   if (!window)
     for (int c : s.ctx) max_keys = std::max(max_keys, c);
-  const int kps = 256, n_splits = (max_keys + kps - 1) / kps;
-  DevBuf<float> po(attention_partial_floats(s.n_tokens, n_heads, n_splits)),
-      pml(size_t(s.n_tokens) * n_heads * n_splits * 2);
-  DevBuf<bf16> out(size_t(s.n_tokens) * n_heads * kD);
-  out.poison();
-  AttentionDecodeParams p;
-  p.q = d.q.p, p.kv = {d.kv.p, bs, n_kv}, p.meta = {d.pos.p, d.seq.p, d.tab.p, s.max_blocks}, p.sinks = d.sinks.p;
-  p.part_o = po.p, p.part_ml = pml.p, p.out = out.p;
-  p.n_tokens = s.n_tokens, p.n_heads = n_heads, p.n_kv_heads = n_kv, p.window = window;
-  p.n_splits = n_splits, p.keys_per_split = kps;
-  attention_decode(p, nullptr);
-  return to_f32(out.download());
+  return run_attention_decode_split(s, d, n_heads, n_kv, bs, window, max_keys);
 }
 
 // bf16 output of an fp32-softmax kernel (P rounded to bf16 for the MMA, out rounded once): rel L2 ~3e-3.
@@ -255,18 +238,8 @@ TEST(AttentionPrefill, BenchPrompt) {
       double keys = 0;  // attended (query, key) pairs per head
       for (int pos : s.positions) keys += window ? std::min(pos + 1, window) : pos + 1;
       const double flop = 4.0 * kD * n_heads * keys;  // QK^T + PV, 2 flop per multiply-add
-      cudaEvent_t e0, e1;
-      CUDA_CHECK(cudaEventCreate(&e0));
-      CUDA_CHECK(cudaEventCreate(&e1));
       auto time_ms = [&](auto&& fn, int warmup, int iters) {
-        for (int i = 0; i < warmup; ++i) fn();
-        CUDA_CHECK(cudaEventRecord(e0));
-        for (int i = 0; i < iters; ++i) fn();
-        CUDA_CHECK(cudaEventRecord(e1));
-        CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        return double(ms) / iters;
+        return mean_ms_per_call(warmup, iters, [&](int) { fn(); });
       };
       DevBuf<bf16> out(size_t(n) * n_heads * kD);
       std::vector<std::vector<float>> outs;
@@ -302,8 +275,6 @@ TEST(AttentionPrefill, BenchPrompt) {
       const auto dec = to_f32(out.download());
       for (size_t i = 0; i < outs.size(); ++i)
         expect_close(outs[i], dec, kTol, strfmt("bench: prefill variant %zu vs decode", i).c_str());
-      CUDA_CHECK(cudaEventDestroy(e0));
-      CUDA_CHECK(cudaEventDestroy(e1));
     }
   }
 }

@@ -42,11 +42,7 @@ TEST(CudaEngineKvGroups, SlidingPoolMatchesOnePoolAndStaysWithinTheWindow) {
     cuda::CudaRunner runner(rw->weights, opt);
     EXPECT_EQ(runner.kv_layout().num_sliding_blocks > 0, sliding != 0);
     WindowWatch watch(runner);
-    EngineConfig ec;
-    ec.max_num_batched_tokens = 48;
-    ec.check_invariants = true;
-    Engine engine(watch, nullptr, ec);
-    const OfflineRun run = run_offline(engine, requests);
+    const OfflineRun run = run_watched(watch, requests);
     std::vector<std::vector<int32_t>> got;
     for (size_t i = 0; i < requests.size(); ++i) {
       EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;

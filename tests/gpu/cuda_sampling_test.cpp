@@ -12,6 +12,7 @@
 #include "cpu/sampler.h"
 #include "cuda/kernels/sampling.h"
 #include "engine/sampling_params.h"
+#include "cuda/event_timing.h"
 #include "gpu_test_util.h"
 
 namespace mxs::cuda::test {
@@ -422,9 +423,6 @@ TEST(CudaSampling, TimingAtRealVocab) {
   const auto logits = spread_logits(64, V, rng);
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(64, V);
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
   struct Config {
     const char* name;
     int top_k;
@@ -444,21 +442,12 @@ TEST(CudaSampling, TimingAtRealVocab) {
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
       const SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort);
-      for (int i = 0; i < 3; ++i) sample_tokens(p, nullptr);
-      const int reps = 20;
-      CUDA_CHECK(cudaEventRecord(e0, nullptr));
-      for (int i = 0; i < reps; ++i) sample_tokens(p, nullptr);
-      CUDA_CHECK(cudaEventRecord(e1, nullptr));
-      CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0.f;
-      CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      std::printf("sample_tokens V %d rows %2d %-16s %8.1f us/call\n", V, S, c.name, 1000.0 * ms / reps);
+      const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
+      std::printf("sample_tokens V %d rows %2d %-16s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
       const auto r = ds.res.download();
       for (int s = 0; s < S; ++s) EXPECT_EQ(r[size_t(s)].error, 0) << c.name << " row " << s;
     }
   }
-  CUDA_CHECK(cudaEventDestroy(e0));
-  CUDA_CHECK(cudaEventDestroy(e1));
 }
 
 }  // namespace

@@ -16,7 +16,8 @@ TEST(CliBenchArgs, EveryBenchmarkIsListed) {
   for (const char* name : {"decode", "prefill", "kernel", "throughput", "serve"})
     EXPECT_NE(r.out.find(name), std::string::npos) << name << " missing from:\n" << r.out;
   const auto k = run_mxserve("bench kernel --help");
-  EXPECT_NE(k.out.find("moe-gemm"), std::string::npos) << k.out;
+  for (const char* name : {"moe-gemm", "attention-decode"})
+    EXPECT_NE(k.out.find(name), std::string::npos) << name << " missing from:\n" << k.out;
 }
 
 TEST(CliBenchArgs, BadListsNameTheOption) {
@@ -28,6 +29,8 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench prefill --prompt 512,x", "--prompt"},
       {"bench decode --batch 1,999", "--batch"},
       {"bench kernel moe-gemm --P 0", "--P"},
+      {"bench kernel attention-decode --batch 0", "--batch"},
+      {"bench kernel attention-decode --context 8,x", "--context"},
       {"bench prefill --chunk 8", "--chunk"},
       {"bench serve --temperature 3", "--temperature"},
   };

@@ -71,11 +71,7 @@ TEST(EngineCpuRunner, ConcurrentGreedyOutputsEqualEachRequestAlone) {
     SCOPED_TRACE("sliding blocks " + std::to_string(sliding_blocks));
     auto runner = make_runner(*rw, 24, sliding_blocks);
     WindowWatch watch(*runner);
-    EngineConfig ec;
-    ec.max_num_batched_tokens = 48;
-    ec.check_invariants = true;
-    Engine engine(watch, nullptr, ec);
-    const OfflineRun run = run_offline(engine, requests);
+    const OfflineRun run = run_watched(watch, requests);
     for (size_t i = 0; i < requests.size(); ++i) {
       EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;
       EXPECT_EQ(run.results[i].tokens, alone[i]) << "request " << i;
@@ -108,11 +104,7 @@ TEST(EngineCpuRunner, TwoKvGroupsMatchOnePoolOverA600TokenGeneration) {
     SCOPED_TRACE("sliding blocks " + std::to_string(sliding_blocks));
     auto runner = make_runner(*rw, 96, sliding_blocks);
     WindowWatch watch(*runner);
-    EngineConfig ec;
-    ec.max_num_batched_tokens = 48;
-    ec.check_invariants = true;
-    Engine engine(watch, nullptr, ec);
-    const OfflineRun run = run_offline(engine, requests);
+    const OfflineRun run = run_watched(watch, requests);
     std::vector<std::vector<int32_t>> got;
     for (size_t i = 0; i < requests.size(); ++i) {
       EXPECT_EQ(run.results[i].finish, FinishReason::kLength) << run.results[i].error;

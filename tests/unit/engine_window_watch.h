@@ -4,8 +4,11 @@
 #pragma once
 #include <algorithm>
 #include <string>
+#include <vector>
 
+#include "engine/engine.h"
 #include "engine/model_runner.h"
+#include "engine/offline.h"
 
 namespace mxs::test {
 
@@ -33,5 +36,15 @@ class WindowWatch : public ModelRunner {
  private:
   ModelRunner& inner_;
 };
+
+// `requests` through an engine over `watch` with the two-group tests' settings: chunks of <= 48 tokens, the
+// engine's invariants checked every step.
+inline OfflineRun run_watched(WindowWatch& watch, const std::vector<Request>& requests) {
+  EngineConfig ec;
+  ec.max_num_batched_tokens = 48;
+  ec.check_invariants = true;
+  Engine engine(watch, nullptr, ec);
+  return run_offline(engine, requests);
+}
 
 }  // namespace mxs::test

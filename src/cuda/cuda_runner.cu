@@ -106,8 +106,8 @@ struct CudaRunner::Impl {
   }
 
   void init();
-  // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run
-  // attention_decode; the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
+  // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run the decode
+  // attention (attention_decode_mma, or attention_decode's exact path <= 256 keys); the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
   struct PrefillPlan {
     bool active = false;
     int n_dec = 0;
@@ -617,7 +617,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       }
       CUDA_CHECK(cudaGraphLaunch(it->second, stream));
     } else {
-      // Single-token sequences at the front (the engine schedules decodes first) run attention_decode; every
+      // Single-token sequences at the front (the engine schedules decodes first) run the decode attention; every
       // sequence from the first multi-token one on runs attention_prefill (tensor cores, no split workspace).
       PrefillPlan plan;
       int dec_ctx = 1, n_dec_seqs = 0;

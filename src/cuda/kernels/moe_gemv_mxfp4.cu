@@ -65,8 +65,8 @@ constexpr int piece_ktiles(int kt) {
 template <int K, int ROWS>
 struct Shape {
   static constexpr int KT = K / 64, KTP = piece_ktiles(KT), NP = KT / KTP, KW = KTP * 64;
-  static constexpr int SX = KW + 8;  // staged row stride (elements): rows 16 bytes apart mod 128, so the B reads
-                                     // of lanes (g, c) hit banks 4 g + c (conflict-free)
+  static constexpr int SX = KW + 8;  // staged row stride (elements): consecutive rows 16 bytes apart mod 128, so
+                                     // the 16-byte B loads of lanes (g, c) (row g, bytes 32 c..) never collide
   static constexpr int kSmem = KTP * 2048 + KTP * 128 + ROWS * SX * 2 + KTP * 8;
 };
 

@@ -74,6 +74,7 @@ struct CudaRunner::Impl {
   unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters
   float* moe_partials = nullptr;      // MoE GEMVs: K-piece partial dots (moe_gemv_partial_floats)
   unsigned* moe_tile_counters = nullptr;  // MoE GEMVs: per (expert slot, row group) arrival counters
+  int gemm_min_pairs = 0;                 // MoE steps of >= this many pairs run the grouped GEMM
   unsigned long long* lm_argmax = nullptr;  // [max_seqs] LM-head argmax keys (greedy fast path)
   MoeRouteIndex route;
   // Sampling workspaces ([max_seqs] rows of vocab).
@@ -150,7 +151,10 @@ void CudaRunner::Impl::init() {
   add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
   add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
-  const size_t moe_partial_floats = moe_gemv_partial_floats(int(H), c.intermediate_size, kMoeGemvMaxPairs);
+  gemm_min_pairs = opt.moe_gemm_min_pairs > 0 ? opt.moe_gemm_min_pairs : 8 * c.num_experts + 1;
+  gemm_min_pairs = std::min(gemm_min_pairs, std::min(kMoeGemvMaxPairs, int(T * K)) + 1);
+  const size_t moe_partial_floats =
+      moe_gemv_partial_floats(int(H), c.intermediate_size, std::max(1, gemm_min_pairs - 1));
   const size_t moe_counters = moe_gemv_counter_count(int(H), c.intermediate_size, c.num_experts);
   add(moe_partial_floats * 4); add(moe_counters * 4);
   max_tiles = max_prefill_tiles(int(T), int(S), kPrefillTileQ16);
@@ -426,7 +430,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     mp.eps = c.rms_norm_eps;
     mp.partials = moe_partials, mp.tile_counters = moe_tile_counters;
     const int n_pairs = n_tokens * c.experts_per_token;
-    if (n_pairs >= std::min(opt.moe_gemm_min_pairs, kMoeGemvMaxPairs + 1)) {
+    if (n_pairs >= gemm_min_pairs) {
       MoeGemmParams gp;
       gp.w = lw.experts, gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
       gp.n_pairs = n_pairs, gp.hidden = H, gp.intermediate = c.intermediate_size, gp.n_experts = c.num_experts;

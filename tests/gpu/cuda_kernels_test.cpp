@@ -336,7 +336,7 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.
 TEST_P(Geometry, MoeRouterExpertsAndCombine) {
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, K = c.experts_per_token;
-  for (int n : {1, 3, 32, 33}) {  // 32 tokens x 4 = kMoeGemvMaxPairs; 33: the GEMVs refuse
+  for (int n : {1, 3, 32, 64, 257}) {  // 257 tokens x 4 > kMoeGemvMaxPairs: the GEMVs refuse
     Rng rng(300 + n);
     const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
     const float ws = 1.0f / std::sqrt(float(H));

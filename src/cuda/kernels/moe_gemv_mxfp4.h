@@ -41,7 +41,7 @@ struct MoeGemvParams {
 };
 
 // Up to kMoeGemvMaxPairs (token, expert) pairs per launch (more: the grouped GEMM, moe_gemm_mxfp4.h).
-constexpr int kMoeGemvMaxPairs = 128;
+constexpr int kMoeGemvMaxPairs = 1024;
 void moe_gemv_mxfp4_gate_up(const MoeGemvParams& p, cudaStream_t stream);
 void moe_gemv_mxfp4_down(const MoeGemvParams& p, cudaStream_t stream);
 void moe_combine(const MoeGemvParams& p, cudaStream_t stream);

@@ -57,6 +57,7 @@ struct CudaRunner::Impl {
 
   // Workspaces ([max_tokens] rows unless noted).
   void *x = nullptr, *xn = nullptr, *q = nullptr, *attn = nullptr, *act = nullptr, *yw = nullptr, *logits = nullptr;
+  void* x_alt = nullptr;  // [max_tokens, H] bf16: the residual's second buffer (the fused combine writes x there)
   float *part_o = nullptr, *part_ml = nullptr;
   float* proj = nullptr;    // [max_tokens, max(qkv rows, H)] fp32 cuBLAS output (dense path)
   void* lm_in = nullptr;    // [max_seqs, H] bf16 LM-head input rows gathered (dense path)
@@ -148,7 +149,7 @@ void CudaRunner::Impl::init() {
   const size_t sort_bytes = sampling_sort_temp_bytes(int(S), int(V));
   size_t ws_bytes = 0;
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
-  add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
+  add(T * H * 2); add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
   add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
   gemm_min_pairs = opt.moe_gemm_min_pairs > 0 ? opt.moe_gemm_min_pairs : 8 * c.num_experts + 1;
@@ -172,6 +173,7 @@ void CudaRunner::Impl::init() {
   add(ids_capacity * 4); add(ids_capacity * 4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
   x = ws_arena.alloc("x", T * H * 2);
+  x_alt = ws_arena.alloc("x_alt", T * H * 2);
   xn = ws_arena.alloc("xn", T * H * 2);
   q = ws_arena.alloc("q", T * c.q_dim() * 2);
   attn = ws_arena.alloc("attn", T * c.q_dim() * 2);
@@ -338,6 +340,13 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
     embed_rmsnorm(p, stream);
   });
+  // At 1-4 tokens the q/k/v GEMV runs the previous layer's MoE combine and this layer's input norm in its
+  // prologue (qkv_rope's moe_yw): no moe_combine launch between layers. The residual then alternates between
+  // x and x_alt (the GEMV's CTAs read x_mid while CTA 0 writes the combined row), so `x` below is the
+  // current buffer; the last layer's combine (which feeds the LM head's norm) stays its own kernel.
+  const bool fuse_combine = n_tokens <= 4 && H == 2880;
+  void* x = this->x;
+  void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
     const DeviceLayerWeights& lw = w.layers[size_t(l)];
     const KvLayerView kv{kv_layers[size_t(l)], opt.block_size, c.num_kv_heads};
@@ -347,6 +356,11 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     qp.xn = xn, qp.w_qkv = lw.w_qkv, qp.b_qkv = lw.b_qkv, qp.inv_freq = w.inv_freq, qp.mscale = w.mscale;
     qp.q_out = q, qp.kv = kv, qp.meta = meta;
     qp.n_tokens = n_tokens, qp.hidden = H, qp.n_heads = c.num_heads, qp.n_kv_heads = c.num_kv_heads;
+    if (fuse_combine && l > 0) {  // layer l - 1's routing and expert outputs are still in topk_idx / yw
+      qp.moe_x_mid = x, qp.moe_yw = yw, qp.moe_topk_idx = topk_idx, qp.moe_top_k = c.experts_per_token;
+      qp.norm_w = lw.input_norm, qp.x_out = x_next, qp.eps = c.rms_norm_eps;
+      std::swap(x, x_next);
+    }
     if (dense) {
       const int qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
       timed("qkv_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.w_qkv, proj, n_tokens, H, qkv_rows); });
@@ -441,7 +455,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       timed("moe_gemv_mxfp4_gate_up", [&] { moe_gemv_mxfp4_gate_up(mp, stream); });
       timed("moe_gemv_mxfp4_down", [&] { moe_gemv_mxfp4_down(mp, stream); });
     }
-    timed("moe_combine", [&] { moe_combine(mp, stream); });
+    if (!fuse_combine || l + 1 == c.num_layers) timed("moe_combine", [&] { moe_combine(mp, stream); });
   }
   if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing
   if (n_lm_rows >= kDenseGemmMinRows) {

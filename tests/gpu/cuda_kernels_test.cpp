@@ -2,6 +2,7 @@
 // HF does) on fresh random inputs: both model geometries (hidden 2880 and the tiny preset's 64), odd row
 // counts and batch sizes, outputs poisoned before each run (an unwritten element reads as NaN).
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <vector>
 
@@ -171,6 +172,80 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
 // The dense path's other pieces for steps of >= 8 rows: o_proj as a cuBLAS fp32 GEMM + residual_rmsnorm_from_f32
 // (x = bf(x + bf(acc + b)), then the next norm), and the LM head as gather_rows_bf16 + a bf16 cuBLAS GEMM +
 // row_argmax_bf16 (the greedy key: largest logit, lowest id on ties), against the CPU reference.
+// The streaming q/k/v GEMV with the previous layer's MoE combine and this layer's input norm in its prologue
+// (qkv_rope's moe_yw): x_out equals the reference combine bit for bit, and q / k / v match the unfused launch
+// on the reference's normed rows.
+TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
+  if (c.hidden_size != 2880) GTEST_SKIP() << "the fused prologue is on the streaming GEMV (hidden 2880)";
+  const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40;
+  const int E = c.num_experts, K = c.experts_per_token;
+  for (int n : {1, 3, 4}) {
+    SCOPED_TRACE(strfmt("%d tokens", n));
+    Rng rng(900 + n);
+    std::vector<int> ctx(static_cast<size_t>(n)), n_new(static_cast<size_t>(n), 1);
+    for (int i = 0; i < n; ++i) ctx[size_t(i)] = 20 + 37 * i;
+    const StepLayout L = make_layout(ctx, n_new, bs, nblk, rng);
+    const auto x_mid = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const auto yw = random_bf16(size_t(n) * K * H, rng, -0.5f, 0.5f);
+    const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    std::vector<int32_t> idx(size_t(n) * K);
+    for (int t = 0; t < n; ++t) {  // distinct experts per token, in a random (unsorted) slot order
+      std::vector<int32_t> perm(static_cast<size_t>(E));
+      std::iota(perm.begin(), perm.end(), 0);
+      for (int i = E - 1; i > 0; --i) std::swap(perm[size_t(i)], perm[size_t(rng.below(i + 1))]);
+      for (int s = 0; s < K; ++s) idx[size_t(t) * K + s] = perm[size_t(s)];
+    }
+    // Reference: the combine chain in ascending expert id, then the norm.
+    std::vector<bf16> x_ref(x_mid.size()), xn_ref(x_mid.size());
+    for (int t = 0; t < n; ++t) {
+      std::vector<int> order(static_cast<size_t>(K));
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
+      for (int j = 0; j < H; ++j) {
+        float acc = 0.f;
+        for (int s : order) acc = bf(acc + bf16_to_f32(yw[(size_t(t) * K + s) * H + j]));
+        x_ref[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x_mid[size_t(t) * H + j]) + acc);
+      }
+    }
+    cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
+    const int rows = c.qkv_dim();
+    const float ws = 1.0f / std::sqrt(float(H));
+    const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
+    const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
+    cpu::YarnRope rope(c);
+    std::vector<float> inv_freq(rope.inv_freq());
+    DevBuf<float> dinv(inv_freq);
+    DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables), didx(idx);
+    DevBuf<bf16> dw(w), db(b), dxmid(x_mid), dyw(yw), dnorm(norm_w), dxn_ref(xn_ref), dxout(x_mid.size());
+    DevBuf<bf16> dq1(size_t(n) * NH * D), dq2(size_t(n) * NH * D);
+    DevBuf<bf16> dkv1(size_t(nblk) * 2 * NKV * bs * D), dkv2(size_t(nblk) * 2 * NKV * bs * D);
+    dq1.poison(), dq2.poison(), dkv1.poison(), dkv2.poison(), dxout.poison();
+    QkvRopeParams p;
+    p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale();
+    p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
+    p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
+    QkvRopeParams plain = p;  // on the reference's normed rows
+    plain.xn = dxn_ref.p, plain.q_out = dq1.p, plain.kv = {dkv1.p, bs, NKV};
+    qkv_rope(plain, nullptr);
+    QkvRopeParams fused = p;
+    fused.q_out = dq2.p, fused.kv = {dkv2.p, bs, NKV};
+    fused.moe_x_mid = dxmid.p, fused.moe_yw = dyw.p, fused.moe_topk_idx = didx.p, fused.moe_top_k = K;
+    fused.norm_w = dnorm.p, fused.x_out = dxout.p, fused.eps = c.rms_norm_eps;
+    qkv_rope(fused, nullptr);
+    EXPECT_EQ(to_f32(dxout.download()), to_f32(x_ref)) << "combined residual";
+    expect_close(to_f32(dq2.download()), to_f32(dq1.download()), kTol, "q (fused prologue vs reference norm)");
+    // The KV cache: only the written rows (the poisoned rest is NaN in both).
+    const auto kv1 = to_f32(dkv1.download()), kv2 = to_f32(dkv2.download());
+    std::vector<float> a1, a2;
+    for (size_t i = 0; i < kv1.size(); ++i)
+      if (!std::isnan(kv1[i])) a1.push_back(kv1[i]), a2.push_back(kv2[i]);
+    ASSERT_EQ(a1.size(), size_t(n) * 2 * NKV * D);
+    expect_close(a2, a1, kTol, "k/v cache (fused prologue vs reference norm)");
+    fused.x_out = dxmid.p;  // aliasing the input is refused
+    EXPECT_THROW(qkv_rope(fused, nullptr), Error);
+  }
+}
+
 TEST_P(Geometry, DenseProjectionsAndArgmax) {
   const int H = c.hidden_size, Q = c.q_dim();
   cublasHandle_t handle;

@@ -1,7 +1,7 @@
 // Device helpers for the tensor-core attention kernels (mma.sync m16n8k16 bf16 -> fp32 on sm_90): cp.async
 // gathers, ldmatrix, the MMA itself, exp2 and bf16x2 packing, and the swizzled [rows][64] bf16 smem tile.
-// Shared by attention_prefill and attention_decode_mma (namespace `attn`; smem_u32 and mma_bf16 come from
-// bulk_copy.cuh and mma_bf16.cuh).
+// Shared by attention_prefill and attention_decode_mma (namespace `attn`; smem_u32, mma_bf16 and pack_bf16x2 come
+// from bulk_copy.cuh, mma_bf16.cuh and device_math.cuh).
 #pragma once
 #include <cstdint>
 
@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/kernels/bulk_copy.cuh"  // smem_u32
+#include "cuda/kernels/device_math.cuh"  // pack_bf16x2
 #include "cuda/kernels/mma_bf16.cuh"
 
 namespace mxs::cuda::attn {
@@ -37,11 +38,6 @@ __device__ __forceinline__ float fast_exp2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
-}
-// Two floats rounded to bf16 (nearest even) in one 32-bit word; the low half holds `lo`.
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
 }
 // Element offset of 16-byte chunk c (8 bf16) of row r in a [rows][64] bf16 tile: chunk index XOR (r & 7), so
 // the 8 row addresses of one ldmatrix 8x8 matrix hit 8 different bank groups.

@@ -19,6 +19,11 @@ __device__ __forceinline__ float bf(float v) { return __bfloat162float(__float2b
 // The two bf16 halves of a 32-bit word as fp32: low half = element 2i, high half = element 2i+1.
 __device__ __forceinline__ float lo_f32(uint32_t w) { return __uint_as_float(w << 16); }
 __device__ __forceinline__ float hi_f32(uint32_t w) { return __uint_as_float(w & 0xffff0000u); }
+// Two floats rounded to bf16 (nearest even) in one 32-bit word; the low half holds `lo`.
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
 
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll

@@ -139,9 +139,9 @@ void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
   const int groups = (p.n_out + 1) / 2;
   const bf16_t* a = static_cast<const bf16_t*>(p.a);
   switch (p.n_rows) {
-    case 1: return launch_gemv_stream<K, 1, 2>(a, 1, groups, ResidualEpi<K>{p}, stream);
-    case 2: return launch_gemv_stream<K, 2, 2>(a, 2, groups, ResidualEpi<K>{p}, stream);
-    default: return launch_gemv_stream<K, 4, 2>(a, p.n_rows, groups, ResidualEpi<K>{p}, stream);
+    case 1: return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{a}, 1, groups, ResidualEpi<K>{p}, stream);
+    case 2: return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{a}, 2, groups, ResidualEpi<K>{p}, stream);
+    default: return launch_gemv_stream<K, 4, 2>(StreamRows<K, 4>{a}, p.n_rows, groups, ResidualEpi<K>{p}, stream);
   }
 }
 

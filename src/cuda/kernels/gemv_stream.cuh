@@ -30,10 +30,34 @@ struct StreamShape {
 //   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
-// x: MT rows [K] bf16 at x + m * K (m < n_x; rows past n_x are zeros). Launch: launch_pdl, 256 threads,
-// grid <= n_groups (persistent; gridDim.x is the stride).
-template <int K, int MT, int R, typename Epi>
-__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf16_t* x, int n_x, int n_groups, Epi epi) {
+// Rows: how the lanes get their slices of the MT activation rows (after griddep_wait, by every thread):
+//   __device__ void load(int n_x, float4 (&xa)[MT][PER_LANE], float4 (&xb)[MT][PER_LANE]) const;
+// vector v = lane + 32 i of slice `warp` (elements warp * K/8 + 8 v .. + 7): xa = elements 0-3, xb = 4-7, fp32.
+// StreamRows reads them from memory; a fused producer (e.g. the MoE combine + RMSNorm of qkv_rope) computes
+// them. Launch: launch_pdl, 256 threads, grid <= n_groups (persistent; gridDim.x is the stride).
+template <int K, int MT>
+struct StreamRows {
+  const bf16_t* x;  // MT rows [K] bf16 at x + m * K (m < n_x; rows past n_x are zeros)
+  __device__ void load(int n_x, float4 (&xa)[MT][StreamShape<K>::PER_LANE],
+                       float4 (&xb)[MT][StreamShape<K>::PER_LANE]) const {
+    using S = StreamShape<K>;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int i = 0; i < S::PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        uint4 u = make_uint4(0, 0, 0, 0);
+        if (m < n_x && (S::NV % 32 == 0 || v < S::NV))
+          u = *reinterpret_cast<const uint4*>(x + size_t(m) * K + warp * S::KS + v * 8);
+        xa[m][i] = make_float4(lo_f32(u.x), hi_f32(u.x), lo_f32(u.y), hi_f32(u.y));
+        xb[m][i] = make_float4(lo_f32(u.z), hi_f32(u.z), lo_f32(u.w), hi_f32(u.w));
+      }
+  }
+};
+
+template <int K, int MT, int R, typename Epi, typename Rows>
+__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi) {
   using S = StreamShape<K>;
   __shared__ float s_part[2][kStreamWarps][R][MT];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -55,17 +79,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf
   griddep_launch_dependents();
   // This lane's slice of the activation rows, fp32: vector v = lane + 32 i of slice `warp`.
   float4 xa[MT][S::PER_LANE], xb[MT][S::PER_LANE];
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-#pragma unroll
-    for (int i = 0; i < S::PER_LANE; ++i) {
-      const int v = lane + 32 * i;
-      uint4 u = make_uint4(0, 0, 0, 0);
-      if (m < n_x && (S::NV % 32 == 0 || v < S::NV))
-        u = *reinterpret_cast<const uint4*>(x + size_t(m) * K + warp * S::KS + v * 8);
-      xa[m][i] = make_float4(lo_f32(u.x), hi_f32(u.x), lo_f32(u.y), hi_f32(u.y));
-      xb[m][i] = make_float4(lo_f32(u.z), hi_f32(u.z), lo_f32(u.w), hi_f32(u.w));
-    }
+  rows.load(n_x, xa, xb);
   int buf = 0;
   for (; g < n_groups; g += gridDim.x) {
     const int gn = g + gridDim.x;
@@ -112,9 +126,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(const bf
 
 // Launches gemv_stream_kernel on a persistent grid: the CTAs that fit on the device at once (capped by the
 // group count), measured once per instantiation.
-template <int K, int MT, int R, typename Epi>
-void launch_gemv_stream(const bf16_t* x, int n_x, int n_groups, const Epi& epi, cudaStream_t stream) {
-  auto kernel = gemv_stream_kernel<K, MT, R, Epi>;
+template <int K, int MT, int R, typename Epi, typename Rows>
+void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi, cudaStream_t stream) {
+  auto kernel = gemv_stream_kernel<K, MT, R, Epi, Rows>;
   static const int resident = [&] {
     int dev = 0, sms = 0, per_sm = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
@@ -123,7 +137,7 @@ void launch_gemv_stream(const bf16_t* x, int n_x, int n_groups, const Epi& epi, 
     return sms * (per_sm > 0 ? per_sm : 1);
   }();
   const int grid = resident < n_groups ? resident : n_groups;
-  launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, x, n_x, n_groups, epi);
+  launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, rows, n_x, n_groups, epi);
 }
 
 }  // namespace mxs::cuda

@@ -3,14 +3,13 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/last_cta.cuh"
+#include "cuda/kernels/moe_combine.cuh"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
 namespace mxs::cuda {
 namespace {
-
-constexpr int kMaxTopK = 8;
 
 // Residual + sequential bf16 expert sum + next RMSNorm. Grid (token, chunk of 256 columns), thread per column:
 // the sum is a short dependent chain per element, so spreading a token over ceil(H / 256) CTAs (12 for 20b)
@@ -25,28 +24,19 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   griddep_launch_dependents();
   const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
   const int c = chunk * kCombineThreads + threadIdx.x;
-  // Slots in ascending expert id (a sorting network over <= 8 register values, no local memory).
-  int key[kMaxTopK];
-#pragma unroll
-  for (int s = 0; s < kMaxTopK; ++s) key[s] = s < p.top_k ? (p.topk_idx[t * p.top_k + s] << 3 | s) : 0x7fffffff;
-#pragma unroll
-  for (int i = 0; i < kMaxTopK; ++i)
-#pragma unroll
-    for (int j = 0; j + 1 < kMaxTopK - i; ++j) {
-      const int a = min(key[j], key[j + 1]), b = max(key[j], key[j + 1]);
-      key[j] = a, key[j + 1] = b;
-    }
+  int order[kCombineMaxTopK];  // slots in ascending expert id
+  combine_slot_order(p.topk_idx + t * p.top_k, p.top_k, order);
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
   const bf16_t* yw = static_cast<const bf16_t*>(p.yw);
   float xv = 0.f;
   if (c < H) {
-    float y[kMaxTopK];
+    float y[kCombineMaxTopK];
 #pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s)  // all loads first, then the ordered chain
-      y[s] = s < p.top_k ? to_f32(yw[(size_t(t) * p.top_k + (key[s] & 7)) * H + c]) : 0.f;
+    for (int s = 0; s < kCombineMaxTopK; ++s)  // all loads first, then the ordered chain
+      y[s] = s < p.top_k ? to_f32(yw[(size_t(t) * p.top_k + order[s]) * H + c]) : 0.f;
     float acc = 0.f;
 #pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s)
+    for (int s = 0; s < kCombineMaxTopK; ++s)
       if (s < p.top_k) acc = bf(acc + y[s]);
     xv = bf(to_f32(x[c]) + acc);
     x[c] = to_bf16(xv);

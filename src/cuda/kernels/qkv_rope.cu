@@ -7,6 +7,7 @@
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/gemv_stream.cuh"
+#include "cuda/kernels/moe_combine.cuh"
 #include "cuda/kernels/qkv_rope_epilogue.cuh"
 
 namespace mxs::cuda {
@@ -62,15 +63,109 @@ struct QkvStreamEpi {
   __device__ void after(int) const {}
 };
 
+// The fused prologue (QkvRopeParams::moe_yw): each lane combines its slice of every token's row in registers
+// (x_mid + the routed experts' outputs, moe_combine's chain), the 8 warps' sums of squares meet in shared
+// memory in warp order (every CTA adds them in the same order, so all CTAs normalize identically), and the
+// normed row replaces the loaded xn. One token's loads at a time (x_mid + top_k rows: 5 x 2 vectors per lane).
+template <int K, int MT>
+struct CombineNormRows {
+  const bf16_t* x_mid;
+  const bf16_t* yw;
+  const int32_t* topk_idx;
+  int top_k;
+  const bf16_t* norm_w;
+  bf16_t* x_out;
+  float eps;
+  __device__ void load(int n_x, float4 (&xa)[MT][StreamShape<K>::PER_LANE],
+                       float4 (&xb)[MT][StreamShape<K>::PER_LANE]) const {
+    using S = StreamShape<K>;
+    __shared__ float s_ss[kStreamWarps][MT];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      float ss = 0.f;
+      int order[kCombineMaxTopK];
+      if (m < n_x) combine_slot_order(topk_idx + m * top_k, top_k, order);
+#pragma unroll
+      for (int i = 0; i < S::PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        float e[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+        if (m < n_x && (S::NV % 32 == 0 || v < S::NV)) {
+          const size_t col = size_t(warp) * S::KS + size_t(v) * 8;
+          const uint4 xm = *reinterpret_cast<const uint4*>(x_mid + size_t(m) * K + col);
+          uint4 y[kCombineMaxTopK];
+#pragma unroll
+          for (int s = 0; s < kCombineMaxTopK; ++s)  // in sorted order: the address takes the slot
+            y[s] = s < top_k ? *reinterpret_cast<const uint4*>(yw + (size_t(m) * top_k + order[s]) * K + col)
+                             : make_uint4(0, 0, 0, 0);
+          const uint32_t xw[4] = {xm.x, xm.y, xm.z, xm.w};
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            float acc = 0.f;
+#pragma unroll
+            for (int s = 0; s < kCombineMaxTopK; ++s) {
+              if (s >= top_k) break;
+              const uint32_t yv[4] = {y[s].x, y[s].y, y[s].z, y[s].w};
+              acc = bf(acc + ((j & 1) ? hi_f32(yv[j >> 1]) : lo_f32(yv[j >> 1])));
+            }
+            e[j] = bf(((j & 1) ? hi_f32(xw[j >> 1]) : lo_f32(xw[j >> 1])) + acc);
+            ss = fmaf(e[j], e[j], ss);
+          }
+          if (blockIdx.x == 0) {
+            uint4 o;
+            o.x = pack_bf16x2(e[0], e[1]), o.y = pack_bf16x2(e[2], e[3]), o.z = pack_bf16x2(e[4], e[5]);
+            o.w = pack_bf16x2(e[6], e[7]);
+            *reinterpret_cast<uint4*>(x_out + size_t(m) * K + col) = o;
+          }
+        }
+        xa[m][i] = make_float4(e[0], e[1], e[2], e[3]);
+        xb[m][i] = make_float4(e[4], e[5], e[6], e[7]);
+      }
+      ss = warp_sum(ss);
+      if (lane == 0) s_ss[warp][m] = ss;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      float total = 0.f;
+#pragma unroll
+      for (int w = 0; w < kStreamWarps; ++w) total += s_ss[w][m];
+      const float r = 1.0f / sqrtf(total / float(K) + eps);
+#pragma unroll
+      for (int i = 0; i < S::PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        if (!(m < n_x && (S::NV % 32 == 0 || v < S::NV))) continue;
+        const uint4 wv = *reinterpret_cast<const uint4*>(norm_w + size_t(warp) * S::KS + size_t(v) * 8);
+        float4& a = xa[m][i];
+        float4& b = xb[m][i];
+        a = make_float4(bf(lo_f32(wv.x) * (a.x * r)), bf(hi_f32(wv.x) * (a.y * r)), bf(lo_f32(wv.y) * (a.z * r)),
+                        bf(hi_f32(wv.y) * (a.w * r)));
+        b = make_float4(bf(lo_f32(wv.z) * (b.x * r)), bf(hi_f32(wv.z) * (b.y * r)), bf(lo_f32(wv.w) * (b.z * r)),
+                        bf(hi_f32(wv.w) * (b.w * r)));
+      }
+    }
+  }
+};
+
+template <int K, int MT>
+void launch_stream_mt(const QkvRopeParams& p, int groups, cudaStream_t stream) {
+  const QkvStreamEpi epi{p, K};
+  if (p.moe_yw == nullptr)
+    return launch_gemv_stream<K, MT, 2>(StreamRows<K, MT>{static_cast<const bf16_t*>(p.xn)}, p.n_tokens, groups,
+                                        epi, stream);
+  const CombineNormRows<K, MT> rows{static_cast<const bf16_t*>(p.moe_x_mid), static_cast<const bf16_t*>(p.moe_yw),
+                                    p.moe_topk_idx, p.moe_top_k, static_cast<const bf16_t*>(p.norm_w),
+                                    static_cast<bf16_t*>(p.x_out), p.eps};
+  launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, stream);
+}
+
 template <int K>
 void launch_stream(const QkvRopeParams& p, cudaStream_t stream) {
   const int groups = (p.n_heads + 2 * p.n_kv_heads) * (kHeadDim / 2);
-  const bf16_t* x = static_cast<const bf16_t*>(p.xn);
-  const QkvStreamEpi epi{p, K};
   switch (p.n_tokens) {
-    case 1: return launch_gemv_stream<K, 1, 2>(x, 1, groups, epi, stream);
-    case 2: return launch_gemv_stream<K, 2, 2>(x, 2, groups, epi, stream);
-    default: return launch_gemv_stream<K, 4, 2>(x, p.n_tokens, groups, epi, stream);
+    case 1: return launch_stream_mt<K, 1>(p, groups, stream);
+    case 2: return launch_stream_mt<K, 2>(p, groups, stream);
+    default: return launch_stream_mt<K, 4>(p, groups, stream);
   }
 }
 
@@ -97,6 +192,11 @@ void dispatch_mt(const QkvRopeParams& p, cudaStream_t stream) {
 void qkv_rope(const QkvRopeParams& p, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1, "qkv_rope: n_tokens must be >= 1");
   MXS_CHECK(p.kv.n_kv_heads == p.n_kv_heads, "qkv_rope: KV view and params disagree on n_kv_heads");
+  MXS_CHECK(p.moe_yw == nullptr || (p.hidden == 2880 && p.n_tokens <= 4 && p.moe_top_k >= 1 &&
+                                     p.moe_top_k <= kCombineMaxTopK && p.moe_x_mid && p.moe_topk_idx && p.norm_w &&
+                                     p.x_out && p.x_out != p.moe_x_mid),
+            "qkv_rope: the fused MoE combine + norm needs hidden 2880, 1-4 tokens, 1-8 experts per token, all its "
+            "buffers, and x_out distinct from moe_x_mid");
   switch (p.hidden) {
     case 2880: return p.n_tokens <= 4 ? launch_stream<2880>(p, stream) : dispatch_mt<2880>(p, stream);
     case 64: return dispatch_mt<64>(p, stream);

@@ -33,6 +33,19 @@ struct QkvRopeParams {
   KvLayerView kv;
   TokenMeta meta;
   int n_tokens = 0, hidden = 0, n_heads = 0, n_kv_heads = 0;
+  // Optional (moe_yw != nullptr; 1-4 tokens, hidden 2880): the previous layer's MoE combine and this layer's
+  // input RMSNorm run in the GEMV's prologue instead of from xn: every CTA computes its rows
+  //   x = bf(moe_x_mid + sum_e yw) (ascending expert id, a bf16 rounding per add; moe_combine's arithmetic),
+  //   xn = bf(norm_w * (x * rsqrt(mean(x^2) + eps)))
+  // and CTA 0 stores x to x_out (must not alias moe_x_mid: other CTAs still read it). Saves the combine launch
+  // and its last-CTA norm tail per layer at batch 1-4.
+  const void* moe_x_mid = nullptr;      // [n_tokens, hidden] bf16: residual after attention
+  const void* moe_yw = nullptr;         // [n_tokens * top_k, hidden] bf16: routed expert outputs (by pair id)
+  const int32_t* moe_topk_idx = nullptr;  // [n_tokens, top_k]
+  int moe_top_k = 0;
+  const void* norm_w = nullptr;         // [hidden] bf16: this layer's input norm
+  void* x_out = nullptr;                // [n_tokens, hidden] bf16
+  float eps = 1e-5f;
 };
 
 void qkv_rope(const QkvRopeParams& p, cudaStream_t stream);

@@ -340,11 +340,14 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
     embed_rmsnorm(p, stream);
   });
-  // At 1-4 tokens the q/k/v GEMV runs the previous layer's MoE combine and this layer's input norm in its
+  // At 1-2 tokens the q/k/v GEMV runs the previous layer's MoE combine and this layer's input norm in its
   // prologue (qkv_rope's moe_yw): no moe_combine launch between layers. The residual then alternates between
   // x and x_alt (the GEMV's CTAs read x_mid while CTA 0 writes the combined row), so `x` below is the
   // current buffer; the last layer's combine (which feeds the LM head's norm) stays its own kernel.
-  const bool fuse_combine = n_tokens <= 4 && H == 2880;
+  // Only at 1-2 tokens: at 4 the serial combine in CTA 0 costs more than the launch it saves (H200, batch 4:
+  // 1,003 unfused vs 937 tok/s fused; batch 1: 479 vs 511).
+  static const bool no_fused_combine = std::getenv("MXS_NO_FUSED_COMBINE") != nullptr;  // A/B and debugging
+  const bool fuse_combine = n_tokens <= 2 && H == 2880 && !no_fused_combine;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {

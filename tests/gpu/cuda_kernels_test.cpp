@@ -408,6 +408,83 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
   }
 }
 
+// o_proj with the post-attention norm and the router fused into its last CTA (1-4 tokens, <= 32 experts) against
+// the unfused launches on the same inputs: x, xn, top-k ids and weights and the route index bit for bit (the
+// tail uses the router kernel's arithmetic); with more experts the fused form is refused.
+TEST_P(Geometry, OProjWithFusedRouter) {
+  const int H = c.hidden_size, Q = c.q_dim(), E = c.num_experts, K = c.experts_per_token;
+  for (int n : {1, 2, 3, 4}) {
+    Rng rng(250 + n);
+    const auto a = random_bf16(size_t(n) * Q, rng, -1.f, 1.f);
+    const float ws = 1.0f / std::sqrt(float(Q));
+    const auto w = random_bf16(size_t(H) * Q, rng, -ws, ws);
+    const auto b = random_bf16(size_t(H), rng, -0.2f, 0.2f);
+    const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    const float rs = 1.0f / std::sqrt(float(H));
+    const auto rw = random_bf16(size_t(E) * H, rng, -rs, rs);
+    const auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+    struct Out {
+      std::vector<bf16> x, xn;
+      std::vector<int32_t> idx, off, list, act;
+      std::vector<float> wt;
+      int n_active = 0;
+    };
+    auto run = [&](bool fused) {
+      DevBuf<bf16> da(a), dw(w), db(b), dx(x), dnw(nw), dxn(size_t(n) * H), drw(rw), drb(rb);
+      DevBuf<unsigned> counters(2);
+      CUDA_CHECK(cudaMemset(counters.p, 0, 2 * sizeof(unsigned)));
+      DevBuf<int32_t> didx(size_t(n) * K), doff(size_t(E) + 1), dlist(size_t(n) * K), dact(static_cast<size_t>(E)),
+          dnum(1);
+      DevBuf<float> dwt(size_t(n) * K), dlogits(size_t(n) * E);
+      dxn.poison(), didx.poison(), dwt.poison(), dlist.poison(), doff.poison();
+      CUDA_CHECK(cudaMemset(dact.p, 0x11, size_t(E) * sizeof(int32_t)));
+      MoeRouterParams rp;
+      rp.xn = dxn.p, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = didx.p, rp.topk_w = dwt.p, rp.logits = dlogits.p;
+      rp.done_counter = counters.p + 1, rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K;
+      const MoeRouteIndex ix{doff.p, dlist.p, dact.p, dnum.p};
+      GemvBf16Params p;
+      p.a = da.p, p.w = dw.p, p.bias = db.p, p.y = dx.p, p.n_rows = n, p.k = Q, p.n_out = H;
+      p.norm_weight = dnw.p, p.norm_out = dxn.p, p.done_counter = counters.p, p.eps = c.rms_norm_eps;
+      if (fused) {
+        p.router = rp, p.route = ix;
+        gemv_bf16_residual(p, nullptr);
+      } else {
+        gemv_bf16_residual(p, nullptr);
+        moe_router(rp, ix, nullptr);
+      }
+      CUDA_CHECK(cudaDeviceSynchronize());
+      Out o{dx.download(), dxn.download(), didx.download(), doff.download(), dlist.download(), dact.download(),
+            dwt.download(), dnum.download()[0]};
+      EXPECT_EQ(counters.download()[0], 0u) << "the last CTA resets the counter";
+      return o;
+    };
+    if (E > kRouterTailMaxExperts) {
+      EXPECT_THROW(run(true), Error) << E << " experts accepted by the fused router";
+      continue;
+    }
+    const Out ref = run(false), got = run(true);
+    auto bits = [](const std::vector<bf16>& v) {
+      std::vector<uint16_t> u(v.size());
+      for (size_t i = 0; i < v.size(); ++i) u[i] = v[i].bits;
+      return u;
+    };
+    EXPECT_EQ(bits(got.x), bits(ref.x)) << "o_proj + residual, n = " << n;
+    EXPECT_EQ(bits(got.xn), bits(ref.xn)) << "post-attention norm, n = " << n;
+    EXPECT_EQ(got.idx, ref.idx) << "top-k experts, n = " << n;
+    EXPECT_EQ(got.wt, ref.wt) << "routing weights, n = " << n;
+    EXPECT_EQ(got.off, ref.off) << "expert offsets, n = " << n;
+    EXPECT_EQ(got.act, ref.act) << "active experts, n = " << n;
+    EXPECT_EQ(got.n_active, ref.n_active);
+    for (int e = 0; e < E; ++e) {  // pairs within an expert's group may come in any order
+      std::vector<int32_t> g(got.list.begin() + got.off[size_t(e)], got.list.begin() + got.off[size_t(e) + 1]);
+      std::vector<int32_t> r(ref.list.begin() + ref.off[size_t(e)], ref.list.begin() + ref.off[size_t(e) + 1]);
+      std::sort(g.begin(), g.end()), std::sort(r.begin(), r.end());
+      EXPECT_EQ(g, r) << "pairs of expert " << e << ", n = " << n;
+    }
+  }
+}
+
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.
 TEST_P(Geometry, MoeRouterExpertsAndCombine) {
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, K = c.experts_per_token;

@@ -407,11 +407,6 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       }
       attention_decode_mma(p, stream);
     });
-    MoeRouterParams rp;
-    rp.xn = xn, rp.w = lw.router_w, rp.b = lw.router_b, rp.topk_idx = topk_idx, rp.topk_w = topk_w;
-    rp.logits = router_logits, rp.done_counter = router_counter;
-    rp.n_tokens = n_tokens, rp.hidden = H, rp.n_experts = c.num_experts, rp.top_k = c.experts_per_token;
-    bool router_fused = false;
     if (dense) {
       timed("o_proj_gemm", [&] { gemm_bf16_f32(cublas, attn, lw.w_o, proj, n_tokens, c.q_dim(), H); });
       timed("residual_rmsnorm", [&] {
@@ -421,17 +416,12 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {
-      // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel. With
-      // <= 32 experts (20b) that CTA also runs the router (moe_router_tail.cuh): a launch less per layer. (120b's
-      // 128 experts would make one CTA read 737 KB of router weights: its router keeps its own launch.)
+      // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel.
       const bool fuse_norm = n_tokens <= 4;
-      static const bool no_fused_router = std::getenv("MXS_NO_FUSED_ROUTER") != nullptr;  // A/B and debugging
-      router_fused = fuse_norm && c.num_experts <= kRouterTailMaxExperts && !no_fused_router;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
         p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
         if (fuse_norm) p.norm_weight = lw.post_norm, p.norm_out = xn, p.done_counter = oproj_counter;
-        if (router_fused) p.router = rp, p.route = route;
         p.eps = c.rms_norm_eps;
         gemv_bf16_residual(p, stream);
       });
@@ -442,7 +432,11 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
           rmsnorm(p, stream);
         });
     }
-    if (!router_fused) timed("moe_router", [&] { moe_router(rp, route, stream); });
+    MoeRouterParams rp;
+    rp.xn = xn, rp.w = lw.router_w, rp.b = lw.router_b, rp.topk_idx = topk_idx, rp.topk_w = topk_w;
+    rp.logits = router_logits, rp.done_counter = router_counter;
+    rp.n_tokens = n_tokens, rp.hidden = H, rp.n_experts = c.num_experts, rp.top_k = c.experts_per_token;
+    timed("moe_router", [&] { moe_router(rp, route, stream); });
     MoeGemvParams mp;
     mp.w = lw.experts, mp.index = route, mp.topk_idx = topk_idx, mp.topk_w = topk_w, mp.xn = xn;
     mp.act = act, mp.yw = yw, mp.x = x, mp.xn_out = xn;

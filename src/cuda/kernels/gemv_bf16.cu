@@ -8,7 +8,6 @@
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/last_cta.cuh"
-#include "cuda/kernels/moe_router_tail.cuh"
 #include "cuda/kernels/gemv_stream.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
@@ -28,12 +27,9 @@ constexpr int rows_per_warp() {
 
 // The fused post-attention norm of the residual form (norm_weight set): every CTA of the grid calls it after
 // its last store; the last one to arrive (done_counter) normalizes the p.n_rows updated rows, read through L2
-// since other CTAs wrote them, resets the counter and, with p.router set, runs the router on the normed rows.
-// CTA 0 pulls the router weights into L2 first: it finishes about when the others do, a few microseconds
-// before the last CTA needs them.
+// since other CTAs wrote them, and resets the counter.
 __device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
   if (p.norm_weight == nullptr) return;
-  if (p.router.w != nullptr && blockIdx.x == 0) router_tail_prefetch(p.router);
   if (!last_cta_arrive(p.done_counter, gridDim.x)) return;
   constexpr int PER_THREAD = (3072 + kNormThreads - 1) / kNormThreads;  // n_out <= 3072
   const bf16_t* y = static_cast<const bf16_t*>(p.y);
@@ -48,13 +44,6 @@ __device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
                                   static_cast<bf16_t*>(p.norm_out) + size_t(m) * p.n_out);
   }
   if (threadIdx.x == 0) *p.done_counter = 0u;
-  if (p.router.w != nullptr) {
-    __syncthreads();  // every normed row is stored (the router stages them from memory)
-    if (p.n_out == 2880)
-      router_tail<2880>(p.router, p.route);
-    else
-      router_tail<64>(p.router, p.route);
-  }
 }
 
 template <int K, int MT, Epilogue EPI>
@@ -113,11 +102,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
 
 // o_proj for 1-4 rows on the streaming GEMV: groups of 2 output rows; the optional post-attention norm runs in
 // the last CTA to finish (as in gemv_bf16_kernel).
-template <int K, int MT>
+template <int K>
 struct ResidualEpi {
-  // One token: the main loop needs 64 registers (4 CTAs per SM); the norm + router tail alone would raise it to
-  // 77 (3 CTAs), so registers are capped (the tail, run by one CTA, may spill).
-  static constexpr int kMinBlocksPerSm = MT == 1 ? 4 : 1;
   GemvBf16Params p;
   __device__ const bf16_t* row(int g, int r) const {
     return static_cast<const bf16_t*>(p.w) + size_t(min(2 * g + r, p.n_out - 1)) * K;
@@ -153,9 +139,9 @@ void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
   const int groups = (p.n_out + 1) / 2;
   const bf16_t* a = static_cast<const bf16_t*>(p.a);
   switch (p.n_rows) {
-    case 1: return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{a}, 1, groups, ResidualEpi<K, 1>{p}, stream);
-    case 2: return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{a}, 2, groups, ResidualEpi<K, 2>{p}, stream);
-    default: return launch_gemv_stream<K, 4, 2>(StreamRows<K, 4>{a}, p.n_rows, groups, ResidualEpi<K, 4>{p}, stream);
+    case 1: return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{a}, 1, groups, ResidualEpi<K>{p}, stream);
+    case 2: return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{a}, 2, groups, ResidualEpi<K>{p}, stream);
+    default: return launch_gemv_stream<K, 4, 2>(StreamRows<K, 4>{a}, p.n_rows, groups, ResidualEpi<K>{p}, stream);
   }
 }
 
@@ -189,16 +175,6 @@ void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream) {
   MXS_CHECK(p.norm_weight == nullptr || (p.n_rows <= 4 && p.n_out <= 3072 && p.norm_out && p.done_counter),
             "gemv_bf16_residual: the fused norm needs n_rows <= 4, n_out <= 3072, norm_out and done_counter");
   MXS_CHECK(p.src_rows == nullptr, "gemv_bf16_residual: src_rows is not supported");
-  const MoeRouterParams& r = p.router;
-  MXS_CHECK(r.w == nullptr ||
-                (p.norm_weight && r.xn == p.norm_out && r.n_tokens == p.n_rows && r.hidden == p.n_out &&
-                 (p.n_out == 2880 || p.n_out == 64) && r.n_experts >= 1 && r.n_experts <= kRouterTailMaxExperts &&
-                 r.top_k >= 1 && r.top_k <= kRouterMaxTopK && r.top_k <= r.n_experts && r.b && r.topk_idx &&
-                 r.topk_w && p.route.expert_offsets && p.route.pair_list && p.route.active_experts &&
-                 p.route.num_active),
-            strfmt("gemv_bf16_residual: the fused router needs the fused norm, router.xn = norm_out, n_tokens = "
-                   "n_rows, hidden = n_out (2880 or 64), 1..%d experts, top_k 1..%d, and all its outputs",
-                   kRouterTailMaxExperts, kRouterMaxTopK));
   if (p.n_rows <= 4 && p.k == 4096) return launch_stream_residual<4096>(p, stream);
   switch (p.k) {
     case 4096: return dispatch_mt<4096, Epilogue::kBiasResidual>(p, stream);

@@ -7,8 +7,6 @@
 
 #include <cuda_runtime.h>
 
-#include "cuda/kernels/moe_router.h"
-
 namespace mxs::cuda {
 
 struct GemvBf16Params {
@@ -27,11 +25,6 @@ struct GemvBf16Params {
   unsigned* done_counter = nullptr;   // [1] zero before the first launch (the kernel resets it)
   float eps = 1e-5f;
   int n_rows = 0, k = 0, n_out = 0;
-  // residual form with the fused norm, optional (router.w != nullptr; n_rows <= 4, <= 32 experts, n_out = router
-  // hidden = 2880 or 64): the same last CTA then runs the MoE router on norm_out (moe_router_tail.cuh), which
-  // saves the router's launch; router.xn must be norm_out (router.logits and done_counter are not used).
-  MoeRouterParams router;
-  MoeRouteIndex route;
 };
 
 void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream);

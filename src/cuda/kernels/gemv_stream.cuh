@@ -30,9 +30,6 @@ struct StreamShape {
 //   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
-//   static constexpr int kMinBlocksPerSm;                         __launch_bounds__ minimum (1: no cap on
-//                                                                  registers; more caps them, e.g. so that a
-//                                                                  rarely run tail does not cost occupancy)
 // Rows: how the lanes get their slices of the MT activation rows (after griddep_wait, by every thread):
 //   __device__ void load(int n_x, float4 (&xa)[MT][PER_LANE], float4 (&xb)[MT][PER_LANE]) const;
 // vector v = lane + 32 i of slice `warp` (elements warp * K/8 + 8 v .. + 7): xa = elements 0-3, xb = 4-7, fp32.
@@ -60,7 +57,7 @@ struct StreamRows {
 };
 
 template <int K, int MT, int R, typename Epi, typename Rows>
-__global__ void __launch_bounds__(kStreamWarps * 32, Epi::kMinBlocksPerSm) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi) {
+__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi) {
   using S = StreamShape<K>;
   __shared__ float s_part[2][kStreamWarps][R][MT];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

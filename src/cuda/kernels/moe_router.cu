@@ -7,12 +7,113 @@
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/last_cta.cuh"
-#include "cuda/kernels/moe_route_index.cuh"
 
 namespace mxs::cuda {
 namespace {
 
+constexpr int kMaxExperts = 128;  // gpt-oss-120b
+constexpr int kPerLane = kMaxExperts / 32;
+constexpr int kMaxTopK = 8;
+
 constexpr int kRouterWarps = 8;
+
+// Run by the last router CTA to finish: a warp per token selects the top-k (lane l holds experts l + 32 j:
+// k rounds of a warp argmax over the lanes' best orderable keys, ties -> lower expert id) and normalizes; then
+// warp 0 turns the per-expert counts into offsets and the active list (lane l owns experts 4 l .. 4 l + 3:
+// local sums, shuffle scans of the counts and of the active flags), and all threads place the pairs. Logits
+// written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
+// (v1 ran the selection in one thread per token and the offsets in one thread: ~4 us of serial work.)
+__device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
+  __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5, E = p.n_experts;
+  for (int i = threadIdx.x; i < kMaxExperts; i += blockDim.x) s_count[i] = 0;
+  __syncthreads();
+  for (int t = warp; t < p.n_tokens; t += n_warps) {
+    float v[kPerLane];
+    unsigned long long key[kPerLane];  // 0 = taken or not an expert
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      v[j] = e < E ? __ldcg(&p.logits[size_t(t) * E + e]) : -INFINITY;
+      key[j] = e < E ? argmax_key(v[j], e) : 0ull;
+    }
+    float sel_v[kMaxTopK];
+    int sel_i[kMaxTopK];
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s) {
+      sel_v[s] = -INFINITY, sel_i[s] = 0;
+      if (s >= p.top_k) continue;
+      unsigned long long best = key[0];
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j) best = max(best, key[j]);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      const int e = 0x7fffffff - int(best & 0xffffffffu);
+      float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j)
+        if (j == (e >> 5)) mine = v[j];
+      sel_i[s] = e;
+      sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (lane + 32 * j == e) key[j] = 0ull;
+    }
+    const float m = sel_v[0];
+    float ex[kMaxTopK], sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s) {
+      ex[s] = s < p.top_k ? expf(sel_v[s] - m) : 0.f;
+      sum += ex[s];
+    }
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s)
+      if (s < p.top_k && lane == s) {
+        p.topk_idx[t * p.top_k + s] = sel_i[s];
+        p.topk_w[t * p.top_k + s] = bf(ex[s] / sum);
+        atomicAdd(&s_count[sel_i[s]], 1);
+      }
+  }
+  __syncthreads();
+  if (warp == 0) {
+    int cnt[kPerLane], total = 0, n_act = 0;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      cnt[j] = e < E ? s_count[e] : 0;
+      total += cnt[j];
+      n_act += cnt[j] > 0;
+    }
+    int incl = total, incl_act = n_act;  // inclusive scans over the lanes
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
+      if (lane >= o) incl += y, incl_act += ya;
+    }
+    int off = incl - total, slot = incl_act - n_act;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      if (e < E) {
+        ix.expert_offsets[e] = off;
+        s_cursor[e] = off;
+        ix.active_experts[e] = -1;  // the tail past n_active stays -1
+      }
+      off += cnt[j];
+    }
+    __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j)
+      if (cnt[j] > 0) ix.active_experts[slot++] = kPerLane * lane + j;
+    if (lane == 31) {
+      ix.expert_offsets[E] = incl;  // lanes past the experts add 0: incl = total pairs
+      *ix.num_active = incl_act;
+    }
+  }
+  __syncthreads();
+  const int n_pairs = p.n_tokens * p.top_k;
+  for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) ix.pair_list[atomicAdd(&s_cursor[p.topk_idx[i]], 1)] = i;
+}
 
 // Router logits: grid (n_tokens, ceil(E / 8)); warp w of CTA (t, j) computes expert 8 j + w of token t.
 template <int K>
@@ -32,7 +133,7 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
     p.logits[size_t(t) * p.n_experts + e] = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
   // The last CTA to finish groups the pairs (saves a launch per layer); it also resets the counter.
   if (!last_cta_arrive(p.done_counter, gridDim.x * gridDim.y)) return;
-  route_index(p, ix, [&](int t, int e) { return __ldcg(&p.logits[size_t(t) * p.n_experts + e]); });
+  route_index(p, ix);
   if (threadIdx.x == 0) *p.done_counter = 0u;
 }
 
@@ -49,10 +150,10 @@ void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stre
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1 && p.logits != nullptr && p.done_counter != nullptr,
             "moe_router: n_tokens must be >= 1 and the logits / counter workspaces set");
-  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kRouterMaxExperts,
-            strfmt("moe_router: n_experts = %d is not supported (supported: 1..%d)", p.n_experts, kRouterMaxExperts));
-  MXS_CHECK(p.top_k >= 1 && p.top_k <= kRouterMaxTopK && p.top_k <= p.n_experts,
-            strfmt("moe_router: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kRouterMaxTopK));
+  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kMaxExperts,
+            strfmt("moe_router: n_experts = %d is not supported (supported: 1..%d)", p.n_experts, kMaxExperts));
+  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
+            strfmt("moe_router: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
   switch (p.hidden) {
     case 2880: return launch<2880>(p, ix, stream);
     case 64: return launch<64>(p, ix, stream);

@@ -8,13 +8,6 @@
 
 namespace mxs::cuda {
 
-constexpr int kRouterMaxExperts = 128;  // gpt-oss-120b
-constexpr int kRouterMaxTopK = 8;
-// The router fused into o_proj's last CTA (moe_router_tail.cuh, GemvBf16Params::router): 1-4 tokens, <= 32
-// experts (gpt-oss-20b; one CTA reads all the router weights).
-constexpr int kRouterTailMaxTokens = 4;
-constexpr int kRouterTailMaxExperts = 32;
-
 struct MoeRouterParams {
   const void* xn = nullptr;     // [n_tokens, hidden] bf16
   const void* w = nullptr;      // [n_experts, hidden] bf16

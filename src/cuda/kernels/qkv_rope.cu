@@ -49,7 +49,6 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
 
 // 1-4 tokens on the streaming GEMV: group g = RoPE pair (head, d), rows head * 64 + d and + 32.
 struct QkvStreamEpi {
-  static constexpr int kMinBlocksPerSm = 1;
   QkvRopeParams p;
   int k;
   __device__ const bf16_t* row(int g, int r) const {

@@ -123,7 +123,10 @@ class ModelRunner {
   // submitted step and fills `out` as step() would have. At most two steps are outstanding (submit N, submit
   // N + 1, collect N, ...); outputs come back in submission order. submit() reads the batch, and what its spans
   // point to, only during the call (the engine reuses them). Both throw like step(); a step whose submit()
-  // threw is not outstanding. step() must not be called while steps are outstanding.
+  // threw is not outstanding. step() must not be called while steps are outstanding. Submitted steps must run
+  // in submission order, each after the previous one's KV reads and writes (one stream): the engine accounts a
+  // step as done before it is collected, so blocks it frees or releases then (a sliding block below the new
+  // window, a preempted sequence's blocks) may be written by the next step.
   // The default suits any blocking runner: submit() resolves input_from_last_sample tokens from the previous
   // step's outputs (substituting the token and appending it to output_tokens), runs step() at once and queues
   // the output; collect() hands it back. CudaRunner overrides both (launch on its stream, tokens on the device).

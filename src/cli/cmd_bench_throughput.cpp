@@ -26,6 +26,7 @@ namespace {
 struct ThroughputArgs {
   std::string model;
   std::string backend = "cpu";
+  std::string async_scheduling = "auto";
   int num_prompts = 64;
   int input_len = 128;
   int output_len = 128;
@@ -96,6 +97,7 @@ void run_throughput(const ThroughputArgs& a) {
     ec.max_batch_size = std::min(level, spec.max_batch_size);  // the CUDA runner's graph buckets stop there
     ec.max_num_batched_tokens = a.max_num_batched_tokens;
     ec.max_length = seq_len;
+    ec.async_scheduling = mxs::cli::async_scheduling_enabled(a.async_scheduling, runner->name());
     mxs::Engine engine(*runner, nullptr, ec);
     mxs::OfflineOptions opt;
     opt.max_in_flight = level;
@@ -122,8 +124,10 @@ void run_throughput(const ThroughputArgs& a) {
   }
 
   std::printf("## bench throughput: %s, %s backend on %s\n\n", dir.c_str(), runner->name().c_str(), device.c_str());
-  std::printf("%d prompts x (%d in + %d out) tokens per level, random prompts, stop tokens ignored, greedy\n\n",
-              a.num_prompts, a.input_len, a.output_len);
+  std::printf("%d prompts x (%d in + %d out) tokens per level, random prompts, stop tokens ignored, greedy, "
+              "async scheduling %s\n\n",
+              a.num_prompts, a.input_len, a.output_len,
+              mxs::cli::async_scheduling_enabled(a.async_scheduling, runner->name()) ? "on" : "off");
   std::printf("| concurrency | output tok/s | total tok/s | mean step ms | peak KV usage | mean TTFT s | mean TPOT ms "
               "| preemptions |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& r : results)
@@ -141,6 +145,7 @@ void run_throughput(const ThroughputArgs& a) {
     j["input_len"] = a.input_len;
     j["output_len"] = a.output_len;
     j["max_num_batched_tokens"] = a.max_num_batched_tokens;
+    j["async_scheduling"] = mxs::cli::async_scheduling_enabled(a.async_scheduling, runner->name());
     j["kv_blocks"] = runner->kv_layout().num_blocks;
     j["block_size"] = runner->kv_layout().block_size;
     j["load_s"] = load_s;
@@ -179,6 +184,7 @@ mxs::cli::CommandRegistrar registrar(60, [](CLI::App& app) {
   cmd->add_option("--device-memory-utilization", a->device_memory_utilization, "cuda: fraction of GPU memory")
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Seed of the random prompts")->capture_default_str();
+  mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   cmd->add_option("--json", a->json_path, "Also write the results as JSON to this file");
   cmd->callback([a] { run_throughput(*a); });
 });

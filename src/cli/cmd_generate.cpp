@@ -22,6 +22,7 @@ struct GenerateArgs {
   std::string model;
   std::string prompt;
   std::string backend = "auto";
+  std::string async_scheduling = "auto";
   int max_tokens = 512;
   int max_length = 8192;
   bool show_reasoning = false;
@@ -123,6 +124,7 @@ void run_generate(const GenerateArgs& a) {
   mxs::EngineConfig ec;
   ec.max_length = max_length;
   ec.max_batch_size = 1;
+  ec.async_scheduling = mxs::cli::async_scheduling_enabled(a.async_scheduling, runner->name());
   mxs::Engine engine(*runner, tokenizer.get(), ec);
   const double load_s = load_watch.seconds();
 
@@ -190,6 +192,7 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "0 = off")->capture_default_str();
   cmd->add_option("--seed", a->seed, "Sampling seed (same seed, same output)")->capture_default_str();
+  mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   cmd->add_option("--reasoning-effort", a->reasoning_effort, "low, medium or high")->capture_default_str();
   cmd->callback([a] { run_generate(*a); });
 });

@@ -28,6 +28,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string backend = "auto";
+  std::string async_scheduling = "auto";
   int max_batch_size = 256;
   int max_num_batched_tokens = 2048;
   int max_length = 0;
@@ -118,6 +119,7 @@ void run_serve(const ServeArgs& a) {
   ec.max_batch_size = a.max_batch_size;
   ec.max_num_batched_tokens = a.max_num_batched_tokens;
   ec.max_length = max_length;
+  ec.async_scheduling = mxs::cli::async_scheduling_enabled(a.async_scheduling, runner->name());
   engine = std::make_unique<mxs::Engine>(*runner, tokenizer.get(), ec);
   const std::string name = a.served_model_name.empty() ? basename_of(dir) : a.served_model_name;
   server.set_model(engine.get(), tokenizer.get(), name, engine->config().max_length);
@@ -145,6 +147,7 @@ mxs::cli::CommandRegistrar registrar(0, [](CLI::App& app) {
   cmd->add_option("--max-batch-size", a->max_batch_size, "Sequences per engine step (default 256)");
   cmd->add_option("--max-num-batched-tokens", a->max_num_batched_tokens, "New tokens per engine step (default 2048)");
   cmd->add_option("--max-length", a->max_length, "Prompt + output tokens per request (default: the model's maximum)");
+  mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   cmd->add_option("--device-memory-utilization", a->device_memory_utilization,
                   "cuda: fraction of GPU memory to use, weights + KV cache (default 0.90)");
   cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens, "cpu: tokens the KV pool holds (default 65536)");

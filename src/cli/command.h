@@ -38,4 +38,9 @@ std::string bench_commit();
 // options named in `secret` (e.g. --api-key) are left out.
 std::string command_line(const std::string& prefix, const CLI::App& cmd, const std::vector<std::string>& secret = {});
 
+// --async-scheduling on|off|auto (EngineConfig::async_scheduling; docs/ARCHITECTURE.md "Async scheduling"): the
+// option on `cmd`, and whether it is on for a runner named `runner_name` (auto: on for "cuda", off for "cpu").
+void add_async_scheduling_option(CLI::App* cmd, std::string* value);
+bool async_scheduling_enabled(const std::string& value, const std::string& runner_name);
+
 }  // namespace mxs::cli

@@ -28,6 +28,18 @@ CLI::App& bench_group(CLI::App& app) {
   return *bench;
 }
 
+void add_async_scheduling_option(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--async-scheduling", *value,
+                  "Schedule and submit the next engine step while the GPU runs the current one: on, off, or auto "
+                  "(on for the cuda backend, off for cpu)")
+      ->check(CLI::IsMember({"on", "off", "auto"}))
+      ->capture_default_str();
+}
+
+bool async_scheduling_enabled(const std::string& value, const std::string& runner_name) {
+  return value == "on" || (value == "auto" && runner_name == "cuda");
+}
+
 std::string bench_commit() {
   if (const char* env = std::getenv("MXSERVE_COMMIT"); env && *env) return env;
   FILE* f = popen("git rev-parse --short HEAD 2>/dev/null", "r");

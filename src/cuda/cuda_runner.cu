@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -23,6 +24,7 @@
 #include "cuda/kernels/qkv_rope.h"
 #include "cuda/kernels/rmsnorm.h"
 #include "cuda/kernels/sampling.h"
+#include "cuda/token_handoff.h"
 #include "cuda/weights_upload.h"
 
 namespace mxs::cuda {
@@ -69,7 +71,7 @@ struct CudaRunner::Impl {
   unsigned* oproj_counter = nullptr;
   unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   PrefillTile* dev_tiles = nullptr;   // [2 * max_tiles]: full-layer tiles, then sliding-layer tiles
-  PrefillTile* host_tiles = nullptr;  // pinned mirror
+  PrefillTile* host_tiles = nullptr;  // pinned mirror (the current staging set's)
   int max_tiles = 0;
   float* norm_partials = nullptr;     // [max_tokens, 16] moe_combine's partial sums of squares
   unsigned* norm_counters = nullptr;  // [max_tokens] moe_combine's per-token arrival counters
@@ -83,13 +85,42 @@ struct CudaRunner::Impl {
   size_t ids_capacity = 0;
 
   // Step inputs: device buffers at fixed addresses (graphs replay them) and their pinned host mirrors.
+  // handoff: [max_seqs][2] (dst token index, src results row) of input_from_last_sample rows (token_handoff.h).
   struct Inputs {
-    int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts;
+    int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts, *handoff;
     SampleSeqParams* seq_params;
   } dev{}, host{};
   SampleResultDev* host_results = nullptr;
   uint16_t* host_logits = nullptr;  // [vocab] bf16 bits, for return_logits
   char* host_pinned = nullptr;
+  // Two-phase stepping (async scheduling): two pinned staging sets, the k-th submit() stages into set k % 2, so
+  // step N + 1's inputs are written while step N's copies may still be queued; `host`, `host_results` and
+  // `host_tiles` point into the current set. At most two steps are outstanding, so the set being written
+  // belongs to a collected step.
+  Inputs host_sets[2]{};
+  SampleResultDev* host_results_sets[2] = {};
+  PrefillTile* host_tiles_sets[2] = {};
+  cudaEvent_t done_events[2] = {};  // recorded after each set's step (its results copied to the host)
+  uint64_t num_submits = 0;
+  // What collect() needs of a submitted step (the batch's spans are not kept).
+  struct PendingSeq {
+    uint64_t seq_id = 0;
+    bool sample = false, return_logits = false, logprobs = false;
+    int top_logprobs = 0;
+    int row = -1;       // LM-head / results row
+    std::string error;  // the sequence was left out of the step
+  };
+  struct Pending {
+    int set = 0;
+    bool launched = false;  // GPU work queued (done_events[set] recorded)
+    bool ready = false;     // `out` already built (steps with return_logits complete inside submit())
+    StepOutput out;
+    std::vector<PendingSeq> seqs;
+  };
+  std::deque<Pending> pending;
+  // seq_id -> results row of the sampled rows of the last submitted step: the sources of its successor's
+  // input_from_last_sample tokens.
+  std::unordered_map<uint64_t, int> last_rows;
 
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs;
   bool timing = false;
@@ -102,6 +133,8 @@ struct CudaRunner::Impl {
   ~Impl() {
     for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
     for (auto e : events) cudaEventDestroy(e);
+    for (auto e : done_events)
+      if (e) cudaEventDestroy(e);
     if (cublas) cublasDestroy(cublas);
     if (host_pinned) cudaFreeHost(host_pinned);
     if (stream) cudaStreamDestroy(stream);
@@ -120,7 +153,9 @@ struct CudaRunner::Impl {
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
-  void step(const StepBatch& batch, StepOutput* out);
+  void submit(const StepBatch& batch);
+  void collect(StepOutput* out);
+  void build_output(Pending& p, StepOutput* out);
 };
 
 void CudaRunner::Impl::init() {
@@ -169,6 +204,7 @@ void CudaRunner::Impl::init() {
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
   add(T * 4); add(T * 4); add(T * 4); add(S * max_blocks_per_seq * 4); add(S * max_blocks_per_seq * 4); add(S * 4);
+  add(S * 2 * 4);
   add(S * sizeof(SampleSeqParams));
   add(ids_capacity * 4); add(ids_capacity * 4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
@@ -235,10 +271,12 @@ void CudaRunner::Impl::init() {
   dev.seq_params = ws_arena.alloc_as<SampleSeqParams>("in_seq_params", S);
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
+  dev.handoff = ws_arena.alloc_as<int32_t>("in_token_handoff", S * 2);
 
-  // Pinned host mirrors, one allocation.
-  const size_t host_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
-                            ids_capacity * 8 + S * sizeof(SampleResultDev) + V * 2 + 64 * 16;
+  // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
+  const size_t set_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
+                           ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 + 64 * 16;
+  const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
   auto take = [&](size_t b) {
@@ -246,18 +284,25 @@ void CudaRunner::Impl::init() {
     hp += (b + 63) / 64 * 64;
     return r;
   };
-  host.tokens = reinterpret_cast<int32_t*>(take(T * 4));
-  host.positions = reinterpret_cast<int32_t*>(take(T * 4));
-  host.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
-  host.block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
-  host.sliding_block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
-  host.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
-  host.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
-  host.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
-  host.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
-  host_results = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
+  for (int k = 0; k < 2; ++k) {
+    Inputs& h = host_sets[k];
+    h.tokens = reinterpret_cast<int32_t*>(take(T * 4));
+    h.positions = reinterpret_cast<int32_t*>(take(T * 4));
+    h.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
+    h.block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
+    h.sliding_block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
+    h.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
+    h.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
+    h.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
+    h.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
+    h.handoff = reinterpret_cast<int32_t*>(take(S * 2 * 4));
+    host_results_sets[k] = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
+    host_tiles_sets[k] = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done_events[k], cudaEventDisableTiming));
+  }
   host_logits = reinterpret_cast<uint16_t*>(take(V * 2));
-  host_tiles = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
+  MXS_CHECK(size_t(hp - host_pinned) <= host_bytes, "CudaRunner: pinned staging overflow");
+  host = host_sets[0], host_results = host_results_sets[0], host_tiles = host_tiles_sets[0];
 
   // KV pools: [layer][block (pool blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16. With two groups the
   // sliding layers index their own, smaller pool (only the windows of the running sequences).
@@ -478,12 +523,20 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   });
 }
 
-void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
+// Validates and stages a batch into the next pinned set, queues its copies, the token handoff, the forward pass
+// (or graph replay), sampling and the copy of the results on the stream, records the set's event and returns.
+void CudaRunner::Impl::submit(const StepBatch& batch) {
   const ModelConfig& c = cfg();
   const int n_batch = int(batch.tokens.size());
   MXS_CHECK(batch.positions.size() == batch.tokens.size(),
             strfmt("StepBatch: %zu positions for %d tokens", batch.positions.size(), n_batch));
-  out->samples.clear();
+  MXS_CHECK(pending.size() < 2, "CudaRunner::submit: two steps are already outstanding");
+  const int set = int(num_submits % 2);
+  host = host_sets[set], host_results = host_results_sets[set], host_tiles = host_tiles_sets[set];
+  // The previous step's sampled rows: sources of this step's input_from_last_sample tokens (cleared first, so
+  // that a submit that throws leaves no stale sources).
+  std::unordered_map<uint64_t, int> prev_rows;
+  prev_rows.swap(last_rows);
 
   // Validation: malformed offsets are caller bugs (throw); anything else fails only its sequence, which is
   // then left out of the step.
@@ -497,6 +550,15 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     std::string& err = errors[s];
     err = check_sequence_step(batch, q, c.vocab_size, opt.max_model_len, opt.block_size, num_blocks);
     if (err.empty()) err = check_sliding_table(q, opt.block_size, num_sliding_blocks, c.sliding_window);
+    if (err.empty() && q.input_from_last_sample) {
+      if (q.num_tokens != 1 || q.return_logits)
+        err = "input_from_last_sample needs exactly one new token and no return_logits";
+      else if (q.sample && (q.sampling->frequency_penalty != 0.0f || q.sampling->presence_penalty != 0.0f ||
+                            q.sampling->repetition_penalty != 1.0f))
+        err = "input_from_last_sample with penalties: they need the previous token on the host";
+      else if (!prev_rows.count(q.seq_id))
+        err = "input_from_last_sample: the previous step has no sample for this sequence";
+    }
     // (SamplingParams are validated by the engine when the request is created.)
     if (err.empty()) valid.push_back(int(s));
   }
@@ -522,6 +584,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
                          next_pow2(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
   const int n_rows = use_graph ? next_pow2(n_valid) : 0;  // graph bucket (padded sequences)
   const int scratch_block = num_blocks;
+  int n_handoff = 0;  // input_from_last_sample rows: (token index, previous results row) pairs in host.handoff
   for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {
     int32_t* table = host.block_tables + size_t(vi) * max_blocks_per_seq;
     int32_t* sliding_table = host.sliding_block_tables + size_t(vi) * max_blocks_per_seq;
@@ -537,8 +600,14 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     std::memcpy(table, q.block_table.data(), size_t(n_blk) * 4);
     if (num_sliding_blocks > 0)  // released blocks below the window -> the sliding scratch block (never read
       for (int b = 0; b < n_blk; ++b)  // by decode; a prefill tile may load and mask them)
-        sliding_table[b] = q.sliding_block_table[size_t(b)] == kNoBlock ? num_sliding_blocks : q.sliding_block_table[size_t(b)];    for (int i = 0; i < q.num_tokens; ++i) {
-      host.tokens[n_tok] = batch.tokens[size_t(q.token_offset + i)];
+        sliding_table[b] = q.sliding_block_table[size_t(b)] == kNoBlock ? num_sliding_blocks : q.sliding_block_table[size_t(b)];
+    if (q.input_from_last_sample) {  // the token is on the device: copied there before the forward pass
+      host.handoff[2 * n_handoff] = n_tok;
+      host.handoff[2 * n_handoff + 1] = prev_rows.at(q.seq_id);
+      ++n_handoff;
+    }
+    for (int i = 0; i < q.num_tokens; ++i) {
+      host.tokens[n_tok] = q.input_from_last_sample ? 0 : batch.tokens[size_t(q.token_offset + i)];
       host.positions[n_tok] = batch.positions[size_t(q.token_offset + i)];
       host.token_seq[n_tok] = vi;
       ++n_tok;
@@ -565,7 +634,8 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       const SamplingParams& a = *q.sampling;
       sp.temperature = a.temperature, sp.top_p = a.top_p, sp.min_p = a.min_p, sp.top_k = a.top_k;
       sp.frequency_penalty = a.frequency_penalty, sp.presence_penalty = a.presence_penalty;
-      sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed, sp.step = q.output_tokens.size();
+      sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed;
+      sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       any_random |= !a.greedy();
       any_sort |= sampling_needs_sort(sp, int(c.vocab_size));
@@ -610,6 +680,12 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
     h2d(dev.seq_params, host.seq_params, size_t(n_lm) * sizeof(SampleSeqParams));
     h2d(dev.ids, host.ids, n_ids * 4);
     h2d(dev.counts, host.counts, n_ids * 4);
+    // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
+    // the stream) become the input tokens of its continuing sequences.
+    if (n_handoff > 0) {
+      h2d(dev.handoff, host.handoff, size_t(n_handoff) * 8);
+      copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, n_handoff, c.vocab_size, stream);
+    }
 
     if (use_graph) {
       // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
@@ -697,25 +773,71 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
                                  cudaMemcpyDeviceToHost, stream));
     }
-    CUDA_CHECK(cudaStreamSynchronize(stream));
-    collect_times();
+    CUDA_CHECK(cudaEventRecord(done_events[set], stream));
   }
 
-  // Outputs, in batch order.
+  // What collect() needs, and the sources of the next step's handoff.
+  Pending p;
+  p.set = set;
+  p.launched = n_tok > 0;
   std::vector<int> lm_row_of(batch.seqs.size(), -1);
   for (int r = 0; r < n_lm; ++r) lm_row_of[size_t(lm_seq[size_t(r)])] = r;
+  bool any_logits = false;
+  p.seqs.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SequenceStep& q = batch.seqs[s];
-    if (!q.sample && !(q.return_logits && errors[s].empty())) continue;
+    PendingSeq& ps = p.seqs[s];
+    ps.seq_id = q.seq_id, ps.sample = q.sample, ps.return_logits = q.return_logits;
+    ps.logprobs = q.sample && q.sampling->logprobs;
+    ps.top_logprobs = q.sample ? q.sampling->top_logprobs : 0;
+    ps.row = lm_row_of[s];
+    ps.error = std::move(errors[s]);
+    any_logits |= q.return_logits && ps.error.empty();
+    if (q.sample && ps.error.empty()) last_rows[q.seq_id] = ps.row;
+  }
+  ++num_submits;
+  if (any_logits) {  // the logits buffer is overwritten by the next step: read it now
+    if (p.launched) CUDA_CHECK(cudaEventSynchronize(done_events[set]));
+    collect_times();
+    build_output(p, &p.out);
+    p.ready = true;
+  }
+  pending.push_back(std::move(p));
+}
+
+// Waits for the oldest outstanding step and builds its outputs.
+void CudaRunner::Impl::collect(StepOutput* out) {
+  MXS_CHECK(!pending.empty(), "CudaRunner::collect: no step is outstanding");
+  Pending p = std::move(pending.front());
+  pending.pop_front();
+  if (p.ready) {
+    *out = std::move(p.out);
+    return;
+  }
+  if (p.launched) {
+    CUDA_CHECK(cudaEventSynchronize(done_events[p.set]));
+    collect_times();
+  }
+  build_output(p, out);
+}
+
+// Outputs, in batch order, from the step's pinned results (and, for return_logits, the logits buffer: only
+// right after that step, see submit()).
+void CudaRunner::Impl::build_output(Pending& p, StepOutput* out) {
+  const ModelConfig& c = cfg();
+  out->samples.clear();
+  const SampleResultDev* results = host_results_sets[p.set];
+  for (const PendingSeq& q : p.seqs) {
+    if (!q.sample && !(q.return_logits && q.error.empty())) continue;
     SampleOutput o;
     o.seq_id = q.seq_id;
-    if (!errors[s].empty()) {
+    if (!q.error.empty()) {
       o.ok = false;
-      o.error = errors[s];
+      o.error = q.error;
       out->samples.push_back(std::move(o));
       continue;
     }
-    const int r = lm_row_of[s];
+    const int r = q.row;
     if (q.return_logits) {
       CUDA_CHECK(cudaMemcpy(host_logits, static_cast<const uint16_t*>(logits) + size_t(r) * c.vocab_size,
                             size_t(c.vocab_size) * 2, cudaMemcpyDeviceToHost));
@@ -726,14 +848,14 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       }
     }
     if (q.sample) {
-      const SampleResultDev& res = host_results[r];
+      const SampleResultDev& res = results[r];
       if (res.error != 0) {
         o.ok = false;
         o.error = res.error == 1 ? "the logits contain NaN" : "the largest logit is not finite after penalties/temperature";
       } else {
         o.token = res.token;
-        if (q.sampling->logprobs) o.logprob = res.logprob;
-        for (int k = 0; k < q.sampling->top_logprobs; ++k) o.top.push_back({res.top_ids[k], res.top_lp[k]});
+        if (q.logprobs) o.logprob = res.logprob;
+        for (int k = 0; k < q.top_logprobs; ++k) o.top.push_back({res.top_ids[k], res.top_lp[k]});
       }
     }
     out->samples.push_back(std::move(o));
@@ -764,7 +886,13 @@ KvCacheLayout CudaRunner::kv_layout() const {
   k.num_sliding_blocks = impl_->num_sliding_blocks;
   return k;
 }
-void CudaRunner::step(const StepBatch& batch, StepOutput* out) { impl_->step(batch, out); }
+void CudaRunner::step(const StepBatch& batch, StepOutput* out) {
+  MXS_CHECK(impl_->pending.empty(), "CudaRunner::step: submitted steps are still outstanding (collect them first)");
+  impl_->submit(batch);
+  impl_->collect(out);
+}
+void CudaRunner::submit(const StepBatch& batch) { impl_->submit(batch); }
+void CudaRunner::collect(StepOutput* out) { impl_->collect(out); }
 std::string CudaRunner::device_name() const { return impl_->device_name; }
 double CudaRunner::weights_upload_seconds() const { return impl_->w.upload_seconds; }
 size_t CudaRunner::weights_bytes() const { return impl_->w.arena.used(); }

@@ -2,7 +2,9 @@
 // the paged KV pool is a second arena sized by --device-memory-utilization, and the step workspaces a third;
 // nothing is allocated on the hot path. A step runs the fused kernels of src/cuda/kernels; pure-decode steps
 // of up to 256 sequences replay a CUDA graph captured per batch-size bucket (1, 2, 4, ..., 256). Sampling
-// runs on the GPU; only token ids (and logprobs) come back. Plain C++ header: no CUDA types.
+// runs on the GPU; only token ids (and logprobs) come back. With async scheduling the engine submits step N + 1
+// before collecting N (submit/collect), and N + 1's decode inputs come from N's samples on the device.
+// Plain C++ header: no CUDA types.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -54,7 +56,12 @@ class CudaRunner : public ModelRunner {
   const ModelConfig& config() const override;
   KvCacheLayout kv_layout() const override;
   std::string name() const override { return "cuda"; }
-  void step(const StepBatch& batch, StepOutput* out) override;
+  void step(const StepBatch& batch, StepOutput* out) override;  // submit() + collect()
+  // Two-phase stepping (model_runner.h): submit() queues the step on the runner's stream and returns; collect()
+  // waits for it. input_from_last_sample tokens are copied on the device from the previous step's sampling
+  // results (token_handoff.h); pinned staging is double-buffered so step N + 1 is staged while N runs.
+  void submit(const StepBatch& batch) override;
+  void collect(StepOutput* out) override;
 
   // Beyond the seam (tests, benchmarks).
   std::string device_name() const;

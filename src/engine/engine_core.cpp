@@ -96,9 +96,14 @@ void EngineCore::abort_all() {
   for (const auto& [id, seq] : seqs_) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
   for (uint64_t id : ids) abort(id);
+  drain();
 }
 
 void EngineCore::finish(Sequence* seq, TokenEvent event, FinishReason reason) {
+  if (seq->pending_sample) {  // its sample never came (error, abort): the stand-in is not an output token
+    seq->tokens.pop_back();
+    seq->pending_sample = false;
+  }
   event.request_id = seq->id;
   event.finish = reason;
   if (reason != FinishReason::kError) event.text += seq->text.flush();
@@ -115,10 +120,22 @@ void EngineCore::finish(Sequence* seq, TokenEvent event, FinishReason reason) {
     case FinishReason::kError: ++counters_.requests_failed; break;
     case FinishReason::kNone: break;
   }
-  scheduler_.remove(seq);
   std::shared_ptr<EventQueue> events = std::move(seq->events);
   const uint64_t id = seq->id;
-  seqs_.erase(id);  // `seq` is gone from here on
+  // Async: a step still outstanding computes this sequence (its newest one is seq->last_step): keep the object
+  // and the blocks until that step is collected; its samples for this sequence are discarded (status kFinished).
+  Flight* holder = nullptr;
+  for (auto& f : flights_)
+    if (f->id == seq->last_step) holder = f.get();
+  if (holder) {
+    scheduler_.retire(seq);
+    auto it = seqs_.find(id);
+    holder->retired.push_back(std::move(it->second));
+    seqs_.erase(it);
+  } else {
+    scheduler_.remove(seq);
+    seqs_.erase(id);  // `seq` is gone from here on
+  }
   if (events) outbox_.emplace_back(std::move(events), std::move(event));
 }
 
@@ -129,6 +146,7 @@ void EngineCore::deliver_events() {
 
 void EngineCore::fail_batch(const SchedulerOutput& sched, const std::string& error) {
   for (const ScheduledSeq& s : sched.seqs) {
+    if (s.seq->status == SeqStatus::kFinished) continue;  // async: retired while the step was outstanding
     TokenEvent ev;
     ev.error = error;
     finish(s.seq, std::move(ev), FinishReason::kError);
@@ -136,6 +154,72 @@ void EngineCore::fail_batch(const SchedulerOutput& sched, const std::string& err
 }
 
 void EngineCore::step() {
+  if (config_.async_scheduling) step_async();
+  else step_sync();
+}
+
+// Assembles the flat batch; spans point into each sequence's token vector, which does not change until the
+// samples are appended (sync), or until the next submit (async: the runner reads spans only during submit()).
+// A sequence with a pending sample (async) decodes its stand-in token: the runner fills in the sample of the
+// step before, and output_tokens leaves the stand-in out.
+void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double start) {
+  batch->tokens.clear();
+  batch->positions.clear();
+  batch->seqs.clear();
+  for (const ScheduledSeq& s : sched.seqs) {
+    Sequence* seq = s.seq;
+    if (seq->timings.first_scheduled == 0.0) seq->timings.first_scheduled = start;
+    SequenceStep ss;
+    ss.seq_id = seq->id;
+    ss.token_offset = int32_t(batch->tokens.size());
+    ss.num_tokens = s.num_new_tokens;
+    ss.context_len = seq->num_computed_tokens + s.num_new_tokens;
+    ss.block_table = seq->blocks.ids;
+    ss.sliding_block_table = seq->sliding_blocks.ids;  // empty with one KV group
+    ss.sample = ss.context_len == seq->num_tokens();
+    ss.sampling = &seq->request.sampling;
+    ss.prompt_tokens = seq->prompt();
+    ss.output_tokens = seq->output();
+    for (int p = seq->num_computed_tokens; p < ss.context_len; ++p) {
+      batch->tokens.push_back(seq->tokens[size_t(p)]);
+      batch->positions.push_back(p);
+    }
+    if (seq->pending_sample) {
+      // The scheduler gives a sequence with a pending sample exactly its one uncomputed token (the stand-in).
+      MXS_CHECK(ss.num_tokens == 1 && ss.context_len == seq->num_tokens(),
+                "internal: a pending sample must be its sequence's only new token");
+      ss.input_from_last_sample = true;
+      batch->tokens.back() = 0;
+      ss.output_tokens = ss.output_tokens.first(ss.output_tokens.size() - 1);
+    }
+    batch->seqs.push_back(ss);
+  }
+}
+
+// Samples come in batch order, one per sequence that asked. Async: a sequence retired while the step was
+// outstanding (finished by the step before, or aborted) has its sample discarded.
+void EngineCore::process_samples(const SchedulerOutput& sched, const StepBatch& batch, const StepOutput& out) {
+  const double now = now_seconds();
+  size_t next = 0;
+  for (size_t i = 0; i < batch.seqs.size(); ++i) {
+    if (!batch.seqs[i].sample) continue;
+    Sequence* seq = sched.seqs[i].seq;
+    const bool have = next < out.samples.size() && out.samples[next].seq_id == seq->id;
+    if (seq->status == SeqStatus::kFinished) {
+      if (have) ++next;
+      continue;
+    }
+    if (!have) {
+      TokenEvent ev;
+      ev.error = strfmt("the %s backend returned no sample for this request", runner_.name().c_str());
+      finish(seq, std::move(ev), FinishReason::kError);
+      continue;
+    }
+    process_sample(seq, out.samples[next++], now);
+  }
+}
+
+void EngineCore::step_sync() {
   if (!scheduler_.has_work()) return;
   Stopwatch watch;
   SchedulerOutput sched = scheduler_.schedule();
@@ -152,32 +236,7 @@ void EngineCore::step() {
   }
   counters_.kv_usage_peak = std::max(counters_.kv_usage_peak, kv_.full().usage());
 
-  // Assemble the flat batch; spans point into each sequence's token vector, which does not change until
-  // the samples are appended below.
-  const double start = now_seconds();
-  batch_.tokens.clear();
-  batch_.positions.clear();
-  batch_.seqs.clear();
-  for (const ScheduledSeq& s : sched.seqs) {
-    Sequence* seq = s.seq;
-    if (seq->timings.first_scheduled == 0.0) seq->timings.first_scheduled = start;
-    SequenceStep ss;
-    ss.seq_id = seq->id;
-    ss.token_offset = int32_t(batch_.tokens.size());
-    ss.num_tokens = s.num_new_tokens;
-    ss.context_len = seq->num_computed_tokens + s.num_new_tokens;
-    ss.block_table = seq->blocks.ids;
-    ss.sliding_block_table = seq->sliding_blocks.ids;  // empty with one KV group
-    ss.sample = ss.context_len == seq->num_tokens();
-    ss.sampling = &seq->request.sampling;
-    ss.prompt_tokens = seq->prompt();
-    ss.output_tokens = seq->output();
-    for (int p = seq->num_computed_tokens; p < ss.context_len; ++p) {
-      batch_.tokens.push_back(seq->tokens[size_t(p)]);
-      batch_.positions.push_back(p);
-    }
-    batch_.seqs.push_back(ss);
-  }
+  assemble(sched, &batch_, now_seconds());
   counters_.computed_tokens += uint64_t(sched.num_tokens);
 
   step_out_.samples.clear();
@@ -189,25 +248,115 @@ void EngineCore::step() {
     return;
   }
   scheduler_.on_step_done(sched);
-
-  // Samples come in batch order, one per sequence that asked.
-  const double now = now_seconds();
-  size_t next = 0;
-  for (size_t i = 0; i < batch_.seqs.size(); ++i) {
-    if (!batch_.seqs[i].sample) continue;
-    Sequence* seq = sched.seqs[i].seq;
-    if (next >= step_out_.samples.size() || step_out_.samples[next].seq_id != seq->id) {
-      TokenEvent ev;
-      ev.error = strfmt("the %s backend returned no sample for this request", runner_.name().c_str());
-      finish(seq, std::move(ev), FinishReason::kError);
-      continue;
-    }
-    process_sample(seq, step_out_.samples[next++], now);
-  }
+  process_samples(sched, batch_, step_out_);
   ++counters_.steps;
   counters_.step_seconds += watch.seconds();
   if (config_.check_invariants) scheduler_.check_invariants();
 }
+
+bool EngineCore::launch() {
+  SchedulerOutput sched = scheduler_.schedule();
+  if (sched.empty()) {
+    // As in step_sync, but only when nothing is outstanding: retired sequences may still hold blocks.
+    if (flights_.empty() && scheduler_.num_running() == 0 && scheduler_.num_waiting() > 0) {
+      TokenEvent ev;
+      ev.error = "internal: the scheduler could not place this request in an idle KV pool";
+      MXS_LOG_ERROR("%s", ev.error.c_str());
+      finish(scheduler_.waiting().front(), std::move(ev), FinishReason::kError);
+    }
+    return false;
+  }
+  counters_.kv_usage_peak = std::max(counters_.kv_usage_peak, kv_.full().usage());
+  auto f = std::make_unique<Flight>();
+  f->id = next_step_id_++;
+  f->sched = std::move(sched);
+  assemble(f->sched, &f->batch, now_seconds());
+  try {
+    runner_.submit(f->batch);
+  } catch (const std::exception& e) {
+    MXS_LOG_ERROR("runner submit failed (%zu sequences, %d tokens): %s", f->sched.seqs.size(), f->sched.num_tokens,
+                  e.what());
+    fail_batch(f->sched, strfmt("the %s backend failed on this step: %s", runner_.name().c_str(), e.what()));
+    return false;
+  }
+  counters_.computed_tokens += uint64_t(f->sched.num_tokens);
+  for (const ScheduledSeq& s : f->sched.seqs) s.seq->last_step = f->id;
+  flights_.push_back(std::move(f));
+  return true;
+}
+
+// Step N may be followed by N + 1 before its samples reach the host unless a sequence sampling in N needs its
+// whole history on the host in N + 1: penalties count the previous token (the runner would need it there).
+bool EngineCore::can_overlap(const Flight& f) const {
+  for (size_t i = 0; i < f.batch.seqs.size(); ++i) {
+    if (!f.batch.seqs[i].sample || f.sched.seqs[i].seq->status == SeqStatus::kFinished) continue;
+    const SamplingParams& sp = f.sched.seqs[i].seq->request.sampling;
+    if (sp.frequency_penalty != 0.0f || sp.presence_penalty != 0.0f || sp.repetition_penalty != 1.0f) return false;
+  }
+  return true;
+}
+
+void EngineCore::release(Flight* f) {
+  for (auto& seq : f->retired) scheduler_.release(seq.get());
+  f->retired.clear();
+}
+
+void EngineCore::step_async() {
+  Stopwatch watch;
+  if (flights_.empty() && !launch()) return;
+  Flight* cur = flights_.front().get();
+  // Overlap: account step N as done (the runner writes its KV before it runs N + 1: one stream), give each
+  // sequence sampling in N a stand-in for that sample, then schedule and submit N + 1. A sequence that ends
+  // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row).
+  if (flights_.size() == 1 && can_overlap(*cur)) {
+    scheduler_.on_step_done(cur->sched);
+    cur->done_applied = true;
+    for (size_t i = 0; i < cur->batch.seqs.size(); ++i) {
+      Sequence* seq = cur->sched.seqs[i].seq;
+      if (!cur->batch.seqs[i].sample || seq->status == SeqStatus::kFinished) continue;
+      if (seq->num_output_tokens() + 1 >= seq->max_tokens) continue;
+      seq->tokens.push_back(0);  // overwritten by N's sample in process_sample
+      seq->pending_sample = true;
+    }
+    if (launch()) ++counters_.overlapped_steps;
+  }
+
+  step_out_.samples.clear();
+  try {
+    runner_.collect(&step_out_);
+  } catch (const std::exception& e) {
+    MXS_LOG_ERROR("runner step failed (%zu sequences, %d tokens): %s", cur->sched.seqs.size(), cur->sched.num_tokens,
+                  e.what());
+    fail_batch(cur->sched, strfmt("the %s backend failed on this step: %s", runner_.name().c_str(), e.what()));
+    release(cur);
+    flights_.pop_front();
+    return;
+  }
+  if (!cur->done_applied) scheduler_.on_step_done(cur->sched);
+  process_samples(cur->sched, cur->batch, step_out_);
+  release(cur);
+  flights_.pop_front();
+  ++counters_.steps;
+  counters_.step_seconds += watch.seconds();
+  if (config_.check_invariants) scheduler_.check_invariants();
+}
+
+void EngineCore::drain() {
+  while (!flights_.empty()) {
+    Flight* f = flights_.front().get();
+    step_out_.samples.clear();
+    try {
+      runner_.collect(&step_out_);
+    } catch (const std::exception& e) {
+      MXS_LOG_ERROR("runner step failed while draining: %s", e.what());
+    }
+    fail_batch(f->sched, "the engine stopped while this step was running");
+    release(f);
+    flights_.pop_front();
+  }
+}
+
+EngineCore::~EngineCore() { drain(); }
 
 void EngineCore::process_sample(Sequence* seq, const SampleOutput& sample, double now) {
   TokenEvent ev;
@@ -220,7 +369,12 @@ void EngineCore::process_sample(Sequence* seq, const SampleOutput& sample, doubl
     return;
   }
   const int32_t token = sample.token;
-  seq->tokens.push_back(token);
+  if (seq->pending_sample) {  // async: the stand-in the next step already decoded (the runner used this token)
+    seq->tokens.back() = token;
+    seq->pending_sample = false;
+  } else {
+    seq->tokens.push_back(token);
+  }
   ++counters_.generation_tokens;
   if (seq->timings.first_token == 0.0) seq->timings.first_token = now;
   seq->timings.token_times.push_back(now);

@@ -30,6 +30,7 @@ struct EngineMetrics {
   uint64_t prefix_hit_tokens = 0;    // of which served from the cache
   uint64_t preemptions = 0;
   uint64_t steps = 0;
+  uint64_t overlapped_steps = 0;   // async scheduling: steps submitted before the previous step's samples came back
   double step_seconds = 0.0;       // summed wall time of runner steps (scheduling included)
 
   double prefix_hit_rate() const { return prefix_query_tokens ? double(prefix_hit_tokens) / prefix_query_tokens : 0.0; }

@@ -13,10 +13,19 @@
 //   same logical indexing. A sliding layer's token at position p reads keys (p - window, p], so a step
 //   whose first new token is at position f reads sliding positions [sliding_window_start(f, window),
 //   context_len) only; the sliding table's entries below that block may be kNoBlock and must not be read.
+//
+// Two-phase stepping (async scheduling, docs/ARCHITECTURE.md "Async scheduling"): submit() starts a step,
+// collect() returns its samples; the engine submits step N+1 before it collects step N, and a decode token of
+// N+1 may be "the token sampled for this sequence in N" (SequenceStep::input_from_last_sample), which the
+// runner takes from its own copy of N's samples (the CUDA runner: from the device, no host round trip).
 #pragma once
 #include <cstdint>
+#include <deque>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/sampling_params.h"
@@ -66,6 +75,13 @@ struct SequenceStep {
   const SamplingParams* sampling = nullptr;   // required when sample
   std::span<const int32_t> prompt_tokens;     // for the repetition penalty
   std::span<const int32_t> output_tokens;     // generated so far: penalties, and the RNG step counter
+  // Async scheduling (submit()/collect() only; step() never sees it set): num_tokens == 1 and that token is the
+  // one this runner sampled for seq_id in the step submitted just before this one, which the caller does not
+  // know yet. The entry of StepBatch::tokens is a stand-in (0) that the runner ignores, and output_tokens lacks
+  // that last token: the runner treats the history as output_tokens + [it] (RNG step output_tokens.size() + 1).
+  // The engine never sets it with penalties (they need the token on the host) or with return_logits.
+  // When the previous step has no ok sample for seq_id, this sequence's output has ok = false.
+  bool input_from_last_sample = false;
 };
 
 struct StepBatch {
@@ -102,6 +118,70 @@ class ModelRunner {
   // Runs one step. Throws mxs::Error only for a batch the runner cannot run at all (a bug in the caller);
   // a per-sequence problem is reported in its SampleOutput.
   virtual void step(const StepBatch& batch, StepOutput* out) = 0;
+
+  // Two-phase stepping. submit() starts a step and may return before it ran; collect() waits for the oldest
+  // submitted step and fills `out` as step() would have. At most two steps are outstanding (submit N, submit
+  // N + 1, collect N, ...); outputs come back in submission order. submit() reads the batch, and what its spans
+  // point to, only during the call (the engine reuses them). Both throw like step(); a step whose submit()
+  // threw is not outstanding. step() must not be called while steps are outstanding. Submitted steps must run
+  // in submission order, each after the previous one's KV reads and writes (one stream): the engine accounts a
+  // step as done before it is collected, so blocks it frees or releases then (a sliding block below the new
+  // window, a preempted sequence's blocks) may be written by the next step.
+  // The default suits any blocking runner: submit() resolves input_from_last_sample tokens from the previous
+  // step's outputs (substituting the token and appending it to output_tokens), runs step() at once and queues
+  // the output; collect() hands it back. CudaRunner overrides both (launch on its stream, tokens on the device).
+  virtual void submit(const StepBatch& batch);
+  virtual void collect(StepOutput* out);
+
+ private:
+  std::deque<StepOutput> queued_;                       // default submit(): outputs not yet collected
+  std::unordered_map<uint64_t, int32_t> last_tokens_;  // default submit(): ok samples of the last step
 };
+
+inline void ModelRunner::submit(const StepBatch& batch) {
+  if (queued_.size() >= 2) throw std::logic_error("ModelRunner::submit: two steps are already outstanding");
+  StepOutput out;
+  std::unordered_set<uint64_t> missing;  // input_from_last_sample without an ok sample in the last step
+  bool any = false;
+  for (const SequenceStep& q : batch.seqs) any |= q.input_from_last_sample;
+  if (!any) {
+    step(batch, &out);
+  } else {
+    // The batch the synchronous engine would have built: the token in place, and in the history.
+    StepBatch b = batch;
+    std::vector<std::vector<int32_t>> histories;
+    histories.reserve(b.seqs.size());
+    for (SequenceStep& q : b.seqs) {
+      if (!q.input_from_last_sample) continue;
+      if (q.num_tokens != 1 || q.token_offset < 0 || size_t(q.token_offset) >= b.tokens.size())
+        throw std::logic_error("ModelRunner::submit: input_from_last_sample needs exactly one new token");
+      const auto it = last_tokens_.find(q.seq_id);
+      if (it == last_tokens_.end()) missing.insert(q.seq_id);
+      const int32_t token = it != last_tokens_.end() ? it->second : 0;
+      b.tokens[size_t(q.token_offset)] = token;
+      histories.emplace_back(q.output_tokens.begin(), q.output_tokens.end());
+      histories.back().push_back(token);
+      q.output_tokens = histories.back();
+      q.input_from_last_sample = false;
+    }
+    step(b, &out);
+    for (SampleOutput& o : out.samples)
+      if (missing.count(o.seq_id) && o.ok) {
+        o.ok = false;
+        o.token = -1;
+        o.error = "input_from_last_sample: the previous step has no sample for this sequence";
+      }
+  }
+  last_tokens_.clear();
+  for (const SampleOutput& o : out.samples)
+    if (o.ok) last_tokens_[o.seq_id] = o.token;
+  queued_.push_back(std::move(out));
+}
+
+inline void ModelRunner::collect(StepOutput* out) {
+  if (queued_.empty()) throw std::logic_error("ModelRunner::collect: no step is outstanding");
+  *out = std::move(queued_.front());
+  queued_.pop_front();
+}
 
 }  // namespace mxs

@@ -69,6 +69,7 @@ SchedulerOutput Scheduler::schedule() {
   for (Sequence* seq : order) {
     if (budget == 0) break;
     if (seq->status != SeqStatus::kRunning) continue;  // preempted earlier in this loop
+    if (seq->num_uncomputed_tokens() == 0) continue;   // async: ends with the step in flight (never in sync)
     const int n = std::min({seq->num_uncomputed_tokens(), budget, kv_->max_new_tokens(seq->num_computed_tokens)});
     for (;;) {
       if (kv_->allocate(seq, nullptr, seq->num_computed_tokens + n)) {
@@ -106,6 +107,7 @@ SchedulerOutput Scheduler::schedule() {
 
 void Scheduler::on_step_done(const SchedulerOutput& out) {
   for (const ScheduledSeq& s : out.seqs) {
+    if (s.seq->status == SeqStatus::kFinished) continue;  // retired while the step ran (async)
     s.seq->num_computed_tokens += s.num_new_tokens;
     kv_->on_computed(s.seq);
   }
@@ -116,6 +118,18 @@ void Scheduler::remove(Sequence* seq) {
   if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);
   kv_->free(seq);
   seq->status = SeqStatus::kFinished;
+}
+
+void Scheduler::retire(Sequence* seq) {
+  if (auto it = std::find(running_.begin(), running_.end(), seq); it != running_.end()) running_.erase(it);
+  if (auto it = std::find(waiting_.begin(), waiting_.end(), seq); it != waiting_.end()) waiting_.erase(it);
+  seq->status = SeqStatus::kFinished;
+  retired_.push_back(seq);
+}
+
+void Scheduler::release(Sequence* seq) {
+  if (auto it = std::find(retired_.begin(), retired_.end(), seq); it != retired_.end()) retired_.erase(it);
+  kv_->free(seq);
 }
 
 void Scheduler::check_invariants() const {
@@ -139,6 +153,12 @@ void Scheduler::check_invariants() const {
       invariant_failed(strfmt("waiting seq %llu holds state", (unsigned long long)s->id));
     if (i > 0 && runs_before(s, waiting_[i - 1])) invariant_failed("waiting queue out of order");
     if (std::count(waiting_.begin(), waiting_.end(), s) != 1) invariant_failed("waiting seq queued twice");
+  }
+  for (const Sequence* s : retired_) {  // async: still holds the blocks a step in flight reads
+    if (s->status != SeqStatus::kFinished || std::count(running_.begin(), running_.end(), s) ||
+        std::count(waiting_.begin(), waiting_.end(), s) || std::count(retired_.begin(), retired_.end(), s) != 1)
+      invariant_failed(strfmt("retired seq %llu is queued or not finished", (unsigned long long)s->id));
+    live.push_back(s);
   }
   kv_->check_invariants(live);
 }

@@ -13,7 +13,9 @@
 //   2. Then, if nothing was preempted, waiting sequences in (priority, arrival) order are admitted while
 //      budget, batch slots and blocks last: a prefix-cache lookup first, then a chunk of the rest. The
 //      head of the queue blocks the ones behind it (strict FCFS within a priority).
-// A sequence samples in a step only when its chunk reaches its last token (SequenceStep::sample).
+// A sequence samples in a step only when its chunk reaches its last token (SequenceStep::sample). A running
+// sequence with no uncomputed token (async scheduling: it finishes by length with the step in flight) is
+// skipped.
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -49,10 +51,14 @@ class Scheduler {
   void add(Sequence* seq);  // a new request: waiting
   SchedulerOutput schedule();
   // After the runner ran `out`: advances num_computed_tokens, registers newly full blocks and releases
-  // sliding-window blocks the sequences no longer read.
+  // sliding-window blocks the sequences no longer read. Skips sequences retired meanwhile (async).
   void on_step_done(const SchedulerOutput& out);
   // A finished or aborted sequence leaves its queue and frees its blocks.
   void remove(Sequence* seq);
+  // Async scheduling: a sequence that finished while a submitted step still computes it leaves its queue
+  // (status kFinished, never scheduled again) but keeps its blocks until release(), after that step.
+  void retire(Sequence* seq);
+  void release(Sequence* seq);
 
   bool has_work() const { return !running_.empty() || !waiting_.empty(); }
   int num_running() const { return int(running_.size()); }
@@ -73,6 +79,7 @@ class Scheduler {
   KvCacheManager* kv_;
   std::vector<Sequence*> running_;  // admission order
   std::deque<Sequence*> waiting_;   // sorted by (priority, arrival_order)
+  std::vector<Sequence*> retired_;  // finished, blocks held until release()
   uint64_t num_preemptions_ = 0;
 };
 

@@ -29,6 +29,10 @@ struct Sequence {
   BlockTable sliding_blocks;      // sliding-window KV group (kv_cache_manager.h); empty with one group
   int num_cached_tokens = -1;    // prompt tokens from the prefix cache at first admission (-1: not yet)
   int num_preemptions = 0;
+  // Async scheduling (engine_core.h): the id of the last submitted step that computes this sequence, and
+  // whether tokens.back() is a stand-in for the token that step's predecessor is still sampling.
+  uint64_t last_step = 0;
+  bool pending_sample = false;
 
   std::shared_ptr<EventQueue> events;  // where TokenEvents go
   OutputText text;                     // detokenizer + stop strings

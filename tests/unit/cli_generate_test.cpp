@@ -69,4 +69,33 @@ TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
   std::filesystem::remove(json_path);
 }
 
+// --async-scheduling on|off|auto: same continuation (seeded sampling on the CPU runner), recorded in the JSON,
+// anything else rejected by name.
+TEST_F(CliGenerate, AsyncSchedulingOptionKeepsTheOutput) {
+  std::string text[2];
+  for (int i = 0; i < 2; ++i) {
+    const RunResult r = run(std::string("generate --raw --prompt 'Once upon a time' --max-tokens 12 --temperature 0.7 "
+                                        "--seed 3 --async-scheduling ") +
+                            (i == 0 ? "off" : "on") + " 2>/dev/null | cat");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    text[i] = r.out;
+  }
+  EXPECT_FALSE(text[0].empty());
+  EXPECT_EQ(text[0], text[1]);
+  const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_async.json").string();
+  for (const char* mode : {"on", "off"}) {
+    const RunResult r = run(std::string("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 2 "
+                                        "--async-scheduling ") + mode + " --json " + json_path);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_TRUE(contains(r.out, std::string("async scheduling ") + mode)) << r.out;
+    const nlohmann::json j = nlohmann::json::parse(mxs::read_file(json_path));
+    EXPECT_EQ(j["async_scheduling"].get<bool>(), std::string(mode) == "on");
+    EXPECT_EQ(j["results"][0]["output_tokens"], 12);
+  }
+  std::filesystem::remove(json_path);
+  const RunResult bad = run("generate --prompt hi --async-scheduling maybe");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(contains(bad.out, "--async-scheduling")) << bad.out;
+}
+
 }  // namespace

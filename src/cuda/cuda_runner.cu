@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timer.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_prefill.h"
@@ -97,11 +98,14 @@ struct CudaRunner::Impl {
   std::vector<cudaEvent_t> events;
   std::vector<std::string> event_names;  // one name per (begin, end) pair
   int events_used = 0;
+  cudaEvent_t span_events[2] = {nullptr, nullptr};  // timing: the whole step's device span
 
   explicit Impl(const CudaRunnerOptions& o) : opt(o) {}
   ~Impl() {
     for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
     for (auto e : events) cudaEventDestroy(e);
+    for (auto e : span_events)
+      if (e) cudaEventDestroy(e);
     if (cublas) cublasDestroy(cublas);
     if (host_pinned) cudaFreeHost(host_pinned);
     if (stream) cudaStreamDestroy(stream);
@@ -301,6 +305,7 @@ void CudaRunner::Impl::init() {
 
   events.resize(2 * kMaxTimedKernels);
   for (auto& e : events) CUDA_CHECK(cudaEventCreate(&e));
+  for (auto& e : span_events) CUDA_CHECK(cudaEventCreate(&e));
 }
 
 template <typename F>
@@ -479,6 +484,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
 }
 
 void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
+  const Stopwatch step_clock;
   const ModelConfig& c = cfg();
   const int n_batch = int(batch.tokens.size());
   MXS_CHECK(batch.positions.size() == batch.tokens.size(),
@@ -595,6 +601,7 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
   }
 
   if (n_tok > 0) {
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
     auto h2d = [&](void* d, const void* h, size_t bytes) {
       if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
     };
@@ -697,9 +704,17 @@ void CudaRunner::Impl::step(const StepBatch& batch, StepOutput* out) {
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
                                  cudaMemcpyDeviceToHost, stream));
     }
+    const double enqueue_ms = step_clock.ms();
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
     CUDA_CHECK(cudaStreamSynchronize(stream));
+    if (timing) {
+      float span = 0.f;
+      CUDA_CHECK(cudaEventElapsedTime(&span, span_events[0], span_events[1]));
+      times.gpu_span_ms += span, times.host_enqueue_ms += enqueue_ms;
+    }
     collect_times();
   }
+  if (timing) times.step_wall_ms += step_clock.ms();
 
   // Outputs, in batch order.
   std::vector<int> lm_row_of(batch.seqs.size(), -1);

@@ -75,6 +75,7 @@ struct CudaRunner::Impl {
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
   int32_t* route_work = nullptr;  // moe_router_from_logits' counts, cursors and arrival counter (kept zero)
+  unsigned* gemm_sched = nullptr;  // [2] the grouped GEMMs' dynamic tile scheduler (kept zero)
   unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   PrefillTile* dev_tiles = nullptr;   // [2 * max_tiles]: full-layer tiles, then sliding-layer tiles
   PrefillTile* host_tiles = nullptr;  // pinned mirror
@@ -173,7 +174,7 @@ void CudaRunner::Impl::init() {
   add(size_t(2) * max_tiles * sizeof(PrefillTile));
   const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
   add(T * std::max({qkv_rows, H, size_t(c.num_experts)}) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
-  add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
+  add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
   add(S * sizeof(SampleResultDev)); add(S * 8);
@@ -215,6 +216,8 @@ void CudaRunner::Impl::init() {
   CUDA_CHECK(cudaMemset(oproj_counter, 0, sizeof(unsigned)));
   route_work = ws_arena.alloc_as<int32_t>("route_work", moe_router_rows_work_ints(c.num_experts));
   CUDA_CHECK(cudaMemset(route_work, 0, moe_router_rows_work_ints(c.num_experts) * sizeof(int32_t)));
+  gemm_sched = ws_arena.alloc_as<unsigned>("moe_gemm_sched", 2);
+  CUDA_CHECK(cudaMemset(gemm_sched, 0, 2 * sizeof(unsigned)));
   route.expert_offsets = ws_arena.alloc_as<int32_t>("expert_offsets", c.num_experts + 1);
   route.pair_list = ws_arena.alloc_as<int32_t>("pair_list", T * K);
   route.active_experts = ws_arena.alloc_as<int32_t>("active_experts", c.num_experts);
@@ -473,6 +476,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       gp.w = lw.experts, gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
       gp.n_pairs = n_pairs, gp.hidden = H, gp.intermediate = c.intermediate_size, gp.n_experts = c.num_experts;
       gp.top_k = c.experts_per_token, gp.swiglu_alpha = c.swiglu_alpha, gp.swiglu_limit = c.swiglu_limit;
+      gp.sched = gemm_sched;  // gate_up and down run one after the other (plain launches): one workspace
       timed("moe_gemm_mxfp4_gate_up", [&] { moe_gemm_mxfp4_gate_up(gp, stream); });
       timed("moe_gemm_mxfp4_down", [&] { moe_gemm_mxfp4_down(gp, stream); });
     } else {

@@ -126,7 +126,8 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
   const int max_tokens = (max_p + o.top_k - 1) / o.top_k;
   Dev xn(size_t(max_tokens) * H * 2), act(size_t(max_p) * I * 2), yw(size_t(max_p) * H * 2), topk_w(size_t(max_p) * 4);
   Dev x_grouped(size_t(max_p) * K * 2), y_bf16(size_t(max_p) * M * 2);
-  Dev d_off(size_t(E + 1) * 4), d_pairs(size_t(max_p) * 4);
+  Dev d_off(size_t(E + 1) * 4), d_pairs(size_t(max_p) * 4), sched(2 * 4);
+  CUDA_CHECK(cudaMemset(sched.p, 0, 2 * 4));  // the dynamic tile scheduler (MXS_MOE_GEMM_STATIC=1: static)
   fill_bf16(xn, size_t(max_tokens) * H, 5, 1.0f);
   fill_bf16(act, size_t(max_p) * I, 6, 1.0f);
   fill_bf16(x_grouped, size_t(max_p) * K, 7, 1.0f);
@@ -154,6 +155,7 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
     p.topk_w = topk_w.as<float>();
     p.xn = xn.p, p.act = act.p, p.yw = yw.p;
     p.n_pairs = P, p.hidden = H, p.intermediate = I, p.n_experts = E, p.top_k = o.top_k;
+    p.sched = sched.as<unsigned>();
     auto run_mx = [&] {
       if (gu) moe_gemm_mxfp4_gate_up(p, nullptr);
       else moe_gemm_mxfp4_down(p, nullptr);

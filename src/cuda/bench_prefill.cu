@@ -92,6 +92,21 @@ BenchPrefillResult run_bench_prefill(const BenchPrefillOptions& o) {
     row.tflop_s = flops / (row.ttft_ms * 1e-3) / 1e12;
     r.rows.push_back(row);
   }
+
+  if (o.breakdown > 0) {
+    MXS_CHECK(o.breakdown <= max_prompt, "bench prefill: --breakdown must be <= the longest --prompt");
+    int steps = 0;
+    run_prompt(o.breakdown, 1, &steps);  // warm-up at this length (it may not be in --prompt)
+    runner->enable_kernel_timing(true);
+    BenchPrefillBreakdown& b = r.breakdown;
+    b.prompt = o.breakdown;
+    b.wall_ms = run_prompt(o.breakdown, 99, &steps);
+    const KernelTimes kt = runner->kernel_times();
+    runner->enable_kernel_timing(false);
+    for (const auto& [name, ms] : kt.ms) b.kernels_ms.push_back({name, ms}), b.kernel_sum_ms += ms;
+    std::sort(b.kernels_ms.begin(), b.kernels_ms.end(), [](const auto& x, const auto& y) { return x.second > y.second; });
+    b.gpu_span_ms = kt.gpu_span_ms, b.host_enqueue_ms = kt.host_enqueue_ms, b.step_wall_ms = kt.step_wall_ms;
+  }
   return r;
 }
 

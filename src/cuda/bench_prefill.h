@@ -14,6 +14,16 @@ struct BenchPrefillOptions {
   std::vector<int> prompts = {512, 2048, 8192, 32768};
   int chunk = 8192;       // tokens per step (the runner's max_tokens)
   int reps = 3;           // timed repetitions per length (median reported), after one warm-up
+  int breakdown = 2048;   // prompt length of the per-stage table (CUDA events per kernel family); 0: none
+};
+
+// Where one prompt's prefill time goes: device time per kernel family (events around each launch, summed over
+// the prompt's steps), the device span of the steps (kernels + gaps), the host's time in step() before its
+// synchronize, and wall time outside step() (the bench's own batch building).
+struct BenchPrefillBreakdown {
+  int prompt = 0;
+  std::vector<std::pair<std::string, double>> kernels_ms;  // descending
+  double kernel_sum_ms = 0, gpu_span_ms = 0, host_enqueue_ms = 0, step_wall_ms = 0, wall_ms = 0;
 };
 
 struct BenchPrefillRow {
@@ -26,6 +36,7 @@ struct BenchPrefillResult {
   std::string device, model;
   double load_s = 0;
   std::vector<BenchPrefillRow> rows;
+  BenchPrefillBreakdown breakdown;  // prompt == 0: not run
 };
 
 BenchPrefillResult run_bench_prefill(const BenchPrefillOptions& options);

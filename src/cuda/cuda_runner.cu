@@ -12,6 +12,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/timer.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_prefill.h"
@@ -20,7 +21,9 @@
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 #include "cuda/kernels/moe_gemm_pack.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
+#include "cuda/kernels/moe_combine_rows.h"
 #include "cuda/kernels/moe_router.h"
+#include "cuda/kernels/moe_router_rows.h"
 #include "cuda/kernels/qkv_rope.h"
 #include "cuda/kernels/rmsnorm.h"
 #include "cuda/kernels/sampling.h"
@@ -32,6 +35,10 @@ namespace mxs::cuda {
 namespace {
 constexpr int kMaxGraphBatch = 256;  // largest graph bucket
 constexpr int kMaxTimedKernels = 1024;
+// Steps of at least this many tokens route through the router GEMM + moe_router_from_logits and combine with
+// moe_combine_rows (prefill chunks, large decode batches); fewer keep moe_router / moe_combine (latency).
+// MXS_SMALL_STEP_MOE=1 forces the small-step kernels at every size (A/B and debugging).
+constexpr int kRowsMoeMinTokens = 64;
 
 int next_pow2(int v) {
   int p = 1;
@@ -61,7 +68,7 @@ struct CudaRunner::Impl {
   void *x = nullptr, *xn = nullptr, *q = nullptr, *attn = nullptr, *act = nullptr, *yw = nullptr, *logits = nullptr;
   void* x_alt = nullptr;  // [max_tokens, H] bf16: the residual's second buffer (the fused combine writes x there)
   float *part_o = nullptr, *part_ml = nullptr;
-  float* proj = nullptr;    // [max_tokens, max(qkv rows, H)] fp32 cuBLAS output (dense path)
+  float* proj = nullptr;    // [max_tokens, max(qkv rows, H, experts)] fp32 cuBLAS output (dense path, router GEMM)
   void* lm_in = nullptr;    // [max_seqs, H] bf16 LM-head input rows gathered (dense path)
   size_t partial_rows = 0;  // capacity in (token, head, split) rows
   int32_t* topk_idx = nullptr;
@@ -69,6 +76,8 @@ struct CudaRunner::Impl {
   float* router_logits = nullptr;
   unsigned* router_counter = nullptr;
   unsigned* oproj_counter = nullptr;
+  int32_t* route_work = nullptr;  // moe_router_from_logits' counts, cursors and arrival counter (kept zero)
+  unsigned* gemm_sched = nullptr;  // [2] the grouped GEMMs' dynamic tile scheduler (kept zero)
   unsigned* attn_counters = nullptr;  // [max_tokens * n_kv] per (token, kv head): split CTAs done
   PrefillTile* dev_tiles = nullptr;   // [2 * max_tiles]: full-layer tiles, then sliding-layer tiles
   PrefillTile* host_tiles = nullptr;  // pinned mirror (the current staging set's)
@@ -128,12 +137,15 @@ struct CudaRunner::Impl {
   std::vector<cudaEvent_t> events;
   std::vector<std::string> event_names;  // one name per (begin, end) pair
   int events_used = 0;
+  cudaEvent_t span_events[2] = {nullptr, nullptr};  // timing: the whole step's device span
 
   explicit Impl(const CudaRunnerOptions& o) : opt(o) {}
   ~Impl() {
     for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
     for (auto e : events) cudaEventDestroy(e);
     for (auto e : done_events)
+      if (e) cudaEventDestroy(e);
+    for (auto e : span_events)
       if (e) cudaEventDestroy(e);
     if (cublas) cublasDestroy(cublas);
     if (host_pinned) cudaFreeHost(host_pinned);
@@ -196,8 +208,8 @@ void CudaRunner::Impl::init() {
   max_tiles = max_prefill_tiles(int(T), int(S), kPrefillTileQ16);
   add(size_t(2) * max_tiles * sizeof(PrefillTile));
   const size_t qkv_rows = size_t(c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
-  add(T * std::max(qkv_rows, H) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
-  add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
+  add(T * std::max({qkv_rows, H, size_t(c.num_experts)}) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
+  add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
   add(S * sizeof(SampleResultDev)); add(S * 8);
@@ -215,7 +227,7 @@ void CudaRunner::Impl::init() {
   attn = ws_arena.alloc("attn", T * c.q_dim() * 2);
   part_o = ws_arena.alloc_as<float>("attn_partial_o", partial_rows * 64);
   part_ml = ws_arena.alloc_as<float>("attn_partial_ml", partial_rows * 2);
-  proj = ws_arena.alloc_as<float>("dense_proj_f32", T * std::max(qkv_rows, H));
+  proj = ws_arena.alloc_as<float>("dense_proj_f32", T * std::max({qkv_rows, H, size_t(c.num_experts)}));
   lm_in = ws_arena.alloc("lm_head_rows", S * H * 2);
   void* cublas_ws = ws_arena.alloc("cublas_workspace", kCublasWorkspaceBytes);
   // A fixed workspace and stream: cuBLAS calls may then be captured into the decode graphs.
@@ -238,6 +250,10 @@ void CudaRunner::Impl::init() {
   oproj_counter = ws_arena.alloc_as<unsigned>("oproj_counter", 1);
   CUDA_CHECK(cudaMemset(router_counter, 0, sizeof(unsigned)));
   CUDA_CHECK(cudaMemset(oproj_counter, 0, sizeof(unsigned)));
+  route_work = ws_arena.alloc_as<int32_t>("route_work", moe_router_rows_work_ints(c.num_experts));
+  CUDA_CHECK(cudaMemset(route_work, 0, moe_router_rows_work_ints(c.num_experts) * sizeof(int32_t)));
+  gemm_sched = ws_arena.alloc_as<unsigned>("moe_gemm_sched", 2);
+  CUDA_CHECK(cudaMemset(gemm_sched, 0, 2 * sizeof(unsigned)));
   route.expert_offsets = ws_arena.alloc_as<int32_t>("expert_offsets", c.num_experts + 1);
   route.pair_list = ws_arena.alloc_as<int32_t>("pair_list", T * K);
   route.active_experts = ws_arena.alloc_as<int32_t>("active_experts", c.num_experts);
@@ -346,6 +362,7 @@ void CudaRunner::Impl::init() {
 
   events.resize(2 * kMaxTimedKernels);
   for (auto& e : events) CUDA_CHECK(cudaEventCreate(&e));
+  for (auto& e : span_events) CUDA_CHECK(cudaEventCreate(&e));
 }
 
 template <typename F>
@@ -393,6 +410,8 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   // 1,003 unfused vs 937 tok/s fused; batch 1: 479 vs 511).
   static const bool no_fused_combine = std::getenv("MXS_NO_FUSED_COMBINE") != nullptr;  // A/B and debugging
   const bool fuse_combine = n_tokens <= 2 && H == 2880 && !no_fused_combine;
+  static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
+  const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -481,7 +500,12 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     rp.xn = xn, rp.w = lw.router_w, rp.b = lw.router_b, rp.topk_idx = topk_idx, rp.topk_w = topk_w;
     rp.logits = router_logits, rp.done_counter = router_counter;
     rp.n_tokens = n_tokens, rp.hidden = H, rp.n_experts = c.num_experts, rp.top_k = c.experts_per_token;
-    timed("moe_router", [&] { moe_router(rp, route, stream); });
+    if (rows_moe) {  // proj is free here: residual_rmsnorm consumed the o_proj output
+      timed("router_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.router_w, proj, n_tokens, H, c.num_experts); });
+      timed("router_topk_place", [&] { moe_router_from_logits(rp, proj, route, route_work, stream); });
+    } else {
+      timed("moe_router", [&] { moe_router(rp, route, stream); });
+    }
     MoeGemvParams mp;
     mp.w = lw.experts, mp.index = route, mp.topk_idx = topk_idx, mp.topk_w = topk_w, mp.xn = xn;
     mp.act = act, mp.yw = yw, mp.x = x, mp.xn_out = xn;
@@ -497,13 +521,19 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       gp.w = lw.experts, gp.index = route, gp.topk_w = topk_w, gp.xn = xn, gp.act = act, gp.yw = yw;
       gp.n_pairs = n_pairs, gp.hidden = H, gp.intermediate = c.intermediate_size, gp.n_experts = c.num_experts;
       gp.top_k = c.experts_per_token, gp.swiglu_alpha = c.swiglu_alpha, gp.swiglu_limit = c.swiglu_limit;
+      gp.sched = gemm_sched;  // gate_up and down run one after the other (plain launches): one workspace
       timed("moe_gemm_mxfp4_gate_up", [&] { moe_gemm_mxfp4_gate_up(gp, stream); });
       timed("moe_gemm_mxfp4_down", [&] { moe_gemm_mxfp4_down(gp, stream); });
     } else {
       timed("moe_gemv_mxfp4_gate_up", [&] { moe_gemv_mxfp4_gate_up(mp, stream); });
       timed("moe_gemv_mxfp4_down", [&] { moe_gemv_mxfp4_down(mp, stream); });
     }
-    if (!fuse_combine || l + 1 == c.num_layers) timed("moe_combine", [&] { moe_combine(mp, stream); });
+    if (!fuse_combine || l + 1 == c.num_layers) {
+      if (rows_moe)
+        timed("moe_combine_rows", [&] { moe_combine_rows(mp, stream); });
+      else
+        timed("moe_combine", [&] { moe_combine(mp, stream); });
+    }
   }
   if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing
   if (n_lm_rows >= kDenseGemmMinRows) {
@@ -525,7 +555,9 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
 
 // Validates and stages a batch into the next pinned set, queues its copies, the token handoff, the forward pass
 // (or graph replay), sampling and the copy of the results on the stream, records the set's event and returns.
+// With kernel timing on (bench breakdowns) the step completes here, so that its device span can be read.
 void CudaRunner::Impl::submit(const StepBatch& batch) {
+  const Stopwatch step_clock;
   const ModelConfig& c = cfg();
   const int n_batch = int(batch.tokens.size());
   MXS_CHECK(batch.positions.size() == batch.tokens.size(),
@@ -665,6 +697,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   }
 
   if (n_tok > 0) {
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
     auto h2d = [&](void* d, const void* h, size_t bytes) {
       if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
     };
@@ -773,8 +806,17 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
                                  cudaMemcpyDeviceToHost, stream));
     }
+    const double enqueue_ms = step_clock.ms();
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
     CUDA_CHECK(cudaEventRecord(done_events[set], stream));
+    if (timing) {
+      CUDA_CHECK(cudaEventSynchronize(span_events[1]));
+      float span = 0.f;
+      CUDA_CHECK(cudaEventElapsedTime(&span, span_events[0], span_events[1]));
+      times.gpu_span_ms += span, times.host_enqueue_ms += enqueue_ms;
+    }
   }
+  if (timing) times.step_wall_ms += step_clock.ms();
 
   // What collect() needs, and the sources of the next step's handoff.
   Pending p;

@@ -43,6 +43,10 @@ struct CudaRunnerOptions {
 struct KernelTimes {
   std::map<std::string, double> ms;  // family -> total ms
   int steps = 0;
+  // Whole steps (the bench's stage tables): device time from the first input copy to the sampled token's copy
+  // back (kernels + gaps between them), host time spent in step() before its final synchronize (validation,
+  // staging, launches), and step() wall time; totals over `steps`.
+  double gpu_span_ms = 0, host_enqueue_ms = 0, step_wall_ms = 0;
 };
 
 class CudaRunner : public ModelRunner {

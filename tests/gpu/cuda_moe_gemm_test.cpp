@@ -171,6 +171,24 @@ void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed&
   const ErrorStats ed = compare(to_f32(d_yw.download()), yw_ref);
   report("down", c, ed);
   expect_close(to_f32(d_yw.download()), yw_ref, 1e-2, "down yw");
+
+  // The dynamic tile scheduler computes every tile as the static one does: bit-identical outputs, twice in a
+  // row (the last CTA must have zeroed the counters), counters left zero.
+  const std::vector<bf16> act_static = d_act.download(), yw_static = d_yw.download();
+  DevBuf<unsigned> d_sched(2);
+  CUDA_CHECK(cudaMemset(d_sched.p, 0, 2 * sizeof(unsigned)));
+  p.sched = d_sched.p;
+  for (int rep = 0; rep < 2; ++rep) {
+    DevBuf<bf16> d_act2(size_t(c.P) * c.I), d_yw2(size_t(c.P) * c.H);
+    d_act2.poison(), d_yw2.poison();
+    p.act = d_act2.p, p.yw = d_yw2.p;
+    moe_gemm_mxfp4_gate_up(p, nullptr);
+    p.act = d_act_in.p;
+    moe_gemm_mxfp4_down(p, nullptr);
+    EXPECT_EQ(to_f32(d_act2.download()), to_f32(act_static)) << "gate_up, dynamic scheduler, run " << rep;
+    EXPECT_EQ(to_f32(d_yw2.download()), to_f32(yw_static)) << "down, dynamic scheduler, run " << rep;
+    EXPECT_EQ(d_sched.download(), std::vector<unsigned>(2, 0u)) << "scheduler counters left zeroed";
+  }
 }
 
 void run_shape(int H, int I, int E, const std::vector<Case>& cases, uint64_t seed, int scale_lo, int scale_hi) {

@@ -43,6 +43,10 @@ struct MoeGemmParams {
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;
   int n_tile = 0;                 // tokens per tile: 0 = chosen from n_pairs / n_experts; else 32, 64, 128
                                   // or 192 (tests force each)
+  // [2] workspace, zero before the first launch (each launch leaves it zero; launches using it must not
+  // overlap): set = dynamic tile scheduler (a CTA's next tile from a global counter), nullptr = static
+  // round-robin (CTA b takes tiles b, b + grid, ...). Results are bit-identical either way.
+  unsigned* sched = nullptr;
 };
 
 void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream);

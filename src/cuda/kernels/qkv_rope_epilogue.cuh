@@ -7,17 +7,21 @@
 
 namespace mxs::cuda {
 
-// acc0/acc1: the fp32 dots of rows head * 64 + d and head * 64 + d + 32 for token t (bias not added).
-__device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int t, int head, int d, float acc0,
-                                                    float acc1) {
+// RoPE factors of pair d at position pos: c = bf(cos(pos * inv_freq[d]) * mscale), s likewise with sin.
+__device__ __forceinline__ void qkv_rope_factors(const QkvRopeParams& p, int pos, int d, float& c, float& s) {
+  const float ang = float(pos) * p.inv_freq[d];
+  c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
+}
+
+// As qkv_rope_store_pair below, with the token's position and (for q / k heads) its RoPE factors given: a
+// caller that stores many heads of one (token, d) computes them once (qkv_rope_from_f32).
+__device__ __forceinline__ void qkv_rope_store_pair_cs(const QkvRopeParams& p, int t, int pos, int head, int d,
+                                                       float acc0, float acc1, float c, float s) {
   constexpr int kHeadDim = 64;
   const bf16_t* bias = static_cast<const bf16_t*>(p.b_qkv);
   const int row0 = head * kHeadDim + d;
   float x1 = bf(acc0 + to_f32(bias[row0])), x2 = bf(acc1 + to_f32(bias[row0 + kHeadDim / 2]));
-  const int pos = p.meta.positions[t];
   if (head < p.n_heads + p.n_kv_heads) {  // q or k: rotate
-    const float ang = float(pos) * p.inv_freq[d];
-    const float c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
     const float r1 = bf(bf(x1 * c) - bf(x2 * s));
     const float r2 = bf(bf(x2 * c) + bf(x1 * s));
     x1 = r1;
@@ -39,6 +43,15 @@ __device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int 
     dst[d] = to_bf16(x1);
     dst[d + kHeadDim / 2] = to_bf16(x2);
   }
+}
+
+// acc0/acc1: the fp32 dots of rows head * 64 + d and head * 64 + d + 32 for token t (bias not added).
+__device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int t, int head, int d, float acc0,
+                                                    float acc1) {
+  const int pos = p.meta.positions[t];
+  float c = 0.f, s = 0.f;
+  if (head < p.n_heads + p.n_kv_heads) qkv_rope_factors(p, pos, d, c, s);
+  qkv_rope_store_pair_cs(p, t, pos, head, d, acc0, acc1, c, s);
 }
 
 }  // namespace mxs::cuda

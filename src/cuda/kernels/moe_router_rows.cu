@@ -1,0 +1,158 @@
+// moe_router_from_logits (see moe_router_rows.h): top-k per token, then the pair placement.
+#include "cuda/kernels/moe_router_rows.h"
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/last_cta.cuh"
+#include "cuda/kernels/pdl.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kMaxExperts = 128;  // gpt-oss-120b
+constexpr int kPerLane = kMaxExperts / 32;
+constexpr int kMaxTopK = 8;
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+constexpr int kTokensPerWarp = 4;  // 32 tokens per CTA: 64 CTAs at 2,048 tokens
+
+// Kernel 1. Lane l holds experts l + 32 j; k rounds of a warp argmax over orderable (value, id) keys select
+// the top-k (ties -> lower id, as moe_router's route_index and the CPU reference).
+__global__ void __launch_bounds__(kThreads) moe_router_topk_kernel(MoeRouterParams p, const float* acc, int32_t* counts) {
+  __shared__ int s_count[kMaxExperts];
+  for (int i = threadIdx.x; i < kMaxExperts; i += kThreads) s_count[i] = 0;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, E = p.n_experts;
+  const bf16_t* bias = static_cast<const bf16_t*>(p.b);
+  float b[kPerLane];  // constant data: read before the wait, overlapping the GEMM's tail
+#pragma unroll
+  for (int j = 0; j < kPerLane; ++j) b[j] = lane + 32 * j < E ? to_f32(bias[lane + 32 * j]) : 0.f;
+  griddep_wait();
+  griddep_launch_dependents();
+  __syncthreads();
+  for (int i = 0; i < kTokensPerWarp; ++i) {
+    const int t = (blockIdx.x * kWarps + warp) * kTokensPerWarp + i;
+    if (t >= p.n_tokens) break;
+    float v[kPerLane];
+    unsigned long long key[kPerLane];  // 0 = taken or not an expert
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = lane + 32 * j;
+      v[j] = e < E ? bf(acc[size_t(t) * E + e] + b[j]) : -INFINITY;
+      key[j] = e < E ? argmax_key(v[j], e) : 0ull;
+    }
+    float sel_v[kMaxTopK];
+    int sel_i[kMaxTopK];
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s) {
+      sel_v[s] = -INFINITY, sel_i[s] = 0;
+      if (s >= p.top_k) continue;
+      unsigned long long best = key[0];
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j) best = max(best, key[j]);
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
+      const int e = 0x7fffffff - int(best & 0xffffffffu);
+      float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
+#pragma unroll
+      for (int j = 1; j < kPerLane; ++j)
+        if (j == (e >> 5)) mine = v[j];
+      sel_i[s] = e;
+      sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (lane + 32 * j == e) key[j] = 0ull;
+    }
+    const float m = sel_v[0];
+    float ex[kMaxTopK], sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s) {
+      ex[s] = s < p.top_k ? expf(sel_v[s] - m) : 0.f;
+      sum += ex[s];
+    }
+#pragma unroll
+    for (int s = 0; s < kMaxTopK; ++s)
+      if (s < p.top_k && lane == s) {
+        p.topk_idx[t * p.top_k + s] = sel_i[s];
+        p.topk_w[t * p.top_k + s] = bf(ex[s] / sum);
+        atomicAdd(&s_count[sel_i[s]], 1);
+      }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < E; e += kThreads)
+    if (s_count[e] > 0) atomicAdd(&counts[e], s_count[e]);
+}
+
+// Kernel 2: one pair per thread. counts = work[0, E), cursors = work[E, 2E), arrival counter = work[2E].
+__global__ void __launch_bounds__(kThreads) moe_route_place_kernel(MoeRouterParams p, MoeRouteIndex ix, int32_t* work) {
+  __shared__ int s_off[kMaxExperts], s_cnt[kMaxExperts], s_base[kMaxExperts];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, E = p.n_experts, tid = threadIdx.x;
+  griddep_wait();
+  griddep_launch_dependents();
+  for (int i = tid; i < kMaxExperts; i += kThreads) s_cnt[i] = 0;
+  if (warp == 0) {  // lane l owns experts 4 l .. 4 l + 3: local sums, then shuffle scans over the lanes
+    int cnt[kPerLane], total = 0, n_act = 0;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      cnt[j] = e < E ? work[e] : 0;
+      total += cnt[j];
+      n_act += cnt[j] > 0;
+    }
+    int incl = total, incl_act = n_act;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
+      if (lane >= o) incl += y, incl_act += ya;
+    }
+    int off = incl - total, slot = incl_act - n_act;
+#pragma unroll
+    for (int j = 0; j < kPerLane; ++j) {
+      const int e = kPerLane * lane + j;
+      if (e < E) {
+        s_off[e] = off;
+        if (blockIdx.x == 0) ix.expert_offsets[e] = off, ix.active_experts[e] = -1;  // the tail stays -1
+      }
+      off += cnt[j];
+    }
+    if (blockIdx.x == 0) {
+      __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
+#pragma unroll
+      for (int j = 0; j < kPerLane; ++j)
+        if (cnt[j] > 0) ix.active_experts[slot++] = kPerLane * lane + j;
+      if (lane == 31) ix.expert_offsets[E] = incl, *ix.num_active = incl_act;
+    }
+  }
+  __syncthreads();
+  const int n_pairs = p.n_tokens * p.top_k, i = blockIdx.x * kThreads + tid;
+  int e = 0, rank = 0;
+  if (i < n_pairs) e = p.topk_idx[i], rank = atomicAdd(&s_cnt[e], 1);
+  __syncthreads();
+  for (int x = tid; x < E; x += kThreads)
+    if (s_cnt[x] > 0) s_base[x] = atomicAdd(&work[E + x], s_cnt[x]);
+  __syncthreads();
+  if (i < n_pairs) ix.pair_list[s_off[e] + s_base[e] + rank] = i;
+  if (!last_cta_arrive(reinterpret_cast<unsigned*>(work + 2 * E), gridDim.x)) return;
+  for (int x = tid; x < 2 * E; x += kThreads) work[x] = 0;
+  if (tid == 0) work[2 * E] = 0;
+}
+
+}  // namespace
+
+void moe_router_from_logits(const MoeRouterParams& p, const float* acc, const MoeRouteIndex& ix, int32_t* work,
+                            cudaStream_t stream) {
+  MXS_CHECK(p.n_tokens >= 1 && acc != nullptr && work != nullptr, "moe_router_from_logits: n_tokens >= 1, acc and work");
+  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kMaxExperts,
+            strfmt("moe_router_from_logits: n_experts = %d is not supported (supported: 1..%d)", p.n_experts, kMaxExperts));
+  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
+            strfmt("moe_router_from_logits: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
+  const int tokens_per_cta = kWarps * kTokensPerWarp;
+  launch_pdl(moe_router_topk_kernel, dim3((p.n_tokens + tokens_per_cta - 1) / tokens_per_cta), dim3(kThreads), 0, stream,
+             p, acc, work);
+  CUDA_CHECK_LAUNCH();
+  const int n_pairs = p.n_tokens * p.top_k;
+  launch_pdl(moe_route_place_kernel, dim3((n_pairs + kThreads - 1) / kThreads), dim3(kThreads), 0, stream, p, ix, work);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mxs::cuda

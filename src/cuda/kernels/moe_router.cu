@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/moe_topk_warp.cuh"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/last_cta.cuh"
@@ -11,14 +12,14 @@
 namespace mxs::cuda {
 namespace {
 
-constexpr int kMaxExperts = 128;  // gpt-oss-120b
-constexpr int kPerLane = kMaxExperts / 32;
-constexpr int kMaxTopK = 8;
+constexpr int kMaxExperts = kTopkMaxExperts;
+constexpr int kPerLane = kTopkPerLane;  // experts per lane in the warp-wide scans
+constexpr int kMaxTopK = kTopkMaxK;
 
 constexpr int kRouterWarps = 8;
 
-// Run by the last router CTA to finish: a warp per token selects the top-k (lane l holds experts l + 32 j:
-// k rounds of a warp argmax over the lanes' best orderable keys, ties -> lower expert id) and normalizes; then
+// Run by the last router CTA to finish: a warp per token selects the top-k and normalizes (warp_topk_softmax,
+// moe_topk_warp.cuh: lane l holds experts l + 32 j, k rounds of a warp argmax); then
 // warp 0 turns the per-expert counts into offsets and the active list (lane l owns experts 4 l .. 4 l + 3:
 // local sums, shuffle scans of the counts and of the active flags), and all threads place the pairs. Logits
 // written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
@@ -29,50 +30,20 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   for (int i = threadIdx.x; i < kMaxExperts; i += blockDim.x) s_count[i] = 0;
   __syncthreads();
   for (int t = warp; t < p.n_tokens; t += n_warps) {
-    float v[kPerLane];
-    unsigned long long key[kPerLane];  // 0 = taken or not an expert
+    float v[kTopkPerLane];
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
+    for (int j = 0; j < kTopkPerLane; ++j) {
       const int e = lane + 32 * j;
       v[j] = e < E ? __ldcg(&p.logits[size_t(t) * E + e]) : -INFINITY;
-      key[j] = e < E ? argmax_key(v[j], e) : 0ull;
     }
-    float sel_v[kMaxTopK];
-    int sel_i[kMaxTopK];
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s) {
-      sel_v[s] = -INFINITY, sel_i[s] = 0;
-      if (s >= p.top_k) continue;
-      unsigned long long best = key[0];
-#pragma unroll
-      for (int j = 1; j < kPerLane; ++j) best = max(best, key[j]);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-      const int e = 0x7fffffff - int(best & 0xffffffffu);
-      float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
-#pragma unroll
-      for (int j = 1; j < kPerLane; ++j)
-        if (j == (e >> 5)) mine = v[j];
-      sel_i[s] = e;
-      sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j)
-        if (lane + 32 * j == e) key[j] = 0ull;
+    int expert = 0;
+    float weight = 0.f;
+    warp_topk_softmax(v, E, p.top_k, &expert, &weight);
+    if (lane < p.top_k) {
+      p.topk_idx[t * p.top_k + lane] = expert;
+      p.topk_w[t * p.top_k + lane] = weight;
+      atomicAdd(&s_count[expert], 1);
     }
-    const float m = sel_v[0];
-    float ex[kMaxTopK], sum = 0.f;
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s) {
-      ex[s] = s < p.top_k ? expf(sel_v[s] - m) : 0.f;
-      sum += ex[s];
-    }
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s)
-      if (s < p.top_k && lane == s) {
-        p.topk_idx[t * p.top_k + s] = sel_i[s];
-        p.topk_w[t * p.top_k + s] = bf(ex[s] / sum);
-        atomicAdd(&s_count[sel_i[s]], 1);
-      }
   }
   __syncthreads();
   if (warp == 0) {

@@ -5,14 +5,15 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/last_cta.cuh"
+#include "cuda/kernels/moe_topk_warp.cuh"
 #include "cuda/kernels/pdl.cuh"
 
 namespace mxs::cuda {
 namespace {
 
-constexpr int kMaxExperts = 128;  // gpt-oss-120b
-constexpr int kPerLane = kMaxExperts / 32;
-constexpr int kMaxTopK = 8;
+constexpr int kMaxExperts = kTopkMaxExperts;
+constexpr int kPerLane = kTopkPerLane;  // experts per lane in the warp-wide scans
+constexpr int kMaxTopK = kTopkMaxK;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kTokensPerWarp = 4;  // 32 tokens per CTA: 64 CTAs at 2,048 tokens
@@ -33,50 +34,20 @@ __global__ void __launch_bounds__(kThreads) moe_router_topk_kernel(MoeRouterPara
   for (int i = 0; i < kTokensPerWarp; ++i) {
     const int t = (blockIdx.x * kWarps + warp) * kTokensPerWarp + i;
     if (t >= p.n_tokens) break;
-    float v[kPerLane];
-    unsigned long long key[kPerLane];  // 0 = taken or not an expert
+    float v[kTopkPerLane];
 #pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
+    for (int j = 0; j < kTopkPerLane; ++j) {
       const int e = lane + 32 * j;
       v[j] = e < E ? bf(acc[size_t(t) * E + e] + b[j]) : -INFINITY;
-      key[j] = e < E ? argmax_key(v[j], e) : 0ull;
     }
-    float sel_v[kMaxTopK];
-    int sel_i[kMaxTopK];
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s) {
-      sel_v[s] = -INFINITY, sel_i[s] = 0;
-      if (s >= p.top_k) continue;
-      unsigned long long best = key[0];
-#pragma unroll
-      for (int j = 1; j < kPerLane; ++j) best = max(best, key[j]);
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
-      const int e = 0x7fffffff - int(best & 0xffffffffu);
-      float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
-#pragma unroll
-      for (int j = 1; j < kPerLane; ++j)
-        if (j == (e >> 5)) mine = v[j];
-      sel_i[s] = e;
-      sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j)
-        if (lane + 32 * j == e) key[j] = 0ull;
+    int expert = 0;
+    float weight = 0.f;
+    warp_topk_softmax(v, E, p.top_k, &expert, &weight);
+    if (lane < p.top_k) {
+      p.topk_idx[t * p.top_k + lane] = expert;
+      p.topk_w[t * p.top_k + lane] = weight;
+      atomicAdd(&s_count[expert], 1);
     }
-    const float m = sel_v[0];
-    float ex[kMaxTopK], sum = 0.f;
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s) {
-      ex[s] = s < p.top_k ? expf(sel_v[s] - m) : 0.f;
-      sum += ex[s];
-    }
-#pragma unroll
-    for (int s = 0; s < kMaxTopK; ++s)
-      if (s < p.top_k && lane == s) {
-        p.topk_idx[t * p.top_k + s] = sel_i[s];
-        p.topk_w[t * p.top_k + s] = bf(ex[s] / sum);
-        atomicAdd(&s_count[sel_i[s]], 1);
-      }
   }
   __syncthreads();
   for (int e = threadIdx.x; e < E; e += kThreads)

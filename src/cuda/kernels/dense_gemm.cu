@@ -81,15 +81,8 @@ __global__ void __launch_bounds__(kNormThreads) residual_rmsnorm_kernel(Residual
 #pragma unroll
     for (int k = 0; k < 4; ++k) ss = fmaf(xv[j][k], xv[j][k], ss);
   }
-  const float r = 1.0f / sqrtf(block_sum(ss) / float(p.dim) + p.eps);
-  uint2* out = reinterpret_cast<uint2*>(static_cast<bf16_t*>(p.xn) + size_t(row) * p.dim);
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    const int g = threadIdx.x + j * kNormThreads;
-    if (g >= n_groups) continue;
-    out[g] = make_uint2(pack_bf16x2(lo_f32(wn[j].x) * (xv[j][0] * r), hi_f32(wn[j].x) * (xv[j][1] * r)),
-                        pack_bf16x2(lo_f32(wn[j].y) * (xv[j][2] * r), hi_f32(wn[j].y) * (xv[j][3] * r)));
-  }
+  rmsnorm_groups4_write<PER>(xv, wn, ss, p.dim, p.eps, n_groups,
+                             reinterpret_cast<uint2*>(static_cast<bf16_t*>(p.xn) + size_t(row) * p.dim));
 }
 
 __global__ void gather_rows_kernel(const uint4* x, const int32_t* rows, uint4* out, int vec_per_row) {

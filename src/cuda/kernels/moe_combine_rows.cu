@@ -56,15 +56,8 @@ __global__ void __launch_bounds__(kNormThreads) moe_combine_rows_kernel(MoeGemvP
     for (int c = 0; c < 4; ++c) ss = fmaf(xv[j][c], xv[j][c], ss);
   }
   if (!norm_w) return;
-  const float r = 1.0f / sqrtf(block_sum(ss) / float(H) + p.eps);
-  uint2* out = reinterpret_cast<uint2*>(static_cast<bf16_t*>(p.xn_out) + size_t(t) * H);
-#pragma unroll
-  for (int j = 0; j < PER; ++j) {
-    const int g = threadIdx.x + j * kNormThreads;
-    if (g >= n_groups) continue;
-    out[g] = make_uint2(pack_bf16x2(lo_f32(wn[j].x) * (xv[j][0] * r), hi_f32(wn[j].x) * (xv[j][1] * r)),
-                        pack_bf16x2(lo_f32(wn[j].y) * (xv[j][2] * r), hi_f32(wn[j].y) * (xv[j][3] * r)));
-  }
+  rmsnorm_groups4_write<PER>(xv, wn, ss, H, p.eps, n_groups,
+                             reinterpret_cast<uint2*>(static_cast<bf16_t*>(p.xn_out) + size_t(t) * H));
 }
 
 template <int PER>

@@ -36,4 +36,20 @@ __device__ __forceinline__ void rmsnorm_row_write(const float (&xv)[PER_THREAD],
   }
 }
 
+// The same norm over a row held as groups of 4 (8-byte vectors): xv[j] = elements 4 g .. 4 g + 3 of group
+// g = threadIdx.x + j * kNormThreads (zeros past n_groups), wn[j] the weight's group g, ss this thread's sum of
+// squares of its xv; writes out[g] = bf(w * (x * r)).
+template <int PER>
+__device__ __forceinline__ void rmsnorm_groups4_write(const float (&xv)[PER][4], const uint2 (&wn)[PER], float ss,
+                                                      int dim, float eps, int n_groups, uint2* out) {
+  const float r = 1.0f / sqrtf(block_sum(ss) / float(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int g = threadIdx.x + j * kNormThreads;
+    if (g >= n_groups) continue;
+    out[g] = make_uint2(pack_bf16x2(lo_f32(wn[j].x) * (xv[j][0] * r), hi_f32(wn[j].x) * (xv[j][1] * r)),
+                        pack_bf16x2(lo_f32(wn[j].y) * (xv[j][2] * r), hi_f32(wn[j].y) * (xv[j][3] * r)));
+  }
+}
+
 }  // namespace mxs::cuda

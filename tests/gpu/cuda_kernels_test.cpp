@@ -196,17 +196,8 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
       for (int s = 0; s < K; ++s) idx[size_t(t) * K + s] = perm[size_t(s)];
     }
     // Reference: the combine chain in ascending expert id, then the norm.
-    std::vector<bf16> x_ref(x_mid.size()), xn_ref(x_mid.size());
-    for (int t = 0; t < n; ++t) {
-      std::vector<int> order(static_cast<size_t>(K));
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
-      for (int j = 0; j < H; ++j) {
-        float acc = 0.f;
-        for (int s : order) acc = bf(acc + bf16_to_f32(yw[(size_t(t) * K + s) * H + j]));
-        x_ref[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x_mid[size_t(t) * H + j]) + acc);
-      }
-    }
+    const std::vector<bf16> x_ref = combine_reference(x_mid, yw, idx, n, K, H);
+    std::vector<bf16> xn_ref(x_mid.size());
     cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
     const int rows = c.qkv_dim();
     const float ws = 1.0f / std::sqrt(float(H));
@@ -550,18 +541,8 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     EXPECT_EQ(dtc.download(), std::vector<unsigned>(n_counters, 0u)) << "tile counters left zeroed";
 
     moe_combine(mp, nullptr);
-    const auto ywf = to_f32(yw);
-    std::vector<bf16> x_ref(x.size()), xn_ref(x.size());
-    for (int t = 0; t < n; ++t) {
-      std::vector<int> order(static_cast<size_t>(K));
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
-      for (int j = 0; j < H; ++j) {
-        float acc = 0.f;
-        for (int s : order) acc = bf(acc + ywf[(size_t(t) * K + s) * H + j]);
-        x_ref[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x[size_t(t) * H + j]) + acc);
-      }
-    }
+    const std::vector<bf16> x_ref = combine_reference(x, yw, idx, n, K, H);
+    std::vector<bf16> xn_ref(x.size());
     cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
     EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual + sequential bf16 expert sum";
     expect_close(to_f32(dxo.download()), to_f32(xn_ref), kTol, "next rmsnorm");

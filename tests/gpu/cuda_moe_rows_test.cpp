@@ -108,17 +108,8 @@ TEST(MoeCombineRows, MatchesReferenceSumAndNorm) {
           mp.topk_idx = didx.p, mp.yw = dyw.p, mp.x = dx.p, mp.next_norm = with_norm ? dnorm.p : nullptr, mp.xn_out = dxo.p;
           mp.n_tokens = n, mp.hidden = H, mp.top_k = K, mp.eps = 1e-5f;
           moe_combine_rows(mp, nullptr);
-          std::vector<bf16> x_ref(x.size()), xn_ref(x.size());
-          for (int t = 0; t < n; ++t) {
-            std::vector<int> order(static_cast<size_t>(K));
-            std::iota(order.begin(), order.end(), 0);
-            std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
-            for (int j = 0; j < H; ++j) {
-              float acc = 0.f;
-              for (int s : order) acc = bf16_to_f32(f32_to_bf16(acc + bf16_to_f32(yw[(size_t(t) * K + s) * H + j])));
-              x_ref[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x[size_t(t) * H + j]) + acc);
-            }
-          }
+          const std::vector<bf16> x_ref = combine_reference(x, yw, idx, n, K, H);
+          std::vector<bf16> xn_ref(x.size());
           EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual + sequential bf16 expert sum, H " << H << " K " << K << " n " << n;
           if (with_norm) {
             cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, 1e-5f, xn_ref.data());

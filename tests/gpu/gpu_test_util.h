@@ -1,6 +1,7 @@
 // Helpers for the GPU tests: device buffers, random bf16/bytes, poisoned outputs, and the error metrics
 // (relative L2 error, max abs error, NaN/unwritten check) the kernel tests compare with.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -58,6 +59,24 @@ inline std::vector<uint8_t> random_bytes(size_t n, Rng& rng, int lo = 0, int hi 
   std::vector<uint8_t> v(n);
   for (auto& x : v) x = uint8_t(lo + int(rng.next() % uint64_t(hi - lo + 1)));
   return v;
+}
+// The MoE combine's reference (CpuRunner's default expert sum, gpt-oss-spec.md §3.6): x + the token's routed
+// expert outputs added in ascending expert id with a bf16 rounding after each add. x [n, H]; yw [n * K, H] by
+// pair id (token * K + slot); idx [n, K] expert ids.
+inline std::vector<bf16> combine_reference(const std::vector<bf16>& x, const std::vector<bf16>& yw,
+                                           const std::vector<int32_t>& idx, int n, int K, int H) {
+  std::vector<bf16> out(x.size());
+  for (int t = 0; t < n; ++t) {
+    std::vector<int> order(static_cast<size_t>(K));
+    for (int s = 0; s < K; ++s) order[size_t(s)] = s;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return idx[size_t(t * K + a)] < idx[size_t(t * K + b)]; });
+    for (int j = 0; j < H; ++j) {
+      float acc = 0.f;
+      for (int s : order) acc = bf(acc + bf16_to_f32(yw[(size_t(t) * K + s) * H + j]));
+      out[size_t(t) * H + j] = f32_to_bf16(bf16_to_f32(x[size_t(t) * H + j]) + acc);
+    }
+  }
+  return out;
 }
 inline std::vector<float> to_f32(const std::vector<bf16>& v) {
   std::vector<float> f(v.size());

@@ -13,17 +13,15 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kMaxExperts = kTopkMaxExperts;
-constexpr int kPerLane = kTopkPerLane;  // experts per lane in the warp-wide scans
 constexpr int kMaxTopK = kTopkMaxK;
 
 constexpr int kRouterWarps = 8;
 
-// Run by the last router CTA to finish: a warp per token selects the top-k and normalizes (warp_topk_softmax,
-// moe_topk_warp.cuh: lane l holds experts l + 32 j, k rounds of a warp argmax); then
-// warp 0 turns the per-expert counts into offsets and the active list (lane l owns experts 4 l .. 4 l + 3:
-// local sums, shuffle scans of the counts and of the active flags), and all threads place the pairs. Logits
-// written by other CTAs are read with ld.global.cg (L2, never a stale L1 line).
-// (v1 ran the selection in one thread per token and the offsets in one thread: ~4 us of serial work.)
+// Run by the last router CTA to finish: a warp per token selects the top-k and normalizes (warp_topk_softmax),
+// warp 0 turns the per-expert counts into offsets and the active list (warp_scan_expert_counts; both in
+// moe_topk_warp.cuh), and all threads place the pairs. Logits written by other CTAs are read with ld.global.cg
+// (L2, never a stale L1 line). (v1 ran the selection in one thread per token and the offsets in one thread:
+// ~4 us of serial work.)
 __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
   __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5, E = p.n_experts;
@@ -36,51 +34,13 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix) {
       const int e = lane + 32 * j;
       v[j] = e < E ? __ldcg(&p.logits[size_t(t) * E + e]) : -INFINITY;
     }
-    int expert = 0;
-    float weight = 0.f;
-    warp_topk_softmax(v, E, p.top_k, &expert, &weight);
-    if (lane < p.top_k) {
-      p.topk_idx[t * p.top_k + lane] = expert;
-      p.topk_w[t * p.top_k + lane] = weight;
-      atomicAdd(&s_count[expert], 1);
-    }
+    warp_topk_softmax(v, E, p.top_k, p.topk_idx + t * p.top_k, p.topk_w + t * p.top_k, s_count);
   }
   __syncthreads();
-  if (warp == 0) {
-    int cnt[kPerLane], total = 0, n_act = 0;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = kPerLane * lane + j;
-      cnt[j] = e < E ? s_count[e] : 0;
-      total += cnt[j];
-      n_act += cnt[j] > 0;
-    }
-    int incl = total, incl_act = n_act;  // inclusive scans over the lanes
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
-      if (lane >= o) incl += y, incl_act += ya;
-    }
-    int off = incl - total, slot = incl_act - n_act;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = kPerLane * lane + j;
-      if (e < E) {
-        ix.expert_offsets[e] = off;
-        s_cursor[e] = off;
-        ix.active_experts[e] = -1;  // the tail past n_active stays -1
-      }
-      off += cnt[j];
-    }
-    __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j)
-      if (cnt[j] > 0) ix.active_experts[slot++] = kPerLane * lane + j;
-    if (lane == 31) {
-      ix.expert_offsets[E] = incl;  // lanes past the experts add 0: incl = total pairs
-      *ix.num_active = incl_act;
-    }
-  }
+  if (warp == 0)
+    warp_scan_expert_counts(
+        E, [&](int e) { return s_count[e]; },
+        [&](int e, int off) { ix.expert_offsets[e] = off, s_cursor[e] = off; }, &ix);
   __syncthreads();
   const int n_pairs = p.n_tokens * p.top_k;
   for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) ix.pair_list[atomicAdd(&s_cursor[p.topk_idx[i]], 1)] = i;

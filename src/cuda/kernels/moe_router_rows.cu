@@ -12,7 +12,6 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kMaxExperts = kTopkMaxExperts;
-constexpr int kPerLane = kTopkPerLane;  // experts per lane in the warp-wide scans
 constexpr int kMaxTopK = kTopkMaxK;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
@@ -25,9 +24,9 @@ __global__ void __launch_bounds__(kThreads) moe_router_topk_kernel(MoeRouterPara
   for (int i = threadIdx.x; i < kMaxExperts; i += kThreads) s_count[i] = 0;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, E = p.n_experts;
   const bf16_t* bias = static_cast<const bf16_t*>(p.b);
-  float b[kPerLane];  // constant data: read before the wait, overlapping the GEMM's tail
+  float b[kTopkPerLane];  // constant data: read before the wait, overlapping the GEMM's tail
 #pragma unroll
-  for (int j = 0; j < kPerLane; ++j) b[j] = lane + 32 * j < E ? to_f32(bias[lane + 32 * j]) : 0.f;
+  for (int j = 0; j < kTopkPerLane; ++j) b[j] = lane + 32 * j < E ? to_f32(bias[lane + 32 * j]) : 0.f;
   griddep_wait();
   griddep_launch_dependents();
   __syncthreads();
@@ -40,14 +39,7 @@ __global__ void __launch_bounds__(kThreads) moe_router_topk_kernel(MoeRouterPara
       const int e = lane + 32 * j;
       v[j] = e < E ? bf(acc[size_t(t) * E + e] + b[j]) : -INFINITY;
     }
-    int expert = 0;
-    float weight = 0.f;
-    warp_topk_softmax(v, E, p.top_k, &expert, &weight);
-    if (lane < p.top_k) {
-      p.topk_idx[t * p.top_k + lane] = expert;
-      p.topk_w[t * p.top_k + lane] = weight;
-      atomicAdd(&s_count[expert], 1);
-    }
+    warp_topk_softmax(v, E, p.top_k, p.topk_idx + t * p.top_k, p.topk_w + t * p.top_k, s_count);
   }
   __syncthreads();
   for (int e = threadIdx.x; e < E; e += kThreads)
@@ -57,43 +49,18 @@ __global__ void __launch_bounds__(kThreads) moe_router_topk_kernel(MoeRouterPara
 // Kernel 2: one pair per thread. counts = work[0, E), cursors = work[E, 2E), arrival counter = work[2E].
 __global__ void __launch_bounds__(kThreads) moe_route_place_kernel(MoeRouterParams p, MoeRouteIndex ix, int32_t* work) {
   __shared__ int s_off[kMaxExperts], s_cnt[kMaxExperts], s_base[kMaxExperts];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, E = p.n_experts, tid = threadIdx.x;
+  const int warp = threadIdx.x >> 5, E = p.n_experts, tid = threadIdx.x;
   griddep_wait();
   griddep_launch_dependents();
   for (int i = tid; i < kMaxExperts; i += kThreads) s_cnt[i] = 0;
-  if (warp == 0) {  // lane l owns experts 4 l .. 4 l + 3: local sums, then shuffle scans over the lanes
-    int cnt[kPerLane], total = 0, n_act = 0;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = kPerLane * lane + j;
-      cnt[j] = e < E ? work[e] : 0;
-      total += cnt[j];
-      n_act += cnt[j] > 0;
-    }
-    int incl = total, incl_act = n_act;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
-      if (lane >= o) incl += y, incl_act += ya;
-    }
-    int off = incl - total, slot = incl_act - n_act;
-#pragma unroll
-    for (int j = 0; j < kPerLane; ++j) {
-      const int e = kPerLane * lane + j;
-      if (e < E) {
-        s_off[e] = off;
-        if (blockIdx.x == 0) ix.expert_offsets[e] = off, ix.active_experts[e] = -1;  // the tail stays -1
-      }
-      off += cnt[j];
-    }
-    if (blockIdx.x == 0) {
-      __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
-#pragma unroll
-      for (int j = 0; j < kPerLane; ++j)
-        if (cnt[j] > 0) ix.active_experts[slot++] = kPerLane * lane + j;
-      if (lane == 31) ix.expert_offsets[E] = incl, *ix.num_active = incl_act;
-    }
-  }
+  if (warp == 0)  // every CTA scans the counts for its offsets; CTA 0 also writes the index
+    warp_scan_expert_counts(
+        E, [&](int e) { return work[e]; },
+        [&](int e, int off) {
+          s_off[e] = off;
+          if (blockIdx.x == 0) ix.expert_offsets[e] = off;
+        },
+        blockIdx.x == 0 ? &ix : nullptr);
   __syncthreads();
   const int n_pairs = p.n_tokens * p.top_k, i = blockIdx.x * kThreads + tid;
   int e = 0, rank = 0;

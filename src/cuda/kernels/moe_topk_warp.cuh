@@ -1,10 +1,12 @@
-// One token's routing by one warp (gpt-oss-spec.md §3.5): top-k of its bf16 router logits (descending, ties ->
-// lower expert id) and the softmax over the k, shared by moe_router (its last CTA) and moe_router_rows (a warp
-// per token of a large step), so both route bit for bit alike.
+// Warp-level routing pieces shared by moe_router (its last CTA) and moe_router_rows (a warp per token of a large
+// step), so that both route bit for bit alike (gpt-oss-spec.md §3.5): one token's top-k of its bf16 router logits
+// (descending, ties -> lower expert id) with the softmax over the k, and the scan of per-expert pair counts into
+// the expert grouping (MoeRouteIndex).
 #pragma once
 #include <cmath>
 
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/moe_router.h"
 
 namespace mxs::cuda {
 
@@ -14,9 +16,10 @@ constexpr int kTopkMaxK = 8;
 
 // v[j]: lane l's logit of expert l + 32 j (any value past n_experts; it is ignored). k rounds of a warp argmax
 // over the lanes' best orderable keys (argmax_key: larger logit, then lower id), then exp(v - max) / sum in fp32.
-// Lane s < top_k returns the rank-s expert in *expert and its weight bf(p) in *weight (other lanes: unchanged).
+// Lane s < top_k stores the rank-s expert in topk_idx[s] and its weight bf(p) in topk_w[s] (the token's rows)
+// and adds one to counts[expert] (per-expert pair counts, shared memory).
 __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane], int n_experts, int top_k,
-                                                  int* expert, float* weight) {
+                                                  int32_t* topk_idx, float* topk_w, int* counts) {
   const int lane = threadIdx.x & 31;
   unsigned long long key[kTopkPerLane];  // 0 = taken or not an expert
 #pragma unroll
@@ -55,7 +58,54 @@ __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane]
   }
 #pragma unroll
   for (int s = 0; s < kTopkMaxK; ++s)
-    if (s < top_k && lane == s) *expert = sel_i[s], *weight = bf(ex[s] / sum);
+    if (s < top_k && lane == s) {
+      topk_idx[s] = sel_i[s];
+      topk_w[s] = bf(ex[s] / sum);
+      atomicAdd(&counts[sel_i[s]], 1);
+    }
+}
+
+// Run by one warp: lane l owns experts kTopkPerLane * l + j (local sums, then shuffle scans over the lanes of the
+// pair counts and of the active flags). count(e) gives expert e's pairs; on_offset(e, off) receives the start of
+// every expert e < n_experts in the grouped pair list. With ix set, also writes ix->active_experts (active ids
+// ascending, -1 past them), ix->expert_offsets and ix->num_active.
+template <typename CountFn, typename OffsetFn>
+__device__ __forceinline__ void warp_scan_expert_counts(int n_experts, CountFn count, OffsetFn on_offset,
+                                                        const MoeRouteIndex* ix) {
+  const int lane = threadIdx.x & 31;
+  int cnt[kTopkPerLane], total = 0, n_act = 0;
+#pragma unroll
+  for (int j = 0; j < kTopkPerLane; ++j) {
+    const int e = kTopkPerLane * lane + j;
+    cnt[j] = e < n_experts ? count(e) : 0;
+    total += cnt[j];
+    n_act += cnt[j] > 0;
+  }
+  int incl = total, incl_act = n_act;  // inclusive scans over the lanes
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int y = __shfl_up_sync(0xffffffffu, incl, o), ya = __shfl_up_sync(0xffffffffu, incl_act, o);
+    if (lane >= o) incl += y, incl_act += ya;
+  }
+  int off = incl - total, slot = incl_act - n_act;
+#pragma unroll
+  for (int j = 0; j < kTopkPerLane; ++j) {
+    const int e = kTopkPerLane * lane + j;
+    if (e < n_experts) {
+      on_offset(e, off);
+      if (ix) ix->active_experts[e] = -1;  // the tail past n_active stays -1
+    }
+    off += cnt[j];
+  }
+  if (!ix) return;
+  __syncwarp();  // every -1 above is written before the ids below (other lanes may own those entries)
+#pragma unroll
+  for (int j = 0; j < kTopkPerLane; ++j)
+    if (cnt[j] > 0) ix->active_experts[slot++] = kTopkPerLane * lane + j;
+  if (lane == 31) {
+    ix->expert_offsets[n_experts] = incl;  // lanes past the experts add 0: incl = total pairs
+    *ix->num_active = incl_act;
+  }
 }
 
 }  // namespace mxs::cuda

@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 
 #include "cli/command.h"
 #include "common/error.h"
+#include "common/paths.h"
 #if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_decode.h")
 #include "cuda/bench_decode.h"
 #define MXS_HAVE_BENCH_DECODE 1
@@ -65,9 +65,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   for (const auto& [name, us] : r.kernels_us) j["batch1_kernels_us"][name] = us;
   for (const auto& [name, us] : r.kernels_us_b64) j["batch64_kernels_us"][name] = us;
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
-    f << j.dump(2) << "\n";
+    mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
   } else {
     std::printf("\n```json\n%s\n```\n", j.dump(2).c_str());
   }

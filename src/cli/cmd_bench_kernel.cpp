@@ -2,7 +2,6 @@
 // `mxserve bench kernel attention-decode`: the decode attention kernels, old vs tensor cores (markdown on
 // stdout, JSON with --json FILE). Need the CUDA backend; random inputs generated on the GPU.
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 
@@ -10,6 +9,7 @@
 
 #include "cli/command.h"
 #include "common/error.h"
+#include "common/paths.h"
 #if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_moe_gemm.h")
 #include "cuda/bench_moe_gemm.h"
 #define MXS_HAVE_BENCH_MOE_GEMM 1
@@ -61,9 +61,7 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
                            {"ms_bf16_grouped", w.ms_bf16_grouped}, {"best_n_tile", w.best_n_tile},
                            {"ms_mxfp4_best_tile", w.ms_mxfp4_best_tile}, {"tflops_mxfp4", w.tflops_mxfp4},
                            {"tflops_bf16", w.tflops_bf16}, {"gb_s_mxfp4", w.gb_s_mxfp4}, {"gb_s_bf16", w.gb_s_bf16}});
-    std::ofstream f(a.json_path);
-    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
-    f << j.dump(2) << "\n";
+    mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
   }
 #else
   (void)a, (void)command;
@@ -120,9 +118,7 @@ void run_attention_decode(const AttentionDecodeArgs& a, const std::string& comma
                 bound_us);
   }
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
-    f << j.dump(2) << "\n";
+    mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
   }
 #else
   (void)a, (void)command;

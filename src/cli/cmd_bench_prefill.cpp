@@ -2,7 +2,6 @@
 // cuda/bench_prefill.h); markdown on stdout, JSON with --json FILE.
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <memory>
 #include <string>
 
@@ -10,6 +9,7 @@
 
 #include "cli/command.h"
 #include "common/error.h"
+#include "common/paths.h"
 #if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_prefill.h")
 #include "cuda/bench_prefill.h"
 #define MXS_HAVE_BENCH_PREFILL 1
@@ -59,9 +59,7 @@ void run(const PrefillArgs& a, const std::string& command) {
     j["breakdown"]["step_wall_ms"] = b.step_wall_ms, j["breakdown"]["wall_ms"] = b.wall_ms;
   }
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    if (!f) throw mxs::Error("--json: cannot write " + a.json_path);
-    f << j.dump(2) << "\n";
+    mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
   }
 #else
   (void)a, (void)command;

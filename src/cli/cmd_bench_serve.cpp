@@ -13,6 +13,7 @@
 
 #include "cli/command.h"
 #include "common/error.h"
+#include "common/paths.h"
 #include "common/log.h"
 #include "server/bench_client.h"
 #include "server/bench_metrics.h"
@@ -226,9 +227,7 @@ void run(const ServeBenchArgs& a, const std::string& command) {
     if (shown < failures.size()) std::printf("\n(%zu more in the JSON output)\n", failures.size() - shown);
   }
   if (!a.json_path.empty()) {
-    std::ofstream f(a.json_path);
-    MXS_CHECK(f.good(), mxs::strfmt("--json %s: cannot write the file", a.json_path.c_str()));
-    f << out.dump(2) << "\n";
+    mxs::write_file_atomic(a.json_path, out.dump(2) + "\n");
   }
 }
 

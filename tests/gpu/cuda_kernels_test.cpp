@@ -443,24 +443,7 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     // Route index: every pair exactly once, grouped under its expert, active experts ascending.
     const auto off = doff.download(), list = dlist.download(), act_e = dact_e.download();
     const int n_active = dnum.download()[0];
-    EXPECT_EQ(off[size_t(E)], n * K);
-    std::vector<int> seen(size_t(n) * K, 0);
-    int active = 0;
-    for (int e = 0; e < E; ++e) {
-      if (off[size_t(e) + 1] > off[size_t(e)]) {
-        ASSERT_LT(active, n_active);
-        EXPECT_EQ(act_e[size_t(active++)], e);
-      }
-      for (int i = off[size_t(e)]; i < off[size_t(e) + 1]; ++i) {
-        const int pid = list[size_t(i)];
-        ASSERT_TRUE(pid >= 0 && pid < n * K);
-        EXPECT_EQ(idx[size_t(pid)], e);
-        ++seen[size_t(pid)];
-      }
-    }
-    EXPECT_EQ(active, n_active);
-    for (int e = n_active; e < E; ++e) EXPECT_EQ(act_e[size_t(e)], -1) << "active_experts tail past num_active";
-    for (int s : seen) EXPECT_EQ(s, 1);
+    ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, off, list, act_e, n_active, n, K, E));
 
     // Experts (random MXFP4: codes uniform, scales 2^-6..2^-4 so activations stay O(1)).
     const auto gub = random_bytes(size_t(E) * 2 * I * H / 2, rng);

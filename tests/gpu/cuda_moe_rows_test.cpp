@@ -57,28 +57,7 @@ TEST(MoeRouterFromLogits, MatchesReferenceTopkSoftmaxAndGroups) {
         }
         const auto off = doff.download(), list = dlist.download(), act = dact.download();
         const int n_active = dnum.download()[0];
-        ASSERT_EQ(off[0], 0);
-        ASSERT_EQ(off[size_t(E)], n * K);
-        std::vector<int> seen(size_t(n) * K, 0);
-        int active = 0;
-        for (int e = 0; e < E; ++e) {
-          int cnt = 0;
-          for (int i = 0; i < n * K; ++i) cnt += idx[size_t(i)] == e;
-          ASSERT_EQ(off[size_t(e) + 1] - off[size_t(e)], cnt) << "expert " << e;
-          if (cnt > 0) {
-            ASSERT_LT(active, n_active);
-            EXPECT_EQ(act[size_t(active++)], e);
-          }
-          for (int i = off[size_t(e)]; i < off[size_t(e) + 1]; ++i) {
-            const int pid = list[size_t(i)];
-            ASSERT_TRUE(pid >= 0 && pid < n * K);
-            EXPECT_EQ(idx[size_t(pid)], e);
-            ++seen[size_t(pid)];
-          }
-        }
-        EXPECT_EQ(active, n_active);
-        for (int e = n_active; e < E; ++e) EXPECT_EQ(act[size_t(e)], -1) << "active_experts tail past num_active";
-        for (int s : seen) ASSERT_EQ(s, 1) << "every pair exactly once";
+        ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, off, list, act, n_active, n, K, E));
         EXPECT_EQ(dwork.download(), std::vector<int32_t>(dwork.n, 0)) << "workspace left zeroed";
       }
     }

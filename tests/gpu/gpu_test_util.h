@@ -60,6 +60,36 @@ inline std::vector<uint8_t> random_bytes(size_t n, Rng& rng, int lo = 0, int hi 
   for (auto& x : v) x = uint8_t(lo + int(rng.next() % uint64_t(hi - lo + 1)));
   return v;
 }
+// A route index (moe_router.h MoeRouteIndex, downloaded) against the top-k ids idx [n * K] it groups: offsets
+// span all n * K pairs with each expert's group as long as its pair count, active experts ascending with -1 past
+// n_active, and every pair exactly once, under its own expert.
+inline void expect_route_index(const std::vector<int32_t>& idx, const std::vector<int32_t>& off,
+                               const std::vector<int32_t>& list, const std::vector<int32_t>& act, int n_active,
+                               int n, int K, int E) {
+  ASSERT_EQ(off[0], 0);
+  ASSERT_EQ(off[size_t(E)], n * K);
+  std::vector<int> seen(size_t(n) * K, 0);
+  int active = 0;
+  for (int e = 0; e < E; ++e) {
+    int cnt = 0;
+    for (int i = 0; i < n * K; ++i) cnt += idx[size_t(i)] == e;
+    ASSERT_EQ(off[size_t(e) + 1] - off[size_t(e)], cnt) << "expert " << e;
+    if (cnt > 0) {
+      ASSERT_LT(active, n_active);
+      EXPECT_EQ(act[size_t(active++)], e);
+    }
+    for (int i = off[size_t(e)]; i < off[size_t(e) + 1]; ++i) {
+      const int pid = list[size_t(i)];
+      ASSERT_TRUE(pid >= 0 && pid < n * K);
+      EXPECT_EQ(idx[size_t(pid)], e);
+      ++seen[size_t(pid)];
+    }
+  }
+  EXPECT_EQ(active, n_active);
+  for (int e = n_active; e < E; ++e) EXPECT_EQ(act[size_t(e)], -1) << "active_experts tail past num_active";
+  for (int s : seen) ASSERT_EQ(s, 1) << "every pair exactly once";
+}
+
 // The MoE combine's reference (CpuRunner's default expert sum, gpt-oss-spec.md §3.6): x + the token's routed
 // expert outputs added in ascending expert id with a bf16 rounding after each add. x [n, H]; yw [n * K, H] by
 // pair id (token * K + slot); idx [n, K] expert ids.

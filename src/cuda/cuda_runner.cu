@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -365,8 +367,23 @@ void CudaRunner::Impl::init() {
   for (auto& e : span_events) CUDA_CHECK(cudaEventCreate(&e));
 }
 
+// MXS_REPEAT_KERNEL=NAME[:N] (measurement only; results are wrong): launches kernel NAME N times (default 2)
+// wherever it runs, so that `bench decode` shows its marginal cost inside the PDL chain of a graph replay:
+// (step ms with the repeat - step ms without) / (N - 1) / layers. Only for kernels that may run twice
+// (o_proj_residual, qkv_rope, attention_decode, moe_gemv_mxfp4_gate_up / _down, lm_head), not the router.
+static void repeat_for_measurement(const char* name, const std::function<void()>& launch) {
+  static const char* spec = std::getenv("MXS_REPEAT_KERNEL");
+  if (!spec) return;
+  const char* colon = std::strchr(spec, ':');
+  const std::string want = colon ? std::string(spec, colon) : std::string(spec);
+  if (want != name) return;
+  const int n = colon ? std::atoi(colon + 1) : 2;
+  for (int i = 1; i < n; ++i) launch();
+}
+
 template <typename F>
 void CudaRunner::Impl::timed(const char* name, F&& launch) {
+  repeat_for_measurement(name, launch);
   if (!timing || events_used + 2 > int(events.size())) return launch();
   CUDA_CHECK(cudaEventRecord(events[size_t(events_used)], stream));
   launch();
@@ -412,6 +429,11 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   const bool fuse_combine = n_tokens <= 2 && H == 2880 && !no_fused_combine;
   static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
   const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
+  // One-token steps with <= 32 experts (20b batch-1 decode): the post-attention norm and the router in one launch
+  // (moe_router_norm) instead of o_proj's last-CTA norm + moe_router. MXS_NO_ROUTER_NORM=1: the latter (A/B).
+  static const bool no_router_norm = std::getenv("MXS_NO_ROUTER_NORM") != nullptr;
+  const bool router_norm = n_tokens <= kRouterNormMaxTokens && c.num_experts <= kRouterNormMaxExperts &&
+                           n_tokens < kDenseGemmMinRows && !no_router_norm;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -480,8 +502,9 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {
-      // Up to 4 tokens, the post-attention norm runs in the last o_proj CTA; beyond, as its own kernel.
-      const bool fuse_norm = n_tokens <= 4;
+      // The post-attention norm runs in the router's launch (moe_router_norm: one token, 20b), else up to 4
+      // tokens in the last o_proj CTA; beyond, as its own kernel.
+      const bool fuse_norm = n_tokens <= 4 && !router_norm;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
         p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
@@ -503,6 +526,9 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     if (rows_moe) {  // proj is free here: residual_rmsnorm consumed the o_proj output
       timed("router_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.router_w, proj, n_tokens, H, c.num_experts); });
       timed("router_topk_place", [&] { moe_router_from_logits(rp, proj, route, route_work, stream); });
+    } else if (router_norm) {
+      rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
+      timed("moe_router_norm", [&] { moe_router_norm(rp, route, stream); });
     } else {
       timed("moe_router", [&] { moe_router(rp, route, stream); });
     }

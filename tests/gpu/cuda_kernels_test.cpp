@@ -399,6 +399,67 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
   }
 }
 
+// moe_router_norm (post-attention norm + router in one cluster launch, one token, <= 32 experts) against
+// rmsnorm + moe_router on the same inputs: xn, logits, top-k and weights bit for bit, a valid grouping; xn also
+// against the CPU norm. Wider models must be refused with an error that names the limit.
+TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
+  const int H = c.hidden_size, E = c.num_experts, K = c.experts_per_token;
+  for (int n : {1, 2, 3, 4}) {
+    Rng rng(700 + n);
+    const auto x = random_bf16(size_t(n) * H, rng, -3.f, 3.f);
+    const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    const float ws = 1.0f / std::sqrt(float(H));
+    const auto rw = random_bf16(size_t(E) * H, rng, -ws, ws);
+    const auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+    DevBuf<bf16> dx(x), dnw(nw), drw(rw), drb(rb), dxn_a(size_t(n) * H), dxn_b(size_t(n) * H);
+    struct Out {
+      DevBuf<int32_t> idx, off, list, act, num;
+      DevBuf<float> wt, logits;
+    };
+    auto make_out = [&] {
+      return Out{DevBuf<int32_t>(size_t(n) * K), DevBuf<int32_t>(size_t(E) + 1), DevBuf<int32_t>(size_t(n) * K),
+                 DevBuf<int32_t>(static_cast<size_t>(E)), DevBuf<int32_t>(1), DevBuf<float>(size_t(n) * K),
+                 DevBuf<float>(size_t(n) * E)};
+    };
+    Out a = make_out(), b = make_out();
+    b.idx.poison(), b.wt.poison(), b.list.poison(), b.logits.poison(), dxn_b.poison();
+    CUDA_CHECK(cudaMemset(b.act.p, 0x11, size_t(E) * sizeof(int32_t)));  // not -1: a stale tail must show
+    DevBuf<unsigned> counter(1);
+    CUDA_CHECK(cudaMemset(counter.p, 0, sizeof(unsigned)));
+    auto params = [&](Out& o, const void* xn) {
+      MoeRouterParams rp;
+      rp.xn = xn, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = o.idx.p, rp.topk_w = o.wt.p, rp.logits = o.logits.p;
+      rp.done_counter = counter.p, rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K;
+      return rp;
+    };
+    RmsNormParams np;
+    np.x = dx.p, np.weight = dnw.p, np.out = dxn_a.p, np.n_rows = n, np.dim = H, np.eps = c.rms_norm_eps;
+    rmsnorm(np, nullptr);
+    moe_router(params(a, dxn_a.p), MoeRouteIndex{a.off.p, a.list.p, a.act.p, a.num.p}, nullptr);
+    MoeRouterParams rp = params(b, nullptr);
+    rp.x = dx.p, rp.norm_w = dnw.p, rp.xn_out = dxn_b.p, rp.eps = c.rms_norm_eps;
+    const MoeRouteIndex ixb{b.off.p, b.list.p, b.act.p, b.num.p};
+    if (E > kRouterNormMaxExperts || n > kRouterNormMaxTokens) {
+      EXPECT_THROW(moe_router_norm(rp, ixb, nullptr), Error);
+      continue;
+    }
+    moe_router_norm(rp, ixb, nullptr);
+    moe_router_norm(rp, ixb, nullptr);  // twice: nothing carried between launches
+    CUDA_CHECK(cudaDeviceSynchronize());
+    const auto xn_b = dxn_b.download();
+    std::vector<bf16> xn_ref(xn_b.size());
+    cpu::rmsnorm(x.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());
+    expect_close(to_f32(xn_b), to_f32(xn_ref), kTol, "moe_router_norm xn vs CPU rmsnorm");
+    EXPECT_EQ(to_f32(xn_b), to_f32(dxn_a.download())) << "xn differs from the rmsnorm kernel's (n = " << n << ")";
+    EXPECT_EQ(b.logits.download(), a.logits.download()) << "router logits (n = " << n << ")";
+    const auto idx = b.idx.download();
+    EXPECT_EQ(idx, a.idx.download()) << "top-k experts (n = " << n << ")";
+    EXPECT_EQ(b.wt.download(), a.wt.download()) << "routing weights (n = " << n << ")";
+    ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, b.off.download(), b.list.download(), b.act.download(),
+                                               b.num.download()[0], n, K, E));
+  }
+}
+
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.
 TEST_P(Geometry, MoeRouterExpertsAndCombine) {
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, K = c.experts_per_token;

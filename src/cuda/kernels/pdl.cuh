@@ -5,6 +5,11 @@
 // launch latency between dependent kernels disappears. griddep_launch_dependents() lets the next kernel start
 // launching once every CTA of this one has called it (or exited). Both are no-ops without PDL, so a kernel
 // may also be launched the ordinary way. Captured into CUDA graphs as programmatic edges.
+// Invariant: every kernel calls griddep_launch_dependents() only after its own griddep_wait(). So when a kernel
+// runs, its predecessor has at least passed its wait, i.e. everything queued before the predecessor (the
+// step's input copies, the kernels two or more back) has completed: such data (e.g. the route index in
+// moe_gemv's down launch) may also be read before the wait. Only the immediate predecessor's outputs, and any
+// buffer it may still read, need the wait.
 #pragma once
 #include <cstdlib>
 

@@ -42,6 +42,25 @@ timeout 240 $BIN bench decode --preset 120b --batch 1,8,64 --context 1024 --json
   >"$OUT/bench_decode_120b.md" 2>"$OUT/bench_decode_120b.err"
 echo "== bench decode 120b rc=$?"; grep -E "^\| [0-9]|card" "$OUT/bench_decode_120b.md"; tail -3 "$OUT/bench_decode_120b.err"
 
+# Batch 1, same binary and call: the session's A/B switches (MXS_AB: space-separated VAR=VALUE, default the
+# norm + router fusion) on 20b and 120b, and each 20b kernel's marginal cost in the graph chain
+# (MXS_REPEAT_KERNEL=K:3: (step with K launched 3 times - step) / 2 / 24 layers).
+step1() { env $2 $BIN bench decode --preset $1 --batch 1 --context 1024 --steps 64 2>/dev/null | awk -F'|' '/^\| 1 \|/ {gsub(/ /,"",$3); print $3}'; }
+{
+  echo "| preset | switch | step ms with | step ms without (default) |"; echo "|---|---|---:|---:|"
+  for preset in 20b 120b; do
+    for ab in ${MXS_AB:-MXS_NO_ROUTER_NORM=1}; do echo "| $preset | $ab | $(step1 $preset $ab) | $(step1 $preset X=1) |"; done
+  done
+  base=$(step1 20b X=1)
+  echo; echo "20b batch-1 step: $base ms; marginal cost of one more launch of each kernel (us):"; echo
+  echo "| kernel | us |"; echo "|---|---:|"
+  for k in qkv_rope attention_decode o_proj_residual moe_router_norm moe_gemv_mxfp4_gate_up moe_gemv_mxfp4_down; do
+    t=$(step1 20b MXS_REPEAT_KERNEL=$k:3)
+    echo "| $k | $(python3 -c "print(round(($t - $base) * 1000 / 2 / 24, 1))" 2>/dev/null) |"
+  done
+} >"$OUT/batch1_ab.md" 2>&1
+echo "== batch-1 A/B and marginal costs"; cat "$OUT/batch1_ab.md"
+
 # Prefill (TTFT per prompt length) and the MXFP4 grouped GEMM vs cuBLAS bf16, random 20b weights.
 timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,2048,8192,32768}" --json "$OUT/bench_prefill.json" \
   >"$OUT/bench_prefill.md" 2>"$OUT/bench_prefill.err"

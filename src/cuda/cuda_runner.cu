@@ -429,11 +429,10 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   const bool fuse_combine = n_tokens <= 2 && H == 2880 && !no_fused_combine;
   static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
   const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
-  // One-token steps with <= 32 experts (20b batch-1 decode): the post-attention norm and the router in one launch
-  // (moe_router_norm) instead of o_proj's last-CTA norm + moe_router. MXS_NO_ROUTER_NORM=1: the latter (A/B).
+  // One-token steps (batch-1 decode): the post-attention norm and the router in one launch (moe_router_norm)
+  // instead of o_proj's last-CTA norm + moe_router. MXS_NO_ROUTER_NORM=1: the latter (A/B).
   static const bool no_router_norm = std::getenv("MXS_NO_ROUTER_NORM") != nullptr;
-  const bool router_norm = n_tokens <= kRouterNormMaxTokens && c.num_experts <= kRouterNormMaxExperts &&
-                           n_tokens < kDenseGemmMinRows && !no_router_norm;
+  const bool router_norm = n_tokens == 1 && c.num_experts <= kRouterNormMaxExperts && !no_router_norm;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -502,8 +501,8 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {
-      // The post-attention norm runs in the router's launch (moe_router_norm: one token, 20b), else up to 4
-      // tokens in the last o_proj CTA; beyond, as its own kernel.
+      // The post-attention norm runs in the router's launch (moe_router_norm: one token), else up to 4 tokens
+      // in the last o_proj CTA; beyond, as its own kernel.
       const bool fuse_norm = n_tokens <= 4 && !router_norm;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;

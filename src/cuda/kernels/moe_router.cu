@@ -1,8 +1,8 @@
 // moe_router_logits spreads the router GEMV over CTAs (8 experts each); the last CTA to finish (atomic
 // counter) selects each token's top-k and normalizes, counts pairs per expert and fills the groups.
-// moe_router_norm (one token, <= 32 experts: batch-1 decode of 20b) does the same in one cluster of
-// ceil(E / 8) CTAs that also compute the post-attention RMSNorm first: the logits meet in CTA 0's shared
-// memory (distributed shared memory, a cluster barrier) instead of global memory and an arrival counter.
+// moe_router_norm (one token: batch-1 decode) does the same in one cluster of <= 8 CTAs that also compute the
+// post-attention RMSNorm first: the logits meet in CTA 0's shared memory (distributed shared memory, a cluster
+// barrier) instead of global memory and an arrival counter.
 #include "cuda/kernels/moe_router.h"
 
 #include <cooperative_groups.h>
@@ -76,23 +76,26 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
   if (threadIdx.x == 0) *p.done_counter = 0u;
 }
 
-// Cluster of ceil(E / 8) CTAs of 8 warps; warp w of CTA c computes expert 8 c + w for the MT (>= n_tokens)
-// tokens, its weight row in registers (loaded before griddep_wait). Every CTA first normalizes the tokens'
-// rows x -> xn itself, in the order of rmsnorm_row_write (thread t sums elements t + 256 i; warps in order), so
-// xn is bit for bit the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16 values)
-// go to CTA 0's shared memory and to p.logits; after the cluster barrier CTA 0 routes (route_index).
+// One token. Cluster of ceil(E / WARPS) CTAs of WARPS warps (8 for <= 32 experts, 16 for <= 128: a cluster of
+// <= 8, the portable limit); warp w of CTA c computes expert WARPS c + w, its weight row in registers (loaded
+// before griddep_wait). Every CTA first normalizes the token's row x -> xn itself, in the order of
+// rmsnorm_row_write (thread t < 256 sums elements t + 256 i; the 8 warps' sums in order), so xn is bit for bit
+// the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16 values) go to CTA 0's shared
+// memory and to p.logits; after the cluster barrier CTA 0 routes (route_index).
 // Why: the o_proj last-CTA norm and the router's last-CTA routing were two arrival-counter tails (a fence,
 // an atomic and a dependent reload each) on the batch-1 critical path, every layer.
-template <int K, int MT>
-__global__ void __launch_bounds__(kRouterWarps * 32) moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix) {
+template <int K, int WARPS>
+__global__ void __launch_bounds__(WARPS * 32) moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix) {
   namespace cg = cooperative_groups;
-  constexpr int PER = (K + kNormThreads - 1) / kNormThreads;
-  static_assert(kRouterWarps * 32 == kNormThreads, "the norm's summation order assumes 256 threads");
-  extern __shared__ float4 s_x[];  // [MT][2][K / 8] staged normed rows (stage_rows_f32 layout)
-  __shared__ float s_logit[MT][kRouterWarps * 4];  // CTA 0: every CTA's logits (<= 32 experts)
+  constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
+  static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
+  extern __shared__ float4 s_x[];  // [2][K / 8] the staged normed row (stage_rows_f32 layout)
+  __shared__ float s_ss[kNormThreads / 32];
+  __shared__ float s_logit[kMaxExperts];  // CTA 0: every CTA's logits
   cg::cluster_group cluster = cg::this_cluster();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int e = blockIdx.x * kRouterWarps + warp;
+  const bool norm_thread = threadIdx.x < kNormThreads;
+  const int e = blockIdx.x * WARPS + warp;
   const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
   RowRegs<K, 1> wr;
   load_rows<K, 1>(rows, wr);  // weights: in flight while o_proj drains
@@ -100,65 +103,60 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_norm_kernel(MoeR
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
     const int c = threadIdx.x + i * kNormThreads;
-    nw[i] = c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
+    nw[i] = norm_thread && c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
   }
   griddep_wait();
   griddep_launch_dependents();
-  constexpr int NV = K / 8;
+  const bf16_t* x = static_cast<const bf16_t*>(p.x);
+  float xv[PER], ss = 0.f;
 #pragma unroll
-  for (int m = 0; m < MT; ++m) {
-    if (m >= p.n_tokens) {  // rows past the step: zeros (their dots are not used)
-      for (int v = threadIdx.x; v < 2 * NV; v += blockDim.x) s_x[m * 2 * NV + v] = make_float4(0.f, 0.f, 0.f, 0.f);
-      continue;
-    }
-    const bf16_t* x = static_cast<const bf16_t*>(p.x) + size_t(m) * K;
-    float xv[PER], ss = 0.f;
+  for (int i = 0; i < PER; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
+    xv[i] = norm_thread && c < K ? to_f32(x[c]) : 0.f;
+    ss = fmaf(xv[i], xv[i], ss);
+  }
+  ss = warp_sum(ss);
+  if (norm_thread && lane == 0) s_ss[warp] = ss;
+  __syncthreads();
+  float total = 0.f;
 #pragma unroll
-    for (int i = 0; i < PER; ++i) {
-      const int c = threadIdx.x + i * kNormThreads;
-      xv[i] = c < K ? to_f32(x[c]) : 0.f;
-      ss = fmaf(xv[i], xv[i], ss);
-    }
-    const float r = 1.0f / sqrtf(block_sum(ss) / float(K) + p.eps);
-    float* sx = reinterpret_cast<float*>(s_x + m * 2 * NV);
+  for (int w = 0; w < kNormThreads / 32; ++w) total += s_ss[w];
+  const float r = 1.0f / sqrtf(total / float(K) + p.eps);
+  float* sx = reinterpret_cast<float*>(s_x);
 #pragma unroll
-    for (int i = 0; i < PER; ++i) {
-      const int c = threadIdx.x + i * kNormThreads;
-      if (c >= K) continue;
-      const bf16_t y = to_bf16(nw[i] * (xv[i] * r));
-      // element c = vector c / 8, lane-of-vector c % 8: plane (c % 8) / 4, component c % 4
-      sx[(((c & 7) >> 2) * NV + (c >> 3)) * 4 + (c & 3)] = to_f32(y);
-      if (blockIdx.x == 0) static_cast<bf16_t*>(p.xn_out)[size_t(m) * K + c] = y;
-    }
+  for (int i = 0; i < PER; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
+    if (!norm_thread || c >= K) continue;
+    const bf16_t y = to_bf16(nw[i] * (xv[i] * r));
+    // element c = vector c / 8, lane-of-vector c % 8: plane (c % 8) / 4, component c % 4
+    sx[(((c & 7) >> 2) * NV + (c >> 3)) * 4 + (c & 3)] = to_f32(y);
+    if (blockIdx.x == 0) static_cast<bf16_t*>(p.xn_out)[c] = y;
   }
   __syncthreads();
-  float acc[1][MT];
-  dot_rows<K, MT, 1>(wr, s_x, acc);
-  float* logit0 = cluster.map_shared_rank(&s_logit[0][0], 0);
-  if (lane == 0 && e < p.n_experts)
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-      if (m >= p.n_tokens) break;
-      const float v = bf(acc[0][m] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
-      logit0[m * kRouterWarps * 4 + e] = v;
-      p.logits[size_t(m) * p.n_experts + e] = v;
-    }
+  float acc[1][1];
+  dot_rows<K, 1, 1>(wr, s_x, acc);
+  float* logit0 = cluster.map_shared_rank(&s_logit[0], 0);
+  if (lane == 0 && e < p.n_experts) {
+    const float v = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
+    logit0[e] = v;
+    p.logits[e] = v;
+  }
   cluster.sync();  // CTA 0 has every logit (release / acquire over the cluster)
   if (blockIdx.x != 0) return;
-  route_index(p, ix, [&](int tok, int ex) { return s_logit[tok][ex]; });
+  route_index(p, ix, [&](int, int ex) { return s_logit[ex]; });
 }
 
-template <int K, int MT>
+template <int K, int WARPS>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  const int n_ctas = (p.n_experts + kRouterWarps - 1) / kRouterWarps;
-  static const bool smem_ok = [] {  // (46 KB at 4 tokens: with the static arrays past the default 48 KB)
-    CUDA_CHECK(cudaFuncSetAttribute(moe_router_norm_kernel<K, MT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    staged_bytes<K, MT>()));
-    return true;
-  }();
-  (void)smem_ok;
-  launch_pdl_cluster(moe_router_norm_kernel<K, MT>, dim3(n_ctas), dim3(kRouterWarps * 32), staged_bytes<K, MT>(),
+  const int n_ctas = (p.n_experts + WARPS - 1) / WARPS;
+  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
                      stream, dim3(n_ctas, 1, 1), p, ix);
+}
+
+template <int K>
+void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
+  if (p.n_experts <= 32) return launch_norm<K, 8>(p, ix, stream);
+  launch_norm<K, 16>(p, ix, stream);
 }
 
 template <int K>
@@ -172,9 +170,8 @@ void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stre
 }  // namespace
 
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  MXS_CHECK(p.n_tokens >= 1 && p.n_tokens <= kRouterNormMaxTokens && p.logits != nullptr,
-            strfmt("moe_router_norm: n_tokens = %d is not supported (1..%d; logits workspace set)", p.n_tokens,
-                   kRouterNormMaxTokens));
+  MXS_CHECK(p.n_tokens == 1 && p.logits != nullptr,
+            strfmt("moe_router_norm: n_tokens = %d is not supported (one token; logits workspace set)", p.n_tokens));
   MXS_CHECK(p.x != nullptr && p.norm_w != nullptr && p.xn_out != nullptr,
             "moe_router_norm: x, norm_w and xn_out must be set");
   MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kRouterNormMaxExperts,
@@ -182,10 +179,9 @@ void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStre
                    p.n_experts, kRouterNormMaxExperts));
   MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
             strfmt("moe_router_norm: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
-  static_assert(kRouterNormMaxTokens == 1, "instantiate launch_norm<K, MT> for more tokens");
   switch (p.hidden) {
-    case 2880: return launch_norm<2880, 1>(p, ix, stream);
-    case 64: return launch_norm<64, 1>(p, ix, stream);
+    case 2880: return launch_norm<2880>(p, ix, stream);
+    case 64: return launch_norm<64>(p, ix, stream);
     default: throw Error(strfmt("moe_router_norm: hidden = %d is not supported (supported: 2880, 64)", p.hidden));
   }
 }

@@ -18,9 +18,9 @@ struct MoeRouterParams {
   float* topk_w = nullptr;      // [n_tokens, top_k] routing weights (bf16 values held in fp32)
   int n_tokens = 0, hidden = 0, n_experts = 0, top_k = 4;
   // moe_router_norm only: xn_out = rmsnorm(x, norm_w) is computed first and routed (xn above is unused).
-  const void* x = nullptr;       // [n_tokens, hidden] bf16 residual stream
+  const void* x = nullptr;       // [1, hidden] bf16 residual stream
   const void* norm_w = nullptr;  // [hidden] bf16
-  void* xn_out = nullptr;        // [n_tokens, hidden] bf16
+  void* xn_out = nullptr;        // [1, hidden] bf16
   float eps = 1e-5f;
 };
 
@@ -35,13 +35,12 @@ struct MoeRouteIndex {
 
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
-// The post-attention RMSNorm and the router in one launch (a cluster of ceil(n_experts / 8) CTAs), for steps of
-// <= kRouterNormMaxTokens tokens and <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router,
-// bit for bit (logits, xn, top-k, weights, grouping); done_counter is not used. (The kernel takes up to 4 tokens
-// as a template parameter, but at 2-4 tokens its serial per-token norms and 4-row dots cost more than the
-// launch and the last-CTA tails they replace: H200, batch 4 3.84 -> 3.88 ms per step, batch 1 1.98 -> 1.90.)
-constexpr int kRouterNormMaxTokens = 1;
-constexpr int kRouterNormMaxExperts = 32;
+// The post-attention RMSNorm and the router in one launch (a cluster of <= 8 CTAs) for one token and
+// <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router, bit for bit (logits, xn, top-k,
+// weights, grouping); done_counter is not used. One token only: a 4-token version (the rows' norms one after
+// another, 4-row dots) cost more than the launch and last-CTA tails it replaced (H200, batch 4 3.84 -> 3.88 ms
+// per step, while batch 1 went 1.98 -> 1.90).
+constexpr int kRouterNormMaxExperts = 128;
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
 }  // namespace mxs::cuda

@@ -61,6 +61,10 @@ step1() { env $2 $BIN bench decode --preset $1 --batch 1 --context 1024 --steps 
 } >"$OUT/batch1_ab.md" 2>&1
 echo "== batch-1 A/B and marginal costs"; cat "$OUT/batch1_ab.md"
 
+# The floor of those kernels: one PDL-chained launch that only streams the same bytes.
+timeout 120 $BIN bench kernel stream-read --json "$OUT/bench_stream_read.json" >"$OUT/bench_stream_read.md" 2>&1
+echo "== bench kernel stream-read rc=$?"; grep -E "^\||^empty" "$OUT/bench_stream_read.md"
+
 # Prefill (TTFT per prompt length) and the MXFP4 grouped GEMM vs cuBLAS bf16, random 20b weights.
 timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,2048,8192,32768}" --json "$OUT/bench_prefill.json" \
   >"$OUT/bench_prefill.md" 2>"$OUT/bench_prefill.err"

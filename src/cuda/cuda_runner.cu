@@ -503,7 +503,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     } else {
       // The post-attention norm runs in the router's launch (moe_router_norm: one token), else up to 4 tokens
       // in the last o_proj CTA; beyond, as its own kernel.
-      const bool fuse_norm = n_tokens <= 4 && !router_norm;
+      const bool fuse_norm = n_tokens <= 4 && !router_norm, norm_kernel = n_tokens > 4;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
         p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
@@ -511,7 +511,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         p.eps = c.rms_norm_eps;
         gemv_bf16_residual(p, stream);
       });
-      if (!fuse_norm)
+      if (norm_kernel)
         timed("rmsnorm", [&] {
           RmsNormParams p;
           p.x = x, p.weight = lw.post_norm, p.out = xn, p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;

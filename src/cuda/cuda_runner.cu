@@ -7,8 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <functional>
-#include <string>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -370,20 +368,20 @@ void CudaRunner::Impl::init() {
 // MXS_REPEAT_KERNEL=NAME[:N] (measurement only; results are wrong): launches kernel NAME N times (default 2)
 // wherever it runs, so that `bench decode` shows its marginal cost inside the PDL chain of a graph replay:
 // (step ms with the repeat - step ms without) / (N - 1) / layers. Only for kernels that may run twice
-// (o_proj_residual, qkv_rope, attention_decode, moe_gemv_mxfp4_gate_up / _down, lm_head), not the router.
-static void repeat_for_measurement(const char* name, const std::function<void()>& launch) {
+// (o_proj_residual, qkv_rope, attention_decode, moe_router_norm, moe_gemv_mxfp4_gate_up / _down, lm_head), not
+// moe_router (its grouping counts would not match). Unset: one getenv per process, nothing per launch.
+static int repeat_count_for(const char* name) {
   static const char* spec = std::getenv("MXS_REPEAT_KERNEL");
-  if (!spec) return;
+  if (!spec) return 1;
   const char* colon = std::strchr(spec, ':');
-  const std::string want = colon ? std::string(spec, colon) : std::string(spec);
-  if (want != name) return;
-  const int n = colon ? std::atoi(colon + 1) : 2;
-  for (int i = 1; i < n; ++i) launch();
+  const size_t len = colon ? size_t(colon - spec) : std::strlen(spec);
+  if (std::strlen(name) != len || std::strncmp(spec, name, len) != 0) return 1;
+  return colon ? std::max(1, std::atoi(colon + 1)) : 2;
 }
 
 template <typename F>
 void CudaRunner::Impl::timed(const char* name, F&& launch) {
-  repeat_for_measurement(name, launch);
+  for (int i = repeat_count_for(name); i > 1; --i) launch();
   if (!timing || events_used + 2 > int(events.size())) return launch();
   CUDA_CHECK(cudaEventRecord(events[size_t(events_used)], stream));
   launch();

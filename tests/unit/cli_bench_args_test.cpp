@@ -16,7 +16,7 @@ TEST(CliBenchArgs, EveryBenchmarkIsListed) {
   for (const char* name : {"decode", "prefill", "kernel", "throughput", "serve"})
     EXPECT_NE(r.out.find(name), std::string::npos) << name << " missing from:\n" << r.out;
   const auto k = run_mxserve("bench kernel --help");
-  for (const char* name : {"moe-gemm", "attention-decode"})
+  for (const char* name : {"moe-gemm", "attention-decode", "stream-read"})
     EXPECT_NE(k.out.find(name), std::string::npos) << name << " missing from:\n" << k.out;
 }
 
@@ -31,6 +31,9 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel attention-decode --batch 0", "--batch"},
       {"bench kernel attention-decode --context 8,x", "--context"},
+      {"bench kernel stream-read --mb 0", "--mb"},
+      {"bench kernel stream-read --mb 2,x", "--mb"},
+      {"bench kernel stream-read --chain 0", "--chain"},
       {"bench prefill --chunk 8", "--chunk"},
       {"bench serve --temperature 3", "--temperature"},
   };

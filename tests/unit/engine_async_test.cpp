@@ -14,6 +14,7 @@
 #include "cpu/cpu_runner.h"
 #include "cpu/random_weights.h"
 #include "engine_fake_runner.h"
+#include "engine_forwarding_runner.h"
 #include "engine_test_driver.h"
 
 namespace mxs {
@@ -26,13 +27,9 @@ using testing::FakeTokenizer;
 using testing::WorkItem;
 
 // Counts the stand-in decodes the runner was handed (the default two-phase path resolves them).
-class CountingRunner : public ModelRunner {
+class CountingRunner : public test::ForwardingRunner {
  public:
-  explicit CountingRunner(ModelRunner& inner) : inner_(inner) {}
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  std::string name() const override { return inner_.name(); }
-  void step(const StepBatch& batch, StepOutput* out) override { inner_.step(batch, out); }
+  using ForwardingRunner::ForwardingRunner;
   void submit(const StepBatch& batch) override {
     for (const SequenceStep& q : batch.seqs) {
       if (!q.input_from_last_sample) continue;
@@ -43,9 +40,6 @@ class CountingRunner : public ModelRunner {
   }
   int from_last_sample = 0;
   int bad_stand_ins = 0;
-
- private:
-  ModelRunner& inner_;
 };
 
 struct FakeRun {

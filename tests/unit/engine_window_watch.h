@@ -7,19 +7,16 @@
 #include <vector>
 
 #include "engine/engine.h"
-#include "engine/model_runner.h"
 #include "engine/offline.h"
+#include "engine_forwarding_runner.h"
 
 namespace mxs::test {
 
-class WindowWatch : public ModelRunner {
+class WindowWatch : public ForwardingRunner {
  public:
-  explicit WindowWatch(ModelRunner& inner) : inner_(inner) {}
-  const ModelConfig& config() const override { return inner_.config(); }
-  KvCacheLayout kv_layout() const override { return inner_.kv_layout(); }
-  std::string name() const override { return inner_.name(); }
+  using ForwardingRunner::ForwardingRunner;
   void step(const StepBatch& batch, StepOutput* out) override {
-    const KvCacheLayout layout = inner_.kv_layout();
+    const KvCacheLayout layout = kv_layout();
     for (const SequenceStep& q : batch.seqs) {
       if (layout.num_sliding_blocks == 0) continue;
       const int live = int(std::count_if(q.sliding_block_table.begin(), q.sliding_block_table.end(),
@@ -28,13 +25,10 @@ class WindowWatch : public ModelRunner {
       const int bound = (config().sliding_window + q.num_tokens + layout.block_size - 1) / layout.block_size + 1;
       if (live > bound) ++over_bound;
     }
-    inner_.step(batch, out);
+    ForwardingRunner::step(batch, out);
   }
   int max_live = 0;
   int over_bound = 0;
-
- private:
-  ModelRunner& inner_;
 };
 
 // `requests` through an engine over `watch` with the two-group tests' settings: chunks of <= 48 tokens, the

@@ -167,6 +167,14 @@ void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stre
   CUDA_CHECK_LAUNCH();
 }
 
+// The expert / top-k limits both routers share; `more` says where larger counts go ("" if nowhere).
+void check_routing(const MoeRouterParams& p, const char* name, int max_experts, const char* more) {
+  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= max_experts,
+            strfmt("%s: n_experts = %d is not supported (supported: 1..%d%s)", name, p.n_experts, max_experts, more));
+  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
+            strfmt("%s: top_k = %d is not supported (supported: 1..%d, <= n_experts)", name, p.top_k, kMaxTopK));
+}
+
 }  // namespace
 
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
@@ -174,11 +182,7 @@ void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStre
             strfmt("moe_router_norm: n_tokens = %d is not supported (one token; logits workspace set)", p.n_tokens));
   MXS_CHECK(p.x != nullptr && p.norm_w != nullptr && p.xn_out != nullptr,
             "moe_router_norm: x, norm_w and xn_out must be set");
-  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kRouterNormMaxExperts,
-            strfmt("moe_router_norm: n_experts = %d is not supported (supported: 1..%d; more: moe_router)",
-                   p.n_experts, kRouterNormMaxExperts));
-  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
-            strfmt("moe_router_norm: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
+  check_routing(p, "moe_router_norm", kRouterNormMaxExperts, "; more: moe_router");
   switch (p.hidden) {
     case 2880: return launch_norm<2880>(p, ix, stream);
     case 64: return launch_norm<64>(p, ix, stream);
@@ -189,10 +193,7 @@ void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStre
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1 && p.logits != nullptr && p.done_counter != nullptr,
             "moe_router: n_tokens must be >= 1 and the logits / counter workspaces set");
-  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kMaxExperts,
-            strfmt("moe_router: n_experts = %d is not supported (supported: 1..%d)", p.n_experts, kMaxExperts));
-  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
-            strfmt("moe_router: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
+  check_routing(p, "moe_router", kMaxExperts, "");
   switch (p.hidden) {
     case 2880: return launch<2880>(p, ix, stream);
     case 64: return launch<64>(p, ix, stream);

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "cuda/bench_runner.h"
 #include "cuda/cuda_check.h"
+#include "cuda/event_timing.h"
 #include "cuda/kernels/bulk_copy.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
@@ -71,7 +72,9 @@ __global__ void empty_kernel(unsigned* sink) {
   keep(threadIdx.x, sink);
 }
 
-// Mean microseconds per launch of a graph of `chain` launches (launch(i) queues launch i), replayed `reps` times.
+// Mean microseconds per launch of a graph of `chain` launches (launch(i) queues launch i on `stream`), replayed
+// `reps` times after one untimed replay. `stream` is a blocking stream, so mean_ms_per_call's events on the
+// default stream bracket the replays.
 template <typename F>
 double time_chain(cudaStream_t stream, int chain, int reps, F&& launch) {
   cudaGraph_t graph;
@@ -80,22 +83,10 @@ double time_chain(cudaStream_t stream, int chain, int reps, F&& launch) {
   for (int i = 0; i < chain; ++i) launch(i);
   CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
   CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-  CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  cudaEvent_t e0, e1;
-  CUDA_CHECK(cudaEventCreate(&e0));
-  CUDA_CHECK(cudaEventCreate(&e1));
-  CUDA_CHECK(cudaEventRecord(e0, stream));
-  for (int r = 0; r < reps; ++r) CUDA_CHECK(cudaGraphLaunch(exec, stream));
-  CUDA_CHECK(cudaEventRecord(e1, stream));
-  CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0.f;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
+  const double ms = mean_ms_per_call(1, reps, [&](int) { CUDA_CHECK(cudaGraphLaunch(exec, stream)); });
   CUDA_CHECK(cudaGraphExecDestroy(exec));
   CUDA_CHECK(cudaGraphDestroy(graph));
-  return double(ms) * 1e3 / (double(reps) * chain);
+  return ms * 1e3 / chain;
 }
 
 }  // namespace
@@ -124,7 +115,7 @@ BenchStreamReadResult run_bench_stream_read(const BenchStreamReadOptions& o) {
   CUDA_CHECK(cudaMalloc(&sink, 1 << 20));
   CUDA_CHECK(cudaFuncSetAttribute(read_bulk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kBulkMaxBytes));
   cudaStream_t stream;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreate(&stream));  // blocking: see time_chain
 
   const int sms = r.num_sms;
   r.us_empty = time_chain(stream, o.chain, o.reps,

@@ -121,6 +121,11 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
   fill_bf16(bias, size_t(E) * M, 3, 0.5f);
   fill_bf16(wbf, n_w, 4, 0.05f);
   moe_gemm_pack_experts(q.as<uint8_t>(), sc.as<uint8_t>(), q.as<uint8_t>(), sc.as<uint8_t>(), E, M, K, nullptr);
+  Dev max_scale(4);  // as at load: scales <= 128 take the kernels' dequantization without the second factor
+  CUDA_CHECK(cudaMemset(max_scale.p, 0, 4));
+  moe_scales_max_async(sc.as<uint8_t>(), n_w / 32, max_scale.as<unsigned>(), nullptr);
+  unsigned max_scale_host = 0;
+  CUDA_CHECK(cudaMemcpy(&max_scale_host, max_scale.p, 4, cudaMemcpyDeviceToHost));
 
   const int max_p = *std::max_element(o.pairs.begin(), o.pairs.end());
   const int max_tokens = (max_p + o.top_k - 1) / o.top_k;
@@ -150,6 +155,7 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
 
     MoeGemmParams p;
     p.w = {q.as<uint8_t>(), sc.as<uint8_t>(), bias.p, q.as<uint8_t>(), sc.as<uint8_t>(), bias.p};
+    p.w.big_scales = max_scale_host > 128;
     p.index.expert_offsets = d_off.as<int32_t>();
     p.index.pair_list = d_pairs.as<int32_t>();
     p.topk_w = topk_w.as<float>();

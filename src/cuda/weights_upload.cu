@@ -145,7 +145,21 @@ void pack_experts_in_place(DeviceWeights* dw, cudaStream_t stream) {
     moe_gemm_pack_experts(gub, gus, gub, gus, E, 2 * I, H, stream);
     moe_gemm_pack_experts(dnb, dns, dnb, dns, E, H, I, stream);
   }
+  // Per layer: is any scale byte > 128? If not, its kernels skip the dequantization's second factor.
+  const size_t L = dw->layers.size();
+  unsigned* d_max = nullptr;
+  CUDA_CHECK(cudaMallocAsync(&d_max, L * sizeof(unsigned), stream));
+  CUDA_CHECK(cudaMemsetAsync(d_max, 0, L * sizeof(unsigned), stream));
+  for (size_t l = 0; l < L; ++l) {
+    const MoeGemmWeights& x = dw->layers[l].experts;
+    moe_scales_max_async(x.gate_up_scales, size_t(E) * 2 * I * (H / 32), d_max + l, stream);
+    moe_scales_max_async(x.down_scales, size_t(E) * H * (I / 32), d_max + l, stream);
+  }
+  std::vector<unsigned> max_scale(L);
+  CUDA_CHECK(cudaMemcpyAsync(max_scale.data(), d_max, L * sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaFreeAsync(d_max, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
+  for (size_t l = 0; l < L; ++l) dw->layers[l].experts.big_scales = max_scale[l] > 128;
 }
 
 void finish_tables(DeviceWeights* dw) {

@@ -526,6 +526,7 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     dact.poison(), dyw.poison(), dxo.poison();
     MoeGemvParams mp;
     mp.w = {dgub.p, dgus.p, dgubias.p, ddnb.p, ddns.p, ddnbias.p};
+    mp.w.big_scales = false;  // scales 121..123: the fast dequantization (the big_scales one is checked below)
     DevBuf<float> dpart(moe_gemv_partial_floats(H, I, kMoeGemvMaxPairs));
     const size_t n_counters = moe_gemv_counter_count(H, I, E);
     DevBuf<unsigned> dtc(n_counters);
@@ -585,6 +586,13 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     EXPECT_EQ(to_f32(dact.download()), to_f32(act)) << "gate_up not deterministic";
     EXPECT_EQ(to_f32(dyw.download()), to_f32(yw)) << "down not deterministic";
     EXPECT_EQ(dtc.download(), std::vector<unsigned>(n_counters, 0u)) << "tile counters left zeroed";
+    // The dequantization with the second factor for scale bytes > 128 gives the same bits on these scales.
+    mp.w.big_scales = true;
+    moe_gemv_mxfp4_gate_up(mp, nullptr);
+    moe_gemv_mxfp4_down(mp, nullptr);
+    EXPECT_EQ(to_f32(dact.download()), to_f32(act)) << "gate_up, big_scales variant";
+    EXPECT_EQ(to_f32(dyw.download()), to_f32(yw)) << "down, big_scales variant";
+    mp.w.big_scales = false;
 
     moe_combine(mp, nullptr);
     const std::vector<bf16> x_ref = combine_reference(x, yw, idx, n, K, H);

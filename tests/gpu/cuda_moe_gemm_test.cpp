@@ -104,8 +104,13 @@ float ref_swiglu(float g, float u, float alpha, float limit) {
 struct Packed {
   DevBuf<uint8_t> blocks, scales;
   DevBuf<bf16> bias;
+  unsigned max_scale = 0;  // largest scale byte, by moe_scales_max_async (as the runner's load does)
   explicit Packed(const Experts& w) : blocks(w.blocks), scales(w.scales), bias(w.bias) {
     moe_gemm_pack_experts(blocks.p, scales.p, blocks.p, scales.p, w.E, w.R, w.K, nullptr);  // in place
+    DevBuf<unsigned> d_max(1);
+    CUDA_CHECK(cudaMemset(d_max.p, 0, sizeof(unsigned)));
+    moe_scales_max_async(scales.p, w.scales.size(), d_max.p, nullptr);
+    max_scale = d_max.download()[0];
   }
 };
 
@@ -132,6 +137,9 @@ void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed&
   DevBuf<bf16> d_xn(xn), d_act(size_t(c.P) * c.I), d_act_in(act_in), d_yw(size_t(c.P) * c.H);
   MoeGemmParams p;
   p.w = {pgu.blocks.p, pgu.scales.p, pgu.bias.p, pdn.blocks.p, pdn.scales.p, pdn.bias.p};
+  const bool big = std::max(pgu.max_scale, pdn.max_scale) > 128;  // the kernels' dequantization variant
+  EXPECT_EQ(big, c.scale_hi > 128) << "scale bytes drawn from [" << c.scale_lo << ", " << c.scale_hi << "]";
+  p.w.big_scales = big;
   p.index.expert_offsets = d_off.p;
   p.index.pair_list = d_pairs.p;
   p.topk_w = d_w.p;
@@ -189,6 +197,17 @@ void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed&
     EXPECT_EQ(to_f32(d_yw2.download()), to_f32(yw_static)) << "down, dynamic scheduler, run " << rep;
     EXPECT_EQ(d_sched.download(), std::vector<unsigned>(2, 0u)) << "scheduler counters left zeroed";
   }
+  // Scales <= 128: the dequantization with the second factor (big_scales) gives the same bits.
+  if (!big) {
+    p.w.big_scales = true;
+    DevBuf<bf16> d_act3(size_t(c.P) * c.I), d_yw3(size_t(c.P) * c.H);
+    p.act = d_act3.p, p.yw = d_yw3.p;
+    moe_gemm_mxfp4_gate_up(p, nullptr);
+    p.act = d_act_in.p;
+    moe_gemm_mxfp4_down(p, nullptr);
+    EXPECT_EQ(to_f32(d_act3.download()), to_f32(act_static)) << "gate_up, big_scales variant";
+    EXPECT_EQ(to_f32(d_yw3.download()), to_f32(yw_static)) << "down, big_scales variant";
+  }
 }
 
 void run_shape(int H, int I, int E, const std::vector<Case>& cases, uint64_t seed, int scale_lo, int scale_hi) {
@@ -235,6 +254,27 @@ TEST(MoeGemmPack, InPlaceEqualsOutOfPlaceAndPermutes) {
   for (uint8_t x : sa) ++hso[x];
   EXPECT_EQ(hs, hso);
   EXPECT_NE(a, q);  // it did permute
+}
+
+TEST(MoeGemmPack, ScalesMaxFindsTheLargestByte) {
+  Rng rng(77);
+  for (size_t n : {size_t(1), size_t(15), size_t(16), size_t(1000), size_t(1 << 20) + 7}) {
+    std::vector<uint8_t> s = random_bytes(n, rng, 100, 127);
+    const size_t at = n - 1 - size_t(rng.below(int(std::min<size_t>(n, 9))));  // often in the unaligned tail
+    s[at] = 131;
+    DevBuf<uint8_t> d(s);
+    DevBuf<unsigned> d_max(1);
+    CUDA_CHECK(cudaMemset(d_max.p, 0, sizeof(unsigned)));
+    moe_scales_max_async(d.p, n, d_max.p, nullptr);
+    EXPECT_EQ(d_max.download()[0], 131u) << "n = " << n << ", planted at " << at;
+    // The bytes before the planted one: their own max, or the earlier result when not zeroed in between.
+    moe_scales_max_async(d.p, at, d_max.p, nullptr);
+    EXPECT_EQ(d_max.download()[0], 131u) << "accumulates (n = " << n << ")";
+    CUDA_CHECK(cudaMemset(d_max.p, 0, sizeof(unsigned)));
+    moe_scales_max_async(d.p, at, d_max.p, nullptr);
+    const unsigned want = at == 0 ? 0u : *std::max_element(s.begin(), s.begin() + long(at));
+    EXPECT_EQ(d_max.download()[0], want) << "prefix of " << at << " bytes";
+  }
 }
 
 TEST(MoeGemm, SmallShapesSkewedRouting) {

@@ -326,7 +326,8 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
   }
 }
 
-template <Which W, int N_MAX>
+// BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
+template <Which W, int N_MAX, bool BIG>
 __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerSm)
     moe_gemm_mxfp4_kernel(const MoeGemmParams p) {
   using C = Cfg<N_MAX>;
@@ -524,7 +525,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
       if (active) {
         const uint4 q = lds128(a_thr + slot * C::kASBytes);
         const uint32_t sw = lds32(s_thr + slot * C::kASBytes);
-        moe_pack_dequant(q, sw, afr[BUF]);
+        moe_pack_dequant<BIG>(q, sw, afr[BUF]);
         wgmma_fence();
         mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
         wgmma_commit();
@@ -561,10 +562,10 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   }
 }
 
-template <Which W, int N_MAX>
-void launch(const MoeGemmParams& p, cudaStream_t stream) {
+template <Which W, int N_MAX, bool BIG>
+void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
   using C = Cfg<N_MAX>;
-  static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX>, C::kSmem), true);
+  static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX, BIG>, C::kSmem), true);
   (void)smem_ok;
   static const int n_sm = [] {
     int dev = 0, n = 0;
@@ -578,8 +579,14 @@ void launch(const MoeGemmParams& p, cudaStream_t stream) {
   static const bool force_static = std::getenv("MXS_MOE_GEMM_STATIC") != nullptr;  // A/B and debugging
   MoeGemmParams q = p;
   if (force_static) q.sched = nullptr;
-  moe_gemm_mxfp4_kernel<W, N_MAX><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q);
+  moe_gemm_mxfp4_kernel<W, N_MAX, BIG><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q);
   CUDA_CHECK_LAUNCH();
+}
+
+template <Which W, int N_MAX>
+void launch(const MoeGemmParams& p, cudaStream_t stream) {
+  if (p.w.big_scales) return launch_scales<W, N_MAX, true>(p, stream);
+  launch_scales<W, N_MAX, false>(p, stream);
 }
 
 // K = input features, M = output rows of the GEMM named `name`.

@@ -30,6 +30,9 @@ struct MoeGemmWeights {
   const uint8_t* down_blocks = nullptr;     // packed [E, H/64, I/64, 128, 16]
   const uint8_t* down_scales = nullptr;     // packed [E, H/64, I/64, 32, 4]
   const void* down_bias = nullptr;          // [E, H] bf16
+  // Some scale byte of the layer is > 128 (a block scale > 2): the kernels' dequantization with the second
+  // factor (moe_pack_dequant.cuh). True unless a scan proved otherwise (moe_scales_max_async, at load).
+  bool big_scales = true;
 };
 
 struct MoeGemmParams {

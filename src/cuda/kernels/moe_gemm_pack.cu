@@ -3,6 +3,8 @@
 // writes them back permuted. Reads and writes are 16-byte and coalesced; runs once per layer at load.
 #include "cuda/kernels/moe_gemm_pack.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/gemv_core.cuh"
@@ -55,7 +57,29 @@ __global__ void __launch_bounds__(kThreads) moe_gemm_pack_kernel(const uint8_t* 
   }
 }
 
+// *d_max = max(*d_max, every byte of scales[0, n)): 16 bytes per thread per step, a warp max, one atomic per warp.
+__global__ void __launch_bounds__(256) moe_scales_max_kernel(const uint8_t* scales, size_t n, unsigned* d_max) {
+  const size_t n16 = n / 16, stride = size_t(gridDim.x) * blockDim.x;
+  const size_t i0 = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  unsigned m = 0;
+  for (size_t i = i0; i < n16; i += stride) {
+    const uint4 v = reinterpret_cast<const uint4*>(scales)[i];
+    m = __vmaxu4(m, __vmaxu4(__vmaxu4(v.x, v.y), __vmaxu4(v.z, v.w)));
+  }
+  for (size_t i = n16 * 16 + i0; i < n; i += stride) m = __vmaxu4(m, scales[i]);
+  m = max(max(m & 0xffu, (m >> 8) & 0xffu), max((m >> 16) & 0xffu, m >> 24));
+  m = __reduce_max_sync(0xffffffffu, m);
+  if ((threadIdx.x & 31) == 0 && m > 0) atomicMax(d_max, m);
+}
+
 }  // namespace
+
+void moe_scales_max_async(const uint8_t* scales, size_t n, unsigned* d_max, cudaStream_t stream) {
+  MXS_CHECK(reinterpret_cast<uintptr_t>(scales) % 16 == 0, "moe_scales_max_async: scales must be 16-byte aligned");
+  const size_t blocks = std::min<size_t>((n / 16 + 255) / 256 + 1, 1024);
+  moe_scales_max_kernel<<<unsigned(blocks), 256, 0, stream>>>(scales, n, d_max);
+  CUDA_CHECK_LAUNCH();
+}
 
 void moe_gemm_pack_experts(const uint8_t* blocks, const uint8_t* scales, uint8_t* blocks_out, uint8_t* scales_out,
                            int n_experts, int rows, int in_features, cudaStream_t stream) {

@@ -53,4 +53,9 @@ __host__ __device__ inline void moe_e2m1x2_decode(uint32_t w, uint32_t (&r)[4]) 
 void moe_gemm_pack_experts(const uint8_t* blocks, const uint8_t* scales, uint8_t* blocks_out, uint8_t* scales_out,
                            int n_experts, int rows, int in_features, cudaStream_t stream);
 
+// *d_max = max(*d_max, largest byte of scales[0, n)) (scales 16-byte aligned; the caller zeroes *d_max): at
+// load, whether a layer's e8m0 scales stay <= 128 (block scales <= 2), so that its kernels may skip the
+// dequantization's second factor (MoeGemmWeights::big_scales).
+void moe_scales_max_async(const uint8_t* scales, size_t n, unsigned* d_max, cudaStream_t stream);
+
 }  // namespace mxs::cuda

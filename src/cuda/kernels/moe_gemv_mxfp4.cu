@@ -72,7 +72,8 @@ struct Shape {
 
 // grid: (R / 64 groups, NP pieces, active expert slots). ROWS: staged pairs per tile (1: a single token, every
 // B column is pair m0 and only column 0 is stored; 8: tiles of 8 pairs).
-template <Which W, int K, int R, int ROWS, bool LDG = ROWS == 1>
+// BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
+template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
 __global__ void __launch_bounds__(kThreads, LDG ? 6 : W == Which::kDown ? 7 : 8) moe_gemv_mxfp4_kernel(MoeGemvParams p) {
   using S = Shape<K, ROWS>;
   constexpr int KTP = S::KTP, NP = S::NP, KW = S::KW, SX = S::SX, NG = R / 64;
@@ -177,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 6 : W == Which::kDown ? 7 : 8)
       const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);      // steps 0, 1: (b0, b1) x 2
       const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);  // steps 2, 3
       uint32_t a[4][4];
-      moe_pack_dequant(q, sw, a);
+      moe_pack_dequant<BIG>(q, sw, a);
       mma_bf16(acc[0], a[0], b01.x, b01.y);
       mma_bf16(acc[1], a[1], b01.z, b01.w);
       mma_bf16(acc[0], a[2], b23.x, b23.y);
@@ -222,21 +223,27 @@ __global__ void __launch_bounds__(kThreads, LDG ? 6 : W == Which::kDown ? 7 : 8)
   }
 }
 
-template <Which W, int K, int R, int ROWS, bool LDG>
-void launch(const MoeGemvParams& p, cudaStream_t stream) {
+template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
+void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
   using S = Shape<K, ROWS>;
   const int smem = LDG ? ROWS * S::SX * 2 : S::kSmem;  // LDG: the staged activations only
   // The largest shared-memory carveout: up to 10 CTAs of ~21 KB per SM with bulk copies (the default split
   // allowed 7); L1 is not needed (weights arrive in shared memory or registers).
-  static const bool smem_ok = (allow_smem(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG>, smem),
-                               cudaFuncSetAttribute(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG>,
+  static const bool smem_ok = (allow_smem(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>, smem),
+                               cudaFuncSetAttribute(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>,
                                                     cudaFuncAttributePreferredSharedMemoryCarveout, 100),
                                true);
   (void)smem_ok;
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
-  launch_pdl(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG>, dim3(R / 64, S::NP, max_active), dim3(kThreads), smem,
-             stream, p);
+  launch_pdl(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>, dim3(R / 64, S::NP, max_active), dim3(kThreads),
+             smem, stream, p);
   CUDA_CHECK_LAUNCH();
+}
+
+template <Which W, int K, int R, int ROWS, bool LDG>
+void launch(const MoeGemvParams& p, cudaStream_t stream) {
+  if (p.w.big_scales) return launch_scales<W, K, R, ROWS, LDG, true>(p, stream);
+  launch_scales<W, K, R, ROWS, LDG, false>(p, stream);
 }
 
 template <Which W, int K, int R>

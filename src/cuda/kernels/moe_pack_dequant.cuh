@@ -15,38 +15,56 @@ __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t m) {
   return d;
 }
 
-// One thread's A registers of a k-tile: q = its 16 packed bytes, sw = its scale word (bytes: row g block 0,
-// row g + 8 block 0, row g block 1, row g + 8 block 1); a[s] = the 4 registers of k16 step s. Decoded codes
-// carry 2^-126, so the factor is 2^(s - 1) = bf16 exponent field s + 126: exact for s <= 128. Larger scales
-// (|block scale| > 2, not seen in trained weights) take a second exact factor 2^(s - 128).
-__device__ __forceinline__ void moe_pack_dequant(const uint4& q, uint32_t sw, uint32_t (&a)[4][4]) {
-  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-  const bool big = __vcmpgtu4(sw, 0x80808080u) != 0;
-  const uint32_t s1 = big ? __vminu4(sw, 0x80808080u) : sw;
-  uint32_t m[4];
+// Scale factors of one scale word as bf16x2 multipliers: m[i] = 2^(byte i + bias - 127) in both halves.
+template <uint32_t kBias>
+__device__ __forceinline__ void moe_scale_factors(uint32_t sw, uint32_t (&m)[4]) {
 #pragma unroll
-  for (int i = 0; i < 4; ++i) m[i] = (((s1 >> (8 * i)) & 0xffu) + 126u) * 0x00800080u;
+  for (int i = 0; i < 4; ++i) m[i] = (((sw >> (8 * i)) & 0xffu) + kBias) * 0x00800080u;
+}
+
+// a[s][*] = r(word s) * m (block 0: k16 steps 0, 1; block 1: steps 2, 3; rows g, g + 8 = scale bytes 0/1, 2/3).
+__device__ __forceinline__ void moe_scale_words(const uint32_t (&words)[4], const uint32_t (&m)[4], uint32_t (&a)[4][4]) {
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
     uint32_t r[4];
     moe_e2m1x2_decode(words[s], r);
-    const int b = (s >> 1) * 2;  // steps 0, 1: block 0 of the k-tile; 2, 3: block 1
+    const int b = (s >> 1) * 2;
     a[s][0] = bf16x2_mul(r[0], m[b]);
     a[s][1] = bf16x2_mul(r[1], m[b + 1]);
     a[s][2] = bf16x2_mul(r[2], m[b]);
     a[s][3] = bf16x2_mul(r[3], m[b + 1]);
   }
-  if (big) {
-    const uint32_t s2 = __vmaxu4(sw, 0x80808080u);
+}
+
+// One thread's A registers of a k-tile: q = its 16 packed bytes, sw = its scale word (bytes: row g block 0,
+// row g + 8 block 0, row g block 1, row g + 8 block 1); a[s] = the 4 registers of k16 step s. Decoded codes
+// carry 2^-126, so the factor is 2^(s - 1) = bf16 exponent field s + 126: exact for s <= 128. Larger scales
+// (|block scale| > 2, not seen in trained weights) take a second exact factor 2^(s - 128): kBig, chosen per
+// layer at load (MoeGemmWeights::big_scales). Without it the kernels skip the per-k-tile test for such bytes
+// (a byte-wise compare and min, ~12 of the ~100 instructions per warp and k-tile): the MoE kernels are
+// issue-bound from 2 tokens on (ncu, H200: gate_up at 64 tokens 2.6 IPC, 36% of DRAM bandwidth), and batch-8 /
+// batch-64 decode steps ran 5-6% faster without the test.
+template <bool kBig>
+__device__ __forceinline__ void moe_pack_dequant(const uint4& q, uint32_t sw, uint32_t (&a)[4][4]) {
+  const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+  uint32_t m[4];
+  if constexpr (!kBig) {
+    moe_scale_factors<126u>(sw, m);
+    moe_scale_words(words, m, a);
+  } else {
+    const bool big = __vcmpgtu4(sw, 0x80808080u) != 0;
+    moe_scale_factors<126u>(big ? __vminu4(sw, 0x80808080u) : sw, m);
+    moe_scale_words(words, m, a);
+    if (big) {
+      moe_scale_factors<0xffffffffu>(__vmaxu4(sw, 0x80808080u), m);  // byte - 1: 2^(byte - 128)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) m[i] = (((s2 >> (8 * i)) & 0xffu) - 1u) * 0x00800080u;
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      const int b = (s >> 1) * 2;
-      a[s][0] = bf16x2_mul(a[s][0], m[b]);
-      a[s][1] = bf16x2_mul(a[s][1], m[b + 1]);
-      a[s][2] = bf16x2_mul(a[s][2], m[b]);
-      a[s][3] = bf16x2_mul(a[s][3], m[b + 1]);
+      for (int s = 0; s < 4; ++s) {
+        const int b = (s >> 1) * 2;
+        a[s][0] = bf16x2_mul(a[s][0], m[b]);
+        a[s][1] = bf16x2_mul(a[s][1], m[b + 1]);
+        a[s][2] = bf16x2_mul(a[s][2], m[b]);
+        a[s][3] = bf16x2_mul(a[s][3], m[b + 1]);
+      }
     }
   }
 }

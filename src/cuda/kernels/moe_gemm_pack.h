@@ -14,9 +14,11 @@
 //   reg 0: (row 2g,   k 16s + 2c, +1)    reg 1: (row 2g+1, k 16s + 2c, +1)
 //   reg 2: (row 2g,   k 16s + 2c + 8, +9) reg 3: (row 2g+1, k 16s + 2c + 8, +9)
 // Each register's two codes are one checkpoint byte (low nibble = even k). Bit positions of each code in the
-// word (low-k code at p, high-k code at p + 16) are chosen so that the decode is a shift and a mask per
-// register with no lookup table (moe_e2m1x2_decode below): the 3 magnitude bits land on bf16 bits 6-8 (the
-// exponent's low 2 bits and the top mantissa bit, i.e. the e2m1 value times 2^-126) and the sign on bit 15.
+// word (low-k code at p, high-k code at p + 16) are chosen so that the decode needs no lookup table
+// (moe_e2m1x2_decode below): the 3 magnitude bits land on bf16 bits 6-8 (the exponent's low 2 bits and the
+// top mantissa bit, i.e. the e2m1 value times 2^-126) and the sign on bit 15. Registers 0-2 sit in the word
+// at those bits rotated by 0, 3 and 6 (a rotate and an AND each); register 3 takes the 8 bits left over
+// (magnitude bits 0, 1, 3 and sign bit 4: three shifts and three ANDs): 11 integer ops per word.
 // Scale word (w, g) of a k-tile: bytes (row 2g, block 2kt), (row 2g+1, block 2kt), (row 2g, block 2kt+1),
 // (row 2g+1, block 2kt+1) of the warp's rows 16 w + ...; the 4 lanes of a quad read the same word.
 #pragma once
@@ -26,24 +28,27 @@
 
 namespace mxs::cuda {
 
-// Bit position of the magnitude (3 bits) and of the sign of register j's low-k code in a packed word.
-__host__ __device__ constexpr int moe_pack_mag_bit(int j) { return j == 0 ? 6 : j == 1 ? 9 : j == 2 ? 12 : 0; }
-__host__ __device__ constexpr int moe_pack_sign_bit(int j) { return j == 0 ? 15 : j == 1 ? 3 : j == 2 ? 4 : 5; }
+__host__ __device__ constexpr uint32_t moe_rotl32(uint32_t x, int n) { return n == 0 ? x : (x << n) | (x >> (32 - n)); }
 
 // Places the two e2m1 codes of checkpoint byte `b` (low nibble = even k) as register j of a packed word.
 __host__ __device__ constexpr uint32_t moe_pack_place(uint8_t b, int j) {
   const uint32_t lo = b & 15u, hi = b >> 4;
-  const int m = moe_pack_mag_bit(j), s = moe_pack_sign_bit(j);
-  return ((lo & 7u) << m) | ((lo >> 3) << s) | ((hi & 7u) << (m + 16)) | ((hi >> 3) << (s + 16));
+  if (j == 3) {  // nibble bits (m, e0, e1, sign) at bits 0, 1, 3, 4 (+ 16 for the high code)
+    const uint32_t l3 = (lo & 3u) | (((lo >> 2) & 1u) << 3) | ((lo >> 3) << 4);
+    const uint32_t h3 = (hi & 3u) | (((hi >> 2) & 1u) << 3) | ((hi >> 3) << 4);
+    return l3 | (h3 << 16);
+  }
+  const uint32_t decoded = ((lo & 7u) << 6) | ((lo >> 3) << 15) | ((hi & 7u) << 22) | ((hi >> 3) << 31);
+  return moe_rotl32(decoded, 3 * j);
 }
 
 // Register j of a packed word as bf16x2 bits holding e2m1 value * 2^-126 (exact; code 1 = 0.5 becomes the
 // bf16 subnormal 2^-127). Multiplying by 2^(scale - 1) gives the dequantized weights.
 __host__ __device__ inline void moe_e2m1x2_decode(uint32_t w, uint32_t (&r)[4]) {
   r[0] = w & 0x81C081C0u;
-  r[1] = ((w >> 3) & 0x01C001C0u) | ((w << 12) & 0x80008000u);
-  r[2] = ((w >> 6) & 0x01C001C0u) | ((w << 11) & 0x80008000u);
-  r[3] = ((w << 6) & 0x01C001C0u) | ((w << 10) & 0x80008000u);
+  r[1] = ((w >> 3) | (w << 29)) & 0x81C081C0u;  // rotate right 3 (one funnel shift)
+  r[2] = ((w >> 6) | (w << 26)) & 0x81C081C0u;
+  r[3] = ((w << 6) & 0x00C000C0u) | ((w << 5) & 0x01000100u) | ((w << 11) & 0x80008000u);
 }
 
 // Packs n_experts matrices [rows, in_features] (checkpoint layout: blocks [E, rows, in/32, 16], scales

@@ -105,10 +105,10 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   const uint8_t* scales = W == Which::kGateUp ? p.w.gate_up_scales : p.w.down_scales;
   const size_t grp = size_t(e) * NG + group;
   // One token (LDG): the weights are used once, so each thread loads its own 16 bytes + scale word of every
-  // k-tile straight into registers (9 x 16 B in flight per thread, 5 CTAs/SM: at 6 the
-  // register cap spilled and a batch-1 step took 1.798 ms vs 1.766, at 4 1.824; H200, 20b); no shared staging, no barriers
-  // (4% faster at batch 1 than the bulk copies, H200). More tokens: bulk copies into shared memory, which the
-  // token tiles re-read.
+  // k-tile straight into registers (9 x 16 B in flight per thread, 5 CTAs/SM: at 6 the register cap spilled
+  // and a batch-1 step took 1.798 ms vs 1.766, at 4 1.824; H200, 20b); no shared staging, no barriers (4% faster
+  // at batch 1 than the bulk copies, H200). More tokens: bulk copies into shared memory, which the token tiles
+  // re-read.
   uint4 qr[LDG ? KTP : 1];
   uint32_t swr[LDG ? KTP : 1];
   if constexpr (LDG) {

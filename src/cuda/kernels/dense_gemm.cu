@@ -29,8 +29,9 @@ constexpr int kHeadDim = 64;
 
 // CTA per (token, head group; see the launch), kQkvWarps warps: lane d = RoPE pair d (rows d and d + 32 of a
 // head: two 128-byte coalesced loads per warp), warp w takes heads w, w + kQkvWarps, ... of its group. The RoPE
-// factors depend on (position, d) only, so each thread computes them once for all its heads (v1, a thread per (token, head, d), spent most of its
-// 33 us per 2,048-token layer on the 72x repeated cosf / sinf: ncu SM 76%, 1.5 TB/s on an H200).
+// factors depend on (position, d) only, so each thread computes them once for all its heads (v1, a thread per
+// (token, head, d), spent most of its 33 us per 2,048-token layer on the 72x repeated cosf / sinf: ncu SM 76%,
+// 1.5 TB/s on an H200).
 constexpr int kQkvWarps = 8;
 __global__ void __launch_bounds__(kQkvWarps * 32) qkv_rope_from_f32_kernel(QkvRopeParams p, const float* acc) {
   griddep_wait();

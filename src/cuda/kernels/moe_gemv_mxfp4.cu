@@ -74,7 +74,8 @@ struct Shape {
 // B column is pair m0 and only column 0 is stored; 8: tiles of 8 pairs).
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
-__global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8) moe_gemv_mxfp4_kernel(MoeGemvParams p) {
+__global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
+    moe_gemv_mxfp4_kernel(MoeGemvParams p) {
   using S = Shape<K, ROWS>;
   constexpr int KTP = S::KTP, NP = S::NP, KW = S::KW, SX = S::SX, NG = R / 64;
   extern __shared__ uint4 s_dyn4[];

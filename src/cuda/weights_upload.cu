@@ -159,7 +159,11 @@ void pack_experts_in_place(DeviceWeights* dw, cudaStream_t stream) {
   CUDA_CHECK(cudaMemcpyAsync(max_scale.data(), d_max, L * sizeof(unsigned), cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaFreeAsync(d_max, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
-  for (size_t l = 0; l < L; ++l) dw->layers[l].experts.big_scales = max_scale[l] > 128;
+  int n_big = 0;
+  for (size_t l = 0; l < L; ++l) n_big += (dw->layers[l].experts.big_scales = max_scale[l] > 128);
+  if (n_big > 0)
+    MXS_LOG_INFO("%d of %zu layers have MXFP4 block scales > 2: their expert kernels take the slower dequantization",
+                 n_big, L);
 }
 
 void finish_tables(DeviceWeights* dw) {

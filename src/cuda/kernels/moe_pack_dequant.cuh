@@ -23,7 +23,8 @@ __device__ __forceinline__ void moe_scale_factors(uint32_t sw, uint32_t (&m)[4])
 }
 
 // a[s][*] = r(word s) * m (block 0: k16 steps 0, 1; block 1: steps 2, 3; rows g, g + 8 = scale bytes 0/1, 2/3).
-__device__ __forceinline__ void moe_scale_words(const uint32_t (&words)[4], const uint32_t (&m)[4], uint32_t (&a)[4][4]) {
+__device__ __forceinline__ void moe_scale_words(const uint32_t (&words)[4], const uint32_t (&m)[4],
+                                                uint32_t (&a)[4][4]) {
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
     uint32_t r[4];

@@ -8,10 +8,7 @@
 # matching kernel (key lines printed). Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/mxs-out}"; mkdir -p "$OUT"
-BIN=build-device/mxserve
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-[ -x "$NCU" ] || { echo "device-profile-prefill: ncu not found"; exit 1; }
+source scripts/ncu-env.sh
 P=${MXS_PROFILE_PROMPT:-2048}
 # Load-time kernels come first: the expert pack (2 launches per layer, matched by "moe") is dropped below by
 # starting at the first launch after it (the embedding). ~10 launches per layer: the default MXS_NCU_LAUNCHES covers the

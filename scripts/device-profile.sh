@@ -9,10 +9,7 @@
 # shorter by any overlap. Logs go to $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${OUT:-/tmp/mxs-out}"; mkdir -p "$OUT"
-BIN=build-device/mxserve
-NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu /usr/local/cuda/bin/ncu 2>/dev/null | head -1)
-[ -x "$NCU" ] || { echo "device-profile: ncu not found"; exit 1; }
+source scripts/ncu-env.sh
 STEP_KERNELS='regex:qkv|attention|gemv|moe|rmsnorm|sampl|gemm|cublas|Kernel|sm90|rope|argmax'
 for B in ${MXS_PROFILE_BATCHES:-1 64}; do
   timeout 300 "$NCU" --clock-control none --csv --page raw --print-units base -k "$STEP_KERNELS" --launch-count 600 \

@@ -78,9 +78,7 @@ __global__ void __launch_bounds__(kNormThreads) residual_rmsnorm_kernel(Residual
     xv[j][1] = bf(hi_f32(xr.x) + bf(a.y + hi_f32(bias[j].x)));
     xv[j][2] = bf(lo_f32(xr.y) + bf(a.z + lo_f32(bias[j].y)));
     xv[j][3] = bf(hi_f32(xr.y) + bf(a.w + hi_f32(bias[j].y)));
-    x[g] = make_uint2(pack_bf16x2(xv[j][0], xv[j][1]), pack_bf16x2(xv[j][2], xv[j][3]));
-#pragma unroll
-    for (int k = 0; k < 4; ++k) ss = fmaf(xv[j][k], xv[j][k], ss);
+    store_group4_sumsq(x, g, xv[j], ss);
   }
   rmsnorm_groups4_write<PER>(xv, wn, ss, p.dim, p.eps, n_groups,
                              reinterpret_cast<uint2*>(static_cast<bf16_t*>(p.xn) + size_t(row) * p.dim));

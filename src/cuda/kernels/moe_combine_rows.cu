@@ -51,9 +51,7 @@ __global__ void __launch_bounds__(kNormThreads) moe_combine_rows_kernel(MoeGemvP
       }
     xv[j][0] = bf(lo_f32(xr.x) + acc[0]), xv[j][1] = bf(hi_f32(xr.x) + acc[1]);
     xv[j][2] = bf(lo_f32(xr.y) + acc[2]), xv[j][3] = bf(hi_f32(xr.y) + acc[3]);
-    x[g] = make_uint2(pack_bf16x2(xv[j][0], xv[j][1]), pack_bf16x2(xv[j][2], xv[j][3]));
-#pragma unroll
-    for (int c = 0; c < 4; ++c) ss = fmaf(xv[j][c], xv[j][c], ss);
+    store_group4_sumsq(x, g, xv[j], ss);
   }
   if (!norm_w) return;
   rmsnorm_groups4_write<PER>(xv, wn, ss, H, p.eps, n_groups,

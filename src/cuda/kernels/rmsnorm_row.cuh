@@ -36,6 +36,13 @@ __device__ __forceinline__ void rmsnorm_row_write(const float (&xv)[PER_THREAD],
   }
 }
 
+// The residual rows of the fused norms: stores group g (4 values, bf16) of a row and adds their squares to ss.
+__device__ __forceinline__ void store_group4_sumsq(uint2* row, int g, const float (&v)[4], float& ss) {
+  row[g] = make_uint2(pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) ss = fmaf(v[k], v[k], ss);
+}
+
 // The same norm over a row held as groups of 4 (8-byte vectors): xv[j] = elements 4 g .. 4 g + 3 of group
 // g = threadIdx.x + j * kNormThreads (zeros past n_groups), wn[j] the weight's group g, ss this thread's sum of
 // squares of its xv; writes out[g] = bf(w * (x * r)).

@@ -101,7 +101,8 @@ StepLayout make_layout(const std::vector<int>& ctx, const std::vector<int>& n_ne
 
 // q/k/v + bias + RoPE + paged K/V write for steps of 1 and 3 tokens (the streaming GEMV at hidden 2880), 6
 // tokens (the register-resident GEMV), and through the dense path (cuBLAS fp32 GEMM + qkv_rope_from_f32) for
-// 6, 13 and 82 tokens (positions up to 500: the RoPE factors computed once per (token, d)).
+// 6, 13 and 82 tokens (one head per warp over (token, head group) CTAs) and 270 tokens (one CTA per token over
+// all heads), positions up to 499.
 TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40;
   const int rows = c.qkv_dim();
@@ -111,7 +112,8 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
     std::vector<int> ctx, n_new;
     bool dense;
   } cases[] = {{{90}, {1}, false}, {{5, 60}, {2, 1}, false}, {{37, 1, 130}, {3, 1, 2}, false},
-               {{37, 1, 130}, {3, 1, 2}, true}, {{200, 17}, {9, 4}, true}, {{500, 17}, {77, 5}, true}};
+               {{37, 1, 130}, {3, 1, 2}, true}, {{200, 17}, {9, 4}, true}, {{500, 17}, {77, 5}, true},
+               {{300}, {270}, true}};
   for (const auto& tc : cases) {
     Rng rng(7 + tc.ctx.size() + tc.dense);
     const StepLayout L = make_layout(tc.ctx, tc.n_new, bs, nblk, rng);

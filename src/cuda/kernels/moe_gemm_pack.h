@@ -17,8 +17,11 @@
 // word (low-k code at p, high-k code at p + 16) are chosen so that the decode needs no lookup table
 // (moe_e2m1x2_decode below): the 3 magnitude bits land on bf16 bits 6-8 (the exponent's low 2 bits and the
 // top mantissa bit, i.e. the e2m1 value times 2^-126) and the sign on bit 15. Registers 0-2 sit in the word
-// at those bits rotated by 0, 3 and 6 (a rotate and an AND each); register 3 takes the 8 bits left over
-// (magnitude bits 0, 1, 3 and sign bit 4: three shifts and three ANDs): 11 integer ops per word.
+// at those bits rotated by 0, 3 and 6 (a rotate and an AND each); register 3 takes the 8 bits left over,
+// {0, 1, 3, 4} (+ 16), as (e1, sign, m, e0): one multiply by 2^3 + 2^8 + 2^14 moves m, e0 to bits 6-7 (shift
+// 3), e1 to 8 (shift 8) and the sign to 15 (shift 14) at once, the three shifted copies of the 8 bits never
+// overlapping (no carries), so an AND before and one after finish it: 8 integer ops per word (the IMAD on the
+// FMA pipe, the rest on the ALU pipe, the busier one).
 // Scale word (w, g) of a k-tile: bytes (row 2g, block 2kt), (row 2g+1, block 2kt), (row 2g, block 2kt+1),
 // (row 2g+1, block 2kt+1) of the warp's rows 16 w + ...; the 4 lanes of a quad read the same word.
 #pragma once
@@ -33,10 +36,9 @@ __host__ __device__ constexpr uint32_t moe_rotl32(uint32_t x, int n) { return n 
 // Places the two e2m1 codes of checkpoint byte `b` (low nibble = even k) as register j of a packed word.
 __host__ __device__ constexpr uint32_t moe_pack_place(uint8_t b, int j) {
   const uint32_t lo = b & 15u, hi = b >> 4;
-  if (j == 3) {  // nibble bits (m, e0, e1, sign) at bits 0, 1, 3, 4 (+ 16 for the high code)
-    const uint32_t l3 = (lo & 3u) | (((lo >> 2) & 1u) << 3) | ((lo >> 3) << 4);
-    const uint32_t h3 = (hi & 3u) | (((hi >> 2) & 1u) << 3) | ((hi >> 3) << 4);
-    return l3 | (h3 << 16);
+  if (j == 3) {  // nibble bits (m, e0, e1, sign) at bits 3, 4, 0, 1 (+ 16 for the high code)
+    const auto at = [](uint32_t n) { return ((n & 1u) << 3) | (((n >> 1) & 1u) << 4) | ((n >> 2) & 1u) | ((n >> 3) << 1); };
+    return at(lo) | (at(hi) << 16);
   }
   const uint32_t decoded = ((lo & 7u) << 6) | ((lo >> 3) << 15) | ((hi & 7u) << 22) | ((hi >> 3) << 31);
   return moe_rotl32(decoded, 3 * j);
@@ -48,7 +50,7 @@ __host__ __device__ inline void moe_e2m1x2_decode(uint32_t w, uint32_t (&r)[4]) 
   r[0] = w & 0x81C081C0u;
   r[1] = ((w >> 3) | (w << 29)) & 0x81C081C0u;  // rotate right 3 (one funnel shift)
   r[2] = ((w >> 6) | (w << 26)) & 0x81C081C0u;
-  r[3] = ((w << 6) & 0x00C000C0u) | ((w << 5) & 0x01000100u) | ((w << 11) & 0x80008000u);
+  r[3] = ((w & 0x001B001Bu) * 0x4108u) & 0x81C081C0u;  // copies shifted by 3, 8, 14 (see above)
 }
 
 // Packs n_experts matrices [rows, in_features] (checkpoint layout: blocks [E, rows, in/32, 16], scales

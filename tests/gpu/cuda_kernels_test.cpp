@@ -268,33 +268,36 @@ TEST_P(Geometry, DenseProjectionsAndArgmax) {
     cpu::rmsnorm(xo.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());  // the norm of the GPU's own rows
     expect_close(to_f32(dxn.download()), to_f32(xn_ref), kTol, "post-attention rmsnorm");
 
-    // LM head on selected rows (odd vocabulary), then the row argmax.
-    const int V = 1001, n_src = n + 3;
-    const auto hs = random_bf16(size_t(n_src) * H, rng, -2.f, 2.f);
-    const float wl = 1.0f / std::sqrt(float(H));
-    const auto wlm = random_bf16(size_t(V) * H, rng, -wl, wl);
-    std::vector<int32_t> rows(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) rows[size_t(i)] = (i * 5 + 2) % n_src;
-    std::vector<bf16> sel(size_t(n) * H), logits(size_t(n) * V);
-    for (int i = 0; i < n; ++i) std::copy_n(&hs[size_t(rows[size_t(i)]) * H], H, &sel[size_t(i) * H]);
-    cpu::linear_bf16(sel.data(), n, H, wlm.data(), nullptr, V, logits.data());
-    DevBuf<bf16> dh(hs), dwl(wlm), dsel(size_t(n) * H), dl(logits.size());
-    DevBuf<int32_t> drows(rows);
-    DevBuf<unsigned long long> dkeys(static_cast<size_t>(n));
-    dsel.poison(), dl.poison(), dkeys.poison();
-    gather_rows_bf16(dh.p, drows.p, dsel.p, n, H, nullptr);
-    gemm_bf16_bf16(handle, dsel.p, dwl.p, dl.p, n, H, V);
-    row_argmax_bf16(dl.p, dkeys.p, n, V, nullptr);
-    const auto gl = dl.download();
-    expect_close(to_f32(gl), to_f32(logits), kTol, "lm_head (cuBLAS, bf16 out)");
-    const auto keys = dkeys.download();
-    for (int i = 0; i < n; ++i) {
-      // The argmax of the GPU's own logits, lowest id on ties.
-      const bf16* row = &gl[size_t(i) * V];
-      int best = 0;
-      for (int j = 1; j < V; ++j)
-        if (bf16_to_f32(row[j]) > bf16_to_f32(row[best])) best = j;
-      EXPECT_EQ(0x7fffffff - int(keys[size_t(i)] & 0xffffffffu), best) << "row " << i;
+    // LM head on selected rows, then the row argmax: an odd vocabulary (row 0: 16-byte loads + the scalar
+    // tail; the other rows are not 16-byte aligned: the scalar path) and one of 16-byte aligned rows.
+    for (const int V : {1001, 4104}) {
+      const int n_src = n + 3;
+      const auto hs = random_bf16(size_t(n_src) * H, rng, -2.f, 2.f);
+      const float wl = 1.0f / std::sqrt(float(H));
+      const auto wlm = random_bf16(size_t(V) * H, rng, -wl, wl);
+      std::vector<int32_t> rows(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) rows[size_t(i)] = (i * 5 + 2) % n_src;
+      std::vector<bf16> sel(size_t(n) * H), logits(size_t(n) * V);
+      for (int i = 0; i < n; ++i) std::copy_n(&hs[size_t(rows[size_t(i)]) * H], H, &sel[size_t(i) * H]);
+      cpu::linear_bf16(sel.data(), n, H, wlm.data(), nullptr, V, logits.data());
+      DevBuf<bf16> dh(hs), dwl(wlm), dsel(size_t(n) * H), dl(logits.size());
+      DevBuf<int32_t> drows(rows);
+      DevBuf<unsigned long long> dkeys(static_cast<size_t>(n));
+      dsel.poison(), dl.poison(), dkeys.poison();
+      gather_rows_bf16(dh.p, drows.p, dsel.p, n, H, nullptr);
+      gemm_bf16_bf16(handle, dsel.p, dwl.p, dl.p, n, H, V);
+      row_argmax_bf16(dl.p, dkeys.p, n, V, nullptr);
+      const auto gl = dl.download();
+      expect_close(to_f32(gl), to_f32(logits), kTol, "lm_head (cuBLAS, bf16 out)");
+      const auto keys = dkeys.download();
+      for (int i = 0; i < n; ++i) {
+        // The argmax of the GPU's own logits, lowest id on ties.
+        const bf16* row = &gl[size_t(i) * V];
+        int best = 0;
+        for (int j = 1; j < V; ++j)
+          if (bf16_to_f32(row[j]) > bf16_to_f32(row[best])) best = j;
+        EXPECT_EQ(0x7fffffff - int(keys[size_t(i)] & 0xffffffffu), best) << "row " << i;
+      }
     }
   }
   cublasDestroy(handle);

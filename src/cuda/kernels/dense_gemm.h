@@ -44,7 +44,7 @@ void residual_rmsnorm_from_f32(const ResidualNormParams& p, cudaStream_t stream)
 void gather_rows_bf16(const void* x, const int32_t* rows, void* out, int n_rows, int dim, cudaStream_t stream);
 
 // keys[m] = the orderable (value, lowest id) argmax key of logits row m (the encoding of gemv_bf16_lm_head's
-// row_argmax); overwrites keys (no zeroing needed).
+// row_argmax); zeroes keys itself (a memset in the stream), then each of 16 CTAs per row atomicMax-es its slice's.
 void row_argmax_bf16(const void* logits, unsigned long long* keys, int n_rows, int n_cols, cudaStream_t stream);
 
 }  // namespace mxs::cuda

@@ -16,7 +16,7 @@ TEST(CliBenchArgs, EveryBenchmarkIsListed) {
   for (const char* name : {"decode", "prefill", "kernel", "throughput", "serve"})
     EXPECT_NE(r.out.find(name), std::string::npos) << name << " missing from:\n" << r.out;
   const auto k = run_mxserve("bench kernel --help");
-  for (const char* name : {"moe-gemm", "attention-decode", "stream-read"})
+  for (const char* name : {"moe-gemm", "attention-decode", "stream-read", "dense-gemm"})
     EXPECT_NE(k.out.find(name), std::string::npos) << name << " missing from:\n" << k.out;
 }
 
@@ -34,6 +34,9 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench kernel stream-read --mb 0", "--mb"},
       {"bench kernel stream-read --mb 2,x", "--mb"},
       {"bench kernel stream-read --chain 0", "--chain"},
+      {"bench kernel dense-gemm --rows 0", "--rows"},
+      {"bench kernel dense-gemm --rows 8,x", "--rows"},
+      {"bench kernel dense-gemm --algos 0", "--algos"},
       {"bench prefill --chunk 8", "--chunk"},
       {"bench serve --temperature 3", "--temperature"},
   };

@@ -2,7 +2,6 @@
 // fastest cuBLASLt heuristic algorithm (see cuda/bench_dense_gemm.h). Markdown on stdout, JSON with --json FILE.
 #include <cstdio>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,29 +22,10 @@ struct DenseGemmArgs {
   int algos = 16, iters = 50;
 };
 
-std::vector<int> parse_rows(const std::string& list) {
-  std::vector<int> out;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != item.size() || v < 1 || v > 8192) throw mxs::Error("--rows: '" + item + "' is not a row count in [1, 8192]");
-    out.push_back(v);
-  }
-  if (out.empty()) throw mxs::Error("--rows: give at least one row count");
-  return out;
-}
-
 void run_dense_gemm(const DenseGemmArgs& a, const std::string& command) {
 #ifdef MXS_HAVE_BENCH_DENSE_GEMM
   mxs::cuda::BenchDenseGemmOptions o;
-  o.rows = parse_rows(a.rows);
+  o.rows = mxs::cli::parse_int_list(a.rows, "--rows", 1, 8192);
   o.algos = a.algos, o.iters = a.iters;
   const mxs::cuda::BenchDenseGemmResult r = mxs::cuda::run_bench_dense_gemm(o);
   const std::string commit = mxs::cli::bench_commit();

@@ -53,16 +53,19 @@ constexpr int kAttentionMmaMaxTableEntries = 258;
 void attention_decode_mma_stages(const AttentionDecodeParams& p, int stages, cudaStream_t stream);
 constexpr int kAttentionMmaDefaultStages = 3;
 
-// Keys per split for attention_decode_mma: the largest power of two in [64, 4096] (and not beyond max_keys)
+// Keys per split for attention_decode_mma: the largest power of two in [128, 4096] (and not beyond max_keys)
 // whose grid of (token, kv head, split) CTAs still has >= num_sms CTAs. Fewer, longer CTAs win as long as the
 // grid covers the GPU: each warp keeps its chunks in flight, and every extra split costs a partial write, a CTA
 // start (positions -> table -> K/V dependent loads) and a longer merge. Measured (H200, `mxserve bench kernel
 // attention-decode`, two runs): batch 1 at 8k keys 27.3 us with 64 keys per split, 9.4-10.8 with 512; batch 8
 // at 8k keys 35.9-36.7 us with 2048 (256 CTAs) vs 39.4-51.5 with 4096 (128 CTAs); batch 8 at 1k keys 8.1-8.5
-// with 256 vs 8.5-9.9 with 512. max_keys: the most keys a token of the launch sees (window included).
+// with 256 vs 8.5-9.9 with 512. The floor of 128 (was 64) gives batch-1 steps 8 splits per full layer at 1k keys
+// instead of 16 and one (no merge) per 128-key sliding window instead of 2: 2.019 -> 1.988 ms per 20b step,
+// 2.822 -> 2.784 for 120b (H100, five interleaved runs each). max_keys: the most keys a token of the launch sees
+// (window included).
 inline int attention_decode_mma_keys_per_split(int n_tokens, int n_kv_heads, int max_keys, int num_sms) {
   const long long pairs = (long long)n_tokens * n_kv_heads;
-  int kps = 64;
+  int kps = 128;
   while (kps < 4096 && kps < max_keys && pairs * ((max_keys + 2 * kps - 1) / (2 * kps)) >= num_sms) kps *= 2;
   return kps;
 }

@@ -32,8 +32,8 @@ void run_dense_gemm(const DenseGemmArgs& a, const std::string& command) {
   std::printf("## mxserve bench kernel dense-gemm\n\ncard: %s; commit %s; copy bandwidth %.0f GB/s; bf16 x bf16 -> "
               "fp32 (LM head: bf16), weights rotating over >= 512 MB; GB/s counts weight bytes\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.copy_gb_s, command.c_str());
-  std::printf("| gemm | rows | cublasGemmEx us | GB/s | Lt first us | Lt best us | GB/s | %% copy | best rank / tried | "
-              "workspace KB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| gemm | rows | cublasGemmEx us | GB/s | Lt first us | Lt best us | GB/s | %% copy | best rank / tried "
+              "| workspace KB |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   nlohmann::json j;
   j["device"] = r.device, j["commit"] = commit, j["command"] = command, j["copy_gb_s"] = r.copy_gb_s;
   for (const auto& w : r.rows) {
@@ -57,7 +57,8 @@ mxs::cli::CommandRegistrar reg(64, [](CLI::App& app) {
   CLI::App* kernel = mxs::cli::bench_group(app).get_subcommand("kernel");
   auto args = std::make_shared<DenseGemmArgs>();
   CLI::App* cmd = kernel->add_subcommand(
-      "dense-gemm", "The decode step's bf16 projections: cublasGemmEx as the runner calls it vs the best cuBLASLt algorithm");
+      "dense-gemm",
+      "The decode step's bf16 projections: cublasGemmEx as the runner calls it vs the best cuBLASLt algorithm");
   cmd->add_option("--rows", args->rows, "Comma-separated row counts (tokens per step)")->capture_default_str();
   cmd->add_option("--algos", args->algos, "cuBLASLt heuristic results tried per case")
       ->check(CLI::Range(1, 64))

@@ -95,7 +95,8 @@ BenchDenseGemmResult run_bench_dense_gemm(const BenchDenseGemmOptions& o) {
                    "Matmul");
         });
         if (a == 0) row.us_first = us;
-        if (row.best_index < 0 || us < row.us_best) row.us_best = us, row.best_index = a, row.best_workspace = res[a].workspaceSize;
+        if (row.best_index < 0 || us < row.us_best)
+          row.us_best = us, row.best_index = a, row.best_workspace = res[a].workspaceSize;
       }
       cublasLtMatmulPreferenceDestroy(pref);
       cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(lc);

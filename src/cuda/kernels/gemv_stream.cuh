@@ -1,11 +1,11 @@
-// Streaming bf16 GEMV for 1-4 activation rows (batch-1..4 decode): a persistent grid of CTAs walks groups of
-// R output rows; warp w of a CTA owns the K-slice w of every row (K / 8 elements), so a lane holds its slice of
-// the MT activation rows in registers (no shared-memory staging) and 2 x R x PER_LANE 16-byte weight loads in
-// flight: the next group's weights are loaded before the current group is reduced. Partial dots meet in shared
-// memory (double-buffered: one barrier per group) and thread m < MT finishes token m through the epilogue.
-// Why: the register-resident design of gemv_core.cuh holds a whole row per warp (64 registers for K = 4096),
-// so a 23.6 MB o_proj needed 1.4 waves of CTAs (19 us at batch 1, 1.2 TB/s); here the grid is one wave and
-// every group is the same small piece of work.
+// Streaming bf16 GEMVs for 1-4 activation rows (batch-1..4 decode). gemv_stream_kernel: a persistent grid of CTAs
+// walks groups of R output rows; warp w of a CTA owns the K-slice w of every row (K / 8 elements), so a lane holds
+// its slice of the MT activation rows in registers (no shared-memory staging) and 2 x R x PER_LANE 16-byte weight
+// loads in flight: the next group's weights are loaded before the current group is reduced. Partial dots meet in
+// shared memory (double-buffered: one barrier per group) and thread m < MT finishes token m through the epilogue.
+// Why: the register-resident design of gemv_core.cuh holds a whole row per warp (64 registers for K = 4096), so a
+// 23.6 MB o_proj needed 1.4 waves of CTAs (19 us at batch 1, 1.2 TB/s); here the grid is one wave and every group
+// is the same small piece of work. gemv_warp_kernel (below; q/k/v at one row): a warp per group.
 #pragma once
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
@@ -138,6 +138,85 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
   }();
   const int grid = resident < n_groups ? resident : n_groups;
   launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, rows, n_x, n_groups, epi);
+}
+
+// One activation row (batch-1 decode), a warp per group: warp-major persistent grid over groups of R rows, each
+// warp dots whole rows (lane = 16-byte vectors lane, lane + 32, ...; all R x VPL weight vectors of a group in
+// flight at once: 174 registers at K = 2880, R = 2, so one CTA of 8 warps per SM; capped at two per SM the
+// registers spilled) against the row staged in shared memory as fp32, reduces with shuffles and finishes the
+// group in lane 0: no CTA barrier per group. (gemv_stream_kernel's per-group barrier held 38% of q/k/v's warp
+// stall samples at batch 1: ncu, H100.) The prologue is the same Rows::load as gemv_stream_kernel (8 warp
+// slices, bit for bit the same activations), dumped to shared memory once. Launch: launch_gemv_warp.
+template <int K, int R, typename Epi, typename Rows>
+__global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows rows, int n_groups, Epi epi) {
+  using S = StreamShape<K>;
+  constexpr int NV = K / 8, VPL = (NV + 31) / 32;
+  __shared__ float4 s_xa[NV], s_xb[NV];  // elements 8v..8v+3 / 8v+4..8v+7 of the row, fp32
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  auto load_group = [&](int g, uint4 (&w)[R][VPL]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const bf16_t* row = epi.row(g, r);
+#pragma unroll
+      for (int i = 0; i < VPL; ++i) {
+        const int v = lane + 32 * i;
+        w[r][i] = (NV % 32 == 0 || v < NV) ? ldg_stream(row + v * 8) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  const int stride = gridDim.x * kStreamWarps;
+  int g = warp * gridDim.x + blockIdx.x;
+  uint4 w[R][VPL];
+  if (g < n_groups) load_group(g, w);  // in flight while the previous kernel drains
+  griddep_wait();
+  griddep_launch_dependents();
+  {
+    float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
+    rows.load(1, xa, xb);
+#pragma unroll
+    for (int i = 0; i < S::PER_LANE; ++i) {
+      const int v = lane + 32 * i;
+      if (S::NV % 32 == 0 || v < S::NV) s_xa[warp * S::NV + v] = xa[0][i], s_xb[warp * S::NV + v] = xb[0][i];
+    }
+  }
+  __syncthreads();
+  while (g < n_groups) {
+    typename Epi::Pre pre{};
+    if (lane == 0) pre = epi.prefetch(g, 0);
+    float acc[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      float a = 0.f;
+#pragma unroll
+      for (int i = 0; i < VPL; ++i) {
+        const int v = lane + 32 * i;
+        if (NV % 32 == 0 || v < NV) a = dot8(w[r][i], s_xa[v], s_xb[v], a);
+      }
+      acc[r] = a;
+    }
+    const int gn = g + stride;
+    if (gn < n_groups) load_group(gn, w);  // the next group's loads overlap this one's reduction and epilogue
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
+    if (lane == 0) epi.finish(g, 0, acc, pre);
+    g = gn;
+  }
+  epi.after(1);
+}
+
+// Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps).
+template <int K, int R, typename Epi, typename Rows>
+void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, cudaStream_t stream) {
+  auto kernel = gemv_warp_kernel<K, R, Epi, Rows>;
+  static const int resident = [&] {
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
+    return sms * (per_sm > 0 ? per_sm : 1);
+  }();
+  const int need = (n_groups + kStreamWarps - 1) / kStreamWarps;
+  launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi);
 }
 
 }  // namespace mxs::cuda

@@ -152,7 +152,8 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
                                   : static_cast<const bf16_t*>(p.act) + size_t(pid) * K) + piece * KW;
     };
     if constexpr (ROWS == 1) {
-      for (int v = tid; v < KW / 8; v += kThreads) stage(0, v, *reinterpret_cast<const uint4*>(row_src(pid1) + v * 8));
+      for (int v = tid; v < KW / 8; v += kThreads)
+        stage(0, v, *reinterpret_cast<const uint4*>(row_src(pid1) + v * 8));
     } else {
       // Warp w stages rows w and w + 4, lane = 16-byte vectors lane, lane + 32, ...: one pair-list lookup per
       // row and all of a thread's loads in flight before its first store (v1 looked up the pair and divided by

@@ -16,7 +16,6 @@ namespace {
 constexpr int kHeadDim = 64;
 constexpr int kWarps = 8;
 
-
 template <int K, int MT>
 __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) {
   extern __shared__ float4 s_x[];

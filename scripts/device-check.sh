@@ -64,6 +64,10 @@ echo "== batch-1 A/B and marginal costs"; cat "$OUT/batch1_ab.md"
 # The floor of those kernels: one PDL-chained launch that only streams the same bytes.
 timeout 120 $BIN bench kernel stream-read --json "$OUT/bench_stream_read.json" >"$OUT/bench_stream_read.md" 2>&1
 echo "== bench kernel stream-read rc=$?"; grep -E "^\||^empty" "$OUT/bench_stream_read.md"
+# The dense projections of decode steps: cuBLAS as called vs the best cuBLASLt algorithm (weights from DRAM).
+timeout 120 $BIN bench kernel dense-gemm --rows 8,64,256 --iters 20 --json "$OUT/bench_dense_gemm.json" \
+  >"$OUT/bench_dense_gemm.md" 2>&1
+echo "== bench kernel dense-gemm rc=$?"; grep -E "^\|" "$OUT/bench_dense_gemm.md" | head -16
 
 # Prefill (TTFT per prompt length) and the MXFP4 grouped GEMM vs cuBLAS bf16, random 20b weights.
 timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,2048,8192,32768}" --json "$OUT/bench_prefill.json" \

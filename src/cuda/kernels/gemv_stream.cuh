@@ -7,6 +7,7 @@
 // 23.6 MB o_proj needed 1.4 waves of CTAs (19 us at batch 1, 1.2 TB/s); here the grid is one wave and every group
 // is the same small piece of work. gemv_warp_kernel (below; q/k/v at one row): a warp per group.
 #pragma once
+#include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
 
@@ -124,18 +125,22 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
   epi.after(n_x);
 }
 
+// The CTAs of `kernel` (kStreamWarps warps, no dynamic shared memory) that fit on the current device at once.
+template <typename Kernel>
+int resident_ctas(Kernel kernel) {
+  int dev = 0, sms = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
+  return sms * (per_sm > 0 ? per_sm : 1);
+}
+
 // Launches gemv_stream_kernel on a persistent grid: the CTAs that fit on the device at once (capped by the
 // group count), measured once per instantiation.
 template <int K, int MT, int R, typename Epi, typename Rows>
 void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi, cudaStream_t stream) {
   auto kernel = gemv_stream_kernel<K, MT, R, Epi, Rows>;
-  static const int resident = [&] {
-    int dev = 0, sms = 0, per_sm = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
-    return sms * (per_sm > 0 ? per_sm : 1);
-  }();
+  static const int resident = resident_ctas(kernel);
   const int grid = resident < n_groups ? resident : n_groups;
   launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, rows, n_x, n_groups, epi);
 }
@@ -208,13 +213,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows ro
 template <int K, int R, typename Epi, typename Rows>
 void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, cudaStream_t stream) {
   auto kernel = gemv_warp_kernel<K, R, Epi, Rows>;
-  static const int resident = [&] {
-    int dev = 0, sms = 0, per_sm = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
-    return sms * (per_sm > 0 ? per_sm : 1);
-  }();
+  static const int resident = resident_ctas(kernel);
   const int need = (n_groups + kStreamWarps - 1) / kStreamWarps;
   launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi);
 }

@@ -24,6 +24,7 @@
 #include "cuda/kernels/moe_combine_rows.h"
 #include "cuda/kernels/moe_router.h"
 #include "cuda/kernels/moe_router_rows.h"
+#include "cuda/kernels/skinny_gemm.h"
 #include "cuda/kernels/qkv_rope.h"
 #include "cuda/kernels/rmsnorm.h"
 #include "cuda/kernels/sampling.h"
@@ -39,6 +40,10 @@ constexpr int kMaxTimedKernels = 1024;
 // moe_combine_rows (prefill chunks, large decode batches); fewer keep moe_router / moe_combine (latency).
 // MXS_SMALL_STEP_MOE=1 forces the small-step kernels at every size (A/B and debugging).
 constexpr int kRowsMoeMinTokens = 64;
+#ifndef MXS_SKINNY_DENSE
+#define MXS_SKINNY_DENSE 1
+#endif
+constexpr bool kSkinnyDense = MXS_SKINNY_DENSE;  // decode-sized dense projections on skinny_gemm (else cuBLAS)
 
 int next_pow2(int v) {
   int p = 1;
@@ -69,6 +74,7 @@ struct CudaRunner::Impl {
   void* x_alt = nullptr;  // [max_tokens, H] bf16: the residual's second buffer (the fused combine writes x there)
   float *part_o = nullptr, *part_ml = nullptr;
   float* proj = nullptr;    // [max_tokens, max(qkv rows, H, experts)] fp32 cuBLAS output (dense path, router GEMM)
+  size_t proj_floats = 0;   // its size (the skinny GEMM's split partials must fit)
   void* lm_in = nullptr;    // [max_seqs, H] bf16 LM-head input rows gathered (dense path)
   size_t partial_rows = 0;  // capacity in (token, head, split) rows
   int32_t* topk_idx = nullptr;
@@ -162,6 +168,12 @@ struct CudaRunner::Impl {
     int slide_tiles_offset = 0;  // into dev_tiles: 0 when sliding layers share the full layers' 16-query tiles
   };
   void forward(int n_tokens, int n_lm_rows, int n_splits, int keys_per_split, const PrefillPlan& plan);
+  // Decode-sized dense projections (8-64 rows) take the skinny GEMM (in the PDL chain) when its split partials
+  // fit the projection workspace; else cuBLAS.
+  bool skinny_fits(int n_rows, int k, int n_out) const {
+    return kSkinnyDense && skinny_gemm_supports(n_rows, k, n_out) &&
+           size_t(skinny_gemm_splits(n_rows, k, n_out)) * n_rows * n_out <= proj_floats;
+  }
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
@@ -227,7 +239,8 @@ void CudaRunner::Impl::init() {
   attn = ws_arena.alloc("attn", T * c.q_dim() * 2);
   part_o = ws_arena.alloc_as<float>("attn_partial_o", partial_rows * 64);
   part_ml = ws_arena.alloc_as<float>("attn_partial_ml", partial_rows * 2);
-  proj = ws_arena.alloc_as<float>("dense_proj_f32", T * std::max({qkv_rows, H, size_t(c.num_experts)}));
+  proj_floats = T * std::max({qkv_rows, H, size_t(c.num_experts)});
+  proj = ws_arena.alloc_as<float>("dense_proj_f32", proj_floats);
   lm_in = ws_arena.alloc("lm_head_rows", S * H * 2);
   void* cublas_ws = ws_arena.alloc("cublas_workspace", kCublasWorkspaceBytes);
   // A fixed workspace and stream: cuBLAS calls may then be captured into the decode graphs.
@@ -449,8 +462,12 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     }
     if (dense) {
       const int qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
-      timed("qkv_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.w_qkv, proj, n_tokens, H, qkv_rows); });
-      timed("qkv_rope_epilogue", [&] { qkv_rope_from_f32(qp, proj, stream); });
+      int splits = 1;
+      if (skinny_fits(n_tokens, H, qkv_rows))
+        timed("qkv_gemm", [&] { splits = skinny_gemm_bf16_f32(xn, lw.w_qkv, proj, n_tokens, H, qkv_rows, stream); });
+      else
+        timed("qkv_gemm", [&] { gemm_bf16_f32(cublas, xn, lw.w_qkv, proj, n_tokens, H, qkv_rows); });
+      timed("qkv_rope_epilogue", [&] { qkv_rope_from_f32(qp, proj, stream, splits); });
     } else {
       timed("qkv_rope", [&] { qkv_rope(qp, stream); });
     }
@@ -491,11 +508,15 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       attention_decode_mma(p, stream);
     });
     if (dense) {
-      timed("o_proj_gemm", [&] { gemm_bf16_f32(cublas, attn, lw.w_o, proj, n_tokens, c.q_dim(), H); });
+      int splits = 1;
+      if (skinny_fits(n_tokens, c.q_dim(), H))
+        timed("o_proj_gemm", [&] { splits = skinny_gemm_bf16_f32(attn, lw.w_o, proj, n_tokens, c.q_dim(), H, stream); });
+      else
+        timed("o_proj_gemm", [&] { gemm_bf16_f32(cublas, attn, lw.w_o, proj, n_tokens, c.q_dim(), H); });
       timed("residual_rmsnorm", [&] {
         ResidualNormParams p;
         p.acc = proj, p.bias = lw.b_o, p.x = x, p.norm_weight = lw.post_norm, p.xn = xn;
-        p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+        p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps, p.acc_splits = splits;
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {

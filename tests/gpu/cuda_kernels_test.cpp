@@ -16,6 +16,7 @@
 #include "cuda/kernels/moe_router.h"
 #include "cuda/kernels/qkv_rope.h"
 #include "cuda/kernels/rmsnorm.h"
+#include "cuda/kernels/skinny_gemm.h"
 #include "gpu_test_util.h"
 #include "model/config.h"
 
@@ -108,17 +109,20 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const int rows = c.qkv_dim();
   cublasHandle_t handle;
   ASSERT_EQ(cublasCreate(&handle), CUBLAS_STATUS_SUCCESS);
+  enum Path { kGemv, kCublas, kSkinny };  // the GEMV kernels, or a GEMM (cuBLAS / skinny_gemm) + the epilogue
   const struct {
     std::vector<int> ctx, n_new;
-    bool dense;
-  } cases[] = {{{90}, {1}, false}, {{5, 60}, {2, 1}, false}, {{37, 1, 130}, {3, 1, 2}, false},
-               {{37, 1, 130}, {3, 1, 2}, true}, {{200, 17}, {9, 4}, true}, {{500, 17}, {77, 5}, true},
-               {{300}, {270}, true}};
+    Path path;
+  } cases[] = {{{90}, {1}, kGemv}, {{5, 60}, {2, 1}, kGemv}, {{37, 1, 130}, {3, 1, 2}, kGemv},
+               {{37, 1, 130}, {3, 1, 2}, kCublas}, {{200, 17}, {9, 4}, kCublas}, {{500, 17}, {77, 5}, kCublas},
+               {{300}, {270}, kCublas}, {{37, 1, 130}, {3, 1, 2}, kSkinny}, {{200, 17}, {9, 4}, kSkinny},
+               {{100, 3}, {60, 4}, kSkinny}};
   for (const auto& tc : cases) {
-    Rng rng(7 + tc.ctx.size() + tc.dense);
+    Rng rng(7 + tc.ctx.size() + (tc.path != kGemv));
     const StepLayout L = make_layout(tc.ctx, tc.n_new, bs, nblk, rng);
     const int n = int(L.positions.size());
-    SCOPED_TRACE(strfmt("%d tokens, %s", n, tc.dense ? "cuBLAS + epilogue" : "GEMV"));
+    SCOPED_TRACE(strfmt("%d tokens, %s", n, tc.path == kGemv ? "GEMV" : tc.path == kCublas ? "cuBLAS + epilogue"
+                                                                                           : "skinny GEMM + epilogue"));
     const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
     const float ws = 1.0f / std::sqrt(float(H));
     const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
@@ -133,7 +137,7 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
       rope.apply(&ref[size_t(t) * rows], NH + NKV, cs.data(), sn.data());
     }
     DevBuf<bf16> dxn(xn), dw(w), db(b), dq(size_t(n) * NH * D), dkv(size_t(nblk) * 2 * NKV * bs * D);
-    DevBuf<float> dacc(size_t(n) * rows);
+    DevBuf<float> dacc(size_t(skinny_gemm_splits(n, H, rows)) * n * rows);
     std::vector<float> inv_freq(rope.inv_freq());
     DevBuf<float> dinv(inv_freq);
     DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
@@ -143,9 +147,13 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
     p.kv = {dkv.p, bs, NKV};
     p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
     p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
-    if (tc.dense) {
+    if (tc.path == kCublas) {
       gemm_bf16_f32(handle, dxn.p, dw.p, dacc.p, n, H, rows);
       qkv_rope_from_f32(p, dacc.p, nullptr);
+    } else if (tc.path == kSkinny) {
+      ASSERT_TRUE(skinny_gemm_supports(n, H, rows));
+      const int splits = skinny_gemm_bf16_f32(dxn.p, dw.p, dacc.p, n, H, rows, nullptr);
+      qkv_rope_from_f32(p, dacc.p, nullptr, splits);
     } else {
       qkv_rope(p, nullptr);
     }
@@ -267,6 +275,19 @@ TEST_P(Geometry, DenseProjectionsAndArgmax) {
     expect_close(to_f32(xo), to_f32(x_ref), kTol, "o_proj (cuBLAS) + bias + residual");
     cpu::rmsnorm(xo.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());  // the norm of the GPU's own rows
     expect_close(to_f32(dxn.download()), to_f32(xn_ref), kTol, "post-attention rmsnorm");
+    if (skinny_gemm_supports(n, Q, H)) {  // the same through skinny_gemm's split partials
+      DevBuf<bf16> dx2(x), dxn2(size_t(n) * H);
+      DevBuf<float> dacc2(size_t(skinny_gemm_splits(n, Q, H)) * n * H);
+      dxn2.poison(), dacc2.poison();
+      ResidualNormParams rp2 = rp;
+      rp2.acc = dacc2.p, rp2.x = dx2.p, rp2.xn = dxn2.p;
+      rp2.acc_splits = skinny_gemm_bf16_f32(da.p, dw.p, dacc2.p, n, Q, H, nullptr);
+      residual_rmsnorm_from_f32(rp2, nullptr);
+      const auto xo2 = dx2.download();
+      expect_close(to_f32(xo2), to_f32(x_ref), kTol, "o_proj (skinny GEMM) + bias + residual");
+      cpu::rmsnorm(xo2.data(), nw.data(), n, H, c.rms_norm_eps, xn_ref.data());
+      expect_close(to_f32(dxn2.download()), to_f32(xn_ref), kTol, "post-attention rmsnorm (skinny GEMM)");
+    }
 
     // LM head on selected rows, then the row argmax: an odd vocabulary (row 0: 16-byte loads + the scalar
     // tail; the other rows are not 16-byte aligned: the scalar path) and one of 16-byte aligned rows.
@@ -606,6 +627,47 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual + sequential bf16 expert sum";
     expect_close(to_f32(dxo.download()), to_f32(xn_ref), kTol, "next rmsnorm");
   }
+}
+
+// skinny_gemm against a double-precision dot of the same bf16 inputs, summed over its K splits: the model's
+// q/k/v and o_proj shapes and a small one, 1 to 64 rows (partial 8-row tiles too); output poisoned first.
+TEST(SkinnyGemm, MatchesDotProducts) {
+  struct Case {
+    int N, K;
+    std::vector<int> rows;
+  };
+  for (const Case& cs : {Case{5120, 2880, {5, 64}}, Case{2880, 4096, {8, 33}}, Case{128, 256, {1, 8, 13, 31, 64}}}) {
+    for (int M : cs.rows) {
+      const int splits = skinny_gemm_splits(M, cs.K, cs.N);
+      ASSERT_GE(splits, 1);
+      ASSERT_EQ((cs.K / 64) % splits, 0);
+      Rng rng(99 + M + cs.N);
+      const auto x = random_bf16(size_t(M) * cs.K, rng, -2.f, 2.f);
+      const auto w = random_bf16(size_t(cs.N) * cs.K, rng, -0.05f, 0.05f);
+      DevBuf<bf16> dx(x), dw(w);
+      DevBuf<float> dy(size_t(splits) * M * cs.N);
+      dy.poison();
+      ASSERT_EQ(skinny_gemm_bf16_f32(dx.p, dw.p, dy.p, M, cs.K, cs.N, nullptr), splits);
+      const auto y = dy.download();
+      for (int m = 0; m < M; ++m)
+        for (int r = 0; r < cs.N; ++r) {
+          double dot = 0, mag = 0;
+          for (int k = 0; k < cs.K; ++k) {
+            const double p = double(bf16_to_f32(x[size_t(m) * cs.K + k])) * bf16_to_f32(w[size_t(r) * cs.K + k]);
+            dot += p, mag += std::fabs(p);
+          }
+          double got = 0;
+          for (int z = 0; z < splits; ++z) got += y[(size_t(z) * M + m) * cs.N + r];
+          ASSERT_NEAR(got, dot, 1e-5 * mag + 1e-6) << "N " << cs.N << " K " << cs.K << " M " << M << " row " << m
+                                                    << " out " << r;
+        }
+    }
+  }
+  DevBuf<bf16> b(size_t(65) * 256);
+  DevBuf<float> y(size_t(65) * 256 * 4);
+  EXPECT_THROW(skinny_gemm_bf16_f32(b.p, b.p, y.p, 65, 256, 128, nullptr), Error);  // > 64 rows
+  EXPECT_THROW(skinny_gemm_bf16_f32(b.p, b.p, y.p, 8, 200, 128, nullptr), Error);   // k % 64
+  EXPECT_THROW(skinny_gemm_bf16_f32(b.p, b.p, y.p, 8, 256, 100, nullptr), Error);   // n_out % 64
 }
 
 TEST(KernelDispatch, UnsupportedShapesFailLoudly) {

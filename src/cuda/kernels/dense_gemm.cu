@@ -33,7 +33,8 @@ constexpr int kHeadDim = 64;
 // (token, head, d), spent most of its 33 us per 2,048-token layer on the 72x repeated cosf / sinf: ncu SM 76%,
 // 1.5 TB/s on an H200).
 constexpr int kQkvWarps = 8;
-__global__ void __launch_bounds__(kQkvWarps * 32) qkv_rope_from_f32_kernel(QkvRopeParams p, const float* acc) {
+__global__ void __launch_bounds__(kQkvWarps * 32) qkv_rope_from_f32_kernel(QkvRopeParams p, const float* acc,
+                                                                            int splits) {
   griddep_wait();
   griddep_launch_dependents();
   const int t = blockIdx.x, d = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -42,8 +43,13 @@ __global__ void __launch_bounds__(kQkvWarps * 32) qkv_rope_from_f32_kernel(QkvRo
   float c, s;
   qkv_rope_factors(p, pos, d, c, s);
   const float* a = acc + size_t(t) * n_heads_all * kHeadDim + d;
-  for (int head = blockIdx.y * kQkvWarps + warp; head < n_heads_all; head += gridDim.y * kQkvWarps)
-    qkv_rope_store_pair_cs(p, t, pos, head, d, a[head * kHeadDim], a[head * kHeadDim + kHeadDim / 2], c, s);
+  const size_t stride = size_t(p.n_tokens) * n_heads_all * kHeadDim;  // between K splits (skinny_gemm.h)
+  for (int head = blockIdx.y * kQkvWarps + warp; head < n_heads_all; head += gridDim.y * kQkvWarps) {
+    float v0 = a[head * kHeadDim], v1 = a[head * kHeadDim + kHeadDim / 2];
+    for (int z = 1; z < splits; ++z)  // in split order
+      v0 += a[z * stride + head * kHeadDim], v1 += a[z * stride + head * kHeadDim + kHeadDim / 2];
+    qkv_rope_store_pair_cs(p, t, pos, head, d, v0, v1, c, s);
+  }
 }
 
 // CTA per row; thread i owns column groups g = i + j * kNormThreads (j < PER) of 4 columns [4 g, 4 g + 4):
@@ -72,7 +78,11 @@ __global__ void __launch_bounds__(kNormThreads) residual_rmsnorm_kernel(Residual
 #pragma unroll
     for (int k = 0; k < 4; ++k) xv[j][k] = 0.f;
     if (g >= n_groups) continue;
-    const float4 a = acc[g];
+    float4 a = acc[g];
+    for (int z = 1; z < p.acc_splits; ++z) {  // in split order (skinny_gemm.h)
+      const float4 b = acc[size_t(z) * p.n_rows * (p.dim / 4) + g];
+      a.x += b.x, a.y += b.y, a.z += b.z, a.w += b.w;
+    }
     const uint2 xr = x[g];
     xv[j][0] = bf(lo_f32(xr.x) + bf(a.x + lo_f32(bias[j].x)));
     xv[j][1] = bf(hi_f32(xr.x) + bf(a.y + hi_f32(bias[j].x)));
@@ -142,19 +152,21 @@ void gemm_bf16_bf16(cublasHandle_t h, const void* x, const void* w, void* y, int
   gemm(h, x, w, y, CUDA_R_16BF, n_rows, k, n_out);
 }
 
-void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream) {
+void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream, int acc_splits) {
   MXS_CHECK(p.n_tokens >= 1 && p.kv.n_kv_heads == p.n_kv_heads, "qkv_rope_from_f32: bad token count or KV view");
   // Decode-sized steps: one head per warp (grid.y head groups), the work of a token spread over CTAs (one CTA
   // per token looping over 10 heads per warp was a latency chain: H200, 20b, batch 64 7.709 -> 7.629 ms per
   // step with the split, batch 16 5.410 -> 5.372); prefill chunks keep one CTA per token, which computes the
   // RoPE factors once for all its heads.
   const int head_groups = p.n_tokens <= 256 ? (p.n_heads + 2 * p.n_kv_heads + kQkvWarps - 1) / kQkvWarps : 1;
-  launch_pdl(qkv_rope_from_f32_kernel, dim3(p.n_tokens, head_groups), dim3(kQkvWarps * 32), 0, stream, p, acc);
+  MXS_CHECK(acc_splits >= 1, "qkv_rope_from_f32: acc_splits must be >= 1");
+  launch_pdl(qkv_rope_from_f32_kernel, dim3(p.n_tokens, head_groups), dim3(kQkvWarps * 32), 0, stream, p, acc,
+             acc_splits);
   CUDA_CHECK_LAUNCH();
 }
 
 void residual_rmsnorm_from_f32(const ResidualNormParams& p, cudaStream_t stream) {
-  MXS_CHECK(p.n_rows >= 1, "residual_rmsnorm_from_f32: n_rows must be >= 1");
+  MXS_CHECK(p.n_rows >= 1 && p.acc_splits >= 1, "residual_rmsnorm_from_f32: n_rows and acc_splits must be >= 1");
   MXS_CHECK(p.dim >= 4 && p.dim % 4 == 0 && p.dim <= 16 * kNormThreads,
             strfmt("residual_rmsnorm_from_f32: dim = %d is not supported (a multiple of 4, <= %d)", p.dim, 16 * kNormThreads));
   switch ((p.dim / 4 + kNormThreads - 1) / kNormThreads) {

@@ -25,16 +25,17 @@ constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 void gemm_bf16_f32(cublasHandle_t h, const void* x, const void* w, float* y, int n_rows, int k, int n_out);
 void gemm_bf16_bf16(cublasHandle_t h, const void* x, const void* w, void* y, int n_rows, int k, int n_out);
 
-// The qkv_rope epilogue over acc [n_tokens, (n_heads + 2 n_kv) * 64] fp32 (p.xn, p.w_qkv unused).
-void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream);
+// The qkv_rope epilogue over acc [acc_splits][n_tokens, (n_heads + 2 n_kv) * 64] fp32 (p.xn, p.w_qkv unused;
+// several splits: skinny_gemm's partial sums, added in split order).
+void qkv_rope_from_f32(const QkvRopeParams& p, const float* acc, cudaStream_t stream, int acc_splits = 1);
 
 struct ResidualNormParams {
-  const float* acc = nullptr;        // [n_rows, dim] fp32 projection (no bias)
+  const float* acc = nullptr;        // [acc_splits][n_rows, dim] fp32 projection (no bias), splits added in order
   const void* bias = nullptr;        // [dim] bf16
   void* x = nullptr;                 // [n_rows, dim] bf16 residual, updated in place
   const void* norm_weight = nullptr; // [dim] bf16
   void* xn = nullptr;                // [n_rows, dim] bf16 normed output
-  int n_rows = 0, dim = 0;
+  int n_rows = 0, dim = 0, acc_splits = 1;
   float eps = 1e-5f;
 };
 // x = bf(x + bf(acc + b)); xn = rmsnorm(x) (one CTA per row).

@@ -1,7 +1,7 @@
 // Device helpers for the tensor-core attention kernels (mma.sync m16n8k16 bf16 -> fp32 on sm_90): cp.async
 // gathers, ldmatrix, the MMA itself, exp2 and bf16x2 packing, and the swizzled [rows][64] bf16 smem tile.
 // Shared by attention_prefill and attention_decode_mma (namespace `attn`; smem_u32, mma_bf16 and pack_bf16x2 come
-// from bulk_copy.cuh, mma_bf16.cuh and device_math.cuh).
+// from bulk_copy.cuh, mma_bf16.cuh (with cp.async and ldmatrix) and device_math.cuh).
 #pragma once
 #include <cstdint>
 
@@ -14,25 +14,6 @@
 
 namespace mxs::cuda::attn {
 
-// 16-byte async copy global -> shared; src_bytes = 0 writes zeros and reads nothing.
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
 // 2^x (ex2.approx, flush-to-zero; 2^0 is exactly 1, 2^-inf is 0).
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

@@ -22,20 +22,6 @@ namespace {
 
 constexpr int kThreads = 128, kStages = 4, kTileRows = 64, kTileK = 64;
 
-__device__ __forceinline__ void cp_async16_zfill(uint32_t dst, const void* src, int src_bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr));
-}
-
 // Byte offset of (row, 16-byte chunk) in a [rows][128 bytes] swizzled tile.
 __device__ __forceinline__ uint32_t swz(int row, int chunk) { return uint32_t(row * 128 + ((chunk ^ (row & 7)) << 4)); }
 
@@ -51,7 +37,7 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const bf16_t* x, 
 #pragma unroll
     for (int j = 0; j < kTileRows * 8 / kThreads; ++j) {
       const int q = tid + j * kThreads, r = q >> 3, ch = q & 7;
-      cp_async16_zfill(s0 + stage * kStage + swz(r, ch), w + size_t(row0 + r) * K + size_t(kt0 + kt) * kTileK + ch * 8,
+      cp_async16(s0 + stage * kStage + swz(r, ch), w + size_t(row0 + r) * K + size_t(kt0 + kt) * kTileK + ch * 8,
                        16);
     }
   };
@@ -59,7 +45,7 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const bf16_t* x, 
     for (int q = tid; q < 8 * NT * 8; q += kThreads) {
       const int r = q >> 3, ch = q & 7;
       const bool ok = r < M;
-      cp_async16_zfill(s0 + stage * kStage + kStageA + swz(r, ch),
+      cp_async16(s0 + stage * kStage + kStageA + swz(r, ch),
                        x + size_t(ok ? r : 0) * K + size_t(kt0 + kt) * kTileK + ch * 8, ok ? 16 : 0);
     }
   };

@@ -5,7 +5,9 @@
 //   o_proj: acc = attn . Wo^T (fp32)   -> residual_rmsnorm_from_f32: x = bf(x + bf(acc + b)); xn = rmsnorm(x)
 //   LM head: logits = bf(xn[rows] . Wlm^T) (cuBLAS writes bf16 directly) -> row_argmax for greedy sampling
 // The GEMV kernels stay for small batches: at 1-4 rows they stream the weights with fused epilogues and no
-// fp32 round trip. The choice does not change results beyond accumulation order (one bf16 ulp at times).
+// fp32 round trip; at 8-64 rows the runner computes q/k/v and o_proj with skinny_gemm.h instead of cuBLAS (K-split
+// partials, which the epilogues below add in order). The choice does not change results beyond accumulation order
+// (one bf16 ulp at times).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // CUDA error handling for the host side of the CUDA backend: CUDA_CHECK(call) throws mxs::Error naming the
-// call, file and line; CUDA_CHECK_LAUNCH() checks the last kernel launch the same way.
+// call, file and line; CUDA_CHECK_LAUNCH() checks the last kernel launch the same way. current_device_sms().
 #pragma once
 #include <cuda_runtime.h>
 
@@ -22,3 +22,15 @@ namespace mxs::cuda {
   } while (0)
 
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
+
+namespace mxs::cuda {
+
+// The current device's SM count (the launchers' persistent and wave-sized grids).
+inline int current_device_sms() {
+  int dev = 0, n = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+  return n;
+}
+
+}  // namespace mxs::cuda

@@ -128,11 +128,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
 // The CTAs of `kernel` (kStreamWarps warps, no dynamic shared memory) that fit on the current device at once.
 template <typename Kernel>
 int resident_ctas(Kernel kernel) {
-  int dev = 0, sms = 0, per_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
-  return sms * (per_sm > 0 ? per_sm : 1);
+  return current_device_sms() * (per_sm > 0 ? per_sm : 1);
 }
 
 // Launches gemv_stream_kernel on a persistent grid: the CTAs that fit on the device at once (capped by the

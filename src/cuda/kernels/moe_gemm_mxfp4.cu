@@ -567,12 +567,7 @@ void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
   using C = Cfg<N_MAX>;
   static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX, BIG>, C::kSmem), true);
   (void)smem_ok;
-  static const int n_sm = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
+  static const int n_sm = current_device_sms();
   const int M = W == Which::kGateUp ? 2 * p.intermediate : p.hidden;
   const long max_tiles = long((M / 64 + C::kWgs - 1) / C::kWgs) * ((p.n_pairs + N_MAX - 1) / N_MAX + p.n_experts);
   const int grid = int(std::min<long>(long(n_sm) * C::kCtasPerSm, max_tiles));

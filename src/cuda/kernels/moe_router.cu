@@ -19,7 +19,6 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kMaxExperts = kTopkMaxExperts;
-constexpr int kMaxTopK = kTopkMaxK;
 
 constexpr int kRouterWarps = 8;
 
@@ -165,14 +164,6 @@ void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stre
   launch_pdl(moe_router_logits<K>, dim3(p.n_tokens, (p.n_experts + kRouterWarps - 1) / kRouterWarps), dim3(kRouterWarps * 32),
              smem, stream, p, ix);
   CUDA_CHECK_LAUNCH();
-}
-
-// The expert / top-k limits both routers share; `more` says where larger counts go ("" if nowhere).
-void check_routing(const MoeRouterParams& p, const char* name, int max_experts, const char* more) {
-  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= max_experts,
-            strfmt("%s: n_experts = %d is not supported (supported: 1..%d%s)", name, p.n_experts, max_experts, more));
-  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
-            strfmt("%s: top_k = %d is not supported (supported: 1..%d, <= n_experts)", name, p.top_k, kMaxTopK));
 }
 
 }  // namespace

@@ -12,7 +12,6 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kMaxExperts = kTopkMaxExperts;
-constexpr int kMaxTopK = kTopkMaxK;
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
@@ -79,10 +78,7 @@ __global__ void __launch_bounds__(kThreads) moe_route_place_kernel(MoeRouterPara
 void moe_router_from_logits(const MoeRouterParams& p, const float* acc, const MoeRouteIndex& ix, int32_t* work,
                             cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1 && acc != nullptr && work != nullptr, "moe_router_from_logits: n_tokens >= 1, acc and work");
-  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= kMaxExperts,
-            strfmt("moe_router_from_logits: n_experts = %d is not supported (supported: 1..%d)", p.n_experts, kMaxExperts));
-  MXS_CHECK(p.top_k >= 1 && p.top_k <= kMaxTopK && p.top_k <= p.n_experts,
-            strfmt("moe_router_from_logits: top_k = %d is not supported (supported: 1..%d, <= n_experts)", p.top_k, kMaxTopK));
+  check_routing(p, "moe_router_from_logits", kMaxExperts, "");
   launch_pdl(moe_router_topk_kernel, dim3((p.n_tokens + kWarps - 1) / kWarps), dim3(kThreads), 0, stream, p, acc, work);
   CUDA_CHECK_LAUNCH();
   const int n_pairs = p.n_tokens * p.top_k;

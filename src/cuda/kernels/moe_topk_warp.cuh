@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 
+#include "common/error.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/moe_router.h"
 
@@ -13,6 +14,15 @@ namespace mxs::cuda {
 constexpr int kTopkMaxExperts = 128;  // gpt-oss-120b
 constexpr int kTopkPerLane = kTopkMaxExperts / 32;
 constexpr int kTopkMaxK = 8;
+
+// The expert / top-k limits every router checks (`name` the entry, max_experts its own limit <= kTopkMaxExperts,
+// `more` where larger counts go, "" if nowhere): mxs::Error otherwise.
+inline void check_routing(const MoeRouterParams& p, const char* name, int max_experts, const char* more) {
+  MXS_CHECK(p.n_experts >= 1 && p.n_experts <= max_experts,
+            strfmt("%s: n_experts = %d is not supported (supported: 1..%d%s)", name, p.n_experts, max_experts, more));
+  MXS_CHECK(p.top_k >= 1 && p.top_k <= kTopkMaxK && p.top_k <= p.n_experts,
+            strfmt("%s: top_k = %d is not supported (supported: 1..%d, <= n_experts)", name, p.top_k, kTopkMaxK));
+}
 
 // v[j]: lane l's logit of expert l + 32 j (any value past n_experts; it is ignored). k rounds of a warp argmax
 // over the lanes' best orderable keys (argmax_key: larger logit, then lower id), then exp(v - max) / sum in fp32.

@@ -22,6 +22,9 @@ namespace {
 
 constexpr int kThreads = 128, kStages = 4, kTileRows = 64, kTileK = 64;
 
+// Shared memory of a CTA with NT 8-token n-tiles: kStages x (the weight tile + the token tile).
+constexpr int smem_bytes(int nt) { return kStages * (kTileRows * 128 + 8 * nt * 128); }
+
 // Byte offset of (row, 16-byte chunk) in a [rows][128 bytes] swizzled tile.
 __device__ __forceinline__ uint32_t swz(int row, int chunk) { return uint32_t(row * 128 + ((chunk ^ (row & 7)) << 4)); }
 
@@ -101,7 +104,7 @@ __global__ void __launch_bounds__(kThreads) skinny_gemm_kernel(const bf16_t* x, 
 
 template <int NT>
 void launch(const void* x, const void* w, float* y, int M, int N, int K, int splits, cudaStream_t stream) {
-  constexpr int smem = kStages * (kTileRows * 128 + 8 * NT * 128);
+  constexpr int smem = smem_bytes(NT);
   static const bool ok = (allow_smem(skinny_gemm_kernel<NT>, smem), true);
   (void)ok;
   launch_pdl(skinny_gemm_kernel<NT>, dim3(N / kTileRows, splits), dim3(kThreads), smem, stream,
@@ -120,14 +123,9 @@ int skinny_gemm_splits(int n_rows, int k, int n_out) {
   // The most K splits (a divisor of the k-tile count, each split >= kStages k-tiles) whose grid still fits on
   // the device at once (by shared memory: kStages x (8 KB of weights + 1 KB per 8 tokens) per CTA, at most 228 KB
   // per SM): every CTA streams its weights from the start.
-  static const int sms = [] {
-    int dev = 0, n = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
-    return n;
-  }();
+  static const int sms = current_device_sms();
   const int nt = n_rows <= 8 ? 1 : n_rows <= 16 ? 2 : n_rows <= 32 ? 4 : 8;
-  const int per_sm = (228 * 1024) / (kStages * (kTileRows * 128 + 8 * nt * 128) + 1024);
+  const int per_sm = (228 * 1024) / (smem_bytes(nt) + 1024);  // (1 KB reserved per CTA)
   const int kt = k / kTileK, tiles = n_out / kTileRows;
   int best = 1;
   for (int s = 1; s <= kt; ++s)

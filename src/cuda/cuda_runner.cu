@@ -40,10 +40,6 @@ constexpr int kMaxTimedKernels = 1024;
 // moe_combine_rows (prefill chunks, large decode batches); fewer keep moe_router / moe_combine (latency).
 // MXS_SMALL_STEP_MOE=1 forces the small-step kernels at every size (A/B and debugging).
 constexpr int kRowsMoeMinTokens = 64;
-#ifndef MXS_SKINNY_DENSE
-#define MXS_SKINNY_DENSE 1
-#endif
-constexpr bool kSkinnyDense = MXS_SKINNY_DENSE;  // decode-sized dense projections on skinny_gemm (else cuBLAS)
 
 int next_pow2(int v) {
   int p = 1;
@@ -171,7 +167,7 @@ struct CudaRunner::Impl {
   // Decode-sized dense projections (8-64 rows) take the skinny GEMM (in the PDL chain) when its split partials
   // fit the projection workspace; else cuBLAS.
   bool skinny_fits(int n_rows, int k, int n_out) const {
-    return kSkinnyDense && skinny_gemm_supports(n_rows, k, n_out) &&
+    return skinny_gemm_supports(n_rows, k, n_out) &&
            size_t(skinny_gemm_splits(n_rows, k, n_out)) * n_rows * n_out <= proj_floats;
   }
   template <typename F>

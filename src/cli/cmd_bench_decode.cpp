@@ -71,7 +71,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   }
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench decode needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench decode");
 #endif
 }
 

@@ -48,7 +48,7 @@ void run_dense_gemm(const DenseGemmArgs& a, const std::string& command) {
   if (!a.json_path.empty()) mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench kernel needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench kernel");
 #endif
 }
 

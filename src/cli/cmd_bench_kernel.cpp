@@ -65,7 +65,7 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
   }
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench kernel needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench kernel");
 #endif
 }
 
@@ -122,7 +122,7 @@ void run_attention_decode(const AttentionDecodeArgs& a, const std::string& comma
   }
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench kernel needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench kernel");
 #endif
 }
 

@@ -63,7 +63,7 @@ void run(const PrefillArgs& a, const std::string& command) {
   }
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench prefill needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench prefill");
 #endif
 }
 

@@ -75,7 +75,7 @@ void run_stream_read(const StreamReadArgs& a, const std::string& command) {
   if (!a.json_path.empty()) mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
 #else
   (void)a, (void)command;
-  throw mxs::Error("bench kernel needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+  mxs::cli::throw_needs_cuda("bench kernel");
 #endif
 }
 

@@ -30,6 +30,9 @@ CLI::App& bench_group(CLI::App& app);
 // one item; otherwise an mxs::Error naming the option, the bad item and the range.
 std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi);
 
+// What a CUDA-only command (`what`, e.g. "bench kernel") throws in a build without the CUDA backend.
+[[noreturn]] void throw_needs_cuda(const char* what);
+
 // The commit a benchmark ran: $MXSERVE_COMMIT (set by scripts/device-check.sh, whose copy of the tree has no
 // .git), else `git rev-parse --short HEAD` in the current folder, else "unknown".
 std::string bench_commit();

@@ -63,6 +63,10 @@ std::string command_line(const std::string& prefix, const CLI::App& cmd, const s
   return command;
 }
 
+void throw_needs_cuda(const char* what) {
+  throw Error(std::string(what) + " needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
+}
+
 std::vector<int> parse_int_list(const std::string& text, const char* option, int lo, int hi) {
   std::vector<int> out;
   size_t begin = 0;

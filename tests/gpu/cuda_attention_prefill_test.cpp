@@ -3,8 +3,8 @@
 // bf16 inputs) and against the existing attention_decode kernel on the same inputs: odd chunk lengths, chunks
 // starting mid-sequence, several sequences (prefill chunks and decode tokens) in one launch, block size 16
 // with shuffled non-contiguous block tables, full and 128-window layers, peaky scores, freed blocks below a
-// sliding window, every kernel variant (tile_q 16/32, key tile 64/128, softmax sub-tile 32/64), outputs
-// poisoned. A last case times 2048- and 8192-token prompts and chunks of long contexts (prints ms and
+// sliding window, every kernel variant (the wgmma kernel; mma.sync: tile_q 16/32, key tile 64/128, softmax
+// sub-tile 32/64), outputs poisoned. A last case times 2048- and 8192-token prompts and chunks of long contexts (prints ms and
 // TFLOP/s; no timed assertion).
 #include <algorithm>
 #include <cmath>
@@ -106,12 +106,15 @@ std::vector<float> reference(const Step& s, const std::vector<float>& q, const s
   return out;
 }
 
-// Kernel variants (tile_q, key_tile, sub_tile); key_tile = sub_tile = 0: the kernel's defaults.
+// Kernel variants (tile_q, key_tile, sub_tile, impl); key_tile = sub_tile = 0: the kernel's defaults. impl
+// (AttentionPrefillParams::Impl): 2 = the wgmma kernel (tile_q 16; what kAuto picks for tile_q 16 and default
+// tiles), 1 = the mma.sync kernel.
 struct Variant {
-  int tile_q, key_tile, sub_tile;
+  int tile_q, key_tile, sub_tile, impl;
 };
-constexpr Variant kVariants[] = {{32, 0, 0},   {32, 64, 64},  {16, 64, 64},  {32, 64, 32}, {16, 64, 32},
-                                 {32, 128, 32}, {16, 128, 32}, {32, 128, 64}, {16, 128, 64}};
+constexpr Variant kVariants[] = {{16, 0, 0, 2},   {16, 0, 0, 1},   {32, 0, 0, 1},   {32, 64, 64, 1},
+                                 {16, 64, 64, 1}, {32, 64, 32, 1}, {16, 64, 32, 1}, {32, 128, 32, 1},
+                                 {16, 128, 32, 1}, {32, 128, 64, 1}, {16, 128, 64, 1}};
 
 std::vector<float> run_prefill(const Step& s, DevStep& d, int n_heads, int n_kv, int bs, int window, Variant v) {
   const int tile_q = v.tile_q;
@@ -125,7 +128,7 @@ std::vector<float> run_prefill(const Step& s, DevStep& d, int n_heads, int n_kv,
   p.q = d.q.p, p.kv = {d.kv.p, bs, n_kv}, p.meta = {d.pos.p, d.seq.p, d.tab.p, s.max_blocks};
   p.sinks = d.sinks.p, p.out = out.p, p.tiles = dt.p, p.n_tiles = int(tiles.size()), p.tile_q = tile_q;
   p.n_tokens = s.n_tokens, p.n_heads = n_heads, p.n_kv_heads = n_kv, p.window = window;
-  p.key_tile = v.key_tile, p.sub_tile = v.sub_tile;
+  p.key_tile = v.key_tile, p.sub_tile = v.sub_tile, p.impl = v.impl;
   attention_prefill(p, nullptr);
   return to_f32(out.download());
 }
@@ -155,12 +158,12 @@ void check_case(const char* name, const std::vector<int>& ctx, const std::vector
     for (const Variant v : kVariants) {
       const auto out = run_prefill(s, d, n_heads, n_kv, bs, window, v);
       const ErrorStats e = compare(out, ref), ed = compare(out, dec);
-      std::printf("%-22s window %3d tq %d kt %3d ks %d: %5d tokens  vs ref rel L2 %.2e max abs %.2e | vs decode "
-                  "rel L2 %.2e max abs %.2e\n",
-                  name, window, v.tile_q, v.key_tile, v.sub_tile, s.n_tokens, e.rel_l2, e.max_abs, ed.rel_l2,
-                  ed.max_abs);
-      const std::string what =
-          strfmt("%s window %d tile_q %d key_tile %d sub_tile %d", name, window, v.tile_q, v.key_tile, v.sub_tile);
+      std::printf("%-22s window %3d %s tq %d kt %3d ks %d: %5d tokens  vs ref rel L2 %.2e max abs %.2e | vs "
+                  "decode rel L2 %.2e max abs %.2e\n",
+                  name, window, v.impl == 2 ? "wgmma" : "mma  ", v.tile_q, v.key_tile, v.sub_tile, s.n_tokens,
+                  e.rel_l2, e.max_abs, ed.rel_l2, ed.max_abs);
+      const std::string what = strfmt("%s window %d impl %d tile_q %d key_tile %d sub_tile %d", name, window, v.impl,
+                                      v.tile_q, v.key_tile, v.sub_tile);
       expect_close(out, ref, kTol, (what + " vs fp32 reference").c_str());
       expect_close(out, dec, kTol, (what + " vs attention_decode").c_str());
     }
@@ -213,7 +216,8 @@ TEST(AttentionPrefill, SlidingLayerWithReleasedBlocks) {
   for (const Variant v : kVariants) {
     const auto out = run_prefill(s, d, n_heads, n_kv, bs, window, v);
     expect_close(out, ref, kTol,
-                 strfmt("released blocks: tile_q %d key_tile %d sub_tile %d", v.tile_q, v.key_tile, v.sub_tile).c_str());
+                 strfmt("released blocks: impl %d tile_q %d key_tile %d sub_tile %d", v.impl, v.tile_q, v.key_tile,
+                        v.sub_tile).c_str());
   }
 }
 
@@ -251,12 +255,12 @@ TEST(AttentionPrefill, BenchPrompt) {
         p.q = d.q.p, p.kv = {d.kv.p, bs, n_kv}, p.meta = {d.pos.p, d.seq.p, d.tab.p, s.max_blocks};
         p.sinks = d.sinks.p, p.out = out.p, p.tiles = dt.p, p.n_tiles = int(tiles.size()), p.tile_q = v.tile_q;
         p.n_tokens = n, p.n_heads = n_heads, p.n_kv_heads = n_kv, p.window = window;
-        p.key_tile = v.key_tile, p.sub_tile = v.sub_tile;
+        p.key_tile = v.key_tile, p.sub_tile = v.sub_tile, p.impl = v.impl;
         out.poison();
         const double ms = time_ms([&] { attention_prefill(p, nullptr); }, 3, 20);
         outs.push_back(to_f32(out.download()));
-        std::printf("bench prefill ctx %5d n %4d window %3d tq %d kt %3d ks %d: %8.3f ms  %6.1f TFLOP/s\n", sh.ctx, n,
-                    window, v.tile_q, v.key_tile, v.sub_tile, ms, flop / ms * 1e-9);
+        std::printf("bench prefill ctx %5d n %4d window %3d %s tq %d kt %3d ks %d: %8.3f ms  %6.1f TFLOP/s\n", sh.ctx,
+                    n, window, v.impl == 2 ? "wgmma" : "mma  ", v.tile_q, v.key_tile, v.sub_tile, ms, flop / ms * 1e-9);
       }
       // The current path (attention_decode, split-K: 256 keys per split for short/sliding ranges, else 4 splits).
       const int max_keys = window ? window : sh.ctx;

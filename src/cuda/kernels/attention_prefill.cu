@@ -19,11 +19,13 @@
 #include "cuda/kernels/attention_prefill.h"
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/attention_mma.cuh"
+#include "cuda/kernels/attention_prefill_wgmma.h"
 #include "cuda/kernels/pdl.cuh"
 
 namespace mxs::cuda {
@@ -335,6 +337,11 @@ void attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
   MXS_CHECK((kt == 64 || kt == 128) && (ks == 32 || ks == 64) && ks <= kt,
             strfmt("attention_prefill: key_tile %d / sub_tile %d (supported: 64 or 128 / 32 or 64, <= key_tile)",
                    kt, ks));
+  static const int forced = std::getenv("MXS_PREFILL_ATTN") ? std::atoi(std::getenv("MXS_PREFILL_ATTN")) : -1;
+  const int impl = forced >= 0 ? forced : p.impl;
+  if (impl == AttentionPrefillParams::kWgmma ||
+      (impl == AttentionPrefillParams::kAuto && p.tile_q == kPrefillTileQ16 && p.key_tile == 0 && p.sub_tile == 0))
+    return attention_prefill_wgmma(p, stream);
   if (p.tile_q == kPrefillTileQ16)
     launch_warps<4>(p, kt, ks, stream);
   else if (p.tile_q == kPrefillTileQ32)

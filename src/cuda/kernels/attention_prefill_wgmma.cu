@@ -1,0 +1,246 @@
+// Flash-attention prefill on wgmma (sm_90a); same contract and numerics as attention_prefill_kernel
+// (attention_prefill.h, docs/KERNELS-attention-prefill.md), for query tiles of 16 tokens.
+//
+// CTA = (query tile of 16 tokens of one sequence, kv head g) = 2 consumer warpgroups + 1 producer warp.
+// M dimension = (query, head) rows of the GQA group as in the mma.sync kernel: CTA row R = query R / 8, q head
+// 8 g + R % 8; consumer warpgroup wg owns rows [64 wg, 64 wg + 64) = queries 8 wg .. 8 wg + 7, and in the wgmma
+// D layout thread (warp w of the group, lane = 4 gid + tig) holds rows 16 w + gid and 16 w + gid + 8: head gid
+// of queries 8 wg + 2 w and 8 wg + 2 w + 1.
+// Producer warp: gathers Q once and then key tiles of KT = 64 positions (K and V, 64 rows x 128 B each)
+// through the block table with 16-byte cp.async into an S-stage ring in the 128-byte swizzle (chunk c of row r
+// at (c ^ (r & 7)) * 16; tiles 1024-aligned), signalling full[stage] with cp.async.mbarrier.arrive; consumers
+// never issue copies, so their async-proxy fence does not wait for the prefetches (docs/KERNELS-moe-gemm.md).
+// Consumers per key tile: S = Q K^T as 4 x wgmma.m64n64k16 (A = the warpgroup's 64 Q rows and B = the K
+// tile, both K-major in shared memory: as an RS operand ptxas reused Q's registers for temporaries after the
+// first tile), the mma.sync kernel's rounding / masking / lazy online softmax on the D
+// fragments, P -> bf16 A fragments in registers (the D layout of key columns 16 s .. 16 s + 15 is the A layout
+// of k16 step s), O += P V as 4 x wgmma.m64n64k16 with B = the V tile read MN-major (TRANS_B: rows are keys,
+// i.e. k, and the 64 dims are n), then one arrival per warp on empty[stage].
+#include "cuda/kernels/attention_prefill_wgmma.h"
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/attention_mma.cuh"
+#include "cuda/kernels/bulk_copy.cuh"
+#include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/pdl.cuh"
+#include "cuda/kernels/wgmma.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+using namespace attn;  // cp_async16, ldmatrix_x4, fast_exp2, pack_bf16x2, swz
+constexpr int kHeadDim = 64;
+constexpr int kGroup = 8;       // q heads per kv head
+constexpr int kTq = 16;         // queries per CTA
+constexpr int kRows = kTq * kGroup;  // 128 (query, head) rows
+constexpr int kConsumers = 256;      // 2 warpgroups
+constexpr int kThreads = kConsumers + 32;
+constexpr int kKt = 64;         // keys per tile
+constexpr int kStages = 4;
+constexpr int kTileBytes = kKt * kHeadDim * 2;    // one K or V tile: 8 KB
+constexpr int kQBytes = kRows * kHeadDim * 2;     // 16 KB
+constexpr int kSmem = 1024 + kQBytes + kStages * 2 * kTileBytes + 64 * 8;  // + alignment slack + barriers
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kRescaleSlack = 8.f;  // as attention_prefill_kernel: the running max may lag by 2^8
+
+__global__ void __launch_bounds__(kThreads, 2) attention_prefill_wgmma_kernel(AttentionPrefillParams p) {
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t raw = smem_u32(smem_raw);
+  uint8_t* base = smem_raw + (((raw + 1023) & ~1023u) - raw);  // 1024-aligned: the swizzle repeats every 1 KB
+  bf16_t* s_q = reinterpret_cast<bf16_t*>(base);                          // [128 rows][64]; output staging
+  bf16_t* s_kv = reinterpret_cast<bf16_t*>(base + kQBytes);               // [stage][K | V][64 keys][64]
+  uint64_t* s_full = reinterpret_cast<uint64_t*>(base + kQBytes + kStages * 2 * kTileBytes);
+  uint64_t* s_empty = s_full + kStages;
+  uint64_t* s_qfull = s_empty + kStages;
+  const int tid = threadIdx.x;
+  if (tid == 0) {
+    for (int s = 0; s < kStages; ++s) mbarrier_init(&s_full[s], 32), mbarrier_init(&s_empty[s], kConsumers / 32);
+    mbarrier_init(s_qfull, 32);
+    fence_mbarrier_init();
+  }
+  __syncthreads();
+
+  griddep_wait();  // q and the cache come from qkv_rope
+  griddep_launch_dependents();
+  const int g = blockIdx.x;
+  const PrefillTile tile = p.tiles[p.n_tiles - 1 - blockIdx.y];  // longest (last) tiles first
+  const int first = tile.first_token, nq = tile.n_tokens;
+  const int p_first = p.meta.positions[first], p_last = p.meta.positions[first + nq - 1];
+  const int lo = p.window > 0 ? max(0, p_first - p.window + 1) : 0;
+  const int kt_begin = lo / kKt, kt_end = p_last / kKt + 1;
+  const size_t q_stride = size_t(p.n_heads) * kHeadDim;
+  const bf16_t* q_base = static_cast<const bf16_t*>(p.q) + size_t(g) * kGroup * kHeadDim;
+
+  // Role by warp, shuffled so that ptxas sees a warp-uniform branch (else it serializes every wgmma).
+  if (__shfl_sync(0xffffffffu, tid >> 5, 0) == kConsumers / 32) {
+    // ---- producer warp ----
+    const int lane = tid & 31, ch = lane & 7, r0 = lane >> 3;  // chunk ch of rows r0 + 4 j
+    for (int j = 0; j < kRows / 4; ++j) {
+      const int r = r0 + 4 * j, qi = r >> 3;
+      const bool ok = qi < nq;
+      const bf16_t* src = ok ? q_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + ch * 8 : q_base;
+      cp_async16(smem_u32(s_q + swz(r, ch)), src, ok ? 16 : 0);
+    }
+    cp_async_mbar_arrive(s_qfull);
+    const int seq = p.meta.token_seq[first];
+    const int32_t* table = p.meta.block_tables + size_t(seq) * p.meta.max_blocks_per_seq;
+    const bf16_t* kv = static_cast<const bf16_t*>(p.kv.base);
+    const int bs_shift = __ffs(p.kv.block_size) - 1, bs_mask = p.kv.block_size - 1;
+    const int slab = p.kv.block_size * kHeadDim, kv_elems = p.kv.n_kv_heads * slab, block_elems = 2 * kv_elems;
+    const int thr_off = g * slab + ch * 8;
+    const int key_hi = p_last + 1;
+    for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
+      const int stage = i % kStages;
+      mbarrier_wait(&s_empty[stage], ((i / kStages) & 1) ^ 1);  // the consumers released its previous round
+      bf16_t* sk = s_kv + stage * 2 * (kTileBytes / 2);
+      bf16_t* sv = sk + kTileBytes / 2;
+#pragma unroll 4
+      for (int j = 0; j < kKt / 4; ++j) {
+        const int r = r0 + 4 * j, key = kt * kKt + r;
+        const bool ok = key >= lo && key < key_hi;  // below lo / past the last query: zeros, table not read
+        const bf16_t* src = kv;
+        if (ok) src = kv + size_t(uint32_t(table[key >> bs_shift])) * uint32_t(block_elems) +
+                      uint32_t(thr_off + (key & bs_mask) * kHeadDim);
+        cp_async16(smem_u32(sk + swz(r, ch)), src, ok ? 16 : 0);
+        cp_async16(smem_u32(sv + swz(r, ch)), ok ? src + kv_elems : src, ok ? 16 : 0);
+      }
+      cp_async_mbar_arrive(&s_full[stage]);
+    }
+    cp_async_wait<0>();
+    return;
+  }
+
+  // ---- consumers ----
+  const int wg = tid >> 7, w = (tid >> 5) & 3, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
+  int qpos[2];
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int qi = 8 * wg + 2 * w + hf;
+    qpos[hf] = qi < nq ? p.meta.positions[first + qi] : -1;  // -1: padding row, every key masked
+  }
+  const float sink2 = to_f32(static_cast<const bf16_t*>(p.sinks)[g * kGroup + gid]) * kLog2e;
+  const int row0 = 64 * wg + 16 * w;  // this warp's first CTA row
+
+  mbarrier_wait(s_qfull, 0);
+  const uint64_t q_desc = b_desc(smem_u32(s_q) + wg * 64 * 128);  // this warpgroup's 64 Q rows (K-major A)
+
+  float o[32];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) o[i] = 0.f;
+  float m[2] = {sink2, sink2}, l[2] = {0.f, 0.f};
+  const uint32_t kv0 = smem_u32(s_kv);
+
+  for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
+    const int stage = i % kStages;
+    mbarrier_wait(&s_full[stage], (i / kStages) & 1);
+    fence_proxy_async();  // cp.async wrote the tile through the generic proxy; wgmma reads it through the async one
+    const uint32_t sk = kv0 + stage * 2 * kTileBytes, sv = sk + kTileBytes;
+    // S = Q K^T: s[4 n + e] = (row half e >> 1, key kt * 64 + 8 n + 2 tig + (e & 1)).
+    float s[32];
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_ss64(s, q_desc + 2 * kk, b_desc(sk) + 2 * kk, kk > 0);  // +32 B per k16
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(s);
+
+    const int key0 = kt * kKt;
+#pragma unroll
+    for (int i2 = 0; i2 < 32; ++i2) s[i2] = bf(bf(s[i2]) * 0.125f);  // the reference's rounding points
+    if (key0 + kKt - 1 > p_first || (p.window > 0 && key0 <= p_last - p.window)) {
+#pragma unroll
+      for (int n = 0; n < 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = key0 + 8 * n + 2 * tig + (e & 1);
+          const int qp = qpos[e >> 1];
+          if (key > qp || (p.window > 0 && key <= qp - p.window)) s[4 * n + e] = -INFINITY;
+        }
+    }
+    float corr[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * hf], s[4 * n + 2 * hf + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float cand = mx * kLog2e;
+      const float m_new = cand > m[hf] + kRescaleSlack ? cand : m[hf];
+      corr[hf] = fast_exp2(m[hf] - m_new);
+      m[hf] = m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int n = 0; n < 8; ++n) {
+        const float p0 = fast_exp2(fmaf(s[4 * n + 2 * hf], kLog2e, -m_new));
+        const float p1 = fast_exp2(fmaf(s[4 * n + 2 * hf + 1], kLog2e, -m_new));
+        s[4 * n + 2 * hf] = p0, s[4 * n + 2 * hf + 1] = p1;
+        sum += p0 + p1;
+      }
+      l[hf] = l[hf] * corr[hf] + sum;
+    }
+    if (corr[0] != 1.f || corr[1] != 1.f) {
+#pragma unroll
+      for (int i2 = 0; i2 < 32; ++i2) o[i2] *= corr[(i2 >> 1) & 1];
+    }
+    uint32_t pa[4][4];  // k16 step kk = keys 16 kk .. 16 kk + 15 = D columns of n8 tiles 2 kk, 2 kk + 1
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      pa[kk][0] = pack_bf16x2(s[8 * kk + 0], s[8 * kk + 1]);
+      pa[kk][1] = pack_bf16x2(s[8 * kk + 2], s[8 * kk + 3]);
+      pa[kk][2] = pack_bf16x2(s[8 * kk + 4], s[8 * kk + 5]);
+      pa[kk][3] = pack_bf16x2(s[8 * kk + 6], s[8 * kk + 7]);
+    }
+    // O += P V: B = V tile [64 keys][64 dims] read MN-major; k16 step kk starts 16 rows = 2048 B further.
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs<64, 1>(o, pa[kk], b_desc(sv) + 128 * kk, 1);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_regs(o);
+    if (lane == 0) mbar_arrive(&s_empty[stage]);
+  }
+
+  // Epilogue: den = quad sum + the sink term; out = bf(O / den), staged in this warp's own Q rows for 16-byte
+  // stores, once every warp of the warpgroup is past its last wgmma (their S MMAs read all 64 Q rows).
+  asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    float den = l[hf];
+    den += __shfl_xor_sync(0xffffffffu, den, 1);
+    den += __shfl_xor_sync(0xffffffffu, den, 2);
+    den += fast_exp2(sink2 - m[hf]);
+    const float inv = 1.f / den;
+    const int r = row0 + hf * 8 + gid;
+#pragma unroll
+    for (int n = 0; n < 8; ++n) {
+      const uint32_t v = pack_bf16x2(o[4 * n + 2 * hf] * inv, o[4 * n + 2 * hf + 1] * inv);
+      *reinterpret_cast<uint32_t*>(s_q + swz(r, n) + 2 * tig) = v;
+    }
+  }
+  __syncwarp();
+  bf16_t* out_base = static_cast<bf16_t*>(p.out) + size_t(g) * kGroup * kHeadDim;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int r = row0 + i * 4 + (lane >> 3), c = lane & 7, qi = r >> 3;
+    if (qi < nq)
+      *reinterpret_cast<uint4*>(out_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + c * 8) =
+          *reinterpret_cast<const uint4*>(s_q + swz(r, c));
+  }
+}
+
+}  // namespace
+
+void attention_prefill_wgmma(const AttentionPrefillParams& p, cudaStream_t stream) {
+  MXS_CHECK(p.tile_q == kTq, strfmt("attention_prefill_wgmma: tile_q = %d (supported: %d)", p.tile_q, kTq));
+  static const bool attr_ok = [] {
+    CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)attr_ok;
+  launch_pdl(attention_prefill_wgmma_kernel, dim3(p.n_kv_heads, p.n_tiles), dim3(kThreads), kSmem, stream, p);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace mxs::cuda

@@ -808,8 +808,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
           offs.push_back(off), counts.push_back(n);
           off += n, n_prefill += n;
         }
-        // Full layers: prefill_tile_q's tiles (16: the wgmma kernel); sliding layers: 16 (a second list only
-        // when they differ).
+        // Full layers: 16- or 32-query tiles by size; sliding layers: 16 (the second list only when they differ).
         plan.tile_q_full = prefill_tile_q(n_prefill, 0);
         const auto full = make_prefill_tiles(offs, counts, plan.tile_q_full);
         MXS_CHECK(int(full.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");

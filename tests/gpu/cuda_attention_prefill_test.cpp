@@ -107,12 +107,12 @@ std::vector<float> reference(const Step& s, const std::vector<float>& q, const s
 }
 
 // Kernel variants (tile_q, key_tile, sub_tile, impl); key_tile = sub_tile = 0: the kernel's defaults. impl
-// (AttentionPrefillParams::Impl): 2 = the wgmma kernel (tile_q 16; what kAuto picks for tile_q 16 and default
-// tiles), 1 = the mma.sync kernel.
+// (AttentionPrefillParams::Impl): 2 = the wgmma kernel (what kAuto picks with the default tiles), 1 = the
+// mma.sync kernel.
 struct Variant {
   int tile_q, key_tile, sub_tile, impl;
 };
-constexpr Variant kVariants[] = {{16, 0, 0, 2},   {16, 0, 0, 1},   {32, 0, 0, 1},   {32, 64, 64, 1},
+constexpr Variant kVariants[] = {{16, 0, 0, 2},   {32, 0, 0, 2},   {16, 0, 0, 1},   {32, 0, 0, 1},   {32, 64, 64, 1},
                                  {16, 64, 64, 1}, {32, 64, 32, 1}, {16, 64, 32, 1}, {32, 128, 32, 1},
                                  {16, 128, 32, 1}, {32, 128, 64, 1}, {16, 128, 64, 1}};
 

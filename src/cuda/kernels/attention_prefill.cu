@@ -340,7 +340,7 @@ void attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream) {
   static const int forced = std::getenv("MXS_PREFILL_ATTN") ? std::atoi(std::getenv("MXS_PREFILL_ATTN")) : -1;
   const int impl = forced >= 0 ? forced : p.impl;
   if (impl == AttentionPrefillParams::kWgmma ||
-      (impl == AttentionPrefillParams::kAuto && p.tile_q == kPrefillTileQ16 && p.key_tile == 0 && p.sub_tile == 0))
+      (impl == AttentionPrefillParams::kAuto && p.key_tile == 0 && p.sub_tile == 0))
     return attention_prefill_wgmma(p, stream);
   if (p.tile_q == kPrefillTileQ16)
     launch_warps<4>(p, kt, ks, stream);

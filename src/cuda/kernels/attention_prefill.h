@@ -1,5 +1,5 @@
 // Flash-attention-style paged attention for prefill chunks (and any query token): tensor cores (wgmma for
-// tile_q 16 by default, attention_prefill_wgmma.h; otherwise mma.sync m16n8k16 bf16, fp32 accumulate), online
+// the default tiles, attention_prefill_wgmma.h; otherwise mma.sync m16n8k16 bf16, fp32 accumulate), online
 // fp32 softmax started at the per-head sink logit, causal mask, optional sliding window, GQA 8 q heads per kv
 // head packed into the MMA M dimension so every K/V tile is read once per (query tile, kv head). Same inputs as attention_decode (attention_decode.h), no workspace.
 // Math (gpt-oss-spec.md §3.4): S = q.k * 0.125 (fp32), softmax over keys plus the sink column (denominator
@@ -44,8 +44,8 @@ struct AttentionPrefillParams {
   int window = 0;               // keys seen on a sliding layer (128): key > pos - window; 0 = full causal
   int key_tile = 0;             // keys per pipeline stage: 64 or 128; 0 = default (full 128, sliding 64)
   int sub_tile = 0;             // keys per softmax step: 32 or 64 (<= key_tile); 0 = default (64)
-  // Kernel: kAuto = wgmma (attention_prefill_wgmma.h) for tile_q 16 with the default key / sub tiles, else
-  // mma.sync; kMma / kWgmma force one (kWgmma needs tile_q 16; key_tile / sub_tile do not apply to it).
+  // Kernel: kAuto = wgmma (attention_prefill_wgmma.h) with the default key / sub tiles, else mma.sync; kMma /
+  // kWgmma force one (key_tile / sub_tile do not apply to the wgmma kernel: 64-key tiles).
   enum Impl { kAuto = 0, kMma = 1, kWgmma = 2 };
   int impl = kAuto;
 };
@@ -55,12 +55,12 @@ struct AttentionPrefillParams {
 // Requirements: n_heads / n_kv_heads == 8, head_dim 64, tile_q 16 or 32, block_size a power of two.
 void attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream);
 
-// Suggested tile_q for one layer kind of a step with `n_prefill_tokens` tokens in its tiles: 16, the wgmma
-// kernel's tile, on every layer (H100, cuda_attention_prefill_test BenchPrompt: full layers 2k / 8k prompts
-// 0.160 / 2.287 ms with wgmma vs 0.196 / 2.756 for mma.sync at tile 32, the mma.sync choice at >= 2048 tokens).
+// Suggested tile_q for one layer kind of a step with `n_prefill_tokens` tokens in its tiles. wgmma kernel, H100
+// (cuda_attention_prefill_test BenchPrompt): full layers at 2k / 8k prompts 0.159 / 2.292 ms at 16, 0.158 / 2.208
+// at 32, a 2k chunk at 32k context 4.588 / 4.205; sliding layers and short chunks are faster at 16 (8k sliding
+// 0.161 vs 0.196 ms).
 inline int prefill_tile_q(int n_prefill_tokens, int window) {
-  (void)n_prefill_tokens, (void)window;
-  return kPrefillTileQ16;
+  return window == 0 && n_prefill_tokens >= 2048 ? kPrefillTileQ32 : kPrefillTileQ16;
 }
 
 // Host: cuts each sequence's token range [token_offset, token_offset + num_tokens) of the step into tiles of

@@ -1,7 +1,8 @@
 // Flash-attention prefill on wgmma (sm_90a); same contract and numerics as attention_prefill_kernel
-// (attention_prefill.h, docs/KERNELS-attention-prefill.md), for query tiles of 16 tokens.
+// (attention_prefill.h, docs/KERNELS-attention-prefill.md), for query tiles of 16 or 32 tokens.
 //
-// CTA = (query tile of 16 tokens of one sequence, kv head g) = 2 consumer warpgroups + 1 producer warp.
+// CTA = (query tile of 8 NWG tokens of one sequence, kv head g) = NWG (2 or 4) consumer warpgroups + 1 producer
+// warp.
 // M dimension = (query, head) rows of the GQA group as in the mma.sync kernel: CTA row R = query R / 8, q head
 // 8 g + R % 8; consumer warpgroup wg owns rows [64 wg, 64 wg + 64) = queries 8 wg .. 8 wg + 7, and in the wgmma
 // D layout thread (warp w of the group, lane = 4 gid + tig) holds rows 16 w + gid and 16 w + gid + 8: head gid
@@ -32,19 +33,29 @@ namespace {
 using namespace attn;  // cp_async16, ldmatrix_x4, fast_exp2, pack_bf16x2, swz
 constexpr int kHeadDim = 64;
 constexpr int kGroup = 8;       // q heads per kv head
-constexpr int kTq = 16;         // queries per CTA
-constexpr int kRows = kTq * kGroup;  // 128 (query, head) rows
-constexpr int kConsumers = 256;      // 2 warpgroups
-constexpr int kThreads = kConsumers + 32;
 constexpr int kKt = 64;         // keys per tile
 constexpr int kStages = 4;
 constexpr int kTileBytes = kKt * kHeadDim * 2;    // one K or V tile: 8 KB
-constexpr int kQBytes = kRows * kHeadDim * 2;     // 16 KB
-constexpr int kSmem = 1024 + kQBytes + kStages * 2 * kTileBytes + 64 * 8;  // + alignment slack + barriers
+
+// NWG consumer warpgroups = 8 NWG queries per CTA (tile_q); one producer warp.
+template <int NWG>
+struct Cfg {
+  static constexpr int kTq = 8 * NWG;
+  static constexpr int kRows = kTq * kGroup;  // (query, head) rows
+  static constexpr int kConsumers = 128 * NWG;
+  static constexpr int kThreads = kConsumers + 32;
+  static constexpr int kQBytes = kRows * kHeadDim * 2;
+  static constexpr int kSmem = 1024 + kQBytes + kStages * 2 * kTileBytes + 64 * 8;  // + alignment + barriers
+  static constexpr int kCtasPerSm = NWG == 2 ? 2 : 1;  // NWG 2: 95 registers, 2 CTAs (81 KB each) per SM
+};
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kRescaleSlack = 8.f;  // as attention_prefill_kernel: the running max may lag by 2^8
 
-__global__ void __launch_bounds__(kThreads, 2) attention_prefill_wgmma_kernel(AttentionPrefillParams p) {
+template <int NWG>
+__global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
+    attention_prefill_wgmma_kernel(AttentionPrefillParams p) {
+  using C = Cfg<NWG>;
+  constexpr int kRows = C::kRows, kConsumers = C::kConsumers, kQBytes = C::kQBytes;
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   uint8_t* base = smem_raw + (((raw + 1023) & ~1023u) - raw);  // 1024-aligned: the swizzle repeats every 1 KB
@@ -230,17 +241,26 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_wgmma_kernel(At
   }
 }
 
-}  // namespace
-
-void attention_prefill_wgmma(const AttentionPrefillParams& p, cudaStream_t stream) {
-  MXS_CHECK(p.tile_q == kTq, strfmt("attention_prefill_wgmma: tile_q = %d (supported: %d)", p.tile_q, kTq));
+template <int NWG>
+void launch(const AttentionPrefillParams& p, cudaStream_t stream) {
+  using C = Cfg<NWG>;
   static const bool attr_ok = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_wgmma_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_wgmma_kernel<NWG>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    C::kSmem));
     return true;
   }();
   (void)attr_ok;
-  launch_pdl(attention_prefill_wgmma_kernel, dim3(p.n_kv_heads, p.n_tiles), dim3(kThreads), kSmem, stream, p);
+  launch_pdl(attention_prefill_wgmma_kernel<NWG>, dim3(p.n_kv_heads, p.n_tiles), dim3(C::kThreads), C::kSmem, stream,
+             p);
   CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void attention_prefill_wgmma(const AttentionPrefillParams& p, cudaStream_t stream) {
+  if (p.tile_q == kPrefillTileQ16) return launch<2>(p, stream);
+  if (p.tile_q == kPrefillTileQ32) return launch<4>(p, stream);
+  throw Error(strfmt("attention_prefill_wgmma: tile_q = %d (supported: 16, 32)", p.tile_q));
 }
 
 }  // namespace mxs::cuda

@@ -49,6 +49,9 @@ struct Cfg {
   static constexpr int kCtasPerSm = NWG == 2 ? 2 : 1;  // NWG 2: 95 registers, 2 CTAs (81 KB each) per SM
 };
 constexpr float kLog2e = 1.4426950408889634f;
+// Scores stay unscaled (bf(q.k)) until the exponent: scaling by 0.125 is exact in bf16 and fp32, so
+// S * log2(e) = bf(q.k) * (0.125 log2(e)) bit for bit (one rounding and one multiply fewer per score).
+constexpr float kScaleLog2 = 0.125f * kLog2e;
 constexpr float kRescaleSlack = 8.f;  // as attention_prefill_kernel: the running max may lag by 2^8
 
 template <int NWG>
@@ -158,7 +161,7 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
 
     const int key0 = kt * kKt;
 #pragma unroll
-    for (int i2 = 0; i2 < 32; ++i2) s[i2] = bf(bf(s[i2]) * 0.125f);  // the reference's rounding points
+    for (int i2 = 0; i2 < 32; ++i2) s[i2] = bf(s[i2]);  // S = bf(bf(q.k) * 0.125) = bf(q.k) * 0.125 (exact)
     if (key0 + kKt - 1 > p_first || (p.window > 0 && key0 <= p_last - p.window)) {
 #pragma unroll
       for (int n = 0; n < 8; ++n)
@@ -177,15 +180,15 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
       for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * hf], s[4 * n + 2 * hf + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float cand = mx * kLog2e;
+      const float cand = mx * kScaleLog2;  // the scaled max, log2 units
       const float m_new = cand > m[hf] + kRescaleSlack ? cand : m[hf];
       corr[hf] = fast_exp2(m[hf] - m_new);
       m[hf] = m_new;
       float sum = 0.f;
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        const float p0 = fast_exp2(fmaf(s[4 * n + 2 * hf], kLog2e, -m_new));
-        const float p1 = fast_exp2(fmaf(s[4 * n + 2 * hf + 1], kLog2e, -m_new));
+        const float p0 = fast_exp2(fmaf(s[4 * n + 2 * hf], kScaleLog2, -m_new));
+        const float p1 = fast_exp2(fmaf(s[4 * n + 2 * hf + 1], kScaleLog2, -m_new));
         s[4 * n + 2 * hf] = p0, s[4 * n + 2 * hf + 1] = p1;
         sum += p0 + p1;
       }

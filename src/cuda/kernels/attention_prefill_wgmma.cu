@@ -161,7 +161,10 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
 
     const int key0 = kt * kKt;
 #pragma unroll
-    for (int i2 = 0; i2 < 32; ++i2) s[i2] = bf(s[i2]);  // S = bf(bf(q.k) * 0.125) = bf(q.k) * 0.125 (exact)
+    for (int i2 = 0; i2 < 32; i2 += 2) {  // S = bf(bf(q.k) * 0.125) = bf(q.k) * 0.125 (exact); a pair per cvt
+      const uint32_t w = pack_bf16x2(s[i2], s[i2 + 1]);
+      s[i2] = lo_f32(w), s[i2 + 1] = hi_f32(w);
+    }
     if (key0 + kKt - 1 > p_first || (p.window > 0 && key0 <= p_last - p.window)) {
 #pragma unroll
       for (int n = 0; n < 8; ++n)

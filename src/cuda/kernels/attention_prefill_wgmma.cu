@@ -52,7 +52,13 @@ constexpr float kLog2e = 1.4426950408889634f;
 // Scores stay unscaled (bf(q.k)) until the exponent: scaling by 0.125 is exact in bf16 and fp32, so
 // S * log2(e) = bf(q.k) * (0.125 log2(e)) bit for bit (one rounding and one multiply fewer per score).
 constexpr float kScaleLog2 = 0.125f * kLog2e;
-constexpr float kRescaleSlack = 8.f;  // as attention_prefill_kernel: the running max may lag by 2^8
+constexpr float kRescaleSlack = 8.f;
+
+__device__ __forceinline__ uint32_t max_bf16x2(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("max.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
+  return d;
+}  // as attention_prefill_kernel: the running max may lag by 2^8
 
 template <int NWG>
 __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
@@ -160,11 +166,14 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
     fence_regs(s);
 
     const int key0 = kt * kKt;
+    // S = bf(bf(q.k) * 0.125) = bf(q.k) * 0.125 (exact): the scores rounded to bf16 a pair per cvt, kept packed
+    // for the mask and the row max (max.bf16x2: half the max instructions); w[2 n + hf] = keys 8 n + 2 tig, + 1
+    // of row half hf.
+    uint32_t w[16];
 #pragma unroll
-    for (int i2 = 0; i2 < 32; i2 += 2) {  // S = bf(bf(q.k) * 0.125) = bf(q.k) * 0.125 (exact); a pair per cvt
-      const uint32_t w = pack_bf16x2(s[i2], s[i2 + 1]);
-      s[i2] = lo_f32(w), s[i2 + 1] = hi_f32(w);
-    }
+    for (int n = 0; n < 8; ++n)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) w[2 * n + hf] = pack_bf16x2(s[4 * n + 2 * hf], s[4 * n + 2 * hf + 1]);
     if (key0 + kKt - 1 > p_first || (p.window > 0 && key0 <= p_last - p.window)) {
 #pragma unroll
       for (int n = 0; n < 8; ++n)
@@ -172,15 +181,19 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
         for (int e = 0; e < 4; ++e) {
           const int key = key0 + 8 * n + 2 * tig + (e & 1);
           const int qp = qpos[e >> 1];
-          if (key > qp || (p.window > 0 && key <= qp - p.window)) s[4 * n + e] = -INFINITY;
+          if (key > qp || (p.window > 0 && key <= qp - p.window)) {
+            uint32_t& x = w[2 * n + (e >> 1)];
+            x = (e & 1) ? (x & 0x0000ffffu) | 0xff800000u : (x & 0xffff0000u) | 0x0000ff80u;  // bf16 -inf
+          }
         }
     }
     float corr[2];
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      float mx = -INFINITY;
+      uint32_t hm = w[hf];
 #pragma unroll
-      for (int n = 0; n < 8; ++n) mx = fmaxf(mx, fmaxf(s[4 * n + 2 * hf], s[4 * n + 2 * hf + 1]));
+      for (int n = 1; n < 8; ++n) hm = max_bf16x2(hm, w[2 * n + hf]);
+      float mx = fmaxf(lo_f32(hm), hi_f32(hm));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float cand = mx * kScaleLog2;  // the scaled max, log2 units
@@ -190,8 +203,8 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
       float sum = 0.f;
 #pragma unroll
       for (int n = 0; n < 8; ++n) {
-        const float p0 = fast_exp2(fmaf(s[4 * n + 2 * hf], kScaleLog2, -m_new));
-        const float p1 = fast_exp2(fmaf(s[4 * n + 2 * hf + 1], kScaleLog2, -m_new));
+        const float p0 = fast_exp2(fmaf(lo_f32(w[2 * n + hf]), kScaleLog2, -m_new));
+        const float p1 = fast_exp2(fmaf(hi_f32(w[2 * n + hf]), kScaleLog2, -m_new));
         s[4 * n + 2 * hf] = p0, s[4 * n + 2 * hf + 1] = p1;
         sum += p0 + p1;
       }

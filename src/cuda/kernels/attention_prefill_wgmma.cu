@@ -13,9 +13,10 @@
 // never issue copies, so their async-proxy fence does not wait for the prefetches (docs/KERNELS-moe-gemm.md).
 // Consumers per key tile: S = Q K^T as 4 x wgmma.m64n64k16 (A = the warpgroup's 64 Q rows and B = the K
 // tile, both K-major in shared memory: as an RS operand ptxas reused Q's registers for temporaries after the
-// first tile), the mma.sync kernel's rounding / masking / lazy online softmax on the D
-// fragments, P -> bf16 A fragments in registers (the D layout of key columns 16 s .. 16 s + 15 is the A layout
-// of k16 step s), O += P V as 4 x wgmma.m64n64k16 with B = the V tile read MN-major (TRANS_B: rows are keys,
+// first tile); the scores rounded to bf16 a pair per cvt and kept packed for the mask and the row max
+// (max.bf16x2); the mma.sync kernel's lazy online softmax with the 0.125 scale folded into the exp2 FMA (the
+// softmax's instruction count bounds this kernel as much as the tensor pipe does); P -> bf16 A fragments in
+// registers (the D layout of key columns 16 s .. 16 s + 15 is the A layout of k16 step s), O += P V as 4 x wgmma.m64n64k16 with B = the V tile read MN-major (TRANS_B: rows are keys,
 // i.e. k, and the 64 dims are n), then one arrival per warp on empty[stage].
 #include "cuda/kernels/attention_prefill_wgmma.h"
 
@@ -30,7 +31,7 @@
 namespace mxs::cuda {
 namespace {
 
-using namespace attn;  // cp_async16, ldmatrix_x4, fast_exp2, pack_bf16x2, swz
+using namespace attn;  // fast_exp2, swz (+ cp_async16 from mma_bf16.cuh, pack_bf16x2 / lo_f32 / hi_f32)
 constexpr int kHeadDim = 64;
 constexpr int kGroup = 8;       // q heads per kv head
 constexpr int kKt = 64;         // keys per tile
@@ -46,19 +47,20 @@ struct Cfg {
   static constexpr int kThreads = kConsumers + 32;
   static constexpr int kQBytes = kRows * kHeadDim * 2;
   static constexpr int kSmem = 1024 + kQBytes + kStages * 2 * kTileBytes + 64 * 8;  // + alignment + barriers
-  static constexpr int kCtasPerSm = NWG == 2 ? 2 : 1;  // NWG 2: 95 registers, 2 CTAs (81 KB each) per SM
+  static constexpr int kCtasPerSm = NWG == 2 ? 2 : 1;  // NWG 2: 93 registers, 2 CTAs (81 KB each) per SM
 };
 constexpr float kLog2e = 1.4426950408889634f;
 // Scores stay unscaled (bf(q.k)) until the exponent: scaling by 0.125 is exact in bf16 and fp32, so
 // S * log2(e) = bf(q.k) * (0.125 log2(e)) bit for bit (one rounding and one multiply fewer per score).
 constexpr float kScaleLog2 = 0.125f * kLog2e;
-constexpr float kRescaleSlack = 8.f;
+constexpr float kRescaleSlack = 8.f;  // as attention_prefill_kernel: the running max may lag by 2^8
 
+// Elementwise max of two bf16x2 words.
 __device__ __forceinline__ uint32_t max_bf16x2(uint32_t a, uint32_t b) {
   uint32_t d;
   asm("max.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
   return d;
-}  // as attention_prefill_kernel: the running max may lag by 2^8
+}
 
 template <int NWG>
 __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
@@ -68,7 +70,7 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t raw = smem_u32(smem_raw);
   uint8_t* base = smem_raw + (((raw + 1023) & ~1023u) - raw);  // 1024-aligned: the swizzle repeats every 1 KB
-  bf16_t* s_q = reinterpret_cast<bf16_t*>(base);                          // [128 rows][64]; output staging
+  bf16_t* s_q = reinterpret_cast<bf16_t*>(base);                          // [kRows][64]; output staging
   bf16_t* s_kv = reinterpret_cast<bf16_t*>(base + kQBytes);               // [stage][K | V][64 keys][64]
   uint64_t* s_full = reinterpret_cast<uint64_t*>(base + kQBytes + kStages * 2 * kTileBytes);
   uint64_t* s_empty = s_full + kStages;
@@ -142,7 +144,7 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
   const float sink2 = to_f32(static_cast<const bf16_t*>(p.sinks)[g * kGroup + gid]) * kLog2e;
   const int row0 = 64 * wg + 16 * w;  // this warp's first CTA row
 
-  mbarrier_wait(s_qfull, 0);
+  mbarrier_wait(s_qfull, 0);  // (the proxy fence after each tile's full wait also covers Q)
   const uint64_t q_desc = b_desc(smem_u32(s_q) + wg * 64 * 128);  // this warpgroup's 64 Q rows (K-major A)
 
   float o[32];

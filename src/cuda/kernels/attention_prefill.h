@@ -1,7 +1,8 @@
 // Flash-attention-style paged attention for prefill chunks (and any query token): tensor cores (wgmma for
 // the default tiles, attention_prefill_wgmma.h; otherwise mma.sync m16n8k16 bf16, fp32 accumulate), online
 // fp32 softmax started at the per-head sink logit, causal mask, optional sliding window, GQA 8 q heads per kv
-// head packed into the MMA M dimension so every K/V tile is read once per (query tile, kv head). Same inputs as attention_decode (attention_decode.h), no workspace.
+// head packed into the MMA M dimension so every K/V tile is read once per (query tile, kv head). Same inputs as
+// attention_decode (attention_decode.h), no workspace.
 // Math (gpt-oss-spec.md §3.4): S = q.k * 0.125 (fp32), softmax over keys plus the sink column (denominator
 // only), out = bf(P.V) with P rounded to bf16 as the MMA operand. See docs/KERNELS-attention-prefill.md.
 #pragma once
@@ -56,9 +57,9 @@ struct AttentionPrefillParams {
 void attention_prefill(const AttentionPrefillParams& p, cudaStream_t stream);
 
 // Suggested tile_q for one layer kind of a step with `n_prefill_tokens` tokens in its tiles. wgmma kernel, H100
-// (cuda_attention_prefill_test BenchPrompt): full layers at 2k / 8k prompts 0.159 / 2.292 ms at 16, 0.158 / 2.208
-// at 32, a 2k chunk at 32k context 4.588 / 4.205; sliding layers and short chunks are faster at 16 (8k sliding
-// 0.161 vs 0.196 ms).
+// (cuda_attention_prefill_test BenchPrompt, f42c3a1): full layers at 2k / 8k prompts 0.116 / 1.566 ms at 16,
+// 0.115 / 1.554 at 32, a 2k chunk at 32k context 3.044 / 2.948; sliding layers and short chunks are faster at 16
+// (8k sliding 0.139 vs 0.166 ms; 64 queries at 8k 0.148 vs 0.211).
 inline int prefill_tile_q(int n_prefill_tokens, int window) {
   return window == 0 && n_prefill_tokens >= 2048 ? kPrefillTileQ32 : kPrefillTileQ16;
 }

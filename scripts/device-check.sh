@@ -77,6 +77,10 @@ for which in gate_up down; do
   timeout 200 $BIN bench kernel moe-gemm --which $which --json "$OUT/bench_moe_gemm_$which.json" >"$OUT/bench_moe_gemm_$which.md" 2>&1
   echo "== bench kernel moe-gemm --which $which rc=$?"; grep -E "^\|" "$OUT/bench_moe_gemm_$which.md" | head -10
 done
+# Prefill attention per layer: the wgmma kernel (tile 16 / 32) and the mma.sync kernel's default tiles.
+timeout 120 build-device/tests/cuda_attention_prefill_test --gtest_filter='*Bench*' >"$OUT/bench_attention_prefill.txt" 2>&1
+echo "== attention prefill kernels rc=$? (ms per layer, 64 q / 8 kv heads)"
+grep -E "bench prefill .*(wgmma|mma   tq (16|32) kt   0)" "$OUT/bench_attention_prefill.txt" | head -40
 
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   timeout 240 $BIN mkmodel --preset 20b --seed 1 --tokenizer .carry/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1

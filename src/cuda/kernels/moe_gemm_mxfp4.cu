@@ -8,10 +8,11 @@
 // xn, which TMA cannot do) and signal full[slot] with cp.async.mbarrier.arrive. Each consumer thread reads
 // its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
 // 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup issues 4
-// wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers are double buffered (the wgmma
-// of k-tile j - 1 may still read its set while set j is written); wgmma.wait_group 1 keeps one k-tile of MMAs
-// in flight behind the dequantization of the next, after which the slot of j - 1 is released (empty[slot],
-// one arrival per consumer warp).
+// wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
+// 3 for 128-token tiles, whose 64 accumulators leave the room): the wgmma of k-tiles j - 1 .. j - NA + 1 may
+// still read theirs while set j is written; wgmma.wait_group NA - 1 keeps that many k-tiles of MMAs in flight
+// behind the dequantization of the next, after which the slot of j - NA + 1 is released (empty[slot], one
+// arrival per consumer warp).
 // Persistent scheduler: tiles are numbered (expert, 64 WGS-row m tile, token tile) with the token tile
 // innermost (CTAs working at the same time share an expert's weight rows in L2). Static (p.sched null): CTA b
 // takes tiles b, b + grid, ... Dynamic (p.sched set): CTA b's first tile is b, each later one comes from a
@@ -64,6 +65,10 @@ struct Cfg {
   static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
   static constexpr bool kSetMaxNreg = kWgs == 3;
   static constexpr int kConsumerRegs = 152, kProducerRegs = 56;
+  // A register sets used in turn: 3 for 128-token tiles (64 accumulators leave the room: the wgmma of two
+  // k-tiles may run behind the dequantization of the next; H100: gate_up P = 8192 0.683-0.693 -> 0.664-0.667
+  // ms, 2k prefill 30.9-31.6 -> 30.2-30.5 ms), 2 otherwise (192 tiles: 96 accumulators).
+  static constexpr int kASets = N_MAX == 128 ? 3 : 2;
   // setmaxnreg.inc blocks until the CTA's pool has the registers (a budget over it hangs the kernel): the pool
   // is what the launch allocated, threads x the per-thread count ptxas gives the kernel (65536 / threads,
   // rounded down to 8: 128 for 512 threads, 168 for 384), not always the whole register file.
@@ -356,7 +361,8 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   float acc[N_MAX / 2];
 #pragma unroll
   for (int i = 0; i < N_MAX / 2; ++i) acc[i] = 0.f;
-  uint32_t afr[2][4][4];
+  constexpr int NA_SETS = C::kASets;
+  uint32_t afr[NA_SETS][4][4];
   int slot = 0, round = 0;
 
 #pragma unroll 1
@@ -371,8 +377,8 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
     float pf_rw = 0.f;
     if (!kGU && tid < cur.n_valid) pf_pair = p.index.pair_list[cur.row0 + tid];
 
-    // One k-tile: A registers of set BUF (the wgmma of k-tile kt - 1 may still read the other set; the
-    // parity restarts per tile because the epilogue waited for all MMAs).
+    // One k-tile: A registers of set BUF (the wgmma of the previous NA_SETS - 1 k-tiles may still read the
+    // other sets; the set index restarts per tile because the epilogue waited for all MMAs).
     auto step = [&](auto buf_c, int kt) {
       constexpr int BUF = decltype(buf_c)::value;
       mbarrier_wait(&s_full[slot], round & 1);  // the producer's copies of this k-tile landed
@@ -385,16 +391,19 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
         wgmma_fence();
         mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
         wgmma_commit();
-        wgmma_wait<1>();  // the wgmma of k-tile kt - 1 retired: its slot can be refilled
+        wgmma_wait<NA_SETS - 1>();  // the wgmma of k-tile kt - (NA_SETS - 1) retired: its slot can be refilled
       }
       __syncwarp();
-      if (kt > 0 && (tid & 31) == 0) mbar_arrive(&s_empty[slot == 0 ? S - 1 : slot - 1]);  // release kt - 1
+      if (kt >= NA_SETS - 1 && (tid & 31) == 0)  // release k-tile kt - (NA_SETS - 1)
+        mbar_arrive(&s_empty[slot >= NA_SETS - 1 ? slot - (NA_SETS - 1) : slot + S - (NA_SETS - 1)]);
       if (++slot == S) slot = 0, ++round;
     };
 #pragma unroll 1
-    for (int kt = 0; kt < KT; kt += 2) {
+    for (int kt = 0; kt < KT; kt += NA_SETS) {
       step(std::integral_constant<int, 0>{}, kt);
       if (kt + 1 < KT) step(std::integral_constant<int, 1>{}, kt + 1);
+      if constexpr (NA_SETS == 3)
+        if (kt + 2 < KT) step(std::integral_constant<int, 2>{}, kt + 2);
     }
     int* tile_pair = s_pair + (i & 1) * NC;
     float* tile_rw = s_rw + (i & 1) * NC;
@@ -407,10 +416,11 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
       wgmma_wait<0>();
       fence_regs(acc);
     }
-    // All MMAs of the tile retired: release the last stage before the epilogue (the producer refills it
-    // meanwhile).
+    // All MMAs of the tile retired: release the stages still held before the epilogue (the producer refills
+    // them meanwhile).
     __syncwarp();
-    if ((tid & 31) == 0) mbar_arrive(&s_empty[slot == 0 ? S - 1 : slot - 1]);
+    if ((tid & 31) == 0)  // the last NA_SETS - 1 k-tiles' stages (fewer if the tile had fewer k-tiles)
+      for (int j = min(NA_SETS - 1, KT); j >= 1; --j) mbar_arrive(&s_empty[slot >= j ? slot - j : slot + S - j]);
     if (active) {
       epilogue<W, N_MAX>(p, cur, acc, M, (cur.mt * WGS + wg) * 32 + u_in_wg, c, tile_pair, tile_rw);
       fence_regs(acc);

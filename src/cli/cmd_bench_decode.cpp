@@ -89,11 +89,8 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));
-  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
-  cmd->callback([args, cmd]() {
-    const std::string command = mxs::cli::command_line("mxserve bench decode", *cmd);
-    run(*args, command);
-  });
+  mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench decode",
+                             [args](const std::string& command) { run(*args, command); });
 });
 
 }  // namespace

@@ -64,11 +64,8 @@ mxs::cli::CommandRegistrar reg(64, [](CLI::App& app) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   cmd->add_option("--iters", args->iters, "Timed calls per case")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
-  cmd->callback([args, cmd]() {
-    const std::string command = mxs::cli::command_line("mxserve bench kernel dense-gemm", *cmd);
-    run_dense_gemm(*args, command);
-  });
+  mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench kernel dense-gemm",
+                             [args](const std::string& command) { run_dense_gemm(*args, command); });
 });
 
 }  // namespace

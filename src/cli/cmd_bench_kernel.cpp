@@ -138,11 +138,8 @@ mxs::cli::CommandRegistrar reg(62, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--warmup", args->warmup, "Untimed runs before timing")->check(CLI::Range(0, 100000))->capture_default_str();
   cmd->add_option("--iters", args->iters, "Timed runs (mean reported)")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
-  cmd->callback([args, cmd]() {
-    const std::string command = mxs::cli::command_line("mxserve bench kernel moe-gemm", *cmd);
-    run_moe_gemm(*args, command);
-  });
+  mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench kernel moe-gemm",
+                             [args](const std::string& command) { run_moe_gemm(*args, command); });
   auto ad = std::make_shared<AttentionDecodeArgs>();
   CLI::App* adc = kernel->add_subcommand(
       "attention-decode", "Decode attention per layer: attention_decode (CUDA cores) vs attention_decode_mma (tensor "
@@ -151,11 +148,8 @@ mxs::cli::CommandRegistrar reg(62, [](CLI::App& app) {
   adc->add_option("--context", ad->contexts, "Comma-separated contexts (keys per full layer)")->capture_default_str();
   adc->add_option("--warmup", ad->warmup, "Untimed launches before timing")->check(CLI::Range(0, 100000))->capture_default_str();
   adc->add_option("--iters", ad->iters, "Timed launches (mean reported)")->check(CLI::Range(1, 100000))->capture_default_str();
-  adc->add_option("--json", ad->json_path, "Also write the results as JSON to this file");
-  adc->callback([ad, adc]() {
-    const std::string command = mxs::cli::command_line("mxserve bench kernel attention-decode", *adc);
-    run_attention_decode(*ad, command);
-  });
+  mxs::cli::add_json_and_run(adc, &ad->json_path, "mxserve bench kernel attention-decode",
+                             [ad](const std::string& command) { run_attention_decode(*ad, command); });
 });
 
 }  // namespace

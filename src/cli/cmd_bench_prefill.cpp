@@ -80,8 +80,8 @@ mxs::cli::CommandRegistrar reg(61, [](CLI::App& app) {
   cmd->add_option("--breakdown", args->breakdown,
                   "Prompt length of the per-stage table (CUDA events per kernel family; 0: none; capped at the longest --prompt)")
       ->check(CLI::Range(0, 131072))->capture_default_str();
-  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
-  cmd->callback([args, cmd]() { run(*args, mxs::cli::command_line("mxserve bench prefill", *cmd)); });
+  mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench prefill",
+                             [args](const std::string& command) { run(*args, command); });
 });
 
 }  // namespace

@@ -88,11 +88,8 @@ mxs::cli::CommandRegistrar reg(63, [](CLI::App& app) {
   cmd->add_option("--mb", args->megabytes, "Comma-separated MB (10^6 bytes) read per launch")->capture_default_str();
   cmd->add_option("--chain", args->chain, "Launches per graph")->check(CLI::Range(1, 10000))->capture_default_str();
   cmd->add_option("--reps", args->reps, "Timed graph replays")->check(CLI::Range(1, 100000))->capture_default_str();
-  cmd->add_option("--json", args->json_path, "Also write the results as JSON to this file");
-  cmd->callback([args, cmd]() {
-    const std::string command = mxs::cli::command_line("mxserve bench kernel stream-read", *cmd);
-    run_stream_read(*args, command);
-  });
+  mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench kernel stream-read",
+                             [args](const std::string& command) { run_stream_read(*args, command); });
 });
 
 }  // namespace

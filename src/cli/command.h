@@ -41,6 +41,11 @@ std::string bench_commit();
 // options named in `secret` (e.g. --api-key) are left out.
 std::string command_line(const std::string& prefix, const CLI::App& cmd, const std::vector<std::string>& secret = {});
 
+// The tail every benchmark subcommand shares: `--json PATH` into *json_path, and the callback that runs
+// run(command line) with the command line as `prefix --opt value ...` (command_line) so the report can print it.
+void add_json_and_run(CLI::App* cmd, std::string* json_path, const std::string& prefix,
+                      std::function<void(const std::string& command)> run);
+
 // --async-scheduling on|off|auto (EngineConfig::async_scheduling; docs/ARCHITECTURE.md "Async scheduling"): the
 // option on `cmd`, and whether it is on for a runner named `runner_name` (auto: on for "cuda", off for "cpu").
 void add_async_scheduling_option(CLI::App* cmd, std::string* value);

@@ -63,6 +63,12 @@ std::string command_line(const std::string& prefix, const CLI::App& cmd, const s
   return command;
 }
 
+void add_json_and_run(CLI::App* cmd, std::string* json_path, const std::string& prefix,
+                      std::function<void(const std::string& command)> run) {
+  cmd->add_option("--json", *json_path, "Also write the results as JSON to this file");
+  cmd->callback([cmd, prefix, run = std::move(run)]() { run(command_line(prefix, *cmd)); });
+}
+
 void throw_needs_cuda(const char* what) {
   throw Error(std::string(what) + " needs the CUDA backend: this build has none (rebuild with nvcc, -DMXS_CUDA=ON)");
 }

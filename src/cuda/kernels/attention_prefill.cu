@@ -25,6 +25,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/attention_mma.cuh"
+#include "cuda/kernels/attention_prefill_tile.cuh"
 #include "cuda/kernels/attention_prefill_wgmma.h"
 #include "cuda/kernels/pdl.cuh"
 
@@ -56,52 +57,24 @@ __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS) attention_prefill_kerne
   griddep_wait();  // q and the cache come from qkv_rope (PDL: nothing global is read before this)
   griddep_launch_dependents();
   const int g = blockIdx.x;                             // kv head
-  const PrefillTile tile = p.tiles[p.n_tiles - 1 - blockIdx.y];  // longest (last) tiles first
+  const PrefillTileKeys tk = prefill_tile_keys(p, p.tiles[p.n_tiles - 1 - blockIdx.y]);  // longest tiles first
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int first = tile.first_token, nq = tile.n_tokens;
-  const int seq = p.meta.token_seq[first];
-  const int32_t* table = p.meta.block_tables + size_t(seq) * p.meta.max_blocks_per_seq;
-  const int p_first = p.meta.positions[first], p_last = p.meta.positions[first + nq - 1];
-  const int lo = p.window > 0 ? max(0, p_first - p.window + 1) : 0;
-  const int kt_begin = lo / kKeyTile, kt_end = p_last / kKeyTile + 1;  // key tiles with a visible key
-  const int key_hi = p_last + 1;                                       // keys >= key_hi: not loaded
+  const int first = tk.first, nq = tk.nq, p_first = tk.p_first, p_last = tk.p_last;
+  const int kt_begin = tk.kt_begin(kKeyTile), kt_end = tk.kt_end(kKeyTile);  // key tiles with a visible key
 
-  const size_t q_stride = size_t(p.n_heads) * kHeadDim;  // one token of q / out
-  const bf16_t* q_base = static_cast<const bf16_t*>(p.q) + size_t(g) * kGroup * kHeadDim;
-  const bf16_t* kv = static_cast<const bf16_t*>(p.kv.base);
-  const int bs_shift = __ffs(p.kv.block_size) - 1;      // block_size is a power of two (host check)
-  const int bs_mask = p.kv.block_size - 1;
-  // Element offsets (32-bit: a block of the layer holds 2 * n_kv * block_size * 64 < 2^31 elements):
-  // block b, K|V w, head g, position j, chunk c -> b * block_elems + w * kv_elems + g * slab + j * 64 + c * 8.
-  const int slab = p.kv.block_size * kHeadDim;
-  const int kv_elems = p.kv.n_kv_heads * slab;          // K -> V of the same block
-  const int block_elems = 2 * kv_elems;
-
-  // Q tile: rows beyond the tile's tokens are zeros (their results are never stored).
-  for (int i = tid; i < kRows * 8; i += kThreads) {
-    const int r = i >> 3, c = i & 7, qi = r >> 3;
-    const bool ok = qi < nq;
-    const bf16_t* src = ok ? q_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + c * 8 : q_base;
-    cp_async16(smem_u32(s_q + swz(r, c)), src, ok ? 16 : 0);
-  }
+  for (int i = tid; i < kRows * 8; i += kThreads) copy_q_chunk(p, g, tk, i >> 3, i & 7, s_q);
   // K/V tile: thread t copies chunk (t & 7) of rows t/8 + j * (threads/8), K and V alike, so one table
-  // lookup serves both; keys outside [lo, key_hi) are zero-filled without touching the table.
+  // lookup serves both (attention_prefill_tile.cuh).
   constexpr int kRowsPerPass = kThreads / 8;
   static_assert(kKeyTile % kRowsPerPass == 0, "key tile rows must split evenly over the threads");
   const int ld_c = tid & 7, ld_r = tid >> 3;
-  const int thr_off = g * slab + ld_c * 8;
+  const PagedKvGather gather = paged_kv_gather(p, g, tk, ld_c);
   auto load_kv = [&](int kt, int stage) {
-    const int key0 = kt * kKeyTile;
 #pragma unroll
     for (int j = 0; j < kKeyTile / kRowsPerPass; ++j) {
-      const int r = ld_r + j * kRowsPerPass, key = key0 + r;
-      const bool ok = key >= lo && key < key_hi;  // below lo: masked for every query, its block may be freed
-      const bf16_t* src = kv;
-      if (ok) src = kv + size_t(uint32_t(table[key >> bs_shift])) * uint32_t(block_elems) +
-                    uint32_t(thr_off + (key & bs_mask) * kHeadDim);
+      const int r = ld_r + j * kRowsPerPass;
       const int dst = stage * kKeyTile * kHeadDim + swz(r, ld_c);
-      cp_async16(smem_u32(s_k + dst), src, ok ? 16 : 0);
-      cp_async16(smem_u32(s_v + dst), ok ? src + kv_elems : src, ok ? 16 : 0);
+      gather.copy(kt * kKeyTile + r, smem_u32(s_k + dst), smem_u32(s_v + dst));
     }
   };
   load_kv(kt_begin, 0);
@@ -157,7 +130,7 @@ __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS) attention_prefill_kerne
       const bf16_t* sk = s_k + (stage * kKeyTile + sub * KS) * kHeadDim;
       const bf16_t* sv = s_v + (stage * kKeyTile + sub * KS) * kHeadDim;
       const int key0 = kt * kKeyTile + sub * KS;
-      if (key0 > p_last || key0 + KS <= lo) continue;  // sub-tile with no visible key (KS < KT only)
+      if (key0 > p_last || key0 + KS <= tk.lo) continue;  // sub-tile with no visible key (KS < KT only)
       // S = Q K^T (raw dot products): s[mt][n][e], key = key0 + 8n + 2*tig + (e & 1), row half = e >> 1.
       // (sk rows are sub-tile relative; the swizzle uses the absolute smem row, a multiple of 8 apart.)
       float s[2][kN][4];
@@ -270,33 +243,19 @@ __global__ void __launch_bounds__(WARPS * 32, 8 / WARPS) attention_prefill_kerne
     __syncthreads();  // the next iteration's prefetch overwrites this stage
   }
 
-  // Epilogue: den = sum over the quad + the sink term; out = bf(O / den), staged through this warp's own
-  // rows of s_q (only this warp read them) for 16-byte coalesced stores.
+  // Epilogue: out = bf(O / den), staged through this warp's own rows of s_q (only this warp read them) for
+  // 16-byte coalesced stores (attention_prefill_tile.cuh).
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-      float den = l[mt][hf];
-      den += __shfl_xor_sync(0xffffffffu, den, 1);
-      den += __shfl_xor_sync(0xffffffffu, den, 2);
-      den += fast_exp2(sink2 - m[mt][hf]);
-      const float inv = 1.f / den;
+      const float inv = prefill_inv_den(l[mt][hf], m[mt][hf], sink2);
       const int r = warp * 32 + mt * 16 + hf * 8 + gid;
 #pragma unroll
-      for (int n = 0; n < 8; ++n) {
-        const uint32_t v = pack_bf16x2(o[mt][n][2 * hf] * inv, o[mt][n][2 * hf + 1] * inv);
-        *reinterpret_cast<uint32_t*>(s_q + swz(r, n) + 2 * tig) = v;
-      }
+      for (int n = 0; n < 8; ++n) stage_out_pair(s_q, r, n, tig, o[mt][n][2 * hf] * inv, o[mt][n][2 * hf + 1] * inv);
     }
   __syncwarp();
-  bf16_t* out_base = static_cast<bf16_t*>(p.out) + size_t(g) * kGroup * kHeadDim;
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int r = warp * 32 + i * 4 + (lane >> 3), c = lane & 7, qi = r >> 3;
-    if (qi < nq)
-      *reinterpret_cast<uint4*>(out_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + c * 8) =
-          *reinterpret_cast<const uint4*>(s_q + swz(r, c));
-  }
+  store_out_rows<8>(p, g, tk, s_q, warp * 32, lane);
 }
 
 template <int WARPS, int KT, int KS>

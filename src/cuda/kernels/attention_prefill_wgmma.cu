@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/attention_mma.cuh"
+#include "cuda/kernels/attention_prefill_tile.cuh"
 #include "cuda/kernels/bulk_copy.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
@@ -86,32 +87,17 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
   griddep_wait();  // q and the cache come from qkv_rope
   griddep_launch_dependents();
   const int g = blockIdx.x;
-  const PrefillTile tile = p.tiles[p.n_tiles - 1 - blockIdx.y];  // longest (last) tiles first
-  const int first = tile.first_token, nq = tile.n_tokens;
-  const int p_first = p.meta.positions[first], p_last = p.meta.positions[first + nq - 1];
-  const int lo = p.window > 0 ? max(0, p_first - p.window + 1) : 0;
-  const int kt_begin = lo / kKt, kt_end = p_last / kKt + 1;
-  const size_t q_stride = size_t(p.n_heads) * kHeadDim;
-  const bf16_t* q_base = static_cast<const bf16_t*>(p.q) + size_t(g) * kGroup * kHeadDim;
+  const PrefillTileKeys tk = prefill_tile_keys(p, p.tiles[p.n_tiles - 1 - blockIdx.y]);  // longest tiles first
+  const int first = tk.first, nq = tk.nq, p_first = tk.p_first, p_last = tk.p_last;
+  const int kt_begin = tk.kt_begin(kKt), kt_end = tk.kt_end(kKt);
 
   // Role by warp, shuffled so that ptxas sees a warp-uniform branch (else it serializes every wgmma).
   if (__shfl_sync(0xffffffffu, tid >> 5, 0) == kConsumers / 32) {
     // ---- producer warp ----
     const int lane = tid & 31, ch = lane & 7, r0 = lane >> 3;  // chunk ch of rows r0 + 4 j
-    for (int j = 0; j < kRows / 4; ++j) {
-      const int r = r0 + 4 * j, qi = r >> 3;
-      const bool ok = qi < nq;
-      const bf16_t* src = ok ? q_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + ch * 8 : q_base;
-      cp_async16(smem_u32(s_q + swz(r, ch)), src, ok ? 16 : 0);
-    }
+    for (int j = 0; j < kRows / 4; ++j) copy_q_chunk(p, g, tk, r0 + 4 * j, ch, s_q);
     cp_async_mbar_arrive(s_qfull);
-    const int seq = p.meta.token_seq[first];
-    const int32_t* table = p.meta.block_tables + size_t(seq) * p.meta.max_blocks_per_seq;
-    const bf16_t* kv = static_cast<const bf16_t*>(p.kv.base);
-    const int bs_shift = __ffs(p.kv.block_size) - 1, bs_mask = p.kv.block_size - 1;
-    const int slab = p.kv.block_size * kHeadDim, kv_elems = p.kv.n_kv_heads * slab, block_elems = 2 * kv_elems;
-    const int thr_off = g * slab + ch * 8;
-    const int key_hi = p_last + 1;
+    const PagedKvGather gather = paged_kv_gather(p, g, tk, ch);  // (attention_prefill_tile.cuh)
     for (int kt = kt_begin, i = 0; kt < kt_end; ++kt, ++i) {
       const int stage = i % kStages;
       mbarrier_wait(&s_empty[stage], ((i / kStages) & 1) ^ 1);  // the consumers released its previous round
@@ -119,13 +105,8 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
       bf16_t* sv = sk + kTileBytes / 2;
 #pragma unroll 4
       for (int j = 0; j < kKt / 4; ++j) {
-        const int r = r0 + 4 * j, key = kt * kKt + r;
-        const bool ok = key >= lo && key < key_hi;  // below lo / past the last query: zeros, table not read
-        const bf16_t* src = kv;
-        if (ok) src = kv + size_t(uint32_t(table[key >> bs_shift])) * uint32_t(block_elems) +
-                      uint32_t(thr_off + (key & bs_mask) * kHeadDim);
-        cp_async16(smem_u32(sk + swz(r, ch)), src, ok ? 16 : 0);
-        cp_async16(smem_u32(sv + swz(r, ch)), ok ? src + kv_elems : src, ok ? 16 : 0);
+        const int r = r0 + 4 * j;
+        gather.copy(kt * kKt + r, smem_u32(sk + swz(r, ch)), smem_u32(sv + swz(r, ch)));
       }
       cp_async_mbar_arrive(&s_full[stage]);
     }
@@ -234,32 +215,17 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
     if (lane == 0) mbar_arrive(&s_empty[stage]);
   }
 
-  // Epilogue: den = quad sum + the sink term; out = bf(O / den), staged in this warp's own Q rows for 16-byte
+  // Epilogue (attention_prefill_tile.cuh): out = bf(O / den), staged in this warp's own Q rows for 16-byte
   // stores, once every warp of the warpgroup is past its last wgmma (their S MMAs read all 64 Q rows).
   asm volatile("bar.sync %0, 128;\n" ::"r"(1 + wg) : "memory");
 #pragma unroll
   for (int hf = 0; hf < 2; ++hf) {
-    float den = l[hf];
-    den += __shfl_xor_sync(0xffffffffu, den, 1);
-    den += __shfl_xor_sync(0xffffffffu, den, 2);
-    den += fast_exp2(sink2 - m[hf]);
-    const float inv = 1.f / den;
-    const int r = row0 + hf * 8 + gid;
+    const float inv = prefill_inv_den(l[hf], m[hf], sink2);
 #pragma unroll
-    for (int n = 0; n < 8; ++n) {
-      const uint32_t v = pack_bf16x2(o[4 * n + 2 * hf] * inv, o[4 * n + 2 * hf + 1] * inv);
-      *reinterpret_cast<uint32_t*>(s_q + swz(r, n) + 2 * tig) = v;
-    }
+    for (int n = 0; n < 8; ++n) stage_out_pair(s_q, row0 + hf * 8 + gid, n, tig, o[4 * n + 2 * hf] * inv, o[4 * n + 2 * hf + 1] * inv);
   }
   __syncwarp();
-  bf16_t* out_base = static_cast<bf16_t*>(p.out) + size_t(g) * kGroup * kHeadDim;
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int r = row0 + i * 4 + (lane >> 3), c = lane & 7, qi = r >> 3;
-    if (qi < nq)
-      *reinterpret_cast<uint4*>(out_base + size_t(first + qi) * q_stride + (r & 7) * kHeadDim + c * 8) =
-          *reinterpret_cast<const uint4*>(s_q + swz(r, c));
-  }
+  store_out_rows<4>(p, g, tk, s_q, row0, lane);
 }
 
 template <int NWG>

@@ -168,10 +168,15 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
     };
     row.ms_mxfp4 = time_ms(o.warmup, o.iters, run_mx);
     row.best_n_tile = row.n_tile, row.ms_mxfp4_best_tile = row.ms_mxfp4;
-    for (int nt : {32, 64, 128, 192}) {
-      if (nt == row.n_tile) continue;
+    const int tiles[4] = {32, 64, 128, 192};
+    for (int i = 0; i < 4; ++i) {
+      const int nt = tiles[i];
+      if (nt == row.n_tile) {
+        row.ms_by_tile[i] = row.ms_mxfp4;
+        continue;
+      }
       p.n_tile = nt;
-      const double ms = time_ms(o.warmup, o.iters, run_mx);
+      const double ms = row.ms_by_tile[i] = time_ms(o.warmup, o.iters, run_mx);
       if (ms < row.ms_mxfp4_best_tile) row.best_n_tile = nt, row.ms_mxfp4_best_tile = ms;
     }
     p.n_tile = 0;

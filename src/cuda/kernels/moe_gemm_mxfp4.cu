@@ -473,17 +473,19 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// Token tile capacity from the mean pairs per expert m (fitted on the H200 bench, uniform routing; see
+// Token tile capacity from the mean pairs per expert m (uniform routing; refitted after the 128-token tiles got
+// a third A register set, on `bench kernel moe-gemm --P 2048,...,65536` which times every tile; data in
 // docs/KERNELS-moe-gemm.md): m <= 16 is weight streaming (32: deeper ring, two CTAs per SM); above that the
-// 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns. 192 when one
-// (m <= 160: the ragged counts around m fit one tile) or all-but-one full tiles (m > 320) cover an expert;
-// 128 otherwise (m = 256: 128 + 128 beat 192 + 64 by 7-15%). N_MAX = 64 stays for forced runs: 128 beat it
-// at every size it was picked for.
+// 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns. 128 tiles are the
+// cheaper per column (three A sets against two), so 192 only where it saves a tile for most experts: m in
+// (112, 224] (the ragged counts around 128-192 fit one 192 tile; m = 160: 0.420 vs 0.461 ms gate_up) and
+// (288, 352] (320 = 192 + 128 against 3 x 128: 0.697 vs 0.865). Everywhere else 128 (m = 512: 1.105 vs 1.231
+// gate_up, 0.520 vs 0.537 down). N_MAX = 64 stays for forced runs: 128 beat it at every size.
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
   if (mean <= 16) return 32;
-  if (mean <= 96) return 128;
-  return mean <= 160 || mean > 320 ? 192 : 128;
+  if ((mean > 112 && mean <= 224) || (mean > 288 && mean <= 352)) return 192;
+  return 128;
 }
 
 void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream) {

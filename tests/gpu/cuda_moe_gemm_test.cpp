@@ -147,9 +147,9 @@ void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed&
   p.n_pairs = c.P, p.hidden = c.H, p.intermediate = c.I, p.n_experts = c.E, p.top_k = top_k;
   p.n_tile = c.n_tile;
 
-  // gate_up: act[s] (sorted order) from xn[pair / top_k].
+  // gate_up: act[s] (sorted order) from xn[pair / top_k] (gathered into yw first: its scratch).
   d_act.poison();
-  p.act = d_act.p;
+  p.act = d_act.p, p.yw = d_yw.p;
   moe_gemm_mxfp4_gate_up(p, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<float> xf = to_f32(xn);

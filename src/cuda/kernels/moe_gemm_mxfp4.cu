@@ -3,9 +3,15 @@
 // CTA = WGS consumer warpgroups (64 weight rows each: WGS = 2 for token tiles N_MAX <= 64, 3 for 128 / 192)
 // x up to N_MAX of one expert's sorted tokens, + producer warps (1 for N_MAX <= 64, a warpgroup above, which
 // gives registers to the consumers with setmaxnreg); K in tiles of 64. The producers fill an S-deep ring of
-// stages with cp.async (per k-tile: WGS x 2 KB of packed nibbles, WGS x 128 B of scale words, and the N
-// token rows, 8 x 16 B each in the 128-byte swizzle the wgmma B descriptor expects; gate_up gathers rows of
-// xn, which TMA cannot do) and signal full[slot] with cp.async.mbarrier.arrive. Each consumer thread reads
+// stages (per k-tile: WGS x 2 KB of packed nibbles, WGS x 128 B of scale words, and the N token rows in the
+// 128-byte swizzle the wgmma B descriptor expects), completing on full[slot]:
+//   N_MAX >= 128: the producer warpgroup's 16-byte cp.async (gate_up gathers rows of xn straight from the
+//     token matrix) and cp.async.mbarrier.arrive;
+//   N_MAX <= 64: lane 0 of the producer warp with the copy engine: one 2-D TMA box per 32 token rows of the
+//     sorted rows (gate_up first gathers xn[pair / top_k] into yw, free until down writes it) and one bulk
+//     copy per warpgroup of nibbles and of scale words, all on full[slot] with their byte count. One warp's
+//     cp.async (24 per lane and k-tile) bounded these tiles: TMA made them 1.4x faster (H100, session 9).
+// Each consumer thread reads
 // its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
 // 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup issues 4
 // wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
@@ -35,13 +41,16 @@
 #include "cuda/kernels/bulk_copy.cuh"
 #include "cuda/kernels/moe_gemm_pack.h"
 #include "cuda/kernels/moe_pack_dequant.cuh"
+#include "cuda/kernels/tma.cuh"
 #include "cuda/kernels/wgmma.cuh"
+#include "cuda/tensor_map.h"
 
 namespace mxs::cuda {
 namespace {
 
 enum class Which { kGateUp, kDown };
 constexpr int kMaxExperts = 128;
+constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer)
 // Shared memory: a ring of S stages, each a B tile [N_MAX rows][128 B] (128-byte swizzle, 1024-aligned: the
 // swizzle repeats every 1024 B) in the B ring, and the A bytes [WGS wg][128 thr][16 B] + scale words
 // [WGS wg][32][4 B] in the A ring after it. WGS = consumer warpgroups of the CTA (64 weight rows each, all on
@@ -65,6 +74,7 @@ struct Cfg {
   static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
   static constexpr bool kSetMaxNreg = kWgs == 3;
   static constexpr int kConsumerRegs = 152, kProducerRegs = 56;
+  static constexpr bool kTma = N_MAX <= 64;  // copy-engine producer (above)
   // A register sets used in turn: 3 for 128-token tiles (64 accumulators leave the room: the wgmma of two
   // k-tiles may run behind the dequantization of the next; H100: gate_up P = 8192 0.683-0.693 -> 0.664-0.667
   // ms, 2k prefill 30.9-31.6 -> 30.2-30.5 ms), 2 otherwise (192 tiles: 96 accumulators).
@@ -190,7 +200,7 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
 template <Which W, int N_MAX, bool BIG>
 __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerSm)
-    moe_gemm_mxfp4_kernel(const MoeGemmParams p) {
+    moe_gemm_mxfp4_kernel(const MoeGemmParams p, const __grid_constant__ CUtensorMap b_map) {
   using C = Cfg<N_MAX>;
   constexpr int S = C::kStages, WGS = C::kWgs, NC = C::kConsumers;
   constexpr bool kGU = W == Which::kGateUp;
@@ -214,9 +224,12 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
 
   for (int e = tid; e <= E; e += C::kThreadsAll) s_off[e] = p.index.expert_offsets[e];
   if (tid == 0)
-    for (int i = 0; i < S; ++i) mbarrier_init(&s_full[i], C::kProducerThreads), mbarrier_init(&s_empty[i], NC / 32);
-  if (tid == 0)
+    for (int i = 0; i < S; ++i)
+      mbarrier_init(&s_full[i], C::kTma ? 1 : C::kProducerThreads), mbarrier_init(&s_empty[i], NC / 32);
+  if (tid == 0) {
     for (int i = 0; i < R; ++i) mbarrier_init(&s_tfull[i], 1);
+    fence_mbarrier_init();  // visible to the copy engine before the first copy
+  }
   __syncthreads();
   if (tid == 0) {
     int n = 0;
@@ -281,7 +294,56 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   // divergent and every wgmma is serialized).
   if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= NC / 32) {
     if constexpr (C::kSetMaxNreg) setmaxnreg_dec<C::kProducerRegs>();
-    // ---- producer: k-tile kt of the i-th tile into ring slot L % S, L = 0, 1, ... ----
+    if constexpr (C::kTma) {
+    // ---- copy-engine producer (N_MAX <= 64): k-tile kt of the i-th tile into ring slot L % S ----
+    // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + 32 nb)
+    // of the sorted matrix as nb TMA boxes (rows past the tile's tokens belong to the next expert or are zeros
+    // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
+    // nibbles and 128 B of scale words (bulk copies). The whole warp runs the loop (tile ids come by shuffle).
+    const int lane = tid & 31;
+    const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
+    const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
+    uint8_t* s_b = smem;
+    if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&b_map)) : "memory");
+    int slot = 0, round = 0;
+    for (int i = 0;; ++i) {
+      int tile;
+      if (dyn) {
+        if (lane == 0) publish(i);
+        __syncwarp();
+        tile = read_tile(i);
+      } else {
+        tile = static_tile(i);
+      }
+      if (tile < 0) break;
+      const TileInfo t = tile_info(tile);
+      const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
+      const int nb = (t.n_valid + kTmaBoxRows - 1) / kTmaBoxRows;
+      const uint32_t bytes = uint32_t(nb * kTmaBoxRows * 128 + n_ok * (2048 + 128));
+      const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;  // weight-row group of warpgroup 0
+      const uint8_t* a_src = wblocks + grp * KT * 2048;
+      const uint8_t* s_src = wscales + grp * KT * 128;
+#pragma unroll 1
+      for (int kt = 0; kt < KT; ++kt) {
+        mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
+        if (lane == 0) {
+          mbarrier_arrive_expect_tx(&s_full[slot], bytes);
+          uint8_t* sb = s_b + slot * C::kBBytes;
+          for (int j = 0; j < nb; ++j)
+            tma_load_2d(sb + j * kTmaBoxRows * 128, &b_map, kt * 64, t.row0 + j * kTmaBoxRows, &s_full[slot]);
+          uint8_t* sa = s_a + slot * C::kASBytes;
+          for (int w = 0; w < n_ok; ++w) {
+            bulk_copy_g2s(sa + w * 2048, a_src + (size_t(w) * KT + kt) * 2048, 2048, &s_full[slot]);
+            bulk_copy_g2s(sa + C::kABytes + w * 128, s_src + (size_t(w) * KT + kt) * 128, 128, &s_full[slot]);
+          }
+        }
+        __syncwarp();
+        if (++slot == S) slot = 0, ++round;
+      }
+    }
+    return;
+    }
+    // ---- cp.async producer (N_MAX >= 128): k-tile kt of the i-th tile into ring slot L % S, L = 0, 1, ... ----
     // One 16-byte cp.async per chunk; completion is signalled on full[slot] by cp.async.mbarrier.arrive
     // (one arrival per producer thread when all of its earlier copies have landed). Consumers never have
     // copies in flight, so their proxy fence (a MEMBAR) does not wait for the prefetches.
@@ -382,7 +444,7 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
     auto step = [&](auto buf_c, int kt) {
       constexpr int BUF = decltype(buf_c)::value;
       mbarrier_wait(&s_full[slot], round & 1);  // the producer's copies of this k-tile landed
-      fence_proxy_async();                  // ... and are visible to wgmma (async proxy)
+      if constexpr (!C::kTma) fence_proxy_async();  // ... and cp.async's (generic proxy) are visible to wgmma
       if (!kGU && kt == min(1, KT - 1) && tid < cur.n_valid) pf_rw = p.topk_w[pf_pair];
       if (active) {
         const uint4 q = lds128(a_thr + slot * C::kASBytes);
@@ -428,6 +490,18 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   }
 }
 
+// gate_up's B rows in sorted order: xs[s] = xn[pair_list[s] / top_k] (row_vecs 16-byte vectors per row), so
+// that the GEMM's TMA boxes read contiguous rows.
+__global__ void __launch_bounds__(256) moe_gather_rows_kernel(const uint4* __restrict__ xn,
+                                                              const int32_t* __restrict__ pair_list, int top_k,
+                                                              uint4* __restrict__ xs, int n_rows, int row_vecs) {
+  const long total = long(n_rows) * row_vecs, stride = long(gridDim.x) * blockDim.x;
+  for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int s = int(i / row_vecs), c = int(i - long(s) * row_vecs);
+    xs[i] = xn[long(pair_list[s] / top_k) * row_vecs + c];
+  }
+}
+
 template <Which W, int N_MAX, bool BIG>
 void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
   using C = Cfg<N_MAX>;
@@ -440,7 +514,21 @@ void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
   static const bool force_static = std::getenv("MXS_MOE_GEMM_STATIC") != nullptr;  // A/B and debugging
   MoeGemmParams q = p;
   if (force_static) q.sched = nullptr;
-  moe_gemm_mxfp4_kernel<W, N_MAX, BIG><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q);
+  const bool gu = W == Which::kGateUp;
+  CUtensorMap b_map{};
+  if constexpr (C::kTma) {
+    if (gu) {  // B rows in sorted order: xn[pair / top_k] -> yw
+      const int row_vecs = p.hidden / 8;
+      const long total = long(p.n_pairs) * row_vecs;
+      const int g = int(std::min<long>((total + 255) / 256, long(n_sm) * 8));
+      moe_gather_rows_kernel<<<g, 256, 0, stream>>>(static_cast<const uint4*>(p.xn), p.index.pair_list, p.top_k,
+                                                    static_cast<uint4*>(p.yw), p.n_pairs, row_vecs);
+      CUDA_CHECK_LAUNCH();
+    }
+    b_map = make_tensor_map_bf16_2d(gu ? p.yw : p.act, uint64_t(p.n_pairs), uint64_t(gu ? p.hidden : p.intermediate),
+                                    kTmaBoxRows, 64, gu ? "moe_gemm_mxfp4_gate_up" : "moe_gemm_mxfp4_down");
+  }
+  moe_gemm_mxfp4_kernel<W, N_MAX, BIG><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q, b_map);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -473,23 +561,28 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-// Token tile capacity from the mean pairs per expert m (uniform routing; refitted after the 128-token tiles got
-// a third A register set, on `bench kernel moe-gemm --P 2048,...,65536` which times every tile; data in
-// docs/KERNELS-moe-gemm.md): m <= 16 is weight streaming (32: deeper ring, two CTAs per SM); above that the
-// 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns. 128 tiles are the
-// cheaper per column (three A sets against two), so 192 only where it saves a tile for most experts: m in
-// (112, 224] (the ragged counts around 128-192 fit one 192 tile; m = 160: 0.420 vs 0.461 ms gate_up) and
-// (288, 352] (320 = 192 + 128 against 3 x 128: 0.697 vs 0.865). Everywhere else 128 (m = 512: 1.105 vs 1.231
-// gate_up, 0.520 vs 0.537 down). N_MAX = 64 stays for forced runs: 128 beat it at every size.
+// Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
+// moe-gemm` in five calls of session 9, H100 and H200; data in docs/KERNELS-moe-gemm.md): m <= 16: 32 and
+// m <= 48: 64 (weight streaming with the copy-engine producer, 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs
+// 0.186-0.191 ms with 128, down 0.092 vs 0.097); above, the 3-warpgroup tiles, whose cost is one
+// dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per
+// column), 192 where one 192 tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160:
+// 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: even within run-to-run noise), and 192
+// above (m = 512: 1.02-1.23 vs 1.07-1.31 ms gate_up, mean 1.10 vs 1.20 over the five calls; the two tiles
+// traded places between machines by +-10%).
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
   if (mean <= 16) return 32;
-  if ((mean > 112 && mean <= 224) || (mean > 288 && mean <= 352)) return 192;
-  return 128;
+  if (mean <= 48) return 64;
+  if (mean <= 112) return 128;
+  if (mean <= 224) return 192;
+  return mean <= 288 ? 128 : 192;
 }
 
 void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream) {
   check(p, p.hidden, 2 * p.intermediate, "moe_gemm_mxfp4_gate_up");
+  MXS_CHECK(p.xn != nullptr && p.yw != nullptr && p.act != nullptr,
+            "moe_gemm_mxfp4_gate_up: xn, act and yw (the sorted copy of the input rows) must be set");
   run<Which::kGateUp>(p, stream);
 }
 

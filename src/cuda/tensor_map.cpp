@@ -1,0 +1,42 @@
+#include "cuda/tensor_map.h"
+
+#include <cudaTypedefs.h>  // PFN_cuTensorMapEncodeTiled
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+
+namespace mxs::cuda {
+namespace {
+
+PFN_cuTensorMapEncodeTiled_v12000 encode_fn() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+    CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    MXS_CHECK(q == cudaDriverEntryPointSuccess && f != nullptr,
+              "cuTensorMapEncodeTiled is not available from the CUDA driver (TMA needs driver >= 12.0)");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  return fn;
+}
+
+}  // namespace
+
+CUtensorMap make_tensor_map_bf16_2d(const void* base, uint64_t rows, uint64_t cols, uint32_t box_rows,
+                                    uint32_t box_cols, const char* what) {
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {cols, rows};
+  const cuuint64_t strides[1] = {cols * 2};  // bytes between rows
+  const cuuint32_t box[2] = {box_cols, box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<void*>(base), dims, strides,
+                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  MXS_CHECK(r == CUDA_SUCCESS, strfmt("%s: cuTensorMapEncodeTiled failed (error %d) for a [%llu][%llu] bf16 matrix at "
+                                      "%p, box %u x %u",
+                                      what, int(r), (unsigned long long)rows, (unsigned long long)cols, base,
+                                      box_rows, box_cols));
+  return map;
+}
+
+}  // namespace mxs::cuda

@@ -11,8 +11,8 @@
 //       (the restore to pair order is this scatter; moe_combine then sums a token's pairs).
 // Shapes: K = input features and M = output rows multiples of 64 (the pack also needs K <= 2880), n_experts
 // <= 128; no workspace beyond yw, no host synchronization (graph-capturable: the TMA map of B is a kernel
-// parameter encoded at launch). Kernel symbols for ncu: moe_gemm_mxfp4_kernel (gate_up also runs
-// moe_gather_rows_kernel first).
+// parameter encoded at launch). Kernel symbols for ncu: moe_gemm_mxfp4_kernel (gate_up with 32 / 64-token tiles
+// runs moe_gather_rows_kernel first).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -44,7 +44,7 @@ struct MoeGemmParams {
   const void* xn = nullptr;       // [ceil(n_pairs / top_k), H] bf16: gate_up input (row = pair / top_k)
   void* act = nullptr;            // [n_pairs, I] bf16, sorted order: gate_up output, down input
   void* yw = nullptr;             // [n_pairs, H] bf16 by pair id: down output; gate_up's scratch (its input
-                                  // rows in sorted order, read by TMA), so gate_up needs it set too
+                                  // rows in sorted order for the TMA boxes of the small tiles): set for both
   int n_pairs = 0, hidden = 0, intermediate = 0, n_experts = 0, top_k = 4;
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;
   int n_tile = 0;                 // tokens per tile: 0 = chosen from n_pairs / n_experts; else 32, 64, 128

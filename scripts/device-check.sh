@@ -30,6 +30,10 @@ if command -v compute-sanitizer >/dev/null || [ -x /usr/local/cuda/bin/compute-s
   timeout 240 "$CS" --tool memcheck --error-exitcode 9 build-device/tests/cuda_runner_test \
     --gtest_filter='*BadSequence*' >"$OUT/sanitizer.log" 2>&1
   echo "== compute-sanitizer memcheck: rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer.log" | tail -1)"
+  # The grouped GEMM at every token tile (the 32 / 64 tiles load through TMA and bulk copies).
+  timeout 240 "$CS" --tool memcheck --error-exitcode 9 build-device/tests/cuda_moe_gemm_test \
+    --gtest_filter='*OddShapeEveryTokenTile*' >"$OUT/sanitizer_moe_gemm.log" 2>&1
+  echo "== compute-sanitizer memcheck (moe gemm): rc=$? $(grep -E 'ERROR SUMMARY' "$OUT/sanitizer_moe_gemm.log" | tail -1)"
 fi
 
 # Decode benchmark, random 20b weights generated on the GPU.

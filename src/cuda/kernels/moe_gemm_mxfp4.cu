@@ -49,6 +49,7 @@ namespace mxs::cuda {
 namespace {
 
 enum class Which { kGateUp, kDown };
+constexpr bool uses_tma(Which w, int n_max) { return n_max <= 64 || (n_max == 192 && w == Which::kDown); }
 constexpr int kMaxExperts = 128;
 constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer)
 // Shared memory: a ring of S stages, each a B tile [N_MAX rows][128 B] (128-byte swizzle, 1024-aligned: the
@@ -62,9 +63,15 @@ constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer
 //                   consumers (152: 96 accumulators + 2 x 16 A registers): 3 x 128 x 152 + 128 x 56 = 65536.
 // (N_MAX = 256 with 2 warpgroups of 208 registers was built and measured slower than 192 at every size: 8
 // consumer warps per SM hide the dequantization latency worse than 12; see docs/KERNELS-moe-gemm.md.)
-template <int N_MAX>
+// TMA: the copy-engine producer (above): the 32 / 64-token tiles, and down's 192-token tiles, which also take
+// one MMA width for every tile (single-width k-loop: its commit stays in the loop, so the wgmma of k-tile j
+// overlap the dequantization of j + 1, and 160 consumer registers keep ptxas from serializing them; H100, same
+// call: down P = 16384 0.501 -> 0.435 ms, 32768 0.936 -> 0.881). gate_up's 192 tiles keep the cp.async
+// gather: the sorted copy of its rows costs it ~70 us at P = 16384 and took the gain.
+template <int N_MAX, bool TMA>
 struct Cfg {
   static_assert(N_MAX == 32 || N_MAX == 64 || N_MAX == 128 || N_MAX == 192, "token tile");
+  static_assert(!TMA || N_MAX != 128, "no copy-engine config for 128-token tiles");
   static constexpr int kWgs = N_MAX >= 128 ? 3 : 2;
   static constexpr int kConsumers = 128 * kWgs;
   // Producer threads: one warp for the small tiles; a warpgroup above (one warp cannot issue N_MAX x 8 row
@@ -73,8 +80,9 @@ struct Cfg {
   static constexpr int kThreadsAll = kConsumers + kProducerThreads;
   static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
   static constexpr bool kSetMaxNreg = kWgs == 3;
-  static constexpr int kConsumerRegs = 152, kProducerRegs = 56;
-  static constexpr bool kTma = N_MAX <= 64;  // copy-engine producer (above)
+  static constexpr bool kTma = TMA;
+  static constexpr bool kSingleWidth = TMA && N_MAX == 192;  // every tile's MMAs N_MAX wide
+  static constexpr int kConsumerRegs = kSingleWidth ? 160 : 152, kProducerRegs = kSingleWidth ? 32 : 56;
   // A register sets used in turn: 3 for 128-token tiles (64 accumulators leave the room: the wgmma of two
   // k-tiles may run behind the dequantization of the next; H100: gate_up P = 8192 0.683-0.693 -> 0.664-0.667
   // ms, 2k prefill 30.9-31.6 -> 30.2-30.5 ms), 2 otherwise (192 tiles: 96 accumulators).
@@ -103,6 +111,9 @@ struct Cfg {
   static_assert(kSmem <= 232448 && (kCtasPerSm == 1 || 2 * kSmem <= 233472), "shared memory");
   static_assert(kStages + 2 <= kTileRing && kStages <= 10, "tile ring / barrier space");
 };
+
+template <Which W, int N_MAX>
+using CfgOf = Cfg<N_MAX, uses_tma(W, N_MAX)>;
 
 // ---- PTX wrappers ----
 // 16-byte async copy global -> shared (L2 only).
@@ -199,9 +210,9 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
 
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
 template <Which W, int N_MAX, bool BIG>
-__global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerSm)
+__global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>::kCtasPerSm)
     moe_gemm_mxfp4_kernel(const MoeGemmParams p, const __grid_constant__ CUtensorMap b_map) {
-  using C = Cfg<N_MAX>;
+  using C = CfgOf<W, N_MAX>;
   constexpr int S = C::kStages, WGS = C::kWgs, NC = C::kConsumers;
   constexpr bool kGU = W == Which::kGateUp;
   extern __shared__ uint8_t s_raw[];
@@ -295,7 +306,8 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
   if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= NC / 32) {
     if constexpr (C::kSetMaxNreg) setmaxnreg_dec<C::kProducerRegs>();
     if constexpr (C::kTma) {
-    // ---- copy-engine producer (N_MAX <= 64): k-tile kt of the i-th tile into ring slot L % S ----
+    if (tid - NC >= 32) return;  // producer warps 1-3 of a warpgroup (their registers went to the pool above)
+    // ---- copy-engine producer: k-tile kt of the i-th tile into ring slot L % S ----
     // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + 32 nb)
     // of the sorted matrix as nb TMA boxes (rows past the tile's tokens belong to the next expert or are zeros
     // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
@@ -451,7 +463,10 @@ __global__ void __launch_bounds__(Cfg<N_MAX>::kThreadsAll, Cfg<N_MAX>::kCtasPerS
         const uint32_t sw = lds32(s_thr + slot * C::kASBytes);
         moe_pack_dequant<BIG>(q, sw, afr[BUF]);
         wgmma_fence();
-        mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
+        if constexpr (C::kSingleWidth)
+          mma_steps<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), kt == 0);
+        else
+          mma_ktile<N_MAX>(acc, afr[BUF], b_desc(sb0 + slot * C::kBBytes), n_used, kt == 0);
         wgmma_commit();
         wgmma_wait<NA_SETS - 1>();  // the wgmma of k-tile kt - (NA_SETS - 1) retired: its slot can be refilled
       }
@@ -504,7 +519,7 @@ __global__ void __launch_bounds__(256) moe_gather_rows_kernel(const uint4* __res
 
 template <Which W, int N_MAX, bool BIG>
 void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
-  using C = Cfg<N_MAX>;
+  using C = CfgOf<W, N_MAX>;
   static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX, BIG>, C::kSmem), true);
   (void)smem_ok;
   static const int n_sm = current_device_sms();

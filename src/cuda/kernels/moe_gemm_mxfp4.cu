@@ -5,14 +5,14 @@
 // gives registers to the consumers with setmaxnreg); K in tiles of 64. The producers fill an S-deep ring of
 // stages (per k-tile: WGS x 2 KB of packed nibbles, WGS x 128 B of scale words, and the N token rows in the
 // 128-byte swizzle the wgmma B descriptor expects), completing on full[slot]:
-//   N_MAX >= 128: the producer warpgroup's 16-byte cp.async (gate_up gathers rows of xn straight from the
-//     token matrix) and cp.async.mbarrier.arrive;
-//   N_MAX <= 64: lane 0 of the producer warp with the copy engine: one 2-D TMA box per 32 token rows of the
-//     sorted rows (gate_up first gathers xn[pair / top_k] into yw, free until down writes it) and one bulk
-//     copy per warpgroup of nibbles and of scale words, all on full[slot] with their byte count. One warp's
-//     cp.async (24 per lane and k-tile) bounded these tiles: TMA made them 1.4x faster (H100, session 9).
-// Each consumer thread reads
-// its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
+//   N_MAX 128, gate_up's 192: the producer warpgroup's 16-byte cp.async (gate_up gathers rows of xn straight
+//     from the token matrix) and cp.async.mbarrier.arrive;
+//   N_MAX <= 64 and down's 192 (uses_tma): lane 0 of the producer warp with the copy engine: one 2-D TMA box
+//     per 32 token rows of the sorted rows (gate_up first gathers xn[pair / top_k] into yw, free until down
+//     writes it) and one bulk copy per warpgroup of nibbles and of scale words, all on full[slot] with their
+//     byte count. One warp's cp.async (24 per lane and k-tile) bounded the small tiles: TMA made them 1.4x
+//     faster (H100, session 9).
+// Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
 // 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup issues 4
 // wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
 // 3 for 128-token tiles, whose 64 accumulators leave the room): the wgmma of k-tiles j - 1 .. j - NA + 1 may

@@ -235,26 +235,27 @@ TEST(CudaRunnerTiny, LongPromptPrefillAttentionMatchesCpu) {
   EXPECT_GE(agree, int(rms.size()) * 85 / 100) << "top-1 agreement over " << rms.size() << " positions";
 }
 
-// Decode steps of 3 sequences (bucket 4, one padding row) replayed from a graph vs run eagerly.
+// Decode steps of 5 sequences (bucket 8, three padding rows) replayed from a graph vs run eagerly.
 TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
+  constexpr int kSeqs = 5;
   auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 5);
   CudaRunner with(rw->weights, small_options(true)), without(rw->weights, small_options(false));
   SamplingParams greedy;
   greedy.temperature = 0;
-  std::vector<Seq> a(3);
-  for (int s = 0; s < 3; ++s) {
+  std::vector<Seq> a(kSeqs);
+  for (int s = 0; s < kSeqs; ++s) {
     a[size_t(s)] = Seq{uint64_t(s), {}, 0, iota_table(16, s * 16), {}};
     for (int i = 0; i < 5 + 3 * s; ++i) a[size_t(s)].tokens.push_back(int32_t((i * 65537 + s) % 201088));
   }
   std::vector<Seq> b = a;
   for (int step = 0; step < 6; ++step) {
     std::vector<Seq*> va, vb;
-    for (int s = 0; s < 3; ++s) va.push_back(&a[size_t(s)]), vb.push_back(&b[size_t(s)]);
+    for (int s = 0; s < kSeqs; ++s) va.push_back(&a[size_t(s)]), vb.push_back(&b[size_t(s)]);
     const StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
     StepOutput oa, ob;
     with.step(ba, &oa);
     without.step(bb, &ob);
-    for (int s = 0; s < 3; ++s) {
+    for (int s = 0; s < kSeqs; ++s) {
       EXPECT_EQ(oa.samples[size_t(s)].logits, ob.samples[size_t(s)].logits) << "step " << step << " seq " << s;
       for (auto* v : {&va, &vb}) {
         Seq* q = (*v)[size_t(s)];

@@ -1,8 +1,8 @@
 // CudaRunner on the tiny preset (random in-memory weights) against the CPU reference runner: logits of a
 // prefill and of 32 greedy decode steps (top-1 per position, bounded error), identical greedy
 // continuations, a mixed step (prefill chunk + decode of other sequences), graphs vs no graphs (bitwise; with
-// padding rows within tolerance), GPU sampling vs the CPU sampler on the GPU's own logits, per-sequence errors, and no NaN; and, given a
-// checkpoint folder in MXSERVE_TEST_20B_DIR, the 20b geometry against the CPU reference.
+// padding rows within tolerance), GPU sampling vs the CPU sampler on the GPU's own logits, per-sequence
+// errors, and no NaN; and, given a checkpoint folder in MXSERVE_TEST_20B_DIR, the 20b geometry against the CPU reference.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

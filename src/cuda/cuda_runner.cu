@@ -531,9 +531,16 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {
-      // The post-attention norm runs in the router's launch (moe_router_norm: one token), else up to 4 tokens
-      // in the last o_proj CTA; beyond, as its own kernel.
-      const bool fuse_norm = n_tokens <= 4 && !router_norm, norm_kernel = n_tokens > 4;
+      // The post-attention norm runs in the router's launch (moe_router_norm: one token), else as its own kernel.
+      // The last o_proj CTA can run it (arrival counter) for up to MXS_FUSED_NORM_MAX tokens (default 1: only
+      // when moe_router_norm is switched off): at 2-4 tokens that tail cost more than the launch (H100, ms per
+      // step, 3 interleaved runs, fused vs own kernel: batch 2 3.03-3.06 vs 2.97-2.99, 3 3.50-3.53 vs 3.42-3.45,
+      // 4 3.87-3.91 vs 3.76-3.79).
+      static const int fused_norm_max = [] {
+        const char* v = std::getenv("MXS_FUSED_NORM_MAX");  // A/B and debugging
+        return v ? std::min(4, std::atoi(v)) : 1;
+      }();
+      const bool fuse_norm = n_tokens <= fused_norm_max && !router_norm, norm_kernel = !router_norm && !fuse_norm;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
         p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;

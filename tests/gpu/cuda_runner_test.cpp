@@ -235,77 +235,73 @@ TEST(CudaRunnerTiny, LongPromptPrefillAttentionMatchesCpu) {
   EXPECT_GE(agree, int(rms.size()) * 85 / 100) << "top-1 agreement over " << rms.size() << " positions";
 }
 
-// Decode steps of 3 sequences (their own bucket) replayed from a graph vs run eagerly: bitwise.
-TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
-  constexpr int kSeqs = 3;
-  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 5);
+// n sequences of len0 + dlen s tokens ((i * mul + s) % vocab), tables 16 blocks apart.
+std::vector<Seq> graph_test_seqs(int n, int len0, int dlen, int mul) {
+  std::vector<Seq> seqs(static_cast<size_t>(n));
+  for (int s = 0; s < n; ++s) {
+    seqs[size_t(s)] = Seq{uint64_t(s), {}, 0, iota_table(16, s * 16), {}};
+    for (int i = 0; i < len0 + dlen * s; ++i) seqs[size_t(s)].tokens.push_back(int32_t((i * mul + s) % 201088));
+  }
+  return seqs;
+}
+
+// `steps` greedy steps of `a` (the first a prefill) on a graph-replaying and an eager runner of the same tiny
+// weights: check(graph sample, eager sample) for each sequence, then both continue with the eager run's token
+// (teacher forcing). Returns the graphs the first runner captured.
+int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
+                        const std::function<void(const SampleOutput&, const SampleOutput&)>& check) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), seed);
   CudaRunner with(rw->weights, small_options(true)), without(rw->weights, small_options(false));
   SamplingParams greedy;
   greedy.temperature = 0;
-  std::vector<Seq> a(kSeqs);
-  for (int s = 0; s < kSeqs; ++s) {
-    a[size_t(s)] = Seq{uint64_t(s), {}, 0, iota_table(16, s * 16), {}};
-    for (int i = 0; i < 5 + 3 * s; ++i) a[size_t(s)].tokens.push_back(int32_t((i * 65537 + s) % 201088));
-  }
   std::vector<Seq> b = a;
-  for (int step = 0; step < 6; ++step) {
+  for (int step = 0; step < steps; ++step) {
     std::vector<Seq*> va, vb;
-    for (int s = 0; s < kSeqs; ++s) va.push_back(&a[size_t(s)]), vb.push_back(&b[size_t(s)]);
+    for (size_t s = 0; s < a.size(); ++s) va.push_back(&a[s]), vb.push_back(&b[s]);
     const StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
     StepOutput oa, ob;
     with.step(ba, &oa);
     without.step(bb, &ob);
-    for (int s = 0; s < kSeqs; ++s) {
-      EXPECT_EQ(oa.samples[size_t(s)].logits, ob.samples[size_t(s)].logits) << "step " << step << " seq " << s;
-      for (auto* v : {&va, &vb}) {
-        Seq* q = (*v)[size_t(s)];
+    for (size_t s = 0; s < a.size(); ++s) {
+      EXPECT_TRUE(oa.samples[s].ok && ob.samples[s].ok) << oa.samples[s].error << ob.samples[s].error;
+      check(oa.samples[s], ob.samples[s]);
+      const int32_t t = ob.samples[s].token;
+      for (Seq* q : {&a[s], &b[s]}) {
         q->computed = int(q->tokens.size());
-        const int32_t t = (v == &va ? oa : ob).samples[size_t(s)].token;
         q->tokens.push_back(t), q->output.push_back(t);
       }
     }
   }
-  EXPECT_GE(with.graphs_captured(), 1);
   EXPECT_EQ(without.graphs_captured(), 0);
+  return with.graphs_captured();
+}
+
+// Decode steps of 3 sequences (their own bucket) replayed from a graph vs run eagerly: bitwise.
+TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
+  int compared = 0;
+  const int graphs = run_graphs_vs_eager(5, graph_test_seqs(3, 5, 3, 65537), 6,
+                                         [&](const SampleOutput& g, const SampleOutput& e) {
+                                           EXPECT_EQ(g.logits, e.logits) << "sample " << compared;
+                                           EXPECT_EQ(g.token, e.token) << "sample " << compared;
+                                           ++compared;
+                                         });
+  EXPECT_GE(graphs, 1);
+  EXPECT_EQ(compared, 18);
 }
 
 // Decode steps of 5 sequences: the graph pads them to bucket 8 (three padding rows in the scratch block), the
 // eager step runs 5 rows. The projections differ (8 rows take the dense path, 5 the GEMV), so the logits are
-// compared within the GPU-vs-CPU tolerance, with the eager run's tokens fed to both (teacher forcing).
+// compared within the GPU-vs-CPU tolerance.
 TEST(CudaRunnerTiny, GraphPaddingRowsLeaveRealRowsAlone) {
-  constexpr int kSeqs = 5;
-  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 6);
-  CudaRunner with(rw->weights, small_options(true)), without(rw->weights, small_options(false));
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  std::vector<Seq> a(kSeqs);
-  for (int s = 0; s < kSeqs; ++s) {
-    a[size_t(s)] = Seq{uint64_t(s), {}, 0, iota_table(16, s * 16), {}};
-    for (int i = 0; i < 4 + 2 * s; ++i) a[size_t(s)].tokens.push_back(int32_t((i * 40503 + 7 * s) % 201088));
-  }
-  std::vector<Seq> b = a;
   LogitCheck lc;
-  for (int step = 0; step < 6; ++step) {
-    std::vector<Seq*> va, vb;
-    for (int s = 0; s < kSeqs; ++s) va.push_back(&a[size_t(s)]), vb.push_back(&b[size_t(s)]);
-    const StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
-    StepOutput oa, ob;
-    with.step(ba, &oa);
-    without.step(bb, &ob);
-    for (int s = 0; s < kSeqs; ++s) {
-      ASSERT_TRUE(oa.samples[size_t(s)].ok) << oa.samples[size_t(s)].error;
-      compare_logits(oa.samples[size_t(s)].logits, ob.samples[size_t(s)].logits, &lc);
-      const int32_t t = ob.samples[size_t(s)].token;  // teacher forcing: both runners continue the same way
-      for (Seq* q : {&a[size_t(s)], &b[size_t(s)]}) {
-        q->computed = int(q->tokens.size());
-        q->tokens.push_back(t), q->output.push_back(t);
-      }
-    }
-  }
-  EXPECT_GE(with.graphs_captured(), 1);
+  const int graphs = run_graphs_vs_eager(6, graph_test_seqs(5, 4, 2, 40503), 6,
+                                         [&](const SampleOutput& g, const SampleOutput& e) {
+                                           compare_logits(g.logits, e.logits, &lc);
+                                         });
+  EXPECT_GE(graphs, 1);
   EXPECT_EQ(lc.nan, 0u);
   EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of " << 6 * kSeqs << " samples";
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 30 samples";
   std::printf("graph (bucket 8) vs eager (5 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
 }

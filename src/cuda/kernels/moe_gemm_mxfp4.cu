@@ -301,6 +301,15 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     return t;
   };
 
+  // A producer warp's i-th tile id (-1: none left): producer thread 0 takes and publishes it (dynamic), every
+  // producer lane reads it.
+  auto producer_tile = [&](int i) {
+    if (!dyn) return static_tile(i);
+    if (tid == NC) publish(i);
+    __syncwarp();
+    return read_tile(i);
+  };
+
   // Role by warp (shuffled so that ptxas sees a warp-uniform branch; otherwise the consumer path counts as
   // divergent and every wgmma is serialized).
   if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= NC / 32) {
@@ -319,14 +328,7 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&b_map)) : "memory");
     int slot = 0, round = 0;
     for (int i = 0;; ++i) {
-      int tile;
-      if (dyn) {
-        if (lane == 0) publish(i);
-        __syncwarp();
-        tile = read_tile(i);
-      } else {
-        tile = static_tile(i);
-      }
+      const int tile = producer_tile(i);
       if (tile < 0) break;
       const TileInfo t = tile_info(tile);
       const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
@@ -370,14 +372,7 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     const uint32_t div_m = p.top_k > 1 ? 0xffffffffu / uint32_t(p.top_k) + 1u : 0u;
     int slot = 0, round = 0;
     for (int i = 0;; ++i) {
-      int tile;
-      if (dyn) {
-        if (pt == 0) publish(i);
-        __syncwarp();
-        tile = read_tile(i);
-      } else {
-        tile = static_tile(i);
-      }
+      const int tile = producer_tile(i);
       if (tile < 0) break;
       const TileInfo t = tile_info(tile);
       // Source of this thread's B chunks (rows n = pt / 8 + (PT / 8) r, chunk ch) in 16-byte units from xsrc

@@ -222,7 +222,8 @@ __global__ void __launch_bounds__(Cfg<NWG>::kThreads, Cfg<NWG>::kCtasPerSm)
   for (int hf = 0; hf < 2; ++hf) {
     const float inv = prefill_inv_den(l[hf], m[hf], sink2);
 #pragma unroll
-    for (int n = 0; n < 8; ++n) stage_out_pair(s_q, row0 + hf * 8 + gid, n, tig, o[4 * n + 2 * hf] * inv, o[4 * n + 2 * hf + 1] * inv);
+    for (int n = 0; n < 8; ++n)
+      stage_out_pair(s_q, row0 + hf * 8 + gid, n, tig, o[4 * n + 2 * hf] * inv, o[4 * n + 2 * hf + 1] * inv);
   }
   __syncwarp();
   store_out_rows<4>(p, g, tk, s_q, row0, lane);

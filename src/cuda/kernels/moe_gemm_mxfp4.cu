@@ -12,9 +12,9 @@
 //     writes it) and one bulk copy per warpgroup of nibbles and of scale words, all on full[slot] with their
 //     byte count. One warp's cp.async (24 per lane and k-tile) bounded the small tiles: TMA made them 1.4x
 //     faster (H100, session 9).
-// Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers, scales them exactly by
-// 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its warpgroup issues 4
-// wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
+// Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2
+// registers, scales them exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126
+// factor), and its warpgroup issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
 // 3 for 128-token tiles, whose 64 accumulators leave the room): the wgmma of k-tiles j - 1 .. j - NA + 1 may
 // still read theirs while set j is written; wgmma.wait_group NA - 1 keeps that many k-tiles of MMAs in flight
 // behind the dequantization of the next, after which the slot of j - NA + 1 is released (empty[slot], one
@@ -315,47 +315,47 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
   if (__shfl_sync(0xffffffffu, tid >> 5, 0) >= NC / 32) {
     if constexpr (C::kSetMaxNreg) setmaxnreg_dec<C::kProducerRegs>();
     if constexpr (C::kTma) {
-    if (tid - NC >= 32) return;  // producer warps 1-3 of a warpgroup (their registers went to the pool above)
-    // ---- copy-engine producer: k-tile kt of the i-th tile into ring slot L % S ----
-    // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + 32 nb)
-    // of the sorted matrix as nb TMA boxes (rows past the tile's tokens belong to the next expert or are zeros
-    // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
-    // nibbles and 128 B of scale words (bulk copies). The whole warp runs the loop (tile ids come by shuffle).
-    const int lane = tid & 31;
-    const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
-    const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
-    uint8_t* s_b = smem;
-    if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&b_map)) : "memory");
-    int slot = 0, round = 0;
-    for (int i = 0;; ++i) {
-      const int tile = producer_tile(i);
-      if (tile < 0) break;
-      const TileInfo t = tile_info(tile);
-      const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
-      const int nb = (t.n_valid + kTmaBoxRows - 1) / kTmaBoxRows;
-      const uint32_t bytes = uint32_t(nb * kTmaBoxRows * 128 + n_ok * (2048 + 128));
-      const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;  // weight-row group of warpgroup 0
-      const uint8_t* a_src = wblocks + grp * KT * 2048;
-      const uint8_t* s_src = wscales + grp * KT * 128;
+      if (tid - NC >= 32) return;  // producer warps 1-3 of a warpgroup (their registers went to the pool above)
+      // ---- copy-engine producer: k-tile kt of the i-th tile into ring slot L % S ----
+      // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + 32 nb)
+      // of the sorted matrix as nb TMA boxes (rows past the tile's tokens belong to the next expert or are zeros
+      // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
+      // nibbles and 128 B of scale words (bulk copies). The whole warp runs the loop (tile ids come by shuffle).
+      const int lane = tid & 31;
+      const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
+      const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
+      uint8_t* s_b = smem;
+      if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&b_map)) : "memory");
+      int slot = 0, round = 0;
+      for (int i = 0;; ++i) {
+        const int tile = producer_tile(i);
+        if (tile < 0) break;
+        const TileInfo t = tile_info(tile);
+        const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
+        const int nb = (t.n_valid + kTmaBoxRows - 1) / kTmaBoxRows;
+        const uint32_t bytes = uint32_t(nb * kTmaBoxRows * 128 + n_ok * (2048 + 128));
+        const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;  // weight-row group of warpgroup 0
+        const uint8_t* a_src = wblocks + grp * KT * 2048;
+        const uint8_t* s_src = wscales + grp * KT * 128;
 #pragma unroll 1
-      for (int kt = 0; kt < KT; ++kt) {
-        mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
-        if (lane == 0) {
-          mbarrier_arrive_expect_tx(&s_full[slot], bytes);
-          uint8_t* sb = s_b + slot * C::kBBytes;
-          for (int j = 0; j < nb; ++j)
-            tma_load_2d(sb + j * kTmaBoxRows * 128, &b_map, kt * 64, t.row0 + j * kTmaBoxRows, &s_full[slot]);
-          uint8_t* sa = s_a + slot * C::kASBytes;
-          for (int w = 0; w < n_ok; ++w) {
-            bulk_copy_g2s(sa + w * 2048, a_src + (size_t(w) * KT + kt) * 2048, 2048, &s_full[slot]);
-            bulk_copy_g2s(sa + C::kABytes + w * 128, s_src + (size_t(w) * KT + kt) * 128, 128, &s_full[slot]);
+        for (int kt = 0; kt < KT; ++kt) {
+          mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
+          if (lane == 0) {
+            mbarrier_arrive_expect_tx(&s_full[slot], bytes);
+            uint8_t* sb = s_b + slot * C::kBBytes;
+            for (int j = 0; j < nb; ++j)
+              tma_load_2d(sb + j * kTmaBoxRows * 128, &b_map, kt * 64, t.row0 + j * kTmaBoxRows, &s_full[slot]);
+            uint8_t* sa = s_a + slot * C::kASBytes;
+            for (int w = 0; w < n_ok; ++w) {
+              bulk_copy_g2s(sa + w * 2048, a_src + (size_t(w) * KT + kt) * 2048, 2048, &s_full[slot]);
+              bulk_copy_g2s(sa + C::kABytes + w * 128, s_src + (size_t(w) * KT + kt) * 128, 128, &s_full[slot]);
+            }
           }
+          __syncwarp();
+          if (++slot == S) slot = 0, ++round;
         }
-        __syncwarp();
-        if (++slot == S) slot = 0, ++round;
       }
-    }
-    return;
+      return;
     }
     // ---- cp.async producer (N_MAX >= 128): k-tile kt of the i-th tile into ring slot L % S, L = 0, 1, ... ----
     // One 16-byte cp.async per chunk; completion is signalled on full[slot] by cp.async.mbarrier.arrive
@@ -535,8 +535,9 @@ void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
                                                     static_cast<uint4*>(p.yw), p.n_pairs, row_vecs);
       CUDA_CHECK_LAUNCH();
     }
-    b_map = make_tensor_map_bf16_2d(gu ? p.yw : p.act, uint64_t(p.n_pairs), uint64_t(gu ? p.hidden : p.intermediate),
-                                    kTmaBoxRows, 64, gu ? "moe_gemm_mxfp4_gate_up" : "moe_gemm_mxfp4_down");
+    b_map = make_tensor_map_bf16_2d(gu ? p.yw : p.act, uint64_t(p.n_pairs),
+                                    uint64_t(gu ? p.hidden : p.intermediate), kTmaBoxRows, 64,
+                                    gu ? "moe_gemm_mxfp4_gate_up" : "moe_gemm_mxfp4_down");
   }
   moe_gemm_mxfp4_kernel<W, N_MAX, BIG><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q, b_map);
   CUDA_CHECK_LAUNCH();

@@ -12,13 +12,13 @@
 //     writes it) and one bulk copy per warpgroup of nibbles and of scale words, all on full[slot] with their
 //     byte count. One warp's cp.async (24 per lane and k-tile) bounded the small tiles: TMA made them 1.4x
 //     faster (H100, session 9).
-// Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2
-// registers, scales them exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126
-// factor), and its warpgroup issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used in turn (2;
-// 3 for 128-token tiles, whose 64 accumulators leave the room): the wgmma of k-tiles j - 1 .. j - NA + 1 may
-// still read theirs while set j is written; wgmma.wait_group NA - 1 keeps that many k-tiles of MMAs in flight
-// behind the dequantization of the next, after which the slot of j - NA + 1 is released (empty[slot], one
-// arrival per consumer warp).
+// Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers,
+// scales them exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its
+// warpgroup issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used
+// in turn (2; 3 for 128-token tiles, whose 64 accumulators leave the room): the wgmma of k-tiles j - 1 .. j - NA +
+// 1 may still read theirs while set j is written; wgmma.wait_group NA - 1 keeps that many k-tiles of MMAs in flight
+// behind the dequantization of the next, after which the slot of j - NA + 1 is released (empty[slot], one arrival
+// per consumer warp).
 // Persistent scheduler: tiles are numbered (expert, 64 WGS-row m tile, token tile) with the token tile
 // innermost (CTAs working at the same time share an expert's weight rows in L2). Static (p.sched null): CTA b
 // takes tiles b, b + grid, ... Dynamic (p.sched set): CTA b's first tile is b, each later one comes from a

@@ -47,22 +47,20 @@ int next_pow2(int v) {
   return p;
 }
 
-// Batch bucket of a graph-replayed decode step: the smallest of 1, 2, 3, 4, 8, 12, 16, 24, ..., 192, 256 (powers of
-// two and, from 12 on, 1.5 x powers of two) >= v, so that padding stays below a third of the rows. H100, ms per
-// step with powers of two alone vs these buckets: batch 24 6.72 vs 6.28, 48 8.10 vs 7.48, 96 9.75 vs 8.72, 192
-// 11.23 vs 10.03. No 6: steps of 5-7 rows take the <= 4-row GEMV projections, slower than the 8-row dense path
-// (batch 6: 5.79 ms as its own bucket, 4.47 padded to 8). Graphs are captured on first use.
-int graph_bucket(int v) {
-  if (v <= 4) return v;
+}  // namespace
+
+// Powers of two and 1.5 x powers of two keep padding below a third of the rows. H100, ms per step with powers of
+// two alone vs these buckets: batch 24 6.72 vs 6.28, 48 8.10 vs 7.48, 96 9.75 vs 8.72, 192 11.23 vs 10.03; batch 6
+// as its own bucket 5.79, padded to 8 4.47. Graphs are captured on first use.
+int graph_batch_bucket(int n) {
+  if (n <= 4) return n;
   int p = 8;
-  while (p < v) {
-    if (p + p / 2 >= v) return p + p / 2;
+  while (p < n) {
+    if (p + p / 2 >= n) return p + p / 2;
     p <<= 1;
   }
   return p;
 }
-
-}  // namespace
 
 struct CudaRunner::Impl {
   CudaRunnerOptions opt;
@@ -211,7 +209,7 @@ void CudaRunner::Impl::init() {
   const size_t V = size_t(c.vocab_size), K = size_t(c.experts_per_token);
   // Attention partials: the largest graph bucket configuration, or one split per token of a full step.
   partial_rows = T * size_t(c.num_heads);
-  for (int b = 1; b <= std::min<int>(int(S), kMaxGraphBatch); b = graph_bucket(b + 1)) {
+  for (int b = 1; b <= std::min<int>(int(S), kMaxGraphBatch); b = graph_batch_bucket(b + 1)) {
     partial_rows = std::max(partial_rows, size_t(b) * c.num_heads *
                                               attention_decode_mma_max_splits(b, c.num_kv_heads, opt.max_model_len, num_sms));
   }
@@ -673,10 +671,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   MXS_CHECK(int(valid.size()) <= opt.max_seqs,
             strfmt("StepBatch: %zu sequences exceed the runner's max_seqs = %d", valid.size(), opt.max_seqs));
   const int n_valid = int(valid.size());
-  // A graph bucket pads to graph_bucket(n): its rows must fit the [max_seqs] / [max_tokens] buffers.
+  // A graph bucket pads to graph_batch_bucket(n): its rows must fit the [max_seqs] / [max_tokens] buffers.
   const bool use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch &&
-                         graph_bucket(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
-  const int n_rows = use_graph ? graph_bucket(n_valid) : 0;  // graph bucket (padded sequences)
+                         graph_batch_bucket(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
+  const int n_rows = use_graph ? graph_batch_bucket(n_valid) : 0;  // graph bucket (padded sequences)
   const int scratch_block = num_blocks;
   int n_handoff = 0;  // input_from_last_sample rows: (token index, previous results row) pairs in host.handoff
   for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {

@@ -49,6 +49,11 @@ struct KernelTimes {
   double gpu_span_ms = 0, host_enqueue_ms = 0, step_wall_ms = 0;
 };
 
+// Batch bucket of a graph-replayed decode step of n sequences: the smallest of 1, 2, 3, 4, 8, 12, 16, 24, ..., 192,
+// 256 (powers of two and, from 12 on, 1.5 x powers of two) >= n; the graph runs that many rows (padding rows in a
+// scratch block). No 6: 5-7 rows take the <= 4-row GEMV projections, slower than the 8-row dense path.
+int graph_batch_bucket(int n);
+
 class CudaRunner : public ModelRunner {
  public:
   // Uploads `weights` (throws mxs::Error naming a mismatching tensor, or when the device lacks memory).

@@ -276,6 +276,21 @@ int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
   return with.graphs_captured();
 }
 
+// The graph buckets: every batch of 1..256 gets the smallest bucket >= it, padding stays below a third of the rows,
+// and 5-7 rows go to 8 (the dense projections).
+TEST(CudaRunnerBuckets, SmallestBucketWithLittlePadding) {
+  const std::vector<int> buckets = {1, 2, 3, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+  for (int n = 1; n <= 256; ++n) {
+    const int b = graph_batch_bucket(n);
+    EXPECT_EQ(b, *std::lower_bound(buckets.begin(), buckets.end(), n)) << "batch " << n;
+    if (n > 8) {
+      EXPECT_LT(3 * (b - n), b) << "batch " << n << " pads more than a third of bucket " << b;
+    }
+  }
+  EXPECT_EQ(graph_batch_bucket(5), 8);
+  EXPECT_EQ(graph_batch_bucket(7), 8);
+}
+
 // Decode steps of 3 sequences (their own bucket) replayed from a graph vs run eagerly: bitwise.
 TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
   int compared = 0;

@@ -9,17 +9,11 @@
 #include <cuda_runtime.h>
 
 #include "cuda/kernels/bulk_copy.cuh"  // smem_u32
-#include "cuda/kernels/device_math.cuh"  // pack_bf16x2
+#include "cuda/kernels/device_math.cuh"  // pack_bf16x2, fast_exp2
 #include "cuda/kernels/mma_bf16.cuh"
 
 namespace mxs::cuda::attn {
 
-// 2^x (ex2.approx, flush-to-zero; 2^0 is exactly 1, 2^-inf is 0).
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 // Element offset of 16-byte chunk c (8 bf16) of row r in a [rows][64] bf16 tile: chunk index XOR (r & 7), so
 // the 8 row addresses of one ldmatrix 8x8 matrix hit 8 different bank groups.
 __device__ __forceinline__ int swz(int r, int c) { return r * 64 + ((c ^ (r & 7)) << 3); }

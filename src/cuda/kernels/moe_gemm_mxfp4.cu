@@ -169,40 +169,66 @@ struct TileInfo {
   int e, mt, row0, n_valid;
 };
 
+// a + b of two bf16x2 words in one rounding (fma.rn.bf16x2 a * 1 + b), and with bf16x2_mul (moe_pack_dequant.cuh)
+// a * b: equal to fp32 arithmetic followed by bf(). The fp32 product of two bf16 values is exact; so is their
+// fp32 sum unless the exponents are >= 16 apart, and then both sums lie within 2^-15 (relative) of the larger
+// addend, a bf16 value >= 2^-9 away from the nearest bf16 rounding midpoint: both round to it.
+__device__ __forceinline__ uint32_t bf16x2_add(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3f803f80u), "r"(b));  // a * 1 + b
+  return d;
+}
+
 // Epilogue of one warpgroup's 64 rows x the tile's tokens. This thread holds rows 2u (A-fragment row g) and
-// 2u + 1 (row g + 8) of unit u, tokens 8 j + 2 c + h.
+// 2u + 1 (row g + 8) of unit u, tokens 8 j + 2 c + h: acc[4 j + h] (row 2u) and acc[4 j + 2 + h] (row 2u + 1).
+// Both tokens h = 0, 1 of a j go through together as bf16x2 words (low half h = 0): one cvt rounds two
+// accumulators, one bf16x2 fma adds two biases (bf(bf(acc) + b) in one rounding, see bf16x2_add).
 // s_pair / s_rw: the tile's pair ids and routing weights by column (down only, staged by the CTA).
 template <Which W, int N_MAX>
 __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo& t, const float (&acc)[N_MAX / 2],
                                          int M, int u, int c, const int* s_pair, const float* s_rw) {
   constexpr bool kGU = W == Which::kGateUp;
   const bf16_t* bias = static_cast<const bf16_t*>(kGU ? p.w.gate_up_bias : p.w.down_bias) + size_t(t.e) * M;
-  const float b0 = to_f32(bias[2 * u]), b1 = to_f32(bias[2 * u + 1]);
+  const uint32_t b_row0 = uint32_t(reinterpret_cast<const uint16_t*>(bias)[2 * u]) * 0x10001u;  // (b, b)
+  const uint32_t b_row1 = uint32_t(reinterpret_cast<const uint16_t*>(bias)[2 * u + 1]) * 0x10001u;
+  const int I = p.intermediate;
+  // gate_up: act row s = row0 + col, column u; col = 8 j + 2 c + h.
+  bf16_t* act = static_cast<bf16_t*>(p.act) + size_t(t.row0 + 2 * c) * I + u;
 #pragma unroll
   for (int j = 0; j < N_MAX / 8; ++j) {
     if (j * 8 >= t.n_valid) break;
+    const int col0 = j * 8 + 2 * c;
+    const uint32_t r0 = bf16x2_add(pack_bf16x2(acc[4 * j], acc[4 * j + 1]), b_row0);      // row 2u, h = 0, 1
+    const uint32_t r1 = bf16x2_add(pack_bf16x2(acc[4 * j + 2], acc[4 * j + 3]), b_row1);  // row 2u + 1
+    if constexpr (kGU) {
+      // Clamped SwiGLU (cpu_ops.cpp swiglu_clamped, its five roundings): g = min(gate, limit), up = clamp(up,
+      // +-limit) in fp32 (the limit need not be a bf16 value); ga = bf(g alpha); sig = bf(1 / (1 + e^-ga)) with
+      // ex2 and rcp.approx (a few fp32 ulps, far below the bf16 rounding); glu = bf(g sig); out = bf(bf(up + 1)
+      // glu), the last product of two bf16 values in one bf16x2 rounding.
+      const float L = p.swiglu_limit;
+      const float g0 = fminf(lo_f32(r0), L), g1 = fminf(hi_f32(r0), L);
+      const uint32_t ga = pack_bf16x2(g0 * p.swiglu_alpha, g1 * p.swiglu_alpha);
+      const float e0 = fast_exp2(lo_f32(ga) * -1.4426950408889634f);
+      const float e1 = fast_exp2(hi_f32(ga) * -1.4426950408889634f);
+      const uint32_t sig = pack_bf16x2(fast_rcp(1.0f + e0), fast_rcp(1.0f + e1));
+      const uint32_t glu = pack_bf16x2(g0 * lo_f32(sig), g1 * hi_f32(sig));
+      const float u0 = fminf(fmaxf(lo_f32(r1), -L), L), u1 = fminf(fmaxf(hi_f32(r1), -L), L);
+      const uint32_t out = bf16x2_mul(pack_bf16x2(u0 + 1.0f, u1 + 1.0f), glu);
+      bf16_t* dst = act + size_t(j * 8) * I;
+      if (col0 < t.n_valid) *reinterpret_cast<uint16_t*>(dst) = uint16_t(out);
+      if (col0 + 1 < t.n_valid) *reinterpret_cast<uint16_t*>(dst + I) = uint16_t(out >> 16);
+    } else {
+      // Restore to pair order: sorted row s holds pair pair_list[s], so its result goes TO that pair's row
+      // (a scatter by the forward permutation = the inverse permutation applied to the sorted rows). The
+      // seed's bug was the opposite: it read yw[pair_list[s]] (a gather) where this write was needed.
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int col = j * 8 + 2 * c + h;
-      if (col >= t.n_valid) continue;
-      const int s = t.row0 + col;
-      const float v0 = bf(bf(acc[4 * j + h]) + b0), v1 = bf(bf(acc[4 * j + 2 + h]) + b1);
-      if constexpr (kGU) {
-        const float g = fminf(v0, p.swiglu_limit);
-        const float up = fminf(fmaxf(v1, -p.swiglu_limit), p.swiglu_limit);
-        const float ga = bf(g * p.swiglu_alpha);
-        // __expf / __frcp_rn: a few fp32 ulps from expf and the division, far below the bf16 rounding.
-        const float sig = bf(__frcp_rn(1.0f + __expf(-ga)));
-        const float glu = bf(g * sig);
-        static_cast<bf16_t*>(p.act)[size_t(s) * p.intermediate + u] = to_bf16(bf(up + 1.0f) * glu);
-      } else {
-        // Restore to pair order: sorted row s holds pair pair_list[s], so its result goes TO that pair's row
-        // (a scatter by the forward permutation = the inverse permutation applied to the sorted rows). The
-        // seed's bug was the opposite: it read yw[pair_list[s]] (a gather) where this write was needed.
-        const int pair = s_pair[col];
+      for (int h = 0; h < 2; ++h) {
+        const int col = col0 + h;
+        if (col >= t.n_valid) continue;
         const float rw = s_rw[col];
-        *reinterpret_cast<__nv_bfloat162*>(static_cast<bf16_t*>(p.yw) + size_t(pair) * M + 2 * u) =
-            __floats2bfloat162_rn(v0 * rw, v1 * rw);
+        const float v0 = h ? hi_f32(r0) : lo_f32(r0), v1 = h ? hi_f32(r1) : lo_f32(r1);
+        *reinterpret_cast<uint32_t*>(static_cast<bf16_t*>(p.yw) + size_t(s_pair[col]) * M + 2 * u) =
+            pack_bf16x2(v0 * rw, v1 * rw);
       }
     }
   }

@@ -393,6 +393,8 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
     const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
     const uint32_t sb0 = smem_u32(smem), sa0 = smem_u32(s_a);
+    static_assert(C::kTma || (PT == 128 && NA == WGS), "one producer warpgroup: thread pt copies A bytes pt of each warpgroup");
+    const uint32_t b_thr = (pt >> 3) * 128 + ((ch ^ ((pt >> 3) & 7)) << 4);  // chunk ch of row pt / 8, swizzled
     // pair / top_k as a multiply-high by ceil(2^32 / top_k): exact for pair * top_k < 2^32 (pair ids < 2^24,
     // top_k <= 128), and cheaper in registers than the division sequence.
     const uint32_t div_m = p.top_k > 1 ? 0xffffffffu / uint32_t(p.top_k) + 1u : 0u;
@@ -401,42 +403,49 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
       const int tile = producer_tile(i);
       if (tile < 0) break;
       const TileInfo t = tile_info(tile);
-      // Source of this thread's B chunks (rows n = pt / 8 + (PT / 8) r, chunk ch) in 16-byte units from xsrc
-      // (32-bit offsets: the producer runs on few registers; rows past the tile's tokens are not loaded).
-      // gate_up gathers token rows pair / top_k; down reads contiguous sorted rows (computed per copy, no array).
+      // This thread copies chunk ch of the B rows n = pt / 8 + 16 r, r < r_lim (rows past the tile's tokens are
+      // not loaded: B row n only feeds D column n, which is not stored), the 16 A bytes of thread pt of each
+      // warpgroup inside M, and (pt < 8 n_ok) 16 bytes of scale words. Everything that does not change with
+      // the k-tile is hoisted, so that a copy is one address multiply-add and the LDGSTS (the producer's
+      // instruction stream bounded the 128 / 192 tiles: ncu, H100, gate_up P = 16384, the consumers found
+      // 96% of their stages not yet full).
+      // B sources in 16-byte units from xsrc at k-tile 0: gate_up gathers token rows pair / top_k (32-bit
+      // offsets: the producer runs on few registers); down reads contiguous sorted rows (one base, 16 rows
+      // apart per r).
       uint32_t src16[kGU ? RB : 1];
 #pragma unroll
       for (int r = 0; r < (kGU ? RB : 1); ++r) {
-        const int n = (pt >> 3) + (PT / 8) * r;
+        const int n = (pt >> 3) + 16 * r;
         const uint32_t pair = kGU && n < t.n_valid ? uint32_t(p.index.pair_list[t.row0 + n]) : 0u;
         const uint32_t row = kGU ? (div_m ? __umulhi(pair, div_m) : pair) : uint32_t(t.row0 + n);
         src16[r] = row * uint32_t(K / 8) + ch;
       }
+      const int r_lim = max(0, (t.n_valid - (pt >> 3) + 15) >> 4);  // rows n < n_valid: r < r_lim
       // A / scale sources at k-tile 0: warpgroup w of the tile reads weight-row group e * MT64 + mt * WGS + w.
       const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
       const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;
-      const uint8_t* a_tile = wblocks + grp * KT * 2048;
+      const uint8_t* a_src = wblocks + grp * KT * 2048 + pt * 16;
+      const uint32_t a_wg_stride = uint32_t(KT) * 2048;  // bytes between the warpgroups' weight-row groups
+      const bool s_copy = pt < 8 * n_ok;
       const uint8_t* s_src = wscales + grp * KT * 128 + size_t(pt >> 3) * KT * 128 + (pt & 7) * 16;
 #pragma unroll 1
       for (int kt = 0; kt < KT; ++kt) {
         mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
-        const uint32_t sb = sb0 + slot * C::kBBytes, sa = sa0 + slot * C::kASBytes;
-        // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); rows past n_valid are not
-        // loaded (B row n only feeds D column n, which is not stored).
+        const uint32_t sb = sb0 + slot * C::kBBytes + b_thr, sa = sa0 + slot * C::kASBytes + pt * 16;
+        // B: 4 rows x 8 chunks per warp instruction (coalesced 128-byte rows); row r of this thread is 16 rows
+        // (2 KB of the stage) after row r - 1, with the same swizzle (16 r = 0 mod 8).
+        const uint8_t* xk = xsrc + size_t(kt) * 128;
 #pragma unroll
         for (int r = 0; r < RB; ++r) {
-          const int n = (pt >> 3) + (PT / 8) * r;
-          const uint32_t src = kGU ? src16[r] : src16[0] + uint32_t((PT / 8) * r * (K / 8));
-          if (n < t.n_valid)
-            cp_async16(sb + n * 128 + ((ch ^ (n & 7)) << 4), xsrc + size_t(src + uint32_t(kt) * 8) * 16, 16);
+          const uint8_t* src = kGU ? xk + size_t(src16[r]) * 16 : xk + size_t(src16[0]) * 16 + size_t(r) * 16 * K * 2;
+          if (r < r_lim) cp_async16(sb + r * 2048, src, 16);
         }
         // A: WGS warpgroups x 128 threads x 16 B, contiguous per warpgroup; scale words: WGS x 128 B.
+        const uint8_t* ak = a_src + size_t(kt) * 2048;
 #pragma unroll
-        for (int q = 0; q < NA; ++q) {
-          const int qq = pt + PT * q, w = qq >> 7;
-          if (w < n_ok) cp_async16(sa + qq * 16, a_tile + (size_t(w) * KT + kt) * 2048 + (qq & 127) * 16, 16);
-        }
-        if (pt < 8 * WGS && (pt >> 3) < n_ok) cp_async16(sa + C::kABytes + pt * 16, s_src + kt * 128, 16);
+        for (int q = 0; q < NA; ++q)
+          if (q < n_ok) cp_async16(sa + q * 2048, ak + size_t(q * a_wg_stride), 16);
+        if (s_copy) cp_async16(sa0 + slot * C::kASBytes + C::kABytes + pt * 16, s_src + kt * 128, 16);
         cp_async_mbar_arrive(&s_full[slot]);
         if (++slot == S) slot = 0, ++round;
       }

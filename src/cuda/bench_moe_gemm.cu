@@ -150,7 +150,7 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
     CUDA_CHECK(cudaMemcpy(d_pairs.p, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice));
     BenchMoeGemmRow row;
     row.pairs = P;
-    row.n_tile = moe_gemm_pick_n_tile(P, E, gu);
+    row.n_tile = moe_gemm_pick_n_tile(P, E);
     for (int e = 0; e < E; ++e) row.active_experts += off[e + 1] > off[e];
 
     MoeGemmParams p;

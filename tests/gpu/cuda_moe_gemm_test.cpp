@@ -316,16 +316,14 @@ TEST(MoeGemm, Gpt20bShapes) {
 // The automatic token tile by mean pairs per expert (the bands fitted in docs/KERNELS-moe-gemm.md).
 TEST(MoeGemm, TilePickFollowsTheFittedBands) {
   const int E = 32;
-  for (const bool gu : {false, true}) {
-    auto pick = [&](int mean) { return moe_gemm_pick_n_tile(mean * E, E, gu); };
-    for (int m : {1, 16}) EXPECT_EQ(pick(m), 32) << m;
-    for (int m : {17, 48}) EXPECT_EQ(pick(m), 64) << m;
-    for (int m : {49, 64, 112}) EXPECT_EQ(pick(m), 128) << m;
-    for (int m : {113, 160, 224}) EXPECT_EQ(pick(m), 192) << m;
-    for (int m : {225, 256, 288}) EXPECT_EQ(pick(m), gu ? 192 : 128) << m;
-    for (int m : {289, 512, 2048}) EXPECT_EQ(pick(m), gu ? 128 : 192) << m;
-    EXPECT_EQ(moe_gemm_pick_n_tile(33, 32, gu), 32);  // mean rounds up: 2 pairs per expert
-  }
+  auto pick = [&](int mean) { return moe_gemm_pick_n_tile(mean * E, E); };
+  for (int m : {1, 16}) EXPECT_EQ(pick(m), 32) << m;
+  for (int m : {17, 48}) EXPECT_EQ(pick(m), 64) << m;
+  for (int m : {49, 64, 112}) EXPECT_EQ(pick(m), 128) << m;
+  for (int m : {113, 160, 224}) EXPECT_EQ(pick(m), 192) << m;
+  for (int m : {225, 256, 288}) EXPECT_EQ(pick(m), 128) << m;
+  for (int m : {289, 512, 2048}) EXPECT_EQ(pick(m), 192) << m;
+  EXPECT_EQ(moe_gemm_pick_n_tile(33, 32), 32);  // mean rounds up: 2 pairs per expert
 }
 
 TEST(MoeGemm, UnsupportedShapesFailLoudly) {

@@ -597,7 +597,7 @@ void check(const MoeGemmParams& p, int K, int M, const char* name) {
 
 template <Which W>
 void run(const MoeGemmParams& p, cudaStream_t stream) {
-  switch (p.n_tile ? p.n_tile : moe_gemm_pick_n_tile(p.n_pairs, p.n_experts, W == Which::kGateUp)) {
+  switch (p.n_tile ? p.n_tile : moe_gemm_pick_n_tile(p.n_pairs, p.n_experts)) {
     case 32: return launch<W, 32>(p, stream);
     case 64: return launch<W, 64>(p, stream);
     case 128: return launch<W, 128>(p, stream);
@@ -608,22 +608,20 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 }  // namespace
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
-// moe-gemm`, column "ms by tile", data in docs/KERNELS-moe-gemm.md): m <= 16: 32 and m <= 48: 64 (weight
-// streaming with the copy-engine producer, 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs 0.186-0.191 ms
-// with 128, down 0.092 vs 0.097); above, the 3-warpgroup tiles, whose cost is one dequantization per token
-// tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per column), 192 where one 192
-// tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up).
-// Above: down (192 tiles on the copy engine with one MMA width, session 9) takes 128 for (224, 288] and 192
-// beyond; gate_up (since session 10's epilogue and producer: six H100 runs in three calls, ms 128 / 192)
-// takes 192 up to m = 288 (m = 256: 192 faster in 5 of 6, e.g. 0.580 / 0.519) and 128 beyond (m = 512: 128
-// faster in 5 of 6, e.g. 1.012 / 1.036; m = 1024 in 3 of 4).
-int moe_gemm_pick_n_tile(int n_pairs, int n_experts, bool gate_up) {
+// moe-gemm` in five calls of session 9, H100 and H200; data in docs/KERNELS-moe-gemm.md): m <= 16: 32 and
+// m <= 48: 64 (weight streaming with the copy-engine producer, 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs
+// 0.186-0.191 ms with 128, down 0.092 vs 0.097); above, the 3-warpgroup tiles, whose cost is one
+// dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per
+// column), 192 where one 192 tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160:
+// 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: even within run-to-run noise), and 192
+// above (m = 512: 1.02-1.23 vs 1.07-1.31 ms gate_up, mean 1.10 vs 1.20 over the five calls; the two tiles
+// traded places between machines by +-10%).
+int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
   if (mean <= 16) return 32;
   if (mean <= 48) return 64;
   if (mean <= 112) return 128;
   if (mean <= 224) return 192;
-  if (gate_up) return mean <= 288 ? 192 : 128;
   return mean <= 288 ? 128 : 192;
 }
 

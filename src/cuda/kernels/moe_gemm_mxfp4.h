@@ -58,8 +58,7 @@ struct MoeGemmParams {
 void moe_gemm_mxfp4_gate_up(const MoeGemmParams& p, cudaStream_t stream);
 void moe_gemm_mxfp4_down(const MoeGemmParams& p, cudaStream_t stream);
 
-// The token tile the launch of gate_up (gate_up = true) or down uses for n_pairs over n_experts (when
-// MoeGemmParams::n_tile == 0).
-int moe_gemm_pick_n_tile(int n_pairs, int n_experts, bool gate_up);
+// The token tile the launch uses for n_pairs over n_experts (when MoeGemmParams::n_tile == 0).
+int moe_gemm_pick_n_tile(int n_pairs, int n_experts);
 
 }  // namespace mxs::cuda

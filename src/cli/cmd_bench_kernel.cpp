@@ -23,7 +23,7 @@ namespace {
 
 struct MoeGemmArgs {
   std::string pairs = "32,128,512,1024,4096,16384", which = "gate_up", json_path;
-  int warmup = 20, iters = 100;
+  int warmup = 20, iters = 100, rounds = 3;
 };
 
 void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
@@ -33,14 +33,16 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
   o.which = a.which;
   o.warmup = a.warmup;
   o.iters = a.iters;
+  o.rounds = a.rounds;
   const mxs::cuda::BenchMoeGemmResult r = mxs::cuda::run_bench_moe_gemm(o);
   std::printf("## mxserve bench kernel moe-gemm (%s)\n\ncard: %s; %s GEMM M = %d outputs x K = %d, %d experts, top-%d, "
               "uniform random routing; mxfp4 with the automatic token tile (best forced tile in the last column); "
               "bf16 = best of cuBLAS per-expert cublasGemmEx loop and "
-              "cublasGemmGroupedBatchedEx (activations pre-grouped); mean of %d iterations after %d warm-up\n"
+              "cublasGemmGroupedBatchedEx (activations pre-grouped); each of the six (4 tiles, 2 cuBLAS forms): median "
+              "over %d rounds in rotated order of the mean of %d iterations after %d warm-up\n"
               "command: `%s`\n\n",
-              r.which.c_str(), r.device.c_str(), r.which.c_str(), r.M, r.K, o.n_experts, o.top_k, o.iters, o.warmup,
-              command.c_str());
+              r.which.c_str(), r.device.c_str(), r.which.c_str(), r.M, r.K, o.n_experts, o.top_k, o.rounds, o.iters,
+              o.warmup, command.c_str());
   std::printf("| P | tile | ms mxfp4 | ms bf16 | speedup | TFLOP/s mxfp4 | TFLOP/s bf16 | GB/s mxfp4 weights | "
               "GB/s bf16 weights | ms bf16 loop | ms bf16 grouped | best tile: ms | ms by tile 32 / 64 / 128 / 192 |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -142,6 +144,9 @@ mxs::cli::CommandRegistrar reg(62, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--warmup", args->warmup, "Untimed runs before timing")->check(CLI::Range(0, 100000))->capture_default_str();
   cmd->add_option("--iters", args->iters, "Timed runs (mean reported)")->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd->add_option("--rounds", args->rounds, "Rounds per configuration in rotated order (median reported)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   mxs::cli::add_json_and_run(cmd, &args->json_path, "mxserve bench kernel moe-gemm",
                              [args](const std::string& command) { run_moe_gemm(*args, command); });
   auto ad = std::make_shared<AttentionDecodeArgs>();

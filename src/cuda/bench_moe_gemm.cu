@@ -166,27 +166,13 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
       if (gu) moe_gemm_mxfp4_gate_up(p, nullptr);
       else moe_gemm_mxfp4_down(p, nullptr);
     };
-    row.ms_mxfp4 = time_ms(o.warmup, o.iters, run_mx);
-    row.best_n_tile = row.n_tile, row.ms_mxfp4_best_tile = row.ms_mxfp4;
-    const int tiles[4] = {32, 64, 128, 192};
-    for (int i = 0; i < 4; ++i) {
-      const int nt = tiles[i];
-      if (nt == row.n_tile) {
-        row.ms_by_tile[i] = row.ms_mxfp4;
-        continue;
-      }
-      p.n_tile = nt;
-      const double ms = row.ms_by_tile[i] = time_ms(o.warmup, o.iters, run_mx);
-      if (ms < row.ms_mxfp4_best_tile) row.best_n_tile = nt, row.ms_mxfp4_best_tile = ms;
-    }
-    p.n_tile = 0;
 
     // cuBLAS bf16, column-major view: Y_e^T [M, cnt] = W_e^T... i.e. op(A) = W_e (row-major [M, K] read as
     // K x M column-major, transposed), B = X_e ([cnt, K] row-major = K x cnt column-major).
     const float one = 1.f, zero = 0.f;
     CUBLAS_CHECK(cublasSetMathMode(handle, CUBLAS_DEFAULT_MATH));
     auto w_of = [&](int e) { return wbf.as<__nv_bfloat16>() + size_t(e) * M * K; };
-    row.ms_bf16_loop = time_ms(o.warmup, o.iters, [&] {
+    auto bf16_loop = [&] {
       for (int e = 0; e < E; ++e) {
         const int cnt = off[e + 1] - off[e];
         if (cnt == 0) continue;
@@ -195,7 +181,7 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
                                   y_bf16.as<__nv_bfloat16>() + size_t(off[e]) * M, CUDA_R_16BF, M,
                                   CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
       }
-    });
+    };
     // Grouped: one group per active expert.
     std::vector<cublasOperation_t> ta, tb;
     std::vector<int> ms, ns, ks, lda, ldb, ldc, gsz;
@@ -224,10 +210,42 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
                                         betas.data(), dptr + 2 * E, CUDA_R_16BF, ldc.data(), G, gsz.data(),
                                         CUBLAS_COMPUTE_32F);
     };
-    row.ms_bf16_grouped = -1;
-    if (grouped() == CUBLAS_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess)
-      row.ms_bf16_grouped = time_ms(o.warmup, o.iters, [&] { (void)grouped(); });
+    const bool has_grouped = grouped() == CUBLAS_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess;
     (void)cudaGetLastError();
+
+    // Six configurations (the four forced token tiles, the two cuBLAS forms), timed in `rounds` rounds in
+    // rotated order; each reports the median of its rounds. A single pass in a fixed order was biased: the
+    // first configuration after the previous P's cuBLAS runs came out up to ~15% slower (H100, session 10:
+    // the automatic tile, timed first, read 1.14 ms where the same kernel forced later read 1.01).
+    const int tiles[4] = {32, 64, 128, 192};
+    auto run_config = [&](int c) {
+      if (c < 4) {
+        p.n_tile = tiles[c];
+        return time_ms(o.warmup, o.iters, run_mx);
+      }
+      if (c == 4) return time_ms(o.warmup, o.iters, bf16_loop);
+      return time_ms(o.warmup, o.iters, [&] { (void)grouped(); });
+    };
+    const int n_cfg = has_grouped ? 6 : 5, rounds = std::max(1, o.rounds);
+    std::vector<std::vector<double>> samples(n_cfg);
+    for (int r = 0; r < rounds; ++r)
+      for (int j = 0; j < n_cfg; ++j) {
+        const int c = (j + r) % n_cfg;
+        samples[c].push_back(run_config(c));
+      }
+    p.n_tile = 0;
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    row.best_n_tile = 0, row.ms_mxfp4_best_tile = 1e30;
+    for (int i = 0; i < 4; ++i) {
+      row.ms_by_tile[i] = median(samples[i]);
+      if (tiles[i] == row.n_tile) row.ms_mxfp4 = row.ms_by_tile[i];
+      if (row.ms_by_tile[i] < row.ms_mxfp4_best_tile) row.best_n_tile = tiles[i], row.ms_mxfp4_best_tile = row.ms_by_tile[i];
+    }
+    row.ms_bf16_loop = median(samples[4]);
+    row.ms_bf16_grouped = has_grouped ? median(samples[5]) : -1;
     row.ms_bf16 = row.ms_bf16_grouped > 0 ? std::min(row.ms_bf16_loop, row.ms_bf16_grouped) : row.ms_bf16_loop;
 
     const double flop = 2.0 * P * double(M) * K;

@@ -12,6 +12,7 @@ struct BenchMoeGemmOptions {
   std::vector<int> pairs = {32, 128, 512, 1024, 4096, 16384};  // P = token-expert pairs (n_tokens * top_k)
   std::string which = "gate_up";                               // gate_up | down
   int warmup = 20, iters = 100;
+  int rounds = 3;  // every configuration timed in this many rounds (rotated order), median reported
   int hidden = 2880, intermediate = 2880, n_experts = 32, top_k = 4;
 };
 

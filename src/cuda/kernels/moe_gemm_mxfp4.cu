@@ -139,6 +139,13 @@ template <int N>
 __device__ __forceinline__ void setmaxnreg_inc() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N)); }
 template <int N>
 __device__ __forceinline__ void setmaxnreg_dec() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N)); }
+// v itself, as a value ptxas cannot recompute from its inputs (a shuffle from the own lane): keeps per-thread
+// constants in a register where ptxas would rematerialize them inside a hot loop.
+__device__ __forceinline__ uint32_t opaque_u32(uint32_t v) {
+  uint32_t r;
+  asm volatile("shfl.sync.idx.b32 %0, %1, %2, 0x1f, 0xffffffff;\n" : "=r"(r) : "r"(v), "r"(int(threadIdx.x & 31)));
+  return r;
+}
 __device__ __forceinline__ void named_bar_sync(int id, int n_threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n_threads) : "memory");
 }
@@ -459,8 +466,11 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
   const int wg = tid >> 7, T = tid & 127, c = tid & 3;
   const int u_in_wg = (T >> 5) * 8 + ((tid & 31) >> 2);  // unit of this thread's rows within its 64-row tile
   // This thread's A bytes and scale word in a stage of the A ring; the B tile's descriptor base.
-  const uint32_t a_thr = smem_u32(s_a) + wg * 2048 + T * 16;
-  const uint32_t s_thr = smem_u32(s_a) + C::kABytes + wg * 128 + (u_in_wg << 2);
+  // (Through an identity shuffle: ptxas otherwise recomputes them from SR_TID every k-tile, an S2R and ~15
+  // integer ops ahead of the stage's shared-memory loads.)
+  const uint32_t a_thr = opaque_u32(smem_u32(s_a) + wg * 2048 + T * 16);
+  const uint32_t s_thr = opaque_u32(smem_u32(s_a) + C::kABytes + wg * 128 + (u_in_wg << 2));
+  const bool lane0 = opaque_u32(tid & 31) == 0;
   const uint32_t sb0 = smem_u32(smem);
   float acc[N_MAX / 2];
 #pragma unroll
@@ -501,7 +511,7 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
         wgmma_wait<NA_SETS - 1>();  // the wgmma of k-tile kt - (NA_SETS - 1) retired: its slot can be refilled
       }
       __syncwarp();
-      if (kt >= NA_SETS - 1 && (tid & 31) == 0)  // release k-tile kt - (NA_SETS - 1)
+      if (kt >= NA_SETS - 1 && lane0)  // release k-tile kt - (NA_SETS - 1)
         mbar_arrive(&s_empty[slot >= NA_SETS - 1 ? slot - (NA_SETS - 1) : slot + S - (NA_SETS - 1)]);
       if (++slot == S) slot = 0, ++round;
     };
@@ -526,7 +536,7 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     // All MMAs of the tile retired: release the stages still held before the epilogue (the producer refills
     // them meanwhile).
     __syncwarp();
-    if ((tid & 31) == 0)  // the last NA_SETS - 1 k-tiles' stages (fewer if the tile had fewer k-tiles)
+    if (lane0)  // the last NA_SETS - 1 k-tiles' stages (fewer if the tile had fewer k-tiles)
       for (int j = min(NA_SETS - 1, KT); j >= 1; --j) mbar_arrive(&s_empty[slot >= j ? slot - j : slot + S - j]);
     if (active) {
       epilogue<W, N_MAX>(p, cur, acc, M, (cur.mt * WGS + wg) * 32 + u_in_wg, c, tile_pair, tile_rw);

@@ -56,8 +56,10 @@ constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer
 // swizzle repeats every 1024 B) in the B ring, and the A bytes [WGS wg][128 thr][16 B] + scale words
 // [WGS wg][32][4 B] in the A ring after it. WGS = consumer warpgroups of the CTA (64 weight rows each, all on
 // the same token tile). Configurations (chosen by the token tile N_MAX):
-//   N_MAX 32, 64:   2 warpgroups, 1 producer warp, 2 CTAs per SM (weight streaming: 16 warps hide the
-//                   dequantization's dependent latency).
+//   N_MAX 32, 64:   2 warpgroups, 1 producer warp; 3 CTAs per SM for 32 (7 stages), 2 for 64 (8 stages;
+//                   at 3 its 75 registers would spill): weight streaming, where more warps hide more of the
+//                   dequantization's dependent latency (H100, 2 -> 3 CTAs of 32: gate_up P = 512 0.152-0.153 ->
+//                   0.131 ms, 73% of copy bandwidth; decode batch 128 8.82 -> 8.10-8.13 ms per step).
 //   N_MAX 128, 192: 3 warpgroups (192 weight rows: each gathered B tile feeds 1.5x the MMAs of a 128-row
 //                   tile), producer warpgroup; setmaxnreg moves registers from the producers (56) to the
 //                   consumers (152: 96 accumulators + 2 x 16 A registers): 3 x 128 x 152 + 128 x 56 = 65536.
@@ -78,7 +80,7 @@ struct Cfg {
   // chunks per k-tile fast enough, and setmaxnreg works per warpgroup).
   static constexpr int kProducerThreads = N_MAX <= 64 ? 32 : 128;
   static constexpr int kThreadsAll = kConsumers + kProducerThreads;
-  static constexpr int kCtasPerSm = N_MAX <= 64 ? 2 : 1;
+  static constexpr int kCtasPerSm = N_MAX <= 32 ? 3 : N_MAX <= 64 ? 2 : 1;
   static constexpr bool kSetMaxNreg = kWgs == 3;
   static constexpr bool kTma = TMA;
   static constexpr bool kSingleWidth = TMA && N_MAX == 192;  // every tile's MMAs N_MAX wide
@@ -104,11 +106,11 @@ struct Cfg {
   static constexpr int kExtra =
       1024 + 2 * (kMaxExperts + 1) * 4 + 4 * kConsumers * 4 + 2 * 10 * 8 + kTileRing * (8 + 4);
   // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
-  // loaded DRAM latency at full bandwidth; large tiles take as many stages as the 227 KB of shared memory hold.
+  // loaded DRAM latency at full bandwidth (3 x 7 or 2 x 8 stages: 170-200 KB per SM); large tiles take as many stages as the 227 KB of shared memory hold.
   static constexpr int kStages =
-      N_MAX <= 32 ? 10 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
+      N_MAX <= 32 ? 7 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
   static constexpr int kSmem = kStages * (kBBytes + kASBytes) + kExtra;
-  static_assert(kSmem <= 232448 && (kCtasPerSm == 1 || 2 * kSmem <= 233472), "shared memory");
+  static_assert(kSmem <= 232448 && kCtasPerSm * (kSmem + 1024) <= 233472, "shared memory");
   static_assert(kStages + 2 <= kTileRing && kStages <= 10, "tile ring / barrier space");
 };
 
@@ -619,7 +621,7 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
 // moe-gemm` in five calls of session 9, H100 and H200; data in docs/KERNELS-moe-gemm.md): m <= 16: 32 and
-// m <= 48: 64 (weight streaming with the copy-engine producer, 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs
+// m <= 48: 64 (weight streaming with the copy-engine producer, 3 / 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs
 // 0.186-0.191 ms with 128, down 0.092 vs 0.097); above, the 3-warpgroup tiles, whose cost is one
 // dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per
 // column), 192 where one 192 tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160:

@@ -620,17 +620,17 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 }  // namespace
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
-// moe-gemm` in five calls of session 9, H100 and H200; data in docs/KERNELS-moe-gemm.md): m <= 16: 32 and
-// m <= 48: 64 (weight streaming with the copy-engine producer, 3 / 2 CTAs per SM; H100 P = 1024: gate_up 0.174 vs
-// 0.186-0.191 ms with 128, down 0.092 vs 0.097); above, the 3-warpgroup tiles, whose cost is one
-// dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per
-// column), 192 where one 192 tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160:
-// 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: even within run-to-run noise), and 192
-// above (m = 512: 1.02-1.23 vs 1.07-1.31 ms gate_up, mean 1.10 vs 1.20 over the five calls; the two tiles
-// traded places between machines by +-10%).
+// moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md): m <= 28: 32 (3 CTAs per SM since session
+// 10; H100, rotated rounds, gate_up 32 / 64 tile at m = 24: 0.145 / 0.157 ms, m = 28: 0.152 / 0.161, m = 32:
+// 0.193 / 0.167) and m <= 48: 64 (weight streaming with the copy-engine producer); above, the 3-warpgroup
+// tiles, whose cost is one dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A
+// register sets: cheaper per column), 192 where one 192 tile holds what takes two 128 tiles for most experts,
+// m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: 0.534-0.542 vs
+// 0.556-0.561, down 0.281-0.283 vs 0.308-0.313), and 192 above (m = 512: gate_up 0.978-1.000 vs 1.025-1.059,
+// down 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs 2.110-2.119).
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
-  if (mean <= 16) return 32;
+  if (mean <= 28) return 32;
   if (mean <= 48) return 64;
   if (mean <= 112) return 128;
   if (mean <= 224) return 192;

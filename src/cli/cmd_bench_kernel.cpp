@@ -38,23 +38,23 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
   std::printf("## mxserve bench kernel moe-gemm (%s)\n\ncard: %s; %s GEMM M = %d outputs x K = %d, %d experts, top-%d, "
               "uniform random routing; mxfp4 with the automatic token tile (best forced tile in the last column); "
               "bf16 = best of cuBLAS per-expert cublasGemmEx loop and "
-              "cublasGemmGroupedBatchedEx (activations pre-grouped); each of the six (4 tiles, 2 cuBLAS forms): median "
+              "cublasGemmGroupedBatchedEx (activations pre-grouped); each of the seven (5 tiles, 2 cuBLAS forms): median "
               "over %d rounds in rotated order of the mean of %d iterations after %d warm-up\n"
               "command: `%s`\n\n",
               r.which.c_str(), r.device.c_str(), r.which.c_str(), r.M, r.K, o.n_experts, o.top_k, o.rounds, o.iters,
               o.warmup, command.c_str());
   std::printf("| P | tile | ms mxfp4 | ms bf16 | speedup | TFLOP/s mxfp4 | TFLOP/s bf16 | GB/s mxfp4 weights | "
-              "GB/s bf16 weights | ms bf16 loop | ms bf16 grouped | best tile: ms | ms by tile 32 / 64 / 128 / 192 |\n"
+              "GB/s bf16 weights | ms bf16 loop | ms bf16 grouped | best tile: ms | ms by tile 32 / 48 / 64 / 128 / 192 |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& w : r.rows) {
     char grouped[32];
     if (w.ms_bf16_grouped > 0) std::snprintf(grouped, sizeof(grouped), "%.3f", w.ms_bf16_grouped);
     else std::snprintf(grouped, sizeof(grouped), "n/a");
     std::printf("| %d | %d | %.3f | %.3f | %.2fx | %.0f | %.0f | %.0f | %.0f | %.3f | %s | %d: %.3f | %.3f / %.3f / %.3f / "
-                "%.3f |\n",
+                "%.3f / %.3f |\n",
                 w.pairs, w.n_tile, w.ms_mxfp4, w.ms_bf16, w.ms_bf16 / w.ms_mxfp4, w.tflops_mxfp4, w.tflops_bf16,
                 w.gb_s_mxfp4, w.gb_s_bf16, w.ms_bf16_loop, grouped, w.best_n_tile, w.ms_mxfp4_best_tile,
-                w.ms_by_tile[0], w.ms_by_tile[1], w.ms_by_tile[2], w.ms_by_tile[3]);
+                w.ms_by_tile[0], w.ms_by_tile[1], w.ms_by_tile[2], w.ms_by_tile[3], w.ms_by_tile[4]);
   }
   if (!a.json_path.empty()) {
     nlohmann::json j;
@@ -64,7 +64,7 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
                            {"ms_mxfp4", w.ms_mxfp4}, {"ms_bf16", w.ms_bf16}, {"ms_bf16_loop", w.ms_bf16_loop},
                            {"ms_bf16_grouped", w.ms_bf16_grouped}, {"best_n_tile", w.best_n_tile},
                            {"ms_mxfp4_best_tile", w.ms_mxfp4_best_tile},
-                           {"ms_by_tile_32_64_128_192", {w.ms_by_tile[0], w.ms_by_tile[1], w.ms_by_tile[2], w.ms_by_tile[3]}},
+                           {"ms_by_tile_32_48_64_128_192", {w.ms_by_tile[0], w.ms_by_tile[1], w.ms_by_tile[2], w.ms_by_tile[3], w.ms_by_tile[4]}},
                            {"tflops_mxfp4", w.tflops_mxfp4},
                            {"tflops_bf16", w.tflops_bf16}, {"gb_s_mxfp4", w.gb_s_mxfp4}, {"gb_s_bf16", w.gb_s_bf16}});
     mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");

@@ -213,20 +213,21 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
     const bool has_grouped = grouped() == CUBLAS_STATUS_SUCCESS && cudaDeviceSynchronize() == cudaSuccess;
     (void)cudaGetLastError();
 
-    // Six configurations (the four forced token tiles, the two cuBLAS forms), timed in `rounds` rounds in
+    // Seven configurations (the five forced token tiles, the two cuBLAS forms), timed in `rounds` rounds in
     // rotated order; each reports the median of its rounds. A single pass in a fixed order was biased: the
     // first configuration after the previous P's cuBLAS runs came out up to ~15% slower (H100, session 10:
     // the automatic tile, timed first, read 1.14 ms where the same kernel forced later read 1.01).
-    const int tiles[4] = {32, 64, 128, 192};
+    constexpr int kTiles = 5;
+    const int tiles[kTiles] = {32, 48, 64, 128, 192};
     auto run_config = [&](int c) {
-      if (c < 4) {
+      if (c < kTiles) {
         p.n_tile = tiles[c];
         return time_ms(o.warmup, o.iters, run_mx);
       }
-      if (c == 4) return time_ms(o.warmup, o.iters, bf16_loop);
+      if (c == kTiles) return time_ms(o.warmup, o.iters, bf16_loop);
       return time_ms(o.warmup, o.iters, [&] { (void)grouped(); });
     };
-    const int n_cfg = has_grouped ? 6 : 5, rounds = std::max(1, o.rounds);
+    const int n_cfg = kTiles + (has_grouped ? 2 : 1), rounds = std::max(1, o.rounds);
     std::vector<std::vector<double>> samples(n_cfg);
     for (int r = 0; r < rounds; ++r)
       for (int j = 0; j < n_cfg; ++j) {
@@ -239,13 +240,13 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
       return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
     };
     row.best_n_tile = 0, row.ms_mxfp4_best_tile = 1e30;
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < kTiles; ++i) {
       row.ms_by_tile[i] = median(samples[i]);
       if (tiles[i] == row.n_tile) row.ms_mxfp4 = row.ms_by_tile[i];
       if (row.ms_by_tile[i] < row.ms_mxfp4_best_tile) row.best_n_tile = tiles[i], row.ms_mxfp4_best_tile = row.ms_by_tile[i];
     }
-    row.ms_bf16_loop = median(samples[4]);
-    row.ms_bf16_grouped = has_grouped ? median(samples[5]) : -1;
+    row.ms_bf16_loop = median(samples[kTiles]);
+    row.ms_bf16_grouped = has_grouped ? median(samples[kTiles + 1]) : -1;
     row.ms_bf16 = row.ms_bf16_grouped > 0 ? std::min(row.ms_bf16_loop, row.ms_bf16_grouped) : row.ms_bf16_loop;
 
     const double flop = 2.0 * P * double(M) * K;

@@ -19,9 +19,9 @@ struct BenchMoeGemmOptions {
 struct BenchMoeGemmRow {
   int pairs = 0, n_tile = 0, active_experts = 0;
   double ms_mxfp4 = 0, ms_bf16_loop = 0, ms_bf16_grouped = 0, ms_bf16 = 0;  // grouped: < 0 if unavailable
-  int best_n_tile = 0;           // the fastest forced token tile (32, 64, 128, 192) and its time: tunes the
+  int best_n_tile = 0;           // the fastest forced token tile (32, 48, 64, 128, 192) and its time: tunes the
   double ms_mxfp4_best_tile = 0; // automatic pick (ms_mxfp4 uses the automatic pick, n_tile)
-  double ms_by_tile[4] = {};     // every forced token tile 32, 64, 128, 192 (the data the pick is fitted on)
+  double ms_by_tile[5] = {};     // every forced token tile 32, 48, 64, 128, 192 (the data the pick is fitted on)
   double tflops_mxfp4 = 0, tflops_bf16 = 0;  // 2 * P * M * K / time
   double gb_s_mxfp4 = 0, gb_s_bf16 = 0;      // weight bytes of the active experts / time
 };

@@ -286,7 +286,7 @@ TEST(MoeGemm, SmallShapesSkewedRouting) {
 TEST(MoeGemm, OddShapeEveryTokenTile) {
   // gate_up 384 x 128, down 128 x 192 (three k-tiles): ragged tiles of each capacity, 5 experts.
   std::vector<Case> cases;
-  for (int nt : {32, 64, 128, 192})
+  for (int nt : {32, 48, 64, 128, 192})
     for (int P : {7, 300, 1031}) cases.push_back({128, 192, 5, P, nt, 118, 126});
   run_shape(128, 192, 5, cases, 2, 118, 126);
 }
@@ -317,8 +317,9 @@ TEST(MoeGemm, Gpt20bShapes) {
 TEST(MoeGemm, TilePickFollowsTheFittedBands) {
   const int E = 32;
   auto pick = [&](int mean) { return moe_gemm_pick_n_tile(mean * E, E); };
-  for (int m : {1, 16, 28}) EXPECT_EQ(pick(m), 32) << m;
-  for (int m : {29, 48}) EXPECT_EQ(pick(m), 64) << m;
+  for (int m : {1, 16, 24}) EXPECT_EQ(pick(m), 32) << m;
+  for (int m : {25, 32, 40}) EXPECT_EQ(pick(m), 48) << m;
+  for (int m : {41, 48}) EXPECT_EQ(pick(m), 64) << m;
   for (int m : {49, 64, 112}) EXPECT_EQ(pick(m), 128) << m;
   for (int m : {113, 160, 224}) EXPECT_EQ(pick(m), 192) << m;
   for (int m : {225, 256, 288}) EXPECT_EQ(pick(m), 128) << m;
@@ -330,7 +331,7 @@ TEST(MoeGemm, UnsupportedShapesFailLoudly) {
   MoeGemmParams p;
   p.n_pairs = 4, p.hidden = 2880, p.intermediate = 100, p.n_experts = 32;
   EXPECT_THROW(moe_gemm_mxfp4_gate_up(p, nullptr), Error);
-  p.intermediate = 2880, p.n_tile = 48;
+  p.intermediate = 2880, p.n_tile = 40;
   EXPECT_THROW(moe_gemm_mxfp4_down(p, nullptr), Error);
   p.n_tile = 256;
   EXPECT_THROW(moe_gemm_mxfp4_gate_up(p, nullptr), Error);

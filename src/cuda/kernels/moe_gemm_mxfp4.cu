@@ -27,7 +27,7 @@
 // full ones, so a fixed share left SMs idle at the end (ncu, 2,048-token prefill, H200: SM active cycles from
 // 20% below to 7% above the mean). Both roles loop tile by tile (per-tile values hoisted out of the k-loop);
 // the producers run across tile boundaries (the next tile's first k-tiles load during an epilogue). The MMA
-// width of each tile is its token count rounded up to 32.
+// width of each tile is its token count rounded up to 32, at most N_MAX (48-token tiles: 32 or 48).
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 
 #include <algorithm>
@@ -56,10 +56,13 @@ constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer
 // swizzle repeats every 1024 B) in the B ring, and the A bytes [WGS wg][128 thr][16 B] + scale words
 // [WGS wg][32][4 B] in the A ring after it. WGS = consumer warpgroups of the CTA (64 weight rows each, all on
 // the same token tile). Configurations (chosen by the token tile N_MAX):
-//   N_MAX 32, 64:   2 warpgroups, 1 producer warp; 3 CTAs per SM for 32 (7 stages), 2 for 64 (8 stages;
-//                   at 3 its 75 registers would spill): weight streaming, where more warps hide more of the
-//                   dequantization's dependent latency (H100, 2 -> 3 CTAs of 32: gate_up P = 512 0.152-0.153 ->
-//                   0.131 ms, 73% of copy bandwidth; decode batch 128 8.82 -> 8.10-8.13 ms per step).
+//   N_MAX 32, 48, 64: 2 warpgroups, 1 producer warp; 3 CTAs per SM for 32 (7 stages) and 48 (5 stages; its B
+//                   stage holds 64 rows, two TMA boxes), 2 for 64 (8 stages; at 3 its 75 registers would
+//                   spill): weight streaming, where more warps hide more of the dequantization's dependent
+//                   latency (H100, 2 -> 3 CTAs of 32: gate_up P = 512 0.152-0.153 -> 0.131 ms, 73% of copy
+//                   bandwidth; decode batch 128 8.82 -> 8.10-8.13 ms per step; the 48 tile instead of 64 at
+//                   P = 1024: gate_up 0.168 -> 0.145, down 0.090 -> 0.080, decode batch 256 10.91-10.95 ->
+//                   10.09-10.17 ms).
 //   N_MAX 128, 192: 3 warpgroups (192 weight rows: each gathered B tile feeds 1.5x the MMAs of a 128-row
 //                   tile), producer warpgroup; setmaxnreg moves registers from the producers (56) to the
 //                   consumers (152: 96 accumulators + 2 x 16 A registers): 3 x 128 x 152 + 128 x 56 = 65536.
@@ -72,7 +75,7 @@ constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer
 // gather: the sorted copy of its rows costs it ~70 us at P = 16384 and took the gain.
 template <int N_MAX, bool TMA>
 struct Cfg {
-  static_assert(N_MAX == 32 || N_MAX == 64 || N_MAX == 128 || N_MAX == 192, "token tile");
+  static_assert(N_MAX == 32 || N_MAX == 48 || N_MAX == 64 || N_MAX == 128 || N_MAX == 192, "token tile");
   static_assert(!TMA || N_MAX != 128, "no copy-engine config for 128-token tiles");
   static constexpr int kWgs = N_MAX >= 128 ? 3 : 2;
   static constexpr int kConsumers = 128 * kWgs;
@@ -80,7 +83,7 @@ struct Cfg {
   // chunks per k-tile fast enough, and setmaxnreg works per warpgroup).
   static constexpr int kProducerThreads = N_MAX <= 64 ? 32 : 128;
   static constexpr int kThreadsAll = kConsumers + kProducerThreads;
-  static constexpr int kCtasPerSm = N_MAX <= 32 ? 3 : N_MAX <= 64 ? 2 : 1;
+  static constexpr int kCtasPerSm = N_MAX <= 48 ? 3 : N_MAX <= 64 ? 2 : 1;
   static constexpr bool kSetMaxNreg = kWgs == 3;
   static constexpr bool kTma = TMA;
   static constexpr bool kSingleWidth = TMA && N_MAX == 192;  // every tile's MMAs N_MAX wide
@@ -96,7 +99,7 @@ struct Cfg {
   static_assert(!kSetMaxNreg || kConsumers * kConsumerRegs + 128 * kProducerRegs <= kThreadsAll * kLaunchRegs,
                 "register pool");
   static constexpr int kRowsPerProducer = N_MAX * 8 / kProducerThreads;  // B chunks (rows) per producer thread
-  static constexpr int kBBytes = N_MAX * 128;
+  static constexpr int kBBytes = (N_MAX + 31) / 32 * 32 * 128;  // whole TMA boxes of 32 rows (48 -> 64 rows)
   static constexpr int kABytes = kWgs * 2048;           // A bytes of a stage; scale words follow
   static constexpr int kASBytes = kABytes + kWgs * 128;  // A + scales of a stage
   // Dynamic scheduler: tile ids published by producer thread 0, one mbarrier each. The producers run at most
@@ -108,7 +111,7 @@ struct Cfg {
   // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
   // loaded DRAM latency at full bandwidth (3 x 7 or 2 x 8 stages: 170-200 KB per SM); large tiles take as many stages as the 227 KB of shared memory hold.
   static constexpr int kStages =
-      N_MAX <= 32 ? 7 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
+      N_MAX <= 32 ? 7 : N_MAX <= 48 ? 5 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
   static constexpr int kSmem = kStages * (kBBytes + kASBytes) + kExtra;
   static_assert(kSmem <= 232448 && kCtasPerSm * (kSmem + 1024) <= 233472, "shared memory");
   static_assert(kStages + 2 <= kTileRing && kStages <= 10, "tile ring / barrier space");
@@ -165,6 +168,7 @@ __device__ __forceinline__ void mma_ktile(float (&acc)[N_MAX / 2], const uint32_
                                           int n_used, bool first) {
   switch (n_used) {
     case 32: mma_steps<32>(acc, a, desc, first); break;
+    case 48: if constexpr (N_MAX == 48) mma_steps<48>(acc, a, desc, first); break;
     case 64: if constexpr (N_MAX >= 64) mma_steps<64>(acc, a, desc, first); break;
     case 96: if constexpr (N_MAX >= 96) mma_steps<96>(acc, a, desc, first); break;
     case 128: if constexpr (N_MAX >= 128) mma_steps<128>(acc, a, desc, first); break;
@@ -488,7 +492,7 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     const TileInfo cur = tile_info(tile);
     // Warpgroups past M idle on a partial m tile; wg is uniform per warp (shuffled for ptxas).
     const bool active = __shfl_sync(0xffffffffu, int(cur.mt * WGS + wg < MT64), 0) != 0;
-    const int n_used = __shfl_sync(0xffffffffu, min(N_MAX, (cur.n_valid + 31) & ~31), 0);
+    const int n_used = __shfl_sync(0xffffffffu, min(N_MAX, (cur.n_valid + 31) & ~31), 0);  // 48: 32 or 48
     int pf_pair = 0;  // down: pair id and routing weight of column tid of the tile, loaded early
     float pf_rw = 0.f;
     if (!kGU && tid < cur.n_valid) pf_pair = p.index.pair_list[cur.row0 + tid];
@@ -603,14 +607,15 @@ void check(const MoeGemmParams& p, int K, int M, const char* name) {
                    p.top_k, p.n_experts, kMaxExperts));
   MXS_CHECK(K >= 64 && K % 64 == 0 && M >= 64 && M % 64 == 0,
             strfmt("%s: in %d x out %d not supported (both multiples of 64)", name, K, M));
-  MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 64 || p.n_tile == 128 || p.n_tile == 192,
-            strfmt("%s: n_tile %d not supported (0 = auto, 32, 64, 128, 192)", name, p.n_tile));
+  MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 48 || p.n_tile == 64 || p.n_tile == 128 || p.n_tile == 192,
+            strfmt("%s: n_tile %d not supported (0 = auto, 32, 48, 64, 128, 192)", name, p.n_tile));
 }
 
 template <Which W>
 void run(const MoeGemmParams& p, cudaStream_t stream) {
   switch (p.n_tile ? p.n_tile : moe_gemm_pick_n_tile(p.n_pairs, p.n_experts)) {
     case 32: return launch<W, 32>(p, stream);
+    case 48: return launch<W, 48>(p, stream);
     case 64: return launch<W, 64>(p, stream);
     case 128: return launch<W, 128>(p, stream);
     default: return launch<W, 192>(p, stream);
@@ -620,9 +625,12 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 }  // namespace
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
-// moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md): m <= 28: 32 (3 CTAs per SM since session
-// 10; H100, rotated rounds, gate_up 32 / 64 tile at m = 24: 0.145 / 0.157 ms, m = 28: 0.152 / 0.161, m = 32:
-// 0.193 / 0.167) and m <= 48: 64 (weight streaming with the copy-engine producer); above, the 3-warpgroup
+// moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md). Weight streaming (copy-engine producer,
+// 2 consumer warpgroups) up to m = 48: m <= 24: 32 (3 CTAs per SM; H100, rotated rounds, gate_up 32 / 64 tile
+// at m = 20: 0.131 / 0.155 ms, m = 24: 0.145 / 0.157), m <= 40: 48 (3 CTAs per SM; gate_up 32 / 48 / 64 at
+// m = 28: 0.152 / 0.139 / 0.161, m = 32: 0.194 / 0.145 / 0.168, m = 40: 0.233 / 0.169 / 0.175; down at m = 32:
+// 0.108 / 0.080 / 0.090), m <= 48: 64 (2 CTAs per SM; m = 44: gate_up + down even, m = 48: gate_up 0.205 /
+// 0.177 with 48 / 64); above, the 3-warpgroup
 // tiles, whose cost is one dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A
 // register sets: cheaper per column), 192 where one 192 tile holds what takes two 128 tiles for most experts,
 // m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: 0.534-0.542 vs
@@ -630,7 +638,8 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 // down 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs 2.110-2.119).
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
-  if (mean <= 28) return 32;
+  if (mean <= 24) return 32;
+  if (mean <= 40) return 48;
   if (mean <= 48) return 64;
   if (mean <= 112) return 128;
   if (mean <= 224) return 192;

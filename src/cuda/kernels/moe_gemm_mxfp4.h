@@ -47,8 +47,8 @@ struct MoeGemmParams {
                                   // rows in sorted order for the TMA boxes of the small tiles): set for both
   int n_pairs = 0, hidden = 0, intermediate = 0, n_experts = 0, top_k = 4;
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;
-  int n_tile = 0;                 // tokens per tile: 0 = chosen from n_pairs / n_experts; else 32, 64, 128
-                                  // or 192 (tests force each)
+  int n_tile = 0;                 // tokens per tile: 0 = chosen from n_pairs / n_experts; else 32, 48, 64,
+                                  // 128 or 192 (tests force each)
   // [2] workspace, zero before the first launch (each launch leaves it zero; launches using it must not
   // overlap): set = dynamic tile scheduler (a CTA's next tile from a global counter), nullptr = static
   // round-robin (CTA b takes tiles b, b + grid, ...). Results are bit-identical either way.

@@ -220,7 +220,7 @@ void CudaRunner::Impl::init() {
   add(T * H * 2); add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
   add(partial_rows * 64 * 4); add(partial_rows * 2 * 4);
   add(T * c.num_kv_heads * 4); add(T * 16 * 4); add(T * 4);
-  gemm_min_pairs = opt.moe_gemm_min_pairs > 0 ? opt.moe_gemm_min_pairs : 8 * c.num_experts + 1;
+  gemm_min_pairs = opt.moe_gemm_min_pairs > 0 ? opt.moe_gemm_min_pairs : 8 * c.num_experts;
   gemm_min_pairs = std::min(gemm_min_pairs, std::min(kMoeGemvMaxPairs, int(T * K)) + 1);
   const size_t moe_partial_floats =
       moe_gemv_partial_floats(int(H), c.intermediate_size, std::max(1, gemm_min_pairs - 1));

@@ -31,10 +31,11 @@ struct CudaRunnerOptions {
   int max_model_len = 8192;     // longest context a sequence may reach
   bool use_graphs = true;       // CUDA graphs for pure-decode steps
   // MoE through the grouped GEMM (moe_gemm_mxfp4) for steps of >= this many (token, expert) pairs, else the
-  // GEMVs (moe_gemv_mxfp4, at most kMoeGemvMaxPairs). 0 = 8 pairs per expert on average and up (20b: 257 pairs
-  // = batch 65; 120b: 1025): up to 8 pairs an expert is one token tile of the GEMV, which reads each active
-  // expert once per step (H200, 20b batch 32: 3,760 GEMV vs 2,815 GEMM tok/s; 64: to measure). Both read the
-  // same packed experts.
+  // GEMVs (moe_gemv_mxfp4, at most kMoeGemvMaxPairs). 0 = 8 pairs per expert on average and up (20b: 256 pairs
+  // = the batch-64 bucket; 120b: 1024 = batch 256). H100, ms per step GEMV / GEMM (`bench decode
+  // --moe-gemm-min-pairs`, since the 32-token tile runs 3 CTAs per SM): 20b batch 16 5.72-5.78 / 6.28-6.41, 32
+  // 6.64-6.76 / 6.64-7.09, 48 (6 per expert) 7.47-7.57 / 7.41-7.47, 64 (8) 7.96-8.02 / 7.35-7.40; 120b batch 192
+  // (6 per expert) 32.9 / 35.0. Both read the same packed experts.
   int moe_gemm_min_pairs = 0;
   bool progress = true;         // weight-upload progress bar on stderr
 };

@@ -34,7 +34,7 @@ struct CudaRunnerOptions {
   // GEMVs (moe_gemv_mxfp4, at most kMoeGemvMaxPairs). 0 = 8 pairs per expert on average and up (20b: 256 pairs
   // = the batch-64 bucket; 120b: 1024 = batch 256). H100, ms per step GEMV / GEMM (`bench decode
   // --moe-gemm-min-pairs`, since the 32-token tile runs 3 CTAs per SM): 20b batch 16 5.72-5.78 / 6.28-6.41, 32
-  // 6.64-6.76 / 6.64-7.09, 48 (6 per expert) 7.47-7.57 / 7.41-7.47, 64 (8) 7.96-8.02 / 7.35-7.40; 120b batch 192
+  // 6.64-6.76 / 7.05-7.09, 48 (6 per expert) 7.47-7.57 / 7.41-7.47, 64 (8) 7.96-8.02 / 7.35-7.40; 120b batch 192
   // (6 per expert) 32.9 / 35.0. Both read the same packed experts.
   int moe_gemm_min_pairs = 0;
   bool progress = true;         // weight-upload progress bar on stderr

@@ -243,7 +243,8 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
     for (int i = 0; i < kTiles; ++i) {
       row.ms_by_tile[i] = median(samples[i]);
       if (tiles[i] == row.n_tile) row.ms_mxfp4 = row.ms_by_tile[i];
-      if (row.ms_by_tile[i] < row.ms_mxfp4_best_tile) row.best_n_tile = tiles[i], row.ms_mxfp4_best_tile = row.ms_by_tile[i];
+      if (row.ms_by_tile[i] < row.ms_mxfp4_best_tile)
+        row.best_n_tile = tiles[i], row.ms_mxfp4_best_tile = row.ms_by_tile[i];
     }
     row.ms_bf16_loop = median(samples[kTiles]);
     row.ms_bf16_grouped = has_grouped ? median(samples[kTiles + 1]) : -1;

@@ -109,9 +109,12 @@ struct Cfg {
   static constexpr int kExtra =
       1024 + 2 * (kMaxExperts + 1) * 4 + 4 * kConsumers * 4 + 2 * 10 * 8 + kTileRing * (8 + 4);
   // Deep rings for the weight-streaming (small N) tiles: ~40 KB of weights in flight per SM covers the
-  // loaded DRAM latency at full bandwidth (3 x 7 or 2 x 8 stages: 170-200 KB per SM); large tiles take as many stages as the 227 KB of shared memory hold.
-  static constexpr int kStages =
-      N_MAX <= 32 ? 7 : N_MAX <= 48 ? 5 : N_MAX <= 64 ? 8 : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
+  // loaded DRAM latency at full bandwidth (3 x 7 stages of tile 32, 3 x 5 of 48, 2 x 8 of 64: 170-200 KB per
+  // SM); large tiles take as many stages as the 227 KB of shared memory hold.
+  static constexpr int kStages = N_MAX <= 32   ? 7
+                                 : N_MAX <= 48 ? 5
+                                 : N_MAX <= 64 ? 8
+                                               : std::min(10, (232448 - kExtra) / (kBBytes + kASBytes));
   static constexpr int kSmem = kStages * (kBBytes + kASBytes) + kExtra;
   static_assert(kSmem <= 232448 && kCtasPerSm * (kSmem + 1024) <= 233472, "shared memory");
   static_assert(kStages + 2 <= kTileRing && kStages <= 10, "tile ring / barrier space");
@@ -406,7 +409,8 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
     const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
     const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
     const uint32_t sb0 = smem_u32(smem), sa0 = smem_u32(s_a);
-    static_assert(C::kTma || (PT == 128 && NA == WGS), "one producer warpgroup: thread pt copies A bytes pt of each warpgroup");
+    static_assert(C::kTma || (PT == 128 && NA == WGS),
+                  "one producer warpgroup: thread pt copies A bytes pt of each warpgroup");
     const uint32_t b_thr = (pt >> 3) * 128 + ((ch ^ ((pt >> 3) & 7)) << 4);  // chunk ch of row pt / 8, swizzled
     // pair / top_k as a multiply-high by ceil(2^32 / top_k): exact for pair * top_k < 2^32 (pair ids < 2^24,
     // top_k <= 128), and cheaper in registers than the division sequence.
@@ -450,7 +454,8 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
         const uint8_t* xk = xsrc + size_t(kt) * 128;
 #pragma unroll
         for (int r = 0; r < RB; ++r) {
-          const uint8_t* src = kGU ? xk + size_t(src16[r]) * 16 : xk + size_t(src16[0]) * 16 + size_t(r) * 16 * K * 2;
+          const uint8_t* src =
+              kGU ? xk + size_t(src16[r]) * 16 : xk + size_t(src16[0]) * 16 + size_t(r) * 16 * K * 2;
           if (r < r_lim) cp_async16(sb + r * 2048, src, 16);
         }
         // A: WGS warpgroups x 128 threads x 16 B, contiguous per warpgroup; scale words: WGS x 128 B.
@@ -607,7 +612,8 @@ void check(const MoeGemmParams& p, int K, int M, const char* name) {
                    p.top_k, p.n_experts, kMaxExperts));
   MXS_CHECK(K >= 64 && K % 64 == 0 && M >= 64 && M % 64 == 0,
             strfmt("%s: in %d x out %d not supported (both multiples of 64)", name, K, M));
-  MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 48 || p.n_tile == 64 || p.n_tile == 128 || p.n_tile == 192,
+  MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 48 || p.n_tile == 64 || p.n_tile == 128 ||
+                p.n_tile == 192,
             strfmt("%s: n_tile %d not supported (0 = auto, 32, 48, 64, 128, 192)", name, p.n_tile));
 }
 
@@ -625,17 +631,16 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 }  // namespace
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
-// moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md). Weight streaming (copy-engine producer,
-// 2 consumer warpgroups) up to m = 48: m <= 24: 32 (3 CTAs per SM; H100, rotated rounds, gate_up 32 / 64 tile
-// at m = 20: 0.131 / 0.155 ms, m = 24: 0.145 / 0.157), m <= 40: 48 (3 CTAs per SM; gate_up 32 / 48 / 64 at
-// m = 28: 0.152 / 0.139 / 0.161, m = 32: 0.194 / 0.145 / 0.168, m = 40: 0.233 / 0.169 / 0.175; down at m = 32:
-// 0.108 / 0.080 / 0.090), m <= 48: 64 (2 CTAs per SM; m = 44: gate_up + down even, m = 48: gate_up 0.205 /
-// 0.177 with 48 / 64); above, the 3-warpgroup
-// tiles, whose cost is one dequantization per token tile plus the MMA columns: 128 up to m = 112 (three A
-// register sets: cheaper per column), 192 where one 192 tile holds what takes two 128 tiles for most experts,
-// m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: 0.534-0.542 vs
-// 0.556-0.561, down 0.281-0.283 vs 0.308-0.313), and 192 above (m = 512: gate_up 0.978-1.000 vs 1.025-1.059,
-// down 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs 2.110-2.119).
+// moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md). Weight streaming (copy-engine producer, 2
+// consumer warpgroups) up to m = 48: m <= 24: 32 (3 CTAs per SM; H100, rotated rounds, gate_up 32 / 64 tile at m =
+// 20: 0.131 / 0.155 ms, m = 24: 0.145 / 0.157), m <= 40: 48 (3 CTAs per SM; gate_up 32 / 48 / 64 at m = 28: 0.152 /
+// 0.139 / 0.161, m = 32: 0.194 / 0.145 / 0.168, m = 40: 0.233 / 0.169 / 0.175; down at m = 32: 0.108 / 0.080 /
+// 0.090), m <= 48: 64 (2 CTAs per SM; m = 44: gate_up + down even, m = 48: gate_up 0.205 / 0.177 with 48 / 64);
+// above, the 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns: 128 up to m =
+// 112 (three A register sets: cheaper per column), 192 where one 192 tile holds what takes two 128 tiles for most
+// experts, m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: 0.534-0.542 vs
+// 0.556-0.561, down 0.281-0.283 vs 0.308-0.313), and 192 above (m = 512: gate_up 0.978-1.000 vs 1.025-1.059, down
+// 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs 2.110-2.119).
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
   if (mean <= 24) return 32;

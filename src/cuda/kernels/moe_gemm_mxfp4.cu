@@ -632,18 +632,19 @@ void run(const MoeGemmParams& p, cudaStream_t stream) {
 
 // Token tile capacity from the mean pairs per expert m (uniform routing; every tile timed by `bench kernel
 // moe-gemm`, column "ms by tile"; data in docs/KERNELS-moe-gemm.md). Weight streaming (copy-engine producer, 2
-// consumer warpgroups) up to m = 48: m <= 24: 32 (3 CTAs per SM; H100, rotated rounds, gate_up 32 / 64 tile at m =
-// 20: 0.131 / 0.155 ms, m = 24: 0.145 / 0.157), m <= 40: 48 (3 CTAs per SM; gate_up 32 / 48 / 64 at m = 28: 0.152 /
-// 0.139 / 0.161, m = 32: 0.194 / 0.145 / 0.168, m = 40: 0.233 / 0.169 / 0.175; down at m = 32: 0.108 / 0.080 /
-// 0.090), m <= 48: 64 (2 CTAs per SM; m = 44: gate_up + down even, m = 48: gate_up 0.205 / 0.177 with 48 / 64);
-// above, the 3-warpgroup tiles, whose cost is one dequantization per token tile plus the MMA columns: 128 up to m =
-// 112 (three A register sets: cheaper per column), 192 where one 192 tile holds what takes two 128 tiles for most
-// experts, m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128 again for (224, 288] (m = 256: 0.534-0.542 vs
-// 0.556-0.561, down 0.281-0.283 vs 0.308-0.313), and 192 above (m = 512: gate_up 0.978-1.000 vs 1.025-1.059, down
-// 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs 2.110-2.119).
+// consumer warpgroups) up to m = 48: m <= 20: 32 (3 CTAs per SM; H100, rotated rounds, gate_up + down 32 / 48 tile
+// at m = 16: 0.204 / 0.209 ms, m = 24: 0.220 / 0.213; gate_up 32 / 64 at m = 20: 0.131 / 0.155), m <= 40: 48 (3 CTAs
+// per SM; gate_up 32 / 48 / 64 at m = 28: 0.152 / 0.139 / 0.161, m = 32: 0.194 / 0.145 / 0.168, m = 40: 0.233 /
+// 0.169 / 0.175; down at m = 32: 0.108 / 0.080 / 0.090), m <= 48: 64 (2 CTAs per SM; m = 44: gate_up + down even, m
+// = 48: gate_up 0.205 / 0.177 with 48 / 64); above, the 3-warpgroup tiles, whose cost is one dequantization per
+// token tile plus the MMA columns: 128 up to m = 112 (three A register sets: cheaper per column), 192 where one 192
+// tile holds what takes two 128 tiles for most experts, m in (112, 224] (m = 160: 0.420 vs 0.461 ms gate_up), 128
+// again for (224, 288] (m = 256: 0.534-0.542 vs 0.556-0.561, down 0.281-0.283 vs 0.308-0.313), and 192 above (m =
+// 512: gate_up 0.978-1.000 vs 1.025-1.059, down 0.457-0.483 vs 0.497-0.519; m = 1024: gate_up 1.918-1.939 vs
+// 2.110-2.119).
 int moe_gemm_pick_n_tile(int n_pairs, int n_experts) {
   const int mean = (n_pairs + n_experts - 1) / n_experts;
-  if (mean <= 24) return 32;
+  if (mean <= 20) return 32;
   if (mean <= 40) return 48;
   if (mean <= 48) return 64;
   if (mean <= 112) return 128;

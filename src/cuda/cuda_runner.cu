@@ -681,7 +681,12 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     int32_t* table = host.block_tables + size_t(vi) * max_blocks_per_seq;
     int32_t* sliding_table = host.sliding_block_tables + size_t(vi) * max_blocks_per_seq;
     if (vi >= n_valid) {  // padding row of a graph bucket: one token at position 0 in the scratch block
-      host.tokens[n_tok] = 0, host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
+      // Its token: where the step's MoE runs the grouped GEMM, a different one per row, so that the padding
+      // rows' pairs spread over the experts like real tokens' instead of all landing on the same four (which
+      // then take extra token tiles: H100, batch 160 in the 192 bucket, see docs/PERF.md session 10); on the
+      // GEMV path token 0 for all, which keeps the number of active experts (each read once a step) low.
+      const bool moe_gemm = n_rows * c.experts_per_token >= gemm_min_pairs;
+      host.tokens[n_tok] = moe_gemm ? vi % c.vocab_size : 0, host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
       table[0] = scratch_block;
       sliding_table[0] = num_sliding_blocks;
       ++n_tok;

@@ -686,7 +686,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       // then take extra token tiles: H100, batch 160 in the 192 bucket, see docs/PERF.md session 10); on the
       // GEMV path token 0 for all, which keeps the number of active experts (each read once a step) low.
       const bool moe_gemm = n_rows * c.experts_per_token >= gemm_min_pairs;
-      host.tokens[n_tok] = moe_gemm ? vi % c.vocab_size : 0, host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
+      host.tokens[n_tok] = moe_gemm ? vi % c.vocab_size : 0;
+      host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
       table[0] = scratch_block;
       sliding_table[0] = num_sliding_blocks;
       ++n_tok;

@@ -40,7 +40,6 @@ template <int STAGES>
 constexpr int smem_bytes() { return kWarps * STAGES * kStageElems * 2; }
 constexpr int kTabMax = kAttentionMmaMaxTableEntries;
 constexpr int kORow = 72;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
-constexpr float kLog2e = 1.4426950408889634f;
 
 __device__ __forceinline__ uint32_t ld_u32(const bf16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 

@@ -35,7 +35,6 @@ namespace {
 constexpr int kHeadDim = 64;
 constexpr int kGroup = 8;      // q heads per kv head
 constexpr int kStages = 2;
-constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kRescaleSlack = 8.f;            // log2 units: the running max may lag the true max by 2^8
 using namespace attn;  // cp.async, ldmatrix, mma_bf16, fast_exp2, pack_bf16x2, swz (attention_mma.cuh)
 

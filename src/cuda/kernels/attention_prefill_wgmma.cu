@@ -50,7 +50,6 @@ struct Cfg {
   static constexpr int kSmem = 1024 + kQBytes + kStages * 2 * kTileBytes + 64 * 8;  // + alignment + barriers
   static constexpr int kCtasPerSm = NWG == 2 ? 2 : 1;  // NWG 2: 93 registers, 2 CTAs (81 KB each) per SM
 };
-constexpr float kLog2e = 1.4426950408889634f;
 // Scores stay unscaled (bf(q.k)) until the exponent: scaling by 0.125 is exact in bf16 and fp32, so
 // S * log2(e) = bf(q.k) * (0.125 log2(e)) bit for bit (one rounding and one multiply fewer per score).
 constexpr float kScaleLog2 = 0.125f * kLog2e;

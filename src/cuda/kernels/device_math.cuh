@@ -25,6 +25,8 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
+constexpr float kLog2e = 1.4426950408889634f;  // log2(e): e^x = 2^(x log2 e)
+
 // 2^x (ex2.approx, flush-to-zero; 2^0 is exactly 1, 2^-inf is 0).
 __device__ __forceinline__ float fast_exp2(float x) {
   float y;

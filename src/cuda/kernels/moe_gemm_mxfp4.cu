@@ -185,16 +185,6 @@ struct TileInfo {
   int e, mt, row0, n_valid;
 };
 
-// a + b of two bf16x2 words in one rounding (fma.rn.bf16x2 a * 1 + b), and with bf16x2_mul (moe_pack_dequant.cuh)
-// a * b: equal to fp32 arithmetic followed by bf(). The fp32 product of two bf16 values is exact; so is their
-// fp32 sum unless the exponents are >= 16 apart, and then both sums lie within 2^-15 (relative) of the larger
-// addend, a bf16 value >= 2^-9 away from the nearest bf16 rounding midpoint: both round to it.
-__device__ __forceinline__ uint32_t bf16x2_add(uint32_t a, uint32_t b) {
-  uint32_t d;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3f803f80u), "r"(b));  // a * 1 + b
-  return d;
-}
-
 // Epilogue of one warpgroup's 64 rows x the tile's tokens. This thread holds rows 2u (A-fragment row g) and
 // 2u + 1 (row g + 8) of unit u, tokens 8 j + 2 c + h: acc[4 j + h] (row 2u) and acc[4 j + 2 + h] (row 2u + 1).
 // Both tokens h = 0, 1 of a j go through together as bf16x2 words (low half h = 0): one cvt rounds two
@@ -224,8 +214,7 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
       const float L = p.swiglu_limit;
       const float g0 = fminf(lo_f32(r0), L), g1 = fminf(hi_f32(r0), L);
       const uint32_t ga = pack_bf16x2(g0 * p.swiglu_alpha, g1 * p.swiglu_alpha);
-      const float e0 = fast_exp2(lo_f32(ga) * -1.4426950408889634f);
-      const float e1 = fast_exp2(hi_f32(ga) * -1.4426950408889634f);
+      const float e0 = fast_exp2(lo_f32(ga) * -kLog2e), e1 = fast_exp2(hi_f32(ga) * -kLog2e);
       const uint32_t sig = pack_bf16x2(fast_rcp(1.0f + e0), fast_rcp(1.0f + e1));
       const uint32_t glu = pack_bf16x2(g0 * lo_f32(sig), g1 * hi_f32(sig));
       const float u0 = fminf(fmaxf(lo_f32(r1), -L), L), u1 = fminf(fmaxf(hi_f32(r1), -L), L);

@@ -8,10 +8,19 @@
 
 namespace mxs::cuda {
 
-// d = a * m exactly (m a power of two in both halves; the -0 addend keeps +0 products +0).
+// bf16x2 products and sums in one rounding each (fma.rn.bf16x2), equal to fp32 arithmetic followed by bf(): the
+// fp32 product of two bf16 values is exact; so is their fp32 sum unless the exponents are >= 16 apart, and then
+// both sums lie within 2^-15 (relative) of the larger addend, a bf16 value >= 2^-9 away from the nearest bf16
+// rounding midpoint: both round to it. bf16x2_mul: a * m (exact when m is a power of two in both halves, as for
+// the block scales; the -0 addend keeps +0 products +0). bf16x2_add: a * 1 + b.
 __device__ __forceinline__ uint32_t bf16x2_mul(uint32_t a, uint32_t m) {
   uint32_t d;
   asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(m), "r"(0x80008000u));
+  return d;
+}
+__device__ __forceinline__ uint32_t bf16x2_add(uint32_t a, uint32_t b) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3f803f80u), "r"(b));
   return d;
 }
 

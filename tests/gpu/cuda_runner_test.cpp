@@ -247,11 +247,15 @@ std::vector<Seq> graph_test_seqs(int n, int len0, int dlen, int mul) {
 
 // `steps` greedy steps of `a` (the first a prefill) on a graph-replaying and an eager runner of the same tiny
 // weights: check(graph sample, eager sample) for each sequence, then both continue with the eager run's token
-// (teacher forcing). Returns the graphs the first runner captured.
+// (teacher forcing). moe_gemm_min_pairs: CudaRunnerOptions' (0: the runner's default). Returns the graphs the
+// first runner captured.
 int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
-                        const std::function<void(const SampleOutput&, const SampleOutput&)>& check) {
+                        const std::function<void(const SampleOutput&, const SampleOutput&)>& check,
+                        int moe_gemm_min_pairs = 0) {
   auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), seed);
-  CudaRunner with(rw->weights, small_options(true)), without(rw->weights, small_options(false));
+  CudaRunnerOptions graphs = small_options(true), eager = small_options(false);
+  graphs.moe_gemm_min_pairs = eager.moe_gemm_min_pairs = moe_gemm_min_pairs;
+  CudaRunner with(rw->weights, graphs), without(rw->weights, eager);
   SamplingParams greedy;
   greedy.temperature = 0;
   std::vector<Seq> b = a;
@@ -318,6 +322,22 @@ TEST(CudaRunnerTiny, GraphPaddingRowsLeaveRealRowsAlone) {
   EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
   EXPECT_LE(lc.top1_mismatch, 1) << "of 30 samples";
   std::printf("graph (bucket 8) vs eager (5 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 mismatches %d\n",
+              lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
+}
+
+// The same with the MoE on the grouped GEMM (from 1 pair), where the graph's padding rows take distinct tokens
+// (their pairs spread over the experts): the real rows' logits stay within the same tolerance.
+TEST(CudaRunnerTiny, GraphPaddingRowsOnTheGroupedGemmLeaveRealRowsAlone) {
+  LogitCheck lc;
+  const int graphs = run_graphs_vs_eager(
+      6, graph_test_seqs(5, 4, 2, 40503), 6,
+      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 1);
+  EXPECT_GE(graphs, 1);
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 30 samples";
+  std::printf("grouped GEMM, graph (bucket 8) vs eager (5 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 "
+              "mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
 }
 

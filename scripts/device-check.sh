@@ -78,9 +78,16 @@ timeout 300 $BIN bench prefill --preset 20b --prompt "${MXS_PROMPTS:-512,1024,20
   >"$OUT/bench_prefill.md" 2>"$OUT/bench_prefill.err"
 echo "== bench prefill rc=$?"; grep -E "^\||card" "$OUT/bench_prefill.md"; tail -3 "$OUT/bench_prefill.err"
 for which in gate_up down; do
-  timeout 200 $BIN bench kernel moe-gemm --which $which --json "$OUT/bench_moe_gemm_$which.json" >"$OUT/bench_moe_gemm_$which.md" 2>&1
+  timeout 240 $BIN bench kernel moe-gemm --which $which --P "${MXS_GEMM_P:-32,128,512,1024,4096,8192,16384}" \
+    --json "$OUT/bench_moe_gemm_$which.json" >"$OUT/bench_moe_gemm_$which.md" 2>&1
   echo "== bench kernel moe-gemm --which $which rc=$?"; grep -E "^\|" "$OUT/bench_moe_gemm_$which.md" | head -10
 done
+# The other bf16 reference issue #5 names: PyTorch's grouped GEMM (the device has PyTorch), same shapes and P.
+if python3 -c "import torch" 2>/dev/null; then
+  timeout 240 python3 scripts/bench_torch_grouped_mm.py --P "${MXS_GEMM_P:-32,128,512,1024,4096,8192,16384}" \
+    --json "$OUT/bench_torch_grouped_mm.json" >"$OUT/bench_torch_grouped_mm.md" 2>&1
+  echo "== torch._grouped_mm (bf16 reference) rc=$?"; grep -E "^\|" "$OUT/bench_torch_grouped_mm.md"
+fi
 # Prefill attention per layer: the wgmma kernel (tile 16 / 32) and the mma.sync kernel's default tiles.
 timeout 120 build-device/tests/cuda_attention_prefill_test --gtest_filter='*Bench*' >"$OUT/bench_attention_prefill.txt" 2>&1
 echo "== attention prefill kernels rc=$? (ms per layer, 64 q / 8 kv heads)"
@@ -204,6 +211,23 @@ try:
     rows.append(("serve 20b time to ready (s)", open(os.path.join(out, "ready_s.txt")).read().strip(), "<= 10"))
 except Exception:
     pass
+# MXFP4 grouped GEMM against the best bf16 grouped GEMM: the faster of mxserve's cuBLAS forms (its bench) and
+# torch._grouped_mm (scripts/bench_torch_grouped_mm.py), per GEMM and P.
+tg = load("bench_torch_grouped_mm.json")
+torch_ms = {(r["which"], r["P"]): r.get("ms_grouped_mm") for r in (tg["rows"] if tg else [])}
+for which in ("gate_up", "down"):
+    g = load(f"bench_moe_gemm_{which}.json")
+    if not g:
+        continue
+    for r in g["rows"]:
+        cands = [("cuBLAS", r["ms_bf16"])]
+        tms = torch_ms.get((which, r["P"]))
+        if tms:
+            cands.append(("torch", tms))
+        name, best = min(cands, key=lambda c: c[1])
+        tgt = ">= 1.7x" if r["P"] <= 4096 else ">= 1x, >= 550 TFLOP/s" if r["P"] >= 8192 else ">= 1x"
+        rows.append((f'moe-gemm {which} P={r["P"]}: ms, x best bf16 ({name}), TFLOP/s',
+                     f'{r["ms_mxfp4"]:.3f}, {best / r["ms_mxfp4"]:.2f}x ({best:.3f}), {r["tflops_mxfp4"]:.0f}', tgt))
 print(f"\n## device-check summary: {card}, commit {commit}\n")
 print("| figure | measured | target |\n|---|---|---|")
 for r in rows:

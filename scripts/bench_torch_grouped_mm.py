@@ -6,7 +6,7 @@ grouped GEMM of cuBLAS and torch._grouped_mm; the mxserve bench times cuBLAS its
 (the device has PyTorch; the C++ build does not link it). Timing: CUDA events, warmup, then 3 rounds of --iters
 launches, median round.
 
-Usage: python3 scripts/bench_torch_grouped_mm.py [--P 32,128,...] [--iters 50] [--json FILE]
+Usage: python3 scripts/bench_torch_grouped_mm.py [--P 32,128,...] [--routing random|balanced] [--iters 50] [--json FILE]
 Prints a markdown table (ms, TFLOP/s) per GEMM and P."""
 import argparse
 import json
@@ -18,6 +18,8 @@ def main():
     ap.add_argument("--P", default="32,128,512,1024,4096,8192,16384", help="token-expert pairs (comma-separated)")
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--routing", default="random", choices=("random", "balanced"),
+                    help="random: each token's experts drawn uniformly; balanced: pair p -> expert p mod 32")
     ap.add_argument("--json", default="", help="also write the results here")
     args = ap.parse_args()
     try:
@@ -45,8 +47,9 @@ def main():
             rounds.append(start.elapsed_time(stop) / args.iters)
         return sorted(rounds)[1]
 
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": []}
-    print(f"torch {torch.__version__} on {results['device']}; bf16, {n_experts} experts, top-{top_k} uniform routing\n")
+    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "routing": args.routing, "rows": []}
+    print(f"torch {torch.__version__} on {results['device']}; bf16, {n_experts} experts, top-{top_k}, {args.routing} "
+          "routing\n")
     print("| GEMM | P | active experts | torch._grouped_mm ms | TFLOP/s | per-expert loop ms | TFLOP/s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for which, n_out, k in (("gate_up", 5760, 2880), ("down", 2880, 2880)):
@@ -54,7 +57,10 @@ def main():
         wt = w.transpose(-2, -1)  # [E, K, N]: each expert's weights column-major, as grouped_mm wants them
         for p in (int(v) for v in args.P.split(",")):
             tokens = max(1, p // top_k)
-            choice = torch.stack([torch.randperm(n_experts, generator=gen)[:top_k] for _ in range(tokens)])
+            if args.routing == "balanced":  # as `mxserve bench kernel moe-gemm --routing balanced`
+                choice = torch.arange(tokens * top_k).reshape(tokens, top_k) % n_experts
+            else:
+                choice = torch.stack([torch.randperm(n_experts, generator=gen)[:top_k] for _ in range(tokens)])
             counts = torch.bincount(choice.flatten(), minlength=n_experts)[:n_experts]
             pairs = int(counts.sum())
             offs = counts.cumsum(0).to(torch.int32).to(dev)

@@ -22,7 +22,7 @@
 namespace {
 
 struct MoeGemmArgs {
-  std::string pairs = "32,128,512,1024,4096,16384", which = "gate_up", json_path;
+  std::string pairs = "32,128,512,1024,4096,16384", which = "gate_up", routing = "random", json_path;
   int warmup = 20, iters = 100, rounds = 3;
 };
 
@@ -34,14 +34,16 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
   o.warmup = a.warmup;
   o.iters = a.iters;
   o.rounds = a.rounds;
+  o.balanced = a.routing == "balanced";
   const mxs::cuda::BenchMoeGemmResult r = mxs::cuda::run_bench_moe_gemm(o);
   std::printf("## mxserve bench kernel moe-gemm (%s)\n\ncard: %s; %s GEMM M = %d outputs x K = %d, %d experts, top-%d, "
-              "uniform random routing; mxfp4 with the automatic token tile (best forced tile in the last column); "
+              "%s routing; mxfp4 with the automatic token tile (best forced tile in the last column); "
               "bf16 = best of cuBLAS per-expert cublasGemmEx loop and "
               "cublasGemmGroupedBatchedEx (activations pre-grouped); each of the seven (5 tiles, 2 cuBLAS forms): median "
               "over %d rounds in rotated order of the mean of %d iterations after %d warm-up\n"
               "command: `%s`\n\n",
-              r.which.c_str(), r.device.c_str(), r.which.c_str(), r.M, r.K, o.n_experts, o.top_k, o.rounds, o.iters,
+              r.which.c_str(), r.device.c_str(), r.which.c_str(), r.M, r.K, o.n_experts, o.top_k,
+              o.balanced ? "balanced (P / E pairs per expert)" : "uniform random", o.rounds, o.iters,
               o.warmup, command.c_str());
   std::printf("| P | tile | ms mxfp4 | ms bf16 | speedup | TFLOP/s mxfp4 | TFLOP/s bf16 | GB/s mxfp4 weights | "
               "GB/s bf16 weights | ms bf16 loop | ms bf16 grouped | best tile: ms | ms by tile 32 / 48 / 64 / 128 / 192 |\n"
@@ -59,6 +61,7 @@ void run_moe_gemm(const MoeGemmArgs& a, const std::string& command) {
   if (!a.json_path.empty()) {
     nlohmann::json j;
     j["device"] = r.device, j["which"] = r.which, j["M"] = r.M, j["K"] = r.K, j["command"] = command;
+    j["routing"] = a.routing;
     for (const auto& w : r.rows)
       j["rows"].push_back({{"P", w.pairs}, {"n_tile", w.n_tile}, {"active_experts", w.active_experts},
                            {"ms_mxfp4", w.ms_mxfp4}, {"ms_bf16", w.ms_bf16}, {"ms_bf16_loop", w.ms_bf16_loop},
@@ -144,6 +147,10 @@ mxs::cli::CommandRegistrar reg(62, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--warmup", args->warmup, "Untimed runs before timing")->check(CLI::Range(0, 100000))->capture_default_str();
   cmd->add_option("--iters", args->iters, "Timed runs (mean reported)")->check(CLI::Range(1, 100000))->capture_default_str();
+  cmd->add_option("--routing", args->routing,
+                  "random: each token's experts drawn uniformly; balanced: exactly P / 32 pairs per expert")
+      ->check(CLI::IsMember({"random", "balanced"}))
+      ->capture_default_str();
   cmd->add_option("--rounds", args->rounds, "Rounds per configuration in rotated order (median reported)")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

@@ -67,8 +67,9 @@ double time_ms(int warmup, int iters, Fn fn) {
   return mean_ms_per_call(warmup, iters, [&](int) { fn(); });
 }
 
-// Uniform routing: each token takes top_k distinct experts; pairs grouped by expert (ascending pair id).
-void uniform_routing(int n_pairs, int E, int top_k, uint64_t seed, std::vector<int32_t>& offsets,
+// Uniform routing: each token takes top_k distinct experts (balanced: pair p -> expert p mod E, distinct for
+// top_k <= E); pairs grouped by expert (ascending pair id).
+void uniform_routing(int n_pairs, int E, int top_k, uint64_t seed, bool balanced, std::vector<int32_t>& offsets,
                      std::vector<int32_t>& pair_list) {
   uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
   auto next = [&] {
@@ -81,7 +82,7 @@ void uniform_routing(int n_pairs, int E, int top_k, uint64_t seed, std::vector<i
       int e;
       bool dup;
       do {
-        e = int(next() % uint64_t(E));
+        e = balanced ? (t * top_k + k) % E : int(next() % uint64_t(E));
         dup = false;
         for (int j = 0; j < k; ++j) dup |= expert[t * top_k + j] == e;
       } while (dup);
@@ -145,7 +146,7 @@ BenchMoeGemmResult run_bench_moe_gemm(const BenchMoeGemmOptions& o) {
 
   for (int P : o.pairs) {
     std::vector<int32_t> off, pairs;
-    uniform_routing(P, E, o.top_k, 1000 + P, off, pairs);
+    uniform_routing(P, E, o.top_k, 1000 + P, o.balanced, off, pairs);
     CUDA_CHECK(cudaMemcpy(d_off.p, off.data(), off.size() * 4, cudaMemcpyHostToDevice));
     CUDA_CHECK(cudaMemcpy(d_pairs.p, pairs.data(), pairs.size() * 4, cudaMemcpyHostToDevice));
     BenchMoeGemmRow row;

@@ -14,6 +14,9 @@ struct BenchMoeGemmOptions {
   int warmup = 20, iters = 100;
   int rounds = 3;  // every configuration timed in this many rounds (rotated order), median reported
   int hidden = 2880, intermediate = 2880, n_experts = 32, top_k = 4;
+  // Routing: false = each token's top_k experts drawn uniformly at random (distinct); true = balanced, pair p
+  // to expert p mod n_experts (exactly P / E pairs per expert: the best case for fixed-size tiles).
+  bool balanced = false;
 };
 
 struct BenchMoeGemmRow {

@@ -29,6 +29,7 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench prefill --prompt 512,x", "--prompt"},
       {"bench decode --batch 1,999", "--batch"},
       {"bench kernel moe-gemm --P 0", "--P"},
+      {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},
       {"bench kernel attention-decode --context 8,x", "--context"},
       {"bench kernel stream-read --mb 0", "--mb"},

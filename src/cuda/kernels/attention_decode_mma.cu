@@ -56,8 +56,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
   __shared__ bool s_last;
 
   // Before griddep_wait only step inputs (positions, token_seq, block tables: host-to-device copies that precede
-  // the step's first kernel) and weights (sinks) are read, so the position -> table chain overlaps the previous
-  // kernel's tail; q and the cache (qkv_rope), the partials and the counters are touched after it.
+  // the step's first kernel), weights (sinks) and the cached K / V of keys older than the token (earlier steps
+  // wrote them) are read, so the position -> table -> K / V chain overlaps the previous kernel's tail; q and the
+  // token's own key / value (qkv_rope), the partials and the counters are touched after it.
   const int t = blockIdx.x, g = blockIdx.y, z = blockIdx.z;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, gid = lane >> 2, tig = lane & 3;
   const int pos = p.meta.positions[t];
@@ -76,19 +77,6 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
     for (int i = tid; i < n_tab; i += kWarps * 32) s_tab[i] = table[b_first + i];
   const bf16_t* sinks = static_cast<const bf16_t*>(p.sinks);
   const float sink2 = to_f32(sinks[g * kGroup + gid]) * kLog2e;
-  griddep_wait();  // q and the cache come from qkv_rope
-  griddep_launch_dependents();
-
-  // Q A-fragments for the 4 k-steps of 16 dims: a0/a2 = row gid (head g*8 + gid), a1 = a3 = 0 (padding rows).
-  const bf16_t* qh = static_cast<const bf16_t*>(p.q) + (size_t(t) * p.n_heads + g * kGroup + gid) * kHeadDim;
-  uint32_t qa[4][4];
-#pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
-    qa[kk][0] = ld_u32(qh + kk * 16 + 2 * tig);
-    qa[kk][1] = 0u;
-    qa[kk][2] = ld_u32(qh + kk * 16 + 8 + 2 * tig);
-    qa[kk][3] = 0u;
-  }
   __syncthreads();  // s_tab
 
   // Element offsets (32-bit within a block; the block index product in 64 bits): block b, K|V w, head g,
@@ -121,13 +109,35 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
 
   const int n_chunks = k_end > k_begin ? (k_end - k_begin + kChunk - 1) / kChunk : 0;
   const int n_mine = n_chunks > warp ? (n_chunks - warp + kWarps - 1) / kWarps : 0;
+  // The ring's first chunks whose keys are all older than the token (cached by earlier steps, not by this
+  // step's qkv_rope) load before griddep_wait, overlapping qkv_rope's tail; the rest (the chunk holding the
+  // token's own key and later ones) after it. One commit group per stage either way.
+  int s_pre = 0;
+  while (s_pre < kStages - 1 && s_pre < n_mine && k_begin + (warp + kWarps * s_pre + 1) * kChunk <= pos) {
+    load_chunk(warp + kWarps * s_pre, s_pre);
+    cp_async_commit();
+    ++s_pre;
+  }
+  griddep_wait();  // q and the token's key / value come from qkv_rope
+  griddep_launch_dependents();
+
+  // Q A-fragments for the 4 k-steps of 16 dims: a0/a2 = row gid (head g*8 + gid), a1 = a3 = 0 (padding rows).
+  const bf16_t* qh = static_cast<const bf16_t*>(p.q) + (size_t(t) * p.n_heads + g * kGroup + gid) * kHeadDim;
+  uint32_t qa[4][4];
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    qa[kk][0] = ld_u32(qh + kk * 16 + 2 * tig);
+    qa[kk][1] = 0u;
+    qa[kk][2] = ld_u32(qh + kk * 16 + 8 + 2 * tig);
+    qa[kk][3] = 0u;
+  }
+
   float o[8][4];  // O, n-tile n = dims 8n..8n+7: o[n][0..1] = row gid, dims 8n + 2 tig (+1); [2..3] padding
 #pragma unroll
   for (int n = 0; n < 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m = sink2, l = 0.f;  // running max (log2 units) of row gid, this lane's share of the row sum
 
-#pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) {
+  for (int s = s_pre; s < kStages - 1; ++s) {
     if (s < n_mine) load_chunk(warp + kWarps * s, s);
     cp_async_commit();
   }

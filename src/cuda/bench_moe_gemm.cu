@@ -77,12 +77,13 @@ void uniform_routing(int n_pairs, int E, int top_k, uint64_t seed, bool balanced
     return s * 0x2545F4914F6CDD1Dull;
   };
   std::vector<int> expert(n_pairs);
-  for (int t = 0; t * top_k < n_pairs; ++t) {
+  for (int pr = 0; balanced && pr < n_pairs; ++pr) expert[pr] = pr % E;
+  for (int t = 0; !balanced && t * top_k < n_pairs; ++t) {
     for (int k = 0; k < top_k && t * top_k + k < n_pairs; ++k) {
       int e;
       bool dup;
       do {
-        e = balanced ? (t * top_k + k) % E : int(next() % uint64_t(E));
+        e = int(next() % uint64_t(E));
         dup = false;
         for (int j = 0; j < k; ++j) dup |= expert[t * top_k + j] == e;
       } while (dup);

@@ -5,9 +5,10 @@
 // launch latency between dependent kernels disappears. griddep_launch_dependents() lets the next kernel start
 // launching once every CTA of this one has called it (or exited). Both are no-ops without PDL, so a kernel
 // may also be launched the ordinary way. Captured into CUDA graphs as programmatic edges.
-// Measured (H100, session 12, %globaltimer per CTA): the next kernel's CTAs were placed only as this kernel's CTAs
-// exited, 0.3-1 us before its completion became visible, even where registers and shared memory allowed a CTA of
-// each on one SM (and without graphs): pre-wait work overlaps the predecessor's tail, not its body.
+// Measured (H100, session 12, %globaltimer per CTA, q/k/v at batch 1 followed by an experimental fused attention
+// kernel): the successor's CTAs were placed only as q/k/v's CTAs exited, 0.3-1 us before its completion became
+// visible, although registers and shared memory allowed a CTA of each on one SM (with and without graphs). Expect
+// pre-wait work to overlap the predecessor's tail, not its body.
 // Invariant: every kernel calls griddep_launch_dependents() only after its own griddep_wait(). So when a kernel
 // runs, its predecessor has at least passed its wait, i.e. everything queued before the predecessor (the
 // step's input copies, the kernels two or more back) has completed: such data (e.g. the route index in

@@ -31,15 +31,21 @@ struct StreamShape {
 //   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
-// Rows: how the lanes get their slices of the MT activation rows (after griddep_wait, by every thread):
-//   __device__ void load(int n_x, float4 (&xa)[MT][PER_LANE], float4 (&xb)[MT][PER_LANE]) const;
-// vector v = lane + 32 i of slice `warp` (elements warp * K/8 + 8 v .. + 7): xa = elements 0-3, xb = 4-7, fp32.
-// StreamRows reads them from memory; a fused producer (e.g. the MoE combine + RMSNorm of qkv_rope) computes
-// them. Launch: launch_pdl, 256 threads, grid <= n_groups (persistent; gridDim.x is the stride).
+// Rows: how the lanes get their slices of the MT activation rows (by every thread):
+//   struct Pre;                                   registers loaded before griddep_wait
+//   __device__ Pre before_wait(int n_x) const;    loads of what no kernel in flight writes (constants, and the
+//                                                  outputs of kernels two or more back: pdl.cuh's invariant)
+//   __device__ void load(int n_x, const Pre&, float4 (&xa)[MT][PER_LANE], float4 (&xb)[MT][PER_LANE]) const;
+// (load runs after griddep_wait.) Vector v = lane + 32 i of slice `warp` (elements warp * K/8 + 8 v .. + 7):
+// xa = elements 0-3, xb = 4-7, fp32. StreamRows reads them from memory; a fused producer (e.g. the MoE combine +
+// RMSNorm of qkv_rope) computes them. Launch: launch_pdl, 256 threads, grid <= n_groups (persistent; gridDim.x
+// is the stride).
 template <int K, int MT>
 struct StreamRows {
   const bf16_t* x;  // MT rows [K] bf16 at x + m * K (m < n_x; rows past n_x are zeros)
-  __device__ void load(int n_x, float4 (&xa)[MT][StreamShape<K>::PER_LANE],
+  struct Pre {};     // (x is the predecessor's output)
+  __device__ Pre before_wait(int) const { return {}; }
+  __device__ void load(int n_x, const Pre&, float4 (&xa)[MT][StreamShape<K>::PER_LANE],
                        float4 (&xb)[MT][StreamShape<K>::PER_LANE]) const {
     using S = StreamShape<K>;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -75,12 +81,13 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
   };
   uint4 wcur[R][S::PER_LANE], wnxt[R][S::PER_LANE];
   int g = blockIdx.x;
+  const typename Rows::Pre rows_pre = rows.before_wait(n_x);  // (small, first in the queue)
   if (g < n_groups) load_group(g, wcur);  // weights in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
   // This lane's slice of the activation rows, fp32: vector v = lane + 32 i of slice `warp`.
   float4 xa[MT][S::PER_LANE], xb[MT][S::PER_LANE];
-  rows.load(n_x, xa, xb);
+  rows.load(n_x, rows_pre, xa, xb);
   int buf = 0;
   for (; g < n_groups; g += gridDim.x) {
     const int gn = g + gridDim.x;
@@ -170,12 +177,13 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows ro
   const int stride = gridDim.x * kStreamWarps;
   int g = warp * gridDim.x + blockIdx.x;
   uint4 w[R][VPL];
+  const typename Rows::Pre rows_pre = rows.before_wait(1);  // (small, first in the queue)
   if (g < n_groups) load_group(g, w);  // in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
   {
     float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
-    rows.load(1, xa, xb);
+    rows.load(1, rows_pre, xa, xb);
 #pragma unroll
     for (int i = 0; i < S::PER_LANE; ++i) {
       const int v = lane + 32 * i;

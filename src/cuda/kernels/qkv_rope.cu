@@ -55,7 +55,9 @@ struct QkvStreamEpi {
     const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
     return static_cast<const bf16_t*>(p.w_qkv) + size_t(head * kHeadDim + d + r * (kHeadDim / 2)) * k;
   }
-  struct Pre {};  // (the epilogue's loads are small and L2-resident)
+  // (the epilogue's loads are small and L2-resident; loading them at the top of the group with the weights,
+  // session 13, H100: batch 1 1.944 vs 1.945 ms, batch 2 2.975 vs 2.940 ms: not kept)
+  struct Pre {};
   __device__ Pre prefetch(int, int) const { return {}; }
   __device__ void finish(int g, int m, const float (&v)[2], const Pre&) const {
     qkv_rope_store_pair(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2), v[0], v[1]);
@@ -66,9 +68,15 @@ struct QkvStreamEpi {
 // The fused prologue (QkvRopeParams::moe_yw): each lane combines its slice of every token's row in registers
 // (x_mid + the routed experts' outputs, moe_combine's chain), the 8 warps' sums of squares meet in shared
 // memory in warp order (every CTA adds them in the same order, so all CTAs normalize identically), and the
-// normed row replaces the loaded xn. One token's loads at a time (x_mid + top_k rows: 5 x 2 vectors per lane).
+// normed row replaces the loaded xn.
+// Only yw is the predecessor's (moe_gemv down) output: the token's expert ids (the router's, three launches
+// back), x_mid (o_proj's, four back) and the norm weight are loaded before griddep_wait (pdl.cuh's invariant),
+// so the wait is followed by one round trip of loads (the top_k yw rows at addresses already known) instead of
+// three dependent ones (ids -> yw -> norm weight). H100, 3 interleaved runs of `bench decode --batch 1`: 20b
+// 1.926-1.930 vs 1.949-1.958 ms per step, 120b 2.688-2.703 vs 2.723-2.733 (session 13).
 template <int K, int MT>
 struct CombineNormRows {
+  using S = StreamShape<K>;
   const bf16_t* x_mid;
   const bf16_t* yw;
   const int32_t* topk_idx;
@@ -76,28 +84,64 @@ struct CombineNormRows {
   const bf16_t* norm_w;
   bf16_t* x_out;
   float eps;
-  __device__ void load(int n_x, float4 (&xa)[MT][StreamShape<K>::PER_LANE],
-                       float4 (&xb)[MT][StreamShape<K>::PER_LANE]) const {
-    using S = StreamShape<K>;
+  // x_mid ahead too at 1-2 tokens (the fused path's use); at 3-4 its registers would halve the CTAs per SM.
+  static constexpr bool kEarlyX = MT <= 2;
+  struct Pre {
+    uint4 xm[kEarlyX ? MT : 1][S::PER_LANE];  // this lane's vectors of x_mid (token m)
+    uint4 nw[S::PER_LANE];      // and of the norm weight
+    uint32_t order[MT];         // slot of token m's s-th smallest expert id in bits 3 s .. 3 s + 2
+  };
+  __device__ Pre before_wait(int n_x) const {
+    Pre pre;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      int ids[kCombineMaxTopK], order[kCombineMaxTopK];
+#pragma unroll
+      for (int s = 0; s < kCombineMaxTopK; ++s) ids[s] = m < n_x && s < top_k ? __ldcg(topk_idx + m * top_k + s) : 0;
+      combine_slot_order_ids(ids, top_k, order);
+      pre.order[m] = 0;
+#pragma unroll
+      for (int s = 0; s < kCombineMaxTopK; ++s) pre.order[m] |= uint32_t(order[s]) << (3 * s);
+    }
+#pragma unroll
+    for (int i = 0; i < S::PER_LANE; ++i) {
+      const int v = lane + 32 * i;
+      const bool in = S::NV % 32 == 0 || v < S::NV;
+      const size_t col = size_t(warp) * S::KS + size_t(v) * 8;
+      pre.nw[i] = in ? *reinterpret_cast<const uint4*>(norm_w + col) : make_uint4(0, 0, 0, 0);
+      if constexpr (kEarlyX)
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+          pre.xm[m][i] = in && m < n_x ? __ldcg(reinterpret_cast<const uint4*>(x_mid + size_t(m) * K + col))
+                                       : make_uint4(0, 0, 0, 0);
+    }
+    return pre;
+  }
+  __device__ void load(int n_x, const Pre& pre, float4 (&xa)[MT][S::PER_LANE],
+                       float4 (&xb)[MT][S::PER_LANE]) const {
     __shared__ float s_ss[kStreamWarps][MT];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       float ss = 0.f;
-      int order[kCombineMaxTopK];
-      if (m < n_x) combine_slot_order(topk_idx + m * top_k, top_k, order);
 #pragma unroll
       for (int i = 0; i < S::PER_LANE; ++i) {
         const int v = lane + 32 * i;
         float e[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         if (m < n_x && (S::NV % 32 == 0 || v < S::NV)) {
           const size_t col = size_t(warp) * S::KS + size_t(v) * 8;
-          const uint4 xm = *reinterpret_cast<const uint4*>(x_mid + size_t(m) * K + col);
           uint4 y[kCombineMaxTopK];
 #pragma unroll
           for (int s = 0; s < kCombineMaxTopK; ++s)  // in sorted order: the address takes the slot
-            y[s] = s < top_k ? *reinterpret_cast<const uint4*>(yw + (size_t(m) * top_k + order[s]) * K + col)
+            y[s] = s < top_k ? *reinterpret_cast<const uint4*>(
+                                   yw + (size_t(m) * top_k + ((pre.order[m] >> (3 * s)) & 7)) * K + col)
                              : make_uint4(0, 0, 0, 0);
+          uint4 xm;
+          if constexpr (kEarlyX)
+            xm = pre.xm[m][i];
+          else
+            xm = __ldcg(reinterpret_cast<const uint4*>(x_mid + size_t(m) * K + col));
           const uint32_t xw[4] = {xm.x, xm.y, xm.z, xm.w};
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
@@ -135,7 +179,7 @@ struct CombineNormRows {
       for (int i = 0; i < S::PER_LANE; ++i) {
         const int v = lane + 32 * i;
         if (!(m < n_x && (S::NV % 32 == 0 || v < S::NV))) continue;
-        const uint4 wv = *reinterpret_cast<const uint4*>(norm_w + size_t(warp) * S::KS + size_t(v) * 8);
+        const uint4 wv = pre.nw[i];
         float4& a = xa[m][i];
         float4& b = xb[m][i];
         a = make_float4(bf(lo_f32(wv.x) * (a.x * r)), bf(hi_f32(wv.x) * (a.y * r)), bf(lo_f32(wv.y) * (a.z * r)),

@@ -158,14 +158,16 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
 // stall samples at batch 1: ncu, H100.) The prologue is the same Rows::load as gemv_stream_kernel (8 warp
 // slices, bit for bit the same activations), dumped to shared memory once. Launch: launch_gemv_warp.
 template <int K, int R, typename Epi, typename Rows>
-__global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows rows, int n_groups, Epi epi) {
+__global__ void __launch_bounds__(kStreamWarps * 32, 1)
+    gemv_warp_kernel(Rows rows, int n_groups, Epi epi, int pre_rows) {
   using S = StreamShape<K>;
   constexpr int NV = K / 8, VPL = (NV + 31) / 32;
   __shared__ float4 s_xa[NV], s_xb[NV];  // elements 8v..8v+3 / 8v+4..8v+7 of the row, fp32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  auto load_group = [&](int g, uint4 (&w)[R][VPL]) {
+  auto load_group = [&](int g, uint4 (&w)[R][VPL], int r0 = 0, int r1 = R) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
+      if (r < r0 || r >= r1) continue;
       const bf16_t* row = epi.row(g, r);
 #pragma unroll
       for (int i = 0; i < VPL; ++i) {
@@ -178,12 +180,13 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows ro
   int g = warp * gridDim.x + blockIdx.x;
   uint4 w[R][VPL];
   const typename Rows::Pre rows_pre = rows.before_wait(1);  // (small, first in the queue)
-  if (g < n_groups) load_group(g, w);  // in flight while the previous kernel drains
+  if (g < n_groups) load_group(g, w, 0, pre_rows);  // in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
   {
     float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
     rows.load(1, rows_pre, xa, xb);
+    if (pre_rows < R && g < n_groups) load_group(g, w, pre_rows, R);
 #pragma unroll
     for (int i = 0; i < S::PER_LANE; ++i) {
       const int v = lane + 32 * i;
@@ -215,13 +218,15 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1) gemv_warp_kernel(Rows ro
   epi.after(1);
 }
 
-// Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps).
+// Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps). pre_rows
+// (0..R): rows of each warp's first group requested before griddep_wait; the rest follow Rows::load's loads.
 template <int K, int R, typename Epi, typename Rows>
-void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, cudaStream_t stream) {
+void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, cudaStream_t stream, int pre_rows = R) {
   auto kernel = gemv_warp_kernel<K, R, Epi, Rows>;
   static const int resident = resident_ctas(kernel);
   const int need = (n_groups + kStreamWarps - 1) / kStreamWarps;
-  launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi);
+  launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi,
+             pre_rows);
 }
 
 }  // namespace mxs::cuda

@@ -2,6 +2,8 @@
 // so the rotation happens in registers right after the dot products; 8 warps = 8 consecutive pairs.
 #include "cuda/kernels/qkv_rope.h"
 
+#include <cstdlib>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
@@ -197,8 +199,16 @@ struct CombineNormRows {
 template <int K, int MT, typename Rows>
 void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStream_t stream) {
   const QkvStreamEpi epi{p, K};
+  // With the fused combine, one of each warp's first two rows is requested before the wait and the other after
+  // the prologue's loads: fewer weight bytes in flight ahead of the yw loads that every dot waits for. H100, 4
+  // interleaved runs of `bench decode --batch 1`, rows before the wait 2 / 1 / 0: 20b 1.925-1.948 / 1.911-1.937 /
+  // 1.931-1.953 ms, 120b 2.694-2.705 / 2.671-2.689 / 2.696-2.701 (session 13). MXS_QKV_PRE_ROWS=0..2: A/B.
+  static const int pre_rows = [] {
+    const char* v = std::getenv("MXS_QKV_PRE_ROWS");
+    return v ? std::atoi(v) : 1;
+  }();
   if constexpr (MT == 1)
-    launch_gemv_warp<K, 2>(rows, groups, epi, stream);
+    launch_gemv_warp<K, 2>(rows, groups, epi, stream, p.moe_yw != nullptr ? pre_rows : 2);
   else
     launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, stream);
 }

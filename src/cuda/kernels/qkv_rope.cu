@@ -86,7 +86,9 @@ struct CombineNormRows {
   const bf16_t* norm_w;
   bf16_t* x_out;
   float eps;
-  // x_mid ahead too at 1-2 tokens (the fused path's use); at 3-4 its registers would halve the CTAs per SM.
+  // x_mid ahead too at 1-2 tokens, where the runner fuses the combine. At 3-4 tokens it loads after the wait: that
+  // variant has 150 registers (164 with x_mid ahead), one CTA per SM where it had two at 128; the runner does not
+  // launch it (it fuses at <= 2 tokens), only the kernel test does.
   static constexpr bool kEarlyX = MT <= 2;
   struct Pre {
     uint4 xm[kEarlyX ? MT : 1][S::PER_LANE];  // this lane's vectors of x_mid (token m)

@@ -8,7 +8,10 @@
 // Measured (H100, session 12, %globaltimer per CTA, q/k/v at batch 1 followed by an experimental fused attention
 // kernel): the successor's CTAs were placed only as q/k/v's CTAs exited, 0.3-1 us before its completion became
 // visible, although registers and shared memory allowed a CTA of each on one SM (with and without graphs). Expect
-// pre-wait work to overlap the predecessor's tail, not its body.
+// pre-wait work to overlap the predecessor's tail, not its body. What pays (H100, session 13, q/k/v's fused
+// prologue): loading everything the predecessor does not write before the wait, so that one round trip follows it
+// instead of a chain (1.95 -> 1.93 ms per batch-1 step), and not putting more weight bytes in flight ahead of that
+// round trip than needed (half of the first group after it: 1.937 -> 1.924 ms).
 // Invariant: every kernel calls griddep_launch_dependents() only after its own griddep_wait(). So when a kernel
 // runs, its predecessor has at least passed its wait, i.e. everything queued before the predecessor (the
 // step's input copies, the kernels two or more back) has completed: such data (e.g. the route index in

@@ -152,7 +152,7 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
 
 // One activation row (batch-1 decode), a warp per group: warp-major persistent grid over groups of R rows, each
 // warp dots whole rows (lane = 16-byte vectors lane, lane + 32, ...; all R x VPL weight vectors of a group in
-// flight at once: 174 registers at K = 2880, R = 2, so one CTA of 8 warps per SM; capped at two per SM the
+// flight at once: 148-180 registers at K = 2880, R = 2, so one CTA of 8 warps per SM; capped at two per SM the
 // registers spilled) against the row staged in shared memory as fp32, reduces with shuffles and finishes the
 // group in lane 0: no CTA barrier per group. (gemv_stream_kernel's per-group barrier held 38% of q/k/v's warp
 // stall samples at batch 1: ncu, H100.) The prologue is the same Rows::load as gemv_stream_kernel (8 warp

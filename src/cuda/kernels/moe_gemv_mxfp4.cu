@@ -15,6 +15,9 @@
 // store_pair.
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/bulk_copy.cuh"
@@ -54,6 +57,10 @@ __device__ __forceinline__ void store_pair(const MoeGemvParams& p, int pid, int 
 
 constexpr int kThreads = 128;
 constexpr int kMaxPieceKtiles = 9;  // 45 k-tiles of K = 2880 -> 5 pieces of 9 (19.6 KB of weights per CTA)
+// One token, down: k-tiles of the piece requested before griddep_wait (the rest follow the act load). H100, 20b,
+// batch 1 (session 14): 9 -> 4 took a step from 1.929-1.941 to 1.910-1.926 ms (sweep 7 / 5 / 3 / 2 / 1: 1.911-1.928
+// / 1.910-1.927 / 1.910-1.941 / 1.916-1.926 / 1.927-1.950).
+constexpr int kDownPreKtiles = 4;
 
 // K-tiles per piece: the largest divisor of the k-tile count <= kMaxPieceKtiles (pieces of equal size).
 constexpr int piece_ktiles(int kt) {
@@ -75,7 +82,7 @@ struct Shape {
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
 __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
-    moe_gemv_mxfp4_kernel(MoeGemvParams p) {
+    moe_gemv_mxfp4_kernel(MoeGemvParams p, int pre_ktiles) {
   using S = Shape<K, ROWS>;
   constexpr int KTP = S::KTP, NP = S::NP, KW = S::KW, SX = S::SX, NG = R / 64;
   extern __shared__ uint4 s_dyn4[];
@@ -94,6 +101,12 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   // router completed before any gate_up CTA passed its own wait, and gate_up lets this launch start only after
   // that, so the weight copies below overlap gate_up's tail.
   if constexpr (W == Which::kGateUp) griddep_wait();
+  // One token, gate_up: the piece's slice of the input row depends on nothing but the wait, so it is requested
+  // with the expert id rather than behind the expert's weights (one vector per thread).
+  static_assert(ROWS > 1 || S::KW / 8 <= kThreads, "one 16-byte vector of the row per thread");
+  uint4 xv = make_uint4(0, 0, 0, 0);
+  if (W == Which::kGateUp && ROWS == 1 && tid < S::KW / 8)
+    xv = *reinterpret_cast<const uint4*>(static_cast<const bf16_t*>(p.xn) + piece * S::KW + tid * 8);
   const int e = p.index.active_experts[slot];  // -1 past the active ones (moe_router.h): one dependent load
   // One token (ROWS == 1): its top-k experts are distinct, so every active expert has exactly one pair and the
   // sorted position of slot's pair is the slot itself; its pair id is the only lookup left (down only).
@@ -112,15 +125,23 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   // re-read.
   uint4 qr[LDG ? KTP : 1];
   uint32_t swr[LDG ? KTP : 1];
-  if constexpr (LDG) {
+  // LDG: k-tiles [kt0, kt1) of this thread's weights into registers.
+  const auto load_ktiles = [&](int kt0, int kt1) {
+    if constexpr (LDG) {
 #pragma unroll
-    for (int kt = 0; kt < KTP; ++kt) {
-      qr[kt] = ldg_stream(blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048 + tid * 16);
-      asm volatile("ld.global.nc.u32 %0, [%1];"
-                   : "=r"(swr[kt])
-                   : "l"(scales + grp * (64 * K / 32) + size_t(piece * KTP + kt) * 128 + (warp * 8 + g) * 4));
+      for (int kt = 0; kt < KTP; ++kt) {
+        if (kt < kt0 || kt >= kt1) continue;
+        qr[kt] = ldg_stream(blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048 + tid * 16);
+        asm volatile("ld.global.nc.u32 %0, [%1];"
+                     : "=r"(swr[kt])
+                     : "l"(scales + grp * (64 * K / 32) + size_t(piece * KTP + kt) * 128 + (warp * 8 + g) * 4));
+      }
     }
-  }
+  };
+  // down: only the first pre_ktiles k-tiles before griddep_wait, the rest right after the act load is issued
+  // (bytes in flight ahead of that dependent load delay it: kDownPreKtiles). gate_up: all.
+  const int kt_pre = W == Which::kDown ? pre_ktiles : KTP;
+  load_ktiles(0, kt_pre);
   if (!LDG && warp == 0 && lane < KTP) {
     const int kt = lane;
     const uint32_t sc_bytes = kt == 0 ? KTP * 128 : 0;  // k-tile 0's barrier also carries all the scale words
@@ -152,8 +173,9 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
                                   : static_cast<const bf16_t*>(p.act) + size_t(pid) * K) + piece * KW;
     };
     if constexpr (ROWS == 1) {
-      for (int v = tid; v < KW / 8; v += kThreads)
-        stage(0, v, *reinterpret_cast<const uint4*>(row_src(pid1) + v * 8));
+      if (W == Which::kDown && tid < KW / 8) xv = *reinterpret_cast<const uint4*>(row_src(pid1) + tid * 8);
+      load_ktiles(kt_pre, KTP);  // down: behind the act load
+      if (tid < KW / 8) stage(0, tid, xv);
     } else {
       // Warp w stages rows w and w + 4, lane = 16-byte vectors lane, lane + 32, ...: one pair-list lookup per
       // row and all of a thread's loads in flight before its first store (v1 looked up the pair and divided by
@@ -270,8 +292,12 @@ void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
                                true);
   (void)smem_ok;
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
+  static const int pre_ktiles = [] {  // MXS_DOWN_PRE_KT (A/B): k-tiles of one-token down requested before the wait
+    const char* v = std::getenv("MXS_DOWN_PRE_KT");
+    return std::min(S::KTP, v ? std::max(0, std::atoi(v)) : kDownPreKtiles);
+  }();
   launch_pdl(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>, dim3(R / 64, S::NP, max_active), dim3(kThreads),
-             smem, stream, p);
+             smem, stream, p, pre_ktiles);
   CUDA_CHECK_LAUNCH();
 }
 

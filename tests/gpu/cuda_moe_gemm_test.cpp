@@ -61,6 +61,25 @@ Routing skewed_routing(int n_pairs, int E, Rng& rng) {
   return r;
 }
 
+// Sorted routing with exactly counts[e] pairs for expert e (the pair ids 0 .. P - 1 shuffled over them).
+Routing counted_routing(const std::vector<int>& counts, Rng& rng) {
+  int P = 0;
+  for (int c : counts) P += c;
+  std::vector<int32_t> ids(P);
+  for (int i = 0; i < P; ++i) ids[i] = i;
+  for (size_t i = ids.size(); i > 1; --i) std::swap(ids[i - 1], ids[size_t(rng.below(int(i)))]);
+  Routing r;
+  r.offsets.push_back(0);
+  for (size_t e = 0; e < counts.size(); ++e) {
+    for (int j = 0; j < counts[e]; ++j) {
+      r.pair_list.push_back(ids[r.pair_list.size()]);
+      r.expert_of_sorted.push_back(int(e));
+    }
+    r.offsets.push_back(int32_t(r.pair_list.size()));
+  }
+  return r;
+}
+
 // Runs fn(i) for i in [0, n) on all cores.
 template <typename Fn>
 void parallel_for(int n, Fn fn) {
@@ -116,6 +135,7 @@ struct Packed {
 
 struct Case {
   int H, I, E, P, n_tile, scale_lo, scale_hi;
+  std::vector<int> counts = {};  // pairs per expert (sum P), else skewed random routing
 };
 
 void report(const char* what, const Case& c, const ErrorStats& e) {
@@ -126,7 +146,7 @@ void report(const char* what, const Case& c, const ErrorStats& e) {
 // Both GEMMs for one case on shared weights; returns nothing, EXPECTs inside.
 void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed& pgu, const Packed& pdn, Rng& rng) {
   const int top_k = 4, n_tokens = (c.P + top_k - 1) / top_k;
-  const Routing rt = skewed_routing(c.P, c.E, rng);
+  const Routing rt = c.counts.empty() ? skewed_routing(c.P, c.E, rng) : counted_routing(c.counts, rng);
   const std::vector<bf16> xn = random_bf16(size_t(n_tokens) * c.H, rng, -1.f, 1.f);
   const std::vector<bf16> act_in = random_bf16(size_t(c.P) * c.I, rng, -1.f, 1.f);  // down's own input
   std::vector<float> topk_w(c.P);
@@ -298,6 +318,17 @@ TEST(MoeGemm, PartialMTilesOfThreeWarpgroups) {
   for (int nt : {128, 192})
     for (int P : {5, 450}) cases.push_back({256, 320, 3, P, nt, 118, 126});
   run_shape(256, 320, 3, cases, 5, 118, 126);
+}
+
+TEST(MoeGemm, TileBoundariesOfEveryCapacity) {
+  // Experts with exactly 0, 1, 31, 33, 48, 49, 64, 65, 128, 129, 192 and 193 pairs: every capacity's full tile,
+  // one past it (a second, one-token tile) and an empty expert.
+  const std::vector<int> counts = {0, 1, 31, 33, 48, 49, 64, 65, 128, 129, 192, 193};
+  int P = 0;
+  for (int c : counts) P += c;
+  std::vector<Case> cases;
+  for (int nt : {32, 48, 64, 128, 192}) cases.push_back({128, 192, int(counts.size()), P, nt, 118, 126, counts});
+  run_shape(128, 192, int(counts.size()), cases, 6, 118, 126);
 }
 
 TEST(MoeGemm, LargeScalesTakeTheSecondFactor) {

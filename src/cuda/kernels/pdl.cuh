@@ -11,8 +11,8 @@
 // pre-wait work to overlap the predecessor's tail, not its body. What pays (H100, session 13, q/k/v's fused
 // prologue): loading everything the predecessor does not write before the wait, so that one round trip follows it
 // instead of a chain (1.95 -> 1.93 ms per batch-1 step), and not putting more weight bytes in flight ahead of that
-// round trip than needed (half of the first group after it: 1.937 -> 1.924 ms). Commands and commits: docs/PERF.md,
-// session 13.
+// round trip than needed (half of the first group after it: 1.937 -> 1.924 ms); the same in the one-token MoE down GEMV
+// (4 of 9 k-tiles before the wait, session 14: 1.93 -> 1.91 ms). Commands and commits: docs/PERF.md, sessions 13-14.
 // Invariant: every kernel calls griddep_launch_dependents() only after its own griddep_wait(). So when a kernel
 // runs, its predecessor has at least passed its wait, i.e. everything queued before the predecessor (the
 // step's input copies, the kernels two or more back) has completed: such data (e.g. the route index in

@@ -110,12 +110,15 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   // router completed before any gate_up CTA passed its own wait, and gate_up lets this launch start only after
   // that, so the weight copies below overlap gate_up's tail.
   if constexpr (W == Which::kGateUp) griddep_wait();
-  // One token, gate_up: the piece's slice of the input row depends on nothing but the wait, so it is requested
-  // with the expert id rather than behind the expert's weights (one vector per thread).
-  static_assert(ROWS > 1 || S::KW / 8 <= kThreads, "one 16-byte vector of the row per thread");
+  const auto row_src = [&](int pid) {  // the piece's slice of pair pid's input row
+    return (W == Which::kGateUp ? static_cast<const bf16_t*>(p.xn) + size_t(pid / p.top_k) * K
+                                : static_cast<const bf16_t*>(p.act) + size_t(pid) * K) + piece * KW;
+  };
+  // One token, gate_up: the piece's slice of the input row (pair 0's: the token's) depends on nothing but the
+  // wait, so it is requested with the expert id rather than behind the expert's weights (one vector per thread).
+  static_assert(ROWS > 1 || KW / 8 <= kThreads, "one 16-byte vector of the row per thread");
   uint4 xv = make_uint4(0, 0, 0, 0);
-  if (W == Which::kGateUp && ROWS == 1 && tid < S::KW / 8)
-    xv = *reinterpret_cast<const uint4*>(static_cast<const bf16_t*>(p.xn) + piece * S::KW + tid * 8);
+  if (W == Which::kGateUp && ROWS == 1 && tid < KW / 8) xv = *reinterpret_cast<const uint4*>(row_src(0) + tid * 8);
   const int e = p.index.active_experts[slot];  // -1 past the active ones (moe_router.h): one dependent load
   // One token (ROWS == 1): its top-k experts are distinct, so every active expert has exactly one pair and the
   // sorted position of slot's pair is the slot itself; its pair id is the only lookup left (down only).
@@ -176,10 +179,6 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
       const int w0 = (v % 8) * 4;  // first word of the vector within its k-tile
       const int base = 2 * (w0 / 8) + (w0 / 4) % 2;
       dst[base] = val.x, dst[8 + base] = val.y, dst[16 + base] = val.z, dst[24 + base] = val.w;
-    };
-    const auto row_src = [&](int pid) {  // the piece's slice of pair pid's input row
-      return (W == Which::kGateUp ? static_cast<const bf16_t*>(p.xn) + size_t(pid / p.top_k) * K
-                                  : static_cast<const bf16_t*>(p.act) + size_t(pid) * K) + piece * KW;
     };
     if constexpr (ROWS == 1) {
       if (W == Which::kDown && tid < KW / 8) xv = *reinterpret_cast<const uint4*>(row_src(pid1) + tid * 8);

@@ -2,6 +2,7 @@
 // so the rotation happens in registers right after the dot products; 8 warps = 8 consecutive pairs.
 #include "cuda/kernels/qkv_rope.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "common/error.h"
@@ -207,7 +208,7 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
   // 1.931-1.953 ms, 120b 2.694-2.705 / 2.671-2.689 / 2.696-2.701 (session 13). MXS_QKV_PRE_ROWS=0..2: A/B.
   static const int pre_rows = [] {
     const char* v = std::getenv("MXS_QKV_PRE_ROWS");
-    return v ? std::atoi(v) : 1;
+    return v ? std::max(0, std::min(2, std::atoi(v))) : 1;
   }();
   if constexpr (MT == 1)
     launch_gemv_warp<K, 2>(rows, groups, epi, stream, p.moe_yw != nullptr ? pre_rows : 2);

@@ -5,6 +5,8 @@
 // barrier) instead of global memory and an arrival counter.
 #include "cuda/kernels/moe_router.h"
 
+#include <cstdlib>
+
 #include <cooperative_groups.h>
 
 #include "common/error.h"
@@ -84,7 +86,8 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
 // Why: the o_proj last-CTA norm and the router's last-CTA routing were two arrival-counter tails (a fence,
 // an atomic and a dependent reload each) on the batch-1 critical path, every layer.
 template <int K, int WARPS>
-__global__ void __launch_bounds__(WARPS * 32) moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix) {
+__global__ void __launch_bounds__(WARPS * 32)
+    moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
   namespace cg = cooperative_groups;
   constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
   static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
@@ -142,14 +145,27 @@ __global__ void __launch_bounds__(WARPS * 32) moe_router_norm_kernel(MoeRouterPa
   }
   cluster.sync();  // CTA 0 has every logit (release / acquire over the cluster)
   if (blockIdx.x != 0) return;
+  if (one_warp) {  // warp 0 routes the token alone (warp_route_one_token)
+    if (warp != 0) return;
+    float v[kTopkPerLane];
+#pragma unroll
+    for (int j = 0; j < kTopkPerLane; ++j) {
+      const int ex = lane + 32 * j;
+      v[j] = ex < p.n_experts ? s_logit[ex] : -INFINITY;
+    }
+    warp_route_one_token(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
+    return;
+  }
   route_index(p, ix, [&](int, int ex) { return s_logit[ex]; });
 }
 
 template <int K, int WARPS>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   const int n_ctas = (p.n_experts + WARPS - 1) / WARPS;
+  // MXS_ROUTER_CTA_ROUTE=1 (A/B): CTA 0 routes with route_index (its CTA barriers and topk_idx reload).
+  static const int one_warp = std::getenv("MXS_ROUTER_CTA_ROUTE") ? 0 : 1;
   launch_pdl_cluster(moe_router_norm_kernel<K, WARPS>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
-                     stream, dim3(n_ctas, 1, 1), p, ix);
+                     stream, dim3(n_ctas, 1, 1), p, ix, one_warp);
 }
 
 template <int K>

@@ -26,10 +26,9 @@ inline void check_routing(const MoeRouterParams& p, const char* name, int max_ex
 
 // v[j]: lane l's logit of expert l + 32 j (any value past n_experts; it is ignored). k rounds of a warp argmax
 // over the lanes' best orderable keys (argmax_key: larger logit, then lower id), then exp(v - max) / sum in fp32.
-// Lane s < top_k stores the rank-s expert in topk_idx[s] and its weight bf(p) in topk_w[s] (the token's rows)
-// and adds one to counts[expert] (per-expert pair counts, shared memory).
-__device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane], int n_experts, int top_k,
-                                                  int32_t* topk_idx, float* topk_w, int* counts) {
+// Every lane ends with the rank-s expert sel_i[s] and its weight w[s] = bf(p) (s < top_k; the rest 0).
+__device__ __forceinline__ void warp_topk_select(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+                                                 int (&sel_i)[kTopkMaxK], float (&w)[kTopkMaxK]) {
   const int lane = threadIdx.x & 31;
   unsigned long long key[kTopkPerLane];  // 0 = taken or not an expert
 #pragma unroll
@@ -38,7 +37,6 @@ __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane]
     key[j] = e < n_experts ? argmax_key(v[j], e) : 0ull;
   }
   float sel_v[kTopkMaxK];
-  int sel_i[kTopkMaxK];
 #pragma unroll
   for (int s = 0; s < kTopkMaxK; ++s) {
     sel_v[s] = -INFINITY, sel_i[s] = 0;
@@ -67,12 +65,60 @@ __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane]
     sum += ex[s];
   }
 #pragma unroll
+  for (int s = 0; s < kTopkMaxK; ++s) w[s] = s < top_k ? bf(ex[s] / sum) : 0.f;
+}
+
+// warp_topk_select, then lane s < top_k stores the rank-s expert in topk_idx[s] and its weight in topk_w[s] (the
+// token's rows) and adds one to counts[expert] (per-expert pair counts, shared memory).
+__device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+                                                  int32_t* topk_idx, float* topk_w, int* counts) {
+  const int lane = threadIdx.x & 31;
+  int sel_i[kTopkMaxK];
+  float w[kTopkMaxK];
+  warp_topk_select(v, n_experts, top_k, sel_i, w);
+#pragma unroll
   for (int s = 0; s < kTopkMaxK; ++s)
     if (s < top_k && lane == s) {
       topk_idx[s] = sel_i[s];
-      topk_w[s] = bf(ex[s] / sum);
+      topk_w[s] = w[s];
       atomicAdd(&counts[sel_i[s]], 1);
     }
+}
+
+// One token routed by one warp, from the selection in registers (warp_topk_select): the token's top-k rows and
+// the whole MoeRouteIndex as route_index / warp_scan_expert_counts write them for one token (its top_k experts
+// are distinct, one pair each: expert e's offset = the selected ids below e, active slot r = the r-th smallest
+// selected id, pair_list[r] = its rank s, i.e. pair id 0 * top_k + s). No shared memory, no CTA barrier, no
+// reload of topk_idx.
+__device__ __forceinline__ void warp_route_one_token(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+                                                     int32_t* topk_idx, float* topk_w, const MoeRouteIndex& ix) {
+  const int lane = threadIdx.x & 31;
+  int sel_i[kTopkMaxK];
+  float w[kTopkMaxK];
+  warp_topk_select(v, n_experts, top_k, sel_i, w);
+#pragma unroll
+  for (int s = 0; s < kTopkMaxK; ++s)
+    if (s < top_k && lane == s) topk_idx[s] = sel_i[s], topk_w[s] = w[s];
+  // Offsets of experts e = lane + 32 j (and n_experts itself); the active list (-1 past top_k).
+#pragma unroll
+  for (int j = 0; j <= kTopkPerLane; ++j) {
+    const int e = lane + 32 * j;
+    if (e > n_experts) continue;
+    int below = 0;
+#pragma unroll
+    for (int s = 0; s < kTopkMaxK; ++s) below += s < top_k && sel_i[s] < e;
+    ix.expert_offsets[e] = below;
+    if (e < n_experts && e >= top_k) ix.active_experts[e] = -1;
+  }
+#pragma unroll
+  for (int s = 0; s < kTopkMaxK; ++s) {
+    if (s >= top_k) continue;
+    int rank = 0;  // selected ids below sel_i[s]: its active slot and sorted position
+#pragma unroll
+    for (int t = 0; t < kTopkMaxK; ++t) rank += t < top_k && sel_i[t] < sel_i[s];
+    if (lane == s) ix.active_experts[rank] = sel_i[s], ix.pair_list[rank] = s;
+  }
+  if (lane == 0) *ix.num_active = top_k;
 }
 
 // Run by one warp: lane l owns experts kTopkPerLane * l + j (local sums, then shuffle scans over the lanes of the

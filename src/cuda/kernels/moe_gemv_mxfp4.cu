@@ -303,6 +303,78 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   }
 }
 
+// One token, gate_up, the whole K in one CTA: grid (R / 64 groups, top_k slots), 4 warps. Each thread streams its
+// 16 bytes + scale word of all KT k-tiles through a ring of KTP registers (k-tile kt + KTP is requested as kt is
+// consumed) and the CTA runs the epilogue itself: no partials, no arrival counter, no second round trip at the
+// end. The sum keeps the split kernel's order bit for bit (two chains per piece of KTP k-tiles, chains added,
+// pieces added in order), so both give the same act. Layers with scale bytes > 128 (the BIG dequantization, which
+// spills here) take the split kernel.
+template <int K, int R>
+__global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGemvParams p) {
+  constexpr int KT = K / 64, KTP = piece_ktiles(KT), NG = R / 64, NV = K / 8, VPT = (NV + kThreads - 1) / kThreads;
+  __shared__ __align__(16) bf16_t s_x[KT * 64];  // the token's row, each k-tile in the stage order below
+  const int group = blockIdx.x, slot = blockIdx.y;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
+  griddep_wait();  // xn and the route index come from the router
+  uint4 xv[VPT];
+  const uint4* xrow = static_cast<const uint4*>(p.xn);
+#pragma unroll
+  for (int j = 0; j < VPT; ++j)
+    if (tid + j * kThreads < NV) xv[j] = xrow[tid + j * kThreads];
+  const int e = p.index.active_experts[slot];  // every slot is active at one token (top_k distinct experts)
+  const size_t grp = size_t(e) * NG + group;
+  const uint8_t* blocks = p.w.gate_up_blocks + grp * (64 * K / 2) + tid * 16;
+  const uint8_t* scales = p.w.gate_up_scales + grp * (64 * K / 32) + (warp * 8 + g) * 4;
+  uint4 qr[KTP];
+  uint32_t swr[KTP];
+  const auto load = [&](int kt, int r) {
+    qr[r] = ldg_stream(blocks + size_t(kt) * 2048);
+    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(swr[r]) : "l"(scales + size_t(kt) * 128));
+  };
+#pragma unroll
+  for (int kt = 0; kt < KTP; ++kt) load(kt, kt);
+  const int unit = group * 32 + warp * 8 + g;  // lanes c = 0 store output pair `unit`
+  const int pid = p.index.pair_list[slot];
+  const PairIn in = pair_inputs<Which::kGateUp>(p, static_cast<const bf16_t*>(p.w.gate_up_bias) + size_t(e) * R, pid,
+                                                unit);
+  griddep_launch_dependents();
+  // Stage: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2, so the
+  // 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
+#pragma unroll
+  for (int j = 0; j < VPT; ++j) {
+    const int v = tid + j * kThreads;
+    if (v >= NV) continue;
+    uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + (v / 8) * 64);
+    const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
+    dst[base] = xv[j].x, dst[8 + base] = xv[j].y, dst[16 + base] = xv[j].z, dst[24 + base] = xv[j].w;
+  }
+  __syncthreads();
+  const bf16_t* xb = s_x + 16 * c;
+  float tot0 = 0.f, tot1 = 0.f;
+  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    const int r = kt % KTP;
+    const uint4 q = qr[r];
+    const uint32_t sw = swr[r];
+    if (kt + KTP < KT) load(kt + KTP, r);
+    const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);
+    const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);
+    uint32_t a[4][4];
+    moe_pack_dequant<false>(q, sw, a);
+    mma_bf16(acc[0], a[0], b01.x, b01.y);
+    mma_bf16(acc[1], a[1], b01.z, b01.w);
+    mma_bf16(acc[0], a[2], b23.x, b23.y);
+    mma_bf16(acc[1], a[3], b23.z, b23.w);
+    if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partial joins the sum
+      tot0 += acc[0][0] + acc[1][0], tot1 += acc[0][2] + acc[1][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
+    }
+  }
+  if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot0, tot1, in);
+}
+
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
 void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
   using S = Shape<K, ROWS>;
@@ -331,8 +403,18 @@ void launch(const MoeGemvParams& p, cudaStream_t stream) {
   launch_scales<W, K, R, ROWS, LDG, false>(p, stream);
 }
 
+template <int K, int R>
+void launch_gate_up_one(const MoeGemvParams& p, cudaStream_t stream) {
+  launch_pdl(moe_gemv_gate_up_one_kernel<K, R>, dim3(R / 64, p.top_k), dim3(kThreads), 0, stream, p);
+  CUDA_CHECK_LAUNCH();
+}
+
 template <Which W, int K, int R>
 void dispatch(const MoeGemvParams& p, cudaStream_t stream) {
+  // MXS_GU_SPLIT_K=1 (A/B): one-token gate_up in K pieces with the last-CTA sum, like down.
+  static const bool gu_split = std::getenv("MXS_GU_SPLIT_K") != nullptr;
+  if constexpr (W == Which::kGateUp)
+    if (p.n_tokens == 1 && !p.w.big_scales && !gu_split) return launch_gate_up_one<K, R>(p, stream);
   if (p.n_tokens == 1) return launch<W, K, R, 1, true>(p, stream);
   return launch<W, K, R, 8, false>(p, stream);
 }

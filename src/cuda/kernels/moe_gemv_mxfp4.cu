@@ -375,19 +375,21 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot0, tot1, in);
 }
 
-// 2-8 tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum
-// order as moe_gemv_gate_up_one_kernel, with the expert's pairs (at most one per token, so <= 8) as the 8 B columns:
-// warp w stages pair rows w and w + 4 in shared memory (row stride K + 8: rows 16 bytes apart mod 128, so lanes
-// (g, c) do not collide), lane (g, c) ends with pairs 2c and 2c + 1 of its row pair. gate_up waits before anything
-// (its route index is the router's); down requests `pre` k-tiles of its ring before its wait (the route index is
-// two launches back) and the rest behind its act rows. Bit for bit the split kernel's outputs.
+// 2-63 tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum
+// order as moe_gemv_gate_up_one_kernel, with the expert's pairs as the B columns in tiles of 8: warp w stages pair
+// rows w and w + 4 of the tile in shared memory (row stride K + 8: rows 16 bytes apart mod 128, so lanes (g, c) do
+// not collide), and lane (g, c) ends with pairs 2c, 2c + 1 of the tile for its row pair. An expert has at most one
+// pair per token, so a step of <= 8 tokens takes one tile; an expert with more pairs streams its weights again per
+// tile (rare up to ~32 tokens with 32 experts: the mean is 4 tokens x top-4 / 32 = 0.5 pairs per token). gate_up waits before anything (its route index is the router's); down requests `pre`
+// k-tiles of its ring before its wait (the route index is two launches back) and the rest behind its act rows.
+// Bit for bit the split kernel's outputs.
 template <Which W, int K, int R>
 __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGemvParams p, int pre) {
   constexpr bool kGU = W == Which::kGateUp;
-  constexpr int KT = K / 64, KTP = piece_ktiles(KT), NG = R / 64, NV = K / 8, SX = K + 8, RING = KTP;
+  constexpr int KT = K / 64, KTP = piece_ktiles(KT), NG = R / 64, NV = K / 8, SX = K + 8, RING = KTP, TP = 8;
   constexpr int VPL = (NV + 31) / 32, HALF = (VPL + 1) / 2;  // a row's 16-byte vectors per lane, staged in halves
   extern __shared__ uint4 s_dyn4[];
-  bf16_t* s_x = reinterpret_cast<bf16_t*>(s_dyn4);  // [8][SX] the pairs' input rows, each k-tile in stage order
+  bf16_t* s_x = reinterpret_cast<bf16_t*>(s_dyn4);  // [TP][SX] the tile's input rows, each k-tile in stage order
   const int group = blockIdx.x, slot = blockIdx.y;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   if constexpr (kGU) griddep_wait();  // the route index and xn come from the router
@@ -410,10 +412,11 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
   for (int kt = 0; kt < RING; ++kt)
     if (kt < n_pre) load(kt, kt);
   const int begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
-  const int unit = group * 32 + warp * 8 + g;  // lanes store output pair `unit` of pairs 2c, 2c + 1
+  const int unit = group * 32 + warp * 8 + g;  // lanes store output pair `unit` of their tile columns
   const bf16_t* bias = static_cast<const bf16_t*>(kGU ? p.w.gate_up_bias : p.w.down_bias) + size_t(e) * R;
-  int pid[2];
-  PairIn in[2];
+  // The epilogue inputs of the first tile's columns 2c, 2c + 1, loaded ahead (later tiles: after their k-loop).
+  int pid[2] = {0, 0};
+  PairIn in[2] = {};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int m = 2 * c + h;
@@ -421,68 +424,89 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
     in[h] = m < n_pairs ? pair_inputs<W>(p, bias, pid[h], unit) : PairIn{};
   }
   if constexpr (!kGU) griddep_wait();  // act
-  // Stage (the word order of the split kernel's tiles): warp w rows w, w + 4; lane = vectors lane + 32 j.
+  bool rest_due = !kGU;  // down: the ring's k-tiles past n_pre are still to request (behind the first act loads)
+  for (int m0 = 0;;) {
+    const int n_tile = min(n_pairs - m0, TP);
+    // Stage (the word order of the split kernel's tiles): warp w rows w and w + 4; lane = vectors lane + 32 j.
 #pragma unroll
-  for (int rr = 0; rr < 2; ++rr) {
-    const int m = warp + 4 * rr;
-    if (m >= n_pairs) continue;
-    const int pm = p.index.pair_list[begin + m];
-    const bf16_t* src = kGU ? static_cast<const bf16_t*>(p.xn) + size_t(pm / p.top_k) * K
-                            : static_cast<const bf16_t*>(p.act) + size_t(pm) * K;
+    for (int rr = 0; rr < TP / 4; ++rr) {
+      const int m = warp + 4 * rr;
+      if (m >= n_tile) continue;
+      const int pm = p.index.pair_list[begin + m0 + m];
+      const bf16_t* src = kGU ? static_cast<const bf16_t*>(p.xn) + size_t(pm / p.top_k) * K
+                              : static_cast<const bf16_t*>(p.act) + size_t(pm) * K;
 #pragma unroll
-    for (int j0 = 0; j0 < VPL; j0 += HALF) {
-      uint4 val[HALF];
+      for (int j0 = 0; j0 < VPL; j0 += HALF) {
+        uint4 val[HALF];
 #pragma unroll
-      for (int j = 0; j < HALF; ++j)
-        if (j0 + j < VPL && lane + 32 * (j0 + j) < NV)
-          val[j] = *reinterpret_cast<const uint4*>(src + (lane + 32 * (j0 + j)) * 8);
-      if (rr == 0 && j0 == 0)  // down: the rest of the ring behind the first act loads
+        for (int j = 0; j < HALF; ++j)
+          if (j0 + j < VPL && lane + 32 * (j0 + j) < NV)
+            val[j] = *reinterpret_cast<const uint4*>(src + (lane + 32 * (j0 + j)) * 8);
+        if (rest_due) {
 #pragma unroll
-        for (int kt = 0; kt < RING; ++kt)
-          if (kt >= n_pre) load(kt, kt);
+          for (int kt = 0; kt < RING; ++kt)
+            if (kt >= n_pre) load(kt, kt);
+          rest_due = false;
+        }
 #pragma unroll
-      for (int j = 0; j < HALF; ++j) {
-        const int v = lane + 32 * (j0 + j);
-        if (j0 + j >= VPL || v >= NV) continue;
-        uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + m * SX + (v / 8) * 64);
-        const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
-        dst[base] = val[j].x, dst[8 + base] = val[j].y, dst[16 + base] = val[j].z, dst[24 + base] = val[j].w;
+        for (int j = 0; j < HALF; ++j) {
+          const int v = lane + 32 * (j0 + j);
+          if (j0 + j >= VPL || v >= NV) continue;
+          uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + m * SX + (v / 8) * 64);
+          const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
+          dst[base] = val[j].x, dst[8 + base] = val[j].y, dst[16 + base] = val[j].z, dst[24 + base] = val[j].w;
+        }
       }
     }
-  }
-  if (warp >= n_pairs)  // this warp staged nothing: its share of the ring is still to request (down)
+    if (rest_due) {  // this warp staged nothing
 #pragma unroll
-    for (int kt = 0; kt < RING; ++kt)
-      if (kt >= n_pre) load(kt, kt);
-  griddep_launch_dependents();
-  __syncthreads();
-  const bf16_t* xb = s_x + g * SX + 16 * c;  // B column g = pair g (columns past n_pairs are not stored)
-  float tot[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // [h][row 2g / 2g + 1]
-  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-  for (int kt = 0; kt < KT; ++kt) {
-    const int r = kt % RING;
-    const uint4 q = qr[r];
-    const uint32_t sw = swr[r];
-    if (kt + RING < KT) load(kt + RING, r);
-    const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);
-    const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);
-    uint32_t a[4][4];
-    moe_pack_dequant<false>(q, sw, a);
-    mma_bf16(acc[0], a[0], b01.x, b01.y);
-    mma_bf16(acc[1], a[1], b01.z, b01.w);
-    mma_bf16(acc[0], a[2], b23.x, b23.y);
-    mma_bf16(acc[1], a[3], b23.z, b23.w);
-    if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
-#pragma unroll
-      for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
+      for (int kt = 0; kt < RING; ++kt)
+        if (kt >= n_pre) load(kt, kt);
+      rest_due = false;
     }
-  }
+    if (m0 == 0) griddep_launch_dependents();
+    __syncthreads();
+    float tot[2][2] = {};  // [h][row 2g / 2g + 1]
+    float acc[2][4] = {};  // [chain: even / odd k16 steps][fragment]
+    const bf16_t* xb = s_x + g * SX + 16 * c;  // B column g = pair m0 + g (columns past the tile are not stored)
 #pragma unroll
-  for (int h = 0; h < 2; ++h)
-    if (2 * c + h < n_pairs) store_pair<W, R / 2>(p, pid[h], unit, tot[h][0], tot[h][1], in[h]);
+    for (int kt = 0; kt < KT; ++kt) {
+      const int r = kt % RING;
+      const uint4 q = qr[r];
+      const uint32_t sw = swr[r];
+      if (kt + RING < KT) load(kt + RING, r);
+      uint32_t a[4][4];
+      moe_pack_dequant<false>(q, sw, a);
+      const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);
+      const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);
+      mma_bf16(acc[0], a[0], b01.x, b01.y);
+      mma_bf16(acc[1], a[1], b01.z, b01.w);
+      mma_bf16(acc[0], a[2], b23.x, b23.y);
+      mma_bf16(acc[1], a[3], b23.z, b23.w);
+      if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
+#pragma unroll
+        for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int m = 2 * c + h;
+      if (m >= n_tile) continue;
+      if (m0 == 0) {
+        store_pair<W, R / 2>(p, pid[h], unit, tot[h][0], tot[h][1], in[h]);
+      } else {
+        const int pm = p.index.pair_list[begin + m0 + m];
+        store_pair<W, R / 2>(p, pm, unit, tot[h][0], tot[h][1], pair_inputs<W>(p, bias, pm, unit));
+      }
+    }
+    m0 += TP;
+    if (m0 >= n_pairs) break;
+    __syncthreads();  // the tile's reads of s_x are done
+#pragma unroll
+    for (int kt = 0; kt < RING; ++kt) load(kt, kt);  // the weights again for the next tile
+  }
 }
 
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
@@ -529,7 +553,8 @@ void launch_rows_whole(const MoeGemvParams& p, cudaStream_t stream) {
     return std::min(piece_ktiles(K / 64), v ? std::max(0, std::atoi(v)) : kDownPreKtiles);
   }();
   const int max_active = std::min(p.n_tokens * p.top_k, p.n_experts);
-  launch_pdl(moe_gemv_rows_whole_kernel<W, K, R>, dim3(R / 64, max_active), dim3(kThreads), smem, stream, p, pre);
+  launch_pdl(moe_gemv_rows_whole_kernel<W, K, R>, dim3(R / 64, max_active), dim3(kThreads), smem, stream, p,
+             pre);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -539,10 +564,13 @@ void dispatch(const MoeGemvParams& p, cudaStream_t stream) {
   static const bool gu_split = std::getenv("MXS_GU_SPLIT_K") != nullptr;
   if constexpr (W == Which::kGateUp)
     if (p.n_tokens == 1 && !p.w.big_scales && !gu_split) return launch_gate_up_one<K, R>(p, stream);
-  // 2-8 tokens: both GEMVs with the whole K per CTA (H100, 20b, ms per step: batch 2 2.92-2.95 -> 2.68-2.69, 4
-  // 3.75-3.79 -> 3.51-3.52, 8 4.65-4.67 -> 4.17-4.18). MXS_ROWS_SPLIT_K=1 (A/B): the K-piece kernels.
+  // 2-63 tokens: both GEMVs with the whole K per CTA (H100, 20b, ms per step: batch 2 2.92-2.95 -> 2.68-2.69, 8
+  // 4.65-4.67 -> 4.17-4.18, 16 5.70-5.72 -> 5.24). MXS_ROWS_SPLIT_K=1 (A/B): the K-piece kernels;
+  // MXS_ROWS_WHOLE_MAX=N: the whole-K kernels up to N tokens only.
   static const bool rows_split = std::getenv("MXS_ROWS_SPLIT_K") != nullptr;
-  if (p.n_tokens >= 2 && p.n_tokens <= 8 && !p.w.big_scales && !rows_split) return launch_rows_whole<W, K, R>(p, stream);
+  static const int whole_max = std::getenv("MXS_ROWS_WHOLE_MAX") ? std::atoi(std::getenv("MXS_ROWS_WHOLE_MAX")) : 1 << 30;
+  if (p.n_tokens >= 2 && p.n_tokens <= whole_max && !p.w.big_scales && !rows_split)
+    return launch_rows_whole<W, K, R>(p, stream);
   if (p.n_tokens == 1) return launch<W, K, R, 1, true>(p, stream);
   return launch<W, K, R, 8, false>(p, stream);
 }

@@ -12,7 +12,9 @@
 // with both rows of its row pair (gate/up, or two adjacent outputs).
 // The piece's fp32 partials go to `partials` [R/64 groups][NP pieces][P pairs by sorted position][64 rows];
 // the last CTA of (expert, group) (arrival counter) sums the NP pieces in order (deterministic) and runs
-// store_pair.
+// store_pair. The whole-K kernels further down (moe_gemv_gate_up_one_kernel: one-token gate_up;
+// moe_gemv_rows_whole_kernel: 2-63 tokens) keep that sum order within one CTA and replaced this kernel wherever
+// they measured faster (dispatch()); it stays for one-token down and for big_scales layers.
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 
 #include <algorithm>

@@ -1,10 +1,11 @@
 // MXFP4 expert GEMVs for the pairs grouped by moe_router (gpt-oss-spec.md §2.3, §3.6), on the packed expert
 // layout the grouped GEMM also reads (moe_gemm_pack.h; packed in place at load, one copy of the experts).
-// Each CTA takes one active expert, a group of 64 of its output rows and one piece of K, and runs every pair
-// routed to that expert, so an expert's weights are read once per step whatever the batch. The CTA's weight
-// bytes are contiguous in the packed layout and arrive by bulk asynchronous copies issued at CTA start (all in
-// flight at once); K pieces' fp32 partial dots are added in piece order by the last CTA of each (expert, row
-// group), which applies the epilogue (deterministic).
+// Each CTA takes one active expert and a group of 64 of its output rows and runs every pair routed to that
+// expert, so an expert's weights are read once per step whatever the batch (up to 8 pairs per pass). Over the
+// whole K (the one-token gate_up and every step of 2-63 tokens: each thread streams its packed bytes through a
+// register ring, the CTA applies the epilogue), or over one K piece (one-token down, layers with scale bytes
+// > 128): the pieces' fp32 partial dots are added in piece order by the last CTA of each (expert, row group),
+// which applies the epilogue. Both sum in the same order, so they give the same bits (deterministic).
 //   moe_gemv_mxfp4_gate_up: gu = bf(bf(x . Wgu) + b) on the interleaved (gate, up) rows, then the clamped
 //                           SwiGLU: act[pair, i] = bf(bf(u + 1) * bf(g * bf(sigmoid(bf(g * alpha)))))
 //   moe_gemv_mxfp4_down:    yw[pair, r] = bf(bf(bf(act . Wd) + b) * routing weight)

@@ -305,6 +305,28 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   }
 }
 
+// Shared by the whole-K kernels below. Stores 16-byte vector v of a row (elements 8 v .. 8 v + 7) into the staged
+// row at `row`: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2, so the
+// 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
+__device__ __forceinline__ void stage_vector(bf16_t* row, int v, const uint4& val) {
+  uint32_t* dst = reinterpret_cast<uint32_t*>(row + (v / 8) * 64);
+  const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
+  dst[base] = val.x, dst[8 + base] = val.y, dst[16 + base] = val.z, dst[24 + base] = val.w;
+}
+
+// One k-tile: B from the staged row at xb (lane c's 32 bytes of the k-tile), this thread's 16 bytes + scale word
+// dequantized into the A fragments of 4 k16 steps; even steps accumulate into acc[0], odd ones into acc[1].
+__device__ __forceinline__ void ktile_mma(const uint4& q, uint32_t sw, const bf16_t* xb, float (&acc)[2][4]) {
+  const uint4 b01 = *reinterpret_cast<const uint4*>(xb);      // steps 0, 1: (b0, b1) x 2
+  const uint4 b23 = *reinterpret_cast<const uint4*>(xb + 8);  // steps 2, 3
+  uint32_t a[4][4];
+  moe_pack_dequant<false>(q, sw, a);
+  mma_bf16(acc[0], a[0], b01.x, b01.y);
+  mma_bf16(acc[1], a[1], b01.z, b01.w);
+  mma_bf16(acc[0], a[2], b23.x, b23.y);
+  mma_bf16(acc[1], a[3], b23.z, b23.w);
+}
+
 // One token, gate_up, the whole K in one CTA: grid (R / 64 groups, top_k slots), 4 warps. Each thread streams its
 // 16 bytes + scale word of all KT k-tiles through a ring of KTP registers (k-tile kt + KTP is requested as kt is
 // consumed) and the CTA runs the epilogue itself: no partials, no arrival counter, no second round trip at the
@@ -340,16 +362,9 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   const PairIn in = pair_inputs<Which::kGateUp>(p, static_cast<const bf16_t*>(p.w.gate_up_bias) + size_t(e) * R, pid,
                                                 unit);
   griddep_launch_dependents();
-  // Stage: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2, so the
-  // 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
 #pragma unroll
-  for (int j = 0; j < VPT; ++j) {
-    const int v = tid + j * kThreads;
-    if (v >= NV) continue;
-    uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + (v / 8) * 64);
-    const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
-    dst[base] = xv[j].x, dst[8 + base] = xv[j].y, dst[16 + base] = xv[j].z, dst[24 + base] = xv[j].w;
-  }
+  for (int j = 0; j < VPT; ++j)
+    if (tid + j * kThreads < NV) stage_vector(s_x, tid + j * kThreads, xv[j]);
   __syncthreads();
   const bf16_t* xb = s_x + 16 * c;
   float tot0 = 0.f, tot1 = 0.f;
@@ -360,14 +375,7 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
     const uint4 q = qr[r];
     const uint32_t sw = swr[r];
     if (kt + KTP < KT) load(kt + KTP, r);
-    const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);
-    const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);
-    uint32_t a[4][4];
-    moe_pack_dequant<false>(q, sw, a);
-    mma_bf16(acc[0], a[0], b01.x, b01.y);
-    mma_bf16(acc[1], a[1], b01.z, b01.w);
-    mma_bf16(acc[0], a[2], b23.x, b23.y);
-    mma_bf16(acc[1], a[3], b23.z, b23.w);
+    ktile_mma(q, sw, xb + kt * 64, acc);
     if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partial joins the sum
       tot0 += acc[0][0] + acc[1][0], tot1 += acc[0][2] + acc[1][2];
 #pragma unroll
@@ -429,7 +437,7 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
   bool rest_due = !kGU;  // down: the ring's k-tiles past n_pre are still to request (behind the first act loads)
   for (int m0 = 0;;) {
     const int n_tile = min(n_pairs - m0, TP);
-    // Stage (the word order of the split kernel's tiles): warp w rows w and w + 4; lane = vectors lane + 32 j.
+    // Stage (stage_vector): warp w rows w and w + 4; lane = vectors lane + 32 j.
 #pragma unroll
     for (int rr = 0; rr < TP / 4; ++rr) {
       const int m = warp + 4 * rr;
@@ -451,13 +459,8 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
           rest_due = false;
         }
 #pragma unroll
-        for (int j = 0; j < HALF; ++j) {
-          const int v = lane + 32 * (j0 + j);
-          if (j0 + j >= VPL || v >= NV) continue;
-          uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + m * SX + (v / 8) * 64);
-          const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
-          dst[base] = val[j].x, dst[8 + base] = val[j].y, dst[16 + base] = val[j].z, dst[24 + base] = val[j].w;
-        }
+        for (int j = 0; j < HALF; ++j)
+          if (j0 + j < VPL && lane + 32 * (j0 + j) < NV) stage_vector(s_x + m * SX, lane + 32 * (j0 + j), val[j]);
       }
     }
     if (rest_due) {  // this warp staged nothing
@@ -477,14 +480,7 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
       const uint4 q = qr[r];
       const uint32_t sw = swr[r];
       if (kt + RING < KT) load(kt + RING, r);
-      uint32_t a[4][4];
-      moe_pack_dequant<false>(q, sw, a);
-      const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);
-      const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);
-      mma_bf16(acc[0], a[0], b01.x, b01.y);
-      mma_bf16(acc[1], a[1], b01.z, b01.w);
-      mma_bf16(acc[0], a[2], b23.x, b23.y);
-      mma_bf16(acc[1], a[3], b23.z, b23.w);
+      ktile_mma(q, sw, xb + kt * 64, acc);
       if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
 #pragma unroll
         for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];

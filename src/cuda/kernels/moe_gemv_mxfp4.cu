@@ -327,6 +327,26 @@ __device__ __forceinline__ void ktile_mma(const uint4& q, uint32_t sw, const bf1
   mma_bf16(acc[1], a[3], b23.z, b23.w);
 }
 
+template <int KT, int KTP, int RING, typename Load>
+__device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[RING], const Load& load,
+                                             const bf16_t* xb, float (&tot)[2][2]) {
+  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // [chain: even / odd k16 steps][fragment]
+#pragma unroll
+  for (int kt = 0; kt < KT; ++kt) {
+    const int r = kt % RING;
+    const uint4 q = qr[r];
+    const uint32_t sw = swr[r];
+    if (kt + RING < KT) load(kt + RING, r);
+    ktile_mma(q, sw, xb + kt * 64, acc);
+    if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
+#pragma unroll
+      for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
+    }
+  }
+}
+
 // One token, gate_up, the whole K in one CTA: grid (R / 64 groups, top_k slots), 4 warps. Each thread streams its
 // 16 bytes + scale word of all KT k-tiles through a ring of KTP registers (k-tile kt + KTP is requested as kt is
 // consumed) and the CTA runs the epilogue itself: no partials, no arrival counter, no second round trip at the
@@ -366,23 +386,9 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   for (int j = 0; j < VPT; ++j)
     if (tid + j * kThreads < NV) stage_vector(s_x, tid + j * kThreads, xv[j]);
   __syncthreads();
-  const bf16_t* xb = s_x + 16 * c;
-  float tot0 = 0.f, tot1 = 0.f;
-  float acc[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
-#pragma unroll
-  for (int kt = 0; kt < KT; ++kt) {
-    const int r = kt % KTP;
-    const uint4 q = qr[r];
-    const uint32_t sw = swr[r];
-    if (kt + KTP < KT) load(kt + KTP, r);
-    ktile_mma(q, sw, xb + kt * 64, acc);
-    if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partial joins the sum
-      tot0 += acc[0][0] + acc[1][0], tot1 += acc[0][2] + acc[1][2];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
-    }
-  }
-  if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot0, tot1, in);
+  float tot[2][2] = {};  // (column 0: the token)
+  whole_k_dots<KT, KTP, KTP>(qr, swr, load, s_x + 16 * c, tot);
+  if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot[0][0], tot[0][1], in);
 }
 
 // 2-63 tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum
@@ -472,22 +478,8 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
     if (m0 == 0) griddep_launch_dependents();
     __syncthreads();
     float tot[2][2] = {};  // [h][row 2g / 2g + 1]
-    float acc[2][4] = {};  // [chain: even / odd k16 steps][fragment]
-    const bf16_t* xb = s_x + g * SX + 16 * c;  // B column g = pair m0 + g (columns past the tile are not stored)
-#pragma unroll
-    for (int kt = 0; kt < KT; ++kt) {
-      const int r = kt % RING;
-      const uint4 q = qr[r];
-      const uint32_t sw = swr[r];
-      if (kt + RING < KT) load(kt + RING, r);
-      ktile_mma(q, sw, xb + kt * 64, acc);
-      if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
-#pragma unroll
-        for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) acc[0][i] = 0.f, acc[1][i] = 0.f;
-      }
-    }
+    // B column g = pair m0 + g (columns past the tile are not stored)
+    whole_k_dots<KT, KTP, RING>(qr, swr, load, s_x + g * SX + 16 * c, tot);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int m = 2 * c + h;

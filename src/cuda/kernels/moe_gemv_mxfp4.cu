@@ -88,6 +88,29 @@ struct Shape {
   static constexpr int kSmem = KTP * 2048 + KTP * 128 + ROWS * SX * 2 + KTP * 8;
 };
 
+// Shared by the kernels below. Stores 16-byte vector v of a row (elements 8 v .. 8 v + 7) into the staged
+// row at `row`: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2, so the
+// 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
+__device__ __forceinline__ void stage_vector(bf16_t* row, int v, const uint4& val) {
+  uint32_t* dst = reinterpret_cast<uint32_t*>(row + (v / 8) * 64);
+  const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
+  dst[base] = val.x, dst[8 + base] = val.y, dst[16 + base] = val.z, dst[24 + base] = val.w;
+}
+
+// One k-tile: B from the staged row at xb (lane c's 32 bytes of the k-tile), this thread's 16 bytes + scale word
+// dequantized into the A fragments of 4 k16 steps; even steps accumulate into acc[0], odd ones into acc[1].
+template <bool BIG>
+__device__ __forceinline__ void ktile_mma(const uint4& q, uint32_t sw, const bf16_t* xb, float (&acc)[2][4]) {
+  const uint4 b01 = *reinterpret_cast<const uint4*>(xb);      // steps 0, 1: (b0, b1) x 2
+  const uint4 b23 = *reinterpret_cast<const uint4*>(xb + 8);  // steps 2, 3
+  uint32_t a[4][4];
+  moe_pack_dequant<BIG>(q, sw, a);
+  mma_bf16(acc[0], a[0], b01.x, b01.y);
+  mma_bf16(acc[1], a[1], b01.z, b01.w);
+  mma_bf16(acc[0], a[2], b23.x, b23.y);
+  mma_bf16(acc[1], a[3], b23.z, b23.w);
+}
+
 // grid: (R / 64 groups, NP pieces, active expert slots). ROWS: staged pairs per tile (1: a single token, every
 // B column is pair m0 and only column 0 is stored; 8: tiles of 8 pairs).
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
@@ -174,14 +197,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
     if (m0 > 0) __syncthreads();  // the previous tile's reads of s_x are done
     const int n_rows = min(n_pairs - m0, ROWS);
     // Rows past n_rows are left as they are: column n of D depends only on column n of B, and is not stored.
-    // Staged order: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2,
-    // so the 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
-    const auto stage = [&](int m, int v, const uint4& val) {
-      uint32_t* dst = reinterpret_cast<uint32_t*>(s_x + m * SX + (v / 8) * 64);  // k-tile v / 8
-      const int w0 = (v % 8) * 4;  // first word of the vector within its k-tile
-      const int base = 2 * (w0 / 8) + (w0 / 4) % 2;
-      dst[base] = val.x, dst[8 + base] = val.y, dst[16 + base] = val.z, dst[24 + base] = val.w;
-    };
+    const auto stage = [&](int m, int v, const uint4& val) { stage_vector(s_x + m * SX, v, val); };
     if constexpr (ROWS == 1) {
       if (W == Which::kDown && tid < KW / 8) xv = *reinterpret_cast<const uint4*>(row_src(pid1) + tid * 8);
       load_ktiles(kt_pre, KTP);  // down: behind the act load
@@ -242,14 +258,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
           swn = s_sc[(kt + 1) * 32 + warp * 8 + g];
         }
       }
-      const uint4 b01 = *reinterpret_cast<const uint4*>(xb + kt * 64);      // steps 0, 1: (b0, b1) x 2
-      const uint4 b23 = *reinterpret_cast<const uint4*>(xb + kt * 64 + 8);  // steps 2, 3
-      uint32_t a[4][4];
-      moe_pack_dequant<BIG>(q, sw, a);
-      mma_bf16(acc[0], a[0], b01.x, b01.y);
-      mma_bf16(acc[1], a[1], b01.z, b01.w);
-      mma_bf16(acc[0], a[2], b23.x, b23.y);
-      mma_bf16(acc[1], a[3], b23.z, b23.w);
+      ktile_mma<BIG>(q, sw, xb + kt * 64, acc);
       q = qn, sw = swn;
     }
 #pragma unroll
@@ -305,28 +314,6 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   }
 }
 
-// Shared by the whole-K kernels below. Stores 16-byte vector v of a row (elements 8 v .. 8 v + 7) into the staged
-// row at `row`: within each k-tile (32 bf16x2 words w), word w sits at 8 (w % 4) + 2 (w / 8) + (w / 4) % 2, so the
-// 8 B words of lane c (k16 step s: words 8 s + c and 8 s + c + 4) are 32 contiguous bytes.
-__device__ __forceinline__ void stage_vector(bf16_t* row, int v, const uint4& val) {
-  uint32_t* dst = reinterpret_cast<uint32_t*>(row + (v / 8) * 64);
-  const int w0 = (v % 8) * 4, base = 2 * (w0 / 8) + (w0 / 4) % 2;
-  dst[base] = val.x, dst[8 + base] = val.y, dst[16 + base] = val.z, dst[24 + base] = val.w;
-}
-
-// One k-tile: B from the staged row at xb (lane c's 32 bytes of the k-tile), this thread's 16 bytes + scale word
-// dequantized into the A fragments of 4 k16 steps; even steps accumulate into acc[0], odd ones into acc[1].
-__device__ __forceinline__ void ktile_mma(const uint4& q, uint32_t sw, const bf16_t* xb, float (&acc)[2][4]) {
-  const uint4 b01 = *reinterpret_cast<const uint4*>(xb);      // steps 0, 1: (b0, b1) x 2
-  const uint4 b23 = *reinterpret_cast<const uint4*>(xb + 8);  // steps 2, 3
-  uint32_t a[4][4];
-  moe_pack_dequant<false>(q, sw, a);
-  mma_bf16(acc[0], a[0], b01.x, b01.y);
-  mma_bf16(acc[1], a[1], b01.z, b01.w);
-  mma_bf16(acc[0], a[2], b23.x, b23.y);
-  mma_bf16(acc[1], a[3], b23.z, b23.w);
-}
-
 template <int KT, int KTP, int RING, typename Load>
 __device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[RING], const Load& load,
                                              const bf16_t* xb, float (&tot)[2][2]) {
@@ -337,7 +324,7 @@ __device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[
     const uint4 q = qr[r];
     const uint32_t sw = swr[r];
     if (kt + RING < KT) load(kt + RING, r);
-    ktile_mma(q, sw, xb + kt * 64, acc);
+    ktile_mma<false>(q, sw, xb + kt * 64, acc);
     if ((kt + 1) % KTP == 0) {  // a piece of the split kernel ends: its partials join the sums
 #pragma unroll
       for (int h = 0; h < 2; ++h) tot[h][0] += acc[0][h] + acc[1][h], tot[h][1] += acc[0][2 + h] + acc[1][2 + h];

@@ -314,6 +314,10 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   }
 }
 
+// The k-loop of the whole-K kernels below: k-tile kt comes from ring slot kt % RING, whose refill with k-tile
+// kt + RING (`load(kt, slot)`) is requested before the k-tile's math; B from the staged rows at xb. The sum keeps the
+// split kernel's order: two chains per piece of KTP k-tiles, chains added, pieces added in order, into tot[h][row]
+// (B columns 2c + h; rows 2g and 2g + 1 of the warp's 16).
 template <int KT, int KTP, int RING, typename Load>
 __device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[RING], const Load& load,
                                              const bf16_t* xb, float (&tot)[2][2]) {

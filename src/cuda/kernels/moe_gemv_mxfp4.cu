@@ -314,6 +314,14 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   }
 }
 
+// The whole-K kernels' loads: this thread's 16 bytes and scale word of k-tile kt of one 64-row group (`blocks` /
+// `scales` already offset to the group and the thread) into registers; the bytes are used once (ldg_stream).
+__device__ __forceinline__ void load_ktile(const uint8_t* blocks, const uint8_t* scales, int kt, uint4& q,
+                                           uint32_t& sw) {
+  q = ldg_stream(blocks + size_t(kt) * 2048);
+  asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(sw) : "l"(scales + size_t(kt) * 128));
+}
+
 // The k-loop of the whole-K kernels below: k-tile kt comes from ring slot kt % RING, whose refill with k-tile
 // kt + RING (`load(kt, slot)`) is requested before the k-tile's math; B from the staged rows at xb. The sum keeps the
 // split kernel's order: two chains per piece of KTP k-tiles, chains added, pieces added in order, into tot[h][row]
@@ -362,10 +370,7 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   const uint8_t* scales = p.w.gate_up_scales + grp * (64 * K / 32) + (warp * 8 + g) * 4;
   uint4 qr[KTP];
   uint32_t swr[KTP];
-  const auto load = [&](int kt, int r) {
-    qr[r] = ldg_stream(blocks + size_t(kt) * 2048);
-    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(swr[r]) : "l"(scales + size_t(kt) * 128));
-  };
+  const auto load = [&](int kt, int r) { load_ktile(blocks, scales, kt, qr[r], swr[r]); };
 #pragma unroll
   for (int kt = 0; kt < KTP; ++kt) load(kt, kt);
   const int unit = group * 32 + warp * 8 + g;  // lanes c = 0 store output pair `unit`
@@ -387,9 +392,10 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
 // rows w and w + 4 of the tile in shared memory (row stride K + 8: rows 16 bytes apart mod 128, so lanes (g, c) do
 // not collide), and lane (g, c) ends with pairs 2c, 2c + 1 of the tile for its row pair. An expert has at most one
 // pair per token, so a step of <= 8 tokens takes one tile; an expert with more pairs streams its weights again per
-// tile (rare up to ~32 tokens with 32 experts: the mean is 4 tokens x top-4 / 32 = 0.5 pairs per token). gate_up waits before anything (its route index is the router's); down requests `pre`
-// k-tiles of its ring before its wait (the route index is two launches back) and the rest behind its act rows.
-// Bit for bit the split kernel's outputs.
+// tile (an expert gets n_tokens x top_k / n_experts pairs on average: 4 at 32 tokens for 20b, so few pass 8).
+// gate_up waits before anything (its route index is the router's); down requests `pre` k-tiles of its ring before
+// its wait (the route index is two launches back) and the rest behind its act rows. Bit for bit the split kernel's
+// outputs.
 template <Which W, int K, int R>
 __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGemvParams p, int pre) {
   constexpr bool kGU = W == Which::kGateUp;
@@ -410,10 +416,7 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
   const uint8_t* scales = (kGU ? p.w.gate_up_scales : p.w.down_scales) + grp * (64 * K / 32) + (warp * 8 + g) * 4;
   uint4 qr[RING];
   uint32_t swr[RING];
-  const auto load = [&](int kt, int r) {
-    qr[r] = ldg_stream(blocks + size_t(kt) * 2048);
-    asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(swr[r]) : "l"(scales + size_t(kt) * 128));
-  };
+  const auto load = [&](int kt, int r) { load_ktile(blocks, scales, kt, qr[r], swr[r]); };
   const int n_pre = kGU ? RING : pre;
 #pragma unroll
   for (int kt = 0; kt < RING; ++kt)
@@ -432,6 +435,13 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
   }
   if constexpr (!kGU) griddep_wait();  // act
   bool rest_due = !kGU;  // down: the ring's k-tiles past n_pre are still to request (behind the first act loads)
+  const auto load_rest = [&] {
+    if (!rest_due) return;
+#pragma unroll
+    for (int kt = 0; kt < RING; ++kt)
+      if (kt >= n_pre) load(kt, kt);
+    rest_due = false;
+  };
   for (int m0 = 0;;) {
     const int n_tile = min(n_pairs - m0, TP);
     // Stage (stage_vector): warp w rows w and w + 4; lane = vectors lane + 32 j.
@@ -449,23 +459,13 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
         for (int j = 0; j < HALF; ++j)
           if (j0 + j < VPL && lane + 32 * (j0 + j) < NV)
             val[j] = *reinterpret_cast<const uint4*>(src + (lane + 32 * (j0 + j)) * 8);
-        if (rest_due) {
-#pragma unroll
-          for (int kt = 0; kt < RING; ++kt)
-            if (kt >= n_pre) load(kt, kt);
-          rest_due = false;
-        }
+        load_rest();
 #pragma unroll
         for (int j = 0; j < HALF; ++j)
           if (j0 + j < VPL && lane + 32 * (j0 + j) < NV) stage_vector(s_x + m * SX, lane + 32 * (j0 + j), val[j]);
       }
     }
-    if (rest_due) {  // this warp staged nothing
-#pragma unroll
-      for (int kt = 0; kt < RING; ++kt)
-        if (kt >= n_pre) load(kt, kt);
-      rest_due = false;
-    }
+    load_rest();  // (if this warp staged nothing)
     if (m0 == 0) griddep_launch_dependents();
     __syncthreads();
     float tot[2][2] = {};  // [h][row 2g / 2g + 1]

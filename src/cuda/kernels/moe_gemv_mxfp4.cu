@@ -546,10 +546,11 @@ void dispatch(const MoeGemvParams& p, cudaStream_t stream) {
   if constexpr (W == Which::kGateUp)
     if (p.n_tokens == 1 && !p.w.big_scales && !gu_split) return launch_gate_up_one<K, R>(p, stream);
   // 2-64 tokens: both GEMVs with the whole K per CTA (H100, ms per step: 20b batch 2 2.92-2.95 -> 2.68-2.69, 8
-  // 4.65-4.67 -> 4.17-4.18, 16 5.70-5.72 -> 5.24, 48 7.50 -> 7.08-7.11; 120b batch 64 24.42 -> 21.96). 20b takes the
-  // grouped GEMM from 64 tokens; 120b (128 experts) keeps the GEMVs up to 255, where the split kernels stay from 65
-  // tokens (not measured against the whole-K ones there, whose experts of > 8 pairs stream their weights again per
-  // 8-pair tile). MXS_ROWS_SPLIT_K=1 (A/B): the K-piece kernels; MXS_ROWS_WHOLE_MAX=N: whole-K up to N tokens.
+  // 4.65-4.67 -> 4.17-4.18, 16 5.70-5.72 -> 5.24, 48 7.50 -> 7.08-7.11; 120b batch 64 24.42 -> 21.96 between the
+  // full checks of 63bad80 and aae83d9). 20b takes the grouped GEMM from 64 tokens; 120b (128 experts) keeps the
+  // GEMVs up to 255, where the split kernels stay from 65 tokens (not measured against the whole-K ones there, whose
+  // experts of > 8 pairs stream their weights again per 8-pair tile). MXS_ROWS_SPLIT_K=1 (A/B): the K-piece
+  // kernels; MXS_ROWS_WHOLE_MAX=N: whole-K up to N tokens.
   static const bool rows_split = std::getenv("MXS_ROWS_SPLIT_K") != nullptr;
   static const int whole_max = std::getenv("MXS_ROWS_WHOLE_MAX") ? std::atoi(std::getenv("MXS_ROWS_WHOLE_MAX")) : 64;
   if (p.n_tokens >= 2 && p.n_tokens <= whole_max && !p.w.big_scales && !rows_split)

@@ -13,7 +13,7 @@
 // The piece's fp32 partials go to `partials` [R/64 groups][NP pieces][P pairs by sorted position][64 rows];
 // the last CTA of (expert, group) (arrival counter) sums the NP pieces in order (deterministic) and runs
 // store_pair. The whole-K kernels further down (moe_gemv_gate_up_one_kernel: one-token gate_up;
-// moe_gemv_rows_whole_kernel: 2-64 tokens) keep that sum order within one CTA and replaced this kernel wherever
+// moe_gemv_rows_whole_kernel: 2+ tokens) keep that sum order within one CTA and replaced this kernel wherever
 // they measured faster (dispatch()); it stays for one-token down and for big_scales layers.
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 
@@ -387,7 +387,7 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot[0][0], tot[0][1], in);
 }
 
-// 2-64 tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum
+// 2+ tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum
 // order as moe_gemv_gate_up_one_kernel, with the expert's pairs as the B columns in tiles of 8: warp w stages pair
 // rows w and w + 4 of the tile in shared memory (row stride K + 8: rows 16 bytes apart mod 128, so lanes (g, c) do
 // not collide), and lane (g, c) ends with pairs 2c, 2c + 1 of the tile for its row pair. An expert has at most one
@@ -545,14 +545,16 @@ void dispatch(const MoeGemvParams& p, cudaStream_t stream) {
   static const bool gu_split = std::getenv("MXS_GU_SPLIT_K") != nullptr;
   if constexpr (W == Which::kGateUp)
     if (p.n_tokens == 1 && !p.w.big_scales && !gu_split) return launch_gate_up_one<K, R>(p, stream);
-  // 2-64 tokens: both GEMVs with the whole K per CTA (H100, ms per step: 20b batch 2 2.92-2.95 -> 2.68-2.69, 8
+  // 2+ tokens: both GEMVs with the whole K per CTA (H100, ms per step: 20b batch 2 2.92-2.95 -> 2.68-2.69, 8
   // 4.65-4.67 -> 4.17-4.18, 16 5.70-5.72 -> 5.24, 48 7.50 -> 7.08-7.11; 120b batch 64 24.42 -> 21.96 between the
   // full checks of 63bad80 and aae83d9). 20b takes the grouped GEMM from 64 tokens; 120b (128 experts) keeps the
-  // GEMVs up to 255, where the split kernels stay from 65 tokens (not measured against the whole-K ones there, whose
-  // experts of > 8 pairs stream their weights again per 8-pair tile). MXS_ROWS_SPLIT_K=1 (A/B): the K-piece
-  // kernels; MXS_ROWS_WHOLE_MAX=N: whole-K up to N tokens.
+  // GEMVs up to 255 tokens, where the whole-K kernels also win although an expert of > 8 pairs streams its weights
+  // again per 8-pair tile (H100, same call, split -> whole: batch 96 27.58-27.63 -> 24.74-24.77 ms, 128
+  // 29.51-29.56 -> 26.31-26.43, 192 33.43-33.53 -> 31.21-31.24; batch 64 unchanged). MXS_ROWS_SPLIT_K=1 (A/B): the
+  // K-piece kernels; MXS_ROWS_WHOLE_MAX=N: whole-K only up to N tokens.
   static const bool rows_split = std::getenv("MXS_ROWS_SPLIT_K") != nullptr;
-  static const int whole_max = std::getenv("MXS_ROWS_WHOLE_MAX") ? std::atoi(std::getenv("MXS_ROWS_WHOLE_MAX")) : 64;
+  static const int whole_max =
+      std::getenv("MXS_ROWS_WHOLE_MAX") ? std::atoi(std::getenv("MXS_ROWS_WHOLE_MAX")) : kMoeGemvMaxPairs;
   if (p.n_tokens >= 2 && p.n_tokens <= whole_max && !p.w.big_scales && !rows_split)
     return launch_rows_whole<W, K, R>(p, stream);
   if (p.n_tokens == 1) return launch<W, K, R, 1, true>(p, stream);

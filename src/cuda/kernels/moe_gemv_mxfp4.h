@@ -2,7 +2,7 @@
 // layout the grouped GEMM also reads (moe_gemm_pack.h; packed in place at load, one copy of the experts).
 // Each CTA takes one active expert and a group of 64 of its output rows and runs every pair routed to that
 // expert, so an expert's weights are read once per step whatever the batch (up to 8 pairs per pass). Over the
-// whole K (the one-token gate_up and every step of 2-64 tokens: each thread streams its packed bytes through a
+// whole K (the one-token gate_up and every step of 2+ tokens: each thread streams its packed bytes through a
 // register ring, the CTA applies the epilogue), or over one K piece (one-token down, layers with scale bytes
 // > 128): the pieces' fp32 partial dots are added in piece order by the last CTA of each (expert, row group),
 // which applies the epilogue. Both sum in the same order, so they give the same bits (deterministic).

@@ -2,9 +2,10 @@
 // CTA = 4 warps = one 64-row group of one active expert over one K piece of KTP k-tiles (64 k each). In the
 // packed layout the piece's nibbles are KTP contiguous 2 KB k-tiles and its scales KTP contiguous 128-byte
 // words, so lanes 0..KTP-1 of warp 0 issue one bulk copy per k-tile (each on its own mbarrier: the warps start
-// on k-tile 0 while the rest stream in) right at CTA start; up to 10 CTAs per SM keep ~200 KB per SM in flight.
-// With one token (LDG) the bytes are used once, so each thread loads its own 16 bytes + scale word of every
-// k-tile straight into registers instead (no barriers, no shared staging of weights).
+// on k-tile 0 while the rest stream in) right at CTA start (one-token down: 2 before griddepcontrol.wait, the rest
+// behind its act load); up to 10 CTAs per SM keep ~200 KB per SM in flight. The LDG variant (one-token gate_up of
+// big_scales layers) has each thread load its own 16 bytes + scale word of every k-tile straight into registers
+// instead (no barriers, no shared staging of weights).
 // Warp w owns rows 16 w .. 16 w + 15 of the group: per k-tile a lane takes its 16 bytes and its scale word,
 // moe_pack_dequant gives the mma.sync A fragments of 4 k16 steps (fragment row g = weight
 // row 16 w + 2 g, row g + 8 = 16 w + 2 g + 1), and B = the staged activations of up to 8 pairs (column n =
@@ -72,6 +73,9 @@ constexpr int kMaxPieceKtiles = 9;  // 45 k-tiles of K = 2880 -> 5 pieces of 9 (
 // batch 1 (session 14): 9 -> 4 took a step from 1.929-1.941 to 1.910-1.926 ms (sweep 7 / 5 / 3 / 2 / 1: 1.911-1.928
 // / 1.910-1.927 / 1.910-1.941 / 1.916-1.926 / 1.927-1.950).
 constexpr int kDownPreKtiles = 4;
+// The same for one-token down on bulk copies (the default since session 16): H100, same call, ms per batch-1 step,
+// pre 0 / 1 / 2 / 3 / 4 / 9: 20b 1.908-1.916 / 1.841-1.855 / 1.833-1.847 / 1.837-1.841 / 1.867-1.869 / 1.943-1.951.
+constexpr int kDownBulkPreKtiles = 2;
 
 // K-tiles per piece: the largest divisor of the k-tile count <= kMaxPieceKtiles (pieces of equal size).
 constexpr int piece_ktiles(int kt) {
@@ -155,11 +159,14 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   const uint8_t* blocks = W == Which::kGateUp ? p.w.gate_up_blocks : p.w.down_blocks;
   const uint8_t* scales = W == Which::kGateUp ? p.w.gate_up_scales : p.w.down_scales;
   const size_t grp = size_t(e) * NG + group;
-  // One token (LDG): the weights are used once, so each thread loads its own 16 bytes + scale word of every
-  // k-tile straight into registers (9 x 16 B in flight per thread, 5 CTAs/SM: at 6 the register cap spilled
-  // and a batch-1 step took 1.798 ms vs 1.766, at 4 1.824; H200, 20b); no shared staging, no barriers (4% faster
-  // at batch 1 than the bulk copies, H200). More tokens: bulk copies into shared memory, which the token tiles
-  // re-read.
+  // LDG (one-token gate_up of big_scales layers, and down with MXS_DOWN_LDG=1): the weights are used once, so each
+  // thread loads its own 16 bytes + scale word of every k-tile straight into registers (9 x 16 B in flight per
+  // thread, 5 CTAs/SM: at 6 the register cap spilled and a batch-1 step took 1.798 ms vs 1.766, at 4 1.824; H200,
+  // 20b); no shared staging, no barriers (4% faster at batch 1 than the bulk copies then, H200, session 3). Bulk
+  // copies into shared memory otherwise (more tokens: the token tiles re-read them). One-token down went back to
+  // them in session 16: 53 registers and 21 KB of shared memory let all 900 CTAs (45 groups x 5 pieces x 4
+  // experts) be resident at once, 7+ per SM, where the register kernel's 5 per SM ran 1.36 waves (H100, same
+  // call: 20b 1.871-1.895 -> 1.833-1.847 ms per batch-1 step, 120b 2.626-2.670 -> 2.569-2.595).
   uint4 qr[LDG ? KTP : 1];
   uint32_t swr[LDG ? KTP : 1];
   // LDG: k-tiles [kt0, kt1) of this thread's weights into registers.
@@ -179,13 +186,20 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   // (bytes in flight ahead of that dependent load delay it: kDownPreKtiles). gate_up: all.
   const int kt_pre = W == Which::kDown ? pre_ktiles : KTP;
   load_ktiles(0, kt_pre);
-  if (!LDG && warp == 0 && lane < KTP) {
-    const int kt = lane;
-    const uint32_t sc_bytes = kt == 0 ? KTP * 128 : 0;  // k-tile 0's barrier also carries all the scale words
-    mbarrier_arrive_expect_tx(&s_bar[kt], 2048 + sc_bytes);
-    bulk_copy_g2s(s_q + kt * 2048, blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048, 2048, &s_bar[kt]);
-    if (kt == 0) bulk_copy_g2s(s_sc, scales + grp * (64 * K / 32) + size_t(piece) * KTP * 128, sc_bytes, &s_bar[0]);
-  }
+  // Bulk copies of k-tiles [kt0, kt1) into their stage slots (lane kt of warp 0 issues k-tile kt).
+  const auto bulk_ktiles = [&](int kt0, int kt1) {
+    if (!LDG && warp == 0 && lane >= kt0 && lane < kt1) {
+      const int kt = lane;
+      const uint32_t sc_bytes = kt == 0 ? KTP * 128 : 0;  // k-tile 0's barrier also carries all the scale words
+      mbarrier_arrive_expect_tx(&s_bar[kt], 2048 + sc_bytes);
+      bulk_copy_g2s(s_q + kt * 2048, blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048, 2048, &s_bar[kt]);
+      if (kt == 0) bulk_copy_g2s(s_sc, scales + grp * (64 * K / 32) + size_t(piece) * KTP * 128, sc_bytes, &s_bar[0]);
+    }
+  };
+  // One-token down on bulk copies: as with the register loads, kt_pre k-tiles before the wait, the rest behind the
+  // act load (the route index and weights are known early; bytes in flight delay the act load).
+  constexpr bool kBulkSplit = !LDG && ROWS == 1 && W == Which::kDown;
+  bulk_ktiles(0, kBulkSplit ? kt_pre : KTP);
   int begin = slot, n_pairs = 1;
   if constexpr (ROWS > 1) begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
   if constexpr (W == Which::kDown) griddep_wait();  // act
@@ -201,6 +215,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
     if constexpr (ROWS == 1) {
       if (W == Which::kDown && tid < KW / 8) xv = *reinterpret_cast<const uint4*>(row_src(pid1) + tid * 8);
       load_ktiles(kt_pre, KTP);  // down: behind the act load
+      if (kBulkSplit) bulk_ktiles(kt_pre, KTP);
       if (tid < KW / 8) stage(0, tid, xv);
     } else {
       // Warp w stages rows w and w + 4, lane = 16-byte vectors lane, lane + 32, ...: one pair-list lookup per
@@ -504,7 +519,7 @@ void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
   static const int pre_ktiles = [] {  // MXS_DOWN_PRE_KT (A/B): k-tiles of one-token down requested before the wait
     const char* v = std::getenv("MXS_DOWN_PRE_KT");
-    return std::min(S::KTP, v ? std::max(0, std::atoi(v)) : kDownPreKtiles);
+    return std::min(S::KTP, v ? std::max(0, std::atoi(v)) : LDG ? kDownPreKtiles : kDownBulkPreKtiles);
   }();
   static const int epi_early = std::getenv("MXS_MOE_EPI_LATE") ? 0 : 1;
   launch_pdl(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>, dim3(R / 64, S::NP, max_active), dim3(kThreads),
@@ -557,6 +572,11 @@ void dispatch(const MoeGemvParams& p, cudaStream_t stream) {
       std::getenv("MXS_ROWS_WHOLE_MAX") ? std::atoi(std::getenv("MXS_ROWS_WHOLE_MAX")) : kMoeGemvMaxPairs;
   if (p.n_tokens >= 2 && p.n_tokens <= whole_max && !p.w.big_scales && !rows_split)
     return launch_rows_whole<W, K, R>(p, stream);
+  // One token: down on bulk copies (every CTA resident at once; see the kernel), MXS_DOWN_LDG=1 (A/B) the register
+  // loads; gate_up here only for big_scales layers or MXS_GU_SPLIT_K, on register loads (a bulk-copy split gate_up
+  // measured 5% slower per batch-1 step than the whole-K kernel, H100, session 16).
+  static const bool down_ldg = std::getenv("MXS_DOWN_LDG") != nullptr;
+  if (W == Which::kDown && p.n_tokens == 1 && !down_ldg) return launch<W, K, R, 1, false>(p, stream);
   if (p.n_tokens == 1) return launch<W, K, R, 1, true>(p, stream);
   return launch<W, K, R, 8, false>(p, stream);
 }

@@ -616,8 +616,9 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     EXPECT_EQ(to_f32(dact.download()), to_f32(act)) << "gate_up not deterministic";
     EXPECT_EQ(to_f32(dyw.download()), to_f32(yw)) << "down not deterministic";
     EXPECT_EQ(dtc.download(), std::vector<unsigned>(n_counters, 0u)) << "tile counters left zeroed";
-    // The dequantization with the second factor for scale bytes > 128 gives the same bits on these scales. (From 2
-    // tokens on this also compares the whole-K kernels, which run above, with the split ones, which big_scales takes.)
+    // The dequantization with the second factor for scale bytes > 128 gives the same bits on these scales. (It also
+    // compares the whole-K kernels, which run above (gate_up at 1 token, both at 2+), with the split ones, which
+    // big_scales takes.)
     mp.w.big_scales = true;
     moe_gemv_mxfp4_gate_up(mp, nullptr);
     moe_gemv_mxfp4_down(mp, nullptr);

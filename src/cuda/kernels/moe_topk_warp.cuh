@@ -69,11 +69,12 @@ __device__ __forceinline__ void warp_topk_select(const float (&v)[kTopkPerLane],
 }
 
 // warp_topk_select, then lane s < top_k stores the rank-s expert in topk_idx[s] and its weight in topk_w[s] (the
-// token's rows) and adds one to counts[expert] (per-expert pair counts, shared memory).
-__device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane], int n_experts, int top_k,
-                                                  int32_t* topk_idx, float* topk_w, int* counts) {
+// token's rows) and calls per_slot(expert); every lane keeps the selection in sel_i.
+template <typename PerSlot>
+__device__ __forceinline__ void warp_topk_store(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+                                                int32_t* topk_idx, float* topk_w, int (&sel_i)[kTopkMaxK],
+                                                PerSlot per_slot) {
   const int lane = threadIdx.x & 31;
-  int sel_i[kTopkMaxK];
   float w[kTopkMaxK];
   warp_topk_select(v, n_experts, top_k, sel_i, w);
 #pragma unroll
@@ -81,8 +82,15 @@ __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane]
     if (s < top_k && lane == s) {
       topk_idx[s] = sel_i[s];
       topk_w[s] = w[s];
-      atomicAdd(&counts[sel_i[s]], 1);
+      per_slot(sel_i[s]);
     }
+}
+
+// warp_topk_store, adding one to counts[expert] per slot (per-expert pair counts, shared memory).
+__device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+                                                  int32_t* topk_idx, float* topk_w, int* counts) {
+  int sel_i[kTopkMaxK];
+  warp_topk_store(v, n_experts, top_k, topk_idx, topk_w, sel_i, [&](int e) { atomicAdd(&counts[e], 1); });
 }
 
 // One token routed by one warp, from the selection in registers (warp_topk_select): the token's top-k rows and
@@ -94,11 +102,7 @@ __device__ __forceinline__ void warp_route_one_token(const float (&v)[kTopkPerLa
                                                      int32_t* topk_idx, float* topk_w, const MoeRouteIndex& ix) {
   const int lane = threadIdx.x & 31;
   int sel_i[kTopkMaxK];
-  float w[kTopkMaxK];
-  warp_topk_select(v, n_experts, top_k, sel_i, w);
-#pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s)
-    if (s < top_k && lane == s) topk_idx[s] = sel_i[s], topk_w[s] = w[s];
+  warp_topk_store(v, n_experts, top_k, topk_idx, topk_w, sel_i, [](int) {});
   // Offsets of experts e = lane + 32 j (and n_experts itself); the active list (-1 past top_k).
 #pragma unroll
   for (int j = 0; j <= kTopkPerLane; ++j) {

@@ -505,6 +505,12 @@ __global__ void __launch_bounds__(kThreads, 4) moe_gemv_rows_whole_kernel(MoeGem
   }
 }
 
+// MXS_DOWN_PRE_KT (A/B): down's k-tiles requested before griddepcontrol.wait, at most max_kt; dflt when unset.
+int down_pre_ktiles(int max_kt, int dflt) {
+  const char* v = std::getenv("MXS_DOWN_PRE_KT");
+  return std::min(max_kt, v ? std::max(0, std::atoi(v)) : dflt);
+}
+
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
 void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
   using S = Shape<K, ROWS>;
@@ -517,10 +523,7 @@ void launch_scales(const MoeGemvParams& p, cudaStream_t stream) {
                                true);
   (void)smem_ok;
   const int max_active = p.n_tokens * p.top_k < p.n_experts ? p.n_tokens * p.top_k : p.n_experts;
-  static const int pre_ktiles = [] {  // MXS_DOWN_PRE_KT (A/B): k-tiles of one-token down requested before the wait
-    const char* v = std::getenv("MXS_DOWN_PRE_KT");
-    return std::min(S::KTP, v ? std::max(0, std::atoi(v)) : LDG ? kDownPreKtiles : kDownBulkPreKtiles);
-  }();
+  static const int pre_ktiles = down_pre_ktiles(S::KTP, LDG ? kDownPreKtiles : kDownBulkPreKtiles);  // one token
   static const int epi_early = std::getenv("MXS_MOE_EPI_LATE") ? 0 : 1;
   launch_pdl(moe_gemv_mxfp4_kernel<W, K, R, ROWS, LDG, BIG>, dim3(R / 64, S::NP, max_active), dim3(kThreads),
              smem, stream, p, pre_ktiles, epi_early);
@@ -544,10 +547,7 @@ void launch_rows_whole(const MoeGemvParams& p, cudaStream_t stream) {
   constexpr int smem = 8 * (K + 8) * 2;
   static const bool smem_ok = (allow_smem(moe_gemv_rows_whole_kernel<W, K, R>, smem), true);
   (void)smem_ok;
-  static const int pre = [] {  // MXS_DOWN_PRE_KT: down's k-tiles requested before the wait
-    const char* v = std::getenv("MXS_DOWN_PRE_KT");
-    return std::min(piece_ktiles(K / 64), v ? std::max(0, std::atoi(v)) : kDownPreKtiles);
-  }();
+  static const int pre = down_pre_ktiles(piece_ktiles(K / 64), kDownPreKtiles);
   const int max_active = std::min(p.n_tokens * p.top_k, p.n_experts);
   launch_pdl(moe_gemv_rows_whole_kernel<W, K, R>, dim3(R / 64, max_active), dim3(kThreads), smem, stream, p,
              pre);

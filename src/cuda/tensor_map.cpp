@@ -39,4 +39,25 @@ CUtensorMap make_tensor_map_bf16_2d(const void* base, uint64_t rows, uint64_t co
   return map;
 }
 
+CUtensorMap make_tensor_map_bytes_3d(const void* base, uint64_t mats, uint64_t rows, uint32_t row_bytes,
+                                     uint32_t box_mats, const char* what) {
+  MXS_CHECK(row_bytes % 16 == 0 && row_bytes >= 16 && row_bytes <= 2048 && box_mats >= 1 && box_mats <= 256,
+            strfmt("%s: rows of %u bytes, boxes of %u (need 16..2048 bytes, a multiple of 16; 1..256)", what,
+                   row_bytes, box_mats));
+  CUtensorMap map;
+  // 8-byte elements: a 2048-byte row is 256 of them, the most one box dimension holds.
+  const cuuint64_t dims[3] = {row_bytes / 8u, rows, mats};
+  const cuuint64_t strides[2] = {row_bytes, uint64_t(row_bytes) * rows};  // bytes between rows, between mats
+  const cuuint32_t box[3] = {row_bytes / 8u, 1, box_mats};
+  const cuuint32_t elem_strides[3] = {1, 1, 1};
+  const CUresult r = encode_fn()(&map, CU_TENSOR_MAP_DATA_TYPE_UINT64, 3, const_cast<void*>(base), dims, strides,
+                                 box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE,
+                                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  MXS_CHECK(r == CUDA_SUCCESS, strfmt("%s: cuTensorMapEncodeTiled failed (error %d) for [%llu][%llu][%u bytes] at %p, "
+                                      "box of %u",
+                                      what, int(r), (unsigned long long)mats, (unsigned long long)rows, row_bytes,
+                                      base, box_mats));
+  return map;
+}
+
 }  // namespace mxs::cuda

@@ -136,11 +136,12 @@ struct Packed {
 struct Case {
   int H, I, E, P, n_tile, scale_lo, scale_hi;
   std::vector<int> counts = {};  // pairs per expert (sum P), else skewed random routing
+  int producer = 0;              // MoeGemmParams::producer (0 = chosen, 1 = copy engine, 2 = cp.async)
 };
 
 void report(const char* what, const Case& c, const ErrorStats& e) {
-  std::printf("  %-8s H=%d I=%d E=%d P=%d n_tile=%d: rel L2 %.2e, max abs %.3g, %zu of %zu differ\n", what, c.H, c.I,
-              c.E, c.P, c.n_tile, e.rel_l2, e.max_abs, e.n_diff, e.n);
+  std::printf("  %-8s H=%d I=%d E=%d P=%d n_tile=%d producer=%d: rel L2 %.2e, max abs %.3g, %zu of %zu differ\n", what,
+              c.H, c.I, c.E, c.P, c.n_tile, c.producer, e.rel_l2, e.max_abs, e.n_diff, e.n);
 }
 
 // Both GEMMs for one case on shared weights; returns nothing, EXPECTs inside.
@@ -165,7 +166,7 @@ void run_case(const Case& c, const Experts& gu, const Experts& dn, const Packed&
   p.topk_w = d_w.p;
   p.xn = d_xn.p;
   p.n_pairs = c.P, p.hidden = c.H, p.intermediate = c.I, p.n_experts = c.E, p.top_k = top_k;
-  p.n_tile = c.n_tile;
+  p.n_tile = c.n_tile, p.producer = c.producer;
 
   // gate_up: act[s] (sorted order) from xn[pair / top_k] (gathered into yw first: its scratch).
   d_act.poison();
@@ -305,9 +306,13 @@ TEST(MoeGemm, SmallShapesSkewedRouting) {
 
 TEST(MoeGemm, OddShapeEveryTokenTile) {
   // gate_up 384 x 128, down 128 x 192 (three k-tiles): ragged tiles of each capacity, 5 experts.
+  // The 128 / 192 tiles with each producer (copy engine, cp.async); P = 1500 puts gate_up's 192 tile on the copy
+  // engine by default (mean 300 pairs per expert > 288).
   std::vector<Case> cases;
   for (int nt : {32, 48, 64, 128, 192})
-    for (int P : {7, 300, 1031}) cases.push_back({128, 192, 5, P, nt, 118, 126});
+    for (int P : {7, 300, 1031, 1500})
+      for (int producer : {0, 1, 2})
+        if (producer == 0 || nt >= 128) cases.push_back({128, 192, 5, P, nt, 118, 126, {}, producer});
   run_shape(128, 192, 5, cases, 2, 118, 126);
 }
 
@@ -316,7 +321,8 @@ TEST(MoeGemm, PartialMTilesOfThreeWarpgroups) {
   // groups of 64 rows = 3 + 3 + 3 + 1 (two idle warpgroups in the last m tile), down 256 x 320 is 3 + 1.
   std::vector<Case> cases;
   for (int nt : {128, 192})
-    for (int P : {5, 450}) cases.push_back({256, 320, 3, P, nt, 118, 126});
+    for (int P : {5, 450})
+      for (int producer : {1, 2}) cases.push_back({256, 320, 3, P, nt, 118, 126, {}, producer});
   run_shape(256, 320, 3, cases, 5, 118, 126);
 }
 
@@ -327,12 +333,17 @@ TEST(MoeGemm, TileBoundariesOfEveryCapacity) {
   int P = 0;
   for (int c : counts) P += c;
   std::vector<Case> cases;
-  for (int nt : {32, 48, 64, 128, 192}) cases.push_back({128, 192, int(counts.size()), P, nt, 118, 126, counts});
+  for (int nt : {32, 48, 64, 128, 192})
+    for (int producer : {1, 2})
+      if (producer == 1 || nt >= 128) cases.push_back({128, 192, int(counts.size()), P, nt, 118, 126, counts, producer});
   run_shape(128, 192, int(counts.size()), cases, 6, 118, 126);
 }
 
 TEST(MoeGemm, LargeScalesTakeTheSecondFactor) {
-  std::vector<Case> cases = {{64, 128, 4, 33, 0, 110, 140}, {64, 128, 4, 600, 192, 110, 140}};
+  std::vector<Case> cases = {{64, 128, 4, 33, 0, 110, 140},
+                             {64, 128, 4, 600, 192, 110, 140, {}, 1},
+                             {64, 128, 4, 600, 192, 110, 140, {}, 2},
+                             {64, 128, 4, 600, 128, 110, 140, {}, 2}};
   run_shape(64, 128, 4, cases, 3, 110, 140);
 }
 

@@ -5,13 +5,18 @@
 // gives registers to the consumers with setmaxnreg); K in tiles of 64. The producers fill an S-deep ring of
 // stages (per k-tile: WGS x 2 KB of packed nibbles, WGS x 128 B of scale words, and the N token rows in the
 // 128-byte swizzle the wgmma B descriptor expects), completing on full[slot]:
-//   N_MAX 128, gate_up's 192: the producer warpgroup's 16-byte cp.async (gate_up gathers rows of xn straight
-//     from the token matrix) and cp.async.mbarrier.arrive;
-//   N_MAX <= 64 and down's 192 (uses_tma): lane 0 of the producer warp with the copy engine: one 2-D TMA box
-//     per 32 token rows of the sorted rows (gate_up first gathers xn[pair / top_k] into yw, free until down
-//     writes it) and one bulk copy per warpgroup of nibbles and of scale words, all on full[slot] with their
-//     byte count. One warp's cp.async (24 per lane and k-tile) bounded the small tiles: TMA made them 1.4x
-//     faster (H100, session 9).
+//   copy engine (every tile but gate_up's 192 at a mean of <= 288 pairs per expert; copy_engine() below): lane 0
+//     of the producer warp issues, per k-tile, one 2-D TMA box per 32 (64 for 128 / 192 tiles) token rows of
+//     the sorted rows (gate_up first gathers xn[pair / top_k] into yw, free until down writes it), one 3-D box of
+//     the tile's WGS x 2 KB of nibbles and one of its WGS x 128 B of scale words (make_tensor_map_bytes_3d), all
+//     on full[slot] with their byte count. One warp's cp.async (24 per lane and k-tile) bounded the small tiles:
+//     TMA made them 1.4x faster (H100, session 9). Each copy instruction costs the producer ~15 instructions
+//     (the compiler's one-lane issue loop and uniform-register moves): with a 32-row box and a bulk copy per
+//     warpgroup (12 per k-tile) down's 192 tile was producer-bound (ncu, P = 16384: the producer warp never
+//     waited on empty, consumers waited on full 38% of their samples); 3-D boxes (4-5 per k-tile) made the copy
+//     engine the faster producer for the 128 tiles too (session 17, docs/KERNELS-moe-gemm.md);
+//   cp.async (gate_up's 192 tiles at a mean of <= 288): the producer warpgroup's 16-byte cp.async (gathering rows
+//     of xn straight from the token matrix) and cp.async.mbarrier.arrive.
 // Each consumer thread reads its 16 B back, decodes 32 e2m1 codes with shifts and masks into 16 bf16x2 registers,
 // scales them exactly by 2^(scale - 1) (one fma.rn.bf16x2 each; the decode leaves a 2^-126 factor), and its
 // warpgroup issues 4 wgmma.m64nNk16 (A = registers, B = shared-memory descriptor). A registers come in NA sets used
@@ -49,9 +54,7 @@ namespace mxs::cuda {
 namespace {
 
 enum class Which { kGateUp, kDown };
-constexpr bool uses_tma(Which w, int n_max) { return n_max <= 64 || (n_max == 192 && w == Which::kDown); }
 constexpr int kMaxExperts = 128;
-constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer)
 // Shared memory: a ring of S stages, each a B tile [N_MAX rows][128 B] (128-byte swizzle, 1024-aligned: the
 // swizzle repeats every 1024 B) in the B ring, and the A bytes [WGS wg][128 thr][16 B] + scale words
 // [WGS wg][32][4 B] in the A ring after it. WGS = consumer warpgroups of the CTA (64 weight rows each, all on
@@ -68,15 +71,14 @@ constexpr int kTmaBoxRows = 32;  // token rows per TMA box (copy-engine producer
 //                   consumers (152: 96 accumulators + 2 x 16 A registers): 3 x 128 x 152 + 128 x 56 = 65536.
 // (N_MAX = 256 with 2 warpgroups of 208 registers was built and measured slower than 192 at every size: 8
 // consumer warps per SM hide the dequantization latency worse than 12; see docs/KERNELS-moe-gemm.md.)
-// TMA: the copy-engine producer (above): the 32 / 64-token tiles, and down's 192-token tiles, which also take
-// one MMA width for every tile (single-width k-loop: its commit stays in the loop, so the wgmma of k-tile j
-// overlap the dequantization of j + 1, and 160 consumer registers keep ptxas from serializing them; H100, same
-// call: down P = 16384 0.501 -> 0.435 ms, 32768 0.936 -> 0.881). gate_up's 192 tiles keep the cp.async
-// gather: the sorted copy of its rows costs it ~70 us at P = 16384 and took the gain.
+// TMA = the copy-engine producer (above). Its 192-token tiles take one MMA width for every tile (single-width
+// k-loop: its commit stays in the loop, so the wgmma of k-tile j overlap the dequantization of j + 1, and 160
+// consumer registers keep ptxas from serializing them; H100, same call: down P = 16384 0.501 -> 0.435 ms, 32768
+// 0.936 -> 0.881); a ragged last tile then pays the full width, which is why gate_up's 192 tiles of the (112,
+// 224] band stay on cp.async (their multi-width k-loop; P = 4096 0.297-0.301 vs 0.307-0.313 ms).
 template <int N_MAX, bool TMA>
 struct Cfg {
   static_assert(N_MAX == 32 || N_MAX == 48 || N_MAX == 64 || N_MAX == 128 || N_MAX == 192, "token tile");
-  static_assert(!TMA || N_MAX != 128, "no copy-engine config for 128-token tiles");
   static constexpr int kWgs = N_MAX >= 128 ? 3 : 2;
   static constexpr int kConsumers = 128 * kWgs;
   // Producer threads: one warp for the small tiles; a warpgroup above (one warp cannot issue N_MAX x 8 row
@@ -99,7 +101,10 @@ struct Cfg {
   static_assert(!kSetMaxNreg || kConsumers * kConsumerRegs + 128 * kProducerRegs <= kThreadsAll * kLaunchRegs,
                 "register pool");
   static constexpr int kRowsPerProducer = N_MAX * 8 / kProducerThreads;  // B chunks (rows) per producer thread
-  static constexpr int kBBytes = (N_MAX + 31) / 32 * 32 * 128;  // whole TMA boxes of 32 rows (48 -> 64 rows)
+  // Token rows per B box of the copy-engine producer: 32 for the small tiles (a ragged tile loads what it needs),
+  // 64 for down's 192 (3 boxes instead of 6: the producer's instructions per k-tile bounded that tile).
+  static constexpr int kTmaBoxRows = N_MAX <= 64 ? 32 : 64;
+  static constexpr int kBBytes = (N_MAX + kTmaBoxRows - 1) / kTmaBoxRows * kTmaBoxRows * 128;  // whole boxes (48: 64)
   static constexpr int kABytes = kWgs * 2048;           // A bytes of a stage; scale words follow
   static constexpr int kASBytes = kABytes + kWgs * 128;  // A + scales of a stage
   // Dynamic scheduler: tile ids published by producer thread 0, one mbarrier each. The producers run at most
@@ -119,9 +124,6 @@ struct Cfg {
   static_assert(kSmem <= 232448 && kCtasPerSm * (kSmem + 1024) <= 233472, "shared memory");
   static_assert(kStages + 2 <= kTileRing && kStages <= 10, "tile ring / barrier space");
 };
-
-template <Which W, int N_MAX>
-using CfgOf = Cfg<N_MAX, uses_tma(W, N_MAX)>;
 
 // ---- PTX wrappers ----
 // 16-byte async copy global -> shared (L2 only).
@@ -240,10 +242,11 @@ __device__ __forceinline__ void epilogue(const MoeGemmParams& p, const TileInfo&
 }
 
 // BIG: the layer has scale bytes > 128 (MoeGemmWeights::big_scales; moe_pack_dequant.cuh).
-template <Which W, int N_MAX, bool BIG>
-__global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>::kCtasPerSm)
-    moe_gemm_mxfp4_kernel(const MoeGemmParams p, const __grid_constant__ CUtensorMap b_map) {
-  using C = CfgOf<W, N_MAX>;
+template <Which W, int N_MAX, bool BIG, bool TMA>
+__global__ void __launch_bounds__(Cfg<N_MAX, TMA>::kThreadsAll, Cfg<N_MAX, TMA>::kCtasPerSm)
+    moe_gemm_mxfp4_kernel(const MoeGemmParams p, const __grid_constant__ CUtensorMap b_map,
+                          const __grid_constant__ CUtensorMap a_map, const __grid_constant__ CUtensorMap s_map) {
+  using C = Cfg<N_MAX, TMA>;
   constexpr int S = C::kStages, WGS = C::kWgs, NC = C::kConsumers;
   constexpr bool kGU = W == Which::kGateUp;
   extern __shared__ uint8_t s_raw[];
@@ -353,34 +356,31 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
       // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
       // nibbles and 128 B of scale words (bulk copies). The whole warp runs the loop (tile ids come by shuffle).
       const int lane = tid & 31;
-      const uint8_t* wblocks = kGU ? p.w.gate_up_blocks : p.w.down_blocks;
-      const uint8_t* wscales = kGU ? p.w.gate_up_scales : p.w.down_scales;
+      constexpr int BR = C::kTmaBoxRows;
       uint8_t* s_b = smem;
-      if (lane == 0) asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(&b_map)) : "memory");
+      if (lane == 0)
+        for (const CUtensorMap* m : {&b_map, &a_map, &s_map})
+          asm volatile("prefetch.tensormap [%0];\n" ::"l"(reinterpret_cast<uint64_t>(m)) : "memory");
       int slot = 0, round = 0;
       for (int i = 0;; ++i) {
         const int tile = producer_tile(i);
         if (tile < 0) break;
         const TileInfo t = tile_info(tile);
-        const int n_ok = min(WGS, MT64 - t.mt * WGS);  // warpgroups of the tile inside M
-        const int nb = (t.n_valid + kTmaBoxRows - 1) / kTmaBoxRows;
-        const uint32_t bytes = uint32_t(nb * kTmaBoxRows * 128 + n_ok * (2048 + 128));
-        const size_t grp = size_t(t.e) * MT64 + size_t(t.mt) * WGS;  // weight-row group of warpgroup 0
-        const uint8_t* a_src = wblocks + grp * KT * 2048;
-        const uint8_t* s_src = wscales + grp * KT * 128;
+        const int nb = (t.n_valid + BR - 1) / BR;
+        // Whole boxes always: the A / scale box spans WGS groups even where the last m tile has fewer inside M
+        // (the next expert's groups, or zeros past the last: their warpgroups idle).
+        const uint32_t bytes = uint32_t(nb * BR * 128 + C::kASBytes);
+        const int grp = t.e * MT64 + t.mt * WGS;  // weight-row group of warpgroup 0
 #pragma unroll 1
         for (int kt = 0; kt < KT; ++kt) {
           mbarrier_wait(&s_empty[slot], (round & 1) ^ 1);  // the consumers released the slot's previous round
           if (lane == 0) {
             mbarrier_arrive_expect_tx(&s_full[slot], bytes);
             uint8_t* sb = s_b + slot * C::kBBytes;
-            for (int j = 0; j < nb; ++j)
-              tma_load_2d(sb + j * kTmaBoxRows * 128, &b_map, kt * 64, t.row0 + j * kTmaBoxRows, &s_full[slot]);
+            for (int j = 0; j < nb; ++j) tma_load_2d(sb + j * BR * 128, &b_map, kt * 64, t.row0 + j * BR, &s_full[slot]);
             uint8_t* sa = s_a + slot * C::kASBytes;
-            for (int w = 0; w < n_ok; ++w) {
-              bulk_copy_g2s(sa + w * 2048, a_src + (size_t(w) * KT + kt) * 2048, 2048, &s_full[slot]);
-              bulk_copy_g2s(sa + C::kABytes + w * 128, s_src + (size_t(w) * KT + kt) * 128, 128, &s_full[slot]);
-            }
+            tma_load_3d(sa, &a_map, 0, kt, grp, &s_full[slot]);                // WGS x 2 KB of nibbles
+            tma_load_3d(sa + C::kABytes, &s_map, 0, kt, grp, &s_full[slot]);  // WGS x 128 B of scale words
           }
           __syncwarp();
           if (++slot == S) slot = 0, ++round;
@@ -546,21 +546,21 @@ __global__ void __launch_bounds__(CfgOf<W, N_MAX>::kThreadsAll, CfgOf<W, N_MAX>:
 }
 
 // gate_up's B rows in sorted order: xs[s] = xn[pair_list[s] / top_k] (row_vecs 16-byte vectors per row), so
-// that the GEMM's TMA boxes read contiguous rows.
+// that the GEMM's TMA boxes read contiguous rows. One row per CTA iteration (no per-element division).
 __global__ void __launch_bounds__(256) moe_gather_rows_kernel(const uint4* __restrict__ xn,
                                                               const int32_t* __restrict__ pair_list, int top_k,
                                                               uint4* __restrict__ xs, int n_rows, int row_vecs) {
-  const long total = long(n_rows) * row_vecs, stride = long(gridDim.x) * blockDim.x;
-  for (long i = long(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int s = int(i / row_vecs), c = int(i - long(s) * row_vecs);
-    xs[i] = xn[long(pair_list[s] / top_k) * row_vecs + c];
+  for (int s = blockIdx.x; s < n_rows; s += gridDim.x) {
+    const uint4* src = xn + size_t(pair_list[s] / top_k) * row_vecs;
+    uint4* dst = xs + size_t(s) * row_vecs;
+    for (int c = threadIdx.x; c < row_vecs; c += blockDim.x) dst[c] = src[c];
   }
 }
 
-template <Which W, int N_MAX, bool BIG>
+template <Which W, int N_MAX, bool BIG, bool TMA>
 void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
-  using C = CfgOf<W, N_MAX>;
-  static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX, BIG>, C::kSmem), true);
+  using C = Cfg<N_MAX, TMA>;
+  static const bool smem_ok = (allow_smem(moe_gemm_mxfp4_kernel<W, N_MAX, BIG, TMA>, C::kSmem), true);
   (void)smem_ok;
   static const int n_sm = current_device_sms();
   const int M = W == Which::kGateUp ? 2 * p.intermediate : p.hidden;
@@ -570,28 +570,54 @@ void launch_scales(const MoeGemmParams& p, cudaStream_t stream) {
   MoeGemmParams q = p;
   if (force_static) q.sched = nullptr;
   const bool gu = W == Which::kGateUp;
-  CUtensorMap b_map{};
+  CUtensorMap b_map{}, a_map{}, s_map{};
   if constexpr (C::kTma) {
     if (gu) {  // B rows in sorted order: xn[pair / top_k] -> yw
       const int row_vecs = p.hidden / 8;
-      const long total = long(p.n_pairs) * row_vecs;
-      const int g = int(std::min<long>((total + 255) / 256, long(n_sm) * 8));
+      const int g = std::min(p.n_pairs, n_sm * 8);
       moe_gather_rows_kernel<<<g, 256, 0, stream>>>(static_cast<const uint4*>(p.xn), p.index.pair_list, p.top_k,
                                                     static_cast<uint4*>(p.yw), p.n_pairs, row_vecs);
       CUDA_CHECK_LAUNCH();
     }
-    b_map = make_tensor_map_bf16_2d(gu ? p.yw : p.act, uint64_t(p.n_pairs),
-                                    uint64_t(gu ? p.hidden : p.intermediate), kTmaBoxRows, 64,
-                                    gu ? "moe_gemm_mxfp4_gate_up" : "moe_gemm_mxfp4_down");
+    const char* name = gu ? "moe_gemm_mxfp4_gate_up" : "moe_gemm_mxfp4_down";
+    const int K = gu ? p.hidden : p.intermediate;
+    b_map = make_tensor_map_bf16_2d(gu ? p.yw : p.act, uint64_t(p.n_pairs), uint64_t(K), C::kTmaBoxRows, 64, name);
+    // Packed weights (moe_gemm_pack.h) as [groups][k-tiles][2048 B] and scale words as [groups][k-tiles][128 B]:
+    // one box per k-tile covers the tile's WGS consecutive 64-row groups.
+    const uint64_t groups = uint64_t(p.n_experts) * uint64_t(M / 64);
+    a_map = make_tensor_map_bytes_3d(gu ? p.w.gate_up_blocks : p.w.down_blocks, groups, uint64_t(K / 64), 2048,
+                                     C::kWgs, name);
+    s_map = make_tensor_map_bytes_3d(gu ? p.w.gate_up_scales : p.w.down_scales, groups, uint64_t(K / 64), 128,
+                                     C::kWgs, name);
   }
-  moe_gemm_mxfp4_kernel<W, N_MAX, BIG><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q, b_map);
+  moe_gemm_mxfp4_kernel<W, N_MAX, BIG, TMA><<<grid, C::kThreadsAll, C::kSmem, stream>>>(q, b_map, a_map, s_map);
   CUDA_CHECK_LAUNCH();
+}
+
+// The producer of a 128 / 192 tile (the smaller ones have only the copy engine; down's 192 only it too):
+// MoeGemmParams::producer, else the copy engine except for gate_up's 192 tiles at a mean of <= 288 pairs per
+// expert (moe_gemm_pick_n_tile's (112, 224] band), where the cp.async gather beat the sorted copy and one MMA
+// width (H100: P = 4096 0.297-0.301 vs 0.307-0.313 ms; at P = 16384 0.915-0.930 vs 0.962-0.965).
+// MXS_GEMM_CP_ASYNC=1 makes 2 (cp.async) the default: the choice before session 17, for A/Bs.
+template <Which W, int N_MAX>
+bool copy_engine(const MoeGemmParams& p) {
+  if constexpr (N_MAX <= 64 || (W == Which::kDown && N_MAX == 192)) return true;
+  static const int env_default = std::getenv("MXS_GEMM_CP_ASYNC") != nullptr ? 2 : 0;
+  const int producer = p.producer ? p.producer : env_default;
+  if (producer) return producer == 1;
+  return W == Which::kDown || N_MAX == 128 || (p.n_pairs + p.n_experts - 1) / p.n_experts > 288;
 }
 
 template <Which W, int N_MAX>
 void launch(const MoeGemmParams& p, cudaStream_t stream) {
-  if (p.w.big_scales) return launch_scales<W, N_MAX, true>(p, stream);
-  launch_scales<W, N_MAX, false>(p, stream);
+  if (copy_engine<W, N_MAX>(p)) {
+    if (p.w.big_scales) return launch_scales<W, N_MAX, true, true>(p, stream);
+    return launch_scales<W, N_MAX, false, true>(p, stream);
+  }
+  if constexpr (N_MAX >= 128 && !(W == Which::kDown && N_MAX == 192)) {  // cp.async configurations
+    if (p.w.big_scales) return launch_scales<W, N_MAX, true, false>(p, stream);
+    launch_scales<W, N_MAX, false, false>(p, stream);
+  }
 }
 
 // K = input features, M = output rows of the GEMM named `name`.
@@ -604,6 +630,8 @@ void check(const MoeGemmParams& p, int K, int M, const char* name) {
   MXS_CHECK(p.n_tile == 0 || p.n_tile == 32 || p.n_tile == 48 || p.n_tile == 64 || p.n_tile == 128 ||
                 p.n_tile == 192,
             strfmt("%s: n_tile %d not supported (0 = auto, 32, 48, 64, 128, 192)", name, p.n_tile));
+  MXS_CHECK(p.producer >= 0 && p.producer <= 2, strfmt("%s: producer %d (0 = auto, 1 = copy engine, 2 = cp.async)",
+                                                       name, p.producer));
 }
 
 template <Which W>

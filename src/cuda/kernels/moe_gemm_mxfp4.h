@@ -49,6 +49,8 @@ struct MoeGemmParams {
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f;
   int n_tile = 0;                 // tokens per tile: 0 = chosen from n_pairs / n_experts; else 32, 48, 64,
                                   // 128 or 192 (tests force each)
+  int producer = 0;               // loads of the 128 / 192 tiles: 0 = chosen, 1 = copy engine (TMA), 2 = cp.async
+                                  // (gate_up's 192 and the 128 tiles; tests force each; see moe_gemm_mxfp4.cu)
   // [2] workspace, zero before the first launch (each launch leaves it zero; launches using it must not
   // overlap): set = dynamic tile scheduler (a CTA's next tile from a global counter), nullptr = static
   // round-robin (CTA b takes tiles b, b + grid, ...). Results are bit-identical either way.

@@ -102,7 +102,7 @@ struct Cfg {
                 "register pool");
   static constexpr int kRowsPerProducer = N_MAX * 8 / kProducerThreads;  // B chunks (rows) per producer thread
   // Token rows per B box of the copy-engine producer: 32 for the small tiles (a ragged tile loads what it needs),
-  // 64 for down's 192 (3 boxes instead of 6: the producer's instructions per k-tile bounded that tile).
+  // 64 for the 128 / 192 tiles (fewer copies: the producer's instructions per k-tile bounded down's 192 tile).
   static constexpr int kTmaBoxRows = N_MAX <= 64 ? 32 : 64;
   static constexpr int kBBytes = (N_MAX + kTmaBoxRows - 1) / kTmaBoxRows * kTmaBoxRows * 128;  // whole boxes (48: 64)
   static constexpr int kABytes = kWgs * 2048;           // A bytes of a stage; scale words follow
@@ -351,10 +351,10 @@ __global__ void __launch_bounds__(Cfg<N_MAX, TMA>::kThreadsAll, Cfg<N_MAX, TMA>:
     if constexpr (C::kTma) {
       if (tid - NC >= 32) return;  // producer warps 1-3 of a warpgroup (their registers went to the pool above)
       // ---- copy-engine producer: k-tile kt of the i-th tile into ring slot L % S ----
-      // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + 32 nb)
+      // Lane 0 announces the stage's bytes on full[slot] and issues its copies: the B rows [row0, row0 + BR nb)
       // of the sorted matrix as nb TMA boxes (rows past the tile's tokens belong to the next expert or are zeros
-      // past n_pairs: they only feed D columns that are not stored), and per warpgroup inside M its 2 KB of
-      // nibbles and 128 B of scale words (bulk copies). The whole warp runs the loop (tile ids come by shuffle).
+      // past n_pairs: they only feed D columns that are not stored), and one 3-D box each of the WGS groups'
+      // 2 KB of nibbles and 128 B of scale words. The whole warp runs the loop (tile ids come by shuffle).
       const int lane = tid & 31;
       constexpr int BR = C::kTmaBoxRows;
       uint8_t* s_b = smem;

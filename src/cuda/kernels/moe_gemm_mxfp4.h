@@ -11,8 +11,9 @@
 //       (the restore to pair order is this scatter; moe_combine then sums a token's pairs).
 // Shapes: K = input features and M = output rows multiples of 64 (the pack also needs K <= 2880), n_experts
 // <= 128; no workspace beyond yw, no host synchronization (graph-capturable: the TMA map of B is a kernel
-// parameter encoded at launch). Kernel symbols for ncu: moe_gemm_mxfp4_kernel (gate_up with 32 / 64-token tiles
-// runs moe_gather_rows_kernel first).
+// parameter encoded at launch). Kernel symbols for ncu: moe_gemm_mxfp4_kernel (gate_up on the copy-engine
+// producer, i.e. every tile but the 192 tiles at a mean of <= 288 pairs per expert, runs moe_gather_rows_kernel
+// first).
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -17,6 +17,7 @@
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_prefill.h"
 #include "cuda/kernels/dense_gemm.h"
+#include "cuda/kernels/gemv_bf12.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 #include "cuda/kernels/moe_gemm_pack.h"
@@ -168,6 +169,11 @@ struct CudaRunner::Impl {
   }
 
   void init();
+  // bf12 copies of the dense weights (CudaRunnerOptions::bf12_dense; MXS_BF12=0 turns them off).
+  void pack_bf12() {
+    const char* env = std::getenv("MXS_BF12");
+    if (opt.bf12_dense && !(env != nullptr && std::string(env) == "0")) pack_dense_bf12(&w);
+  }
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run the decode
   // attention (attention_decode_mma, or attention_decode's exact path <= 256 keys); the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
   struct PrefillPlan {
@@ -604,6 +610,16 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     timed("lm_argmax", [&] { row_argmax_bf16(logits, lm_argmax, n_lm_rows, c.vocab_size, stream); });
     return;
   }
+  if (w.lm_head_bf12.bytes != nullptr) {
+    timed("lm_head", [&] {
+      GemvBf12Params p;
+      p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head_bf12, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
+      p.n_out = c.vocab_size, p.row_argmax = lm_argmax;
+      CUDA_CHECK(cudaMemsetAsync(lm_argmax, 0, size_t(n_lm_rows) * 8, stream));
+      gemv_bf12_lm_head(p, stream);
+    });
+    return;
+  }
   timed("lm_head", [&] {
     GemvBf16Params p;
     p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
@@ -974,6 +990,7 @@ CudaRunner::CudaRunner(const ModelWeights& weights, const CudaRunnerOptions& opt
     : impl_(std::make_unique<Impl>(options)) {
   CUDA_CHECK(cudaSetDevice(options.device));
   impl_->w = upload_weights(weights, options.progress);
+  impl_->pack_bf12();
   impl_->init();
 }
 
@@ -981,6 +998,7 @@ CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunne
     : impl_(std::make_unique<Impl>(options)) {
   CUDA_CHECK(cudaSetDevice(options.device));
   impl_->w = random_weights(config, seed);
+  impl_->pack_bf12();
   impl_->init();
 }
 

@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include "cuda/device_arena.h"
+#include "cuda/kernels/bf12_weights.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -28,6 +29,7 @@ struct DeviceLayerWeights {
   const void* router_w = nullptr;    // [E, H] bf16
   const void* router_b = nullptr;    // [E] bf16
   MoeGemmWeights experts;            // packed (moe_gemm_pack.h); biases as stored
+  Bf12Weights w_qkv_bf12, w_o_bf12;  // lossless 12-bit copies (pack_dense_bf12; bytes == nullptr: none)
 };
 
 struct DeviceWeights {
@@ -40,6 +42,11 @@ struct DeviceWeights {
   float mscale = 1.0f;               // YaRN attention factor, folded into cos/sin
   std::vector<DeviceLayerWeights> layers;
   double upload_seconds = 0.0;
+  // bf12 copies of the dense weights (common/bf12.h) for the bandwidth-bound batch-1..7 GEMVs, in their own
+  // arena: the bf16 originals stay for the GEMMs of larger batches and prefill.
+  DeviceArena bf12_arena;
+  Bf12Weights lm_head_bf12;          // bytes == nullptr: not packed
+  size_t bf12_weights = 0, bf12_exceptions = 0;
 };
 
 // Bytes of the weights arena for `config`.
@@ -52,6 +59,10 @@ DeviceWeights upload_weights(const ModelWeights& w, bool progress);
 // Random weights with the magnitudes of a trained checkpoint (bf16 ~U(-0.03, 0.03), norms 1, MXFP4 scales
 // around 2^-6), generated on the device: for benchmarks without a checkpoint. Routing is ~uniform.
 DeviceWeights random_weights(const ModelConfig& config, uint64_t seed);
+
+// Packs bf12 copies of the LM head and of every layer's q/k/v and o_proj weights into dw->bf12_arena (sized
+// exactly after an exception-counting pass) and logs the exception rate.
+void pack_dense_bf12(DeviceWeights* dw);
 
 // YaRN inverse frequencies (spec §3.3, truncate = false) and the attention factor, fp32.
 void yarn_tables(const ModelConfig& config, std::vector<float>* inv_freq, float* mscale);

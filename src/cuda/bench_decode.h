@@ -44,7 +44,8 @@ struct BenchDecodeResult {
 
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);
 
-// Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`).
-double decode_step_bytes(const ModelConfig& c, int batch, int context);
+// Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`), with the
+// dense weights' bf12 copies where the runner reads them (bf12) or all in bf16.
+double decode_step_bytes(const ModelConfig& c, int batch, int context, bool bf12 = false);
 
 }  // namespace mxs::cuda

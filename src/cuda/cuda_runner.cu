@@ -467,7 +467,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     const TokenMeta& meta = c.is_sliding(l) ? meta_sliding : meta_full;
     const bool dense = n_tokens >= kDenseGemmMinRows;
     QkvRopeParams qp;
-    qp.xn = xn, qp.w_qkv = lw.w_qkv, qp.b_qkv = lw.b_qkv, qp.inv_freq = w.inv_freq, qp.mscale = w.mscale;
+    qp.xn = xn, qp.w_qkv = lw.w_qkv, qp.w_qkv_bf12 = lw.w_qkv_bf12, qp.b_qkv = lw.b_qkv, qp.inv_freq = w.inv_freq, qp.mscale = w.mscale;
     qp.q_out = q, qp.kv = kv, qp.meta = meta;
     qp.n_tokens = n_tokens, qp.hidden = H, qp.n_heads = c.num_heads, qp.n_kv_heads = c.num_kv_heads;
     if (fuse_combine && l > 0) {  // layer l - 1's routing and expert outputs are still in topk_idx / yw
@@ -547,7 +547,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       const bool fuse_norm = n_tokens <= fused_norm_max && !router_norm, norm_kernel = !router_norm && !fuse_norm;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
-        p.a = attn, p.w = lw.w_o, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
+        p.a = attn, p.w = lw.w_o, p.w_bf12 = lw.w_o_bf12, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
         if (fuse_norm) p.norm_weight = lw.post_norm, p.norm_out = xn, p.done_counter = oproj_counter;
         p.eps = c.rms_norm_eps;
         gemv_bf16_residual(p, stream);
@@ -1005,6 +1005,7 @@ CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunne
 CudaRunner::~CudaRunner() = default;
 
 const ModelConfig& CudaRunner::config() const { return impl_->cfg(); }
+bool CudaRunner::bf12_dense() const { return impl_->w.lm_head_bf12.bytes != nullptr; }
 KvCacheLayout CudaRunner::kv_layout() const {
   KvCacheLayout k;
   k.block_size = impl_->opt.block_size;

@@ -82,6 +82,7 @@ class CudaRunner : public ModelRunner {
   double weights_upload_seconds() const;
   size_t weights_bytes() const;
   void enable_kernel_timing(bool on);  // disables graphs while on
+  bool bf12_dense() const;             // whether the dense weights have bf12 copies (CudaRunnerOptions::bf12_dense)
   KernelTimes kernel_times() const;
   void set_use_graphs(bool on);
   int graphs_captured() const;

@@ -17,6 +17,7 @@
 #include "cuda/kernels/qkv_rope.h"
 #include "cuda/kernels/rmsnorm.h"
 #include "cuda/kernels/skinny_gemm.h"
+#include "bf12_test_util.h"
 #include "gpu_test_util.h"
 #include "model/config.h"
 
@@ -211,7 +212,8 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
     cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
     const int rows = c.qkv_dim();
     const float ws = 1.0f / std::sqrt(float(H));
-    const auto w = random_bf16(size_t(rows) * H, rng, -ws, ws);
+    // (zeros and tiny values in a third of the rows: the bf12 run below corrects their exceptions)
+    const auto w = packable_matrix(rows, H, rng, ws, /*huge_rows=*/false);
     const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
     cpu::YarnRope rope(c);
     std::vector<float> inv_freq(rope.inv_freq());
@@ -242,6 +244,35 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
       if (!std::isnan(kv1[i])) a1.push_back(kv1[i]), a2.push_back(kv2[i]);
     ASSERT_EQ(a1.size(), size_t(n) * 2 * NKV * D);
     expect_close(a2, a1, kTol, "k/v cache (fused prologue vs reference norm)");
+    if (n == 1) {
+      // One token on the bf12 copy of W (gemv_warp_kernel with Bf12Format): the same q / k / v within the bf16
+      // tolerance, and bit for bit on the pairs whose two rows have no exception.
+      const DevicePacked packed = pack_on_device(dw.p, rows, H);
+      ASSERT_GT(packed.n_exc, 0u);
+      DevBuf<bf16> dq3(size_t(n) * NH * D), dkv3(size_t(nblk) * 2 * NKV * bs * D), dxout3(x_mid.size());
+      dq3.poison(), dkv3.poison();
+      QkvRopeParams f12 = fused;
+      f12.q_out = dq3.p, f12.kv = {dkv3.p, bs, NKV}, f12.x_out = dxout3.p, f12.w_qkv_bf12 = packed.w;
+      qkv_rope(f12, nullptr);
+      const auto q2 = dq2.download(), q3 = dq3.download();
+      expect_close(to_f32(q3), to_f32(q2), kTol, "q (bf12 weights vs bf16)");
+      const Bf12Matrix m = pack_reference(w, rows, H);
+      int exact = 0;
+      for (int h = 0; h < NH; ++h)
+        for (int d = 0; d < D / 2; ++d) {
+          const int r0 = h * D + d, r1 = r0 + D / 2;
+          if (m.rows[size_t(r0)].exc0 != kBf12None || m.rows[size_t(r1)].exc0 != kBf12None) continue;
+          ++exact;
+          ASSERT_EQ(q3[size_t(r0)].bits, q2[size_t(r0)].bits) << "q row " << r0;
+          ASSERT_EQ(q3[size_t(r1)].bits, q2[size_t(r1)].bits) << "q row " << r1;
+        }
+      EXPECT_GT(exact, NH * D / 4);
+      const auto kv3 = to_f32(dkv3.download());
+      std::vector<float> a3;
+      for (size_t i = 0; i < kv1.size(); ++i)
+        if (!std::isnan(kv1[i])) a3.push_back(kv3[i]);
+      expect_close(a3, a2, kTol, "k/v cache (bf12 weights vs bf16)");
+    }
     fused.x_out = dxmid.p;  // aliasing the input is refused
     EXPECT_THROW(qkv_rope(fused, nullptr), Error);
   }

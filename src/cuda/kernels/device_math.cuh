@@ -2,6 +2,7 @@
 // round to nearest even), warp reductions, 16-byte vector loads, and the e2m1 byte -> bf16x2 table.
 #pragma once
 #include <cstdint>
+#include <utility>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -84,6 +85,16 @@ __device__ __forceinline__ float dot8(uint4 w, const float4& a, const float4& b,
   acc = fmaf(lo_f32(w.w), b.z, acc);
   acc = fmaf(hi_f32(w.w), b.w, acc);
   return acc;
+}
+
+// f(std::integral_constant<int, i>) for i = 0 .. N - 1: compile-time indices, e.g. for immediate load offsets.
+template <int N, typename F, int... I>
+__device__ __forceinline__ void unroll_for_impl(F&& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+template <int N, typename F>
+__device__ __forceinline__ void unroll_for(F&& f) {
+  unroll_for_impl<N>(f, std::make_integer_sequence<int, N>{});
 }
 
 // e8m0 scale byte -> 2^(s-127) as fp32 (s = 0 gives 0 instead of 2^-127: below any bf16 product we keep).

@@ -5,8 +5,6 @@
 // that finishes it, before the bf16 rounding: acc += (true - decoded) * x[col] (x from the staged row).
 #include "cuda/kernels/gemv_bf12.h"
 
-#include <utility>
-
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/bf12.cuh"
@@ -18,16 +16,6 @@ namespace {
 
 constexpr int kWarps = 8;
 constexpr int kRows = 2;  // rows per warp
-
-// f(std::integral_constant<int, i>) for i = 0 .. N - 1 (compile-time indices for immediate load offsets).
-template <int N, typename F, int... I>
-__device__ __forceinline__ void unroll_for_impl(F&& f, std::integer_sequence<int, I...>) {
-  (f(std::integral_constant<int, I>{}), ...);
-}
-template <int N, typename F>
-__device__ __forceinline__ void unroll_for(F&& f) {
-  unroll_for_impl<N>(f, std::make_integer_sequence<int, N>{});
-}
 
 template <int K, int MT>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf12_lm_head_kernel(GemvBf12Params p) {

@@ -105,9 +105,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
 template <int K>
 struct ResidualEpi {
   GemvBf16Params p;
-  __device__ const bf16_t* row(int g, int r) const {
-    return static_cast<const bf16_t*>(p.w) + size_t(min(2 * g + r, p.n_out - 1)) * K;
-  }
+  __device__ size_t row_index(int g, int r) const { return size_t(min(2 * g + r, p.n_out - 1)); }
   struct Pre {
     float bias[2], x[2];
   };
@@ -134,15 +132,25 @@ struct ResidualEpi {
   __device__ void after(int) const { post_norm_in_last_cta(p); }
 };
 
-template <int K>
-void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
+template <int K, typename W>
+void launch_stream_residual_w(const GemvBf16Params& p, const W& wf, cudaStream_t stream) {
   const int groups = (p.n_out + 1) / 2;
   const bf16_t* a = static_cast<const bf16_t*>(p.a);
   switch (p.n_rows) {
-    case 1: return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{a}, 1, groups, ResidualEpi<K>{p}, stream);
-    case 2: return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{a}, 2, groups, ResidualEpi<K>{p}, stream);
-    default: return launch_gemv_stream<K, 4, 2>(StreamRows<K, 4>{a}, p.n_rows, groups, ResidualEpi<K>{p}, stream);
+    case 1: return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{a}, 1, groups, ResidualEpi<K>{p}, wf, stream);
+    case 2: return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{a}, 2, groups, ResidualEpi<K>{p}, wf, stream);
+    default: return launch_gemv_stream<K, 4, 2>(StreamRows<K, 4>{a}, p.n_rows, groups, ResidualEpi<K>{p}, wf, stream);
   }
+}
+
+// The packed weights at one row (the activations staged for the exceptions take K * 4 bytes of shared memory per
+// row; the bandwidth-bound batch-1 step is where 25% fewer bytes pay most).
+template <int K>
+void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
+  if (p.w_bf12.bytes != nullptr && p.n_rows == 1)
+    return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{static_cast<const bf16_t*>(p.a)}, 1, (p.n_out + 1) / 2,
+                                       ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
+  launch_stream_residual_w<K>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 
 template <int K, int MT, Epilogue EPI>

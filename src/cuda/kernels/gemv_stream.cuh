@@ -8,6 +8,7 @@
 // is the same small piece of work. gemv_warp_kernel (below; q/k/v at one row): a warp per group.
 #pragma once
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/bf12.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
 
@@ -23,8 +24,62 @@ struct StreamShape {
   static constexpr int PER_LANE = (NV + 31) / 32;   // vectors per lane (lanes past NV hold zeros)
 };
 
+// Weight formats (W): how a lane loads vectors of 8 weights of a row and turns them into 8 bf16 (uint4, for dot8).
+//   Vec, Hdr                      what a lane holds per vector / per row of a group
+//   header(row)                   per-row data loaded with the weights
+//   load<N, NV>(row, elem0, lane, out)   vectors v = lane + 32 i (i < N, v < NV) at elements elem0 + 8 v
+//   decode(vec, hdr)              the 8 bf16 weights
+//   correct(hdr, dot, x_at)       the row's dot after its format's corrections (x_at(col): the activation at col)
+// Bf16Format: the weights as stored. Bf12Format: the lossless 12-bit copy (bf12.cuh), 25% fewer bytes; its
+// exceptions need the activations in shared memory (kCorrections).
+template <int K>
+struct Bf16Format {
+  const bf16_t* w;  // [N, K]
+  using Vec = uint4;
+  struct Hdr {};
+  static constexpr bool kCorrections = false;
+  __device__ Hdr header(size_t) const { return {}; }
+  template <int N, int NV>
+  __device__ void load(size_t row, int elem0, int lane, Vec (&out)[N]) const {
+    const bf16_t* p = w + row * K + elem0;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      const int v = lane + 32 * i;
+      out[i] = (NV % 32 == 0 || v < NV) ? ldg_stream(p + v * 8) : make_uint4(0, 0, 0, 0);
+    }
+  }
+  __device__ uint4 decode(const Vec& v, const Hdr&) const { return v; }
+  template <typename XAt>
+  __device__ float correct(const Hdr&, float dot, XAt) const { return dot; }
+};
+
+template <int K>
+struct Bf12Format {
+  Bf12Weights w;  // [N, K] packed
+  using Vec = Bf12Vec;
+  using Hdr = Bf12Row;
+  static constexpr bool kCorrections = true;
+  __device__ Hdr header(size_t row) const { return bf12_row(w, row); }
+  template <int N, int NV>
+  __device__ void load(size_t row, int elem0, int lane, Vec (&out)[N]) const {
+    const uint8_t* pb = w.bytes + row * K + elem0 + lane * 8;
+    const uint32_t* pc = w.nibs + (row * K + elem0) / 8 + lane;
+    unroll_for<N>([&](auto i) {
+      if (NV % 32 == 0 || lane + 32 * int(i) < NV)
+        out[i] = bf12_load<256 * int(i), 128 * int(i)>(pb, pc);
+      else
+        out[i] = Bf12Vec{make_uint2(0, 0), 0u};
+    });
+  }
+  __device__ uint4 decode(const Vec& v, const Hdr& h) const { return bf12_decode(v, h.cword); }
+  template <typename XAt>
+  __device__ float correct(const Hdr& h, float dot, XAt x_at) const {
+    return bf12_row_corrections(h, w.exc, dot, x_at);
+  }
+};
+
 // Epi: struct with
-//   __device__ const bf16_t* row(int g, int r) const;            weight row r of group g ([K] bf16)
+//   __device__ size_t row_index(int g, int r) const;              weight row of the group's r-th row
 //   struct Pre;                                                   epilogue inputs loaded ahead (bias, residual)
 //   __device__ Pre prefetch(int g, int m) const;                  issued by thread m < MT at the top of the
 //                                                                  group, so its loads overlap the dot products
@@ -63,35 +118,47 @@ struct StreamRows {
   }
 };
 
-template <int K, int MT, int R, typename Epi, typename Rows>
-__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi) {
+template <int K, int MT, int R, typename Epi, typename Rows, typename W>
+__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
   using S = StreamShape<K>;
+  using Vec = typename W::Vec;
+  using Hdr = typename W::Hdr;
   __shared__ float s_part[2][kStreamWarps][R][MT];
+  // The activations, for the format's corrections only: [MT][2][K / 8] float4 (gemv_core.cuh's staged layout).
+  __shared__ float4 s_x[W::kCorrections ? MT * 2 * (K / 8) : 1];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  auto load_group = [&](int g, uint4 (&wr)[R][S::PER_LANE]) {
+  auto load_group = [&](int g, Vec (&wr)[R][S::PER_LANE], Hdr (&hd)[R]) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const bf16_t* row = epi.row(g, r) + warp * S::KS;
-#pragma unroll
-      for (int i = 0; i < S::PER_LANE; ++i) {
-        const int v = lane + 32 * i;
-        wr[r][i] = (S::NV % 32 == 0 || v < S::NV) ? ldg_stream(row + v * 8) : make_uint4(0, 0, 0, 0);
-      }
+      const size_t row = epi.row_index(g, r);
+      hd[r] = wf.header(row);
+      wf.template load<S::PER_LANE, S::NV>(row, warp * S::KS, lane, wr[r]);
     }
   };
-  uint4 wcur[R][S::PER_LANE], wnxt[R][S::PER_LANE];
+  Vec wcur[R][S::PER_LANE], wnxt[R][S::PER_LANE];
+  Hdr hcur[R], hnxt[R];
   int g = blockIdx.x;
   const typename Rows::Pre rows_pre = rows.before_wait(n_x);  // (small, first in the queue)
-  if (g < n_groups) load_group(g, wcur);  // weights in flight while the previous kernel drains
+  if (g < n_groups) load_group(g, wcur, hcur);  // weights in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
   // This lane's slice of the activation rows, fp32: vector v = lane + 32 i of slice `warp`.
   float4 xa[MT][S::PER_LANE], xb[MT][S::PER_LANE];
   rows.load(n_x, rows_pre, xa, xb);
+  if constexpr (W::kCorrections) {
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int i = 0; i < S::PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        if (S::NV % 32 == 0 || v < S::NV)
+          s_x[(m * 2 + 0) * (K / 8) + warp * S::NV + v] = xa[m][i], s_x[(m * 2 + 1) * (K / 8) + warp * S::NV + v] = xb[m][i];
+      }
+  }
   int buf = 0;
   for (; g < n_groups; g += gridDim.x) {
     const int gn = g + gridDim.x;
-    if (gn < n_groups) load_group(gn, wnxt);
+    if (gn < n_groups) load_group(gn, wnxt, hnxt);
     typename Epi::Pre pre{};
     if (threadIdx.x < MT && int(threadIdx.x) < n_x) pre = epi.prefetch(g, threadIdx.x);
     float acc[R][MT];
@@ -101,7 +168,8 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
       for (int m = 0; m < MT; ++m) {
         float a = 0.f;
 #pragma unroll
-        for (int i = 0; i < S::PER_LANE; ++i) a = dot8(wcur[r][i], xa[m][i], xb[m][i], a);
+        for (int i = 0; i < S::PER_LANE; ++i)
+          if (S::NV % 32 == 0 || lane + 32 * i < S::NV) a = dot8(wf.decode(wcur[r][i], hcur[r]), xa[m][i], xb[m][i], a);
         acc[r][m] = warp_sum(a);
       }
     if (lane == 0)
@@ -112,22 +180,26 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
     __syncthreads();
     if (threadIdx.x < MT && int(threadIdx.x) < n_x) {
       const int m = threadIdx.x;
+      const float* xm = reinterpret_cast<const float*>(s_x + m * 2 * (K / 8));
       float v[R];
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         float s = 0.f;
 #pragma unroll
         for (int w = 0; w < kStreamWarps; ++w) s += s_part[buf][w][r][m];
-        v[r] = s;
+        v[r] = wf.correct(hcur[r], s, [&](uint32_t col) { return xm[((col % 8) / 4 * (K / 8) + col / 8) * 4 + col % 4]; });
       }
       epi.finish(g, m, v, pre);
     }
     buf ^= 1;
-    if (gn < n_groups)
+    if (gn < n_groups) {
 #pragma unroll
-      for (int r = 0; r < R; ++r)
+      for (int r = 0; r < R; ++r) {
+        hcur[r] = hnxt[r];
 #pragma unroll
         for (int i = 0; i < S::PER_LANE; ++i) wcur[r][i] = wnxt[r][i];
+      }
+    }
   }
   epi.after(n_x);
 }
@@ -142,12 +214,12 @@ int resident_ctas(Kernel kernel) {
 
 // Launches gemv_stream_kernel on a persistent grid: the CTAs that fit on the device at once (capped by the
 // group count), measured once per instantiation.
-template <int K, int MT, int R, typename Epi, typename Rows>
-void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi, cudaStream_t stream) {
-  auto kernel = gemv_stream_kernel<K, MT, R, Epi, Rows>;
+template <int K, int MT, int R, typename Epi, typename Rows, typename W>
+void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi, const W& wf, cudaStream_t stream) {
+  auto kernel = gemv_stream_kernel<K, MT, R, Epi, Rows, W>;
   static const int resident = resident_ctas(kernel);
   const int grid = resident < n_groups ? resident : n_groups;
-  launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, rows, n_x, n_groups, epi);
+  launch_pdl(kernel, dim3(grid), dim3(kStreamWarps * 32), 0, stream, rows, n_x, n_groups, epi, wf);
 }
 
 // One activation row (batch-1 decode), a warp per group: warp-major persistent grid over groups of R rows, each
@@ -157,36 +229,36 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
 // group in lane 0: no CTA barrier per group. (gemv_stream_kernel's per-group barrier held 38% of q/k/v's warp
 // stall samples at batch 1: ncu, H100.) The prologue is the same Rows::load as gemv_stream_kernel (8 warp
 // slices, bit for bit the same activations), dumped to shared memory once. Launch: launch_gemv_warp.
-template <int K, int R, typename Epi, typename Rows>
+template <int K, int R, typename Epi, typename Rows, typename W>
 __global__ void __launch_bounds__(kStreamWarps * 32, 1)
-    gemv_warp_kernel(Rows rows, int n_groups, Epi epi, int pre_rows) {
+    gemv_warp_kernel(Rows rows, int n_groups, Epi epi, W wf, int pre_rows) {
   using S = StreamShape<K>;
+  using Vec = typename W::Vec;
+  using Hdr = typename W::Hdr;
   constexpr int NV = K / 8, VPL = (NV + 31) / 32;
   __shared__ float4 s_xa[NV], s_xb[NV];  // elements 8v..8v+3 / 8v+4..8v+7 of the row, fp32
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  auto load_group = [&](int g, uint4 (&w)[R][VPL], int r0 = 0, int r1 = R) {
+  auto load_group = [&](int g, Vec (&w)[R][VPL], Hdr (&h)[R], int r0 = 0, int r1 = R) {
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       if (r < r0 || r >= r1) continue;
-      const bf16_t* row = epi.row(g, r);
-#pragma unroll
-      for (int i = 0; i < VPL; ++i) {
-        const int v = lane + 32 * i;
-        w[r][i] = (NV % 32 == 0 || v < NV) ? ldg_stream(row + v * 8) : make_uint4(0, 0, 0, 0);
-      }
+      const size_t row = epi.row_index(g, r);
+      h[r] = wf.header(row);
+      wf.template load<VPL, NV>(row, 0, lane, w[r]);
     }
   };
   const int stride = gridDim.x * kStreamWarps;
   int g = warp * gridDim.x + blockIdx.x;
-  uint4 w[R][VPL];
+  Vec w[R][VPL];
+  Hdr h[R];
   const typename Rows::Pre rows_pre = rows.before_wait(1);  // (small, first in the queue)
-  if (g < n_groups) load_group(g, w, 0, pre_rows);  // in flight while the previous kernel drains
+  if (g < n_groups) load_group(g, w, h, 0, pre_rows);  // in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
   {
     float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
     rows.load(1, rows_pre, xa, xb);
-    if (pre_rows < R && g < n_groups) load_group(g, w, pre_rows, R);
+    if (pre_rows < R && g < n_groups) load_group(g, w, h, pre_rows, R);
 #pragma unroll
     for (int i = 0; i < S::PER_LANE; ++i) {
       const int v = lane + 32 * i;
@@ -204,15 +276,25 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1)
 #pragma unroll
       for (int i = 0; i < VPL; ++i) {
         const int v = lane + 32 * i;
-        if (NV % 32 == 0 || v < NV) a = dot8(w[r][i], s_xa[v], s_xb[v], a);
+        if (NV % 32 == 0 || v < NV) a = dot8(wf.decode(w[r][i], h[r]), s_xa[v], s_xb[v], a);
       }
       acc[r] = a;
     }
+    Hdr hg[R];  // (this group's headers: the next group's replace h below)
+#pragma unroll
+    for (int r = 0; r < R; ++r) hg[r] = h[r];
     const int gn = g + stride;
-    if (gn < n_groups) load_group(gn, w);  // the next group's loads overlap this one's reduction and epilogue
+    if (gn < n_groups) load_group(gn, w, h);  // the next group's loads overlap this one's reduction and epilogue
 #pragma unroll
     for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r]);
-    if (lane == 0) epi.finish(g, 0, acc, pre);
+    if (lane == 0) {
+      const float* xa = reinterpret_cast<const float*>(s_xa);
+      const float* xb = reinterpret_cast<const float*>(s_xb);
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        acc[r] = wf.correct(hg[r], acc[r], [&](uint32_t col) { return (col % 8 < 4 ? xa : xb)[col / 8 * 4 + col % 4]; });
+      epi.finish(g, 0, acc, pre);
+    }
     g = gn;
   }
   epi.after(1);
@@ -220,13 +302,14 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1)
 
 // Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps). pre_rows
 // (0..R): rows of each warp's first group requested before griddep_wait; the rest follow Rows::load's loads.
-template <int K, int R, typename Epi, typename Rows>
-void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, cudaStream_t stream, int pre_rows = R) {
-  auto kernel = gemv_warp_kernel<K, R, Epi, Rows>;
+template <int K, int R, typename Epi, typename Rows, typename W>
+void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, const W& wf, cudaStream_t stream,
+                      int pre_rows = R) {
+  auto kernel = gemv_warp_kernel<K, R, Epi, Rows, W>;
   static const int resident = resident_ctas(kernel);
   const int need = (n_groups + kStreamWarps - 1) / kStreamWarps;
   launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi,
-             pre_rows);
+             wf, pre_rows);
 }
 
 }  // namespace mxs::cuda

@@ -54,9 +54,9 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
 struct QkvStreamEpi {
   QkvRopeParams p;
   int k;
-  __device__ const bf16_t* row(int g, int r) const {
+  __device__ size_t row_index(int g, int r) const {
     const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
-    return static_cast<const bf16_t*>(p.w_qkv) + size_t(head * kHeadDim + d + r * (kHeadDim / 2)) * k;
+    return size_t(head * kHeadDim + d + r * (kHeadDim / 2));
   }
   // (the epilogue's loads are small and L2-resident; loading them at the top of the group with the weights,
   // session 13, H100: batch 1 1.944 vs 1.945 ms, batch 2 2.975 vs 2.940 ms: not kept)
@@ -210,10 +210,14 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
     const char* v = std::getenv("MXS_QKV_PRE_ROWS");
     return v ? std::max(0, std::min(2, std::atoi(v))) : 1;
   }();
-  if constexpr (MT == 1)
-    launch_gemv_warp<K, 2>(rows, groups, epi, stream, p.moe_yw != nullptr ? pre_rows : 2);
-  else
-    launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, stream);
+  const Bf16Format<K> bf16{static_cast<const bf16_t*>(p.w_qkv)};
+  if constexpr (MT == 1) {
+    const int pre = p.moe_yw != nullptr ? pre_rows : 2;
+    if (p.w_qkv_bf12.bytes != nullptr) return launch_gemv_warp<K, 2>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
+    launch_gemv_warp<K, 2>(rows, groups, epi, bf16, stream, pre);
+  } else {
+    launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, bf16, stream);
+  }
 }
 
 template <int K, int MT>

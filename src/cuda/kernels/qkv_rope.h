@@ -6,6 +6,8 @@
 
 #include <cuda_runtime.h>
 
+#include "cuda/kernels/bf12_weights.h"
+
 namespace mxs::cuda {
 
 // Paged KV pool of one layer: [num_blocks][2 (K, V)][n_kv_heads][block_size][head_dim] bf16.
@@ -26,6 +28,7 @@ struct TokenMeta {
 struct QkvRopeParams {
   const void* xn = nullptr;       // [n_tokens, hidden] bf16 (normed input)
   const void* w_qkv = nullptr;    // [(n_heads + 2 n_kv) * 64, hidden] bf16
+  Bf12Weights w_qkv_bf12;         // optional: the same weights bf12-packed, read instead at one token (hidden 2880)
   const void* b_qkv = nullptr;    // [(n_heads + 2 n_kv) * 64] bf16
   const float* inv_freq = nullptr;  // [32] fp32 (YaRN)
   float mscale = 1.0f;

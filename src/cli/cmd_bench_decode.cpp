@@ -40,8 +40,9 @@ void run(const DecodeArgs& a, const std::string& command) {
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
-              "(device-to-device, read+write); load %.2f s\ncommand: `%s`\n\n",
-              r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s, command.c_str());
+              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s\ncommand: `%s`\n\n",
+              r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
+              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), command.c_str());
   std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW |\n|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& row : r.rows)
     std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% |\n", row.batch, row.step_ms, row.tok_s, row.bytes_per_step / 1e9,
@@ -58,6 +59,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   }
   nlohmann::json j;
   j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command;
+  j["bf12_dense"] = r.bf12_dense;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},

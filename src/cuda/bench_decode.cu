@@ -23,18 +23,19 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-double decode_step_bytes(const ModelConfig& c, int batch, int context, bool bf12) {
+double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12) {
   const double H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, L = c.num_layers;
-  // bf12 (CudaRunnerOptions::bf12_dense): 1.5 bytes per weight + a 16-byte header per row, read by the q/k/v and
-  // o_proj GEMVs at one token and by the LM head below 8 rows (kDenseGemmMinRows).
+  // bf12 (CudaRunnerOptions::bf12_dense, the packed subset): 1.5 bytes per weight + a 16-byte header per row, read
+  // by the q/k/v and o_proj GEMVs at one token and by the LM head below 8 rows (kDenseGemmMinRows).
+  auto has = [&](const char* m) { return ("," + bf12 + ",").find(std::string(",") + m + ",") != std::string::npos; };
   auto dense = [&](double rows, double cols, bool packed) { return packed ? rows * (cols * 1.5 + 16) : rows * cols * 2; };
-  const double attn = dense(c.qkv_dim(), H, bf12 && batch == 1) + dense(H, c.q_dim(), bf12 && batch == 1);
+  const double attn = dense(c.qkv_dim(), H, has("qkv") && batch == 1) + dense(H, c.q_dim(), has("o_proj") && batch == 1);
   const double router = E * H * 2.0;
   const double expert = (2 * I * H + H * I) * (0.5 + 1.0 / 32.0);  // nibbles + e8m0 scales
   // Expected distinct experts per layer with uniform top-k routing of `batch` tokens.
   const double p_miss = std::pow(1.0 - double(c.experts_per_token) / E, batch);
   const double experts_touched = E * (1.0 - p_miss);
-  const double lm_head = dense(c.vocab_size, H, bf12 && batch < 8);
+  const double lm_head = dense(c.vocab_size, H, has("lm_head") && batch < 8);
   double kv = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     const double keys = c.is_sliding(l) ? std::min(context, c.sliding_window) : context;
@@ -61,6 +62,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   const std::unique_ptr<CudaRunner> runner = make_bench_runner(o.model_dir, o.preset, ro, &r.model);
   r.load_s = load.seconds();
   r.device = runner->device_name();
+  r.bf12_dense = runner->bf12_dense();
   runner->fill_kv_random(99);
   const ModelConfig& c = runner->config();
 

@@ -33,6 +33,7 @@ struct BenchDecodeRow {
 
 struct BenchDecodeResult {
   std::string device, model, command;
+  std::string bf12_dense;       // the runner's bf12-packed dense weights (CudaRunner::bf12_dense), "" = none
   double copy_gb_s = 0;         // device-to-device copy, read + write counted
   double load_s = 0;
   std::vector<BenchDecodeRow> rows;
@@ -45,7 +46,7 @@ struct BenchDecodeResult {
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);
 
 // Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`), with the
-// dense weights' bf12 copies where the runner reads them (bf12) or all in bf16.
-double decode_step_bytes(const ModelConfig& c, int batch, int context, bool bf12 = false);
+// dense weights' bf12 copies where the runner reads them (bf12: CudaRunner::bf12_dense()'s list) or all in bf16.
+double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12 = "");
 
 }  // namespace mxs::cuda

@@ -169,10 +169,23 @@ struct CudaRunner::Impl {
   }
 
   void init();
-  // bf12 copies of the dense weights (CudaRunnerOptions::bf12_dense; MXS_BF12=0 turns them off).
+  // bf12 copies of dense weights (CudaRunnerOptions::bf12_dense; MXS_BF12 overrides it).
   void pack_bf12() {
     const char* env = std::getenv("MXS_BF12");
-    if (opt.bf12_dense && !(env != nullptr && std::string(env) == "0")) pack_dense_bf12(&w);
+    const std::string list = env != nullptr ? std::string(env) : opt.bf12_dense;
+    Bf12Set which;
+    size_t at = 0;
+    while (at <= list.size()) {
+      const size_t end = std::min(list.find(',', at), list.size());
+      const std::string name = list.substr(at, end - at);
+      if (name == "lm_head") which.lm_head = true;
+      else if (name == "o_proj") which.o_proj = true;
+      else if (name == "qkv") which.qkv = true;
+      else if (!name.empty() && name != "0")
+        throw Error("bf12 dense weights: unknown matrix '" + name + "' (known: lm_head, o_proj, qkv)");
+      at = end + 1;
+    }
+    pack_dense_bf12(&w, which);
   }
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run the decode
   // attention (attention_decode_mma, or attention_decode's exact path <= 256 keys); the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
@@ -1005,7 +1018,14 @@ CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunne
 CudaRunner::~CudaRunner() = default;
 
 const ModelConfig& CudaRunner::config() const { return impl_->cfg(); }
-bool CudaRunner::bf12_dense() const { return impl_->w.lm_head_bf12.bytes != nullptr; }
+std::string CudaRunner::bf12_dense() const {
+  const DeviceWeights& w = impl_->w;
+  std::string s = w.lm_head_bf12.bytes ? "lm_head," : "";
+  if (!w.layers.empty() && w.layers[0].w_o_bf12.bytes) s += "o_proj,";
+  if (!w.layers.empty() && w.layers[0].w_qkv_bf12.bytes) s += "qkv,";
+  if (!s.empty()) s.pop_back();
+  return s;
+}
 KvCacheLayout CudaRunner::kv_layout() const {
   KvCacheLayout k;
   k.block_size = impl_->opt.block_size;

@@ -38,10 +38,10 @@ struct CudaRunnerOptions {
   // (6 per expert) 32.9 / 35.0. Both read the same packed experts.
   int moe_gemm_min_pairs = 0;
   bool progress = true;         // weight-upload progress bar on stderr
-  // Lossless 12-bit copies of the dense weights (common/bf12.h) for the batch-1..7 GEMVs: 25% fewer bytes per
-  // decode step on the LM head (+0.87 GB of device memory for 20b). The environment variable MXS_BF12=0 turns it
-  // off (A/B).
-  bool bf12_dense = true;
+  // Lossless 12-bit copies of dense weights (common/bf12.h) for the bandwidth-bound GEMVs: the LM head below 8 rows
+  // (+0.87 GB of device memory for 20b), o_proj and q/k/v at one token. Which ones: "lm_head", "o_proj", "qkv",
+  // comma-separated; "" = none. The environment variable MXS_BF12 overrides it (A/B; "0" = none).
+  std::string bf12_dense = "lm_head";
 };
 
 // Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).
@@ -82,7 +82,8 @@ class CudaRunner : public ModelRunner {
   double weights_upload_seconds() const;
   size_t weights_bytes() const;
   void enable_kernel_timing(bool on);  // disables graphs while on
-  bool bf12_dense() const;             // whether the dense weights have bf12 copies (CudaRunnerOptions::bf12_dense)
+  // Which dense weights have bf12 copies (CudaRunnerOptions::bf12_dense), as "lm_head,o_proj,qkv" (a subset).
+  std::string bf12_dense() const;
   KernelTimes kernel_times() const;
   void set_use_graphs(bool on);
   int graphs_captured() const;

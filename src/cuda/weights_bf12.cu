@@ -10,7 +10,8 @@
 
 namespace mxs::cuda {
 
-void pack_dense_bf12(DeviceWeights* dw) {
+void pack_dense_bf12(DeviceWeights* dw, const Bf12Set& which) {
+  if (!which.any()) return;
   const Stopwatch sw;
   const ModelConfig& c = dw->config;
   const int H = c.hidden_size;
@@ -20,25 +21,27 @@ void pack_dense_bf12(DeviceWeights* dw) {
   const int max_n = std::max({c.vocab_size, c.qkv_dim(), H});
   CUDA_CHECK(cudaMalloc(&scratch, size_t(max_n) * 4));
   Bf12Packer packer;
-  packer.plan(dw->lm_head, c.vocab_size, H, "lm_head", scratch, stream);
+  if (which.lm_head) packer.plan(dw->lm_head, c.vocab_size, H, "lm_head", scratch, stream);
   for (size_t l = 0; l < dw->layers.size(); ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
-    packer.plan(dw->layers[l].w_qkv, c.qkv_dim(), H, p + "w_qkv", scratch, stream);
-    packer.plan(dw->layers[l].w_o, H, c.q_dim(), p + "w_o", scratch, stream);
+    if (which.qkv) packer.plan(dw->layers[l].w_qkv, c.qkv_dim(), H, p + "w_qkv", scratch, stream);
+    if (which.o_proj) packer.plan(dw->layers[l].w_o, H, c.q_dim(), p + "w_o", scratch, stream);
   }
   dw->bf12_arena = DeviceArena("weights_bf12", packer.bytes() + 4096);
   const std::vector<Bf12Weights> packed = packer.pack(dw->bf12_arena, scratch, stream);
-  dw->lm_head_bf12 = packed[0];
+  size_t next = 0;  // (plan order)
+  if (which.lm_head) dw->lm_head_bf12 = packed[next++];
   for (size_t l = 0; l < dw->layers.size(); ++l) {
-    dw->layers[l].w_qkv_bf12 = packed[1 + 2 * l];
-    dw->layers[l].w_o_bf12 = packed[2 + 2 * l];
+    if (which.qkv) dw->layers[l].w_qkv_bf12 = packed[next++];
+    if (which.o_proj) dw->layers[l].w_o_bf12 = packed[next++];
   }
   CUDA_CHECK(cudaFree(scratch));
   CUDA_CHECK(cudaStreamDestroy(stream));
   dw->bf12_weights = packer.weights();
   dw->bf12_exceptions = packer.exceptions();
-  MXS_LOG_INFO("dense weights packed to bf12: %.2f GB for %.2f G weights (%.2f bits each), %zu exceptions (%.4f%%) "
+  MXS_LOG_INFO("dense weights packed to bf12 (%s%s%s): %.2f GB for %.2f G weights (%.2f bits each), %zu exceptions (%.4f%%) "
                "in %.2f s",
+               which.lm_head ? "lm_head " : "", which.o_proj ? "o_proj " : "", which.qkv ? "qkv" : "",
                packer.bytes() / 1e9, dw->bf12_weights / 1e9, 8.0 * packer.bytes() / double(dw->bf12_weights),
                dw->bf12_exceptions, 100.0 * double(dw->bf12_exceptions) / double(dw->bf12_weights), sw.seconds());
 }

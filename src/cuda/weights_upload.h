@@ -60,9 +60,15 @@ DeviceWeights upload_weights(const ModelWeights& w, bool progress);
 // around 2^-6), generated on the device: for benchmarks without a checkpoint. Routing is ~uniform.
 DeviceWeights random_weights(const ModelConfig& config, uint64_t seed);
 
-// Packs bf12 copies of the LM head and of every layer's q/k/v and o_proj weights into dw->bf12_arena (sized
-// exactly after an exception-counting pass) and logs the exception rate.
-void pack_dense_bf12(DeviceWeights* dw);
+// Which dense weights get bf12 copies.
+struct Bf12Set {
+  bool lm_head = false, o_proj = false, qkv = false;
+  bool any() const { return lm_head || o_proj || qkv; }
+};
+
+// Packs bf12 copies of the selected dense weights (the LM head, every layer's o_proj / q/k/v) into
+// dw->bf12_arena (sized exactly after an exception-counting pass) and logs the exception rate.
+void pack_dense_bf12(DeviceWeights* dw, const Bf12Set& which);
 
 // YaRN inverse frequencies (spec §3.3, truncate = false) and the attention factor, fp32.
 void yarn_tables(const ModelConfig& config, std::vector<float>* inv_freq, float* mscale);

@@ -41,7 +41,7 @@ struct CudaRunnerOptions {
   // Lossless 12-bit copies of dense weights (common/bf12.h) for the bandwidth-bound GEMVs: the LM head below 8 rows
   // (+0.87 GB of device memory for 20b), o_proj and q/k/v at one token. Which ones: "lm_head", "o_proj", "qkv",
   // comma-separated; "" = none. The environment variable MXS_BF12 overrides it (A/B; "0" = none).
-  std::string bf12_dense = "lm_head";
+  std::string bf12_dense = "lm_head,o_proj";
 };
 
 // Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).

@@ -26,10 +26,10 @@ double median(std::vector<double> v) {
 double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12) {
   const double H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, L = c.num_layers;
   // bf12 (CudaRunnerOptions::bf12_dense, the packed subset): 1.5 bytes per weight + a 16-byte header per row, read
-  // by the q/k/v and o_proj GEMVs at one token and by the LM head below 8 rows (kDenseGemmMinRows).
+  // by the q/k/v GEMV at one token, o_proj at one or two and the LM head below 8 rows (kDenseGemmMinRows).
   auto has = [&](const char* m) { return ("," + bf12 + ",").find(std::string(",") + m + ",") != std::string::npos; };
   auto dense = [&](double rows, double cols, bool packed) { return packed ? rows * (cols * 1.5 + 16) : rows * cols * 2; };
-  const double attn = dense(c.qkv_dim(), H, has("qkv") && batch == 1) + dense(H, c.q_dim(), has("o_proj") && batch == 1);
+  const double attn = dense(c.qkv_dim(), H, has("qkv") && batch == 1) + dense(H, c.q_dim(), has("o_proj") && batch <= 2);
   const double router = E * H * 2.0;
   const double expert = (2 * I * H + H * I) * (0.5 + 1.0 / 32.0);  // nibbles + e8m0 scales
   // Expected distinct experts per layer with uniform top-k routing of `batch` tokens.

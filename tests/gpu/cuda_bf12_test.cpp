@@ -115,48 +115,55 @@ TEST(GemvBf12, LmHeadMatchesReferenceAndBf16Kernel) {
   }
 }
 
-// o_proj at one row on the packed weights (gemv_bf16_residual with w_bf12): x = bf(x + bf(a . W[r] + b[r])) and
-// the fused post-attention norm, against the CPU reference and, on rows without exceptions, the bf16 path's bits.
+// o_proj at one and two rows on the packed weights (gemv_bf16_residual with w_bf12): x = bf(x + bf(a . W[r] + b[r]))
+// and the fused post-attention norm, against the CPU reference and, on rows without exceptions, the bf16 path's
+// bits.
 TEST(GemvBf12, OprojResidualMatchesReferenceAndBf16Path) {
   const int Q = 4096, H = 2880;
-  Rng rng(77);
-  auto a = random_bf16(size_t(Q), rng, -1.f, 1.f);
-  a[0] = bf16{0};  // the huge-value rows' column
-  const auto w = packable_matrix(H, Q, rng, 1.0f / std::sqrt(float(Q)));
-  const auto b = random_bf16(size_t(H), rng, -0.2f, 0.2f);
-  const auto x = random_bf16(size_t(H), rng, -2.f, 2.f);
-  const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
-  std::vector<bf16> proj(static_cast<size_t>(H));
-  cpu::linear_bf16(a.data(), 1, Q, w.data(), b.data(), H, proj.data());
-  std::vector<float> ref(static_cast<size_t>(H));
-  for (int i = 0; i < H; ++i) ref[size_t(i)] = bf(bf16_to_f32(x[size_t(i)]) + bf16_to_f32(proj[size_t(i)]));
-  DevBuf<bf16> da(a), dw(w), db(b), dnw(nw), dx12(x), dx16(x), dxn12{size_t(H)}, dxn16{size_t(H)};
-  DevBuf<unsigned> counter{1};
-  CUDA_CHECK(cudaMemset(counter.p, 0, sizeof(unsigned)));
-  const DevicePacked packed = pack_on_device(dw.p, H, Q);
-  ASSERT_GT(packed.n_exc, 0u);
-  GemvBf16Params p;
-  p.a = da.p, p.w = dw.p, p.bias = db.p, p.n_rows = 1, p.k = Q, p.n_out = H;
-  p.norm_weight = dnw.p, p.done_counter = counter.p, p.eps = 1e-5f;
-  GemvBf16Params p16 = p, p12 = p;
-  p16.y = dx16.p, p16.norm_out = dxn16.p;
-  p12.y = dx12.p, p12.norm_out = dxn12.p, p12.w_bf12 = packed.w;
-  gemv_bf16_residual(p16, nullptr);
-  gemv_bf16_residual(p12, nullptr);
-  const auto y12 = dx12.download(), y16 = dx16.download();
-  expect_close(to_f32(y12), ref, kTol, "bf12 o_proj + residual vs CPU");
-  const Bf12Matrix m = pack_reference(w, H, Q);
-  for (int r = 0; r < H; ++r) {
-    if (m.rows[size_t(r)].exc0 == kBf12None) {
-      ASSERT_EQ(y12[size_t(r)].bits, y16[size_t(r)].bits) << "row " << r;
-    } else if (r % 7 == 0) {  // every ordinary value an exception: within 2 ulps of the reference
-      const float got = bf16_to_f32(y12[size_t(r)]), want = ref[size_t(r)];
-      ASSERT_LE(std::fabs(got - want), 2.0f * std::ldexp(1.0f, std::ilogb(std::fabs(want)) - 7) + 1e-3f) << "row " << r;
-    }
+  for (int n : {1, 2}) {
+    SCOPED_TRACE(n);
+    Rng rng(77 + n);
+    auto a = random_bf16(size_t(n) * Q, rng, -1.f, 1.f);
+    for (int m = 0; m < n; ++m) a[size_t(m) * Q] = bf16{0};  // the huge-value rows' column
+    const auto w = packable_matrix(H, Q, rng, 1.0f / std::sqrt(float(Q)));
+    const auto b = random_bf16(size_t(H), rng, -0.2f, 0.2f);
+    const auto x = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+    const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    std::vector<bf16> proj(size_t(n) * H);
+    cpu::linear_bf16(a.data(), n, Q, w.data(), b.data(), H, proj.data());
+    std::vector<float> ref(size_t(n) * H);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = bf(bf16_to_f32(x[i]) + bf16_to_f32(proj[i]));
+    DevBuf<bf16> da(a), dw(w), db(b), dnw(nw), dx12(x), dx16(x), dxn12{size_t(n) * H}, dxn16{size_t(n) * H};
+    DevBuf<unsigned> counter{1};
+    CUDA_CHECK(cudaMemset(counter.p, 0, sizeof(unsigned)));
+    const DevicePacked packed = pack_on_device(dw.p, H, Q);
+    ASSERT_GT(packed.n_exc, 0u);
+    GemvBf16Params p;
+    p.a = da.p, p.w = dw.p, p.bias = db.p, p.n_rows = n, p.k = Q, p.n_out = H;
+    p.norm_weight = dnw.p, p.done_counter = counter.p, p.eps = 1e-5f;
+    GemvBf16Params p16 = p, p12 = p;
+    p16.y = dx16.p, p16.norm_out = dxn16.p;
+    p12.y = dx12.p, p12.norm_out = dxn12.p, p12.w_bf12 = packed.w;
+    gemv_bf16_residual(p16, nullptr);
+    gemv_bf16_residual(p12, nullptr);
+    const auto y12 = dx12.download(), y16 = dx16.download();
+    expect_close(to_f32(y12), ref, kTol, "bf12 o_proj + residual vs CPU");
+    const Bf12Matrix m = pack_reference(w, H, Q);
+    for (int t = 0; t < n; ++t)
+      for (int r = 0; r < H; ++r) {
+        const size_t i = size_t(t) * H + r;
+        if (m.rows[size_t(r)].exc0 == kBf12None) {
+          ASSERT_EQ(y12[i].bits, y16[i].bits) << "row " << r << " token " << t;
+        } else if (r % 7 == 0) {  // every ordinary value an exception: within 2 ulps of the reference
+          const float got = bf16_to_f32(y12[i]), want = ref[i];
+          ASSERT_LE(std::fabs(got - want), 2.0f * std::ldexp(1.0f, std::ilogb(std::fabs(want)) - 7) + 1e-3f)
+              << "row " << r << " token " << t;
+        }
+      }
+    std::vector<bf16> xn_ref(size_t(n) * H);
+    cpu::rmsnorm(y12.data(), nw.data(), n, H, 1e-5f, xn_ref.data());
+    expect_close(to_f32(dxn12.download()), to_f32(xn_ref), kTol, "fused norm after the bf12 o_proj");
   }
-  std::vector<bf16> xn_ref(static_cast<size_t>(H));
-  cpu::rmsnorm(y12.data(), nw.data(), 1, H, 1e-5f, xn_ref.data());
-  expect_close(to_f32(dxn12.download()), to_f32(xn_ref), kTol, "fused norm after the bf12 o_proj");
 }
 
 TEST(GemvBf12, UnsupportedShapesFailLoudly) {

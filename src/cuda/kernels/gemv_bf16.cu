@@ -3,6 +3,8 @@
 // The LM head can also fold a per-row argmax (value, lowest id) into its epilogue for greedy sampling.
 #include "cuda/kernels/gemv_bf16.h"
 
+#include <cstdlib>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
@@ -100,31 +102,31 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
   if constexpr (EPI == Epilogue::kBiasResidual) post_norm_in_last_cta(p);
 }
 
-// o_proj for 1-4 rows on the streaming GEMV: groups of 2 output rows; the optional post-attention norm runs in
+// o_proj for 1-4 rows on the streaming GEMV: groups of R output rows; the optional post-attention norm runs in
 // the last CTA to finish (as in gemv_bf16_kernel).
-template <int K>
+template <int K, int R = 2>
 struct ResidualEpi {
   GemvBf16Params p;
-  __device__ size_t row_index(int g, int r) const { return size_t(min(2 * g + r, p.n_out - 1)); }
+  __device__ size_t row_index(int g, int r) const { return size_t(min(R * g + r, p.n_out - 1)); }
   struct Pre {
-    float bias[2], x[2];
+    float bias[R], x[R];
   };
   __device__ Pre prefetch(int g, int m) const {
     Pre r;
     const bf16_t* y = static_cast<const bf16_t*>(p.y) + size_t(m) * p.n_out;
 #pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int row = min(2 * g + k, p.n_out - 1);
+    for (int k = 0; k < R; ++k) {
+      const int row = min(R * g + k, p.n_out - 1);
       r.bias[k] = to_f32(static_cast<const bf16_t*>(p.bias)[row]);
       r.x[k] = to_f32(y[row]);
     }
     return r;
   }
-  __device__ void finish(int g, int m, const float (&v)[2], const Pre& pre) const {
+  __device__ void finish(int g, int m, const float (&v)[R], const Pre& pre) const {
     bf16_t* y = static_cast<bf16_t*>(p.y) + size_t(m) * p.n_out;
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = 2 * g + r;
+    for (int r = 0; r < R; ++r) {
+      const int row = R * g + r;
       if (row >= p.n_out) continue;
       y[row] = to_bf16(pre.x[r] + bf(v[r] + pre.bias[r]));
     }
@@ -143,13 +145,28 @@ void launch_stream_residual_w(const GemvBf16Params& p, const W& wf, cudaStream_t
   }
 }
 
-// The packed weights at one row (the activations staged for the exceptions take K * 4 bytes of shared memory per
-// row; the bandwidth-bound batch-1 step is where 25% fewer bytes pay most).
+// The packed weights at 1-2 rows (the activations staged for the exceptions take K * 4 bytes of shared memory per
+// row, 32 KB at 2).
 template <int K>
 void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
-  if (p.w_bf12.bytes != nullptr && p.n_rows == 1)
-    return launch_gemv_stream<K, 1, 2>(StreamRows<K, 1>{static_cast<const bf16_t*>(p.a)}, 1, (p.n_out + 1) / 2,
+  static const int rows = [] {  // A/B: rows per group of the bf12 launch
+    const char* v = std::getenv("MXS_OPROJ_ROWS");
+    return v ? std::atoi(v) : 2;
+  }();
+  const StreamRows<K, 1> a1{static_cast<const bf16_t*>(p.a)};
+  if (p.w_bf12.bytes != nullptr && p.n_rows == 1) {
+    if (rows == 4)
+      return launch_gemv_stream<K, 1, 4>(a1, 1, (p.n_out + 3) / 4, ResidualEpi<K, 4>{p}, Bf12Format<K>{p.w_bf12}, stream);
+    if (rows == 8)
+      return launch_gemv_stream<K, 1, 8>(a1, 1, (p.n_out + 7) / 8, ResidualEpi<K, 8>{p}, Bf12Format<K>{p.w_bf12}, stream);
+    return launch_gemv_stream<K, 1, 2>(a1, 1, (p.n_out + 1) / 2, ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
+  }
+  if (p.w_bf12.bytes != nullptr && p.n_rows == 2)
+    return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{static_cast<const bf16_t*>(p.a)}, 2, (p.n_out + 1) / 2,
                                        ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
+  if (rows == 4 && p.n_rows == 1)
+    return launch_gemv_stream<K, 1, 4>(a1, 1, (p.n_out + 3) / 4, ResidualEpi<K, 4>{p},
+                                       Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
   launch_stream_residual_w<K>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
+#include "engine/runner_factory.h"
 #include "common/error.h"
 #include "common/paths.h"
 #if defined(MXS_WITH_CUDA) && __has_include("cuda/bench_decode.h")
@@ -25,6 +26,7 @@ struct DecodeArgs {
   int context = 1024, steps = 32;
   bool no_graphs = false;
   int moe_gemm_min_pairs = 0;
+  std::string bf12_dense = mxs::kBf12DenseDefault;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -37,6 +39,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.steps = a.steps;
   o.use_graphs = !a.no_graphs;
   o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
+  o.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
@@ -88,6 +91,7 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   cmd->add_option("--context", args->context, "Tokens already in each sequence's KV cache")->check(CLI::Range(1, 131072))->capture_default_str();
   cmd->add_option("--steps", args->steps, "Timed decode steps per batch size")->check(CLI::Range(1, 100000))->capture_default_str();
   cmd->add_flag("--no-graphs", args->no_graphs, "Launch kernels one by one instead of replaying CUDA graphs");
+  mxs::cli::add_bf12_dense_option(cmd, &args->bf12_dense);
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));

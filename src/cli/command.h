@@ -49,6 +49,8 @@ void add_json_and_run(CLI::App* cmd, std::string* json_path, const std::string& 
 // --async-scheduling on|off|auto (EngineConfig::async_scheduling; docs/ARCHITECTURE.md "Async scheduling"): the
 // option on `cmd`, and whether it is on for a runner named `runner_name` (auto: on for "cuda", off for "cpu").
 void add_async_scheduling_option(CLI::App* cmd, std::string* value);
+// --bf12-dense LIST (cuda): the dense weights read from lossless 12-bit copies (common/bf12.h).
+void add_bf12_dense_option(CLI::App* cmd, std::string* value);
 bool async_scheduling_enabled(const std::string& value, const std::string& runner_name);
 
 }  // namespace mxs::cli

@@ -56,6 +56,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   ro.max_model_len = o.context + o.warmup + o.steps + 16;
   ro.use_graphs = o.use_graphs;
   if (o.moe_gemm_min_pairs > 0) ro.moe_gemm_min_pairs = o.moe_gemm_min_pairs;
+  ro.bf12_dense = o.bf12_dense;
   const int blocks_per_seq = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.num_kv_blocks = blocks_per_seq * max_batch;
   Stopwatch load;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/runner_factory.h"
 #include "model/config.h"
 
 namespace mxs::cuda {
@@ -20,6 +21,7 @@ struct BenchDecodeOptions {
   int warmup = 4;
   bool use_graphs = true;
   int moe_gemm_min_pairs = 0;  // > 0: MoE steps with at least this many (token, expert) pairs use the grouped GEMM
+  std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
 };
 
 struct BenchDecodeRow {

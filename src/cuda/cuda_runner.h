@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "engine/model_runner.h"
+#include "engine/runner_factory.h"
 #include "model/weights.h"
 
 namespace mxs::cuda {
@@ -42,7 +43,7 @@ struct CudaRunnerOptions {
   // (+0.87 GB of device memory for 20b), o_proj at 1-2 tokens (+0.42 GB) and q/k/v at one (+0.53 GB; measured not to
   // pay: docs/PERF.md, session 18). Which ones: "lm_head", "o_proj", "qkv",
   // comma-separated; "" = none. The environment variable MXS_BF12 overrides it (A/B; "0" = none).
-  std::string bf12_dense = "lm_head,o_proj";
+  std::string bf12_dense = kBf12DenseDefault;
 };
 
 // Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).

@@ -10,6 +10,10 @@
 
 namespace mxs {
 
+// The CUDA backend's default set of dense weights read from lossless 12-bit copies (common/bf12.h): the LM head
+// and o_proj, the bandwidth-bound GEMVs where it pays (docs/PERF.md, session 18). "" turns it off.
+inline constexpr const char* kBf12DenseDefault = "lm_head,o_proj";
+
 struct RunnerSpec {
   std::string backend = "cpu";  // "cpu" | "cuda"
   int block_size = 16;
@@ -20,6 +24,7 @@ struct RunnerSpec {
   int max_num_batched_tokens = 2048;  // new tokens per step (cuda: workspace size; cpu: sliding pool size)
   bool sliding_kv_group = true;       // the sliding-window layers get their own small KV pool (cpu, cuda)
   int max_length = 8192;              // cuda: longest context
+  std::string bf12_dense = kBf12DenseDefault;  // cuda: dense weights with lossless 12-bit copies (--bf12-dense)
 };
 
 bool build_has_cuda();  // compiled with the CUDA backend

@@ -40,6 +40,9 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench kernel dense-gemm --algos 0", "--algos"},
       {"bench prefill --chunk 8", "--chunk"},
       {"bench serve --temperature 3", "--temperature"},
+      {"bench decode --bf12-dense lm_head,foo", "--bf12-dense"},
+      {"generate -p hi --bf12-dense attn", "--bf12-dense"},
+      {"serve --bf12-dense o_proj,", "--bf12-dense"},
   };
   for (const auto& c : cases) {
     const auto r = run_mxserve(c.args);

@@ -3,8 +3,6 @@
 // The LM head can also fold a per-row argmax (value, lowest id) into its epilogue for greedy sampling.
 #include "cuda/kernels/gemv_bf16.h"
 
-#include <cstdlib>
-
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/pdl.cuh"
@@ -146,27 +144,16 @@ void launch_stream_residual_w(const GemvBf16Params& p, const W& wf, cudaStream_t
 }
 
 // The packed weights at 1-2 rows (the activations staged for the exceptions take K * 4 bytes of shared memory per
-// row, 32 KB at 2).
+// row, 32 KB at 2). Groups of 4 rows instead of 2 (128 registers, half the CTAs per SM) were slower: H100, 20b
+// batch 1, 1.727-1.749 vs 1.700-1.721 ms per step (session 18).
 template <int K>
 void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
-  static const int rows = [] {  // A/B: rows per group of the bf12 launch
-    const char* v = std::getenv("MXS_OPROJ_ROWS");
-    return v ? std::atoi(v) : 2;
-  }();
   const StreamRows<K, 1> a1{static_cast<const bf16_t*>(p.a)};
-  if (p.w_bf12.bytes != nullptr && p.n_rows == 1) {
-    if (rows == 4)
-      return launch_gemv_stream<K, 1, 4>(a1, 1, (p.n_out + 3) / 4, ResidualEpi<K, 4>{p}, Bf12Format<K>{p.w_bf12}, stream);
-    if (rows == 8)
-      return launch_gemv_stream<K, 1, 8>(a1, 1, (p.n_out + 7) / 8, ResidualEpi<K, 8>{p}, Bf12Format<K>{p.w_bf12}, stream);
+  if (p.w_bf12.bytes != nullptr && p.n_rows == 1)
     return launch_gemv_stream<K, 1, 2>(a1, 1, (p.n_out + 1) / 2, ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
-  }
   if (p.w_bf12.bytes != nullptr && p.n_rows == 2)
     return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{static_cast<const bf16_t*>(p.a)}, 2, (p.n_out + 1) / 2,
                                        ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
-  if (rows == 4 && p.n_rows == 1)
-    return launch_gemv_stream<K, 1, 4>(a1, 1, (p.n_out + 3) / 4, ResidualEpi<K, 4>{p},
-                                       Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
   launch_stream_residual_w<K>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 

@@ -581,20 +581,6 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       timed("router_topk_place", [&] { moe_router_from_logits(rp, proj, route, route_work, stream); });
     } else if (router_norm) {
       rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
-      // The first k-tiles of every 64-row group of the selected experts' gate_up weights (packed: a group is
-      // [K / 64 k-tiles][2 KB], contiguous), asked of L2 by the router once it has routed the token.
-      static const int prefetch_ktiles = [] {  // MXS_GATE_UP_L2_PREFETCH=N: k-tiles per group (A/B; 0 = off)
-        const char* v = std::getenv("MXS_GATE_UP_L2_PREFETCH");
-        return v ? std::max(0, std::atoi(v)) : 0;
-      }();
-      if (prefetch_ktiles > 0) {
-        const size_t group_bytes = size_t(64) * H / 2, groups = size_t(2) * c.intermediate_size / 64;
-        rp.l2_prefetch_base = lw.experts.gate_up_blocks;
-        rp.l2_prefetch_expert_stride = groups * group_bytes;
-        rp.l2_prefetch_chunk_stride = group_bytes;
-        rp.l2_prefetch_chunks = int(groups);
-        rp.l2_prefetch_bytes = unsigned(std::min<size_t>(size_t(prefetch_ktiles) * 2048, group_bytes));
-      }
       timed("moe_router_norm", [&] { moe_router_norm(rp, route, stream); });
     } else {
       timed("moe_router", [&] { moe_router(rp, route, stream); });

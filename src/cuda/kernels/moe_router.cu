@@ -154,15 +154,6 @@ __global__ void __launch_bounds__(WARPS * 32)
       v[j] = ex < p.n_experts ? s_logit[ex] : -INFINITY;
     }
     warp_route_one_token(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
-    if (p.l2_prefetch_base != nullptr) {
-      __syncwarp();  // the lanes' topk_idx stores
-      for (int i = lane; i < p.top_k * p.l2_prefetch_chunks; i += 32) {
-        const int ex = p.topk_idx[i / p.l2_prefetch_chunks];
-        const char* a = static_cast<const char*>(p.l2_prefetch_base) + size_t(ex) * p.l2_prefetch_expert_stride +
-                        size_t(i % p.l2_prefetch_chunks) * p.l2_prefetch_chunk_stride;
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a), "r"(p.l2_prefetch_bytes) : "memory");
-      }
-    }
     return;
   }
   route_index(p, ix, [&](int, int ex) { return s_logit[ex]; });

@@ -22,15 +22,6 @@ struct MoeRouterParams {
   const void* norm_w = nullptr;  // [hidden] bf16
   void* xn_out = nullptr;        // [1, hidden] bf16
   float eps = 1e-5f;
-  // moe_router_norm only, optional: once the token is routed, its routing warp asks L2 for the first
-  // l2_prefetch_bytes of each of the l2_prefetch_chunks chunks (l2_prefetch_chunk_stride bytes apart) of every
-  // selected expert e's region at l2_prefetch_base + e * l2_prefetch_expert_stride (bulk prefetches, nothing waits
-  // for them): the first k-tiles the one-token gate_up GEMV streams, which it can only request after its own
-  // launch, wait and expert-id load.
-  const void* l2_prefetch_base = nullptr;
-  size_t l2_prefetch_expert_stride = 0, l2_prefetch_chunk_stride = 0;
-  int l2_prefetch_chunks = 0;
-  unsigned l2_prefetch_bytes = 0;  // multiple of 16
 };
 
 // Expert grouping of the n_tokens * top_k pairs (pair id = token * top_k + slot).

@@ -82,6 +82,12 @@ ModelSummary summarize_model(const ModelWeights& w) {
   s.decode_bytes_attention = attention.bytes;
   s.decode_bytes_lm_head = lm_head.bytes;
   s.decode_bytes_other = router.bytes + norms.bytes + uint64_t(c.hidden_size) * dtype_size(w.embed.dtype);
+  if (w.lm_head.dtype == DType::kBF16) {
+    // bf12: 1.5 bytes per weight + a 16-byte row header, for the LM head [V, H] and every o_proj [H, q_dim]
+    auto saved = [](uint64_t rows, uint64_t cols) { return rows * cols * 2 - rows * (cols * 3 / 2 + 16); };
+    s.decode_bytes_saved_bf12 = saved(uint64_t(c.vocab_size), uint64_t(c.hidden_size)) +
+                                uint64_t(c.num_layers) * saved(uint64_t(c.hidden_size), uint64_t(c.q_dim()));
+  }
   return s;
 }
 
@@ -134,6 +140,12 @@ std::string summary_text(const ModelSummary& s) {
                 human_bytes(double(s.decode_bytes_lm_head)).c_str(), human_bytes(double(s.decode_bytes_other)).c_str());
   out += strfmt("ceiling: %.0f tok/s at 3.0 TB/s (H100 copy bandwidth), %.0f tok/s at 4.3 TB/s (H200)\n",
                 kH100CopyBytesPerSec / db, kH200CopyBytesPerSec / db);
+  if (s.decode_bytes_saved_bf12 > 0) {
+    const double d12 = db - double(s.decode_bytes_saved_bf12);
+    out += strfmt("with the cuda backend's bf12 copies of the LM head and o_proj (lossless, --bf12-dense): %s per "
+                  "token, ceiling %.0f / %.0f tok/s\n",
+                  human_bytes(d12).c_str(), kH100CopyBytesPerSec / d12, kH200CopyBytesPerSec / d12);
+  }
   return out;
 }
 
@@ -158,7 +170,8 @@ nlohmann::json summary_json(const ModelSummary& s) {
         {"experts", s.decode_bytes_experts},
         {"attention", s.decode_bytes_attention},
         {"lm_head", s.decode_bytes_lm_head},
-        {"other", s.decode_bytes_other}}},
+        {"other", s.decode_bytes_other},
+        {"total_bf12_default", s.decode_bytes() - s.decode_bytes_saved_bf12}}},
       {"decode_ceiling_tok_s", {{"h100_3.0TBps", kH100CopyBytesPerSec / db}, {"h200_4.3TBps", kH200CopyBytesPerSec / db}}},
   };
 }

@@ -34,7 +34,7 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
   ASSERT_EQ(in.exit_code, 0) << in.out;
   for (const char* part : {"format       HF MXFP4", "vocab 201088", "16 query heads, 2 kv heads (GQA group 8)",
                            "experts      8, top-4", "embeddings", "lm head", "active params per token",
-                           "decode, batch 1", "tok/s at 3.0 TB/s", "tok/s at 4.3 TB/s"})
+                           "decode, batch 1", "tok/s at 3.0 TB/s", "tok/s at 4.3 TB/s", "bf12 copies"})
     EXPECT_NE(in.out.find(part), std::string::npos) << "missing \"" << part << "\" in\n" << in.out;
 
   const RunResult js = run("inspect --json " + dir);
@@ -44,6 +44,12 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
   EXPECT_EQ(j["format"], "HF MXFP4");
   EXPECT_EQ(j["config"]["num_hidden_layers"], 4);
   EXPECT_GT(j["decode_bytes_per_token"]["total"].get<uint64_t>(), 0u);
+  // bf12: the LM head [V, H] and the o_proj matrices read at 1.5 bytes per weight + 16 per row.
+  const uint64_t V = 201088, H = j["config"]["hidden_size"].get<uint64_t>(), L = 4;
+  const uint64_t Q = j["config"]["num_attention_heads"].get<uint64_t>() * j["config"]["head_dim"].get<uint64_t>();
+  EXPECT_EQ(j["decode_bytes_per_token"]["total"].get<uint64_t>() -
+                j["decode_bytes_per_token"]["total_bf12_default"].get<uint64_t>(),
+            V * H / 2 - V * 16 + L * (H * Q / 2 - H * 16));
 }
 
 TEST(CliMkmodelInspect, BrokenFolderExitsNonZeroWithReason) {

@@ -40,8 +40,8 @@ struct CudaRunnerOptions {
   int moe_gemm_min_pairs = 0;
   bool progress = true;         // weight-upload progress bar on stderr
   // Lossless 12-bit copies of dense weights (common/bf12.h) for the bandwidth-bound GEMVs: the LM head below 8 rows
-  // (+0.87 GB of device memory for 20b), o_proj at 1-2 tokens (+0.42 GB) and q/k/v at one (+0.53 GB; measured not to
-  // pay: docs/PERF.md, session 18). Which ones: "lm_head", "o_proj", "qkv",
+  // (+0.87 GB of device memory for 20b), o_proj at 1-2 tokens (+0.42 GB) and q/k/v at one (+0.53 GB; with 12 warps
+  // per CTA, which only bf12's registers allow: docs/PERF.md, session 18). Which ones: "lm_head", "o_proj", "qkv",
   // comma-separated; "" = none. The environment variable MXS_BF12 overrides it (A/B; "0" = none).
   std::string bf12_dense = kBf12DenseDefault;
 };

@@ -10,9 +10,9 @@
 
 namespace mxs {
 
-// The CUDA backend's default set of dense weights read from lossless 12-bit copies (common/bf12.h): the LM head
-// and o_proj, the bandwidth-bound GEMVs where it pays (docs/PERF.md, session 18). "" turns it off.
-inline constexpr const char* kBf12DenseDefault = "lm_head,o_proj";
+// The CUDA backend's default set of dense weights read from lossless 12-bit copies (common/bf12.h) by the
+// small-batch GEMVs: the LM head, o_proj and q/k/v (docs/PERF.md, session 18). "" turns it off.
+inline constexpr const char* kBf12DenseDefault = "lm_head,o_proj,qkv";
 
 struct RunnerSpec {
   std::string backend = "cpu";  // "cpu" | "cuda"

@@ -83,10 +83,12 @@ ModelSummary summarize_model(const ModelWeights& w) {
   s.decode_bytes_lm_head = lm_head.bytes;
   s.decode_bytes_other = router.bytes + norms.bytes + uint64_t(c.hidden_size) * dtype_size(w.embed.dtype);
   if (w.lm_head.dtype == DType::kBF16) {
-    // bf12: 1.5 bytes per weight + a 16-byte row header, for the LM head [V, H] and every o_proj [H, q_dim]
+    // bf12: 1.5 bytes per weight + a 16-byte row header, for the LM head [V, H] and every o_proj [H, q_dim] and
+    // q/k/v [qkv_dim, H]
     auto saved = [](uint64_t rows, uint64_t cols) { return rows * cols * 2 - rows * (cols * 3 / 2 + 16); };
     s.decode_bytes_saved_bf12 = saved(uint64_t(c.vocab_size), uint64_t(c.hidden_size)) +
-                                uint64_t(c.num_layers) * saved(uint64_t(c.hidden_size), uint64_t(c.q_dim()));
+                                uint64_t(c.num_layers) * (saved(uint64_t(c.hidden_size), uint64_t(c.q_dim())) +
+                                                          saved(uint64_t(c.qkv_dim()), uint64_t(c.hidden_size)));
   }
   return s;
 }
@@ -142,7 +144,7 @@ std::string summary_text(const ModelSummary& s) {
                 kH100CopyBytesPerSec / db, kH200CopyBytesPerSec / db);
   if (s.decode_bytes_saved_bf12 > 0) {
     const double d12 = db - double(s.decode_bytes_saved_bf12);
-    out += strfmt("with the cuda backend's bf12 copies of the LM head and o_proj (lossless, --bf12-dense): %s per "
+    out += strfmt("with the cuda backend's bf12 copies of the LM head, o_proj and q/k/v (lossless, --bf12-dense): %s per "
                   "token, ceiling %.0f / %.0f tok/s\n",
                   human_bytes(d12).c_str(), kH100CopyBytesPerSec / d12, kH200CopyBytesPerSec / d12);
   }

@@ -34,8 +34,8 @@ struct ModelSummary {
   uint64_t decode_bytes() const {
     return decode_bytes_experts + decode_bytes_attention + decode_bytes_lm_head + decode_bytes_other;
   }
-  // What the CUDA backend's default bf12 copies (common/bf12.h: the LM head and o_proj at 12 bits per weight + 16
-  // bytes per row, lossless) take off decode_bytes().
+  // What the CUDA backend's default bf12 copies (common/bf12.h: the LM head, o_proj and q/k/v at 12 bits per weight
+  // + 16 bytes per row, lossless) take off decode_bytes().
   uint64_t decode_bytes_saved_bf12 = 0;
 };
 

@@ -44,12 +44,14 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
   EXPECT_EQ(j["format"], "HF MXFP4");
   EXPECT_EQ(j["config"]["num_hidden_layers"], 4);
   EXPECT_GT(j["decode_bytes_per_token"]["total"].get<uint64_t>(), 0u);
-  // bf12: the LM head [V, H] and the o_proj matrices read at 1.5 bytes per weight + 16 per row.
+  // bf12: the LM head [V, H], the o_proj [H, Q] and q/k/v [Q + 2 KV, H] matrices at 1.5 bytes per weight + 16 per row.
   const uint64_t V = 201088, H = j["config"]["hidden_size"].get<uint64_t>(), L = 4;
-  const uint64_t Q = j["config"]["num_attention_heads"].get<uint64_t>() * j["config"]["head_dim"].get<uint64_t>();
+  const uint64_t D = j["config"]["head_dim"].get<uint64_t>();
+  const uint64_t Q = j["config"]["num_attention_heads"].get<uint64_t>() * D;
+  const uint64_t QKV = Q + 2 * j["config"]["num_key_value_heads"].get<uint64_t>() * D;
   EXPECT_EQ(j["decode_bytes_per_token"]["total"].get<uint64_t>() -
                 j["decode_bytes_per_token"]["total_bf12_default"].get<uint64_t>(),
-            V * H / 2 - V * 16 + L * (H * Q / 2 - H * 16));
+            V * H / 2 - V * 16 + L * (H * Q / 2 - H * 16) + L * (QKV * H / 2 - QKV * 16));
 }
 
 TEST(CliMkmodelInspect, BrokenFolderExitsNonZeroWithReason) {

@@ -16,6 +16,10 @@ namespace mxs::cuda {
 
 constexpr int kStreamWarps = 8;
 
+// A barrier over warps 0-7 only (named barrier 1): what a Rows::load that reduces across its 8 slice warps syncs on,
+// so that gemv_warp_kernel may run more warps than slices.
+__device__ __forceinline__ void slice_warps_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kStreamWarps * 32) : "memory"); }
+
 template <int K>
 struct StreamShape {
   static_assert(K % (kStreamWarps * 8) == 0, "K must split into 8 slices of whole 16-byte vectors");
@@ -206,9 +210,9 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
 
 // The CTAs of `kernel` (kStreamWarps warps, no dynamic shared memory) that fit on the current device at once.
 template <typename Kernel>
-int resident_ctas(Kernel kernel) {
+int resident_ctas(Kernel kernel, int threads = kStreamWarps * 32) {
   int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStreamWarps * 32, 0));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0));
   return current_device_sms() * (per_sm > 0 ? per_sm : 1);
 }
 
@@ -229,9 +233,10 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
 // group in lane 0: no CTA barrier per group. (gemv_stream_kernel's per-group barrier held 38% of q/k/v's warp
 // stall samples at batch 1: ncu, H100.) The prologue is the same Rows::load as gemv_stream_kernel (8 warp
 // slices, bit for bit the same activations), dumped to shared memory once. Launch: launch_gemv_warp.
-template <int K, int R, typename Epi, typename Rows, typename W>
-__global__ void __launch_bounds__(kStreamWarps * 32, 1)
+template <int K, int R, typename Epi, typename Rows, typename W, int WARPS = kStreamWarps>
+__global__ void __launch_bounds__(WARPS * 32, 1)
     gemv_warp_kernel(Rows rows, int n_groups, Epi epi, W wf, int pre_rows) {
+  static_assert(WARPS >= kStreamWarps, "warps 0-7 run Rows::load (its 8 slices); more warps only add groups");
   using S = StreamShape<K>;
   using Vec = typename W::Vec;
   using Hdr = typename W::Hdr;
@@ -247,23 +252,27 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1)
       wf.template load<VPL, NV>(row, 0, lane, w[r]);
     }
   };
-  const int stride = gridDim.x * kStreamWarps;
+  const int stride = gridDim.x * WARPS;
   int g = warp * gridDim.x + blockIdx.x;
   Vec w[R][VPL];
   Hdr h[R];
-  const typename Rows::Pre rows_pre = rows.before_wait(1);  // (small, first in the queue)
+  const bool slice_warp = warp < kStreamWarps;  // warps past 8 (WARPS > 8) skip the activation prologue
+  typename Rows::Pre rows_pre{};
+  if (slice_warp) rows_pre = rows.before_wait(1);  // (small, first in the queue)
   if (g < n_groups) load_group(g, w, h, 0, pre_rows);  // in flight while the previous kernel drains
   griddep_wait();
   griddep_launch_dependents();
-  {
+  if (slice_warp) {
     float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
-    rows.load(1, rows_pre, xa, xb);
+    rows.load(1, rows_pre, xa, xb);  // (its barriers, if any, are over warps 0-7: kSliceBarrier)
     if (pre_rows < R && g < n_groups) load_group(g, w, h, pre_rows, R);
 #pragma unroll
     for (int i = 0; i < S::PER_LANE; ++i) {
       const int v = lane + 32 * i;
       if (S::NV % 32 == 0 || v < S::NV) s_xa[warp * S::NV + v] = xa[0][i], s_xb[warp * S::NV + v] = xb[0][i];
     }
+  } else if (pre_rows < R && g < n_groups) {
+    load_group(g, w, h, pre_rows, R);
   }
   __syncthreads();
   while (g < n_groups) {
@@ -302,13 +311,13 @@ __global__ void __launch_bounds__(kStreamWarps * 32, 1)
 
 // Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps). pre_rows
 // (0..R): rows of each warp's first group requested before griddep_wait; the rest follow Rows::load's loads.
-template <int K, int R, typename Epi, typename Rows, typename W>
+template <int K, int R, int WARPS = kStreamWarps, typename Epi, typename Rows, typename W>
 void launch_gemv_warp(const Rows& rows, int n_groups, const Epi& epi, const W& wf, cudaStream_t stream,
                       int pre_rows = R) {
-  auto kernel = gemv_warp_kernel<K, R, Epi, Rows, W>;
-  static const int resident = resident_ctas(kernel);
-  const int need = (n_groups + kStreamWarps - 1) / kStreamWarps;
-  launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(kStreamWarps * 32), 0, stream, rows, n_groups, epi,
+  auto kernel = gemv_warp_kernel<K, R, Epi, Rows, W, WARPS>;
+  static const int resident = resident_ctas(kernel, WARPS * 32);
+  const int need = (n_groups + WARPS - 1) / WARPS;
+  launch_pdl(kernel, dim3(resident < need ? resident : need), dim3(WARPS * 32), 0, stream, rows, n_groups, epi,
              wf, pre_rows);
 }
 

@@ -173,7 +173,7 @@ struct CombineNormRows {
       ss = warp_sum(ss);
       if (lane == 0) s_ss[warp][m] = ss;
     }
-    __syncthreads();
+    slice_warps_sync();  // (warps 0-7: gemv_warp_kernel may run more)
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       float total = 0.f;
@@ -213,6 +213,13 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
   const Bf16Format<K> bf16{static_cast<const bf16_t*>(p.w_qkv)};
   if constexpr (MT == 1) {
     const int pre = p.moe_yw != nullptr ? pre_rows : 2;
+    // bf12's 160 registers leave room for 12 warps per CTA (bf16's 180 do not): more weight bytes in flight per SM.
+    static const int warps = [] {  // MXS_QKV_WARPS=8|12 (A/B)
+      const char* v = std::getenv("MXS_QKV_WARPS");
+      return v && std::atoi(v) == 8 ? 8 : 12;
+    }();
+    if (p.w_qkv_bf12.bytes != nullptr && warps == 12)
+      return launch_gemv_warp<K, 2, 12>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
     if (p.w_qkv_bf12.bytes != nullptr) return launch_gemv_warp<K, 2>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
     launch_gemv_warp<K, 2>(rows, groups, epi, bf16, stream, pre);
   } else {

@@ -46,10 +46,11 @@ void run(const DecodeArgs& a, const std::string& command) {
               "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
               r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), command.c_str());
-  std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW |\n|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& row : r.rows)
-    std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% |\n", row.batch, row.step_ms, row.tok_s, row.bytes_per_step / 1e9,
-                row.gb_s, 100 * row.roofline_frac);
+    std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% | %.3f | %.0f |\n", row.batch, row.step_ms, row.tok_s,
+                row.bytes_per_step / 1e9, row.gb_s, 100 * row.roofline_frac, row.pipelined_step_ms, row.pipelined_tok_s);
   std::printf("\nPer-kernel device time of one batch-1 step (CUDA events, graphs off; sum %.1f us):\n\n"
               "| kernel | us/step | share |\n|---|---:|---:|\n", r.batch1_kernel_sum_us);
   for (const auto& [name, us] : r.kernels_us)
@@ -66,7 +67,8 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
-                         {"bytes_per_step", row.bytes_per_step}, {"gb_s", row.gb_s}, {"copy_fraction", row.roofline_frac}});
+                         {"bytes_per_step", row.bytes_per_step}, {"gb_s", row.gb_s}, {"copy_fraction", row.roofline_frac},
+                         {"pipelined_step_ms", row.pipelined_step_ms}, {"pipelined_tok_s", row.pipelined_tok_s}});
   for (const auto& [name, us] : r.kernels_us) j["batch1_kernels_us"][name] = us;
   for (const auto& [name, us] : r.kernels_us_b64) j["batch64_kernels_us"][name] = us;
   if (!a.json_path.empty()) {

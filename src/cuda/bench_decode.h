@@ -31,6 +31,9 @@ struct BenchDecodeRow {
   double bytes_per_step = 0;    // weights (+ experts expected to be touched) + KV read
   double gb_s = 0;
   double roofline_frac = 0;     // gb_s / copy bandwidth
+  // The same steps pipelined as the engine's async scheduling runs them (step i + 1 submitted before step i is
+  // collected, its tokens handed over on the device): mean ms per step and tok/s.
+  double pipelined_step_ms = 0, pipelined_tok_s = 0;
 };
 
 struct BenchDecodeResult {

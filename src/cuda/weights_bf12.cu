@@ -37,12 +37,15 @@ void pack_dense_bf12(DeviceWeights* dw, const Bf12Set& which) {
   }
   CUDA_CHECK(cudaFree(scratch));
   CUDA_CHECK(cudaStreamDestroy(stream));
+  for (const std::string& u : packer.unpacked())
+    MXS_LOG_WARN("bf12: %s left in bf16 only: more than %u exceptions in a row would stall its GEMV", u.c_str(),
+                 Bf12Packer::kDefaultMaxRowExceptions);
   dw->bf12_weights = packer.weights();
   dw->bf12_exceptions = packer.exceptions();
   MXS_LOG_INFO("dense weights packed to bf12 (%s%s%s): %.2f GB for %.2f G weights (%.2f bits each), %zu exceptions (%.4f%%) "
                "in %.2f s",
                which.lm_head ? "lm_head " : "", which.o_proj ? "o_proj " : "", which.qkv ? "qkv" : "",
-               packer.bytes() / 1e9, dw->bf12_weights / 1e9, 8.0 * packer.bytes() / double(dw->bf12_weights),
+               packer.bytes() / 1e9, dw->bf12_weights / 1e9, 8.0 * packer.bytes() / double(std::max<size_t>(dw->bf12_weights, 1)),
                dw->bf12_exceptions, 100.0 * double(dw->bf12_exceptions) / double(dw->bf12_weights), sw.seconds());
 }
 

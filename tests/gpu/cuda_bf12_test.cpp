@@ -166,6 +166,30 @@ TEST(GemvBf12, OprojResidualMatchesReferenceAndBf16Path) {
   }
 }
 
+// The default packer (the runner's) leaves a matrix with a row of more than kDefaultMaxRowExceptions exceptions
+// unpacked, names it, and packs the others of the same plan.
+TEST(Bf12Pack, RowsWithManyExceptionsLeaveTheMatrixUnpacked) {
+  const int n = 64, k = 2880;
+  Rng rng(5);
+  const auto ok = packable_matrix(n, k, rng, 0.03f, /*huge_rows=*/false);  // <= 8 sprinkled exceptions per row
+  const auto bad = packable_matrix(n, k, rng, 0.03f, /*huge_rows=*/true);  // rows of ~k exceptions
+  DevBuf<bf16> dok(ok), dbad(bad);
+  DevBuf<uint32_t> scratch{size_t(n)};
+  Bf12Packer packer;
+  packer.plan(dok.p, n, k, "ok", scratch.p, nullptr);
+  packer.plan(dbad.p, n, k, "bad", scratch.p, nullptr);
+  ASSERT_EQ(packer.unpacked().size(), 1u);
+  EXPECT_NE(packer.unpacked()[0].find("bad"), std::string::npos) << packer.unpacked()[0];
+  DeviceArena arena("bf12_test", packer.bytes() + 4096);
+  const std::vector<Bf12Weights> w = packer.pack(arena, scratch.p, nullptr);
+  ASSERT_EQ(w.size(), 2u);
+  EXPECT_NE(w[0].bytes, nullptr);
+  EXPECT_EQ(w[1].bytes, nullptr);
+  EXPECT_EQ(packer.weights(), size_t(n) * k);
+  const Bf12Matrix ref = pack_reference(ok, n, k);
+  EXPECT_EQ(download(w[0].bytes, ref.bytes.size()), ref.bytes);
+}
+
 TEST(GemvBf12, UnsupportedShapesFailLoudly) {
   GemvBf12Params p;
   p.n_rows = 1, p.n_out = 10, p.k = 100;

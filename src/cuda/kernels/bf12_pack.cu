@@ -2,6 +2,8 @@
 // exceptions come out by increasing column when each iteration's counts are scanned across the warp.
 #include "cuda/kernels/bf12_pack.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/bf12.cuh"
@@ -123,7 +125,7 @@ void bf12_pack_rows(const void* w, int n, int k, const uint32_t* exc_start, cons
 }
 
 void Bf12Packer::plan(const void* w, int n, int k, const std::string& name, uint32_t* scratch, cudaStream_t stream) {
-  Matrix m{w, n, k, name, std::vector<uint32_t>(size_t(n)), 0, 0};
+  Matrix m{w, n, k, name, std::vector<uint32_t>(size_t(n)), 0, 0, 0, true};
   bf12_count_exceptions(w, n, k, scratch, stream);
   CUDA_CHECK(cudaMemcpyAsync(m.exc_start.data(), scratch, size_t(n) * 4, cudaMemcpyDeviceToHost, stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -133,7 +135,9 @@ void Bf12Packer::plan(const void* w, int n, int k, const std::string& name, uint
     c = uint32_t(words);
     words += bf12_overflow_words(count);
     n_exc += count;
+    m.max_row_exc = std::max(m.max_row_exc, count);
   }
+  m.packed = m.max_row_exc <= max_row_exc_;
   MXS_CHECK(words < kBf12None, strfmt("bf12 packing: %s has %llu exceptions", name.c_str(), (unsigned long long)n_exc));
   m.n_words = uint32_t(words);
   m.n_exc = n_exc;
@@ -143,27 +147,39 @@ void Bf12Packer::plan(const void* w, int n, int k, const std::string& name, uint
 size_t Bf12Packer::bytes() const {
   size_t b = 0;
   for (const Matrix& m : mats_)
-    b += DeviceArena::aligned(size_t(m.n) * m.k) + DeviceArena::aligned(size_t(m.n) * m.k / 2) +
+    if (m.packed)
+      b += DeviceArena::aligned(size_t(m.n) * m.k) + DeviceArena::aligned(size_t(m.n) * m.k / 2) +
          DeviceArena::aligned(size_t(m.n) * sizeof(Bf12Row)) + DeviceArena::aligned(size_t(m.n_words) * 4 + 4);
   return b;
 }
 
 size_t Bf12Packer::exceptions() const {
   size_t e = 0;
-  for (const Matrix& m : mats_) e += m.n_exc;
+  for (const Matrix& m : mats_) e += m.packed ? m.n_exc : 0;
   return e;
 }
 
 size_t Bf12Packer::weights() const {
   size_t e = 0;
-  for (const Matrix& m : mats_) e += size_t(m.n) * m.k;
+  for (const Matrix& m : mats_) e += m.packed ? size_t(m.n) * m.k : 0;
   return e;
+}
+
+std::vector<std::string> Bf12Packer::unpacked() const {
+  std::vector<std::string> u;
+  for (const Matrix& m : mats_)
+    if (!m.packed) u.push_back(strfmt("%s (a row with %u exceptions)", m.name.c_str(), m.max_row_exc));
+  return u;
 }
 
 std::vector<Bf12Weights> Bf12Packer::pack(DeviceArena& arena, uint32_t* scratch, cudaStream_t stream) {
   std::vector<Bf12Weights> out;
   for (const Matrix& m : mats_) {
     Bf12Weights p;
+    if (!m.packed) {
+      out.push_back(p);
+      continue;
+    }
     p.bytes = static_cast<const uint8_t*>(arena.alloc(m.name + ".bf12_bytes", size_t(m.n) * m.k));
     p.nibs = static_cast<const uint32_t*>(arena.alloc(m.name + ".bf12_codes", size_t(m.n) * m.k / 2));
     p.rows = static_cast<const Bf12Row*>(arena.alloc(m.name + ".bf12_rows", size_t(m.n) * sizeof(Bf12Row)));

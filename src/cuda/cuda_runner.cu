@@ -17,7 +17,6 @@
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_prefill.h"
 #include "cuda/kernels/dense_gemm.h"
-#include "cuda/kernels/gemv_bf12.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 #include "cuda/kernels/moe_gemm_pack.h"
@@ -623,21 +622,12 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     timed("lm_argmax", [&] { row_argmax_bf16(logits, lm_argmax, n_lm_rows, c.vocab_size, stream); });
     return;
   }
-  timed("lm_head", [&] {  // on the bf12 copy when there is one (CudaRunnerOptions::bf12_dense)
-    CUDA_CHECK(cudaMemsetAsync(lm_argmax, 0, size_t(n_lm_rows) * 8, stream));
-    const auto common = [&](auto& p) {
-      p.a = xn, p.src_rows = dev.lm_rows, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
-      p.n_out = c.vocab_size, p.row_argmax = lm_argmax;
-    };
-    if (w.lm_head_bf12.bytes != nullptr) {
-      GemvBf12Params p;
-      common(p);
-      p.w = w.lm_head_bf12;
-      return gemv_bf12_lm_head(p, stream);
-    }
+  timed("lm_head", [&] {
     GemvBf16Params p;
-    common(p);
-    p.w = w.lm_head;
+    p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
+    p.w_bf12 = w.lm_head_bf12;  // read instead of w when packed (CudaRunnerOptions::bf12_dense)
+    p.n_out = c.vocab_size, p.row_argmax = lm_argmax;
+    CUDA_CHECK(cudaMemsetAsync(lm_argmax, 0, size_t(n_lm_rows) * 8, stream));
     gemv_bf16_lm_head(p, stream);
   });
 }

@@ -1,7 +1,8 @@
 // bf12 on the device: the load-time packer against the reference packer (common/bf12.h), plane for plane, and the
-// bf12 LM head against the CPU reference and the bf16 kernel. The LM head matrix has rows whose exceptions decide
-// the result (a huge value in column 0, whose activation is 0, pushes the row's window up so that every ordinary
-// value becomes an exception: without the exact correction those rows would be far off).
+// LM head on the bf12 copy (gemv_bf16_lm_head with w_bf12) against the CPU reference and the bf16 kernel. The LM head
+// matrix has rows whose exceptions decide the result (a huge value in column 0, whose activation is 0, pushes the
+// row's window up so that every ordinary value becomes an exception: without the exact correction those rows would be
+// far off).
 #include <cmath>
 #include <vector>
 
@@ -9,7 +10,6 @@
 #include "cpu/cpu_ops.h"
 #include "cuda/device_arena.h"
 #include "cuda/kernels/bf12_pack.h"
-#include "cuda/kernels/gemv_bf12.h"
 #include "cuda/kernels/gemv_bf16.h"
 #include "bf12_test_util.h"
 #include "gpu_test_util.h"
@@ -73,10 +73,10 @@ TEST(GemvBf12, LmHeadMatchesReferenceAndBf16Kernel) {
       d12.poison();
       d16.poison();
       const DevicePacked packed = pack_on_device(dwl.p, V, H);
-      GemvBf12Params p;
-      p.a = dh.p, p.src_rows = drows.p, p.w = packed.w, p.y = d12.p, p.row_argmax = amax12.p;
+      GemvBf16Params p;  // (w unset: only the packed copy is read)
+      p.a = dh.p, p.src_rows = drows.p, p.w_bf12 = packed.w, p.y = d12.p, p.row_argmax = amax12.p;
       p.n_rows = n, p.k = H, p.n_out = V;
-      gemv_bf12_lm_head(p, nullptr);
+      gemv_bf16_lm_head(p, nullptr);
       GemvBf16Params q;
       q.a = dh.p, q.src_rows = drows.p, q.w = dwl.p, q.y = d16.p, q.row_argmax = amax16.p;
       q.n_rows = n, q.k = H, q.n_out = V;
@@ -191,9 +191,10 @@ TEST(Bf12Pack, RowsWithManyExceptionsLeaveTheMatrixUnpacked) {
 }
 
 TEST(GemvBf12, UnsupportedShapesFailLoudly) {
-  GemvBf12Params p;
-  p.n_rows = 1, p.n_out = 10, p.k = 100;
-  EXPECT_THROW(gemv_bf12_lm_head(p, nullptr), Error);
+  DevBuf<uint8_t> bytes{16};
+  GemvBf16Params p;
+  p.n_rows = 1, p.n_out = 10, p.k = 100, p.w_bf12.bytes = bytes.p;
+  EXPECT_THROW(gemv_bf16_lm_head(p, nullptr), Error);
   DevBuf<uint32_t> scratch(4);
   EXPECT_THROW(bf12_count_exceptions(scratch.p, 2, 12, scratch.p, nullptr), Error);
 }

@@ -1,5 +1,6 @@
 // bf16 GEMV kernels (see gemv_bf16.h). A warp owns 1-2 consecutive output rows, 8 warps per CTA; its weight
-// loads are issued first, then the activation tile (<= 4 rows) is staged in shared memory as fp32.
+// loads are issued first, then the activation tile (<= 4 rows) is staged in shared memory as fp32. The weights may
+// be the bf12 copy (common/bf12.h) where the caller passes one (w_bf12).
 // The LM head can also fold a per-row argmax (value, lowest id) into its epilogue for greedy sampling.
 #include "cuda/kernels/gemv_bf16.h"
 
@@ -46,26 +47,46 @@ __device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
   if (threadIdx.x == 0) *p.done_counter = 0u;
 }
 
-template <int K, int MT, Epilogue EPI>
-__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p) {
-  constexpr int NR = rows_per_warp<K>();
+// W: the weights' format (gemv_stream.cuh): Bf16Format, or Bf12Format for the packed LM head, whose vectors are
+// decoded in registers and dotted in the same order (rows without exceptions give the bf16 kernel's bits); a row's
+// exceptions are added by the lane that finishes it, from the staged activations, before the rounding.
+template <int K, int MT, Epilogue EPI, typename W>
+__global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p, W wf) {
+  constexpr int NR = rows_per_warp<K>(), NV = K / 8, PER_LANE = (NV + 31) / 32;
   extern __shared__ float4 s_x[];
   __shared__ unsigned long long s_best[MT];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int r0 = (blockIdx.x * kWarps + warp) * NR;
-  const bf16_t* w = static_cast<const bf16_t*>(p.w);
   bf16_t* y = static_cast<bf16_t*>(p.y);
   // Rows past the end read the last row again (in bounds) and are not stored.
-  const bf16_t* rows[NR];
+  size_t rows[NR];
 #pragma unroll
-  for (int j = 0; j < NR; ++j) rows[j] = w + size_t(min(r0 + j, p.n_out - 1)) * K;
+  for (int j = 0; j < NR; ++j) rows[j] = size_t(min(r0 + j, p.n_out - 1));
   const bool active = r0 < p.n_out;
+  // bf16: gemv_core.cuh's row registers and dot (its code, its registers); bf12: the format's vectors and decode.
+  const bf16_t* wrows[NR];
   RowRegs<K, NR> wr;
-  if (active) load_rows<K, NR>(rows, wr);  // in flight while the previous kernel drains and the activations are staged
+  typename W::Vec wv[W::kCorrections ? NR : 1][PER_LANE];
+  typename W::Hdr hdr[NR];
+  if constexpr (!W::kCorrections)  // (from p.w, the same pointer: through wf.w ptxas took 174 registers instead of 120)
+#pragma unroll
+    for (int j = 0; j < NR; ++j) wrows[j] = static_cast<const bf16_t*>(p.w) + rows[j] * K;
+  auto load = [&] {
+    if constexpr (W::kCorrections) {
+#pragma unroll
+      for (int j = 0; j < NR; ++j) {
+        hdr[j] = wf.header(rows[j]);
+        wf.template load<PER_LANE, NV>(rows[j], 0, lane, wv[j]);
+      }
+    } else {
+      load_rows<K, NR>(wrows, wr);
+    }
+  };
+  if (active) load();  // in flight while the previous kernel drains and the activations are staged
   griddep_wait();
   griddep_launch_dependents();
   for (int m0 = 0; m0 < p.n_rows; m0 += MT) {
-    if (m0 > 0 && active) load_rows<K, NR>(rows, wr);
+    if (m0 > 0 && active) load();
     __syncthreads();
     stage_rows_f32<K, MT>(s_x, static_cast<const bf16_t*>(p.a), p.n_rows - m0,
                           [&](int m) { return p.src_rows ? p.src_rows[m0 + m] : m0 + m; });
@@ -73,19 +94,50 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
     __syncthreads();
     if (active) {
       float acc[NR][MT];
-      dot_rows<K, MT, NR>(wr, s_x, acc);
+      if constexpr (W::kCorrections) {  // dot_rows' order, the vectors decoded first
+#pragma unroll
+        for (int j = 0; j < NR; ++j)
+#pragma unroll
+          for (int m = 0; m < MT; ++m) acc[j][m] = 0.f;
+#pragma unroll
+        for (int i = 0; i < PER_LANE; ++i) {
+          const int v = min(lane + 32 * i, NV - 1);  // lanes past the end dot zero weights
+          const bool in = NV % 32 == 0 || lane + 32 * i < NV;
+          uint4 d[NR];
+#pragma unroll
+          for (int j = 0; j < NR; ++j) d[j] = in ? wf.decode(wv[j][i], hdr[j]) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+          for (int m = 0; m < MT; ++m) {
+            const float4 a = s_x[(m * 2 + 0) * NV + v];
+            const float4 b = s_x[(m * 2 + 1) * NV + v];
+#pragma unroll
+            for (int j = 0; j < NR; ++j) acc[j][m] = dot8(d[j], a, b, acc[j][m]);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < NR; ++j)
+#pragma unroll
+          for (int m = 0; m < MT; ++m) acc[j][m] = warp_sum(acc[j][m]);
+      } else {
+        dot_rows<K, MT, NR>(wr, s_x, acc);
+      }
+      const float* s_xf = reinterpret_cast<const float*>(s_x);
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
           const int row = r0 + r;
           if (lane != m * NR + r || m0 + m >= p.n_rows || row >= p.n_out) continue;
+          // staged layout: float4 (m * 2 + plane) * NV + col / 8, plane = (col % 8) / 4
+          const float dot = wf.correct(hdr[r], acc[r][m], [&](uint32_t col) {
+            return s_xf[((m * 2 + (col % 8) / 4) * NV + col / 8) * 4 + col % 4];
+          });
           bf16_t* dst = y + size_t(m0 + m) * p.n_out + row;
           if constexpr (EPI == Epilogue::kBiasResidual) {
-            const float proj = bf(acc[r][m] + to_f32(static_cast<const bf16_t*>(p.bias)[row]));
+            const float proj = bf(dot + to_f32(static_cast<const bf16_t*>(p.bias)[row]));
             *dst = to_bf16(to_f32(*dst) + proj);
           } else {
-            const bf16_t v = to_bf16(acc[r][m]);
+            const bf16_t v = to_bf16(dot);
             *dst = v;
             if (p.row_argmax) atomicMax(&s_best[m], argmax_key(to_f32(v), row));
           }
@@ -157,22 +209,29 @@ void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
   launch_stream_residual_w<K>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 
-template <int K, int MT, Epilogue EPI>
-void launch(const GemvBf16Params& p, cudaStream_t stream) {
+template <int K, int MT, Epilogue EPI, typename W>
+void launch(const GemvBf16Params& p, const W& wf, cudaStream_t stream) {
   constexpr int smem = staged_bytes<K, MT>();
-  static const bool smem_ok = (allow_smem(gemv_bf16_kernel<K, MT, EPI>, smem), true);
+  static const bool smem_ok = (allow_smem(gemv_bf16_kernel<K, MT, EPI, W>, smem), true);
   (void)smem_ok;
   constexpr int rows_per_cta = kWarps * rows_per_warp<K>();
   const int grid = (p.n_out + rows_per_cta - 1) / rows_per_cta;
-  launch_pdl(gemv_bf16_kernel<K, MT, EPI>, dim3(grid), dim3(kWarps * 32), smem, stream, p);
+  launch_pdl(gemv_bf16_kernel<K, MT, EPI, W>, dim3(grid), dim3(kWarps * 32), smem, stream, p, wf);
   CUDA_CHECK_LAUNCH();
 }
 
+template <int K, Epilogue EPI, typename W>
+void dispatch_mt(const GemvBf16Params& p, const W& wf, cudaStream_t stream) {
+  if (p.n_rows == 1) return launch<K, 1, EPI>(p, wf, stream);
+  if (p.n_rows == 2) return launch<K, 2, EPI>(p, wf, stream);
+  return launch<K, 4, EPI>(p, wf, stream);
+}
+
+// The weights as given: the bf12 copy when there is one (the LM head), else the bf16 matrix.
 template <int K, Epilogue EPI>
-void dispatch_mt(const GemvBf16Params& p, cudaStream_t stream) {
-  if (p.n_rows == 1) return launch<K, 1, EPI>(p, stream);
-  if (p.n_rows == 2) return launch<K, 2, EPI>(p, stream);
-  return launch<K, 4, EPI>(p, stream);
+void dispatch_format(const GemvBf16Params& p, cudaStream_t stream) {
+  if (p.w_bf12.bytes != nullptr) return dispatch_mt<K, EPI>(p, Bf12Format<K>{p.w_bf12}, stream);
+  dispatch_mt<K, EPI>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 
 void check(const GemvBf16Params& p, const char* name) {
@@ -189,8 +248,8 @@ void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream) {
   MXS_CHECK(p.src_rows == nullptr, "gemv_bf16_residual: src_rows is not supported");
   if (p.n_rows <= 4 && p.k == 4096) return launch_stream_residual<4096>(p, stream);
   switch (p.k) {
-    case 4096: return dispatch_mt<4096, Epilogue::kBiasResidual>(p, stream);
-    case 1024: return dispatch_mt<1024, Epilogue::kBiasResidual>(p, stream);
+    case 4096: return dispatch_mt<4096, Epilogue::kBiasResidual>(p, Bf16Format<4096>{static_cast<const bf16_t*>(p.w)}, stream);
+    case 1024: return dispatch_mt<1024, Epilogue::kBiasResidual>(p, Bf16Format<1024>{static_cast<const bf16_t*>(p.w)}, stream);
     default: throw Error(strfmt("gemv_bf16_residual: k = %d is not supported (supported: 4096, 1024)", p.k));
   }
 }
@@ -199,8 +258,8 @@ void gemv_bf16_residual(const GemvBf16Params& p, cudaStream_t stream) {
 void gemv_bf16_lm_head(const GemvBf16Params& p, cudaStream_t stream) {
   check(p, "gemv_bf16_lm_head");
   switch (p.k) {
-    case 2880: return dispatch_mt<2880, Epilogue::kStore>(p, stream);
-    case 64: return dispatch_mt<64, Epilogue::kStore>(p, stream);
+    case 2880: return dispatch_format<2880, Epilogue::kStore>(p, stream);
+    case 64: return dispatch_format<64, Epilogue::kStore>(p, stream);
     default: throw Error(strfmt("gemv_bf16_lm_head: k = %d is not supported (supported: 2880, 64)", p.k));
   }
 }

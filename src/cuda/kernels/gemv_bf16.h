@@ -15,7 +15,8 @@ struct GemvBf16Params {
   const void* a = nullptr;        // [*, k] bf16 activations
   const int32_t* src_rows = nullptr;  // [n_rows] rows of `a` to use (nullptr: rows 0..n_rows-1)
   const void* w = nullptr;        // [n_out, k] bf16
-  // residual form, optional: the same weights bf12-packed (common/bf12.h), read instead of w at n_rows <= 2
+  // optional: the same weights bf12-packed (common/bf12.h), read instead of w: by the LM head at any row count (the
+  // runner takes it below 8 rows), by o_proj (k = 4096) at n_rows <= 2. Rows without exceptions give w's bits.
   Bf12Weights w_bf12;
   const void* bias = nullptr;     // [n_out] bf16 (residual form only)
   void* y = nullptr;              // [n_rows, n_out] bf16: output (lm_head) or residual updated in place

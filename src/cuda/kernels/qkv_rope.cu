@@ -213,14 +213,10 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
   const Bf16Format<K> bf16{static_cast<const bf16_t*>(p.w_qkv)};
   if constexpr (MT == 1) {
     const int pre = p.moe_yw != nullptr ? pre_rows : 2;
-    // bf12's 160 registers leave room for 12 warps per CTA (bf16's 180 do not): more weight bytes in flight per SM.
-    static const int warps = [] {  // MXS_QKV_WARPS=8|12 (A/B)
-      const char* v = std::getenv("MXS_QKV_WARPS");
-      return v && std::atoi(v) == 8 ? 8 : 12;
-    }();
-    if (p.w_qkv_bf12.bytes != nullptr && warps == 12)
+    // bf12's 166 registers leave room for 12 warps per CTA (bf16's 176 do not): more weight bytes in flight per SM.
+    // H100, 20b batch 1 (session 18): 1.674-1.692 ms per step with 12, 1.709-1.747 with 8 (docs/PERF.md).
+    if (p.w_qkv_bf12.bytes != nullptr)
       return launch_gemv_warp<K, 2, 12>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
-    if (p.w_qkv_bf12.bytes != nullptr) return launch_gemv_warp<K, 2>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
     launch_gemv_warp<K, 2>(rows, groups, epi, bf16, stream, pre);
   } else {
     launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, bf16, stream);

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 
@@ -11,6 +12,7 @@
 #include "common/timer.h"
 #include "cuda/cuda_check.h"
 #include "cuda/bench_runner.h"
+#include "cuda/cta_trace.h"
 #include "cuda/cuda_runner.h"
 
 namespace mxs::cuda {
@@ -145,6 +147,15 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
     row.pipelined_tok_s = batch / (row.pipelined_step_ms * 1e-3);
     r.rows.push_back(row);
     MXS_LOG_INFO("bench decode: batch %d: %.3f ms/step, %.0f tok/s, %.0f GB/s", batch, row.step_ms, row.tok_s, row.gb_s);
+  }
+
+  // MXS_CTA_TRACE_OUT=FILE (a build configured with -DMXS_CTA_TRACE=ON): two batch-1 steps with a record per CTA of
+  // the decode kernels (cuda/cta_trace.h), as CSV for scripts/cta_trace.py.
+  if (const char* path = std::getenv("MXS_CTA_TRACE_OUT")) {
+    CtaTraceCapture capture(size_t(1) << 20);
+    run_steps(1, 2, o.context - 1 + o.warmup, nullptr);
+    const size_t n = capture.write_csv(path);
+    MXS_LOG_INFO("bench decode: %zu CTA records of two batch-1 steps in %s", n, path);
   }
 
   // Per-kernel breakdown (events around every launch, graphs off while timing).

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <type_traits>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -108,12 +109,23 @@ struct CudaRunner::Impl {
   SamplingParamsDev samp;
   size_t ids_capacity = 0;
 
-  // Step inputs: device buffers at fixed addresses (graphs replay them) and their pinned host mirrors.
+  // Step inputs: pinned host staging (`host`, capacity layout) and, per step, their packed device copies (`dev`).
   // handoff: [max_seqs][2] (dst token index, src results row) of input_from_last_sample rows (token_handoff.h).
+  // A step's used parts travel in ONE host-to-device copy: the block tables are staged straight into the set's
+  // pinned `send` buffer (its start), pack_inputs appends the other arrays and points `dev` at their places in
+  // `dev_in`. Each small copy costs ~2.4 us of the GPU's time (H100, docs/PERF.md session 19): seven per
+  // batch-1 step were ~17 us between steps. The packed offsets depend only on (sequence rows, tokens, LM-head
+  // rows), so a graph bucket (all three = the bucket) finds its inputs where its capture did; what follows them
+  // (sampling parameters, handoff) is read by launches outside the graphs. Penalty id lists (rare, large
+  // capacity) keep their own arrays and copy.
   struct Inputs {
     int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts, *handoff;
     SampleSeqParams* seq_params;
   } dev{}, host{};
+  char* dev_in = nullptr;         // packed step inputs on the device
+  size_t in_capacity = 0;         // bytes of dev_in and of each set's send buffer
+  char* send_sets[2] = {};        // pinned: the packed image of a set's inputs
+  char* send = nullptr;           // the current set's
   SampleResultDev* host_results = nullptr;
   uint16_t* host_logits = nullptr;  // [vocab] bf16 bits, for return_logits
   char* host_pinned = nullptr;
@@ -204,6 +216,7 @@ struct CudaRunner::Impl {
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
+  void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff);
   void submit(const StepBatch& batch);
   void collect(StepOutput* out);
   void build_output(Pending& p, StepOutput* out);
@@ -254,9 +267,10 @@ void CudaRunner::Impl::init() {
   add(S * sizeof(SampleResultDev)); add(S * 8);
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
-  add(T * 4); add(T * 4); add(T * 4); add(S * max_blocks_per_seq * 4); add(S * max_blocks_per_seq * 4); add(S * 4);
-  add(S * 2 * 4);
-  add(S * sizeof(SampleSeqParams));
+  // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
+  in_capacity = 2 * (S * max_blocks_per_seq * 4 + 64) + 3 * (T * 4 + 64) + (S * 4 + 64) +
+                (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64);
+  add(in_capacity);
   add(ids_capacity * 4); add(ids_capacity * 4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
   x = ws_arena.alloc("x", T * H * 2);
@@ -312,26 +326,20 @@ void CudaRunner::Impl::init() {
   samp.results = ws_arena.alloc_as<SampleResultDev>("sample_results", S);
   samp.vocab = int(V);
   lm_argmax = ws_arena.alloc_as<unsigned long long>("lm_argmax", S);
+  CUDA_CHECK(cudaMemset(lm_argmax, 0, S * sizeof(unsigned long long)));  // zero between steps (SamplingParamsDev)
   samp.row_argmax = lm_argmax;
   {
     std::vector<int32_t> offs(S + 1);
     for (size_t i = 0; i <= S; ++i) offs[i] = int32_t(i * V);
     CUDA_CHECK(cudaMemcpy(seg, offs.data(), offs.size() * 4, cudaMemcpyHostToDevice));
   }
-  dev.tokens = ws_arena.alloc_as<int32_t>("in_tokens", T);
-  dev.positions = ws_arena.alloc_as<int32_t>("in_positions", T);
-  dev.token_seq = ws_arena.alloc_as<int32_t>("in_token_seq", T);
-  dev.block_tables = ws_arena.alloc_as<int32_t>("in_block_tables", S * max_blocks_per_seq);
-  dev.sliding_block_tables = ws_arena.alloc_as<int32_t>("in_sliding_block_tables", S * max_blocks_per_seq);
-  dev.lm_rows = ws_arena.alloc_as<int32_t>("in_lm_rows", S);
-  dev.seq_params = ws_arena.alloc_as<SampleSeqParams>("in_seq_params", S);
+  dev_in = static_cast<char*>(ws_arena.alloc("step_inputs", in_capacity));
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
-  dev.handoff = ws_arena.alloc_as<int32_t>("in_token_handoff", S * 2);
 
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
   const size_t set_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
-                           ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 + 64 * 16;
+                           ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 + 64 * 16 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
@@ -345,8 +353,7 @@ void CudaRunner::Impl::init() {
     h.tokens = reinterpret_cast<int32_t*>(take(T * 4));
     h.positions = reinterpret_cast<int32_t*>(take(T * 4));
     h.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
-    h.block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
-    h.sliding_block_tables = reinterpret_cast<int32_t*>(take(S * max_blocks_per_seq * 4));
+    h.block_tables = h.sliding_block_tables = nullptr;  // per step, in the send buffer (submit)
     h.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
     h.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
     h.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
@@ -354,11 +361,12 @@ void CudaRunner::Impl::init() {
     h.handoff = reinterpret_cast<int32_t*>(take(S * 2 * 4));
     host_results_sets[k] = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
     host_tiles_sets[k] = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
+    send_sets[k] = take(in_capacity);
     CUDA_CHECK(cudaEventCreateWithFlags(&done_events[k], cudaEventDisableTiming));
   }
   host_logits = reinterpret_cast<uint16_t*>(take(V * 2));
   MXS_CHECK(size_t(hp - host_pinned) <= host_bytes, "CudaRunner: pinned staging overflow");
-  host = host_sets[0], host_results = host_results_sets[0], host_tiles = host_tiles_sets[0];
+  host = host_sets[0], host_results = host_results_sets[0], host_tiles = host_tiles_sets[0], send = send_sets[0];
 
   // KV pools: [layer][block (pool blocks + 1 scratch)][K|V][n_kv][block_size][64] bf16. With two groups the
   // sliding layers index their own, smaller pool (only the windows of the running sequences).
@@ -451,12 +459,6 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   const TokenMeta meta_sliding{dev.positions, dev.token_seq,
                                num_sliding_blocks > 0 ? dev.sliding_block_tables : dev.block_tables, max_blocks_per_seq};
 
-  timed("embed_rmsnorm", [&] {
-    RmsNormParams p;
-    p.embed = w.embed, p.tokens = dev.tokens, p.x_out = x, p.weight = w.layers[0].input_norm, p.out = xn;
-    p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
-    embed_rmsnorm(p, stream);
-  });
   // At 1-2 tokens the q/k/v GEMV runs the previous layer's MoE combine and this layer's input norm in its
   // prologue (qkv_rope's moe_yw): no moe_combine launch between layers. The residual then alternates between
   // x and x_alt (the GEMV's CTAs read x_mid while CTA 0 writes the combined row), so `x` below is the
@@ -465,6 +467,15 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
   // 1,003 unfused vs 937 tok/s fused; batch 1: 479 vs 511).
   static const bool no_fused_combine = std::getenv("MXS_NO_FUSED_COMBINE") != nullptr;  // A/B and debugging
   const bool fuse_combine = n_tokens <= 2 && H == 2880 && !no_fused_combine;
+  // The first layer's q/k/v GEMV gathers the embeddings and runs the input norm in the same prologue (no
+  // embed_rmsnorm launch: H100, batch 1, that launch and its dependent loads held the first q/k/v ~12 us).
+  if (!fuse_combine)
+    timed("embed_rmsnorm", [&] {
+      RmsNormParams p;
+      p.embed = w.embed, p.tokens = dev.tokens, p.x_out = this->x, p.weight = w.layers[0].input_norm, p.out = xn;
+      p.n_rows = n_tokens, p.dim = H, p.eps = c.rms_norm_eps;
+      embed_rmsnorm(p, stream);
+    });
   static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
   const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
   // One-token steps (batch-1 decode): the post-attention norm and the router in one launch (moe_router_norm)
@@ -486,6 +497,9 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       qp.moe_x_mid = x, qp.moe_yw = yw, qp.moe_topk_idx = topk_idx, qp.moe_top_k = c.experts_per_token;
       qp.norm_w = lw.input_norm, qp.x_out = x_next, qp.eps = c.rms_norm_eps;
       std::swap(x, x_next);
+    } else if (fuse_combine) {  // layer 0: x = the token embeddings
+      qp.embed = w.embed, qp.embed_tokens = dev.tokens;
+      qp.norm_w = lw.input_norm, qp.x_out = x, qp.eps = c.rms_norm_eps;
     }
     if (dense) {
       const int qkv_rows = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
@@ -626,10 +640,40 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     GemvBf16Params p;
     p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
     p.w_bf12 = w.lm_head_bf12;  // read instead of w when packed (CudaRunnerOptions::bf12_dense)
-    p.n_out = c.vocab_size, p.row_argmax = lm_argmax;
-    CUDA_CHECK(cudaMemsetAsync(lm_argmax, 0, size_t(n_lm_rows) * 8, stream));
+    p.n_out = c.vocab_size, p.row_argmax = lm_argmax;  // zero here: sampling zeroes the keys it reads
     gemv_bf16_lm_head(p, stream);
   });
+}
+
+// The block tables of n_seq_rows rows at the start of the send buffer (submit stages them there), then the
+// graph-read arrays, then the rest (see Inputs). Returns the bytes of the tables.
+static size_t tables_bytes(int n_seq_rows, int max_blocks_per_seq, bool sliding) {
+  const size_t one = (size_t(n_seq_rows) * max_blocks_per_seq * 4 + 63) / 64 * 64;
+  return sliding ? 2 * one : one;
+}
+
+// Packs the step's staged inputs after the tables in the current set's send buffer, points `dev` at their places
+// in dev_in and queues the one copy (see Inputs).
+void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff) {
+  const size_t table = (size_t(n_seq_rows) * max_blocks_per_seq * 4 + 63) / 64 * 64;
+  dev.block_tables = reinterpret_cast<int32_t*>(dev_in);
+  dev.sliding_block_tables = num_sliding_blocks > 0 ? reinterpret_cast<int32_t*>(dev_in + table) : dev.block_tables;
+  size_t off = tables_bytes(n_seq_rows, max_blocks_per_seq, num_sliding_blocks > 0);
+  auto add = [&](auto* src, size_t n) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(src)>>;
+    T* d = reinterpret_cast<T*>(dev_in + off);
+    MXS_CHECK(off + n * sizeof(T) <= in_capacity, "CudaRunner: packed step inputs overflow");
+    if (n) std::memcpy(send + off, src, n * sizeof(T));
+    off += (n * sizeof(T) + 63) / 64 * 64;
+    return d;
+  };
+  dev.tokens = add(host.tokens, size_t(n_tok));
+  dev.positions = add(host.positions, size_t(n_tok));
+  dev.token_seq = add(host.token_seq, size_t(n_tok));
+  dev.lm_rows = add(host.lm_rows, size_t(n_lm_rows));
+  dev.seq_params = add(host.seq_params, size_t(n_lm));
+  dev.handoff = add(host.handoff, size_t(n_handoff) * 2);
+  CUDA_CHECK(cudaMemcpyAsync(dev_in, send, off, cudaMemcpyHostToDevice, stream));
 }
 
 // Validates and stages a batch into the next pinned set, queues its copies, the token handoff, the forward pass
@@ -644,6 +688,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   MXS_CHECK(pending.size() < 2, "CudaRunner::submit: two steps are already outstanding");
   const int set = int(num_submits % 2);
   host = host_sets[set], host_results = host_results_sets[set], host_tiles = host_tiles_sets[set];
+  send = send_sets[set];
   // The previous step's sampled rows: sources of this step's input_from_last_sample tokens (cleared first, so
   // that a submit that throws leaves no stale sources).
   std::unordered_map<uint64_t, int> prev_rows;
@@ -696,6 +741,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   const int n_rows = use_graph ? graph_batch_bucket(n_valid) : 0;  // graph bucket (padded sequences)
   const int scratch_block = num_blocks;
   int n_handoff = 0;  // input_from_last_sample rows: (token index, previous results row) pairs in host.handoff
+  // The block tables go straight to their packed place (pack_inputs).
+  host.block_tables = reinterpret_cast<int32_t*>(send);
+  host.sliding_block_tables =
+      reinterpret_cast<int32_t*>(send + tables_bytes(use_graph ? n_rows : n_valid, max_blocks_per_seq, false));
   for (int vi = 0; vi < (use_graph ? n_rows : n_valid); ++vi) {
     int32_t* table = host.block_tables + size_t(vi) * max_blocks_per_seq;
     int32_t* sliding_table = host.sliding_block_tables + size_t(vi) * max_blocks_per_seq;
@@ -787,23 +836,13 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
     };
     const int n_seq_rows = use_graph ? n_rows : n_valid;
-    h2d(dev.tokens, host.tokens, size_t(n_tok) * 4);
-    h2d(dev.positions, host.positions, size_t(n_tok) * 4);
-    h2d(dev.token_seq, host.token_seq, size_t(n_tok) * 4);
-    h2d(dev.block_tables, host.block_tables, size_t(n_seq_rows) * max_blocks_per_seq * 4);
-    if (num_sliding_blocks > 0)
-      h2d(dev.sliding_block_tables, host.sliding_block_tables, size_t(n_seq_rows) * max_blocks_per_seq * 4);
     const int n_lm_rows = use_graph ? n_rows : n_lm;
-    h2d(dev.lm_rows, host.lm_rows, size_t(n_lm_rows) * 4);
-    h2d(dev.seq_params, host.seq_params, size_t(n_lm) * sizeof(SampleSeqParams));
-    h2d(dev.ids, host.ids, n_ids * 4);
+    pack_inputs(n_tok, n_seq_rows, n_lm_rows, n_lm, n_handoff);
+    h2d(dev.ids, host.ids, n_ids * 4);  // (penalties only)
     h2d(dev.counts, host.counts, n_ids * 4);
     // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
     // the stream) become the input tokens of its continuing sequences.
-    if (n_handoff > 0) {
-      h2d(dev.handoff, host.handoff, size_t(n_handoff) * 8);
-      copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, n_handoff, c.vocab_size, stream);
-    }
+    if (n_handoff > 0) copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, n_handoff, c.vocab_size, stream);
 
     if (use_graph) {
       // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
@@ -887,6 +926,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
       samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort;
+      samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       timed("sampling", [&] { sample_tokens(samp, stream); });
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
                                  cudaMemcpyDeviceToHost, stream));

@@ -278,6 +278,72 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
   }
 }
 
+// The first layer's prologue (qkv_rope's embed): x = embed[tokens] gathered and normed in the q/k/v GEMV itself
+// (no embed_rmsnorm launch). x_out is the gathered rows bit for bit, q / k / v match the unfused launch on the
+// reference's normed rows, on the bf16 weights and (one token) on their bf12 copy.
+TEST_P(Geometry, QkvRopeWithFusedEmbeddingAndNorm) {
+  if (c.hidden_size != 2880) GTEST_SKIP() << "the fused prologue is on the streaming GEMV (hidden 2880)";
+  const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40, V = 77;
+  for (int n : {1, 2}) {
+    SCOPED_TRACE(strfmt("%d tokens", n));
+    Rng rng(950 + n);
+    std::vector<int> ctx(static_cast<size_t>(n)), n_new(static_cast<size_t>(n), 1);
+    for (int i = 0; i < n; ++i) ctx[size_t(i)] = 9 + 41 * i;
+    const StepLayout L = make_layout(ctx, n_new, bs, nblk, rng);
+    const auto embed = random_bf16(size_t(V) * H, rng, -2.f, 2.f);
+    const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
+    std::vector<int32_t> tokens(static_cast<size_t>(n));
+    for (auto& t : tokens) t = int32_t(rng.below(V));
+    std::vector<bf16> x_ref(size_t(n) * H), xn_ref(size_t(n) * H);
+    for (int t = 0; t < n; ++t)
+      std::copy_n(embed.begin() + size_t(tokens[size_t(t)]) * H, H, x_ref.begin() + size_t(t) * H);
+    cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
+    const int rows = c.qkv_dim();
+    const auto w = packable_matrix(rows, H, rng, 1.0f / std::sqrt(float(H)), /*huge_rows=*/false);
+    const auto b = random_bf16(size_t(rows), rng, -0.5f, 0.5f);
+    cpu::YarnRope rope(c);
+    std::vector<float> inv_freq(rope.inv_freq());
+    DevBuf<float> dinv(inv_freq);
+    DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables), dtok(tokens);
+    DevBuf<bf16> dw(w), db(b), dembed(embed), dnorm(norm_w), dxn_ref(xn_ref), dxout(x_ref.size());
+    DevBuf<bf16> dq1(size_t(n) * NH * D), dq2(size_t(n) * NH * D);
+    DevBuf<bf16> dkv1(size_t(nblk) * 2 * NKV * bs * D), dkv2(size_t(nblk) * 2 * NKV * bs * D);
+    dq1.poison(), dq2.poison(), dkv1.poison(), dkv2.poison(), dxout.poison();
+    QkvRopeParams p;
+    p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale();
+    p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
+    p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
+    QkvRopeParams plain = p;
+    plain.xn = dxn_ref.p, plain.q_out = dq1.p, plain.kv = {dkv1.p, bs, NKV};
+    qkv_rope(plain, nullptr);
+    QkvRopeParams fused = p;
+    fused.q_out = dq2.p, fused.kv = {dkv2.p, bs, NKV};
+    fused.embed = dembed.p, fused.embed_tokens = dtok.p;
+    fused.norm_w = dnorm.p, fused.x_out = dxout.p, fused.eps = c.rms_norm_eps;
+    qkv_rope(fused, nullptr);
+    EXPECT_EQ(to_f32(dxout.download()), to_f32(x_ref)) << "gathered residual";
+    expect_close(to_f32(dq2.download()), to_f32(dq1.download()), kTol, "q (fused embedding vs reference norm)");
+    const auto kv1 = to_f32(dkv1.download()), kv2 = to_f32(dkv2.download());
+    std::vector<float> a1, a2;
+    for (size_t i = 0; i < kv1.size(); ++i)
+      if (!std::isnan(kv1[i])) a1.push_back(kv1[i]), a2.push_back(kv2[i]);
+    ASSERT_EQ(a1.size(), size_t(n) * 2 * NKV * D);
+    expect_close(a2, a1, kTol, "k/v cache (fused embedding vs reference norm)");
+    if (n == 1) {
+      const DevicePacked packed = pack_on_device(dw.p, rows, H);
+      DevBuf<bf16> dq3(size_t(n) * NH * D), dkv3(size_t(nblk) * 2 * NKV * bs * D), dxout3(x_ref.size());
+      dq3.poison(), dkv3.poison(), dxout3.poison();
+      QkvRopeParams f12 = fused;
+      f12.q_out = dq3.p, f12.kv = {dkv3.p, bs, NKV}, f12.x_out = dxout3.p, f12.w_qkv_bf12 = packed.w;
+      qkv_rope(f12, nullptr);
+      EXPECT_EQ(to_f32(dxout3.download()), to_f32(x_ref)) << "gathered residual (bf12 launch)";
+      expect_close(to_f32(dq3.download()), to_f32(dq2.download()), kTol, "q (bf12 weights vs bf16)");
+    }
+    fused.moe_yw = dembed.p;  // with a combine, or at 3+ tokens: refused
+    EXPECT_THROW(qkv_rope(fused, nullptr), Error);
+  }
+}
+
 TEST_P(Geometry, DenseProjectionsAndArgmax) {
   const int H = c.hidden_size, Q = c.q_dim();
   cublasHandle_t handle;
@@ -468,8 +534,12 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     const auto x = random_bf16(size_t(n) * H, rng, -3.f, 3.f);
     const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
     const float ws = 1.0f / std::sqrt(float(H));
-    const auto rw = random_bf16(size_t(E) * H, rng, -ws, ws);
-    const auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+    auto rw = random_bf16(size_t(E) * H, rng, -ws, ws);
+    auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+    if (E == 128) {  // a tie at the top: experts 9 and 100 have equal logits (the lower id ranks first)
+      std::copy_n(rw.begin() + 9 * size_t(H), H, rw.begin() + 100 * size_t(H));
+      rb[9] = rb[100] = f32_to_bf16(4.0f);
+    }
     DevBuf<bf16> dx(x), dnw(nw), drw(rw), drb(rb), dxn_a(size_t(n) * H), dxn_b(size_t(n) * H);
     struct Out {
       DevBuf<int32_t> idx, off, list, act, num;
@@ -513,6 +583,10 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     EXPECT_EQ(b.logits.download(), a.logits.download()) << "router logits (n = " << n << ")";
     const auto idx = b.idx.download();
     EXPECT_EQ(idx, a.idx.download()) << "top-k experts (n = " << n << ")";
+    if (E == 128) {
+      EXPECT_EQ(idx[0], 9) << "tied logits: the lower expert id first";
+      EXPECT_EQ(idx[1], 100);
+    }
     EXPECT_EQ(b.wt.download(), a.wt.download()) << "routing weights (n = " << n << ")";
     ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, b.off.download(), b.list.download(), b.act.download(),
                                                b.num.download()[0], n, K, E));

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cpu/sampler.h"
+#include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/sampling.h"
 #include "engine/sampling_params.h"
 #include "cuda/event_timing.h"
@@ -217,6 +218,37 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   const auto r = ds.run(dl, hb, true);
   expect_sorted_rows(hb, ds, V);
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
+}
+
+// The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
+// n_argmax_rows (the LM head's rows, padding included) is zero afterwards, so that the next step's LM head can
+// atomicMax into them without a memset. Greedy and sampled rows both match the CPU.
+TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
+  const int V = 5003, pad = 3;
+  std::vector<SamplingParams> cases(5);
+  for (auto& p : cases) p.temperature = 0;
+  cases[2].temperature = 0.8f, cases[2].seed = 7;  // a sampled row between greedy ones
+  const int S = int(cases.size());
+  Rng rng(321);
+  const auto logits = spread_logits(S, V, rng);
+  std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
+  const HostBatch hb = make_batch(cases, prompts, outputs);
+  DevBuf<bf16> dl(logits);
+  DevBuf<unsigned long long> keys(size_t(S + pad));
+  std::vector<unsigned long long> junk(size_t(S + pad), 0x1234567800000001ull);  // stale keys of padding rows
+  keys.upload(junk);
+  row_argmax_bf16(dl.p, keys.p, S, V, nullptr);  // rows < S: this step's keys
+  DeviceSampler ds(S, V);
+  DevBuf<SampleSeqParams> dsp(hb.sp);
+  DevBuf<int32_t> dids(std::vector<int32_t>{0}), dcounts(std::vector<int32_t>{0});
+  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false);
+  p.row_argmax = keys.p, p.n_argmax_rows = S + pad;
+  ds.res.poison();
+  sample_tokens(p, nullptr);
+  auto r = ds.res.download();
+  r.resize(size_t(S));
+  expect_matches_cpu(hb, to_f32(logits), V, r, "greedy rows from the argmax keys");
+  for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull);
 }
 
 // A batch mixing greedy, plain temperature, top-k and top-p rows (and the sort of only the top-p rows): every

@@ -22,9 +22,12 @@
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_mma.cuh"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/cta_trace.cuh"
 #include "cuda/kernels/pdl.cuh"
 
 namespace mxs::cuda {
+
+MXS_CTA_TRACE_BINDER(attention_decode_mma)
 namespace {
 
 using namespace attn;
@@ -49,6 +52,7 @@ __device__ __forceinline__ void store_bf16x4(void* dst, float a, float b, float 
 
 template <int STAGES>
 __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(AttentionDecodeParams p) {
+  CtaTrace trace;
   constexpr int kStages = STAGES;
   extern __shared__ __align__(128) bf16_t smem[];  // [kWarps][kStages][kStageElems]; reused for the merge
   __shared__ int32_t s_tab[kTabMax];
@@ -119,6 +123,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
     ++s_pre;
   }
   griddep_wait();  // q and the token's key / value come from qkv_rope
+  trace.waited();
   griddep_launch_dependents();
 
   // Q A-fragments for the 4 k-steps of 16 dims: a0/a2 = row gid (head g*8 + gid), a1 = a3 = 0 (padding rows).
@@ -231,6 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
   if (p.n_splits == 1) {
     const float inv = 1.f / (L + fast_exp2(sink2h - M));  // M >= sink2h: the sink term is <= 1
     store_bf16x4(out, O[0] * inv, O[1] * inv, O[2] * inv, O[3] * inv);
+    trace.end(kTraceAttention);
     return;
   }
   const size_t idx = (size_t(t) * p.n_heads + head) * p.n_splits + z;
@@ -241,7 +247,10 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
   __syncthreads();
   if (tid == 0) s_last = atomicAdd(&p.counters[t * p.n_kv_heads + g], 1u) == unsigned(p.n_splits) - 1;
   __syncthreads();
-  if (!s_last) return;
+  if (!s_last) {
+    trace.end(kTraceAttention);
+    return;
+  }
   __threadfence();
   const size_t base = (size_t(t) * p.n_heads + head) * p.n_splits;
   float Mz = sink2h;  // every split's max started at the sink, so Mz = max over splits
@@ -257,6 +266,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
   const float inv = 1.f / Lz;
   store_bf16x4(out, Oz[0] * inv, Oz[1] * inv, Oz[2] * inv, Oz[3] * inv);
   if (tid == 0) p.counters[t * p.n_kv_heads + g] = 0u;
+  trace.end(kTraceAttention);
 }
 
 template <int STAGES>

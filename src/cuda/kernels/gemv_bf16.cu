@@ -13,6 +13,8 @@
 #include "cuda/kernels/rmsnorm_row.cuh"
 
 namespace mxs::cuda {
+
+MXS_CTA_TRACE_BINDER(gemv_bf16)
 namespace {
 
 constexpr int kWarps = 8;
@@ -52,6 +54,7 @@ __device__ __forceinline__ void post_norm_in_last_cta(const GemvBf16Params& p) {
 // exceptions are added by the lane that finishes it, from the staged activations, before the rounding.
 template <int K, int MT, Epilogue EPI, typename W>
 __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p, W wf) {
+  CtaTrace trace;
   constexpr int NR = rows_per_warp<K>(), NV = K / 8, PER_LANE = (NV + 31) / 32;
   extern __shared__ float4 s_x[];
   __shared__ unsigned long long s_best[MT];
@@ -84,6 +87,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
   };
   if (active) load();  // in flight while the previous kernel drains and the activations are staged
   griddep_wait();
+  trace.waited();
   griddep_launch_dependents();
   for (int m0 = 0; m0 < p.n_rows; m0 += MT) {
     if (m0 > 0 && active) load();
@@ -150,6 +154,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
     }
   }
   if constexpr (EPI == Epilogue::kBiasResidual) post_norm_in_last_cta(p);
+  trace.end(kTraceLmHead);
 }
 
 // o_proj for 1-4 rows on the streaming GEMV: groups of R output rows; the optional post-attention norm runs in

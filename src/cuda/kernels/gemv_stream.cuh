@@ -9,6 +9,7 @@
 #pragma once
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/bf12.cuh"
+#include "cuda/kernels/cta_trace.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/pdl.cuh"
 
@@ -124,6 +125,7 @@ struct StreamRows {
 
 template <int K, int MT, int R, typename Epi, typename Rows, typename W>
 __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
+  CtaTrace trace;  // (kTraceOProj: the batch-1 user of this kernel)
   using S = StreamShape<K>;
   using Vec = typename W::Vec;
   using Hdr = typename W::Hdr;
@@ -145,6 +147,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
   const typename Rows::Pre rows_pre = rows.before_wait(n_x);  // (small, first in the queue)
   if (g < n_groups) load_group(g, wcur, hcur);  // weights in flight while the previous kernel drains
   griddep_wait();
+  trace.waited();
   griddep_launch_dependents();
   // This lane's slice of the activation rows, fp32: vector v = lane + 32 i of slice `warp`.
   float4 xa[MT][S::PER_LANE], xb[MT][S::PER_LANE];
@@ -206,6 +209,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows row
     }
   }
   epi.after(n_x);
+  trace.end(kTraceOProj);
 }
 
 // The CTAs of `kernel` (kStreamWarps warps, no dynamic shared memory) that fit on the current device at once.
@@ -236,6 +240,7 @@ void launch_gemv_stream(const Rows& rows, int n_x, int n_groups, const Epi& epi,
 template <int K, int R, typename Epi, typename Rows, typename W, int WARPS = kStreamWarps>
 __global__ void __launch_bounds__(WARPS * 32, 1)
     gemv_warp_kernel(Rows rows, int n_groups, Epi epi, W wf, int pre_rows) {
+  CtaTrace trace;  // (kTraceQkv: the one user of this kernel)
   static_assert(WARPS >= kStreamWarps, "warps 0-7 run Rows::load (its 8 slices); more warps only add groups");
   using S = StreamShape<K>;
   using Vec = typename W::Vec;
@@ -261,6 +266,7 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
   if (slice_warp) rows_pre = rows.before_wait(1);  // (small, first in the queue)
   if (g < n_groups) load_group(g, w, h, 0, pre_rows);  // in flight while the previous kernel drains
   griddep_wait();
+  trace.waited();
   griddep_launch_dependents();
   if (slice_warp) {
     float4 xa[1][S::PER_LANE], xb[1][S::PER_LANE];
@@ -307,6 +313,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
     g = gn;
   }
   epi.after(1);
+#ifdef MXS_CTA_TRACE
+  __syncthreads();  // (trace builds: the CTA's end is its last warp's)
+#endif
+  trace.end(kTraceQkv);
 }
 
 // Launches gemv_warp_kernel on the CTAs that fit on the device at once (capped by the groups' warps). pre_rows

@@ -16,17 +16,31 @@ namespace {
 // instead of one keeps it a few microseconds (one CTA per token took 18 us at batch 1: ~2,000 dependent
 // instructions per warp on one SM). Each CTA writes its slice of x and its partial sum of squares; the last
 // CTA of the token (arrival counter) adds the partials in chunk order (deterministic) and writes xn for the row.
+// Only yw is the predecessor's (the down GEMV) output: the routing (the router's, three launches back), x (o_proj's,
+// four back) and the norm weight load before griddep_wait (pdl.cuh's invariant). The last CTA loads all of its
+// row's x and weight values before the first store (a loop of load -> store per 256 columns waited on L2 once per
+// iteration: 12 round trips at 20b, most of the ~12 us between the last down GEMV and the LM head at batch 1).
 constexpr int kCombineThreads = 256;
 constexpr int kMaxCombineChunks = 16;
 
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvParams p) {
-  griddep_wait();
-  griddep_launch_dependents();
   const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
   const int c = chunk * kCombineThreads + threadIdx.x;
   int order[kCombineMaxTopK];  // slots in ascending expert id
   combine_slot_order(p.topk_idx + t * p.top_k, p.top_k, order);
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
+  const float x_mid = c < H ? to_f32(x[c]) : 0.f;
+  // The next norm's weights of the columns the last CTA writes (DRAM: behind the LM head's weight stream, which
+  // starts at launch_dependents below, this load took microseconds).
+  const bf16_t* w = static_cast<const bf16_t*>(p.next_norm);
+  float ws[kMaxCombineChunks];
+#pragma unroll
+  for (int i = 0; i < kMaxCombineChunks; ++i) {
+    const int k = threadIdx.x + i * kCombineThreads;
+    ws[i] = w != nullptr && k < H ? to_f32(w[k]) : 0.f;
+  }
+  griddep_wait();
+  griddep_launch_dependents();
   const bf16_t* yw = static_cast<const bf16_t*>(p.yw);
   float xv = 0.f;
   if (c < H) {
@@ -38,7 +52,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
 #pragma unroll
     for (int s = 0; s < kCombineMaxTopK; ++s)
       if (s < p.top_k) acc = bf(acc + y[s]);
-    xv = bf(to_f32(x[c]) + acc);
+    xv = bf(x_mid + acc);
     x[c] = to_bf16(xv);
   }
   if (!p.next_norm) return;
@@ -59,9 +73,18 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   }
   __syncthreads();
   const float r = s_scale;
-  const bf16_t* w = static_cast<const bf16_t*>(p.next_norm);
   bf16_t* out = static_cast<bf16_t*>(p.xn_out) + size_t(t) * H;
-  for (int k = threadIdx.x; k < H; k += kCombineThreads) out[k] = to_bf16(to_f32(w[k]) * (to_f32(__ldcg(x + k)) * r));
+  float xs[kMaxCombineChunks];
+#pragma unroll
+  for (int i = 0; i < kMaxCombineChunks; ++i) {
+    const int k = threadIdx.x + i * kCombineThreads;
+    xs[i] = k < H ? to_f32(__ldcg(x + k)) : 0.f;
+  }
+#pragma unroll
+  for (int i = 0; i < kMaxCombineChunks; ++i) {
+    const int k = threadIdx.x + i * kCombineThreads;
+    if (k < H) out[k] = to_bf16(ws[i] * (xs[i] * r));
+  }
 }
 
 }  // namespace

@@ -28,9 +28,12 @@
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/mma_bf16.cuh"
 #include "cuda/kernels/moe_pack_dequant.cuh"
+#include "cuda/kernels/cta_trace.cuh"
 #include "cuda/kernels/pdl.cuh"
 
 namespace mxs::cuda {
+
+MXS_CTA_TRACE_BINDER(moe_gemv_mxfp4)
 namespace {
 
 enum class Which { kGateUp, kDown };
@@ -121,6 +124,8 @@ __device__ __forceinline__ void ktile_mma(const uint4& q, uint32_t sw, const bf1
 template <Which W, int K, int R, int ROWS, bool LDG, bool BIG>
 __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
     moe_gemv_mxfp4_kernel(MoeGemvParams p, int pre_ktiles, int epi_early) {
+  CtaTrace trace;
+  constexpr uint32_t kTraceId = W == Which::kGateUp ? kTraceGateUp : kTraceDown;
   using S = Shape<K, ROWS>;
   constexpr int KTP = S::KTP, NP = S::NP, KW = S::KW, SX = S::SX, NG = R / 64;
   extern __shared__ uint4 s_dyn4[];
@@ -138,7 +143,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   // gate_up reads the route index its predecessor (the router) writes. down reads it before its wait: the
   // router completed before any gate_up CTA passed its own wait, and gate_up lets this launch start only after
   // that, so the weight copies below overlap gate_up's tail.
-  if constexpr (W == Which::kGateUp) griddep_wait();
+  if constexpr (W == Which::kGateUp) griddep_wait(), trace.waited();
   const auto row_src = [&](int pid) {  // the piece's slice of pair pid's input row
     return (W == Which::kGateUp ? static_cast<const bf16_t*>(p.xn) + size_t(pid / p.top_k) * K
                                 : static_cast<const bf16_t*>(p.act) + size_t(pid) * K) + piece * KW;
@@ -202,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
   bulk_ktiles(0, kBulkSplit ? kt_pre : KTP);
   int begin = slot, n_pairs = 1;
   if constexpr (ROWS > 1) begin = p.index.expert_offsets[e], n_pairs = p.index.expert_offsets[e + 1] - begin;
-  if constexpr (W == Which::kDown) griddep_wait();  // act
+  if constexpr (W == Which::kDown) griddep_wait(), trace.waited();  // act
   griddep_launch_dependents();
 
   const int P = p.n_tokens * p.top_k;
@@ -309,7 +314,10 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
     last = atomicAdd(&p.tile_counters[size_t(slot) * NG + group], 1u) == unsigned(NP - 1);
     if (last) p.tile_counters[size_t(slot) * NG + group] = 0u;  // no CTA of this launch counts it again
   }
-  if (!__shfl_sync(0xffffffffu, last, 0)) return;
+  if (!__shfl_sync(0xffffffffu, last, 0)) {
+    trace.end(kTraceId);
+    return;
+  }
   __threadfence();  // acquire: the other pieces' partials (read through L2 below)
   for (int i = lane; i < n_pairs * 32; i += 32) {
     const int m = i >> 5, u = i & 31;
@@ -327,6 +335,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
       store_pair<W, R / 2>(p, pid, group * 32 + u, sum.x, sum.y, pair_inputs<W>(p, bias, pid, group * 32 + u));
     }
   }
+  trace.end(kTraceId);
 }
 
 // The whole-K kernels' loads: this thread's 16 bytes and scale word of k-tile kt of one 64-row group (`blocks` /
@@ -369,11 +378,13 @@ __device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[
 // spills here) take the split kernel.
 template <int K, int R>
 __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGemvParams p) {
+  CtaTrace trace;
   constexpr int KT = K / 64, KTP = piece_ktiles(KT), NG = R / 64, NV = K / 8, VPT = (NV + kThreads - 1) / kThreads;
   __shared__ __align__(16) bf16_t s_x[KT * 64];  // the token's row, each k-tile in the stage order below
   const int group = blockIdx.x, slot = blockIdx.y;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, c = lane & 3;
   griddep_wait();  // xn and the route index come from the router
+  trace.waited();
   uint4 xv[VPT];
   const uint4* xrow = static_cast<const uint4*>(p.xn);
 #pragma unroll
@@ -400,6 +411,7 @@ __global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGe
   float tot[2][2] = {};  // (column 0: the token)
   whole_k_dots<KT, KTP, KTP>(qr, swr, load, s_x + 16 * c, tot);
   if (c == 0) store_pair<Which::kGateUp, R / 2>(p, pid, unit, tot[0][0], tot[0][1], in);
+  trace.end(kTraceGateUp);
 }
 
 // 2+ tokens, the whole K in one CTA: grid (R / 64 groups, active expert slots), 4 warps, the same ring and sum

@@ -12,12 +12,15 @@
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/moe_topk_warp.cuh"
+#include "cuda/kernels/cta_trace.cuh"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/last_cta.cuh"
 #include "cuda/kernels/rmsnorm_row.cuh"
 
 namespace mxs::cuda {
+
+MXS_CTA_TRACE_BINDER(moe_router)
 namespace {
 
 constexpr int kMaxExperts = kTopkMaxExperts;
@@ -88,6 +91,7 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
 template <int K, int WARPS>
 __global__ void __launch_bounds__(WARPS * 32)
     moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
+  CtaTrace trace;
   namespace cg = cooperative_groups;
   constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
   static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
@@ -108,6 +112,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     nw[i] = norm_thread && c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
   }
   griddep_wait();
+  trace.waited();
   griddep_launch_dependents();
   const bf16_t* x = static_cast<const bf16_t*>(p.x);
   float xv[PER], ss = 0.f;
@@ -144,7 +149,10 @@ __global__ void __launch_bounds__(WARPS * 32)
     p.logits[e] = v;
   }
   cluster.sync();  // CTA 0 has every logit (release / acquire over the cluster)
-  if (blockIdx.x != 0) return;
+  if (blockIdx.x != 0) {
+    trace.end(kTraceRouter);
+    return;
+  }
   if (one_warp) {  // warp 0 routes the token alone (warp_route_one_token)
     if (warp != 0) return;
     float v[kTopkPerLane];
@@ -154,9 +162,11 @@ __global__ void __launch_bounds__(WARPS * 32)
       v[j] = ex < p.n_experts ? s_logit[ex] : -INFINITY;
     }
     warp_route_one_token(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
+    trace.end(kTraceRouter);
     return;
   }
   route_index(p, ix, [&](int, int ex) { return s_logit[ex]; });
+  trace.end(kTraceRouter);
 }
 
 template <int K, int WARPS>

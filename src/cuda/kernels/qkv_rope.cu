@@ -14,6 +14,8 @@
 #include "cuda/kernels/qkv_rope_epilogue.cuh"
 
 namespace mxs::cuda {
+
+MXS_CTA_TRACE_BINDER(qkv_rope)
 namespace {
 
 constexpr int kHeadDim = 64;
@@ -77,6 +79,8 @@ struct QkvStreamEpi {
 // so the wait is followed by one round trip of loads (the top_k yw rows at addresses already known) instead of
 // three dependent ones (ids -> yw -> norm weight). H100, 3 interleaved runs of `bench decode --batch 1`: 20b
 // 1.926-1.930 vs 1.949-1.958 ms per step, 120b 2.688-2.703 vs 2.723-2.733 (session 13).
+// With `tokens` set (the first layer, QkvRopeParams::embed) x_mid is the embedding table: token m's row is
+// x_mid + tokens[m] * K, and top_k is 0 (the row passes through bf(x + 0) unchanged).
 template <int K, int MT>
 struct CombineNormRows {
   using S = StreamShape<K>;
@@ -87,10 +91,14 @@ struct CombineNormRows {
   const bf16_t* norm_w;
   bf16_t* x_out;
   float eps;
+  const int32_t* tokens = nullptr;
   // x_mid ahead too at 1-2 tokens, where the runner fuses the combine. At 3-4 tokens it loads after the wait: that
   // variant has 150 registers (164 with x_mid ahead), one CTA per SM where it had two at 128; the runner does not
   // launch it (it fuses at <= 2 tokens), only the kernel test does.
   static constexpr bool kEarlyX = MT <= 2;
+  __device__ const bf16_t* mid_row(int m) const {  // token m's row of x_mid (tokens: a step input, pre-wait)
+    return tokens ? x_mid + size_t(__ldg(tokens + m)) * K : x_mid + size_t(m) * K;
+  }
   struct Pre {
     uint4 xm[kEarlyX ? MT : 1][S::PER_LANE];  // this lane's vectors of x_mid (token m)
     uint4 nw[S::PER_LANE];      // and of the norm weight
@@ -109,6 +117,10 @@ struct CombineNormRows {
 #pragma unroll
       for (int s = 0; s < kCombineMaxTopK; ++s) pre.order[m] |= uint32_t(order[s]) << (3 * s);
     }
+    const bf16_t* rows[kEarlyX ? MT : 1];
+    if constexpr (kEarlyX)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) rows[m] = m < n_x ? mid_row(m) : x_mid;
 #pragma unroll
     for (int i = 0; i < S::PER_LANE; ++i) {
       const int v = lane + 32 * i;
@@ -118,7 +130,7 @@ struct CombineNormRows {
       if constexpr (kEarlyX)
 #pragma unroll
         for (int m = 0; m < MT; ++m)
-          pre.xm[m][i] = in && m < n_x ? __ldcg(reinterpret_cast<const uint4*>(x_mid + size_t(m) * K + col))
+          pre.xm[m][i] = in && m < n_x ? __ldcg(reinterpret_cast<const uint4*>(rows[m] + col))
                                        : make_uint4(0, 0, 0, 0);
     }
     return pre;
@@ -225,6 +237,15 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
 
 template <int K, int MT>
 void launch_stream_mt(const QkvRopeParams& p, int groups, cudaStream_t stream) {
+  if (p.embed != nullptr) {
+    if constexpr (CombineNormRows<K, MT>::kEarlyX) {
+      const CombineNormRows<K, MT> rows{static_cast<const bf16_t*>(p.embed), nullptr, nullptr, 0,
+                                        static_cast<const bf16_t*>(p.norm_w), static_cast<bf16_t*>(p.x_out), p.eps,
+                                        p.embed_tokens};
+      return launch_rows<K, MT>(rows, p, groups, stream);
+    }
+    throw Error("qkv_rope: the fused embedding gather runs at 1-2 tokens");
+  }
   if (p.moe_yw == nullptr)
     return launch_rows<K, MT>(StreamRows<K, MT>{static_cast<const bf16_t*>(p.xn)}, p, groups, stream);
   const CombineNormRows<K, MT> rows{static_cast<const bf16_t*>(p.moe_x_mid), static_cast<const bf16_t*>(p.moe_yw),
@@ -271,6 +292,10 @@ void qkv_rope(const QkvRopeParams& p, cudaStream_t stream) {
                                      p.x_out && p.x_out != p.moe_x_mid),
             "qkv_rope: the fused MoE combine + norm needs hidden 2880, 1-4 tokens, 1-8 experts per token, all its "
             "buffers, and x_out distinct from moe_x_mid");
+  MXS_CHECK(p.embed == nullptr || (p.hidden == 2880 && p.n_tokens <= 2 && p.moe_yw == nullptr && p.embed_tokens &&
+                                    p.norm_w && p.x_out),
+            "qkv_rope: the fused embedding gather + norm needs hidden 2880, 1-2 tokens, no MoE combine, the token "
+            "ids, the norm weight and x_out");
   switch (p.hidden) {
     case 2880: return p.n_tokens <= 4 ? launch_stream<2880>(p, stream) : dispatch_mt<2880>(p, stream);
     case 64: return dispatch_mt<64>(p, stream);

@@ -49,6 +49,11 @@ struct QkvRopeParams {
   const void* norm_w = nullptr;         // [hidden] bf16: this layer's input norm
   void* x_out = nullptr;                // [n_tokens, hidden] bf16
   float eps = 1e-5f;
+  // Optional (embed != nullptr; the first layer at 1-2 tokens, hidden 2880; instead of moe_*): the same prologue
+  // over the token embeddings, x = embed[embed_tokens[t]] (no experts), i.e. the embedding gather and the first
+  // input norm without a launch of their own (embed_rmsnorm): CTA 0 stores x to x_out, xn stays in registers.
+  const void* embed = nullptr;          // [vocab, hidden] bf16
+  const int32_t* embed_tokens = nullptr;  // [n_tokens] token ids (step inputs: read before griddep_wait)
 };
 
 void qkv_rope(const QkvRopeParams& p, cudaStream_t stream);

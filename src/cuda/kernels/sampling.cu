@@ -247,10 +247,15 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   SampleResultDev& res = p.results[s];
+  unsigned long long key = 0ull;  // (thread 0) this row's LM-head argmax key, zeroed for the next step
+  if (p.row_argmax && threadIdx.x == 0) {
+    if (s < p.n_argmax_rows) key = p.row_argmax[s], p.row_argmax[s] = 0ull;
+    if (s == 0)
+      for (int r = p.n_seqs; r < p.n_argmax_rows; ++r) p.row_argmax[r] = 0ull;  // rows without a sequence
+  }
   if (p.row_argmax && q.temperature == 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
       q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0) {
     if (threadIdx.x == 0) {
-      const unsigned long long key = p.row_argmax[s];
       const float top = to_f32(logits[0x7fffffff - int(key & 0xffffffffu)]);
       res.token = 0x7fffffff - int(key & 0xffffffffu);
       res.error = isnan(top) || key == 0ull ? 1 : 0;

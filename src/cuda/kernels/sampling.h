@@ -44,9 +44,13 @@ struct SampleResultDev {
 
 struct SamplingParamsDev {
   const void* logits = nullptr;     // [n_seqs, vocab] bf16
-  // Optional [n_seqs] argmax keys from the LM head (gemv_bf16.h): greedy rows without penalties or logprobs
-  // take their token from it and skip the pass over the vocabulary.
-  const unsigned long long* row_argmax = nullptr;
+  // Optional [n_argmax_rows >= n_seqs] argmax keys from the LM head (gemv_bf16.h): greedy rows without penalties
+  // or logprobs take their token from it and skip the pass over the vocabulary. The keys are consumed: every row
+  // < n_argmax_rows is zeroed once read, so that the next step's LM head (which atomicMax-es into them) starts
+  // from zeros without a memset between it and its predecessor (a memset node breaks the PDL chain: the LM head
+  // could not load weights during the last MoE combine).
+  unsigned long long* row_argmax = nullptr;
+  int n_argmax_rows = 0;
   const SampleSeqParams* seqs = nullptr;  // [n_seqs]
   const int32_t* ids = nullptr;     // penalty id lists
   const int32_t* counts = nullptr;  // counts, parallel to ids (output lists)

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Per-layer phase tables from a CTA trace (`bench decode` with MXS_CTA_TRACE_OUT in a -DMXS_CTA_TRACE=ON build).
+
+Input CSV rows: kernel,cta,sm,t_start,t_wait,t_end (ns; one row per CTA; src/cuda/kernels/cta_trace.cuh). The trace
+holds two batch-1 steps; the tables describe the last one. Per launch (in stream order):
+  ctas      CTAs recorded
+  placed    CTAs that started >= 0.25 us before the launch's first griddepcontrol.wait return (resident early)
+  lead      first CTA start -> first wait return (us): how far ahead of its release the launch was placed
+  release   predecessor's last CTA end -> this launch's first wait return (us)
+  run       first wait return -> last CTA end (us)
+  tail      median CTA end -> last CTA end (us)
+  step      predecessor's last CTA end -> this launch's last CTA end (us): the launch's share of the step
+Usage: cta_trace.py TRACE.csv [--layers]  (--layers also prints every launch of the last step)
+"""
+import csv
+import statistics
+import sys
+
+NAMES = {1: "qkv_rope", 2: "attention", 3: "o_proj", 4: "router_norm", 5: "gate_up", 6: "down", 7: "lm_head"}
+
+
+def launches(rows):
+    by_kernel = {}
+    for r in rows:
+        by_kernel.setdefault(r["kernel"], []).append(r)
+    out = []
+    for k, rs in by_kernel.items():
+        rs.sort(key=lambda r: r["t_wait"])
+        cur = [rs[0]]
+        for r in rs[1:]:
+            if r["t_wait"] - cur[-1]["t_wait"] > 15000:  # launches of one kernel are >= ~50 us apart at batch 1
+                out.append((k, cur))
+                cur = []
+            cur.append(r)
+        out.append((k, cur))
+    out.sort(key=lambda kc: min(r["t_wait"] for r in kc[1]))
+    return out
+
+
+def describe(k, rs, prev_end):
+    w0 = min(r["t_wait"] for r in rs)
+    s0 = min(r["t_start"] for r in rs)
+    ends = sorted(r["t_end"] for r in rs)
+    return {
+        "kernel": NAMES.get(k, str(k)), "ctas": len(rs),
+        "placed": sum(1 for r in rs if r["t_start"] < w0 - 250),
+        "lead": (w0 - s0) / 1e3, "release": (w0 - prev_end) / 1e3 if prev_end is not None else float("nan"),
+        "run": (ends[-1] - w0) / 1e3, "tail": (ends[-1] - ends[len(ends) // 2]) / 1e3,
+        "step": (ends[-1] - prev_end) / 1e3 if prev_end is not None else float("nan"),
+        "start": s0, "wait": w0, "end": ends[-1],
+    }
+
+
+def main():
+    rows = []
+    with open(sys.argv[1]) as f:
+        for r in csv.DictReader(f):
+            rows.append({k: int(v) for k, v in r.items()})
+    rows = [r for r in rows if r["t_wait"] >= 0]
+    ls = launches(rows)
+    # The last step: the launches after the first LM head.
+    first_lm = next(i for i, (k, _) in enumerate(ls) if k == 7)
+    step = ls[first_lm + 1:]
+    prev_end = max(r["t_end"] for r in ls[first_lm][1])
+    descs = []
+    for k, rs in step:
+        d = describe(k, rs, prev_end)
+        descs.append(d)
+        prev_end = d["end"]
+    t_step = (descs[-1]["end"] - max(r["t_end"] for r in ls[first_lm][1])) / 1e3
+    cols = ["ctas", "placed", "lead", "release", "run", "tail", "step"]
+    if "--layers" in sys.argv:
+        print("| launch | " + " | ".join(cols) + " |")
+        print("|---" * (len(cols) + 1) + "|")
+        for d in descs:
+            print(f"| {d['kernel']} | " + " | ".join(
+                f"{d[c]:.2f}" if isinstance(d[c], float) else str(d[c]) for c in cols) + " |")
+    print(f"last step: {len(descs)} launches, {t_step:.1f} us from the previous LM head's end to its own")
+    print("| kernel (median over the step's launches) | n | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 2) + "|")
+    total = 0.0
+    for name in NAMES.values():
+        ds = [d for d in descs if d["kernel"] == name]
+        if not ds:
+            continue
+        med = {c: statistics.median(d[c] for d in ds) for c in cols}
+        total += sum(d["step"] for d in ds)
+        print(f"| {name} | {len(ds)} | " + " | ".join(
+            f"{med[c]:.2f}" if c not in ("ctas", "placed") else f"{med[c]:.0f}" for c in cols) + " |")
+    print(f"sum of step shares: {total:.1f} us")
+
+
+if __name__ == "__main__":
+    main()

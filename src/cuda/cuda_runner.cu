@@ -137,6 +137,13 @@ struct CudaRunner::Impl {
   SampleResultDev* host_results_sets[2] = {};
   PrefillTile* host_tiles_sets[2] = {};
   cudaEvent_t done_events[2] = {};  // recorded after each set's step (its results copied to the host)
+  // Results copies of pipelined steps (submitted while another is outstanding) run on copy_stream, so that the
+  // next step's input copy and graph do not queue behind them (~2-4 us per step); the next sampling, which
+  // overwrites samp.results, waits for results_copied. A step submitted alone copies on `stream` (no
+  // cross-stream hop on the synchronous path).
+  cudaStream_t copy_stream = nullptr;
+  cudaEvent_t sampled = nullptr, results_copied = nullptr;
+  bool side_copy_queued = false;  // the last results copy went to copy_stream
   uint64_t num_submits = 0;
   // What collect() needs of a submitted step (the batch's spans are not kept).
   struct PendingSeq {
@@ -174,6 +181,9 @@ struct CudaRunner::Impl {
       if (e) cudaEventDestroy(e);
     for (auto e : span_events)
       if (e) cudaEventDestroy(e);
+    for (auto e : {sampled, results_copied})
+      if (e) cudaEventDestroy(e);
+    if (copy_stream) cudaStreamDestroy(copy_stream);
     if (cublas) cublasDestroy(cublas);
     if (host_pinned) cudaFreeHost(host_pinned);
     if (stream) cudaStreamDestroy(stream);
@@ -233,6 +243,9 @@ void CudaRunner::Impl::init() {
   device_name = prop.name;
   num_sms = prop.multiProcessorCount;
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking));
+  CUDA_CHECK(cudaEventCreateWithFlags(&sampled, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventCreateWithFlags(&results_copied, cudaEventDisableTiming));
   max_blocks_per_seq = (opt.max_model_len + opt.block_size - 1) / opt.block_size;
 
   // Workspaces.
@@ -923,17 +936,30 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       }
       forward(n_tok, n_lm, n_splits, kps, plan);
     }
+    static const bool same_stream = std::getenv("MXS_RESULTS_SAME_STREAM") != nullptr;  // A/B
+    const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
       samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
+      if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
+        CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));
+      side_copy_queued = side_copy;
       timed("sampling", [&] { sample_tokens(samp, stream); });
+      cudaStream_t cs = stream;
+      if (side_copy) {
+        CUDA_CHECK(cudaEventRecord(sampled, stream));
+        CUDA_CHECK(cudaStreamWaitEvent(copy_stream, sampled, 0));
+        cs = copy_stream;
+      }
       CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
-                                 cudaMemcpyDeviceToHost, stream));
+                                 cudaMemcpyDeviceToHost, cs));
+      if (side_copy) CUDA_CHECK(cudaEventRecord(results_copied, copy_stream));
     }
     const double enqueue_ms = step_clock.ms();
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
-    CUDA_CHECK(cudaEventRecord(done_events[set], stream));
+    // done: the forward pass and sampling (stream) and, after them, the results copy (copy_stream if side_copy)
+    CUDA_CHECK(cudaEventRecord(done_events[set], side_copy ? copy_stream : stream));
     if (timing) {
       CUDA_CHECK(cudaEventSynchronize(span_events[1]));
       float span = 0.f;

@@ -2,7 +2,9 @@
 // kernels (what no event timer shows: when each CTA was placed, passed griddepcontrol.wait and ended). Compiled in
 // only by a build configured with -DMXS_CTA_TRACE=ON (a separate build folder); every hook is empty otherwise.
 // Record: 32 bytes {kernel << 24 | SM << 16 | CTA (linear, low 16 bits), 0, t_start, t_wait, t_end} in %globaltimer
-// nanoseconds, appended by thread 0 of each CTA at its end (one atomic on the buffer's count). Buffer: a 32-byte
+// nanoseconds, appended by thread 0 of each CTA at its end (one atomic on the buffer's count). Thread 0 keeps the
+// stamps in shared memory, not registers: kernels at an occupancy cliff (o_proj at 80 registers, 3 CTAs per SM)
+// keep their configuration in a trace build. Buffer: a 32-byte
 // header {count, capacity} then the records; cuda/cta_trace.h binds it and writes the CSV that
 // scripts/cta_trace.py reads. Each instrumented .cu has its own copy of the buffer pointer (no relocatable device
 // code), bound through the function MXS_CTA_TRACE_BINDER defines there.
@@ -37,14 +39,21 @@ __device__ __forceinline__ uint64_t cta_trace_clock() {
   asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
   return t;
 }
+__device__ __forceinline__ uint64_t* cta_trace_stamps() {
+  __shared__ uint64_t s_stamps[2];
+  return s_stamps;
+}
 struct CtaTrace {
-  uint64_t t0, t1 = 0;
-  __device__ CtaTrace() : t0(cta_trace_clock()) {}
-  __device__ void waited() { t1 = cta_trace_clock(); }
+  __device__ CtaTrace() {
+    if (threadIdx.x == 0) cta_trace_stamps()[0] = cta_trace_clock(), cta_trace_stamps()[1] = 0;
+  }
+  __device__ void waited() {
+    if (threadIdx.x == 0) cta_trace_stamps()[1] = cta_trace_clock();
+  }
   __device__ void end(uint32_t kernel) const {
     CtaTraceRec* buf = g_cta_trace_buf;
     if (threadIdx.x != 0 || buf == nullptr) return;
-    const uint64_t t2 = cta_trace_clock();
+    const uint64_t t2 = cta_trace_clock(), t0 = cta_trace_stamps()[0], t1 = cta_trace_stamps()[1];
     unsigned* hdr = reinterpret_cast<unsigned*>(buf);
     const unsigned i = atomicAdd(hdr, 1u);
     if (i >= hdr[1]) return;

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Per-layer phase tables from a CTA trace (`bench decode` with MXS_CTA_TRACE_OUT in a -DMXS_CTA_TRACE=ON build).
 
-Input CSV rows: kernel,cta,sm,t_start,t_wait,t_end (ns; one row per CTA; src/cuda/kernels/cta_trace.cuh). The trace
+Input CSV rows: kernel,cta,sm,t_start,t_wait,t_end,t_mark (ns; one row per CTA, -1: not reached / not marked;
+src/cuda/kernels/cta_trace.cuh). The trace
 holds two batch-1 steps; the tables describe the last one. Per launch (in stream order):
   ctas      CTAs recorded
   placed    CTAs that started >= 0.25 us before the launch's first griddepcontrol.wait return (resident early)
@@ -10,6 +11,8 @@ holds two batch-1 steps; the tables describe the last one. Per launch (in stream
   run       first wait return -> last CTA end (us)
   tail      median CTA end -> last CTA end (us)
   step      predecessor's last CTA end -> this launch's last CTA end (us): the launch's share of the step
+  mark      first wait return -> the last marked CTA's mark (us; kernels with a CtaTrace::mark(), else nan)
+  mark_end  the longest mark -> end of a marked CTA (us): e.g. the router's routing after its cluster barrier
 Usage: cta_trace.py TRACE.csv [--layers]  (--layers also prints every launch of the last step)
 """
 import csv
@@ -41,12 +44,15 @@ def describe(k, rs, prev_end):
     w0 = min(r["t_wait"] for r in rs)
     s0 = min(r["t_start"] for r in rs)
     ends = sorted(r["t_end"] for r in rs)
+    marked = [r for r in rs if r.get("t_mark", -1) >= 0]
     return {
         "kernel": NAMES.get(k, str(k)), "ctas": len(rs),
         "placed": sum(1 for r in rs if r["t_start"] < w0 - 250),
         "lead": (w0 - s0) / 1e3, "release": (w0 - prev_end) / 1e3 if prev_end is not None else float("nan"),
         "run": (ends[-1] - w0) / 1e3, "tail": (ends[-1] - ends[len(ends) // 2]) / 1e3,
         "step": (ends[-1] - prev_end) / 1e3 if prev_end is not None else float("nan"),
+        "mark": (max(r["t_mark"] for r in marked) - w0) / 1e3 if marked else float("nan"),
+        "mark_end": max(r["t_end"] - r["t_mark"] for r in marked) / 1e3 if marked else float("nan"),
         "start": s0, "wait": w0, "end": ends[-1],
     }
 
@@ -68,7 +74,7 @@ def main():
         descs.append(d)
         prev_end = d["end"]
     t_step = (descs[-1]["end"] - max(r["t_end"] for r in ls[first_lm][1])) / 1e3
-    cols = ["ctas", "placed", "lead", "release", "run", "tail", "step"]
+    cols = ["ctas", "placed", "lead", "release", "run", "tail", "step", "mark", "mark_end"]
     if "--layers" in sys.argv:
         print("| launch | " + " | ".join(cols) + " |")
         print("|---" * (len(cols) + 1) + "|")

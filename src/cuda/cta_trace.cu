@@ -66,11 +66,11 @@ size_t CtaTraceCapture::write_csv(const std::string& path) {
   for (const CtaTraceRec& r : recs) t0 = std::min(t0, r.t_start);
   FILE* f = std::fopen(path.c_str(), "w");
   MXS_CHECK(f != nullptr, "CTA trace: cannot write " + path);
-  std::fprintf(f, "kernel,cta,sm,t_start,t_wait,t_end\n");
+  std::fprintf(f, "kernel,cta,sm,t_start,t_wait,t_end,t_mark\n");
   for (const CtaTraceRec& r : recs)
-    std::fprintf(f, "%u,%u,%u,%llu,%lld,%llu\n", r.meta >> 24, r.meta & 0xffffu, (r.meta >> 16) & 0xffu,
+    std::fprintf(f, "%u,%u,%u,%llu,%lld,%llu,%lld\n", r.meta >> 24, r.meta & 0xffffu, (r.meta >> 16) & 0xffu,
                  (unsigned long long)(r.t_start - t0), r.t_wait ? (long long)(r.t_wait - t0) : -1LL,
-                 (unsigned long long)(r.t_end - t0));
+                 (unsigned long long)(r.t_end - t0), r.pad ? (long long)(r.t_start - t0 + r.pad) : -1LL);
   std::fclose(f);
   cudaFree(buf_);
   buf_ = nullptr;

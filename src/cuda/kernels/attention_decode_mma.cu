@@ -251,6 +251,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
     trace.end(kTraceAttention);
     return;
   }
+  trace.mark();
   __threadfence();
   const size_t base = (size_t(t) * p.n_heads + head) * p.n_splits;
   float Mz = sink2h;  // every split's max started at the sink, so Mz = max over splits

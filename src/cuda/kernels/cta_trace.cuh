@@ -1,7 +1,8 @@
 // Per-CTA timeline records of the batch-1 decode kernels, for finding where a step's time goes between and inside
 // kernels (what no event timer shows: when each CTA was placed, passed griddepcontrol.wait and ended). Compiled in
 // only by a build configured with -DMXS_CTA_TRACE=ON (a separate build folder); every hook is empty otherwise.
-// Record: 32 bytes {kernel << 24 | SM << 16 | CTA (linear, low 16 bits), 0, t_start, t_wait, t_end} in %globaltimer
+// Record: 32 bytes {kernel << 24 | SM << 16 | CTA (linear, low 16 bits), t_mark - t_start (ns, 0 if unset: an
+// optional point inside the kernel, mark()), t_start, t_wait, t_end} in %globaltimer
 // nanoseconds, appended by thread 0 of each CTA at its end (one atomic on the buffer's count). Thread 0 keeps the
 // stamps in shared memory, not registers: kernels at an occupancy cliff (o_proj at 80 registers, 3 CTAs per SM)
 // keep their configuration in a trace build. Buffer: a 32-byte
@@ -40,12 +41,15 @@ __device__ __forceinline__ uint64_t cta_trace_clock() {
   return t;
 }
 __device__ __forceinline__ uint64_t* cta_trace_stamps() {
-  __shared__ uint64_t s_stamps[2];
+  __shared__ uint64_t s_stamps[3];
   return s_stamps;
 }
 struct CtaTrace {
   __device__ CtaTrace() {
-    if (threadIdx.x == 0) cta_trace_stamps()[0] = cta_trace_clock(), cta_trace_stamps()[1] = 0;
+    if (threadIdx.x == 0) cta_trace_stamps()[0] = cta_trace_clock(), cta_trace_stamps()[1] = cta_trace_stamps()[2] = 0;
+  }
+  __device__ void mark() {
+    if (threadIdx.x == 0) cta_trace_stamps()[2] = cta_trace_clock();
   }
   __device__ void waited() {
     if (threadIdx.x == 0) cta_trace_stamps()[1] = cta_trace_clock();
@@ -54,13 +58,14 @@ struct CtaTrace {
     CtaTraceRec* buf = g_cta_trace_buf;
     if (threadIdx.x != 0 || buf == nullptr) return;
     const uint64_t t2 = cta_trace_clock(), t0 = cta_trace_stamps()[0], t1 = cta_trace_stamps()[1];
+    const uint64_t tm = cta_trace_stamps()[2];
     unsigned* hdr = reinterpret_cast<unsigned*>(buf);
     const unsigned i = atomicAdd(hdr, 1u);
     if (i >= hdr[1]) return;
     uint32_t sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
     const uint32_t cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    buf[1 + i] = CtaTraceRec{kernel << 24 | (sm & 0xffu) << 16 | (cta & 0xffffu), 0u, t0, t1, t2};
+    buf[1 + i] = CtaTraceRec{kernel << 24 | (sm & 0xffu) << 16 | (cta & 0xffffu), tm ? uint32_t(tm - t0) : 0u, t0, t1, t2};
   }
 };
 #define MXS_CTA_TRACE_BINDER(name)                                       \
@@ -70,6 +75,7 @@ struct CtaTrace {
 #else
 struct CtaTrace {
   __device__ void waited() {}
+  __device__ void mark() {}
   __device__ void end(uint32_t) const {}
 };
 #define MXS_CTA_TRACE_BINDER(name)

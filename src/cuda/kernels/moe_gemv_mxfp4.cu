@@ -319,6 +319,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
     return;
   }
   __threadfence();  // acquire: the other pieces' partials (read through L2 below)
+  trace.mark();
   for (int i = lane; i < n_pairs * 32; i += 32) {
     const int m = i >> 5, u = i & 31;
     float2 sum = make_float2(0.f, 0.f);

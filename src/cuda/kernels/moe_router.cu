@@ -149,6 +149,7 @@ __global__ void __launch_bounds__(WARPS * 32)
     p.logits[e] = v;
   }
   cluster.sync();  // CTA 0 has every logit (release / acquire over the cluster)
+  trace.mark();
   if (blockIdx.x != 0) {
     trace.end(kTraceRouter);
     return;

@@ -88,9 +88,13 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
 // memory and to p.logits; after the cluster barrier CTA 0 routes (route_index).
 // Why: the o_proj last-CTA norm and the router's last-CTA routing were two arrival-counter tails (a fence,
 // an atomic and a dependent reload each) on the batch-1 critical path, every layer.
-template <int K, int WARPS>
+// KMAX: top_k <= KMAX; with WARPS = 8 (<= 32 experts) the routing warp holds one logit per lane. Both bound the
+// routing's unrolled loops: the 20b instantiation (1 expert per lane, top-4) runs 1/8 of the generic one's select
+// code after the cluster barrier, which held CTA 0 ~2.9 us past the other CTAs (H100 CTA trace, session 19).
+template <int K, int WARPS, int KMAX>
 __global__ void __launch_bounds__(WARPS * 32)
     moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
+  constexpr int kPerLane = WARPS == 8 ? 1 : kTopkPerLane;
   CtaTrace trace;
   namespace cg = cooperative_groups;
   constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
@@ -156,13 +160,13 @@ __global__ void __launch_bounds__(WARPS * 32)
   }
   if (one_warp) {  // warp 0 routes the token alone (warp_route_one_token)
     if (warp != 0) return;
-    float v[kTopkPerLane];
+    float v[kPerLane];
 #pragma unroll
-    for (int j = 0; j < kTopkPerLane; ++j) {
+    for (int j = 0; j < kPerLane; ++j) {
       const int ex = lane + 32 * j;
       v[j] = ex < p.n_experts ? s_logit[ex] : -INFINITY;
     }
-    warp_route_one_token(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
+    warp_route_one_token<kPerLane, KMAX>(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
     trace.end(kTraceRouter);
     return;
   }
@@ -170,13 +174,21 @@ __global__ void __launch_bounds__(WARPS * 32)
   trace.end(kTraceRouter);
 }
 
-template <int K, int WARPS>
+template <int K, int WARPS, int KMAX>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   const int n_ctas = (p.n_experts + WARPS - 1) / WARPS;
   // MXS_ROUTER_CTA_ROUTE=1 (A/B): CTA 0 routes with route_index (its CTA barriers and topk_idx reload).
   static const int one_warp = std::getenv("MXS_ROUTER_CTA_ROUTE") ? 0 : 1;
-  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
+  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS, KMAX>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
                      stream, dim3(n_ctas, 1, 1), p, ix, one_warp);
+}
+
+template <int K, int WARPS>
+void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
+  // MXS_ROUTER_GENERIC=1 (A/B): the routing unrolled for 8 experts per token whatever top_k is.
+  static const bool generic = std::getenv("MXS_ROUTER_GENERIC") != nullptr;
+  if (p.top_k <= 4 && !generic) return launch_norm<K, WARPS, 4>(p, ix, stream);
+  launch_norm<K, WARPS, kTopkMaxK>(p, ix, stream);
 }
 
 template <int K>

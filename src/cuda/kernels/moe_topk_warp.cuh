@@ -27,58 +27,63 @@ inline void check_routing(const MoeRouterParams& p, const char* name, int max_ex
 // v[j]: lane l's logit of expert l + 32 j (any value past n_experts; it is ignored). k rounds of a warp argmax
 // over the lanes' best orderable keys (argmax_key: larger logit, then lower id), then exp(v - max) / sum in fp32.
 // Every lane ends with the rank-s expert sel_i[s] and its weight w[s] = bf(p) (s < top_k; the rest 0).
-__device__ __forceinline__ void warp_topk_select(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+// PER (experts per lane, n_experts <= 32 PER) and KMAX (top_k <= KMAX) bound the unrolled loops: the batch-1
+// router instantiates PER = 1, KMAX = 4 for gpt-oss-20b (its routing runs after a cluster barrier on the critical
+// path; see moe_router_norm_kernel). Same results for any bounds that hold.
+template <int PER = kTopkPerLane, int KMAX = kTopkMaxK>
+__device__ __forceinline__ void warp_topk_select(const float (&v)[PER], int n_experts, int top_k,
                                                  int (&sel_i)[kTopkMaxK], float (&w)[kTopkMaxK]) {
   const int lane = threadIdx.x & 31;
-  unsigned long long key[kTopkPerLane];  // 0 = taken or not an expert
+  unsigned long long key[PER];  // 0 = taken or not an expert
 #pragma unroll
-  for (int j = 0; j < kTopkPerLane; ++j) {
+  for (int j = 0; j < PER; ++j) {
     const int e = lane + 32 * j;
     key[j] = e < n_experts ? argmax_key(v[j], e) : 0ull;
   }
   float sel_v[kTopkMaxK];
 #pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s) {
-    sel_v[s] = -INFINITY, sel_i[s] = 0;
+  for (int s = 0; s < kTopkMaxK; ++s) sel_v[s] = -INFINITY, sel_i[s] = 0;
+#pragma unroll
+  for (int s = 0; s < KMAX; ++s) {
     if (s >= top_k) continue;
     unsigned long long best = key[0];
 #pragma unroll
-    for (int j = 1; j < kTopkPerLane; ++j) best = max(best, key[j]);
+    for (int j = 1; j < PER; ++j) best = max(best, key[j]);
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffffu, best, o));
     const int e = 0x7fffffff - int(best & 0xffffffffu);
     float mine = v[0];  // this lane's logit in the winner's slot j = e / 32 (the owner lane is e % 32)
 #pragma unroll
-    for (int j = 1; j < kTopkPerLane; ++j)
+    for (int j = 1; j < PER; ++j)
       if (j == (e >> 5)) mine = v[j];
     sel_i[s] = e;
     sel_v[s] = __shfl_sync(0xffffffffu, mine, e & 31);
 #pragma unroll
-    for (int j = 0; j < kTopkPerLane; ++j)
+    for (int j = 0; j < PER; ++j)
       if (lane + 32 * j == e) key[j] = 0ull;
   }
   const float m = sel_v[0];
-  float ex[kTopkMaxK], sum = 0.f;
+  float ex[kTopkMaxK], sum = 0.f;  // (terms past KMAX are 0: the sum is unchanged)
 #pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s) {
+  for (int s = 0; s < KMAX; ++s) {
     ex[s] = s < top_k ? expf(sel_v[s] - m) : 0.f;
     sum += ex[s];
   }
 #pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s) w[s] = s < top_k ? bf(ex[s] / sum) : 0.f;
+  for (int s = 0; s < kTopkMaxK; ++s) w[s] = s < KMAX && s < top_k ? bf(ex[s] / sum) : 0.f;
 }
 
 // warp_topk_select, then lane s < top_k stores the rank-s expert in topk_idx[s] and its weight in topk_w[s] (the
 // token's rows) and calls per_slot(expert); every lane keeps the selection in sel_i.
-template <typename PerSlot>
-__device__ __forceinline__ void warp_topk_store(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+template <int PER = kTopkPerLane, int KMAX = kTopkMaxK, typename PerSlot>
+__device__ __forceinline__ void warp_topk_store(const float (&v)[PER], int n_experts, int top_k,
                                                 int32_t* topk_idx, float* topk_w, int (&sel_i)[kTopkMaxK],
                                                 PerSlot per_slot) {
   const int lane = threadIdx.x & 31;
   float w[kTopkMaxK];
-  warp_topk_select(v, n_experts, top_k, sel_i, w);
+  warp_topk_select<PER, KMAX>(v, n_experts, top_k, sel_i, w);
 #pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s)
+  for (int s = 0; s < KMAX; ++s)
     if (s < top_k && lane == s) {
       topk_idx[s] = sel_i[s];
       topk_w[s] = w[s];
@@ -98,28 +103,29 @@ __device__ __forceinline__ void warp_topk_softmax(const float (&v)[kTopkPerLane]
 // are distinct, one pair each: expert e's offset = the selected ids below e, active slot r = the r-th smallest
 // selected id, pair_list[r] = its rank s, i.e. pair id 0 * top_k + s). No shared memory, no CTA barrier, no
 // reload of topk_idx.
-__device__ __forceinline__ void warp_route_one_token(const float (&v)[kTopkPerLane], int n_experts, int top_k,
+template <int PER = kTopkPerLane, int KMAX = kTopkMaxK>
+__device__ __forceinline__ void warp_route_one_token(const float (&v)[PER], int n_experts, int top_k,
                                                      int32_t* topk_idx, float* topk_w, const MoeRouteIndex& ix) {
   const int lane = threadIdx.x & 31;
   int sel_i[kTopkMaxK];
-  warp_topk_store(v, n_experts, top_k, topk_idx, topk_w, sel_i, [](int) {});
+  warp_topk_store<PER, KMAX>(v, n_experts, top_k, topk_idx, topk_w, sel_i, [](int) {});
   // Offsets of experts e = lane + 32 j (and n_experts itself); the active list (-1 past top_k).
 #pragma unroll
-  for (int j = 0; j <= kTopkPerLane; ++j) {
+  for (int j = 0; j <= PER; ++j) {
     const int e = lane + 32 * j;
     if (e > n_experts) continue;
     int below = 0;
 #pragma unroll
-    for (int s = 0; s < kTopkMaxK; ++s) below += s < top_k && sel_i[s] < e;
+    for (int s = 0; s < KMAX; ++s) below += s < top_k && sel_i[s] < e;
     ix.expert_offsets[e] = below;
     if (e < n_experts && e >= top_k) ix.active_experts[e] = -1;
   }
 #pragma unroll
-  for (int s = 0; s < kTopkMaxK; ++s) {
+  for (int s = 0; s < KMAX; ++s) {
     if (s >= top_k) continue;
     int rank = 0;  // selected ids below sel_i[s]: its active slot and sorted position
 #pragma unroll
-    for (int t = 0; t < kTopkMaxK; ++t) rank += t < top_k && sel_i[t] < sel_i[s];
+    for (int t = 0; t < KMAX; ++t) rank += t < top_k && sel_i[t] < sel_i[s];
     if (lane == s) ix.active_experts[rank] = sel_i[s], ix.pair_list[rank] = s;
   }
   if (lane == 0) *ix.num_active = top_k;

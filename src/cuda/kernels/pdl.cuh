@@ -5,10 +5,13 @@
 // launch latency between dependent kernels disappears. griddep_launch_dependents() lets the next kernel start
 // launching once every CTA of this one has called it (or exited). Both are no-ops without PDL, so a kernel
 // may also be launched the ordinary way. Captured into CUDA graphs as programmatic edges.
-// Measured (H100, session 12, %globaltimer per CTA, q/k/v at batch 1 followed by an experimental fused attention
-// kernel): the successor's CTAs were placed only as q/k/v's CTAs exited, 0.3-1 us before its completion became
-// visible, although registers and shared memory allowed a CTA of each on one SM (with and without graphs). Expect
-// pre-wait work to overlap the predecessor's tail, not its body. What pays (H100, session 13, q/k/v's fused
+// Placement (H100, session 19: tools/microbench/pdl_overlap.cu and the CTA trace, kernels/cta_trace.cuh): once every
+// CTA of the predecessor has called griddep_launch_dependents, the successor's CTAs are placed wherever registers,
+// shared memory and threads allow, 0.5-1 us later inside a graph, while the predecessor still runs; at batch 1
+// every decode kernel's CTAs are resident 2-12 us before their wait returns, and the wait returns 0.6-0.8 us after
+// the predecessor's last CTA ends. (Session 12 had seen placement only at the predecessor's exits: its q/k/v
+// filled every SM's registers.) Weight bytes the successor requests early compete with the predecessor's (an
+// o_proj asking L2 for its next groups during the attention: o_proj -1 us, attention +0.9 us). What pays (H100, session 13, q/k/v's fused
 // prologue): loading everything the predecessor does not write before the wait, so that one round trip follows it
 // instead of a chain (1.95 -> 1.93 ms per batch-1 step), and not putting more weight bytes in flight ahead of that
 // round trip than needed (half of the first group after it: 1.937 -> 1.924 ms); the same in the one-token MoE down GEMV

@@ -183,6 +183,31 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
 // The dense path's other pieces for steps of >= 8 rows: o_proj as a cuBLAS fp32 GEMM + residual_rmsnorm_from_f32
 // (x = bf(x + bf(acc + b)), then the next norm), and the LM head as gather_rows_bf16 + a bf16 cuBLAS GEMM +
 // row_argmax_bf16 (the greedy key: largest logit, lowest id on ties), against the CPU reference.
+// A decode step of n sequences of one new token each, sequence i at context ctx0 + i * dctx.
+StepLayout decode_layout(int n, int ctx0, int dctx, int bs, int nblk, Rng& rng) {
+  std::vector<int> ctx(static_cast<size_t>(n)), n_new(static_cast<size_t>(n), 1);
+  for (int i = 0; i < n; ++i) ctx[size_t(i)] = ctx0 + dctx * i;
+  return make_layout(ctx, n_new, bs, nblk, rng);
+}
+
+// The fused-prologue q/k/v tests' launch parameters: weights, RoPE, the step's tables and shapes.
+QkvRopeParams qkv_params(const ModelConfig& c, const void* w, const void* b, const float* inv_freq, float mscale,
+                         const TokenMeta& meta, int n) {
+  QkvRopeParams p;
+  p.w_qkv = w, p.b_qkv = b, p.inv_freq = inv_freq, p.mscale = mscale, p.meta = meta;
+  p.n_tokens = n, p.hidden = c.hidden_size, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
+  return p;
+}
+
+// The entries of KV cache `b` that `a` wrote (both started poisoned: NaN elsewhere), with a's, as (a, b).
+std::pair<std::vector<float>, std::vector<float>> written_kv(const DevBuf<bf16>& a, const DevBuf<bf16>& b) {
+  const auto va = to_f32(a.download()), vb = to_f32(b.download());
+  std::pair<std::vector<float>, std::vector<float>> r;
+  for (size_t i = 0; i < va.size(); ++i)
+    if (!std::isnan(va[i])) r.first.push_back(va[i]), r.second.push_back(vb[i]);
+  return r;
+}
+
 // The streaming q/k/v GEMV with the previous layer's MoE combine and this layer's input norm in its prologue
 // (qkv_rope's moe_yw): x_out equals the reference combine bit for bit, and q / k / v match the unfused launch
 // on the reference's normed rows.
@@ -193,9 +218,7 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
   for (int n : {1, 2, 3, 4}) {  // 1-2: x_mid loaded before the wait (the runner fuses at <= 2)
     SCOPED_TRACE(strfmt("%d tokens", n));
     Rng rng(900 + n);
-    std::vector<int> ctx(static_cast<size_t>(n)), n_new(static_cast<size_t>(n), 1);
-    for (int i = 0; i < n; ++i) ctx[size_t(i)] = 20 + 37 * i;
-    const StepLayout L = make_layout(ctx, n_new, bs, nblk, rng);
+    const StepLayout L = decode_layout(n, 20, 37, bs, nblk, rng);
     const auto x_mid = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
     const auto yw = random_bf16(size_t(n) * K * H, rng, -0.5f, 0.5f);
     const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
@@ -223,10 +246,7 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
     DevBuf<bf16> dq1(size_t(n) * NH * D), dq2(size_t(n) * NH * D);
     DevBuf<bf16> dkv1(size_t(nblk) * 2 * NKV * bs * D), dkv2(size_t(nblk) * 2 * NKV * bs * D);
     dq1.poison(), dq2.poison(), dkv1.poison(), dkv2.poison(), dxout.poison();
-    QkvRopeParams p;
-    p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale();
-    p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
-    p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
+    const QkvRopeParams p = qkv_params(c, dw.p, db.p, dinv.p, rope.mscale(), {dpos.p, dseq.p, dtab.p, L.max_blocks}, n);
     QkvRopeParams plain = p;  // on the reference's normed rows
     plain.xn = dxn_ref.p, plain.q_out = dq1.p, plain.kv = {dkv1.p, bs, NKV};
     qkv_rope(plain, nullptr);
@@ -237,11 +257,7 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
     qkv_rope(fused, nullptr);
     EXPECT_EQ(to_f32(dxout.download()), to_f32(x_ref)) << "combined residual";
     expect_close(to_f32(dq2.download()), to_f32(dq1.download()), kTol, "q (fused prologue vs reference norm)");
-    // The KV cache: only the written rows (the poisoned rest is NaN in both).
-    const auto kv1 = to_f32(dkv1.download()), kv2 = to_f32(dkv2.download());
-    std::vector<float> a1, a2;
-    for (size_t i = 0; i < kv1.size(); ++i)
-      if (!std::isnan(kv1[i])) a1.push_back(kv1[i]), a2.push_back(kv2[i]);
+    const auto [a1, a2] = written_kv(dkv1, dkv2);  // the KV cache: only the written rows
     ASSERT_EQ(a1.size(), size_t(n) * 2 * NKV * D);
     expect_close(a2, a1, kTol, "k/v cache (fused prologue vs reference norm)");
     if (n == 1) {
@@ -267,11 +283,7 @@ TEST_P(Geometry, QkvRopeWithFusedCombineAndNorm) {
           ASSERT_EQ(q3[size_t(r1)].bits, q2[size_t(r1)].bits) << "q row " << r1;
         }
       EXPECT_GT(exact, NH * D / 16);
-      const auto kv3 = to_f32(dkv3.download());
-      std::vector<float> a3;
-      for (size_t i = 0; i < kv1.size(); ++i)
-        if (!std::isnan(kv1[i])) a3.push_back(kv3[i]);
-      expect_close(a3, a2, kTol, "k/v cache (bf12 weights vs bf16)");
+      expect_close(written_kv(dkv1, dkv3).second, a2, kTol, "k/v cache (bf12 weights vs bf16)");
     }
     fused.x_out = dxmid.p;  // aliasing the input is refused
     EXPECT_THROW(qkv_rope(fused, nullptr), Error);
@@ -287,9 +299,7 @@ TEST_P(Geometry, QkvRopeWithFusedEmbeddingAndNorm) {
   for (int n : {1, 2}) {
     SCOPED_TRACE(strfmt("%d tokens", n));
     Rng rng(950 + n);
-    std::vector<int> ctx(static_cast<size_t>(n)), n_new(static_cast<size_t>(n), 1);
-    for (int i = 0; i < n; ++i) ctx[size_t(i)] = 9 + 41 * i;
-    const StepLayout L = make_layout(ctx, n_new, bs, nblk, rng);
+    const StepLayout L = decode_layout(n, 9, 41, bs, nblk, rng);
     const auto embed = random_bf16(size_t(V) * H, rng, -2.f, 2.f);
     const auto norm_w = random_bf16(size_t(H), rng, 0.5f, 1.5f);
     std::vector<int32_t> tokens(static_cast<size_t>(n));
@@ -309,26 +319,19 @@ TEST_P(Geometry, QkvRopeWithFusedEmbeddingAndNorm) {
     DevBuf<bf16> dq1(size_t(n) * NH * D), dq2(size_t(n) * NH * D);
     DevBuf<bf16> dkv1(size_t(nblk) * 2 * NKV * bs * D), dkv2(size_t(nblk) * 2 * NKV * bs * D);
     dq1.poison(), dq2.poison(), dkv1.poison(), dkv2.poison(), dxout.poison();
-    QkvRopeParams p;
-    p.w_qkv = dw.p, p.b_qkv = db.p, p.inv_freq = dinv.p, p.mscale = rope.mscale();
-    p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks};
-    p.n_tokens = n, p.hidden = H, p.n_heads = NH, p.n_kv_heads = NKV;
-    QkvRopeParams plain = p;
+    QkvRopeParams plain = qkv_params(c, dw.p, db.p, dinv.p, rope.mscale(), {dpos.p, dseq.p, dtab.p, L.max_blocks}, n);
+    QkvRopeParams fused = plain;
     plain.xn = dxn_ref.p, plain.q_out = dq1.p, plain.kv = {dkv1.p, bs, NKV};
     qkv_rope(plain, nullptr);
-    QkvRopeParams fused = p;
     fused.q_out = dq2.p, fused.kv = {dkv2.p, bs, NKV};
     fused.embed = dembed.p, fused.embed_tokens = dtok.p;
     fused.norm_w = dnorm.p, fused.x_out = dxout.p, fused.eps = c.rms_norm_eps;
     qkv_rope(fused, nullptr);
     EXPECT_EQ(to_f32(dxout.download()), to_f32(x_ref)) << "gathered residual";
     expect_close(to_f32(dq2.download()), to_f32(dq1.download()), kTol, "q (fused embedding vs reference norm)");
-    const auto kv1 = to_f32(dkv1.download()), kv2 = to_f32(dkv2.download());
-    std::vector<float> a1, a2;
-    for (size_t i = 0; i < kv1.size(); ++i)
-      if (!std::isnan(kv1[i])) a1.push_back(kv1[i]), a2.push_back(kv2[i]);
-    ASSERT_EQ(a1.size(), size_t(n) * 2 * NKV * D);
-    expect_close(a2, a1, kTol, "k/v cache (fused embedding vs reference norm)");
+    const auto [e1, e2] = written_kv(dkv1, dkv2);
+    ASSERT_EQ(e1.size(), size_t(n) * 2 * NKV * D);
+    expect_close(e2, e1, kTol, "k/v cache (fused embedding vs reference norm)");
     if (n == 1) {
       const DevicePacked packed = pack_on_device(dw.p, rows, H);
       DevBuf<bf16> dq3(size_t(n) * NH * D), dkv3(size_t(nblk) * 2 * NKV * bs * D), dxout3(x_ref.size());

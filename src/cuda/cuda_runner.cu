@@ -351,7 +351,8 @@ void CudaRunner::Impl::init() {
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
 
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
-  const size_t set_bytes = T * 4 * 3 + 2 * S * max_blocks_per_seq * 4 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
+  // (the block tables are staged in the send buffer: in_capacity)
+  const size_t set_bytes = T * 4 * 3 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 + S * sizeof(SampleSeqParams) +
                            ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 + 64 * 16 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));

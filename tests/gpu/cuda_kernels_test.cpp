@@ -529,11 +529,14 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
 // rmsnorm + moe_router on the same inputs: xn, logits, top-k and weights bit for bit, a valid grouping; xn also
 // against the CPU norm. Steps of more than one token must be refused with an error that names the limit.
 TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
-  const int H = c.hidden_size, K = c.experts_per_token;
-  // The geometry's experts, and 128 (gpt-oss-120b: clusters of 16-warp CTAs) at this hidden size too.
+  const int H = c.hidden_size;
+  // The geometry's experts, and 128 (gpt-oss-120b: clusters of 16-warp CTAs) at this hidden size too; the model's
+  // top-k (moe_router_norm's routing unrolled for top-4) and 7 (its generic top-8 instantiation).
+  for (const int K : {c.experts_per_token, 7})
   for (const int E : c.num_experts == 128 ? std::vector<int>{128} : std::vector<int>{c.num_experts, 128})
   for (int n : {1, 2, 3, 4}) {
-    Rng rng(700 + n + E);
+    SCOPED_TRACE(strfmt("top-%d of %d experts, %d tokens", K, E, n));
+    Rng rng(700 + n + E + (K == c.experts_per_token ? 0 : 1000));
     const auto x = random_bf16(size_t(n) * H, rng, -3.f, 3.f);
     const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
     const float ws = 1.0f / std::sqrt(float(H));

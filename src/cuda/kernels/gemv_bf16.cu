@@ -98,30 +98,13 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
     __syncthreads();
     if (active) {
       float acc[NR][MT];
-      if constexpr (W::kCorrections) {  // dot_rows' order, the vectors decoded first
-#pragma unroll
-        for (int j = 0; j < NR; ++j)
-#pragma unroll
-          for (int m = 0; m < MT; ++m) acc[j][m] = 0.f;
-#pragma unroll
-        for (int i = 0; i < PER_LANE; ++i) {
-          const int v = min(lane + 32 * i, NV - 1);  // lanes past the end dot zero weights
-          const bool in = NV % 32 == 0 || lane + 32 * i < NV;
-          uint4 d[NR];
-#pragma unroll
-          for (int j = 0; j < NR; ++j) d[j] = in ? wf.decode(wv[j][i], hdr[j]) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-          for (int m = 0; m < MT; ++m) {
-            const float4 a = s_x[(m * 2 + 0) * NV + v];
-            const float4 b = s_x[(m * 2 + 1) * NV + v];
-#pragma unroll
-            for (int j = 0; j < NR; ++j) acc[j][m] = dot8(d[j], a, b, acc[j][m]);
-          }
-        }
-#pragma unroll
-        for (int j = 0; j < NR; ++j)
-#pragma unroll
-          for (int m = 0; m < MT; ++m) acc[j][m] = warp_sum(acc[j][m]);
+      if constexpr (W::kCorrections) {  // dot_rows' order, each vector decoded as it is used
+        dot_vecs<K, MT, NR>(
+            [&](int j, int i) {
+              const bool in = NV % 32 == 0 || lane + 32 * i < NV;  // lanes past the end dot zero weights
+              return in ? wf.decode(wv[j][i], hdr[j]) : make_uint4(0, 0, 0, 0);
+            },
+            s_x, acc);
       } else {
         dot_rows<K, MT, NR>(wr, s_x, acc);
       }

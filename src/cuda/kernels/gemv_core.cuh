@@ -51,10 +51,12 @@ __device__ __forceinline__ void load_rows(const bf16_t* const (&rows)[NR], RowRe
     }
 }
 
-// acc[r][m] = sum_k W[row r][k] * x[m][k] over the loaded rows and the MT staged activation rows; complete
-// (reduced over the warp) in every lane.
-template <int K, int MT, int NR>
-__device__ __forceinline__ void dot_rows(const RowRegs<K, NR>& r, const float4* s_x, float (&acc)[NR][MT]) {
+// acc[r][m] = sum_k W[row r][k] * x[m][k] over NR rows and the MT staged activation rows; complete (reduced over
+// the warp) in every lane. vec(j, i): row j's 8 weights of this lane's vector lane + 32 i as bf16 (zeros past the
+// row's end): the loaded registers (dot_rows), or a packed format decoded on the fly (gemv_bf16.cu's bf12 LM head),
+// in the same summation order.
+template <int K, int MT, int NR, typename Vec>
+__device__ __forceinline__ void dot_vecs(const Vec& vec, const float4* s_x, float (&acc)[NR][MT]) {
   constexpr int NV = RowRegs<K, NR>::NV, PER_LANE = RowRegs<K, NR>::PER_LANE;
   const int lane = threadIdx.x & 31;
 #pragma unroll
@@ -64,18 +66,26 @@ __device__ __forceinline__ void dot_rows(const RowRegs<K, NR>& r, const float4* 
 #pragma unroll
   for (int i = 0; i < PER_LANE; ++i) {
     const int v = min(lane + 32 * i, NV - 1);  // lanes past the end hold zero weights
+    uint4 d[NR];
+#pragma unroll
+    for (int j = 0; j < NR; ++j) d[j] = vec(j, i);
 #pragma unroll
     for (int m = 0; m < MT; ++m) {
       const float4 a = s_x[(m * 2 + 0) * NV + v];
       const float4 b = s_x[(m * 2 + 1) * NV + v];
 #pragma unroll
-      for (int j = 0; j < NR; ++j) acc[j][m] = dot8(r.w[j][i], a, b, acc[j][m]);
+      for (int j = 0; j < NR; ++j) acc[j][m] = dot8(d[j], a, b, acc[j][m]);
     }
   }
 #pragma unroll
   for (int j = 0; j < NR; ++j)
 #pragma unroll
     for (int m = 0; m < MT; ++m) acc[j][m] = warp_sum(acc[j][m]);
+}
+
+template <int K, int MT, int NR>
+__device__ __forceinline__ void dot_rows(const RowRegs<K, NR>& r, const float4* s_x, float (&acc)[NR][MT]) {
+  dot_vecs<K, MT, NR>([&](int j, int i) { return r.w[j][i]; }, s_x, acc);
 }
 
 // Both steps at once (when nothing is to be overlapped).

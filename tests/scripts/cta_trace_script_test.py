@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""scripts/cta_trace.py on a synthetic CTA trace whose phases are known: every launch is placed 2 us before its
+wait returns, released 0.7 us after its predecessor's last CTA, runs 5 us plus 10 ns per CTA index, and the router's
+CTAs mark 1 us before their end. The per-kernel medians must come back exactly. Usage: cta_trace_script_test.py
+PATH/TO/cta_trace.py (ctest passes it)."""
+import contextlib
+import importlib.util
+import io
+import os
+import sys
+import tempfile
+
+KERNELS = [(1, 8), (2, 4), (3, 6), (4, 4), (5, 8), (6, 10)]  # (id, CTAs) of one layer, in stream order
+
+
+def synthetic_csv(path, layers=3):
+    rows, t = ["kernel,cta,sm,t_start,t_wait,t_end,t_mark"], 100000
+    for _step in range(2):
+        for _layer in range(layers):
+            for k, n in KERNELS:
+                t += 700  # release after the predecessor's last end
+                for c in range(n):
+                    end = t + 5000 + 10 * c
+                    mark = end - 1000 if k == 4 else -1
+                    rows.append(f"{k},{c},{c},{t - 2000},{t + (100 if c else 0)},{end},{mark}")
+                t += 5000 + 10 * (n - 1)
+        t += 700
+        for c in range(20):  # the LM head
+            rows.append(f"7,{c},{c},{t - 500},{t},{t + 100000 + c},-1")
+        t += 100000 + 19 + 50000
+    with open(path, "w") as f:
+        f.write("\n".join(rows) + "\n")
+
+
+def main():
+    spec = importlib.util.spec_from_file_location("cta_trace", sys.argv[1])
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "trace.csv")
+        synthetic_csv(path)
+        out = io.StringIO()
+        sys.argv = ["cta_trace.py", path]
+        with contextlib.redirect_stdout(out):
+            mod.main()
+    table = {}
+    for line in out.getvalue().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 11 and cells[0] in mod.NAMES.values():
+            table[cells[0]] = cells
+    failures = []
+    for k, n in KERNELS:
+        name = mod.NAMES[k]
+        row = table.get(name)
+        if row is None:
+            failures.append(f"{name}: no row")
+            continue
+        expect = {1: "3", 2: str(n), 3: str(n), 4: "2.00", 5: "0.70", 6: f"{(5000 + 10 * (n - 1)) / 1e3:.2f}",
+                  7: f"{10 * (n - 1 - n // 2) / 1e3:.2f}", 8: f"{(700 + 5000 + 10 * (n - 1)) / 1e3:.2f}"}
+        if k == 4:
+            expect[9], expect[10] = f"{(4000 + 10 * (n - 1)) / 1e3:.2f}", "1.00"
+        for col, want in expect.items():
+            if row[col] != want:
+                failures.append(f"{name} column {col}: {row[col]} (want {want})")
+    if failures:
+        print(out.getvalue())
+        print("\n".join(failures))
+        return 1
+    print(f"cta_trace.py: {len(table)} kernel rows as expected")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

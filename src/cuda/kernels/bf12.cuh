@@ -28,15 +28,16 @@ __device__ __forceinline__ uint32_t prmt(uint32_t a, uint32_t sel) {
 }
 
 // Streaming loads of one vector of a packed row: bytes at pb + OFF_B, codes at pc + OFF_C (byte offsets as
-// immediates, so that one address register pair per row serves all of a lane's loads; both bypass L1, as
-// ldg_stream).
+// immediates, so that one address register pair per row serves all of a lane's loads; both bypass L1 and leave
+// L2 first, as ldg_stream).
 template <int OFF_B, int OFF_C>
 __device__ __forceinline__ Bf12Vec bf12_load(const uint8_t* pb, const uint32_t* pc) {
   Bf12Vec r;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0,%1}, [%2+%3];"
+  const uint64_t pol = l2_policy_weights();
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v2.u32 {%0,%1}, [%2+%3], %4;"
                : "=r"(r.b.x), "=r"(r.b.y)
-               : "l"(pb), "n"(OFF_B));
-  asm volatile("ld.global.nc.L1::no_allocate.u32 %0, [%1+%2];" : "=r"(r.c) : "l"(pc), "n"(OFF_C));
+               : "l"(pb), "n"(OFF_B), "l"(pol));
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1+%2], %3;" : "=r"(r.c) : "l"(pc), "n"(OFF_C), "l"(pol));
   return r;
 }
 

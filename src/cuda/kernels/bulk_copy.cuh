@@ -4,6 +4,8 @@
 #pragma once
 #include <cstdint>
 
+#include "cuda/kernels/device_math.cuh"
+
 namespace mxs::cuda {
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
@@ -41,6 +43,15 @@ __device__ __forceinline__ void bulk_copy_g2s(void* dst, const void* src, uint32
                    smem_u32(dst)),
                "l"(src), "r"(bytes), "r"(smem_u32(bar))
                : "memory");
+}
+
+// bulk_copy_g2s for weights: the source lines leave L2 first (l2_policy_weights, device_math.cuh).
+__device__ __forceinline__ void bulk_copy_g2s_weights(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;\n" ::
+          "r"(smem_u32(dst)),
+      "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(l2_policy_weights())
+      : "memory");
 }
 
 }  // namespace mxs::cuda

@@ -181,9 +181,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
       for (int kt = 0; kt < KTP; ++kt) {
         if (kt < kt0 || kt >= kt1) continue;
         qr[kt] = ldg_stream(blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048 + tid * 16);
-        asm volatile("ld.global.nc.u32 %0, [%1];"
-                     : "=r"(swr[kt])
-                     : "l"(scales + grp * (64 * K / 32) + size_t(piece * KTP + kt) * 128 + (warp * 8 + g) * 4));
+        swr[kt] = ldg_stream_u32(scales + grp * (64 * K / 32) + size_t(piece * KTP + kt) * 128 + (warp * 8 + g) * 4);
       }
     }
   };
@@ -197,8 +195,10 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
       const int kt = lane;
       const uint32_t sc_bytes = kt == 0 ? KTP * 128 : 0;  // k-tile 0's barrier also carries all the scale words
       mbarrier_arrive_expect_tx(&s_bar[kt], 2048 + sc_bytes);
-      bulk_copy_g2s(s_q + kt * 2048, blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048, 2048, &s_bar[kt]);
-      if (kt == 0) bulk_copy_g2s(s_sc, scales + grp * (64 * K / 32) + size_t(piece) * KTP * 128, sc_bytes, &s_bar[0]);
+      bulk_copy_g2s_weights(s_q + kt * 2048, blocks + grp * (64 * K / 2) + size_t(piece * KTP + kt) * 2048, 2048,
+                            &s_bar[kt]);
+      if (kt == 0)
+        bulk_copy_g2s_weights(s_sc, scales + grp * (64 * K / 32) + size_t(piece) * KTP * 128, sc_bytes, &s_bar[0]);
     }
   };
   // One-token down on bulk copies: as with the register loads, kt_pre k-tiles before the wait, the rest behind the
@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(kThreads, LDG ? 5 : W == Which::kDown ? 7 : 8)
 __device__ __forceinline__ void load_ktile(const uint8_t* blocks, const uint8_t* scales, int kt, uint4& q,
                                            uint32_t& sw) {
   q = ldg_stream(blocks + size_t(kt) * 2048);
-  asm volatile("ld.global.nc.u32 %0, [%1];" : "=r"(sw) : "l"(scales + size_t(kt) * 128));
+  sw = ldg_stream_u32(scales + size_t(kt) * 128);
 }
 
 // The k-loop of the whole-K kernels below: k-tile kt comes from ring slot kt % RING, whose refill with k-tile

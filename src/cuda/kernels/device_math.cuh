@@ -66,8 +66,8 @@ __device__ __forceinline__ unsigned long long argmax_key(float v, int id) {
 }
 
 // The L2 policy of streamed weights: evict_first. A decode step reads every weight once (3.1 GB for 20b, 60 times
-// the L2), so a weight line is never hit again, while what every layer reuses (the KV cache, activations, router
-// weights, norms, the kernels' own code) would be evicted by the streams at normal priority.
+// the L2), so a weight line is never hit again, while what every layer reuses (the KV cache, activations,
+// norms, biases, the kernels' own code) would be evicted by the streams at normal priority.
 __device__ __forceinline__ uint64_t l2_policy_weights() {
   uint64_t p;
   asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));

@@ -142,8 +142,11 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
 
 // o_proj for 1-4 rows on the streaming GEMV: groups of R output rows; the optional post-attention norm runs in
 // the last CTA to finish (as in gemv_bf16_kernel).
-template <int K, int R = 2>
+// MIN_CTAS: gemv_stream.cuh's EpiMinCtas (3 for the one-row bf12 launch: its 80 registers are what ptxas picks
+// anyway; the bound keeps CTA-trace builds, whose hooks add registers, at the same 3 CTAs per SM).
+template <int K, int R = 2, int MIN_CTAS = 0>
 struct ResidualEpi {
+  static constexpr int kMinCtasPerSm = MIN_CTAS;
   GemvBf16Params p;
   __device__ size_t row_index(int g, int r) const { return size_t(min(R * g + r, p.n_out - 1)); }
   struct Pre {
@@ -190,7 +193,8 @@ template <int K>
 void launch_stream_residual(const GemvBf16Params& p, cudaStream_t stream) {
   const StreamRows<K, 1> a1{static_cast<const bf16_t*>(p.a)};
   if (p.w_bf12.bytes != nullptr && p.n_rows == 1)
-    return launch_gemv_stream<K, 1, 2>(a1, 1, (p.n_out + 1) / 2, ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);
+    return launch_gemv_stream<K, 1, 2>(a1, 1, (p.n_out + 1) / 2, ResidualEpi<K, 2, 3>{p}, Bf12Format<K>{p.w_bf12},
+                                       stream);
   if (p.w_bf12.bytes != nullptr && p.n_rows == 2)
     return launch_gemv_stream<K, 2, 2>(StreamRows<K, 2>{static_cast<const bf16_t*>(p.a)}, 2, (p.n_out + 1) / 2,
                                        ResidualEpi<K>{p}, Bf12Format<K>{p.w_bf12}, stream);

@@ -7,6 +7,8 @@
 // 23.6 MB o_proj needed 1.4 waves of CTAs (19 us at batch 1, 1.2 TB/s); here the grid is one wave and every group
 // is the same small piece of work. gemv_warp_kernel (below; q/k/v at one row): a warp per group.
 #pragma once
+#include <type_traits>
+
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/bf12.cuh"
 #include "cuda/kernels/cta_trace.cuh"
@@ -123,8 +125,19 @@ struct StreamRows {
   }
 };
 
+// Epi::kMinCtasPerSm where an Epi declares it: the CTAs per SM ptxas must allow (0, the default: no bound; an explicit
+// 1 is not the same for ptxas: it gave o_proj's batch-1 GEMV 94 registers instead of 80, docs/PERF.md session 20).
+template <typename Epi, typename = void>
+struct EpiMinCtas {
+  static constexpr int value = 0;
+};
+template <typename Epi>
+struct EpiMinCtas<Epi, std::void_t<decltype(Epi::kMinCtasPerSm)>> {
+  static constexpr int value = Epi::kMinCtasPerSm;
+};
+
 template <int K, int MT, int R, typename Epi, typename Rows, typename W>
-__global__ void __launch_bounds__(kStreamWarps * 32) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
+__global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
   CtaTrace trace;  // (kTraceOProj: the batch-1 user of this kernel)
   using S = StreamShape<K>;
   using Vec = typename W::Vec;

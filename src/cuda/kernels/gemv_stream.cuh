@@ -137,7 +137,8 @@ struct EpiMinCtas<Epi, std::void_t<decltype(Epi::kMinCtasPerSm)>> {
 };
 
 template <int K, int MT, int R, typename Epi, typename Rows, typename W>
-__global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value) gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
+__global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
+    gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
   CtaTrace trace;  // (kTraceOProj: the batch-1 user of this kernel)
   using S = StreamShape<K>;
   using Vec = typename W::Vec;

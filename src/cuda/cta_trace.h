@@ -17,7 +17,8 @@ class CtaTraceCapture {
   CtaTraceCapture(const CtaTraceCapture&) = delete;
   CtaTraceCapture& operator=(const CtaTraceCapture&) = delete;
   // Unbinds the buffer (after the device is idle) and writes `kernel,cta,sm,t_start,t_wait,t_end,t_mark` rows,
-  // times in ns from the earliest start (t_wait / t_mark -1: not reached / not marked). Returns the number of records (a warning is logged if the buffer overflowed).
+  // times in ns from the earliest start (t_wait / t_mark -1: not reached / not marked). Returns the number of
+  // records (a warning is logged if the buffer overflowed).
   size_t write_csv(const std::string& path);
 
  private:

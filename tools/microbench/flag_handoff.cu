@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 #include <cuda_runtime.h>
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); return 1; } } while (0)
+#include "microbench.cuh"
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
   unsigned v;
@@ -19,9 +19,12 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
 __device__ __forceinline__ void red_release(unsigned* p) {
   asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(p) : "memory");
 }
-__device__ __forceinline__ uint4 ldg_stream(const uint4* p) {
+// 16 bytes past L1 (src/cuda/kernels/device_math.cuh's ldg_stream without its L2 policy: measured so, session 20).
+__device__ __forceinline__ uint4 ldg_no_l1(const uint4* p) {
   uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
   return v;
 }
 
@@ -31,7 +34,8 @@ __global__ void __launch_bounds__(256) stage(const uint4* w, size_t vecs, unsign
   const uint4* wk = w + size_t(k) * vecs;
   uint4 r[8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) r[i] = first + i * stride < vecs ? ldg_stream(wk + first + i * stride) : make_uint4(0, 0, 0, 0);
+  for (int i = 0; i < 8; ++i)
+    r[i] = first + i * stride < vecs ? ldg_no_l1(wk + first + i * stride) : make_uint4(0, 0, 0, 0);
   if (mode == 0 || mode == 3 || k == 0) {
     asm volatile("griddepcontrol.wait;" ::: "memory");
   } else {
@@ -48,7 +52,7 @@ __global__ void __launch_bounds__(256) stage(const uint4* w, size_t vecs, unsign
   for (int i = 0; i < 8; ++i) acc ^= r[i].x ^ r[i].y ^ r[i].z ^ r[i].w;
   for (size_t v = first + 8 * stride; v < vecs; v += 8 * stride) {
 #pragma unroll
-    for (int i = 0; i < 8; ++i) r[i] = v + i * stride < vecs ? ldg_stream(wk + v + i * stride) : make_uint4(0, 0, 0, 0);
+    for (int i = 0; i < 8; ++i) r[i] = v + i * stride < vecs ? ldg_no_l1(wk + v + i * stride) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int i = 0; i < 8; ++i) acc ^= r[i].x ^ r[i].y ^ r[i].z ^ r[i].w;
   }

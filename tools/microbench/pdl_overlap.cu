@@ -10,8 +10,7 @@
 #include <vector>
 #include <algorithm>
 #include <cuda_runtime.h>
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); return 1; } } while (0)
-__device__ __forceinline__ uint64_t gt() { uint64_t t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
+#include "microbench.cuh"
 __global__ void A(uint64_t* rec, int trigger, int spin_ns, int smem_touch) {
   extern __shared__ int s[];
   uint64_t t0 = gt();

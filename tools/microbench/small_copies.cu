@@ -7,8 +7,7 @@
 #include <cstdio>
 #include <cstdint>
 #include <cuda_runtime.h>
-#define CK(x) do { cudaError_t e = (x); if (e != cudaSuccess) { printf("%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); return 1; } } while (0)
-__device__ __forceinline__ uint64_t gt() { uint64_t t; asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t)); return t; }
+#include "microbench.cuh"
 __global__ void stamp(uint64_t* rec, int i) { if (threadIdx.x == 0) rec[i] = gt(); }
 __global__ void spin(uint64_t* rec, int i) { uint64_t t0 = gt(); while (gt() < t0 + 20000) {} if (threadIdx.x == 0) rec[i] = gt(); }
 int main() {

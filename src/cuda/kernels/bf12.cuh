@@ -37,7 +37,9 @@ __device__ __forceinline__ Bf12Vec bf12_load(const uint8_t* pb, const uint32_t* 
   asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v2.u32 {%0,%1}, [%2+%3], %4;"
                : "=r"(r.b.x), "=r"(r.b.y)
                : "l"(pb), "n"(OFF_B), "l"(pol));
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1+%2], %3;" : "=r"(r.c) : "l"(pc), "n"(OFF_C), "l"(pol));
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1+%2], %3;"
+               : "=r"(r.c)
+               : "l"(pc), "n"(OFF_C), "l"(pol));
   return r;
 }
 

@@ -65,7 +65,8 @@ struct CtaTrace {
     uint32_t sm;
     asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
     const uint32_t cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    buf[1 + i] = CtaTraceRec{kernel << 24 | (sm & 0xffu) << 16 | (cta & 0xffffu), tm ? uint32_t(tm - t0) : 0u, t0, t1, t2};
+    buf[1 + i] =
+        CtaTraceRec{kernel << 24 | (sm & 0xffu) << 16 | (cta & 0xffffu), tm ? uint32_t(tm - t0) : 0u, t0, t1, t2};
   }
 };
 #define MXS_CTA_TRACE_BINDER(name)                                       \

@@ -86,7 +86,9 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
 // 4-byte weight load (scale words) with the same policy.
 __device__ __forceinline__ uint32_t ldg_stream_u32(const void* p) {
   uint32_t r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1], %2;" : "=r"(r) : "l"(p), "l"(l2_policy_weights()));
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.u32 %0, [%1], %2;"
+               : "=r"(r)
+               : "l"(p), "l"(l2_policy_weights()));
   return r;
 }
 

@@ -376,9 +376,11 @@ __device__ __forceinline__ void whole_k_dots(uint4 (&qr)[RING], uint32_t (&swr)[
 // consumed) and the CTA runs the epilogue itself: no partials, no arrival counter, no second round trip at the
 // end. The sum keeps the split kernel's order bit for bit (two chains per piece of KTP k-tiles, chains added,
 // pieces added in order), so both give the same act. Layers with scale bytes > 128 (the BIG dequantization, which
-// spills here) take the split kernel.
+// spills here) take the split kernel. Compiled for 4 CTAs per SM (101 registers; the 20b grid of 90 x 4 = 360 CTAs
+// is still one wave): at 5 it spilled 12 bytes once the weight loads carried the L2 policy register, for the same
+// step time (H100, docs/PERF.md session 21).
 template <int K, int R>
-__global__ void __launch_bounds__(kThreads, 5) moe_gemv_gate_up_one_kernel(MoeGemvParams p) {
+__global__ void __launch_bounds__(kThreads, 4) moe_gemv_gate_up_one_kernel(MoeGemvParams p) {
   CtaTrace trace;
   constexpr int KT = K / 64, KTP = piece_ktiles(KT), NG = R / 64, NV = K / 8, VPT = (NV + kThreads - 1) / kThreads;
   __shared__ __align__(16) bf16_t s_x[KT * 64];  // the token's row, each k-tile in the stage order below

@@ -353,7 +353,8 @@ void CudaRunner::Impl::init() {
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
   // (the block tables are staged in the send buffer: in_capacity)
   const size_t set_bytes = T * 4 * 3 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 +
-                           S * sizeof(SampleSeqParams) + ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 + 64 * 16 + in_capacity + 64;
+                           S * sizeof(SampleSeqParams) + ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 +
+                           64 * 16 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;

@@ -545,6 +545,8 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       p.q = q, p.kv = kv, p.meta = meta, p.sinks = lw.sinks, p.part_o = part_o, p.part_ml = part_ml, p.out = attn;
       p.n_tokens = plan.active ? plan.n_dec : n_tokens, p.n_heads = c.num_heads, p.n_kv_heads = c.num_kv_heads;
       p.counters = attn_counters;
+      static const bool global_merge = std::getenv("MXS_ATTN_GLOBAL_MERGE") != nullptr;  // A/B and debugging
+      p.cluster_merge = !global_merge;
       if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
         p.window = c.is_sliding(l) ? c.sliding_window : 0;
         p.n_splits = 1, p.keys_per_split = keys_per_split, p.exact = true;

@@ -99,7 +99,7 @@ int next_pow2(int v) {
 // attention_decode_mma with (keys_per_split, n_splits); checks the counters come back zeroed and that a second
 // launch over poisoned outputs is bitwise identical. Returns the output as fp32.
 std::vector<float> run_mma(const Step& s, DevStep& d, int n_heads, int n_kv, int bs, int window, int kps,
-                           int n_splits, int stages, const std::string& what) {
+                           int n_splits, int stages, const std::string& what, bool cluster_merge = true) {
   DevBuf<float> po(attention_partial_floats(s.n_tokens, n_heads, n_splits)),
       pml(size_t(s.n_tokens) * n_heads * n_splits * 2);
   DevBuf<unsigned> counters(size_t(s.n_tokens) * n_kv);
@@ -110,7 +110,7 @@ std::vector<float> run_mma(const Step& s, DevStep& d, int n_heads, int n_kv, int
   p.q = d.q.p, p.kv = {d.kv.p, bs, n_kv}, p.meta = {d.pos.p, d.seq.p, d.tab.p, s.max_blocks}, p.sinks = d.sinks.p;
   p.part_o = po.p, p.part_ml = pml.p, p.out = out.p, p.counters = counters.p;
   p.n_tokens = s.n_tokens, p.n_heads = n_heads, p.n_kv_heads = n_kv, p.window = window;
-  p.n_splits = n_splits, p.keys_per_split = kps;
+  p.n_splits = n_splits, p.keys_per_split = kps, p.cluster_merge = cluster_merge;
   auto launch = [&] { stages ? attention_decode_mma_stages(p, stages, nullptr) : attention_decode_mma(p, nullptr); };
   launch();
   const auto first = out.download();
@@ -159,6 +159,10 @@ void check_case(const std::vector<int>& ctx, int n_kv, int bs, uint64_t seed, fl
       const std::string what = strfmt("batch %d ctx %d window %d n_kv %d bs %d, %s (%d x %d keys)", s.n_tokens,
                                       max_ctx, window, n_kv, bs, c.name, c.n_splits, c.kps);
       const auto out = run_mma(s, d, n_heads, n_kv, bs, window, c.kps, c.n_splits, c.stages, what);
+      // The cluster merge (2-16 splits) and the last CTA's merge through L2 run the same operations.
+      const auto global = run_mma(s, d, n_heads, n_kv, bs, window, c.kps, c.n_splits, c.stages, what, false);
+      EXPECT_EQ(0, std::memcmp(out.data(), global.data(), out.size() * sizeof(float)))
+          << what << ": cluster and global merges differ";
       const ErrorStats e = compare(out, ref), eo = compare(out, old);
       std::printf("%-72s vs cpu rel L2 %.2e max abs %.2e | vs attention_decode rel L2 %.2e\n", what.c_str(), e.rel_l2,
                   e.max_abs, eo.rel_l2);

@@ -11,11 +11,18 @@
 // S = Q K^T (2 n-tiles x 4 k-steps), S = bf(bf(q.k) * 0.125) (the reference's rounding points, as
 // attention_prefill), online softmax in the log2 domain in fp32 with the running max started at the sink logit
 // (every state finite, a split without keys is (sink, 0, 0)), P rounded to bf16 as the A operand of O += P V
-// (V through ldmatrix.trans). The 4 warps then merge through smem; one split writes bf(O / (L + 2^(sink - M)));
-// several write (M, L, O) partials and the last CTA of (t, g) to arrive (counter) merges them in split order
-// with the sink (deterministic) and resets the counter. Measured (H200, `mxserve bench kernel attention-decode`):
+// (V through ldmatrix.trans). The 4 warps then merge through smem; one split writes bf(O / (L + 2^(sink - M))).
+// Several splits merge in split order with the sink (deterministic), one of two ways with the same operations:
+// - cluster (2-16 splits, the default): the n split CTAs of a (t, g) are one thread-block cluster; each pushes
+//   its (M, L, O) items into the shared memory of the CTA that merges them (CTA r of the cluster owns items
+//   [r * per, (r + 1) * per) of the 8 heads x 16 four-dim groups, per = ceil(128 / n)), one cluster barrier, and
+//   every CTA merges its items from its own shared memory: no global partials, fence or counter;
+// - global (more splits, or `cluster_merge` off): every CTA writes its (M, L, O) partials, and the last CTA of
+//   (t, g) to arrive (counter) merges them through L2 and resets the counter. Measured (H200, `mxserve bench kernel attention-decode`):
 // 93-102% of the copy bandwidth on full layers from batch 64 at 1k keys; see docs/KERNELS.md.
 #include <cmath>
+
+#include <cooperative_groups.h>
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
@@ -31,6 +38,7 @@ MXS_CTA_TRACE_BINDER(attention_decode_mma)
 namespace {
 
 using namespace attn;
+namespace cg = cooperative_groups;
 
 constexpr int kHeadDim = 64;
 constexpr int kGroup = 8;      // q heads per kv head = MMA rows used
@@ -42,7 +50,10 @@ constexpr int kStageElems = 2 * kChunk * kHeadDim;  // K [16][64] then V [16][64
 template <int STAGES>
 constexpr int smem_bytes() { return kWarps * STAGES * kStageElems * 2; }
 constexpr int kTabMax = kAttentionMmaMaxTableEntries;
-constexpr int kORow = 72;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
+constexpr int kORow = 72;
+constexpr int kMaxClusterSplits = 16;  // non-portable cluster size (H100 / H200)
+// Merge slots a CTA owns in cluster mode: n splits x ceil(128 / n) items, at most 128 + n.
+constexpr int kClusterSlots = kGroup * 16 + kMaxClusterSplits;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
 
 __device__ __forceinline__ uint32_t ld_u32(const bf16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
@@ -50,9 +61,15 @@ __device__ __forceinline__ void store_bf16x4(void* dst, float a, float b, float 
   *reinterpret_cast<uint2*>(dst) = make_uint2(pack_bf16x2(a, b), pack_bf16x2(c, d));
 }
 
-template <int STAGES>
+// CLUSTER: the split merge of a (token, kv head) in its cluster of n_splits CTAs (gridDim.z; grid z = cluster z).
+template <int STAGES, bool CLUSTER>
 __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(AttentionDecodeParams p) {
   CtaTrace trace;
+  if constexpr (CLUSTER) {
+    // Every CTA of the cluster must have started before another writes into its shared memory (the pushes
+    // below): arrive now, wait just before the pushes (long after every CTA started: no wait in practice).
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  }
   constexpr int kStages = STAGES;
   extern __shared__ __align__(128) bf16_t smem[];  // [kWarps][kStages][kStageElems]; reused for the merge
   __shared__ int32_t s_tab[kTabMax];
@@ -239,6 +256,40 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
     trace.end(kTraceAttention);
     return;
   }
+  if constexpr (CLUSTER) {
+    // Item tid = (head h, dims d0..d0+3) goes to CTA tid / per of the cluster, slot z * per + tid % per.
+    __shared__ float4 s_po[kClusterSlots];
+    __shared__ float2 s_pml[kClusterSlots];
+    const int n = p.n_splits, per = (kGroup * 16 + n - 1) / n;
+    cg::cluster_group cluster = cg::this_cluster();
+    const int owner = tid / per, slot = z * per + tid % per;
+    float4* po = cluster.map_shared_rank(&s_po[slot], owner);
+    float2* pml = cluster.map_shared_rank(&s_pml[slot], owner);
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
+    *po = make_float4(O[0], O[1], O[2], O[3]);
+    *pml = make_float2(M, L);
+    cluster.sync();  // every split's items are in their owner's smem (release / acquire over the cluster)
+    trace.mark();
+    if (tid < per && z * per + tid < kGroup * 16) {
+      const int item = z * per + tid, mh = g * kGroup + (item >> 4), md0 = (item & 15) * 4;
+      const float sink2m = to_f32(sinks[mh]) * kLog2e;
+      float Mz = sink2m;  // every split's max started at the sink, so Mz = max over splits
+      for (int zz = 0; zz < n; ++zz) Mz = fmaxf(Mz, s_pml[zz * per + tid].x);
+      float Lz = fast_exp2(sink2m - Mz), Oz[4] = {0.f, 0.f, 0.f, 0.f};
+      for (int zz = 0; zz < n; ++zz) {
+        const float2 ml = s_pml[zz * per + tid];
+        const float4 v = s_po[zz * per + tid];
+        const float f = fast_exp2(ml.x - Mz);
+        Lz += ml.y * f;
+        Oz[0] += v.x * f, Oz[1] += v.y * f, Oz[2] += v.z * f, Oz[3] += v.w * f;
+      }
+      const float inv = 1.f / Lz;
+      bf16_t* mout = static_cast<bf16_t*>(p.out) + (size_t(t) * p.n_heads + mh) * kHeadDim + md0;
+      store_bf16x4(mout, Oz[0] * inv, Oz[1] * inv, Oz[2] * inv, Oz[3] * inv);
+    }
+    trace.end(kTraceAttention);
+    return;
+  }
   const size_t idx = (size_t(t) * p.n_heads + head) * p.n_splits + z;
   *reinterpret_cast<float4*>(p.part_o + idx * kHeadDim + d0) = make_float4(O[0], O[1], O[2], O[3]);
   if ((tid & 15) == 0) *reinterpret_cast<float2*>(p.part_ml + idx * 2) = make_float2(M, L);
@@ -270,16 +321,45 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
   trace.end(kTraceAttention);
 }
 
+// Whether n splits of a (token, kv head) can run as one cluster: the runtime places at least one such cluster.
+template <int STAGES>
+bool cluster_fits(int n) {
+  static int fits[kMaxClusterSplits + 1] = {};  // 0 unknown, 1 yes, 2 no
+  if (n < 2 || n > kMaxClusterSplits) return false;
+  if (fits[n] == 0) {
+    auto* k = attention_decode_mma_kernel<STAGES, true>;
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<STAGES>()));
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(1, 1, unsigned(n));
+    cfg.blockDim = dim3(kWarps * 32);
+    cfg.dynamicSmemBytes = smem_bytes<STAGES>();
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = 1, attr.val.clusterDim.y = 1, attr.val.clusterDim.z = unsigned(n);
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int clusters = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveClusters(&clusters, k, &cfg));
+    fits[n] = clusters > 0 ? 1 : 2;
+  }
+  return fits[n] == 1;
+}
+
 template <int STAGES>
 void launch(const AttentionDecodeParams& p, cudaStream_t stream) {
   static const bool attr_ok = [] {
-    CUDA_CHECK(cudaFuncSetAttribute(attention_decode_mma_kernel<STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    smem_bytes<STAGES>()));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_decode_mma_kernel<STAGES, false>,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<STAGES>()));
     return true;
   }();
   (void)attr_ok;
-  launch_pdl(attention_decode_mma_kernel<STAGES>, dim3(p.n_tokens, p.n_kv_heads, p.n_splits), dim3(kWarps * 32),
-             smem_bytes<STAGES>(), stream, p);
+  const dim3 grid(p.n_tokens, p.n_kv_heads, p.n_splits);
+  if (p.cluster_merge && cluster_fits<STAGES>(p.n_splits))
+    launch_pdl_cluster(attention_decode_mma_kernel<STAGES, true>, grid, dim3(kWarps * 32), smem_bytes<STAGES>(),
+                       stream, dim3(1, 1, p.n_splits), p);
+  else
+    launch_pdl(attention_decode_mma_kernel<STAGES, false>, grid, dim3(kWarps * 32), smem_bytes<STAGES>(), stream, p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -310,7 +390,8 @@ void check(const AttentionDecodeParams& p) {
             strfmt("attention_decode_mma: keys_per_split = %d must be a positive multiple of %d", p.keys_per_split,
                    kChunk));
   MXS_CHECK(p.n_splits == 1 || (p.counters != nullptr && p.part_o != nullptr && p.part_ml != nullptr),
-            "attention_decode_mma: n_splits > 1 needs part_o, part_ml and zeroed counters");
+            "attention_decode_mma: n_splits > 1 needs part_o, part_ml and zeroed counters (the global merge's, also "
+            "where the cluster merge runs: it falls back to them when a cluster does not fit)");
 }
 
 }  // namespace

@@ -159,7 +159,7 @@ void check_case(const std::vector<int>& ctx, int n_kv, int bs, uint64_t seed, fl
       const std::string what = strfmt("batch %d ctx %d window %d n_kv %d bs %d, %s (%d x %d keys)", s.n_tokens,
                                       max_ctx, window, n_kv, bs, c.name, c.n_splits, c.kps);
       const auto out = run_mma(s, d, n_heads, n_kv, bs, window, c.kps, c.n_splits, c.stages, what);
-      // The cluster merge (2-16 splits) and the last CTA's merge through L2 run the same operations.
+      // The cluster merge (4-16 splits) and the last CTA's merge through L2 run the same operations.
       const auto global = run_mma(s, d, n_heads, n_kv, bs, window, c.kps, c.n_splits, c.stages, what, false);
       EXPECT_EQ(0, std::memcmp(out.data(), global.data(), out.size() * sizeof(float)))
           << what << ": cluster and global merges differ";

@@ -27,7 +27,7 @@ struct AttentionDecodeParams {
   int n_splits = 1;             // key ranges per (token, kv head); n_splits * keys_per_split >= keys seen
   int keys_per_split = 256;     // multiple of 64 (split path); exact path: the most keys a token sees
   bool exact = false;           // the exact path (needs n_splits == 1, keys_per_split <= kExactAttentionMaxKeys)
-  bool cluster_merge = true;    // attention_decode_mma, 2-16 splits: merge in the (t, g) cluster's shared memory
+  bool cluster_merge = true;    // attention_decode_mma, 4-16 splits: merge in the (t, g) cluster's shared memory
                                 // instead of through L2 by the last CTA (the same operations: bit for bit)
 };
 
@@ -45,7 +45,7 @@ void attention_decode(const AttentionDecodeParams& p, cudaStream_t stream);
 // K/V byte is read once per (token, kv head). Requirements: GQA group 8, head_dim 64, block_size a power of
 // two, keys_per_split a multiple of 16, n_splits * keys_per_split >= the keys any token sees, `exact` false,
 // and `counters` when n_splits > 1 (the last split CTA of a (token, kv head) merges; there is no second
-// launch). part_ml holds (max, sum) in the log2 domain here: the partials are private to this path. With 2-16
+// launch). part_ml holds (max, sum) in the log2 domain here: the partials are private to this path. With 4-16
 // splits (and `cluster_merge`) the splits of a (token, kv head) run as one thread-block cluster and merge in its
 // shared memory: the workspaces are then left untouched.
 void attention_decode_mma(const AttentionDecodeParams& p, cudaStream_t stream);

@@ -13,11 +13,11 @@
 // (every state finite, a split without keys is (sink, 0, 0)), P rounded to bf16 as the A operand of O += P V
 // (V through ldmatrix.trans). The 4 warps then merge through smem; one split writes bf(O / (L + 2^(sink - M))).
 // Several splits merge in split order with the sink (deterministic), one of two ways with the same operations:
-// - cluster (2-16 splits, the default): the n split CTAs of a (t, g) are one thread-block cluster; each pushes
+// - cluster (4-16 splits, the default): the n split CTAs of a (t, g) are one thread-block cluster; each pushes
 //   its (M, L, O) items into the shared memory of the CTA that merges them (CTA r of the cluster owns items
 //   [r * per, (r + 1) * per) of the 8 heads x 16 four-dim groups, per = ceil(128 / n)), one cluster barrier, and
 //   every CTA merges its items from its own shared memory: no global partials, fence or counter;
-// - global (more splits, or `cluster_merge` off): every CTA writes its (M, L, O) partials, and the last CTA of
+// - global (2-3 or more than 16 splits, or `cluster_merge` off): every CTA writes its (M, L, O) partials, and the last CTA of
 //   (t, g) to arrive (counter) merges them through L2 and resets the counter. Measured (H200, `mxserve bench kernel attention-decode`):
 // 93-102% of the copy bandwidth on full layers from batch 64 at 1k keys; see docs/KERNELS.md.
 #include <cmath>
@@ -52,6 +52,9 @@ constexpr int smem_bytes() { return kWarps * STAGES * kStageElems * 2; }
 constexpr int kTabMax = kAttentionMmaMaxTableEntries;
 constexpr int kORow = 72;
 constexpr int kMaxClusterSplits = 16;  // non-portable cluster size (H100 / H200)
+// The fewest splits that merge in a cluster: at 2 splits (20b batch 16-32 at 1k context) the cluster launch lost
+// ~1% per step against the L2 merge (H100, exp103-104); from 4 it wins (batch 1: 1.618-1.636 -> 1.606-1.611 ms).
+constexpr int kMinClusterSplits = 4;
 // Merge slots a CTA owns in cluster mode: n splits x ceil(128 / n) items, at most 128 + n.
 constexpr int kClusterSlots = kGroup * 16 + kMaxClusterSplits;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
 
@@ -325,7 +328,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
 template <int STAGES>
 bool cluster_fits(int n) {
   static int fits[kMaxClusterSplits + 1] = {};  // 0 unknown, 1 yes, 2 no
-  if (n < 2 || n > kMaxClusterSplits) return false;
+  if (n < kMinClusterSplits || n > kMaxClusterSplits) return false;
   if (fits[n] == 0) {
     auto* k = attention_decode_mma_kernel<STAGES, true>;
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes<STAGES>()));

@@ -90,6 +90,9 @@ struct Bf12Format {
 //   struct Pre;                                                   epilogue inputs loaded ahead (bias, residual)
 //   __device__ Pre prefetch(int g, int m) const;                  issued by thread m < MT at the top of the
 //                                                                  group, so its loads overlap the dot products
+//                                                                  (gemv_warp_kernel: lane 0, and for the warp's
+//                                                                  first group before griddep_wait, so it may
+//                                                                  read only step inputs and constants there)
 //   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
@@ -279,6 +282,10 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
   typename Rows::Pre rows_pre{};
   if (slice_warp) rows_pre = rows.before_wait(1);  // (small, first in the queue)
   if (g < n_groups) load_group(g, w, h, 0, pre_rows);  // in flight while the previous kernel drains
+  // Lane 0's epilogue inputs of the warp's current group, in shared memory (registers are the weights'); the first
+  // group's before the wait (gemv_warp_kernel's Epi::prefetch reads only step inputs and constants).
+  __shared__ typename Epi::Pre s_pre[WARPS];
+  if (lane == 0 && g < n_groups) s_pre[warp] = epi.prefetch(g, 0);
   griddep_wait();
   trace.waited();
   griddep_launch_dependents();
@@ -295,9 +302,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
     load_group(g, w, h, pre_rows, R);
   }
   __syncthreads();
+  trace.mark();  // (trace builds: the activation prologue's end)
   while (g < n_groups) {
-    typename Epi::Pre pre{};
-    if (lane == 0) pre = epi.prefetch(g, 0);
     float acc[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) {
@@ -322,7 +328,8 @@ __global__ void __launch_bounds__(WARPS * 32, 1)
 #pragma unroll
       for (int r = 0; r < R; ++r)
         acc[r] = wf.correct(hg[r], acc[r], [&](uint32_t col) { return (col % 8 < 4 ? xa : xb)[col / 8 * 4 + col % 4]; });
-      epi.finish(g, 0, acc, pre);
+      epi.finish(g, 0, acc, s_pre[warp]);
+      if (gn < n_groups) s_pre[warp] = epi.prefetch(gn, 0);  // while the next group's weights arrive
     }
     g = gn;
   }

@@ -61,13 +61,26 @@ struct QkvStreamEpi {
     return size_t(head * kHeadDim + d + r * (kHeadDim / 2));
   }
   // (the epilogue's loads are small and L2-resident; loading them at the top of the group with the weights,
-  // session 13, H100: batch 1 1.944 vs 1.945 ms, batch 2 2.975 vs 2.940 ms: not kept)
+  // session 13, H100: batch 1 1.944 vs 1.945 ms, batch 2 2.975 vs 2.940 ms; session 22, qkv_rope_pair_prep at 2-4
+  // tokens: 20b batch 2 / 4 770 / 1,001 vs 789 / 1,040 tok/s: not kept)
   struct Pre {};
   __device__ Pre prefetch(int, int) const { return {}; }
   __device__ void finish(int g, int m, const float (&v)[2], const Pre&) const {
     qkv_rope_store_pair(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2), v[0], v[1]);
   }
   __device__ void after(int) const {}
+};
+
+// One token on gemv_warp_kernel: the same groups, but every load of the epilogue (position, biases, RoPE factors,
+// the KV block) is done by prefetch, at the top of the group and for a warp's first group before
+// griddepcontrol.wait (step inputs and constants only), so the finish after the dot is arithmetic and two stores:
+// the last group's finish is the kernel's tail.
+struct QkvWarpEpi : QkvStreamEpi {
+  using Pre = QkvPairPrep;
+  __device__ Pre prefetch(int g, int m) const { return qkv_rope_pair_prep(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2)); }
+  __device__ void finish(int g, int, const float (&v)[2], const Pre& pre) const {
+    qkv_rope_pair_store(pre, qkv_rope_rotates(p, g / (kHeadDim / 2)), v[0], v[1]);
+  }
 };
 
 // The fused prologue (QkvRopeParams::moe_yw): each lane combines its slice of every token's row in registers
@@ -214,6 +227,7 @@ struct CombineNormRows {
 template <int K, int MT, typename Rows>
 void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStream_t stream) {
   const QkvStreamEpi epi{p, K};
+  const QkvWarpEpi warp_epi{epi};
   // With the fused combine, one of each warp's first two rows is requested before the wait and the other after
   // the prologue's loads: fewer weight bytes in flight ahead of the yw loads that every dot waits for. H100, 4
   // interleaved runs of `bench decode --batch 1`, rows before the wait 2 / 1 / 0: 20b 1.925-1.948 / 1.911-1.937 /
@@ -228,8 +242,8 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
     // bf12's 166 registers leave room for 12 warps per CTA (bf16's 176 do not): more weight bytes in flight per SM.
     // H100, 20b batch 1 (session 18): 1.674-1.692 ms per step with 12, 1.709-1.747 with 8 (docs/PERF.md).
     if (p.w_qkv_bf12.bytes != nullptr)
-      return launch_gemv_warp<K, 2, 12>(rows, groups, epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
-    launch_gemv_warp<K, 2>(rows, groups, epi, bf16, stream, pre);
+      return launch_gemv_warp<K, 2, 12>(rows, groups, warp_epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
+    launch_gemv_warp<K, 2>(rows, groups, warp_epi, bf16, stream, pre);
   } else {
     launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, bf16, stream);
   }

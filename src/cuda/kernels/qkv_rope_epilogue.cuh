@@ -45,6 +45,57 @@ __device__ __forceinline__ void qkv_rope_store_pair_cs(const QkvRopeParams& p, i
   }
 }
 
+// The same epilogue in two halves, for a caller that can load its inputs early: qkv_rope_pair_prep does every load
+// (position, biases, RoPE factors, the destination through the block table), qkv_rope_pair_store only arithmetic
+// and the two stores. Bit for bit qkv_rope_store_pair.
+struct QkvPairPrep {  // (trivial: it may live in shared memory)
+  bf16_t* dst;   // element d of the pair's q row or KV-cache row (element d + 32: the pair's other row)
+  uint32_t bias; // the two rows' biases, bf16x2 (row d low)
+  float c, s;    // RoPE factors (q and k heads; 0 for v)
+};
+
+// Whether head `head` is rotated (q or k).
+__device__ __forceinline__ bool qkv_rope_rotates(const QkvRopeParams& p, int head) {
+  return head < p.n_heads + p.n_kv_heads;
+}
+
+__device__ __forceinline__ QkvPairPrep qkv_rope_pair_prep(const QkvRopeParams& p, int t, int head, int d) {
+  constexpr int kHeadDim = 64;
+  QkvPairPrep r;
+  const int pos = p.meta.positions[t];
+  const uint16_t* bias = static_cast<const uint16_t*>(p.b_qkv);
+  const int row0 = head * kHeadDim + d;
+  r.bias = uint32_t(bias[row0]) | uint32_t(bias[row0 + kHeadDim / 2]) << 16;
+  r.c = r.s = 0.f;
+  if (qkv_rope_rotates(p, head)) qkv_rope_factors(p, pos, d, r.c, r.s);
+  if (head < p.n_heads) {
+    r.dst = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim + d;
+  } else {
+    const bool is_v = head >= p.n_heads + p.n_kv_heads;
+    const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
+    const int seq = p.meta.token_seq[t];
+    const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
+    const int slot = pos % p.kv.block_size;
+    r.dst = static_cast<bf16_t*>(p.kv.base) +
+            ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
+            size_t(slot) * kHeadDim + d;
+  }
+  return r;
+}
+
+// rotate: qkv_rope_rotates(p, head) of the pair's head.
+__device__ __forceinline__ void qkv_rope_pair_store(const QkvPairPrep& r, bool rotate, float acc0, float acc1) {
+  float x1 = bf(acc0 + lo_f32(r.bias)), x2 = bf(acc1 + hi_f32(r.bias));
+  if (rotate) {
+    const float r1 = bf(bf(x1 * r.c) - bf(x2 * r.s));
+    const float r2 = bf(bf(x2 * r.c) + bf(x1 * r.s));
+    x1 = r1;
+    x2 = r2;
+  }
+  r.dst[0] = to_bf16(x1);
+  r.dst[32] = to_bf16(x2);
+}
+
 // acc0/acc1: the fp32 dots of rows head * 64 + d and head * 64 + d + 32 for token t (bias not added).
 __device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int t, int head, int d, float acc0,
                                                     float acc1) {

@@ -622,6 +622,8 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     mp.next_norm = l + 1 < c.num_layers ? w.layers[size_t(l) + 1].input_norm : w.final_norm;
     mp.n_tokens = n_tokens, mp.hidden = H, mp.intermediate = c.intermediate_size, mp.n_experts = c.num_experts;
     mp.top_k = c.experts_per_token, mp.swiglu_alpha = c.swiglu_alpha, mp.swiglu_limit = c.swiglu_limit;
+    static const bool global_combine = std::getenv("MXS_COMBINE_GLOBAL_NORM") != nullptr;  // A/B and debugging
+    mp.cluster_combine = !global_combine;
     mp.eps = c.rms_norm_eps;
     mp.partials = moe_partials, mp.tile_counters = moe_tile_counters;
     const int n_pairs = n_tokens * c.experts_per_token;

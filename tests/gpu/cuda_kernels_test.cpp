@@ -742,7 +742,16 @@ TEST_P(Geometry, MoeRouterExpertsAndCombine) {
     std::vector<bf16> xn_ref(x.size());
     cpu::rmsnorm(x_ref.data(), norm_w.data(), n, H, c.rms_norm_eps, xn_ref.data());
     EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual + sequential bf16 expert sum";
-    expect_close(to_f32(dxo.download()), to_f32(xn_ref), kTol, "next rmsnorm");
+    const auto xn_gpu = to_f32(dxo.download());
+    expect_close(xn_gpu, to_f32(xn_ref), kTol, "next rmsnorm");
+    // The norm in the token's cluster (the default over 2+ column chunks) and by the last CTA through L2: same bits.
+    mp.cluster_combine = false;
+    dx.upload(x), dxo.poison();
+    moe_combine(mp, nullptr);
+    EXPECT_EQ(to_f32(dx.download()), to_f32(x_ref)) << "residual, last-CTA norm";
+    EXPECT_EQ(to_f32(dxo.download()), xn_gpu) << "next rmsnorm, last CTA vs cluster";
+    EXPECT_EQ(dcounters.download(), std::vector<unsigned>(size_t(n), 0u)) << "norm counters left zeroed";
+    mp.cluster_combine = true;
   }
 }
 

@@ -1,4 +1,6 @@
 // moe_combine (see moe_gemv_mxfp4.h): the residual add of the routed experts' outputs and the next RMSNorm.
+#include <cooperative_groups.h>
+
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
@@ -20,12 +22,23 @@ namespace {
 // four back) and the norm weight load before griddep_wait (pdl.cuh's invariant). The last CTA loads all of its
 // row's x and weight values before the first store (a loop of load -> store per 256 columns waited on L2 once per
 // iteration: 12 round trips at 20b, most of the ~12 us between the last down GEMV and the LM head at batch 1).
+// CLUSTER (2-16 chunks with a next norm): the token's chunk CTAs are one thread-block cluster; each pushes its
+// partial sum of squares into every CTA's shared memory, and after one cluster barrier every CTA adds them in chunk
+// order and normalizes its own columns from registers: no partials through L2, fence, counter, or last CTA
+// reloading the row (the same operations, bit for bit; `MoeGemvParams::cluster_combine`).
 constexpr int kCombineThreads = 256;
 constexpr int kMaxCombineChunks = 16;
 
+template <bool CLUSTER>
 __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvParams p) {
   const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
   const int c = chunk * kCombineThreads + threadIdx.x;
+  __shared__ float s_ss[CLUSTER ? kMaxCombineChunks : 1];  // CLUSTER: every chunk's sum of squares
+  if constexpr (CLUSTER) {
+    // Every CTA of the cluster must have started before another writes into its shared memory: arrive now, wait
+    // just before the pushes.
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  }
   int order[kCombineMaxTopK];  // slots in ascending expert id
   combine_slot_order(p.topk_idx + t * p.top_k, p.top_k, order);
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
@@ -33,10 +46,11 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   // The next norm's weights of the columns the last CTA writes (DRAM: behind the LM head's weight stream, which
   // starts at launch_dependents below, this load took microseconds).
   const bf16_t* w = static_cast<const bf16_t*>(p.next_norm);
-  float ws[kMaxCombineChunks];
+  constexpr int kW = CLUSTER ? 1 : kMaxCombineChunks;  // CLUSTER: this thread's column's only
+  float ws[kW];
 #pragma unroll
-  for (int i = 0; i < kMaxCombineChunks; ++i) {
-    const int k = threadIdx.x + i * kCombineThreads;
+  for (int i = 0; i < kW; ++i) {
+    const int k = CLUSTER ? c : threadIdx.x + i * kCombineThreads;
     ws[i] = w != nullptr && k < H ? to_f32(w[k]) : 0.f;
   }
   griddep_wait();
@@ -55,8 +69,20 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
     xv = bf(x_mid + acc);
     x[c] = to_bf16(xv);
   }
-  if (!p.next_norm) return;
+  if (!p.next_norm) return;  // (never with CLUSTER)
   const float ss = block_sum(xv * xv);
+  if constexpr (CLUSTER) {
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
+    if (threadIdx.x < n_chunks) *cluster.map_shared_rank(&s_ss[chunk], int(threadIdx.x)) = ss;
+    cluster.sync();  // every chunk's partial is in every CTA (release / acquire over the cluster)
+    float total = 0.f;
+    for (int k = 0; k < n_chunks; ++k) total += s_ss[k];
+    const float r = 1.0f / sqrtf(total / float(H) + p.eps);
+    if (c < H) static_cast<bf16_t*>(p.xn_out)[size_t(t) * H + c] = to_bf16(ws[0] * (xv * r));
+    return;
+  }
   __shared__ float s_scale;
   if (n_chunks > 1) {
     if (threadIdx.x == 0) p.norm_partials[t * kMaxCombineChunks + chunk] = ss;
@@ -96,7 +122,17 @@ void moe_combine(const MoeGemvParams& p, cudaStream_t stream) {
   MXS_CHECK(n_chunks <= kMaxCombineChunks, "moe_combine: hidden too large");
   MXS_CHECK(!p.next_norm || n_chunks == 1 || (p.norm_partials && p.norm_counters),
             "moe_combine: the fused norm over several column chunks needs norm_partials and norm_counters");
-  launch_pdl(moe_combine_kernel, dim3(p.n_tokens, n_chunks), dim3(kCombineThreads), 0, stream, p);
+  if (p.cluster_combine && p.next_norm && n_chunks >= 2) {
+    static const bool attr_ok = [] {  // (12 chunks at hidden 2880: past the portable 8)
+      CUDA_CHECK(cudaFuncSetAttribute(moe_combine_kernel<true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+      return true;
+    }();
+    (void)attr_ok;
+    launch_pdl_cluster(moe_combine_kernel<true>, dim3(p.n_tokens, n_chunks), dim3(kCombineThreads), 0, stream,
+                       dim3(1, n_chunks, 1), p);
+  } else {
+    launch_pdl(moe_combine_kernel<false>, dim3(p.n_tokens, n_chunks), dim3(kCombineThreads), 0, stream, p);
+  }
   CUDA_CHECK_LAUNCH();
 }
 

@@ -39,6 +39,8 @@ struct MoeGemvParams {
   unsigned* norm_counters = nullptr;  // [n_tokens] zeroed workspace (moe_combine leaves it zeroed)
   int n_tokens = 0, hidden = 0, intermediate = 0, n_experts = 0, top_k = 4;
   float swiglu_alpha = 1.702f, swiglu_limit = 7.0f, eps = 1e-5f;
+  bool cluster_combine = true;    // moe_combine's norm over 2-16 column chunks: in the token's cluster (false: the
+                                  // last CTA through L2; the same operations, bit for bit)
 };
 
 // Up to kMoeGemvMaxPairs (token, expert) pairs per launch (more: the grouped GEMM, moe_gemm_mxfp4.h).

@@ -113,6 +113,8 @@ __global__ void __launch_bounds__(WARPS * 32)
   const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
   RowRegs<K, 1> wr;
   load_rows<K, 1>(rows, wr);  // weights: in flight while o_proj drains
+  // The expert's bias too: after the dot it was one more L2 round trip before the cluster barrier.
+  const float bias = lane == 0 && e < p.n_experts ? to_f32(static_cast<const bf16_t*>(p.b)[e]) : 0.f;
   float nw[PER];
 #pragma unroll
   for (int i = 0; i < PER; ++i) {
@@ -153,7 +155,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   float* logit0 = cluster.map_shared_rank(&s_logit[0], 0);
   asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
   if (lane == 0 && e < p.n_experts) {
-    const float v = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
+    const float v = bf(acc[0][0] + bias);
     logit0[e] = v;
     p.logits[e] = v;
   }

@@ -17,9 +17,10 @@
 //   its (M, L, O) items into the shared memory of the CTA that merges them (CTA r of the cluster owns items
 //   [r * per, (r + 1) * per) of the 8 heads x 16 four-dim groups, per = ceil(128 / n)), one cluster barrier, and
 //   every CTA merges its items from its own shared memory: no global partials, fence or counter;
-// - global (2-3 or more than 16 splits, or `cluster_merge` off): every CTA writes its (M, L, O) partials, and the last CTA of
-//   (t, g) to arrive (counter) merges them through L2 and resets the counter. Measured (H200, `mxserve bench kernel attention-decode`):
-// 93-102% of the copy bandwidth on full layers from batch 64 at 1k keys; see docs/KERNELS.md.
+// - global (2-3 or more than 16 splits, or `cluster_merge` off): every CTA writes its (M, L, O) partials, and the
+//   last CTA of (t, g) to arrive (counter) merges them through L2 and resets the counter.
+// Measured (H200, `mxserve bench kernel attention-decode`): 93-102% of the copy bandwidth on full layers from batch 64
+// at 1k keys; see docs/KERNELS.md.
 #include <cmath>
 
 #include <cooperative_groups.h>
@@ -50,13 +51,13 @@ constexpr int kStageElems = 2 * kChunk * kHeadDim;  // K [16][64] then V [16][64
 template <int STAGES>
 constexpr int smem_bytes() { return kWarps * STAGES * kStageElems * 2; }
 constexpr int kTabMax = kAttentionMmaMaxTableEntries;
-constexpr int kORow = 72;
+constexpr int kORow = 72;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
 constexpr int kMaxClusterSplits = 16;  // non-portable cluster size (H100 / H200)
 // The fewest splits that merge in a cluster: at 2 splits (20b batch 16-32 at 1k context) the cluster launch lost
 // ~1% per step against the L2 merge (H100, exp103-104); from 4 it wins (batch 1: 1.618-1.636 -> 1.606-1.611 ms).
 constexpr int kMinClusterSplits = 4;
 // Merge slots a CTA owns in cluster mode: n splits x ceil(128 / n) items, at most 128 + n.
-constexpr int kClusterSlots = kGroup * 16 + kMaxClusterSplits;      // fp32 row stride of a warp's [8][64] O tile in the merge (conflict-free float2)
+constexpr int kClusterSlots = kGroup * 16 + kMaxClusterSplits;
 
 __device__ __forceinline__ uint32_t ld_u32(const bf16_t* p) { return *reinterpret_cast<const uint32_t*>(p); }
 

@@ -77,7 +77,9 @@ struct QkvStreamEpi {
 // the last group's finish is the kernel's tail.
 struct QkvWarpEpi : QkvStreamEpi {
   using Pre = QkvPairPrep;
-  __device__ Pre prefetch(int g, int m) const { return qkv_rope_pair_prep(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2)); }
+  __device__ Pre prefetch(int g, int m) const {
+    return qkv_rope_pair_prep(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2));
+  }
   __device__ void finish(int g, int, const float (&v)[2], const Pre& pre) const {
     qkv_rope_pair_store(pre, qkv_rope_rotates(p, g / (kHeadDim / 2)), v[0], v[1]);
   }

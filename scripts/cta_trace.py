@@ -13,7 +13,10 @@ holds two batch-1 steps; the tables describe the last one. Per launch (in stream
   step      predecessor's last CTA end -> this launch's last CTA end (us): the launch's share of the step
   mark      first wait return -> the last marked CTA's mark (us; kernels with a CtaTrace::mark(), else nan)
   mark_end  the longest mark -> end of a marked CTA (us): e.g. the router's routing after its cluster barrier
-Usage: cta_trace.py TRACE.csv [--layers]  (--layers also prints every launch of the last step)
+With --dist, per kernel also the distribution over its CTAs (p10 / p50 / p90 / max, pooled over the step's
+launches, us from each launch's first wait return): wait (this CTA's wait return), pro (wait -> mark), post (mark
+-> end), end (this CTA's end). E.g. the one-token q/k/v (session 22): waits up to 3.3 us apart, prologue 3.4 us.
+Usage: cta_trace.py TRACE.csv [--layers] [--dist]  (--layers also prints every launch of the last step)
 """
 import csv
 import statistics
@@ -94,6 +97,34 @@ def main():
         print(f"| {name} | {len(ds)} | " + " | ".join(
             f"{med[c]:.2f}" if c not in ("ctas", "placed") else f"{med[c]:.0f}" for c in cols) + " |")
     print(f"sum of step shares: {total:.1f} us")
+    if "--dist" in sys.argv:
+        print_distributions(step)
+
+
+def percentiles(v):
+    v = sorted(v)
+    if not v:
+        return "nan"
+    return "/".join(f"{v[min(len(v) - 1, int(q * len(v)))]:.2f}" for q in (0.1, 0.5, 0.9, 1.0))
+
+
+def print_distributions(step):
+    print("| kernel (CTAs of the step's launches) | wait p10/p50/p90/max | pro | post | end |")
+    print("|---|---|---|---|---|")
+    for k, name in NAMES.items():
+        acc = {"wait": [], "pro": [], "post": [], "end": []}
+        for kk, rs in step:
+            if kk != k:
+                continue
+            w0 = min(r["t_wait"] for r in rs)
+            for r in rs:
+                acc["wait"].append((r["t_wait"] - w0) / 1e3)
+                acc["end"].append((r["t_end"] - w0) / 1e3)
+                if r.get("t_mark", -1) > 0:
+                    acc["pro"].append((r["t_mark"] - r["t_wait"]) / 1e3)
+                    acc["post"].append((r["t_end"] - r["t_mark"]) / 1e3)
+        if acc["end"]:
+            print(f"| {name} | " + " | ".join(percentiles(acc[c]) for c in ("wait", "pro", "post", "end")) + " |")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """scripts/cta_trace.py on a synthetic CTA trace whose phases are known: every launch is placed 2 us before its
 wait returns, released 0.7 us after its predecessor's last CTA, runs 5 us plus 10 ns per CTA index, and the router's
-CTAs mark 1 us before their end. The per-kernel medians must come back exactly. Usage: cta_trace_script_test.py
-PATH/TO/cta_trace.py (ctest passes it)."""
+CTAs mark 1 us before their end. The per-kernel medians (and --dist's percentiles) must come back exactly.
+Usage: cta_trace_script_test.py PATH/TO/cta_trace.py (ctest passes it)."""
 import contextlib
 import importlib.util
 import io
@@ -40,15 +40,26 @@ def main():
         path = os.path.join(d, "trace.csv")
         synthetic_csv(path)
         out = io.StringIO()
-        sys.argv = ["cta_trace.py", path]
+        sys.argv = ["cta_trace.py", path, "--dist"]
         with contextlib.redirect_stdout(out):
             mod.main()
-    table = {}
+    table, dist = {}, {}
     for line in out.getvalue().splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) == 11 and cells[0] in mod.NAMES.values():
             table[cells[0]] = cells
+        if len(cells) == 5 and cells[0] in mod.NAMES.values():
+            dist[cells[0]] = cells
     failures = []
+    # --dist, pooled over the 3 launches: waits 0 (CTA 0) and 0.1 us, ends 5 us + 10 ns per CTA, the router's marks
+    # 1 us before its ends (p10 / p50 / p90 / max; the router: 4 CTAs, q/k/v: 8).
+    want_dist = {"router_norm": ["0.00/0.10/0.10/0.10", "3.91/3.93/4.00/4.00", "1.00/1.00/1.00/1.00",
+                                 "5.00/5.02/5.03/5.03"],
+                 "qkv_rope": ["0.00/0.10/0.10/0.10", "nan", "nan", "5.00/5.04/5.07/5.07"]}
+    for name, want in want_dist.items():
+        got = dist.get(name, [name, "missing"])[1:]
+        if got != want:
+            failures.append(f"--dist {name}: {got} (want {want})")
     for k, n in KERNELS:
         name = mod.NAMES[k]
         row = table.get(name)
@@ -66,7 +77,7 @@ def main():
         print(out.getvalue())
         print("\n".join(failures))
         return 1
-    print(f"cta_trace.py: {len(table)} kernel rows as expected")
+    print(f"cta_trace.py: {len(table)} kernel rows and {len(dist)} distribution rows as expected")
     return 0
 
 

@@ -54,6 +54,9 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
 
 // 1-4 tokens on the streaming GEMV: group g = RoPE pair (head, d), rows head * 64 + d and + 32.
 struct QkvStreamEpi {
+  // Registers decide the persistent grid (resident CTAs): at 4 tokens ptxas's 128 give 2 CTAs of 8 warps per SM,
+  // and 135 (one CTA) ran a 20b step in 3.83 ms vs 3.52 (session 23, H100, docs/PERF.md). A kMinCtasPerSm of 2 is
+  // not the same: the CombineNormRows instantiation spills under it.
   QkvRopeParams p;
   int k;
   __device__ size_t row_index(int g, int r) const {

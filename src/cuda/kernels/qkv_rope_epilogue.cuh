@@ -13,6 +13,21 @@ __device__ __forceinline__ void qkv_rope_factors(const QkvRopeParams& p, int pos
   c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
 }
 
+// Element d of the pair's destination row for token t at position pos: head < n_heads -> its q row in q_out, else
+// its k / v row in the paged KV cache (through the block table). Element d + 32 is the pair's other row.
+__device__ __forceinline__ bf16_t* qkv_rope_pair_dst(const QkvRopeParams& p, int t, int pos, int head, int d) {
+  constexpr int kHeadDim = 64;
+  if (head < p.n_heads) return static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim + d;
+  const bool is_v = head >= p.n_heads + p.n_kv_heads;
+  const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
+  const int seq = p.meta.token_seq[t];
+  const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
+  const int slot = pos % p.kv.block_size;
+  return static_cast<bf16_t*>(p.kv.base) +
+         ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
+         size_t(slot) * kHeadDim + d;
+}
+
 // As qkv_rope_store_pair below, with the token's position and (for q / k heads) its RoPE factors given: a
 // caller that stores many heads of one (token, d) computes them once (qkv_rope_from_f32).
 __device__ __forceinline__ void qkv_rope_store_pair_cs(const QkvRopeParams& p, int t, int pos, int head, int d,
@@ -27,22 +42,9 @@ __device__ __forceinline__ void qkv_rope_store_pair_cs(const QkvRopeParams& p, i
     x1 = r1;
     x2 = r2;
   }
-  if (head < p.n_heads) {
-    bf16_t* q = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim;
-    q[d] = to_bf16(x1);
-    q[d + kHeadDim / 2] = to_bf16(x2);
-  } else {
-    const bool is_v = head >= p.n_heads + p.n_kv_heads;
-    const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
-    const int seq = p.meta.token_seq[t];
-    const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
-    const int slot = pos % p.kv.block_size;
-    bf16_t* dst = static_cast<bf16_t*>(p.kv.base) +
-                  ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
-                  size_t(slot) * kHeadDim;
-    dst[d] = to_bf16(x1);
-    dst[d + kHeadDim / 2] = to_bf16(x2);
-  }
+  bf16_t* dst = qkv_rope_pair_dst(p, t, pos, head, d);
+  dst[0] = to_bf16(x1);
+  dst[kHeadDim / 2] = to_bf16(x2);
 }
 
 // The same epilogue in two halves, for a caller that can load its inputs early: qkv_rope_pair_prep does every load
@@ -68,18 +70,7 @@ __device__ __forceinline__ QkvPairPrep qkv_rope_pair_prep(const QkvRopeParams& p
   r.bias = uint32_t(bias[row0]) | uint32_t(bias[row0 + kHeadDim / 2]) << 16;
   r.c = r.s = 0.f;
   if (qkv_rope_rotates(p, head)) qkv_rope_factors(p, pos, d, r.c, r.s);
-  if (head < p.n_heads) {
-    r.dst = static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim + d;
-  } else {
-    const bool is_v = head >= p.n_heads + p.n_kv_heads;
-    const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
-    const int seq = p.meta.token_seq[t];
-    const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
-    const int slot = pos % p.kv.block_size;
-    r.dst = static_cast<bf16_t*>(p.kv.base) +
-            ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
-            size_t(slot) * kHeadDim + d;
-  }
+  r.dst = qkv_rope_pair_dst(p, t, pos, head, d);
   return r;
 }
 

@@ -1,6 +1,7 @@
 // `mxserve bench decode`: CUDA decode throughput per batch size at one context length, achieved GB/s vs the
-// card's measured copy bandwidth, and the per-kernel time of a batch-1 step; markdown on stdout, JSON with
-// --json FILE. Without --model it runs random 20b weights generated on the GPU (no checkpoint needed).
+// card's measured copy bandwidth, and the per-kernel time of a step at batch 1 (and 64, or --breakdown's batch
+// sizes); markdown on stdout, JSON with --json FILE. Without --model it runs random 20b weights generated on the
+// GPU (no checkpoint needed).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@ struct DecodeArgs {
   int context = 1024, steps = 32;
   bool no_graphs = false;
   int moe_gemm_min_pairs = 0;
+  std::string breakdown;  // "": batch 1 (+ 64 when --batch has it); "none": no breakdown
   std::string bf12_dense = mxs::kBf12DenseDefault;
 };
 
@@ -40,6 +42,10 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.use_graphs = !a.no_graphs;
   o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
   o.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
+  if (a.breakdown == "none")
+    o.breakdown_batches = std::vector<int>{};
+  else if (!a.breakdown.empty())
+    o.breakdown_batches = mxs::cli::parse_int_list(a.breakdown, "--breakdown", 1, 256);
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
@@ -51,15 +57,11 @@ void run(const DecodeArgs& a, const std::string& command) {
   for (const auto& row : r.rows)
     std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% | %.3f | %.0f |\n", row.batch, row.step_ms, row.tok_s,
                 row.bytes_per_step / 1e9, row.gb_s, 100 * row.roofline_frac, row.pipelined_step_ms, row.pipelined_tok_s);
-  std::printf("\nPer-kernel device time of one batch-1 step (CUDA events, graphs off; sum %.1f us):\n\n"
-              "| kernel | us/step | share |\n|---|---:|---:|\n", r.batch1_kernel_sum_us);
-  for (const auto& [name, us] : r.kernels_us)
-    std::printf("| %s | %.1f | %.1f%% |\n", name.c_str(), us, 100 * us / std::max(r.batch1_kernel_sum_us, 1e-9));
-  if (!r.kernels_us_b64.empty()) {
-    std::printf("\nPer-kernel device time of one batch-64 step (sum %.1f us):\n\n| kernel | us/step | share |\n|---|---:|---:|\n",
-                r.batch64_kernel_sum_us);
-    for (const auto& [name, us] : r.kernels_us_b64)
-      std::printf("| %s | %.1f | %.1f%% |\n", name.c_str(), us, 100 * us / std::max(r.batch64_kernel_sum_us, 1e-9));
+  for (const auto& b : r.breakdowns) {
+    std::printf("\nPer-kernel device time of one batch-%d step (CUDA events, graphs off; sum %.1f us):\n\n"
+                "| kernel | us/step | share |\n|---|---:|---:|\n", b.batch, b.sum_us);
+    for (const auto& [name, us] : b.kernels_us)
+      std::printf("| %s | %.1f | %.1f%% |\n", name.c_str(), us, 100 * us / std::max(b.sum_us, 1e-9));
   }
   nlohmann::json j;
   j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command;
@@ -69,8 +71,8 @@ void run(const DecodeArgs& a, const std::string& command) {
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
                          {"bytes_per_step", row.bytes_per_step}, {"gb_s", row.gb_s}, {"copy_fraction", row.roofline_frac},
                          {"pipelined_step_ms", row.pipelined_step_ms}, {"pipelined_tok_s", row.pipelined_tok_s}});
-  for (const auto& [name, us] : r.kernels_us) j["batch1_kernels_us"][name] = us;
-  for (const auto& [name, us] : r.kernels_us_b64) j["batch64_kernels_us"][name] = us;
+  for (const auto& b : r.breakdowns)
+    for (const auto& [name, us] : b.kernels_us) j["batch" + std::to_string(b.batch) + "_kernels_us"][name] = us;
   if (!a.json_path.empty()) {
     mxs::write_file_atomic(a.json_path, j.dump(2) + "\n");
   } else {
@@ -93,6 +95,9 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   cmd->add_option("--context", args->context, "Tokens already in each sequence's KV cache")->check(CLI::Range(1, 131072))->capture_default_str();
   cmd->add_option("--steps", args->steps, "Timed decode steps per batch size")->check(CLI::Range(1, 100000))->capture_default_str();
   cmd->add_flag("--no-graphs", args->no_graphs, "Launch kernels one by one instead of replaying CUDA graphs");
+  cmd->add_option("--breakdown", args->breakdown,
+                  "Comma-separated batch sizes (1..256) with a per-kernel time table, or none (default: 1, and 64 when "
+                  "--batch has it)");
   mxs::cli::add_bf12_dense_option(cmd, &args->bf12_dense);
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")

@@ -48,7 +48,8 @@ double decode_step_bytes(const ModelConfig& c, int batch, int context, const std
 
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   MXS_CHECK(!o.batches.empty() && o.context >= 1 && o.steps >= 1, "bench decode: --batch, --context, --steps must be positive");
-  const int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  for (int b : o.breakdown_batches.value_or(std::vector<int>{})) max_batch = std::max(max_batch, b);  // (sequences and KV for those steps too)
   BenchDecodeResult r;
   r.copy_gb_s = measure_copy_gb_s();
 
@@ -159,21 +160,24 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   }
 
   // Per-kernel breakdown (events around every launch, graphs off while timing).
-  auto breakdown = [&](int batch, std::vector<std::pair<std::string, double>>* out, double* sum) {
+  auto breakdown = [&](int batch) {
+    KernelBreakdown b;
+    b.batch = batch;
     runner->enable_kernel_timing(true);
     run_steps(batch, 8, o.context - 1, nullptr);
     const KernelTimes kt = runner->kernel_times();
     runner->enable_kernel_timing(false);
     for (const auto& [name, total] : kt.ms) {
       const double us = total * 1e3 / std::max(kt.steps, 1);
-      out->push_back({name, us});
-      *sum += us;
+      b.kernels_us.push_back({name, us});
+      b.sum_us += us;
     }
-    std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+    std::sort(b.kernels_us.begin(), b.kernels_us.end(), [](const auto& x, const auto& y) { return x.second > y.second; });
+    r.breakdowns.push_back(std::move(b));
   };
-  breakdown(1, &r.kernels_us, &r.batch1_kernel_sum_us);
-  if (std::find(o.batches.begin(), o.batches.end(), 64) != o.batches.end())
-    breakdown(64, &r.kernels_us_b64, &r.batch64_kernel_sum_us);
+  std::vector<int> bd = {1};
+  if (std::find(o.batches.begin(), o.batches.end(), 64) != o.batches.end()) bd.push_back(64);
+  for (int b : o.breakdown_batches.value_or(bd)) breakdown(b);
   return r;
 }
 

@@ -1,9 +1,10 @@
 // `mxserve bench decode`: decode throughput of the CudaRunner at several batch sizes and one context length
 // (KV pre-filled with random values, every sequence decodes one token per step, greedy on the GPU), the
-// card's copy bandwidth measured in the same run, achieved GB/s per step, and a per-kernel breakdown at
-// batch 1 (CUDA events). Random weights route ~uniformly over the experts (the harder case for batching).
+// card's copy bandwidth measured in the same run, achieved GB/s per step, and per-kernel breakdowns (CUDA
+// events) at batch 1 and 64 or the batch sizes asked for. Random weights route ~uniformly over the experts (the harder case for batching).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,9 @@ struct BenchDecodeOptions {
   bool use_graphs = true;
   int moe_gemm_min_pairs = 0;  // > 0: MoE steps with at least this many (token, expert) pairs use the grouped GEMM
   std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
+  // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
+  // 64 when `batches` has it.
+  std::optional<std::vector<int>> breakdown_batches;
 };
 
 struct BenchDecodeRow {
@@ -36,16 +40,20 @@ struct BenchDecodeRow {
   double pipelined_step_ms = 0, pipelined_tok_s = 0;
 };
 
+struct KernelBreakdown {
+  int batch = 0;
+  std::vector<std::pair<std::string, double>> kernels_us;  // us per step, descending
+  double sum_us = 0;
+};
+
 struct BenchDecodeResult {
   std::string device, model, command;
   std::string bf12_dense;       // the runner's bf12-packed dense weights (CudaRunner::bf12_dense), "" = none
   double copy_gb_s = 0;         // device-to-device copy, read + write counted
   double load_s = 0;
   std::vector<BenchDecodeRow> rows;
-  // Per-kernel device time per step (CUDA events, graphs off), descending: at batch 1, and at batch 64 when
-  // the list has it.
-  std::vector<std::pair<std::string, double>> kernels_us, kernels_us_b64;
-  double batch1_kernel_sum_us = 0, batch64_kernel_sum_us = 0;
+  // Per-kernel device time per step (CUDA events, graphs off), one per BenchDecodeOptions::breakdown_batches entry.
+  std::vector<KernelBreakdown> breakdowns;
 };
 
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);

@@ -28,6 +28,8 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench prefill --prompt 0", "--prompt 0"},
       {"bench prefill --prompt 512,x", "--prompt"},
       {"bench decode --batch 1,999", "--batch"},
+      {"bench decode --breakdown 0", "--breakdown"},
+      {"bench decode --breakdown 4,x", "--breakdown"},
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},

@@ -50,11 +50,13 @@ int next_pow2(int v) {
 
 }  // namespace
 
-// Powers of two and 1.5 x powers of two keep padding below a third of the rows. H100, ms per step with powers of
-// two alone vs these buckets: batch 24 6.72 vs 6.28, 48 8.10 vs 7.48, 96 9.75 vs 8.72, 192 11.23 vs 10.03; batch 6
-// as its own bucket 5.79, padded to 8 4.47. Graphs are captured on first use.
+// Every size up to 8 is its own bucket; past it powers of two and 1.5 x powers of two keep padding below a third of
+// the rows. H100, ms per step with powers of two alone vs these buckets: batch 24 6.72 vs 6.28, 48 8.10 vs 7.48, 96
+// 9.75 vs 8.72, 192 11.23 vs 10.03. 5-7 rows padded to 8 lost while they took the GEMVs (batch 6 as its own bucket
+// 5.79, padded 4.47); on the dense path (kDenseGemmMinRows) they run faster unpadded: 20b eagerly 3.53 / 3.78 / 3.96
+// ms at 5 / 6 / 7 vs the bucket-8 graph's 3.69 / 3.86 / 4.00 (H100, session 23). Graphs are captured on first use.
 int graph_batch_bucket(int n) {
-  if (n <= 4) return n;
+  if (n <= 8) return n;
   int p = 8;
   while (p < n) {
     if (p + p / 2 >= n) return p + p / 2;
@@ -238,6 +240,11 @@ void CudaRunner::Impl::init() {
   MXS_CHECK(opt.block_size >= 1 && opt.max_seqs >= 1 && opt.max_tokens >= opt.max_seqs && opt.max_model_len >= 1,
             "CudaRunner: block_size, max_seqs >= 1, max_tokens >= max_seqs and max_model_len >= 1 are required");
   opt.max_model_len = std::min(opt.max_model_len, c.max_position_embeddings);
+  // A graph pads a decode step of n sequences to graph_batch_bucket(n) rows (scratch-block padding), so every
+  // [max_seqs] / [max_tokens] buffer holds the bucket of max_seqs: a runner of max_seqs = 6 ran its 5- and
+  // 6-sequence steps without graphs (20b, H100: 5.08 / 5.51 ms per step vs 3.71 / 3.87 padded to 8, session 23).
+  opt.max_seqs = std::max(opt.max_seqs, graph_batch_bucket(std::min(opt.max_seqs, kMaxGraphBatch)));
+  opt.max_tokens = std::max(opt.max_tokens, opt.max_seqs);
   cudaDeviceProp prop{};
   CUDA_CHECK(cudaGetDeviceProperties(&prop, opt.device));
   device_name = prop.name;

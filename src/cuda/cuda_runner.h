@@ -1,8 +1,8 @@
 // CudaRunner: the ModelRunner of the CUDA backend (SM90). Weights are uploaded once into one device arena,
 // the paged KV pool is a second arena sized by --device-memory-utilization, and the step workspaces a third;
 // nothing is allocated on the hot path. A step runs the fused kernels of src/cuda/kernels; pure-decode steps
-// of up to 256 sequences replay a CUDA graph captured per batch-size bucket (1, 2, 4, ..., 256). Sampling
-// runs on the GPU; only token ids (and logprobs) come back. With async scheduling the engine submits step N + 1
+// of up to 256 sequences replay a CUDA graph captured per batch-size bucket (1, 2, ..., 8, 12, 16, ..., 256).
+// Sampling runs on the GPU; only token ids (and logprobs) come back. With async scheduling the engine submits step N + 1
 // before collecting N (submit/collect), and N + 1's decode inputs come from N's samples on the device.
 // Plain C++ header: no CUDA types.
 #pragma once
@@ -56,9 +56,9 @@ struct KernelTimes {
   double gpu_span_ms = 0, host_enqueue_ms = 0, step_wall_ms = 0;
 };
 
-// Batch bucket of a graph-replayed decode step of n sequences: the smallest of 1, 2, 3, 4, 8, 12, 16, 24, ..., 192,
-// 256 (powers of two and, from 12 on, 1.5 x powers of two) >= n; the graph runs that many rows (padding rows in a
-// scratch block). No 6: 5-7 rows take the <= 4-row GEMV projections, slower than the 8-row dense path.
+// Batch bucket of a graph-replayed decode step of n sequences: the smallest of 1, 2, ..., 8, 12, 16, 24, ..., 192, 256
+// (every size to 8, then powers of two and 1.5 x powers of two) >= n; the graph runs that many rows (padding rows
+// in a scratch block).
 int graph_batch_bucket(int n);
 
 class CudaRunner : public ModelRunner {

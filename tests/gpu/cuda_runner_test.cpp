@@ -247,14 +247,15 @@ std::vector<Seq> graph_test_seqs(int n, int len0, int dlen, int mul) {
 
 // `steps` greedy steps of `a` (the first a prefill) on a graph-replaying and an eager runner of the same tiny
 // weights: check(graph sample, eager sample) for each sequence, then both continue with the eager run's token
-// (teacher forcing). moe_gemm_min_pairs: CudaRunnerOptions' (0: the runner's default). Returns the graphs the
-// first runner captured.
+// (teacher forcing). moe_gemm_min_pairs, max_seqs: CudaRunnerOptions' (moe_gemm_min_pairs 0: the runner's default).
+// Returns the graphs the first runner captured.
 int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
                         const std::function<void(const SampleOutput&, const SampleOutput&)>& check,
-                        int moe_gemm_min_pairs = 0) {
+                        int moe_gemm_min_pairs = 0, int max_seqs = 8) {
   auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), seed);
   CudaRunnerOptions graphs = small_options(true), eager = small_options(false);
   graphs.moe_gemm_min_pairs = eager.moe_gemm_min_pairs = moe_gemm_min_pairs;
+  graphs.max_seqs = eager.max_seqs = max_seqs;
   CudaRunner with(rw->weights, graphs), without(rw->weights, eager);
   SamplingParams greedy;
   greedy.temperature = 0;
@@ -281,9 +282,9 @@ int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
 }
 
 // The graph buckets: every batch of 1..256 gets the smallest bucket >= it, padding stays below a third of the rows,
-// and 5-7 rows go to 8 (the dense projections).
+// and 1-8 rows are their own buckets.
 TEST(CudaRunnerBuckets, SmallestBucketWithLittlePadding) {
-  const std::vector<int> buckets = {1, 2, 3, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
+  const std::vector<int> buckets = {1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256};
   for (int n = 1; n <= 256; ++n) {
     const int b = graph_batch_bucket(n);
     EXPECT_EQ(b, *std::lower_bound(buckets.begin(), buckets.end(), n)) << "batch " << n;
@@ -291,8 +292,9 @@ TEST(CudaRunnerBuckets, SmallestBucketWithLittlePadding) {
       EXPECT_LT(3 * (b - n), b) << "batch " << n << " pads more than a third of bucket " << b;
     }
   }
-  EXPECT_EQ(graph_batch_bucket(5), 8);
-  EXPECT_EQ(graph_batch_bucket(7), 8);
+  EXPECT_EQ(graph_batch_bucket(5), 5);
+  EXPECT_EQ(graph_batch_bucket(7), 7);
+  EXPECT_EQ(graph_batch_bucket(9), 12);
 }
 
 // Decode steps of 3 sequences (their own bucket) replayed from a graph vs run eagerly: bitwise.
@@ -308,21 +310,33 @@ TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
   EXPECT_EQ(compared, 18);
 }
 
-// Decode steps of 5 sequences: the graph pads them to bucket 8 (three padding rows in the scratch block), the
-// eager step runs 5 rows. The projections differ (8 rows take the dense path, 5 the GEMV), so the logits are
-// compared within the GPU-vs-CPU tolerance.
+// Decode steps of 9 sequences: the graph pads them to bucket 12 (three padding rows in the scratch block), the
+// eager step runs 9 rows. Both take the dense projections, but cuBLAS may pick another algorithm for 9 rows than
+// for 12, so the logits are compared within the GPU-vs-CPU tolerance.
 TEST(CudaRunnerTiny, GraphPaddingRowsLeaveRealRowsAlone) {
   LogitCheck lc;
-  const int graphs = run_graphs_vs_eager(6, graph_test_seqs(5, 4, 2, 40503), 6,
-                                         [&](const SampleOutput& g, const SampleOutput& e) {
-                                           compare_logits(g.logits, e.logits, &lc);
-                                         });
+  const int graphs = run_graphs_vs_eager(
+      6, graph_test_seqs(9, 4, 2, 40503), 6,
+      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 0, 12);
   EXPECT_GE(graphs, 1);
   EXPECT_EQ(lc.nan, 0u);
   EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of 30 samples";
-  std::printf("graph (bucket 8) vs eager (5 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 mismatches %d\n",
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 54 samples";
+  std::printf("graph (bucket 12) vs eager (9 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
+}
+
+// A runner of max_seqs = 10 still replays graphs for 9-10 sequences: its buffers hold bucket 12's rows (before,
+// such steps ran eagerly: at max_seqs 6 the 20b's 5- and 6-sequence steps took 1.4x as long).
+TEST(CudaRunnerTiny, GraphBucketPastMaxSeqsFits) {
+  LogitCheck lc;
+  const int graphs = run_graphs_vs_eager(
+      8, graph_test_seqs(10, 4, 2, 40503), 4,
+      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 0, 10);
+  EXPECT_GE(graphs, 1);
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 40 samples";
 }
 
 // The same with the MoE on the grouped GEMM (from 1 pair), where the graph's padding rows take distinct tokens
@@ -330,13 +344,13 @@ TEST(CudaRunnerTiny, GraphPaddingRowsLeaveRealRowsAlone) {
 TEST(CudaRunnerTiny, GraphPaddingRowsOnTheGroupedGemmLeaveRealRowsAlone) {
   LogitCheck lc;
   const int graphs = run_graphs_vs_eager(
-      6, graph_test_seqs(5, 4, 2, 40503), 6,
-      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 1);
+      6, graph_test_seqs(9, 4, 2, 40503), 6,
+      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 1, 12);
   EXPECT_GE(graphs, 1);
   EXPECT_EQ(lc.nan, 0u);
   EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of 30 samples";
-  std::printf("grouped GEMM, graph (bucket 8) vs eager (5 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 "
+  EXPECT_LE(lc.top1_mismatch, 1) << "of 54 samples";
+  std::printf("grouped GEMM, graph (bucket 12) vs eager (9 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 "
               "mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
 }

@@ -5,8 +5,9 @@
 //   o_proj: acc = attn . Wo^T (fp32)   -> residual_rmsnorm_from_f32: x = bf(x + bf(acc + b)); xn = rmsnorm(x)
 //   LM head: logits = bf(xn[rows] . Wlm^T) (cuBLAS writes bf16 directly) -> row_argmax for greedy sampling
 // The GEMV kernels stay for small batches: at 1-4 rows they stream the weights with fused epilogues and no
-// fp32 round trip; at 8-64 rows the runner computes q/k/v and o_proj with skinny_gemm.h instead of cuBLAS (K-split
-// partials, which the epilogues below add in order). The choice does not change results beyond accumulation order
+// fp32 round trip; at 5-64 rows the runner computes q/k/v and o_proj with skinny_gemm.h instead of cuBLAS (K-split
+// partials, which the epilogues below add in order). (At 5-7 rows the 8-row GEMVs ran a 20b step without graphs in
+// 5.08-5.77 ms, batch 8 on this path in 4.11: H100, session 23.) The choice does not change results beyond accumulation order
 // (one bf16 ulp at times).
 #pragma once
 #include <cstddef>
@@ -19,7 +20,7 @@
 
 namespace mxs::cuda {
 
-constexpr int kDenseGemmMinRows = 8;
+constexpr int kDenseGemmMinRows = 5;
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
 // y[m, r] = sum_k x[m, k] * w[r, k] for m < n_rows, r < n_out: x [n_rows, k] bf16 (row stride k), w [n_out, k]

@@ -654,7 +654,12 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     }
   }
   if (n_lm_rows == 0) return;  // a step of prefill chunks that sample nothing
-  if (n_lm_rows >= kDenseGemmMinRows) {
+  // MXS_LM_DENSE_MIN_ROWS=N (A/B): the rows from which the LM head runs as a GEMM (default kLmHeadGemmMinRows).
+  static const int lm_dense_min = [] {
+    const char* v = std::getenv("MXS_LM_DENSE_MIN_ROWS");
+    return v ? std::max(1, std::atoi(v)) : kLmHeadGemmMinRows;
+  }();
+  if (n_lm_rows >= lm_dense_min) {
     timed("lm_head_gemm", [&] {
       gather_rows_bf16(xn, dev.lm_rows, lm_in, n_lm_rows, H, stream);
       gemm_bf16_bf16(cublas, lm_in, w.lm_head, logits, n_lm_rows, H, c.vocab_size);

@@ -21,6 +21,9 @@
 namespace mxs::cuda {
 
 constexpr int kDenseGemmMinRows = 5;
+// The LM head from 4 rows: its 4-row bf12 GEMV took ~500 us per 20b step vs ~415 for the bf16 cuBLAS GEMM (20b batch
+// 4 3.525-3.529 -> 3.457-3.465 ms per step; at 3 rows even, at 2 the GEMM lost 5%: H100, session 23).
+constexpr int kLmHeadGemmMinRows = 4;
 constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
 // y[m, r] = sum_k x[m, k] * w[r, k] for m < n_rows, r < n_out: x [n_rows, k] bf16 (row stride k), w [n_out, k]

@@ -122,6 +122,7 @@ struct CudaRunner::Impl {
   // capacity) keep their own arrays and copy.
   struct Inputs {
     int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts, *handoff;
+    int32_t* n_real;  // [1] the step's tokens before a graph bucket's padding rows (which follow them)
     SampleSeqParams* seq_params;
   } dev{}, host{};
   char* dev_in = nullptr;         // packed step inputs on the device
@@ -288,7 +289,7 @@ void CudaRunner::Impl::init() {
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
-  in_capacity = 2 * (S * max_blocks_per_seq * 4 + 64) + 3 * (T * 4 + 64) + (S * 4 + 64) +
+  in_capacity = 2 * (S * max_blocks_per_seq * 4 + 64) + 3 * (T * 4 + 64) + 64 + (S * 4 + 64) +
                 (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64);
   add(in_capacity);
   add(ids_capacity * 4); add(ids_capacity * 4);
@@ -359,7 +360,7 @@ void CudaRunner::Impl::init() {
 
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
   // (the block tables are staged in the send buffer: in_capacity)
-  const size_t set_bytes = T * 4 * 3 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 +
+  const size_t set_bytes = T * 4 * 3 + 64 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 +
                            S * sizeof(SampleSeqParams) + ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 +
                            64 * 16 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
@@ -375,6 +376,7 @@ void CudaRunner::Impl::init() {
     h.tokens = reinterpret_cast<int32_t*>(take(T * 4));
     h.positions = reinterpret_cast<int32_t*>(take(T * 4));
     h.token_seq = reinterpret_cast<int32_t*>(take(T * 4));
+    h.n_real = reinterpret_cast<int32_t*>(take(4));
     h.block_tables = h.sliding_block_tables = nullptr;  // per step, in the send buffer (submit)
     h.lm_rows = reinterpret_cast<int32_t*>(take(S * 4));
     h.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
@@ -620,6 +622,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
       timed("moe_router_norm", [&] { moe_router_norm(rp, route, stream); });
     } else {
+      rp.n_real = dev.n_real;  // a graph's padding rows take real tokens' experts (no expert read for them alone)
       timed("moe_router", [&] { moe_router(rp, route, stream); });
     }
     MoeGemvParams mp;
@@ -701,6 +704,7 @@ void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int
   dev.tokens = add(host.tokens, size_t(n_tok));
   dev.positions = add(host.positions, size_t(n_tok));
   dev.token_seq = add(host.token_seq, size_t(n_tok));
+  dev.n_real = add(host.n_real, 1);  // (its offset, like the arrays above, depends on n_tok only)
   dev.lm_rows = add(host.lm_rows, size_t(n_lm_rows));
   dev.seq_params = add(host.seq_params, size_t(n_lm));
   dev.handoff = add(host.handoff, size_t(n_handoff) * 2);
@@ -783,7 +787,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       // Its token: where the step's MoE runs the grouped GEMM, a different one per row, so that the padding
       // rows' pairs spread over the experts like real tokens' instead of all landing on the same four (which
       // then take extra token tiles: H100, batch 160 in the 192 bucket, see docs/PERF.md session 10); on the
-      // GEMV path token 0 for all, which keeps the number of active experts (each read once a step) low.
+      // GEMV path token 0 for all, and moe_router routes each as one of the step's real tokens
+      // (MoeRouterParams::n_real): no expert is read for padding alone (20b bucket 12 at 9 sequences: ~1.3 more of
+      // 32 experts otherwise).
       const bool moe_gemm = n_rows * c.experts_per_token >= gemm_min_pairs;
       host.tokens[n_tok] = moe_gemm ? vi % c.vocab_size : 0;
       host.positions[n_tok] = 0, host.token_seq[n_tok] = vi;
@@ -819,6 +825,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   }
   if (use_graph)
     for (int vi = n_valid; vi < n_rows; ++vi) host.lm_rows[vi] = vi;
+  host.n_real[0] = n_tok - (use_graph ? n_rows - n_valid : 0);
 
   // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
   size_t n_ids = 0;

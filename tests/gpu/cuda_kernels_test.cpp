@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#include <set>
 #include <vector>
 
 #include "cpu/cpu_ops.h"
@@ -597,6 +598,56 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, b.off.download(), b.list.download(), b.act.download(),
                                                b.num.download()[0], n, K, E));
   }
+}
+
+// A graph bucket's padding rows (MoeRouterParams::n_real): token t >= n_real takes real token (t - n_real) % n_real's
+// experts and weights, the real tokens route as without it, and the active experts are exactly the real tokens'
+// (no expert read for padding alone). Random logits: the padding rows' own choices would differ. n_real 3 of 8: the
+// copies wrap around.
+TEST_P(Geometry, MoeRouterPaddingRowsRouteAsRealTokens) {
+  const int H = c.hidden_size, E = c.num_experts, K = c.experts_per_token, n = 8, n_real = 3;
+  Rng rng(77);
+  const auto xn = random_bf16(size_t(n) * H, rng, -2.f, 2.f);
+  const float ws = 1.0f / std::sqrt(float(H));
+  const auto rw = random_bf16(size_t(E) * H, rng, -ws, ws);
+  const auto rb = random_bf16(size_t(E), rng, -0.1f, 0.1f);
+  DevBuf<bf16> dxn(xn), drw(rw), drb(rb);
+  DevBuf<int32_t> dreal(std::vector<int32_t>{n_real});
+  struct Out {
+    std::vector<int32_t> idx, off, list, act;
+    std::vector<float> wts;
+    int n_active;
+  };
+  auto route = [&](const int32_t* real) {
+    DevBuf<int32_t> didx(size_t(n) * K), doff(size_t(E) + 1), dlist(size_t(n) * K), dact_e{size_t(E)}, dnum(1);
+    DevBuf<float> dwt(size_t(n) * K), dlogits(size_t(n) * E);
+    DevBuf<unsigned> dcounter(1);
+    CUDA_CHECK(cudaMemset(dcounter.p, 0, sizeof(unsigned)));
+    didx.poison(), dwt.poison(), dlist.poison();
+    MoeRouterParams rp;
+    rp.xn = dxn.p, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = didx.p, rp.topk_w = dwt.p, rp.logits = dlogits.p;
+    rp.done_counter = dcounter.p, rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K, rp.n_real = real;
+    moe_router(rp, MoeRouteIndex{doff.p, dlist.p, dact_e.p, dnum.p}, nullptr);
+    return Out{didx.download(), doff.download(), dlist.download(), dact_e.download(), dwt.download(),
+               dnum.download()[0]};
+  };
+  const Out all = route(nullptr), pad = route(dreal.p);
+  ASSERT_NO_FATAL_FAILURE(expect_route_index(pad.idx, pad.off, pad.list, pad.act, pad.n_active, n, K, E));
+  std::set<int32_t> real_experts;
+  int differs = 0;  // padding rows whose own top-k is not token 0's
+  for (int t = 0; t < n; ++t)
+    for (int k = 0; k < K; ++k) {
+      const size_t i = size_t(t) * K + k, i0 = size_t(t < n_real ? t : (t - n_real) % n_real) * K + k;
+      EXPECT_EQ(pad.idx[i], all.idx[i0]) << "token " << t << " slot " << k;
+      EXPECT_EQ(pad.wts[i], all.wts[i0]) << "token " << t << " slot " << k;
+      if (t < n_real) real_experts.insert(all.idx[i]);
+    }
+  for (int t = n_real; t < n; ++t)
+    differs += !std::equal(all.idx.begin() + t * K, all.idx.begin() + (t + 1) * K,
+                           all.idx.begin() + (t - n_real) % n_real * K);
+  EXPECT_GE(differs, 1) << "the test needs padding rows whose own routing differs from the copied token's";
+  ASSERT_EQ(pad.n_active, int(real_experts.size()));
+  for (int a = 0; a < pad.n_active; ++a) EXPECT_TRUE(real_experts.count(pad.act[size_t(a)])) << "expert " << pad.act[size_t(a)];
 }
 
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.

@@ -38,13 +38,15 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix, L
   __shared__ int s_count[kMaxExperts], s_cursor[kMaxExperts];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_warps = blockDim.x >> 5, E = p.n_experts;
   for (int i = threadIdx.x; i < kMaxExperts; i += blockDim.x) s_count[i] = 0;
+  const int n_real = p.n_real ? max(*p.n_real, 1) : p.n_tokens;
   __syncthreads();
   for (int t = warp; t < p.n_tokens; t += n_warps) {
+    const int src = t < n_real ? t : (t - n_real) % n_real;  // padding rows copy a real token (MoeRouterParams::n_real)
     float v[kTopkPerLane];
 #pragma unroll
     for (int j = 0; j < kTopkPerLane; ++j) {
       const int e = lane + 32 * j;
-      v[j] = e < E ? logit(t, e) : -INFINITY;
+      v[j] = e < E ? logit(src, e) : -INFINITY;
     }
     warp_topk_softmax(v, E, p.top_k, p.topk_idx + t * p.top_k, p.topk_w + t * p.top_k, s_count);
   }

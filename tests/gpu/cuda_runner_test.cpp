@@ -310,46 +310,38 @@ TEST(CudaRunnerTiny, GraphsMatchEagerBitwise) {
   EXPECT_EQ(compared, 18);
 }
 
+// run_graphs_vs_eager over n_seqs sequences with the logits compared within the GPU-vs-CPU tolerance (no NaN,
+// relative RMS <= 2e-2, at most one top-1 mismatch) and at least one graph captured.
+LogitCheck expect_graphs_close_to_eager(uint64_t seed, int n_seqs, int steps, int moe_gemm_min_pairs, int max_seqs) {
+  LogitCheck lc;
+  const int graphs = run_graphs_vs_eager(
+      seed, graph_test_seqs(n_seqs, 4, 2, 40503), steps,
+      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); },
+      moe_gemm_min_pairs, max_seqs);
+  EXPECT_GE(graphs, 1);
+  EXPECT_EQ(lc.nan, 0u);
+  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
+  EXPECT_LE(lc.top1_mismatch, 1) << "of " << n_seqs * steps << " samples";
+  return lc;
+}
+
 // Decode steps of 9 sequences: the graph pads them to bucket 12 (three padding rows in the scratch block), the
 // eager step runs 9 rows. Both take the dense projections, but cuBLAS may pick another algorithm for 9 rows than
 // for 12, so the logits are compared within the GPU-vs-CPU tolerance.
 TEST(CudaRunnerTiny, GraphPaddingRowsLeaveRealRowsAlone) {
-  LogitCheck lc;
-  const int graphs = run_graphs_vs_eager(
-      6, graph_test_seqs(9, 4, 2, 40503), 6,
-      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 0, 12);
-  EXPECT_GE(graphs, 1);
-  EXPECT_EQ(lc.nan, 0u);
-  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of 54 samples";
+  const LogitCheck lc = expect_graphs_close_to_eager(6, 9, 6, 0, 12);
   std::printf("graph (bucket 12) vs eager (9 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);
 }
 
 // A runner of max_seqs = 10 still replays graphs for 9-10 sequences: its buffers hold bucket 12's rows (before,
 // such steps ran eagerly: at max_seqs 6 the 20b's 5- and 6-sequence steps took 1.4x as long).
-TEST(CudaRunnerTiny, GraphBucketPastMaxSeqsFits) {
-  LogitCheck lc;
-  const int graphs = run_graphs_vs_eager(
-      8, graph_test_seqs(10, 4, 2, 40503), 4,
-      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 0, 10);
-  EXPECT_GE(graphs, 1);
-  EXPECT_EQ(lc.nan, 0u);
-  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of 40 samples";
-}
+TEST(CudaRunnerTiny, GraphBucketPastMaxSeqsFits) { expect_graphs_close_to_eager(8, 10, 4, 0, 10); }
 
 // The same with the MoE on the grouped GEMM (from 1 pair), where the graph's padding rows take distinct tokens
 // (their pairs spread over the experts): the real rows' logits stay within the same tolerance.
 TEST(CudaRunnerTiny, GraphPaddingRowsOnTheGroupedGemmLeaveRealRowsAlone) {
-  LogitCheck lc;
-  const int graphs = run_graphs_vs_eager(
-      6, graph_test_seqs(9, 4, 2, 40503), 6,
-      [&](const SampleOutput& g, const SampleOutput& e) { compare_logits(g.logits, e.logits, &lc); }, 1, 12);
-  EXPECT_GE(graphs, 1);
-  EXPECT_EQ(lc.nan, 0u);
-  EXPECT_LE(lc.max_rel_rms, 2e-2) << "max abs logit difference " << lc.max_abs;
-  EXPECT_LE(lc.top1_mismatch, 1) << "of 54 samples";
+  const LogitCheck lc = expect_graphs_close_to_eager(6, 9, 6, 1, 12);
   std::printf("grouped GEMM, graph (bucket 12) vs eager (9 rows): max |logit diff| %.4g, max rel RMS %.3g, top-1 "
               "mismatches %d\n",
               lc.max_abs, lc.max_rel_rms, lc.top1_mismatch);

@@ -49,7 +49,8 @@ double decode_step_bytes(const ModelConfig& c, int batch, int context, const std
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   MXS_CHECK(!o.batches.empty() && o.context >= 1 && o.steps >= 1, "bench decode: --batch, --context, --steps must be positive");
   int max_batch = *std::max_element(o.batches.begin(), o.batches.end());
-  for (int b : o.breakdown_batches.value_or(std::vector<int>{})) max_batch = std::max(max_batch, b);  // (sequences and KV for those steps too)
+  // (the breakdowns' batch sizes need sequences and KV too)
+  for (int b : o.breakdown_batches.value_or(std::vector<int>{})) max_batch = std::max(max_batch, b);
   BenchDecodeResult r;
   r.copy_gb_s = measure_copy_gb_s();
 
@@ -172,7 +173,8 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
       b.kernels_us.push_back({name, us});
       b.sum_us += us;
     }
-    std::sort(b.kernels_us.begin(), b.kernels_us.end(), [](const auto& x, const auto& y) { return x.second > y.second; });
+    std::sort(b.kernels_us.begin(), b.kernels_us.end(),
+              [](const auto& x, const auto& y) { return x.second > y.second; });
     r.breakdowns.push_back(std::move(b));
   };
   std::vector<int> bd = {1};

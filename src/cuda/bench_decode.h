@@ -1,7 +1,8 @@
 // `mxserve bench decode`: decode throughput of the CudaRunner at several batch sizes and one context length
 // (KV pre-filled with random values, every sequence decodes one token per step, greedy on the GPU), the
 // card's copy bandwidth measured in the same run, achieved GB/s per step, and per-kernel breakdowns (CUDA
-// events) at batch 1 and 64 or the batch sizes asked for. Random weights route ~uniformly over the experts (the harder case for batching).
+// events) at batch 1 and 64 or the batch sizes asked for. Random weights route ~uniformly over the experts (the
+// harder case for batching).
 #pragma once
 #include <cstdint>
 #include <optional>

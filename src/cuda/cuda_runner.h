@@ -2,8 +2,8 @@
 // the paged KV pool is a second arena sized by --device-memory-utilization, and the step workspaces a third;
 // nothing is allocated on the hot path. A step runs the fused kernels of src/cuda/kernels; pure-decode steps
 // of up to 256 sequences replay a CUDA graph captured per batch-size bucket (1, 2, ..., 8, 12, 16, ..., 256).
-// Sampling runs on the GPU; only token ids (and logprobs) come back. With async scheduling the engine submits step N + 1
-// before collecting N (submit/collect), and N + 1's decode inputs come from N's samples on the device.
+// Sampling runs on the GPU; only token ids (and logprobs) come back. With async scheduling the engine submits step
+// N + 1 before collecting N (submit/collect), and N + 1's decode inputs come from N's samples on the device.
 // Plain C++ header: no CUDA types.
 #pragma once
 #include <cstdint>

@@ -647,7 +647,8 @@ TEST_P(Geometry, MoeRouterPaddingRowsRouteAsRealTokens) {
                            all.idx.begin() + (t - n_real) % n_real * K);
   EXPECT_GE(differs, 1) << "the test needs padding rows whose own routing differs from the copied token's";
   ASSERT_EQ(pad.n_active, int(real_experts.size()));
-  for (int a = 0; a < pad.n_active; ++a) EXPECT_TRUE(real_experts.count(pad.act[size_t(a)])) << "expert " << pad.act[size_t(a)];
+  for (int a = 0; a < pad.n_active; ++a)
+    EXPECT_TRUE(real_experts.count(pad.act[size_t(a)])) << "expert " << pad.act[size_t(a)];
 }
 
 // Router, then the three MXFP4 expert kernels, each checked on the GPU's own inputs of the previous stage.

@@ -7,8 +7,8 @@
 // The GEMV kernels stay for small batches: at 1-4 rows they stream the weights with fused epilogues and no
 // fp32 round trip; at 5-64 rows the runner computes q/k/v and o_proj with skinny_gemm.h instead of cuBLAS (K-split
 // partials, which the epilogues below add in order). (At 5-7 rows the 8-row GEMVs ran a 20b step without graphs in
-// 5.08-5.77 ms, batch 8 on this path in 4.11: H100, session 23.) The choice does not change results beyond accumulation order
-// (one bf16 ulp at times).
+// 5.08-5.77 ms, batch 8 on this path in 4.11: H100, session 23.) The choice does not change results beyond
+// accumulation order (one bf16 ulp at times).
 #pragma once
 #include <cstddef>
 #include <cstdint>

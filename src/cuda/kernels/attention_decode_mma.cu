@@ -30,6 +30,7 @@
 #include "cuda/kernels/attention_decode.h"
 #include "cuda/kernels/attention_mma.cuh"
 #include "cuda/kernels/device_math.cuh"
+#include "cuda/kernels/cluster_barrier.cuh"
 #include "cuda/kernels/cta_trace.cuh"
 #include "cuda/kernels/pdl.cuh"
 
@@ -69,11 +70,7 @@ __device__ __forceinline__ void store_bf16x4(void* dst, float a, float b, float 
 template <int STAGES, bool CLUSTER>
 __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(AttentionDecodeParams p) {
   CtaTrace trace;
-  if constexpr (CLUSTER) {
-    // Every CTA of the cluster must have started before another writes into its shared memory (the pushes
-    // below): arrive now, wait just before the pushes (long after every CTA started: no wait in practice).
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-  }
+  if constexpr (CLUSTER) cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the pushes below)
   constexpr int kStages = STAGES;
   extern __shared__ __align__(128) bf16_t smem[];  // [kWarps][kStages][kStageElems]; reused for the merge
   __shared__ int32_t s_tab[kTabMax];
@@ -276,7 +273,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4) attention_decode_mma_kernel(At
     const int owner = tid / per, slot = z * per + tid % per;
     float4* po = cluster.map_shared_rank(&s_po[slot], owner);
     float2* pml = cluster.map_shared_rank(&s_pml[slot], owner);
-    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
+    cluster_wait();  // (the arrive at the top)
     *po = make_float4(O[0], O[1], O[2], O[3]);
     *pml = make_float2(M, L);
     cluster.sync();  // every split's items are in their owner's smem (release / acquire over the cluster)

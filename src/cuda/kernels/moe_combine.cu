@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
+#include "cuda/kernels/cluster_barrier.cuh"
 #include "cuda/kernels/device_math.cuh"
 #include "cuda/kernels/last_cta.cuh"
 #include "cuda/kernels/moe_combine.cuh"
@@ -34,11 +35,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   const int t = blockIdx.x, chunk = blockIdx.y, n_chunks = gridDim.y, H = p.hidden;
   const int c = chunk * kCombineThreads + threadIdx.x;
   __shared__ float s_ss[CLUSTER ? kMaxCombineChunks : 1];  // CLUSTER: every chunk's sum of squares
-  if constexpr (CLUSTER) {
-    // Every CTA of the cluster must have started before another writes into its shared memory: arrive now, wait
-    // just before the pushes.
-    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
-  }
+  if constexpr (CLUSTER) cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the pushes below)
   int order[kCombineMaxTopK];  // slots in ascending expert id
   combine_slot_order(p.topk_idx + t * p.top_k, p.top_k, order);
   bf16_t* x = static_cast<bf16_t*>(p.x) + size_t(t) * H;
@@ -74,7 +71,7 @@ __global__ void __launch_bounds__(kCombineThreads) moe_combine_kernel(MoeGemvPar
   if constexpr (CLUSTER) {
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
-    asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
+    cluster_wait();  // (the arrive at the top)
     if (threadIdx.x < n_chunks) *cluster.map_shared_rank(&s_ss[chunk], int(threadIdx.x)) = ss;
     cluster.sync();  // every chunk's partial is in every CTA (release / acquire over the cluster)
     float total = 0.f;

@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/moe_topk_warp.cuh"
 #include "cuda/kernels/cta_trace.cuh"
+#include "cuda/kernels/cluster_barrier.cuh"
 #include "cuda/kernels/pdl.cuh"
 #include "cuda/kernels/gemv_core.cuh"
 #include "cuda/kernels/last_cta.cuh"
@@ -105,10 +106,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   __shared__ float s_ss[kNormThreads / 32];
   __shared__ float s_logit[kMaxExperts];  // CTA 0: every CTA's logits
   cg::cluster_group cluster = cg::this_cluster();
-  // Every CTA of the cluster must have started before another writes into its shared memory (CTA 0's s_logit
-  // below): arrive now, wait just before that write (long after every CTA started: no wait in practice).
-  // compute-sanitizer racecheck flagged the remote writes as invalid without it.
-  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+  cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the writes into CTA 0's s_logit below)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const bool norm_thread = threadIdx.x < kNormThreads;
   const int e = blockIdx.x * WARPS + warp;
@@ -155,7 +153,7 @@ __global__ void __launch_bounds__(WARPS * 32)
   float acc[1][1];
   dot_rows<K, 1, 1>(wr, s_x, acc);
   float* logit0 = cluster.map_shared_rank(&s_logit[0], 0);
-  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");  // (the arrive at the top)
+  cluster_wait();  // (the arrive at the top)
   if (lane == 0 && e < p.n_experts) {
     const float v = bf(acc[0][0] + bias);
     logit0[e] = v;

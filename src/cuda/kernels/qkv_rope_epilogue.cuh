@@ -13,6 +13,11 @@ __device__ __forceinline__ void qkv_rope_factors(const QkvRopeParams& p, int pos
   c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
 }
 
+// Whether head `head` is rotated (q or k).
+__device__ __forceinline__ bool qkv_rope_rotates(const QkvRopeParams& p, int head) {
+  return head < p.n_heads + p.n_kv_heads;
+}
+
 // Element d of the pair's destination row for token t at position pos: head < n_heads -> its q row in q_out, else
 // its k / v row in the paged KV cache (through the block table). Element d + 32 is the pair's other row.
 __device__ __forceinline__ bf16_t* qkv_rope_pair_dst(const QkvRopeParams& p, int t, int pos, int head, int d) {
@@ -36,7 +41,7 @@ __device__ __forceinline__ void qkv_rope_store_pair_cs(const QkvRopeParams& p, i
   const bf16_t* bias = static_cast<const bf16_t*>(p.b_qkv);
   const int row0 = head * kHeadDim + d;
   float x1 = bf(acc0 + to_f32(bias[row0])), x2 = bf(acc1 + to_f32(bias[row0 + kHeadDim / 2]));
-  if (head < p.n_heads + p.n_kv_heads) {  // q or k: rotate
+  if (qkv_rope_rotates(p, head)) {
     const float r1 = bf(bf(x1 * c) - bf(x2 * s));
     const float r2 = bf(bf(x2 * c) + bf(x1 * s));
     x1 = r1;
@@ -55,11 +60,6 @@ struct QkvPairPrep {  // (trivial: it may live in shared memory)
   uint32_t bias; // the two rows' biases, bf16x2 (row d low)
   float c, s;    // RoPE factors (q and k heads; 0 for v)
 };
-
-// Whether head `head` is rotated (q or k).
-__device__ __forceinline__ bool qkv_rope_rotates(const QkvRopeParams& p, int head) {
-  return head < p.n_heads + p.n_kv_heads;
-}
 
 __device__ __forceinline__ QkvPairPrep qkv_rope_pair_prep(const QkvRopeParams& p, int t, int head, int d) {
   constexpr int kHeadDim = 64;
@@ -92,7 +92,7 @@ __device__ __forceinline__ void qkv_rope_store_pair(const QkvRopeParams& p, int 
                                                     float acc1) {
   const int pos = p.meta.positions[t];
   float c = 0.f, s = 0.f;
-  if (head < p.n_heads + p.n_kv_heads) qkv_rope_factors(p, pos, d, c, s);
+  if (qkv_rope_rotates(p, head)) qkv_rope_factors(p, pos, d, c, s);
   qkv_rope_store_pair_cs(p, t, pos, head, d, acc0, acc1, c, s);
 }
 

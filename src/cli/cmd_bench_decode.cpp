@@ -29,6 +29,7 @@ struct DecodeArgs {
   int moe_gemm_min_pairs = 0;
   std::string breakdown;  // "": batch 1 (+ 64 when --batch has it); "none": no breakdown
   std::string bf12_dense = mxs::kBf12DenseDefault;
+  bool lm_head_screen = true;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -42,6 +43,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.use_graphs = !a.no_graphs;
   o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
   o.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
+  o.lm_head_screen = a.lm_head_screen;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
@@ -49,14 +51,17 @@ void run(const DecodeArgs& a, const std::string& command) {
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
-              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s\ncommand: `%s`\n\n",
+              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; greedy LM-head screen: %s\n"
+              "command: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
-              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), command.c_str());
-  std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s |\n"
-              "|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), r.lm_head_screen ? "on (batch 1-3)" : "off",
+              command.c_str());
+  std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s | graph ms |\n"
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& row : r.rows)
-    std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% | %.3f | %.0f |\n", row.batch, row.step_ms, row.tok_s,
-                row.bytes_per_step / 1e9, row.gb_s, 100 * row.roofline_frac, row.pipelined_step_ms, row.pipelined_tok_s);
+    std::printf("| %d | %.3f | %.0f | %.3f | %.0f | %.0f%% | %.3f | %.0f | %.3f |\n", row.batch, row.step_ms, row.tok_s,
+                row.bytes_per_step / 1e9, row.gb_s, 100 * row.roofline_frac, row.pipelined_step_ms, row.pipelined_tok_s,
+                row.graph_ms);
   for (const auto& b : r.breakdowns) {
     std::printf("\nPer-kernel device time of one batch-%d step (CUDA events, graphs off; sum %.1f us):\n\n"
                 "| kernel | us/step | share |\n|---|---:|---:|\n", b.batch, b.sum_us);
@@ -66,11 +71,13 @@ void run(const DecodeArgs& a, const std::string& command) {
   nlohmann::json j;
   j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command;
   j["bf12_dense"] = r.bf12_dense;
+  j["lm_head_screen"] = r.lm_head_screen;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
                          {"bytes_per_step", row.bytes_per_step}, {"gb_s", row.gb_s}, {"copy_fraction", row.roofline_frac},
-                         {"pipelined_step_ms", row.pipelined_step_ms}, {"pipelined_tok_s", row.pipelined_tok_s}});
+                         {"pipelined_step_ms", row.pipelined_step_ms}, {"pipelined_tok_s", row.pipelined_tok_s},
+                         {"graph_ms", row.graph_ms}});
   for (const auto& b : r.breakdowns)
     for (const auto& [name, us] : b.kernels_us) j["batch" + std::to_string(b.batch) + "_kernels_us"][name] = us;
   if (!a.json_path.empty()) {
@@ -99,6 +106,7 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
                   "Comma-separated batch sizes (1..256) with a per-kernel time table, or none (default: 1, and 64 when "
                   "--batch has it)");
   mxs::cli::add_bf12_dense_option(cmd, &args->bf12_dense);
+  mxs::cli::add_lm_head_screen_option(cmd, &args->lm_head_screen);
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));

@@ -23,6 +23,7 @@ struct GenerateArgs {
   std::string prompt;
   std::string backend = "auto";
   std::string bf12_dense = mxs::kBf12DenseDefault;
+  bool lm_head_screen = true;
   std::string async_scheduling = "auto";
   int max_tokens = 512;
   int max_length = 8192;
@@ -122,6 +123,7 @@ void run_generate(const GenerateArgs& a) {
   spec.max_batch_size = 1;
   spec.max_length = max_length;
   spec.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
+  spec.lm_head_screen = a.lm_head_screen;
   const std::unique_ptr<mxs::ModelRunner> runner = mxs::make_runner(weights, spec);
   mxs::EngineConfig ec;
   ec.max_length = max_length;
@@ -196,6 +198,7 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
   cmd->add_option("--seed", a->seed, "Sampling seed (same seed, same output)")->capture_default_str();
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);
+  mxs::cli::add_lm_head_screen_option(cmd, &a->lm_head_screen);
   cmd->add_option("--reasoning-effort", a->reasoning_effort, "low, medium or high")->capture_default_str();
   cmd->callback([a] { run_generate(*a); });
 });

@@ -51,6 +51,8 @@ void add_json_and_run(CLI::App* cmd, std::string* json_path, const std::string& 
 void add_async_scheduling_option(CLI::App* cmd, std::string* value);
 // --bf12-dense LIST (cuda): the dense weights read from lossless 12-bit copies (common/bf12.h).
 void add_bf12_dense_option(CLI::App* cmd, std::string* value);
+// --no-lm-head-screen (cuda): no int8 screening copy of the LM head for greedy steps (kernels/lm_head_screen.h).
+void add_lm_head_screen_option(CLI::App* cmd, bool* screen);
 bool async_scheduling_enabled(const std::string& value, const std::string& runner_name);
 
 }  // namespace mxs::cli

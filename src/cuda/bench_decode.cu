@@ -14,6 +14,7 @@
 #include "cuda/bench_runner.h"
 #include "cuda/cta_trace.h"
 #include "cuda/cuda_runner.h"
+#include "cuda/kernels/dense_gemm.h"
 
 namespace mxs::cuda {
 namespace {
@@ -25,10 +26,10 @@ double median(std::vector<double> v) {
 
 }  // namespace
 
-double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12) {
+double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12, bool lm_screen) {
   const double H = c.hidden_size, I = c.intermediate_size, E = c.num_experts, L = c.num_layers;
   // bf12 (CudaRunnerOptions::bf12_dense, the packed subset): 1.5 bytes per weight + a 16-byte header per row, read
-  // by the q/k/v GEMV at one token, o_proj at one or two and the LM head below 8 rows (kDenseGemmMinRows).
+  // by the q/k/v GEMV at one token, o_proj at one or two and the LM head below kLmHeadGemmMinRows rows.
   auto has = [&](const char* m) { return ("," + bf12 + ",").find(std::string(",") + m + ",") != std::string::npos; };
   auto dense = [&](double rows, double cols, bool packed) { return packed ? rows * (cols * 1.5 + 16) : rows * cols * 2; };
   const double attn = dense(c.qkv_dim(), H, has("qkv") && batch == 1) + dense(H, c.q_dim(), has("o_proj") && batch <= 2);
@@ -37,7 +38,9 @@ double decode_step_bytes(const ModelConfig& c, int batch, int context, const std
   // Expected distinct experts per layer with uniform top-k routing of `batch` tokens.
   const double p_miss = std::pow(1.0 - double(c.experts_per_token) / E, batch);
   const double experts_touched = E * (1.0 - p_miss);
-  const double lm_head = dense(c.vocab_size, H, has("lm_head") && batch < 8);
+  // (from kLmHeadGemmMinRows rows the LM head is a cuBLAS GEMM on the bf16 matrix)
+  const bool lm_gemv = batch < kLmHeadGemmMinRows;
+  const double lm_head = lm_screen && lm_gemv ? c.vocab_size * (H + 16.0) : dense(c.vocab_size, H, has("lm_head") && lm_gemv);
   double kv = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     const double keys = c.is_sliding(l) ? std::min(context, c.sliding_window) : context;
@@ -61,6 +64,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   ro.use_graphs = o.use_graphs;
   if (o.moe_gemm_min_pairs > 0) ro.moe_gemm_min_pairs = o.moe_gemm_min_pairs;
   ro.bf12_dense = o.bf12_dense;
+  ro.lm_head_screen = o.lm_head_screen;
   const int blocks_per_seq = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.num_kv_blocks = blocks_per_seq * max_batch;
   Stopwatch load;
@@ -68,6 +72,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   r.load_s = load.seconds();
   r.device = runner->device_name();
   r.bf12_dense = runner->bf12_dense();
+  r.lm_head_screen = runner->lm_head_screen();
   runner->fill_kv_random(99);
   const ModelConfig& c = runner->config();
 
@@ -142,11 +147,12 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
     row.batch = batch;
     row.step_ms = median(ms);
     row.tok_s = batch / (row.step_ms * 1e-3);
-    row.bytes_per_step = decode_step_bytes(c, batch, o.context, runner->bf12_dense());
+    row.bytes_per_step = decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen);
     row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
     row.roofline_frac = row.gb_s / r.copy_gb_s;
     row.pipelined_step_ms = run_pipelined(batch, o.steps, o.context - 1 + o.warmup);
     row.pipelined_tok_s = batch / (row.pipelined_step_ms * 1e-3);
+    row.graph_ms = runner->time_last_graph_ms(o.steps);
     r.rows.push_back(row);
     MXS_LOG_INFO("bench decode: batch %d: %.3f ms/step, %.0f tok/s, %.0f GB/s", batch, row.step_ms, row.tok_s, row.gb_s);
   }

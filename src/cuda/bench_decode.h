@@ -24,6 +24,7 @@ struct BenchDecodeOptions {
   bool use_graphs = true;
   int moe_gemm_min_pairs = 0;  // > 0: MoE steps with at least this many (token, expert) pairs use the grouped GEMM
   std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
+  bool lm_head_screen = true;                  // CudaRunnerOptions::lm_head_screen
   // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
   // 64 when `batches` has it.
   std::optional<std::vector<int>> breakdown_batches;
@@ -39,6 +40,9 @@ struct BenchDecodeRow {
   // The same steps pipelined as the engine's async scheduling runs them (step i + 1 submitted before step i is
   // collected, its tokens handed over on the device): mean ms per step and tok/s.
   double pipelined_step_ms = 0, pipelined_tok_s = 0;
+  // GPU time of the step's CUDA graph alone, replayed back to back (CudaRunner::time_last_graph_ms): the forward
+  // pass without the input copy, token handoff, sampling and results copy around it. 0 without graphs.
+  double graph_ms = 0;
 };
 
 struct KernelBreakdown {
@@ -50,6 +54,7 @@ struct KernelBreakdown {
 struct BenchDecodeResult {
   std::string device, model, command;
   std::string bf12_dense;       // the runner's bf12-packed dense weights (CudaRunner::bf12_dense), "" = none
+  bool lm_head_screen = false;  // greedy steps of 1-3 rows screen the LM head (CudaRunner::lm_head_screen)
   double copy_gb_s = 0;         // device-to-device copy, read + write counted
   double load_s = 0;
   std::vector<BenchDecodeRow> rows;
@@ -60,7 +65,9 @@ struct BenchDecodeResult {
 BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);
 
 // Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`), with the
-// dense weights' bf12 copies where the runner reads them (bf12: CudaRunner::bf12_dense()'s list) or all in bf16.
-double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12 = "");
+// dense weights' bf12 copies where the runner reads them (bf12: CudaRunner::bf12_dense()'s list) or all in bf16, and
+// the LM head's int8 screening copy at 1-3 greedy rows (lm_screen; the few exactly recomputed rows not counted).
+double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12 = "",
+                         bool lm_screen = false);
 
 }  // namespace mxs::cuda

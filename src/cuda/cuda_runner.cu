@@ -19,6 +19,7 @@
 #include "cuda/kernels/attention_prefill.h"
 #include "cuda/kernels/dense_gemm.h"
 #include "cuda/kernels/gemv_bf16.h"
+#include "cuda/kernels/lm_head_screen.h"
 #include "cuda/kernels/moe_gemm_mxfp4.h"
 #include "cuda/kernels/moe_gemm_pack.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
@@ -41,6 +42,9 @@ constexpr int kMaxTimedKernels = 1024;
 // moe_combine_rows (prefill chunks, large decode batches); fewer keep moe_router / moe_combine (latency).
 // MXS_SMALL_STEP_MOE=1 forces the small-step kernels at every size (A/B and debugging).
 constexpr int kRowsMoeMinTokens = 64;
+// LM-head rows of a step that may take the greedy screen (lm_head_screen.h takes 1-4; from kLmHeadGemmMinRows on the
+// LM head is a GEMM, which reads the weights once for all rows).
+constexpr int kLmScreenMaxRows = kLmHeadGemmMinRows - 1;
 
 int next_pow2(int v) {
   int p = 1;
@@ -169,6 +173,13 @@ struct CudaRunner::Impl {
   std::unordered_map<uint64_t, int> last_rows;
 
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs;
+  cudaGraphExec_t last_graph = nullptr;  // the graph of the last step that replayed one (time_last_graph_ms)
+  // Greedy LM head by screening (CudaRunnerOptions::lm_head_screen): workspaces, and whether this step takes it
+  // (set by submit before forward: every LM-head row greedy without penalties, logprobs or returned logits).
+  float* screen_upper = nullptr;     // [kLmScreenMaxRows][V]
+  unsigned* screen_lower = nullptr;  // [kLmScreenMaxRows]
+  unsigned* screen_counter = nullptr;
+  bool lm_screen_step = false;
   bool timing = false;
   KernelTimes times;
   std::vector<cudaEvent_t> events;
@@ -210,6 +221,8 @@ struct CudaRunner::Impl {
       at = end + 1;
     }
     pack_dense_bf12(&w, which);
+    const char* screen_env = std::getenv("MXS_LM_SCREEN");
+    if (screen_env != nullptr ? std::string(screen_env) != "0" : opt.lm_head_screen) pack_lm_head_screen(&w);
   }
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run the decode
   // attention (attention_decode_mma, or attention_decode's exact path <= 256 keys); the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
@@ -293,6 +306,7 @@ void CudaRunner::Impl::init() {
                 (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64);
   add(in_capacity);
   add(ids_capacity * 4); add(ids_capacity * 4);
+  add(size_t(kLmScreenMaxRows) * V * 4); add(kLmScreenMaxRows * 4); add(4);
   ws_arena = DeviceArena("workspaces", ws_bytes);
   x = ws_arena.alloc("x", T * H * 2);
   x_alt = ws_arena.alloc("x_alt", T * H * 2);
@@ -357,6 +371,11 @@ void CudaRunner::Impl::init() {
   dev_in = static_cast<char*>(ws_arena.alloc("step_inputs", in_capacity));
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
   dev.counts = ws_arena.alloc_as<int32_t>("in_penalty_counts", ids_capacity);
+  screen_upper = ws_arena.alloc_as<float>("lm_screen_upper", size_t(kLmScreenMaxRows) * V);
+  screen_lower = ws_arena.alloc_as<unsigned>("lm_screen_lower", kLmScreenMaxRows);
+  screen_counter = ws_arena.alloc_as<unsigned>("lm_screen_counter", 1);
+  CUDA_CHECK(cudaMemset(screen_lower, 0, kLmScreenMaxRows * sizeof(unsigned)));
+  CUDA_CHECK(cudaMemset(screen_counter, 0, sizeof(unsigned)));
 
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
   // (the block tables are staged in the send buffer: in_capacity)
@@ -670,6 +689,17 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     timed("lm_argmax", [&] { row_argmax_bf16(logits, lm_argmax, n_lm_rows, c.vocab_size, stream); });
     return;
   }
+  if (lm_screen_step && n_lm_rows <= kLmScreenMaxRows) {
+    timed("lm_head_screen", [&] {
+      LmScreenParams p;
+      p.a = xn, p.src_rows = dev.lm_rows, p.screen = w.lm_head_screen, p.w = w.lm_head, p.w_bf12 = w.lm_head_bf12;
+      p.y = logits, p.row_argmax = lm_argmax;  // (zero here: sampling zeroes the keys it reads)
+      p.upper = screen_upper, p.lower_max = screen_lower, p.done_counter = screen_counter;
+      p.n_rows = n_lm_rows, p.k = H, p.n_out = c.vocab_size;
+      ::mxs::cuda::lm_head_screen(p, stream);
+    });
+    return;
+  }
   timed("lm_head", [&] {
     GemvBf16Params p;
     p.a = xn, p.src_rows = dev.lm_rows, p.w = w.lm_head, p.y = logits, p.n_rows = n_lm_rows, p.k = H;
@@ -831,6 +861,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   size_t n_ids = 0;
   bool any_random = false, any_sort = false;  // any_sort: a row cuts by top-p / min-p (the only sorted rows)
   const int n_lm = int(lm_seq.size());
+  bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
     SampleSeqParams sp{};
@@ -866,7 +897,13 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       }
     }
     host.seq_params[r] = sp;
+    // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
+    // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
+    const bool argmax_only = sp.temperature == 0.0f && sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f &&
+                             sp.presence_penalty == 0.0f && !sp.want_logprob && sp.top_logprobs == 0;
+    screen_ok &= !q.return_logits && (!q.sample || argmax_only);
   }
+  lm_screen_step = screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
 
   if (n_tok > 0) {
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
@@ -889,7 +926,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       const int kps = attention_decode_mma_keys_per_split(n_rows, c.num_kv_heads, max_ctx, num_sms);
       const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
       // kps and n_splits are powers of two (kps <= 4096, n_splits < 2^16): one graph per (bucket, kps, splits).
-      const auto key = std::make_pair(n_rows, exact ? 0 : (kps << 16) | n_splits);
+      // (+ whether its LM head is the greedy screen: a different graph)
+      const auto key = std::make_pair(n_rows | (lm_screen_step ? 1 << 16 : 0), exact ? 0 : (kps << 16) | n_splits);
       auto it = graphs.find(key);
       if (it == graphs.end()) {
         // Capture once per (bucket, split count); later steps replay it over the same input buffers.
@@ -908,7 +946,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
         it = graphs.emplace(key, exec).first;
       }
       CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+      last_graph = it->second;
     } else {
+      last_graph = nullptr;
       // Single-token sequences at the front (the engine schedules decodes first) run the decode attention; every
       // sequence from the first multi-token one on runs attention_prefill (tensor cores, no split workspace).
       PrefillPlan plan;
@@ -1107,6 +1147,7 @@ std::string CudaRunner::bf12_dense() const {
   if (!s.empty()) s.pop_back();
   return s;
 }
+bool CudaRunner::lm_head_screen() const { return impl_->w.lm_head_screen.q != nullptr; }
 KvCacheLayout CudaRunner::kv_layout() const {
   KvCacheLayout k;
   k.block_size = impl_->opt.block_size;
@@ -1131,6 +1172,22 @@ void CudaRunner::enable_kernel_timing(bool on) {
 KernelTimes CudaRunner::kernel_times() const { return impl_->times; }
 void CudaRunner::set_use_graphs(bool on) { impl_->opt.use_graphs = on; }
 int CudaRunner::graphs_captured() const { return int(impl_->graphs.size()); }
+double CudaRunner::time_last_graph_ms(int n) {
+  Impl& m = *impl_;
+  if (!m.last_graph || n < 1) return 0.0;
+  MXS_CHECK(m.pending.empty(), "CudaRunner::time_last_graph_ms: collect the outstanding steps first");
+  cudaEvent_t ev[2];
+  for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
+  CUDA_CHECK(cudaGraphLaunch(m.last_graph, m.stream));  // warm
+  CUDA_CHECK(cudaEventRecord(ev[0], m.stream));
+  for (int i = 0; i < n; ++i) CUDA_CHECK(cudaGraphLaunch(m.last_graph, m.stream));
+  CUDA_CHECK(cudaEventRecord(ev[1], m.stream));
+  CUDA_CHECK(cudaEventSynchronize(ev[1]));
+  float ms = 0.f;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));
+  for (cudaEvent_t e : ev) CUDA_CHECK(cudaEventDestroy(e));
+  return double(ms) / n;
+}
 
 namespace {
 __global__ void fill_random_bf16(uint16_t* p, size_t n, uint64_t seed) {

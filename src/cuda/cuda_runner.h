@@ -44,6 +44,12 @@ struct CudaRunnerOptions {
   // per CTA, which only bf12's registers allow: docs/PERF.md, session 18). Which ones: "lm_head", "o_proj", "qkv",
   // comma-separated; "" = none. The environment variable MXS_BF12 overrides it (A/B; "0" = none).
   std::string bf12_dense = kBf12DenseDefault;
+  // Greedy steps of 1-3 LM-head rows find the argmax by screening (kernels/lm_head_screen.h): an int8 copy of the
+  // LM head (+0.58 GB of device memory for gpt-oss) bounds every logit, and only the few rows that can still win
+  // are computed exactly (the same token as the full LM head, bit for bit; 0.58 instead of 0.87 GB read per
+  // step). Steps with sampling, penalties, logprobs or returned logits run the full LM head. The environment
+  // variable MXS_LM_SCREEN ("0" / "1") overrides it (A/B).
+  bool lm_head_screen = true;
 };
 
 // Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).
@@ -86,9 +92,15 @@ class CudaRunner : public ModelRunner {
   void enable_kernel_timing(bool on);  // disables graphs while on
   // Which dense weights have bf12 copies (CudaRunnerOptions::bf12_dense), as "lm_head,o_proj,qkv" (a subset).
   std::string bf12_dense() const;
+  bool lm_head_screen() const;  // whether the LM head's int8 screening copy exists (CudaRunnerOptions::lm_head_screen)
   KernelTimes kernel_times() const;
   void set_use_graphs(bool on);
   int graphs_captured() const;
+  // The decode graph of the last graph step, replayed n times back to back between two events: its GPU time per
+  // replay in ms (the forward pass alone: no input copy, token handoff, sampling or results copy), or 0 when the
+  // last step ran without a graph. It re-runs that step's forward over the same inputs (the KV rows it writes get
+  // the same values); outputs are left as the replays wrote them. Benchmarks only.
+  double time_last_graph_ms(int n);
   // Fills the whole KV pool with random bf16 values (benchmarks of long contexts without a prefill).
   void fill_kv_random(uint64_t seed);
 

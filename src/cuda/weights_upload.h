@@ -12,6 +12,7 @@
 
 #include "cuda/device_arena.h"
 #include "cuda/kernels/bf12_weights.h"
+#include "cuda/kernels/lm_head_screen.h"
 #include "cuda/kernels/moe_gemv_mxfp4.h"
 #include "model/config.h"
 #include "model/weights.h"
@@ -47,6 +48,9 @@ struct DeviceWeights {
   DeviceArena bf12_arena;
   Bf12Weights lm_head_bf12;          // bytes == nullptr: not packed
   size_t bf12_weights = 0, bf12_exceptions = 0;
+  // The int8 screening copy of the LM head for greedy steps (lm_head_screen.h), in its own arena; q == nullptr: none.
+  DeviceArena lm_screen_arena;
+  LmScreenWeights lm_head_screen;
 };
 
 // Bytes of the weights arena for `config`.
@@ -69,6 +73,10 @@ struct Bf12Set {
 // Packs bf12 copies of the selected dense weights (the LM head, every layer's o_proj / q/k/v) into
 // dw->bf12_arena (sized exactly after an exception-counting pass) and logs the exception rate.
 void pack_dense_bf12(DeviceWeights* dw, const Bf12Set& which);
+
+// Packs the LM head's int8 screening copy (lm_head_screen.h: V x H bytes + 16 per row, 0.58 GB for gpt-oss) into
+// dw->lm_screen_arena.
+void pack_lm_head_screen(DeviceWeights* dw);
 
 // YaRN inverse frequencies (spec §3.3, truncate = false) and the attention factor, fp32.
 void yarn_tables(const ModelConfig& config, std::vector<float>* inv_freq, float* mscale);

@@ -25,6 +25,7 @@ struct RunnerSpec {
   bool sliding_kv_group = true;       // the sliding-window layers get their own small KV pool (cpu, cuda)
   int max_length = 8192;              // cuda: longest context
   std::string bf12_dense = kBf12DenseDefault;  // cuda: dense weights with lossless 12-bit copies (--bf12-dense)
+  bool lm_head_screen = true;  // cuda: the LM head's int8 screening copy for greedy steps (--no-lm-head-screen)
 };
 
 bool build_has_cuda();  // compiled with the CUDA backend

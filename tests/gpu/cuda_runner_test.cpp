@@ -281,6 +281,59 @@ int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
   return with.graphs_captured();
 }
 
+// Greedy steps that return no logits take the LM-head screen (kernels/lm_head_screen.h): the same tokens as a
+// runner without it, step for step, at 1-3 sequences (their own graph buckets) and eagerly; steps that return logits
+// (or sample) run the full LM head.
+TEST(CudaRunnerTiny, GreedyScreenGivesTheFullLmHeadsTokens) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 41);
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  for (bool graphs : {true, false}) {
+    CudaRunnerOptions on = small_options(graphs), off = on;
+    off.lm_head_screen = false;
+    CudaRunner a(rw->weights, on), b(rw->weights, off);
+    ASSERT_TRUE(a.lm_head_screen());
+    ASSERT_FALSE(b.lm_head_screen());
+    for (int n : {1, 2, 3}) {
+      std::vector<Seq> sa = graph_test_seqs(n, 9 + n, 5, 7919), sb = sa;
+      for (int step = 0; step < 12; ++step) {
+        std::vector<Seq*> va, vb;
+        for (int s = 0; s < n; ++s) va.push_back(&sa[size_t(s)]), vb.push_back(&sb[size_t(s)]);
+        StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
+        for (auto* bt : {&ba, &bb})
+          for (SequenceStep& q : bt->seqs) q.return_logits = false;
+        StepOutput oa, ob;
+        a.step(ba, &oa);
+        b.step(bb, &ob);
+        for (int s = 0; s < n; ++s) {
+          ASSERT_TRUE(oa.samples[size_t(s)].ok && ob.samples[size_t(s)].ok);
+          ASSERT_EQ(oa.samples[size_t(s)].token, ob.samples[size_t(s)].token)
+              << "graphs " << graphs << ", " << n << " sequences, step " << step << ", sequence " << s;
+          for (Seq* q : {&sa[size_t(s)], &sb[size_t(s)]}) {
+            q->computed = int(q->tokens.size());
+            q->tokens.push_back(oa.samples[size_t(s)].token), q->output.push_back(oa.samples[size_t(s)].token);
+          }
+        }
+      }
+    }
+  }
+  // Which LM head ran (kernel timing runs eagerly): the screen for a greedy step without logits, else the full one.
+  CudaRunner a(rw->weights, small_options(false));
+  a.enable_kernel_timing(true);
+  for (bool logits : {false, true}) {
+    std::vector<Seq> seqs = graph_test_seqs(1, 12, 0, 31);
+    std::vector<Seq*> v{&seqs[0]};
+    StepBatch bt = make_step(v, 64, &greedy);
+    bt.seqs[0].return_logits = logits;
+    StepOutput out;
+    a.step(bt, &out);
+    ASSERT_TRUE(out.samples[0].ok);
+  }
+  const KernelTimes kt = a.kernel_times();
+  EXPECT_EQ(kt.ms.count("lm_head_screen"), 1u);
+  EXPECT_EQ(kt.ms.count("lm_head"), 1u);
+}
+
 // The graph buckets: every batch of 1..256 gets the smallest bucket >= it, padding stays below a third of the rows,
 // and 1-8 rows are their own buckets.
 TEST(CudaRunnerBuckets, SmallestBucketWithLittlePadding) {

@@ -1,0 +1,361 @@
+// Greedy LM head by screening (see lm_head_screen.h for the bound and why the argmax is exact).
+#include "cuda/kernels/lm_head_screen.h"
+
+#include <cfloat>
+
+#include "common/error.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels/gemv_core.cuh"
+#include "cuda/kernels/gemv_stream.cuh"
+#include "cuda/kernels/last_cta.cuh"
+#include "cuda/kernels/pdl.cuh"
+
+namespace mxs::cuda {
+namespace {
+
+constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kRowsPerWarp = 2;
+// The activations are quantized to x16 = round(x / sx) in [-32639, 32639] = hi * 256 + lo with hi, lo in
+// [-128, 127] (32639 = 127 * 256 + 127 keeps hi in int8), so a dot is two exact int32 dp4a sums.
+constexpr float kX16Max = 32639.f;
+
+// ---- packing ----------------------------------------------------------------------------------------------------
+
+// Warp per row: scale = max |w| / 127, q = round(w / scale); err and l1 are rounded up past what the fp32 arithmetic
+// here can lose (relative 2^-22), so they bound the real-number quantities the screen's bound is made of.
+__global__ void pack_lm_screen_kernel(const bf16_t* w, int n_out, int k, int8_t* q, float4* rows) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * (blockDim.x / 32) + int(threadIdx.x >> 5);
+  if (row >= n_out) return;
+  const bf16_t* src = w + size_t(row) * k;
+  int8_t* dst = q + size_t(row) * k;
+  float amax = 0.f;
+  bool finite = true;
+  for (int i = lane; i < k; i += 32) {
+    const float v = to_f32(src[i]);
+    finite &= isfinite(v);
+    amax = fmaxf(amax, fabsf(v));
+  }
+  amax = warp_max(amax);
+  if (!__all_sync(0xffffffffu, finite)) {  // never screened out: the exact pass decides
+    for (int i = lane; i < k; i += 32) dst[i] = 0;
+    if (lane == 0) rows[row] = make_float4(0.f, INFINITY, INFINITY, 0.f);
+    return;
+  }
+  const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+  float err = 0.f, l1 = 0.f;
+  for (int i = lane; i < k; i += 32) {
+    const float v = to_f32(src[i]);
+    const int qi = max(-127, min(127, __float2int_rn(v * inv)));
+    dst[i] = int8_t(qi);
+    err = fmaxf(err, fabsf(v - float(qi) * scale));
+    l1 += float(abs(qi));  // an integer < 2^24: exact
+  }
+  err = warp_max(err);
+  l1 = warp_sum(l1);
+  if (lane == 0)
+    rows[row] = make_float4(scale, err * (1.f + 0x1p-20f) + amax * 0x1p-22f, l1 * scale * (1.f + 0x1p-20f), 0.f);
+}
+
+// ---- the screen: int8 GEMV with bounds ----------------------------------------------------------------------------
+
+__device__ __forceinline__ float float_of_orderable(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// Warp = 2 rows of int8 weights (16-byte vectors v = lane + 32 i), all loads issued before griddep_wait; every CTA
+// derives the activations' max, L1 norm and 16-bit quantization itself (the same order in every CTA), stages
+// hi / lo bytes in shared memory, and dots with dp4a (exact int32 sums).
+template <int K, int MT>
+__global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams p) {
+  constexpr int NR = kRowsPerWarp, NV = K / 16, PER_LANE = (NV + 31) / 32;
+  constexpr int NC = K / 8, CPT = (NC + kThreads - 1) / kThreads;  // 8-element activation chunks per thread
+  __shared__ __align__(16) int8_t s_hi[MT][K];
+  __shared__ __align__(16) int8_t s_lo[MT][K];
+  __shared__ float s_amax[kWarps][MT], s_l1[kWarps][MT];
+  __shared__ unsigned s_lower[MT];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int r0 = (blockIdx.x * kWarps + warp) * NR;
+  const bool active = r0 < p.n_out;
+  uint4 wv[NR][PER_LANE];
+  float4 meta[NR];
+  if (active) {
+#pragma unroll
+    for (int j = 0; j < NR; ++j) {
+      const size_t row = size_t(min(r0 + j, p.n_out - 1));
+      meta[j] = __ldg(p.screen.rows + row);
+#pragma unroll
+      for (int i = 0; i < PER_LANE; ++i) {
+        const int v = lane + 32 * i;
+        wv[j][i] = (NV % 32 == 0 || v < NV) ? ldg_stream(p.screen.q + row * K + size_t(v) * 16) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  }
+  griddep_wait();
+  griddep_launch_dependents();
+
+  // Activation statistics: |x|max and |x|_1 per token (fp32, the same order in every CTA).
+  const bf16_t* a = static_cast<const bf16_t*>(p.a);
+  uint4 raw[MT][CPT];
+  float amax[MT], l1[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    amax[m] = 0.f, l1[m] = 0.f;
+    const int src = m < p.n_rows ? (p.src_rows ? p.src_rows[m] : m) : -1;
+#pragma unroll
+    for (int c = 0; c < CPT; ++c) {
+      const int ch = threadIdx.x + c * kThreads;
+      raw[m][c] = make_uint4(0, 0, 0, 0);
+      if (src >= 0 && ch < NC) raw[m][c] = *reinterpret_cast<const uint4*>(a + size_t(src) * K + size_t(ch) * 8);
+      const uint32_t u[4] = {raw[m][c].x, raw[m][c].y, raw[m][c].z, raw[m][c].w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float lo = fabsf(lo_f32(u[e])), hi = fabsf(hi_f32(u[e]));
+        amax[m] = fmaxf(amax[m], fmaxf(lo, hi));
+        l1[m] += lo + hi;
+      }
+    }
+    amax[m] = warp_max(amax[m]);
+    l1[m] = warp_sum(l1[m]);
+    if (lane == 0) s_amax[warp][m] = amax[m], s_l1[warp][m] = l1[m];
+  }
+  if (threadIdx.x < MT) s_lower[threadIdx.x] = 0u;
+  __syncthreads();
+  float sx[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    amax[m] = 0.f, l1[m] = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) amax[m] = fmaxf(amax[m], s_amax[w][m]), l1[m] += s_l1[w][m];
+    sx[m] = amax[m] / kX16Max;
+    const float inv = amax[m] > 0.f ? kX16Max / amax[m] : 0.f;
+#pragma unroll
+    for (int c = 0; c < CPT; ++c) {
+      const int ch = threadIdx.x + c * kThreads;
+      if (ch >= NC) continue;
+      const uint32_t u[4] = {raw[m][c].x, raw[m][c].y, raw[m][c].z, raw[m][c].w};
+      uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float x = (e & 1) ? hi_f32(u[e / 2]) : lo_f32(u[e / 2]);
+        // (a non-finite x gives garbage here and a non-finite bound below: every row is then a candidate)
+        const int x16 = max(-int(kX16Max), min(int(kX16Max), __float2int_rn(x * inv)));
+        const int hi = (x16 + 128) >> 8, lo = x16 - hi * 256;
+        hw[e / 4] |= uint32_t(hi & 0xff) << (8 * (e % 4));
+        lw[e / 4] |= uint32_t(lo & 0xff) << (8 * (e % 4));
+      }
+      *reinterpret_cast<uint2*>(&s_hi[m][ch * 8]) = make_uint2(hw[0], hw[1]);
+      *reinterpret_cast<uint2*>(&s_lo[m][ch * 8]) = make_uint2(lw[0], lw[1]);
+    }
+  }
+  __syncthreads();
+
+  if (active) {
+    int acc_h[NR][MT], acc_l[NR][MT];
+#pragma unroll
+    for (int j = 0; j < NR; ++j)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) acc_h[j][m] = 0, acc_l[j][m] = 0;
+#pragma unroll
+    for (int i = 0; i < PER_LANE; ++i) {
+      const int v = lane + 32 * i;
+      if (NV % 32 != 0 && v >= NV) continue;
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        const int4 h = *reinterpret_cast<const int4*>(&s_hi[m][v * 16]);
+        const int4 l = *reinterpret_cast<const int4*>(&s_lo[m][v * 16]);
+#pragma unroll
+        for (int j = 0; j < NR; ++j) {
+          const uint4 w = wv[j][i];
+          acc_h[j][m] = __dp4a(int(w.x), h.x, acc_h[j][m]);
+          acc_h[j][m] = __dp4a(int(w.y), h.y, acc_h[j][m]);
+          acc_h[j][m] = __dp4a(int(w.z), h.z, acc_h[j][m]);
+          acc_h[j][m] = __dp4a(int(w.w), h.w, acc_h[j][m]);
+          acc_l[j][m] = __dp4a(int(w.x), l.x, acc_l[j][m]);
+          acc_l[j][m] = __dp4a(int(w.y), l.y, acc_l[j][m]);
+          acc_l[j][m] = __dp4a(int(w.z), l.z, acc_l[j][m]);
+          acc_l[j][m] = __dp4a(int(w.w), l.w, acc_l[j][m]);
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < NR; ++j)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        acc_h[j][m] = __reduce_add_sync(0xffffffffu, acc_h[j][m]);
+        acc_l[j][m] = __reduce_add_sync(0xffffffffu, acc_l[j][m]);
+      }
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int j = 0; j < NR; ++j) {
+        const int row = r0 + j;
+        if (lane != m * NR + j || m >= p.n_rows || row >= p.n_out) continue;
+        const float scale = meta[j].x, err = meta[j].y, wl1 = meta[j].z;
+        const double dot = 256.0 * double(acc_h[j][m]) + double(acc_l[j][m]);  // exact
+        const float approx = float(dot * double(scale) * double(sx[m]));
+        const float ex = 0.52f * sx[m];  // >= max |x - x16 * sx| (0.5 sx + the fp32 error of x * inv)
+        // err |x|_1 + l1 ex: the two quantizations; |approx| 2^-7 and the factor: the exact logit's bf16 rounding
+        // (2^-9 relative) and this float arithmetic; (max |w|) |x|_1 2^-11: the exact dot's fp32 summation
+        // (<= ~100 roundings of 2^-24 along a lane's chain and the warp tree).
+        float b = (err * l1[m] + wl1 * ex) * (1.f + 0x1p-8f) + fabsf(approx) * 0x1p-7f +
+                  (127.f * scale + err) * l1[m] * 0x1p-11f;
+        b *= 1.f + 0x1p-10f;
+        float up = __fadd_ru(approx, b), lo = __fsub_rd(approx, b);
+        if (!(fabsf(up) <= FLT_MAX) || !(fabsf(lo) <= FLT_MAX)) up = INFINITY, lo = -INFINITY;  // inf / NaN
+        p.upper[size_t(m) * p.n_out + row] = up;
+        atomicMax(&s_lower[m], orderable_bits(lo));
+      }
+  }
+  __syncthreads();
+  if (threadIdx.x < MT && int(threadIdx.x) < p.n_rows) atomicMax(&p.lower_max[threadIdx.x], s_lower[threadIdx.x]);
+}
+
+// ---- the exact pass over the candidates ---------------------------------------------------------------------------
+
+constexpr int kListCap = 512;  // candidates per CTA and round (more: another round)
+constexpr int kPerThread = 8;  // upper entries per thread and round
+
+// One CTA per SM. Every thread compares kPerThread uppers per round with its token's T; candidates go to a shared
+// list that the warps recompute one row each, exactly as gemv_bf16_kernel<K, MT, kStore, W> computes that row
+// (dot_vecs' order, the format's exception corrections, bf16 rounding), then fold into row_argmax.
+template <int K, int MT, typename W>
+__global__ void __launch_bounds__(kThreads) lm_head_finish_kernel(LmScreenParams p, W wf) {
+  constexpr int NV8 = K / 8, PER_LANE = (NV8 + 31) / 32;
+  extern __shared__ float4 s_x[];  // [MT][2][K / 8] (gemv_core.cuh layout)
+  __shared__ uint32_t s_list[kListCap];
+  __shared__ int s_count;
+  __shared__ float s_t[MT];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // The activations are the output of the kernel before the screen: loadable before the wait (pdl.cuh).
+  stage_rows_f32<K, MT>(s_x, static_cast<const bf16_t*>(p.a), p.n_rows,
+                        [&](int m) { return p.src_rows ? p.src_rows[m] : m; });
+  griddep_wait();
+  griddep_launch_dependents();
+  if (threadIdx.x < MT) {
+    const uint32_t key = int(threadIdx.x) < p.n_rows ? __ldcg(&p.lower_max[threadIdx.x]) : 0u;
+    s_t[threadIdx.x] = key == 0u ? -INFINITY : float_of_orderable(key);
+  }
+  if (threadIdx.x == 0) s_count = 0;
+  // Every CTA has read its T (above, before the barrier inside): the last one clears them for the next launch.
+  if (last_cta_arrive(p.done_counter, gridDim.x) && threadIdx.x == 0) {
+    for (int m = 0; m < 4; ++m) p.lower_max[m] = 0u;
+    *p.done_counter = 0u;
+  }
+
+  const int total = p.n_rows * p.n_out, stride = gridDim.x * kThreads;
+  bf16_t* y = static_cast<bf16_t*>(p.y);
+  auto exact = [&](uint32_t idx) {  // the whole warp
+    const int m = int(idx / uint32_t(p.n_out)), row = int(idx % uint32_t(p.n_out));
+    typename W::Vec wv[PER_LANE];
+    const typename W::Hdr hdr = wf.header(size_t(row));
+    wf.template load<PER_LANE, NV8>(size_t(row), 0, lane, wv);
+    float acc[1][1];
+    dot_vecs<K, 1, 1>(
+        [&](int, int i) {
+          const bool in = NV8 % 32 == 0 || lane + 32 * i < NV8;
+          return in ? wf.decode(wv[i], hdr) : make_uint4(0, 0, 0, 0);
+        },
+        s_x + m * 2 * NV8, acc);
+    if (lane == 0) {
+      const float* s_xf = reinterpret_cast<const float*>(s_x);
+      const float dot = wf.correct(hdr, acc[0][0], [&](uint32_t col) {
+        return s_xf[((m * 2 + (col % 8) / 4) * NV8 + col / 8) * 4 + col % 4];
+      });
+      const bf16_t v = to_bf16(dot);
+      y[size_t(m) * p.n_out + row] = v;
+      atomicMax(&p.row_argmax[m], argmax_key(to_f32(v), row));
+      if (p.n_candidates) atomicAdd(&p.n_candidates[m], 1u);
+    }
+  };
+  for (int base = blockIdx.x * kThreads + int(threadIdx.x); __syncthreads_or(base < total); base += kPerThread * stride) {
+    float up[kPerThread];
+#pragma unroll
+    for (int e = 0; e < kPerThread; ++e) {
+      const int idx = base + e * stride;
+      up[e] = idx < total ? __ldcg(p.upper + idx) : -INFINITY;
+    }
+    uint32_t pending = 0;
+#pragma unroll
+    for (int e = 0; e < kPerThread; ++e) {
+      const int idx = base + e * stride;
+      if (idx < total && up[e] >= s_t[idx / p.n_out]) pending |= 1u << e;
+    }
+    // Rounds of at most kListCap candidates per CTA until none is left.
+    while (__syncthreads_or(pending != 0u)) {
+#pragma unroll
+      for (int e = 0; e < kPerThread; ++e) {
+        if (!(pending >> e & 1u)) continue;
+        const int slot = atomicAdd(&s_count, 1);
+        if (slot >= kListCap) break;
+        s_list[slot] = uint32_t(base + e * stride);
+        pending &= ~(1u << e);
+      }
+      __syncthreads();
+      const int n = min(s_count, kListCap);
+      for (int c = warp; c < n; c += kWarps) exact(s_list[c]);
+      __syncthreads();
+      if (threadIdx.x == 0) s_count = 0;
+    }
+  }
+}
+
+template <int K, int MT, typename W>
+void launch_finish(const LmScreenParams& p, const W& wf, cudaStream_t stream) {
+  static const int n_sms = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  constexpr int smem = staged_bytes<K, MT>();
+  static const bool smem_ok = (allow_smem(lm_head_finish_kernel<K, MT, W>, smem), true);
+  (void)smem_ok;
+  launch_pdl(lm_head_finish_kernel<K, MT, W>, dim3(n_sms), dim3(kThreads), smem, stream, p, wf);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int K, int MT>
+void launch(const LmScreenParams& p, cudaStream_t stream) {
+  constexpr int rows_per_cta = kWarps * kRowsPerWarp;
+  launch_pdl(lm_head_screen_kernel<K, MT>, dim3((p.n_out + rows_per_cta - 1) / rows_per_cta), dim3(kThreads), 0,
+             stream, p);
+  CUDA_CHECK_LAUNCH();
+  if (p.w_bf12.bytes != nullptr)
+    launch_finish<K, MT>(p, Bf12Format<K>{p.w_bf12}, stream);
+  else
+    launch_finish<K, MT>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
+}
+
+template <int K>
+void dispatch_rows(const LmScreenParams& p, cudaStream_t stream) {
+  if (p.n_rows == 1) return launch<K, 1>(p, stream);
+  if (p.n_rows == 2) return launch<K, 2>(p, stream);
+  launch<K, 4>(p, stream);
+}
+
+}  // namespace
+
+void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cudaStream_t stream) {
+  MXS_CHECK(n_out >= 1 && k >= 16 && k % 16 == 0, strfmt("pack_lm_screen: n_out = %d, k = %d (k: a multiple of 16)", n_out, k));
+  constexpr int warps = 8;
+  pack_lm_screen_kernel<<<(n_out + warps - 1) / warps, warps * 32, 0, stream>>>(static_cast<const bf16_t*>(w), n_out,
+                                                                               k, q, rows);
+  CUDA_CHECK_LAUNCH();
+}
+
+void lm_head_screen(const LmScreenParams& p, cudaStream_t stream) {
+  MXS_CHECK(p.n_rows >= 1 && p.n_rows <= 4 && p.n_out >= 1,
+            strfmt("lm_head_screen: n_rows = %d (1..4), n_out = %d", p.n_rows, p.n_out));
+  MXS_CHECK(p.screen.q && p.screen.rows && (p.w || p.w_bf12.bytes) && p.y && p.row_argmax && p.upper && p.lower_max &&
+                p.done_counter,
+            "lm_head_screen: screen weights, exact weights, y, row_argmax and the workspaces are required");
+  MXS_CHECK(int64_t(p.n_rows) * p.n_out < (int64_t(1) << 31), "lm_head_screen: n_rows * n_out must fit in int32");
+  switch (p.k) {
+    case 2880: return dispatch_rows<2880>(p, stream);
+    case 64: return dispatch_rows<64>(p, stream);
+    default: throw Error(strfmt("lm_head_screen: k = %d is not supported (supported: 2880, 64)", p.k));
+  }
+}
+
+}  // namespace mxs::cuda

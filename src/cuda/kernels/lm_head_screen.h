@@ -1,0 +1,55 @@
+// Greedy LM head by screening: the argmax of a row's logits without computing all of them.
+//
+// A greedy step needs only argmax_v(W[v] . x) (ties -> lower id), not the 201,088 logits. An int8 copy of the LM
+// head (per-row scale, 1 byte per weight: 0.58 GB for gpt-oss vs 0.87 GB of bf12) gives every logit to within a
+// bound that this kernel computes per row and step:
+//   approx[v] = scale[v] * sx * sum_i q[v][i] * x16[i]      (x quantized to 16 bits; exact integer dot, dp4a)
+//   |exact[v] - approx[v]| <= err[v] * |x|_1 + l1[v] * ex + rounding terms = B[v]
+// with err[v] the row's largest |w - q * scale| and l1[v] = sum |q| * scale (both from the packing), ex the
+// activation quantization's largest error, and margins for the exact value's fp32 summation and bf16 rounding.
+// Then T = max_v (approx - B) is a lower bound of the largest exact logit, and every row with approx + B >= T is a
+// candidate: the true argmax and every row tied with it are among them. The candidates (random 20b weights: a few
+// dozen) are recomputed exactly, with the bf12 (or bf16) GEMV's own dot and rounding, so the id is bit for bit
+// the one gemv_bf16_lm_head's folded argmax gives. Only the candidates' logits are written to y.
+//
+// Two launches (PDL chain): lm_head_screen_kernel streams the int8 rows (warp = 2 rows, 8 warps) and writes
+// upper[m][v] = approx + B and the max of approx - B per token (orderable keys, atomicMax); lm_head_finish_kernel
+// (one CTA per SM) compares every upper with its token's T, recomputes the candidates and folds them into
+// row_argmax, and its last CTA clears the T keys for the next launch.
+#pragma once
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include "cuda/kernels/bf12_weights.h"
+
+namespace mxs::cuda {
+
+// The int8 screening copy of a [V][K] bf16 matrix (K a multiple of 16).
+struct LmScreenWeights {
+  const int8_t* q = nullptr;     // [V][K] round(w / scale), in [-127, 127]
+  const float4* rows = nullptr;  // [V] {scale, err, l1, 0}: err >= max_i |w_i - q_i * scale|, l1 >= sum_i |q_i| * scale
+};
+
+// Packs `w` [n_out][k] bf16 into q / rows (device buffers of n_out * k and n_out * 16 bytes). A row with a
+// non-finite weight gets err = +inf: it is always a candidate (recomputed exactly).
+void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cudaStream_t stream);
+
+struct LmScreenParams {
+  const void* a = nullptr;            // [*, k] bf16 activations (the final-norm output)
+  const int32_t* src_rows = nullptr;  // [n_rows] rows of `a` (nullptr: 0..n_rows-1)
+  LmScreenWeights screen;
+  const void* w = nullptr;            // [n_out, k] bf16: the exact rows when w_bf12 is not packed
+  Bf12Weights w_bf12;                 // the exact rows (bf12 copy of w) when packed
+  void* y = nullptr;                  // [n_rows, n_out] bf16: the candidates' logits (other entries untouched)
+  unsigned long long* row_argmax = nullptr;  // [n_rows] argmax keys (device_math.cuh argmax_key), zeroed before
+  float* upper = nullptr;             // [n_rows, n_out] workspace
+  unsigned* lower_max = nullptr;      // [4] orderable keys; zero before the first launch (the kernel clears them)
+  unsigned* done_counter = nullptr;   // [1] zero before the first launch (the kernel resets it)
+  unsigned* n_candidates = nullptr;   // optional [n_rows]: += the row's candidate count (tests, statistics)
+  int n_rows = 0, k = 0, n_out = 0;   // n_rows 1..4; k 2880 or 64
+};
+
+void lm_head_screen(const LmScreenParams& p, cudaStream_t stream);
+
+}  // namespace mxs::cuda

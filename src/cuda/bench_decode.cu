@@ -15,6 +15,7 @@
 #include "cuda/cta_trace.h"
 #include "cuda/cuda_runner.h"
 #include "cuda/kernels/dense_gemm.h"
+#include "cuda/kernels/lm_head_screen.h"
 
 namespace mxs::cuda {
 namespace {
@@ -40,7 +41,8 @@ double decode_step_bytes(const ModelConfig& c, int batch, int context, const std
   const double experts_touched = E * (1.0 - p_miss);
   // (from kLmHeadGemmMinRows rows the LM head is a cuBLAS GEMM on the bf16 matrix)
   const bool lm_gemv = batch < kLmHeadGemmMinRows;
-  const double lm_head = lm_screen && lm_gemv ? c.vocab_size * (H + 16.0) : dense(c.vocab_size, H, has("lm_head") && lm_gemv);
+  const double lm_head = lm_screen && batch <= kLmScreenMaxRows ? c.vocab_size * (H + 16.0)
+                                                                : dense(c.vocab_size, H, has("lm_head") && lm_gemv);
   double kv = 0;
   for (int l = 0; l < c.num_layers; ++l) {
     const double keys = c.is_sliding(l) ? std::min(context, c.sliding_window) : context;

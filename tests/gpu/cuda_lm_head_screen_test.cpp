@@ -199,7 +199,7 @@ TEST(LmHeadScreen, ZeroActivationsMakeEveryRowACandidate) {
 
 TEST(LmHeadScreen, RejectsBadShapes) {
   LmScreenParams p;
-  p.n_rows = 5, p.k = 2880, p.n_out = 10;
+  p.n_rows = 4, p.k = 2880, p.n_out = 10;
   EXPECT_THROW(lm_head_screen(p, nullptr), Error);
   EXPECT_THROW(pack_lm_screen(nullptr, 10, 100, nullptr, nullptr, nullptr), Error);
 }

@@ -282,8 +282,8 @@ int run_graphs_vs_eager(uint64_t seed, std::vector<Seq> a, int steps,
 }
 
 // Greedy steps that return no logits take the LM-head screen (kernels/lm_head_screen.h): the same tokens as a
-// runner without it, step for step, at 1-3 sequences (their own graph buckets) and eagerly; steps that return logits
-// (or sample) run the full LM head.
+// runner without it, step for step, at 1-3 sequences (their own graph buckets; both read the bf12 GEMV's logits) and
+// eagerly; steps that return logits (or sample) run the full LM head.
 TEST(CudaRunnerTiny, GreedyScreenGivesTheFullLmHeadsTokens) {
   auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 41);
   SamplingParams greedy;

@@ -65,10 +65,13 @@ __device__ __forceinline__ float float_of_orderable(uint32_t k) {
 
 // Warp = 2 rows of int8 weights (16-byte vectors v = lane + 32 i), all loads issued before griddep_wait; every CTA
 // derives the activations' max, L1 norm and 16-bit quantization itself (the same order in every CTA), stages
-// hi / lo bytes in shared memory, and dots with dp4a (exact int32 sums). One row: three CTAs per SM (80 registers,
-// no spill; ptxas alone took 82 = two CTAs: H200, 20b batch 1, the screen's two launches 154 -> 142 us per step).
+// hi / lo bytes in shared memory, and dots with dp4a (exact int32 sums). 1-2 rows: three CTAs per SM (80 registers,
+// no spill; ptxas alone took 82 = two CTAs: H200, 20b batch 1, the screen's two launches 154 -> 142 us per step;
+// the activations are loaded again for their quantization rather than held across the barrier, which brought
+// two rows from 98 registers to 80: batch 2 2.246 -> 2.229-2.238 ms); 3 rows: two (118 registers).
 template <int K, int MT>
-__global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) lm_head_screen_kernel(LmScreenParams p) {
+__global__ void __launch_bounds__(kThreads, MT <= 2 ? 3 : 2) lm_head_screen_kernel(LmScreenParams p) {
+  static_assert(MT >= 1 && MT <= kLmScreenMaxRows, "1-3 activation rows");
   constexpr int NR = kRowsPerWarp, NV = K / 16, PER_LANE = (NV + 31) / 32;
   constexpr int NC = K / 8, CPT = (NC + kThreads - 1) / kThreads;  // 8-element activation chunks per thread
   __shared__ __align__(16) int8_t s_hi[MT][K];
@@ -96,19 +99,21 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) lm_head_screen_kern
   griddep_launch_dependents();
 
   // Activation statistics: |x|max and |x|_1 per token (fp32, the same order in every CTA).
+  // (the chunks are loaded again for the quantization, from L1, rather than held in registers across the barrier)
   const bf16_t* a = static_cast<const bf16_t*>(p.a);
-  uint4 raw[MT][CPT];
+  auto chunk = [&](int m, int c) {
+    const int src = m < p.n_rows ? (p.src_rows ? p.src_rows[m] : m) : -1, ch = threadIdx.x + c * kThreads;
+    return src >= 0 && ch < NC ? *reinterpret_cast<const uint4*>(a + size_t(src) * K + size_t(ch) * 8)
+                               : make_uint4(0, 0, 0, 0);
+  };
   float amax[MT], l1[MT];
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     amax[m] = 0.f, l1[m] = 0.f;
-    const int src = m < p.n_rows ? (p.src_rows ? p.src_rows[m] : m) : -1;
 #pragma unroll
     for (int c = 0; c < CPT; ++c) {
-      const int ch = threadIdx.x + c * kThreads;
-      raw[m][c] = make_uint4(0, 0, 0, 0);
-      if (src >= 0 && ch < NC) raw[m][c] = *reinterpret_cast<const uint4*>(a + size_t(src) * K + size_t(ch) * 8);
-      const uint32_t u[4] = {raw[m][c].x, raw[m][c].y, raw[m][c].z, raw[m][c].w};
+      const uint4 r = chunk(m, c);
+      const uint32_t u[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float lo = fabsf(lo_f32(u[e])), hi = fabsf(hi_f32(u[e]));
@@ -134,7 +139,8 @@ __global__ void __launch_bounds__(kThreads, MT == 1 ? 3 : 1) lm_head_screen_kern
     for (int c = 0; c < CPT; ++c) {
       const int ch = threadIdx.x + c * kThreads;
       if (ch >= NC) continue;
-      const uint32_t u[4] = {raw[m][c].x, raw[m][c].y, raw[m][c].z, raw[m][c].w};
+      const uint4 r = chunk(m, c);
+      const uint32_t u[4] = {r.x, r.y, r.z, r.w};
       uint32_t hw[2] = {0, 0}, lw[2] = {0, 0};
 #pragma unroll
       for (int e = 0; e < 8; ++e) {
@@ -240,7 +246,7 @@ __global__ void __launch_bounds__(kThreads) lm_head_finish_kernel(LmScreenParams
   if (threadIdx.x == 0) s_count = 0;
   // Every CTA has read its T (above, before the barrier inside): the last one clears them for the next launch.
   if (last_cta_arrive(p.done_counter, gridDim.x) && threadIdx.x == 0) {
-    for (int m = 0; m < 4; ++m) p.lower_max[m] = 0u;
+    for (int m = 0; m < p.n_rows; ++m) p.lower_max[m] = 0u;
     *p.done_counter = 0u;
   }
 
@@ -332,7 +338,7 @@ template <int K>
 void dispatch_rows(const LmScreenParams& p, cudaStream_t stream) {
   if (p.n_rows == 1) return launch<K, 1>(p, stream);
   if (p.n_rows == 2) return launch<K, 2>(p, stream);
-  launch<K, 4>(p, stream);
+  launch<K, 3>(p, stream);
 }
 
 }  // namespace
@@ -346,8 +352,8 @@ void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cu
 }
 
 void lm_head_screen(const LmScreenParams& p, cudaStream_t stream) {
-  MXS_CHECK(p.n_rows >= 1 && p.n_rows <= 4 && p.n_out >= 1,
-            strfmt("lm_head_screen: n_rows = %d (1..4), n_out = %d", p.n_rows, p.n_out));
+  MXS_CHECK(p.n_rows >= 1 && p.n_rows <= kLmScreenMaxRows && p.n_out >= 1,
+            strfmt("lm_head_screen: n_rows = %d (1..%d), n_out = %d", p.n_rows, kLmScreenMaxRows, p.n_out));
   MXS_CHECK(p.screen.q && p.screen.rows && (p.w || p.w_bf12.bytes) && p.y && p.row_argmax && p.upper && p.lower_max &&
                 p.done_counter,
             "lm_head_screen: screen weights, exact weights, y, row_argmax and the workspaces are required");

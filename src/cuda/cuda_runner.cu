@@ -1180,6 +1180,8 @@ double CudaRunner::time_last_graph_ms(int n) {
   CUDA_CHECK(cudaEventRecord(ev[0], m.stream));
   for (int i = 0; i < n; ++i) CUDA_CHECK(cudaGraphLaunch(m.last_graph, m.stream));
   CUDA_CHECK(cudaEventRecord(ev[1], m.stream));
+  // The LM head folds its argmax into keys that sampling clears; no sampling ran after these replays.
+  CUDA_CHECK(cudaMemsetAsync(m.lm_argmax, 0, size_t(m.opt.max_seqs) * sizeof(unsigned long long), m.stream));
   CUDA_CHECK(cudaEventSynchronize(ev[1]));
   float ms = 0.f;
   CUDA_CHECK(cudaEventElapsedTime(&ms, ev[0], ev[1]));

@@ -99,7 +99,8 @@ class CudaRunner : public ModelRunner {
   // The decode graph of the last graph step, replayed n times back to back between two events: its GPU time per
   // replay in ms (the forward pass alone: no input copy, token handoff, sampling or results copy), or 0 when the
   // last step ran without a graph. It re-runs that step's forward over the same inputs (the KV rows it writes get
-  // the same values); outputs are left as the replays wrote them. Benchmarks only.
+  // the same values) and clears the LM head's argmax keys after them (sampling would have); the logits are left as
+  // the replays wrote them. Benchmarks only.
   double time_last_graph_ms(int n);
   // Fills the whole KV pool with random bf16 values (benchmarks of long contexts without a prefill).
   void fill_kv_random(uint64_t seed);

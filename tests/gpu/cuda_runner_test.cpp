@@ -334,6 +334,35 @@ TEST(CudaRunnerTiny, GreedyScreenGivesTheFullLmHeadsTokens) {
   EXPECT_EQ(kt.ms.count("lm_head"), 1u);
 }
 
+// bench decode's graph-only timing (time_last_graph_ms) replays a step's graph between steps: the steps after it give
+// the tokens of a runner that did not replay (the replays' LM-head argmax keys are cleared).
+TEST(CudaRunnerTiny, GraphReplayTimingLeavesTheNextStepsAlone) {
+  auto rw = cpu::make_random_weights(ModelConfig::preset("tiny"), 43);
+  CudaRunner a(rw->weights, small_options(true)), b(rw->weights, small_options(true));
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<Seq> sa = graph_test_seqs(2, 10, 3, 104729), sb = sa;
+  for (int step = 0; step < 8; ++step) {
+    std::vector<Seq*> va{&sa[0], &sa[1]}, vb{&sb[0], &sb[1]};
+    StepBatch ba = make_step(va, 64, &greedy), bb = make_step(vb, 64, &greedy);
+    for (auto* bt : {&ba, &bb})
+      for (SequenceStep& q : bt->seqs) q.return_logits = step % 2 == 1;  // the screen and the full LM head
+    StepOutput oa, ob;
+    a.step(ba, &oa);
+    const double ms = a.time_last_graph_ms(3);
+    EXPECT_EQ(ms > 0.0, step > 0) << "step " << step << " (the first, a prefill, runs without a graph)";
+    b.step(bb, &ob);
+    for (int s = 0; s < 2; ++s) {
+      ASSERT_TRUE(oa.samples[size_t(s)].ok && ob.samples[size_t(s)].ok);
+      ASSERT_EQ(oa.samples[size_t(s)].token, ob.samples[size_t(s)].token) << "step " << step << ", sequence " << s;
+      for (Seq* q : {&sa[size_t(s)], &sb[size_t(s)]}) {
+        q->computed = int(q->tokens.size());
+        q->tokens.push_back(ob.samples[size_t(s)].token), q->output.push_back(ob.samples[size_t(s)].token);
+      }
+    }
+  }
+}
+
 // The graph buckets: every batch of 1..256 gets the smallest bucket >= it, padding stays below a third of the rows,
 // and 1-8 rows are their own buckets.
 TEST(CudaRunnerBuckets, SmallestBucketWithLittlePadding) {

@@ -54,7 +54,7 @@ void run(const DecodeArgs& a, const std::string& command) {
               "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; greedy LM-head screen: %s\n"
               "command: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
-              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), r.lm_head_screen ? "on (batch 1-3)" : "off",
+              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), r.lm_head_screen ? "on (batch 1-8)" : "off",
               command.c_str());
   std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s | graph ms |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -54,7 +54,7 @@ struct KernelBreakdown {
 struct BenchDecodeResult {
   std::string device, model, command;
   std::string bf12_dense;       // the runner's bf12-packed dense weights (CudaRunner::bf12_dense), "" = none
-  bool lm_head_screen = false;  // greedy steps of 1-3 rows screen the LM head (CudaRunner::lm_head_screen)
+  bool lm_head_screen = false;  // greedy steps of 1-8 rows screen the LM head (CudaRunner::lm_head_screen)
   double copy_gb_s = 0;         // device-to-device copy, read + write counted
   double load_s = 0;
   std::vector<BenchDecodeRow> rows;
@@ -66,7 +66,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& options);
 
 // Bytes a decode step must read at `batch` (weights incl. expected distinct experts, KV at `context`), with the
 // dense weights' bf12 copies where the runner reads them (bf12: CudaRunner::bf12_dense()'s list) or all in bf16, and
-// the LM head's int8 screening copy at 1-3 greedy rows (lm_screen; the few exactly recomputed rows not counted).
+// the LM head's int8 screening copy at 1-8 greedy rows (lm_screen; the few exactly recomputed rows not counted).
 double decode_step_bytes(const ModelConfig& c, int batch, int context, const std::string& bf12 = "",
                          bool lm_screen = false);
 

@@ -1,6 +1,6 @@
 // The greedy LM-head screen (kernels/lm_head_screen.h) against the full LM head (gemv_bf16_lm_head with its folded
 // argmax, on the bf12 copy and on the bf16 matrix): the same argmax key bit for bit (value and lowest id) on fresh
-// random inputs, odd vocabulary sizes, 1-3 rows, matrices with bf12 exceptions and huge-value rows, exact ties, an
+// random inputs, odd vocabulary sizes, 1-8 rows, matrices with bf12 exceptions and huge-value rows, exact ties, an
 // all-zero activation (every row a candidate, several list rounds per CTA), non-finite weights; the packer's bounds
 // against a CPU recomputation; and that the screen leaves few candidates on ordinary rows.
 #include <algorithm>
@@ -18,7 +18,7 @@ namespace {
 struct ScreenCopy {
   DevBuf<int8_t> q;
   DevBuf<float4> rows;
-  ScreenCopy(const bf16* w, int n, int k) : q(size_t(n) * k), rows(size_t(n)) {
+  ScreenCopy(const bf16* w, int n, int k) : q(lm_screen_rows(n) * k), rows(lm_screen_rows(n)) {
     pack_lm_screen(w, n, k, q.p, rows.p, nullptr);
     CUDA_CHECK(cudaDeviceSynchronize());
   }
@@ -28,9 +28,9 @@ struct ScreenCopy {
 // Workspaces shared by every launch of a test (the kernel clears its T keys and counter for the next one).
 struct Workspace {
   DevBuf<float> upper;
-  DevBuf<unsigned> lower{4}, counter{1}, n_cand{4};
-  explicit Workspace(size_t n_out) : upper(4 * n_out) {
-    CUDA_CHECK(cudaMemset(lower.p, 0, 16));
+  DevBuf<unsigned> lower{size_t(kLmScreenMaxRows)}, counter{1}, n_cand{size_t(kLmScreenMaxRows)};
+  explicit Workspace(size_t n_out) : upper(size_t(kLmScreenMaxRows) * n_out) {
+    CUDA_CHECK(cudaMemset(lower.p, 0, kLmScreenMaxRows * sizeof(unsigned)));
     CUDA_CHECK(cudaMemset(counter.p, 0, 4));
   }
 };
@@ -48,7 +48,7 @@ Result run_screen(const ScreenCopy& sc, const bf16* w, const Bf12Weights* packed
   DevBuf<unsigned long long> keys{size_t(n)};
   y.poison();
   CUDA_CHECK(cudaMemset(keys.p, 0, size_t(n) * 8));
-  CUDA_CHECK(cudaMemset(ws.n_cand.p, 0, 16));
+  CUDA_CHECK(cudaMemset(ws.n_cand.p, 0, kLmScreenMaxRows * sizeof(unsigned)));
   LmScreenParams p;
   p.a = a.p, p.src_rows = src_rows.p, p.screen = sc.weights(), p.w = w;
   if (packed) p.w_bf12 = *packed;
@@ -125,7 +125,7 @@ TEST(LmHeadScreen, PackerBoundsHold) {
       ASSERT_NEAR(m.x, amax / 127.0, amax * 1e-6) << "row " << r;
       for (int i = 0; i < k; ++i) {
         const double v = bf16_to_f32(w[size_t(r) * k + i]);
-        const int qi = q[size_t(r) * k + i];
+        const int qi = q[lm_screen_offset(r, i, k)];
         ASSERT_LE(std::abs(qi), 127);
         if (m.x > 0) ASSERT_LE(std::fabs(qi - v / double(m.x)), 0.5 + 1e-4) << "row " << r << " col " << i;
         err = std::max(err, std::fabs(v - qi * double(m.x)));
@@ -135,13 +135,17 @@ TEST(LmHeadScreen, PackerBoundsHold) {
       EXPECT_LE(double(m.y), err * 1.01 + amax * 1e-5) << "row " << r << ": a loose bound screens nothing";
       EXPECT_GE(double(m.z), l1) << "row " << r;
     }
+    for (size_t r = size_t(V); r < lm_screen_rows(V); ++r) {  // the last block's padding rows: zero, bound 0
+      EXPECT_EQ(meta[r].x + meta[r].y + meta[r].z, 0.f) << "padding row " << r;
+      for (int i = 0; i < k; ++i) ASSERT_EQ(q[lm_screen_offset(int(r), i, k)], 0) << "padding row " << r;
+    }
   }
 }
 
 TEST(LmHeadScreen, SameArgmaxAsFullLmHead) {
   Workspace ws(20011);
   for (int k : {64, 2880}) {
-    for (int n : {1, 2, 3}) {
+    for (int n : {1, 2, 3, 5, 8}) {
       Rng rng(1000 + 10 * k + n);
       const int V = k == 64 ? 1001 : 20011, n_src = n + 2;
       auto acts = random_bf16(size_t(n_src) * k, rng, -2.f, 2.f);
@@ -199,7 +203,7 @@ TEST(LmHeadScreen, ZeroActivationsMakeEveryRowACandidate) {
 
 TEST(LmHeadScreen, RejectsBadShapes) {
   LmScreenParams p;
-  p.n_rows = 4, p.k = 2880, p.n_out = 10;
+  p.n_rows = kLmScreenMaxRows + 1, p.k = 2880, p.n_out = 10;
   EXPECT_THROW(lm_head_screen(p, nullptr), Error);
   EXPECT_THROW(pack_lm_screen(nullptr, 10, 100, nullptr, nullptr, nullptr), Error);
 }

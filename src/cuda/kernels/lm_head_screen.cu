@@ -14,102 +14,119 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
-constexpr int kRowsPerWarp = 2;
 // The activations are quantized to x16 = round(x / sx) in [-32639, 32639] = hi * 256 + lo with hi, lo in
-// [-128, 127] (32639 = 127 * 256 + 127 keeps hi in int8), so a dot is two exact int32 dp4a sums.
+// [-128, 127] (32639 = 127 * 256 + 127 keeps hi in int8), so a dot is two exact int32 sums.
 constexpr float kX16Max = 32639.f;
+
+// Byte offset of W[row][col] in the tiled layout (lm_head_screen.h): tile (row / 16, col / 32) of 512 bytes, lane
+// g * 4 + t = (row % 8) * 4 + (col % 16) / 4 holds its m16n8k32 A registers a0..a3 = (row % 16 < 8 ? 0 : 1) +
+// (col % 32 < 16 ? 0 : 2), 4 consecutive columns each.
+__host__ __device__ constexpr size_t screen_offset(int row, int col, int k) {
+  const int kt = col / 32, kk = col % 32, rr = row % 16;
+  const int lane = (rr % 8) * 4 + (kk % 16) / 4, reg = rr / 8 + 2 * (kk / 16);
+  return (size_t(row / 16) * (k / 32) + kt) * 512 + size_t(lane) * 16 + reg * 4 + kk % 4;
+}
 
 // ---- packing ----------------------------------------------------------------------------------------------------
 
-// Warp per row: scale = max |w| / 127, q = round(w / scale); err and l1 are rounded up past what the fp32 arithmetic
-// here can lose (relative 2^-22), so they bound the real-number quantities the screen's bound is made of.
+// Warp per row (rows n_out.. of the last 16-row block are zero rows): scale = max |w| / 127, q = round(w / scale),
+// written 4 columns (one A register) at a time; err and l1 are rounded up past what the fp32 arithmetic here can
+// lose (relative 2^-22), so they bound the real-number quantities the screen's bound is made of.
 __global__ void pack_lm_screen_kernel(const bf16_t* w, int n_out, int k, int8_t* q, float4* rows) {
   const int lane = threadIdx.x & 31;
   const int row = blockIdx.x * (blockDim.x / 32) + int(threadIdx.x >> 5);
-  if (row >= n_out) return;
-  const bf16_t* src = w + size_t(row) * k;
-  int8_t* dst = q + size_t(row) * k;
+  if (row >= (n_out + 15) / 16 * 16) return;
+  const bf16_t* src = w + size_t(min(row, n_out - 1)) * k;
+  const bool real = row < n_out;
   float amax = 0.f;
   bool finite = true;
-  for (int i = lane; i < k; i += 32) {
+  for (int i = lane; i < k && real; i += 32) {
     const float v = to_f32(src[i]);
     finite &= isfinite(v);
     amax = fmaxf(amax, fabsf(v));
   }
   amax = warp_max(amax);
-  if (!__all_sync(0xffffffffu, finite)) {  // never screened out: the exact pass decides
-    for (int i = lane; i < k; i += 32) dst[i] = 0;
-    if (lane == 0) rows[row] = make_float4(0.f, INFINITY, INFINITY, 0.f);
-    return;
-  }
-  const float scale = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+  // A non-finite row is never screened out: the exact pass decides.
+  const bool zero = !real || !__all_sync(0xffffffffu, finite);
+  const float scale = amax / 127.f, inv = amax > 0.f && !zero ? 127.f / amax : 0.f;
   float err = 0.f, l1 = 0.f;
-  for (int i = lane; i < k; i += 32) {
-    const float v = to_f32(src[i]);
-    const int qi = max(-127, min(127, __float2int_rn(v * inv)));
-    dst[i] = int8_t(qi);
-    err = fmaxf(err, fabsf(v - float(qi) * scale));
-    l1 += float(abs(qi));  // an integer < 2^24: exact
+  for (int c4 = lane; c4 < k / 4; c4 += 32) {
+    uint32_t word = 0;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const float v = zero ? 0.f : to_f32(src[4 * c4 + e]);
+      const int qi = max(-127, min(127, __float2int_rn(v * inv)));
+      word |= uint32_t(qi & 0xff) << (8 * e);
+      err = fmaxf(err, fabsf(v - float(qi) * scale));
+      l1 += float(abs(qi));  // an integer < 2^24: exact
+    }
+    *reinterpret_cast<uint32_t*>(q + screen_offset(row, 4 * c4, k)) = word;
   }
   err = warp_max(err);
   l1 = warp_sum(l1);
-  if (lane == 0)
+  if (lane != 0) return;
+  if (!real)
+    rows[row] = make_float4(0.f, 0.f, 0.f, 0.f);
+  else if (zero)
+    rows[row] = make_float4(0.f, INFINITY, INFINITY, 0.f);
+  else
     rows[row] = make_float4(scale, err * (1.f + 0x1p-20f) + amax * 0x1p-22f, l1 * scale * (1.f + 0x1p-20f), 0.f);
 }
 
-// ---- the screen: int8 GEMV with bounds ----------------------------------------------------------------------------
+// ---- the screen: int8 tensor-core GEMV with bounds -------------------------------------------------------------
 
 __device__ __forceinline__ float float_of_orderable(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
-// Warp = 2 rows of int8 weights (16-byte vectors v = lane + 32 i), all loads issued before griddep_wait; every CTA
-// derives the activations' max, L1 norm and 16-bit quantization itself (the same order in every CTA), stages
-// hi / lo bytes in shared memory, and dots with dp4a (exact int32 sums). 1-2 rows: three CTAs per SM (80 registers,
-// no spill; ptxas alone took 82 = two CTAs: H200, 20b batch 1, the screen's two launches 154 -> 142 us per step;
-// the activations are loaded again for their quantization rather than held across the barrier, which brought
-// two rows from 98 registers to 80: batch 2 2.246 -> 2.229-2.238 ms); 3 rows: two (118 registers).
+// d += A (16 x 32 int8, row) * B (32 x 8 int8, col), exact int32.
+__device__ __forceinline__ void mma_s8(int (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
+}
+
+// Warp = one 16-row block, streamed over its K / 32 tiles (one 16-byte A fragment per lane each) through an 8-deep
+// register ring, the first 8 requested before griddep_wait. Every CTA derives the activation rows' max, L1 norm
+// and 16-bit quantization itself (the same order in every CTA) and stages them as int8 planes in shared memory: B
+// column n = 2 m + 0 / 1 is token m's hi / lo plane, so one mma per k-tile covers 4 tokens (two n-tiles: 8), and
+// lane (g, t) ends with the exact hi and lo sums of rows g and g + 8 for token 4 nt + t: no warp reduction.
 template <int K, int MT>
-__global__ void __launch_bounds__(kThreads, MT <= 2 ? 3 : 2) lm_head_screen_kernel(LmScreenParams p) {
-  static_assert(MT >= 1 && MT <= kLmScreenMaxRows, "1-3 activation rows");
-  constexpr int NR = kRowsPerWarp, NV = K / 16, PER_LANE = (NV + 31) / 32;
+__global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams p) {
+  static_assert(MT >= 1 && MT <= kLmScreenMaxRows && K % 32 == 0, "1-8 activation rows, K a multiple of 32");
+  constexpr int KT = K / 32, RING = KT < 8 ? KT : 8;
+  constexpr int NT = (2 * MT + 7) / 8, NPL = 8 * NT;     // n-tiles, int8 planes
+  constexpr int STRIDE = K + 16;                         // plane stride: the 8 g rows of a B load hit 8 bank groups
   constexpr int NC = K / 8, CPT = (NC + kThreads - 1) / kThreads;  // 8-element activation chunks per thread
-  __shared__ __align__(16) int8_t s_hi[MT][K];
-  __shared__ __align__(16) int8_t s_lo[MT][K];
-  __shared__ float s_amax[kWarps][MT], s_l1[kWarps][MT];
+  __shared__ __align__(16) int8_t s_q[NPL * STRIDE];
+  __shared__ float s_amax[kWarps][MT], s_l1[kWarps][MT], s_sx[MT], s_norm1[MT];
   __shared__ unsigned s_lower[MT];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int r0 = (blockIdx.x * kWarps + warp) * NR;
-  const bool active = r0 < p.n_out;
-  uint4 wv[NR][PER_LANE];
-  float4 meta[NR];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int rb = blockIdx.x * kWarps + warp;
+  const bool active = rb < (p.n_out + 15) / 16;
+  const uint4* src = reinterpret_cast<const uint4*>(p.screen.q) + (size_t(active ? rb : 0) * KT) * 32 + lane;
+  uint4 ring[RING];
+  float4 meta[2];
   if (active) {
 #pragma unroll
-    for (int j = 0; j < NR; ++j) {
-      const size_t row = size_t(min(r0 + j, p.n_out - 1));
-      meta[j] = __ldg(p.screen.rows + row);
-#pragma unroll
-      for (int i = 0; i < PER_LANE; ++i) {
-        const int v = lane + 32 * i;
-        wv[j][i] = (NV % 32 == 0 || v < NV) ? ldg_stream(p.screen.q + row * K + size_t(v) * 16) : make_uint4(0, 0, 0, 0);
-      }
-    }
+    for (int j = 0; j < RING; ++j) ring[j] = ldg_stream(src + j * 32);
+    meta[0] = __ldg(p.screen.rows + rb * 16 + g);
+    meta[1] = __ldg(p.screen.rows + rb * 16 + g + 8);
   }
   griddep_wait();
   griddep_launch_dependents();
 
-  // Activation statistics: |x|max and |x|_1 per token (fp32, the same order in every CTA).
-  // (the chunks are loaded again for the quantization, from L1, rather than held in registers across the barrier)
+  // Activation statistics: |x|max and |x|_1 per token (fp32, the same order in every CTA). The chunks are loaded
+  // again (from L1) for the quantization rather than held in registers across the barrier.
   const bf16_t* a = static_cast<const bf16_t*>(p.a);
   auto chunk = [&](int m, int c) {
-    const int src = m < p.n_rows ? (p.src_rows ? p.src_rows[m] : m) : -1, ch = threadIdx.x + c * kThreads;
-    return src >= 0 && ch < NC ? *reinterpret_cast<const uint4*>(a + size_t(src) * K + size_t(ch) * 8)
+    const int row = m < p.n_rows ? (p.src_rows ? p.src_rows[m] : m) : -1, ch = threadIdx.x + c * kThreads;
+    return row >= 0 && ch < NC ? *reinterpret_cast<const uint4*>(a + size_t(row) * K + size_t(ch) * 8)
                                : make_uint4(0, 0, 0, 0);
   };
-  float amax[MT], l1[MT];
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
-    amax[m] = 0.f, l1[m] = 0.f;
+    float amax = 0.f, l1 = 0.f;
 #pragma unroll
     for (int c = 0; c < CPT; ++c) {
       const uint4 r = chunk(m, c);
@@ -117,24 +134,26 @@ __global__ void __launch_bounds__(kThreads, MT <= 2 ? 3 : 2) lm_head_screen_kern
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const float lo = fabsf(lo_f32(u[e])), hi = fabsf(hi_f32(u[e]));
-        amax[m] = fmaxf(amax[m], fmaxf(lo, hi));
-        l1[m] += lo + hi;
+        amax = fmaxf(amax, fmaxf(lo, hi));
+        l1 += lo + hi;
       }
     }
-    amax[m] = warp_max(amax[m]);
-    l1[m] = warp_sum(l1[m]);
-    if (lane == 0) s_amax[warp][m] = amax[m], s_l1[warp][m] = l1[m];
+    amax = warp_max(amax);
+    l1 = warp_sum(l1);
+    if (lane == 0) s_amax[warp][m] = amax, s_l1[warp][m] = l1;
   }
   if (threadIdx.x < MT) s_lower[threadIdx.x] = 0u;
+  // Planes past the tokens' 2 * MT are zero columns of B.
+  for (int i = threadIdx.x; i < (NPL - 2 * MT) * (K / 8); i += kThreads)
+    *reinterpret_cast<uint2*>(&s_q[(2 * MT + i / (K / 8)) * STRIDE + (i % (K / 8)) * 8]) = make_uint2(0, 0);
   __syncthreads();
-  float sx[MT];
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
-    amax[m] = 0.f, l1[m] = 0.f;
+    float amax = 0.f, l1 = 0.f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) amax[m] = fmaxf(amax[m], s_amax[w][m]), l1[m] += s_l1[w][m];
-    sx[m] = amax[m] / kX16Max;
-    const float inv = amax[m] > 0.f ? kX16Max / amax[m] : 0.f;
+    for (int w = 0; w < kWarps; ++w) amax = fmaxf(amax, s_amax[w][m]), l1 += s_l1[w][m];
+    const float sx = amax / kX16Max, inv = amax > 0.f ? kX16Max / amax : 0.f;
+    if (threadIdx.x == 0) s_sx[m] = sx, s_norm1[m] = l1;
 #pragma unroll
     for (int c = 0; c < CPT; ++c) {
       const int ch = threadIdx.x + c * kThreads;
@@ -151,68 +170,55 @@ __global__ void __launch_bounds__(kThreads, MT <= 2 ? 3 : 2) lm_head_screen_kern
         hw[e / 4] |= uint32_t(hi & 0xff) << (8 * (e % 4));
         lw[e / 4] |= uint32_t(lo & 0xff) << (8 * (e % 4));
       }
-      *reinterpret_cast<uint2*>(&s_hi[m][ch * 8]) = make_uint2(hw[0], hw[1]);
-      *reinterpret_cast<uint2*>(&s_lo[m][ch * 8]) = make_uint2(lw[0], lw[1]);
+      *reinterpret_cast<uint2*>(&s_q[(2 * m) * STRIDE + ch * 8]) = make_uint2(hw[0], hw[1]);
+      *reinterpret_cast<uint2*>(&s_q[(2 * m + 1) * STRIDE + ch * 8]) = make_uint2(lw[0], lw[1]);
     }
   }
   __syncthreads();
 
   if (active) {
-    int acc_h[NR][MT], acc_l[NR][MT];
+    int acc[NT][4];
 #pragma unroll
-    for (int j = 0; j < NR; ++j)
+    for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0;
+    const int8_t* bq = s_q + g * STRIDE + 4 * t;  // B fragment: column g of the n-tile, k = 4 t.. and 16 + 4 t..
+    for (int kt0 = 0; kt0 < KT; kt0 += RING) {
 #pragma unroll
-      for (int m = 0; m < MT; ++m) acc_h[j][m] = 0, acc_l[j][m] = 0;
+      for (int j = 0; j < RING; ++j) {
+        const int kt = kt0 + j;
+        if (kt >= KT) break;
 #pragma unroll
-    for (int i = 0; i < PER_LANE; ++i) {
-      const int v = lane + 32 * i;
-      if (NV % 32 != 0 && v >= NV) continue;
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        const int4 h = *reinterpret_cast<const int4*>(&s_hi[m][v * 16]);
-        const int4 l = *reinterpret_cast<const int4*>(&s_lo[m][v * 16]);
-#pragma unroll
-        for (int j = 0; j < NR; ++j) {
-          const uint4 w = wv[j][i];
-          acc_h[j][m] = __dp4a(int(w.x), h.x, acc_h[j][m]);
-          acc_h[j][m] = __dp4a(int(w.y), h.y, acc_h[j][m]);
-          acc_h[j][m] = __dp4a(int(w.z), h.z, acc_h[j][m]);
-          acc_h[j][m] = __dp4a(int(w.w), h.w, acc_h[j][m]);
-          acc_l[j][m] = __dp4a(int(w.x), l.x, acc_l[j][m]);
-          acc_l[j][m] = __dp4a(int(w.y), l.y, acc_l[j][m]);
-          acc_l[j][m] = __dp4a(int(w.z), l.z, acc_l[j][m]);
-          acc_l[j][m] = __dp4a(int(w.w), l.w, acc_l[j][m]);
+        for (int nt = 0; nt < NT; ++nt) {
+          const int8_t* b = bq + nt * 8 * STRIDE + kt * 32;
+          mma_s8(acc[nt], ring[j], *reinterpret_cast<const uint32_t*>(b), *reinterpret_cast<const uint32_t*>(b + 16));
         }
+        if (kt + RING < KT) ring[j] = ldg_stream(src + (kt + RING) * 32);
       }
     }
 #pragma unroll
-    for (int j = 0; j < NR; ++j)
+    for (int nt = 0; nt < NT; ++nt) {
+      const int m = 4 * nt + t;  // acc[nt] = (hi, lo) of rows g, g + 8 for token m
+      if (m >= p.n_rows) continue;
+      const float sx = s_sx[m], l1 = s_norm1[m];
+      const float ex = 0.52f * sx;  // >= max |x - x16 * sx| (0.5 sx + the fp32 error of x * inv)
 #pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        acc_h[j][m] = __reduce_add_sync(0xffffffffu, acc_h[j][m]);
-        acc_l[j][m] = __reduce_add_sync(0xffffffffu, acc_l[j][m]);
-      }
-#pragma unroll
-    for (int m = 0; m < MT; ++m)
-#pragma unroll
-      for (int j = 0; j < NR; ++j) {
-        const int row = r0 + j;
-        if (lane != m * NR + j || m >= p.n_rows || row >= p.n_out) continue;
-        const float scale = meta[j].x, err = meta[j].y, wl1 = meta[j].z;
-        const double dot = 256.0 * double(acc_h[j][m]) + double(acc_l[j][m]);  // exact
-        const float approx = float(dot * double(scale) * double(sx[m]));
-        const float ex = 0.52f * sx[m];  // >= max |x - x16 * sx| (0.5 sx + the fp32 error of x * inv)
+      for (int h = 0; h < 2; ++h) {
+        const int row = rb * 16 + g + 8 * h;
+        if (row >= p.n_out) continue;
+        const float scale = meta[h].x, err = meta[h].y, wl1 = meta[h].z;
+        const double dot = 256.0 * double(acc[nt][2 * h]) + double(acc[nt][2 * h + 1]);  // exact
+        const float approx = float(dot * double(scale) * double(sx));
         // err |x|_1 + l1 ex: the two quantizations; |approx| 2^-7 and the factor: the exact logit's bf16 rounding
         // (2^-9 relative) and this float arithmetic; (max |w|) |x|_1 2^-11: the exact dot's fp32 summation
         // (<= ~100 roundings of 2^-24 along a lane's chain and the warp tree).
-        float b = (err * l1[m] + wl1 * ex) * (1.f + 0x1p-8f) + fabsf(approx) * 0x1p-7f +
-                  (127.f * scale + err) * l1[m] * 0x1p-11f;
+        float b = (err * l1 + wl1 * ex) * (1.f + 0x1p-8f) + fabsf(approx) * 0x1p-7f +
+                  (127.f * scale + err) * l1 * 0x1p-11f;
         b *= 1.f + 0x1p-10f;
         float up = __fadd_ru(approx, b), lo = __fsub_rd(approx, b);
         if (!(fabsf(up) <= FLT_MAX) || !(fabsf(lo) <= FLT_MAX)) up = INFINITY, lo = -INFINITY;  // inf / NaN
         p.upper[size_t(m) * p.n_out + row] = up;
         atomicMax(&s_lower[m], orderable_bits(lo));
       }
+    }
   }
   __syncthreads();
   if (threadIdx.x < MT && int(threadIdx.x) < p.n_rows) atomicMax(&p.lower_max[threadIdx.x], s_lower[threadIdx.x]);
@@ -221,7 +227,7 @@ __global__ void __launch_bounds__(kThreads, MT <= 2 ? 3 : 2) lm_head_screen_kern
 // ---- the exact pass over the candidates ---------------------------------------------------------------------------
 
 constexpr int kListCap = 512;  // candidates per CTA and round (more: another round)
-constexpr int kPerThread = 8;  // upper entries per thread and round
+constexpr int kPerThread = 16;  // upper entries per thread and round (loads in flight at once)
 
 // One CTA per SM. Every thread compares kPerThread uppers per round with its token's T; candidates go to a shared
 // list that the warps recompute one row each, exactly as gemv_bf16_kernel<K, MT, kStore, W> computes that row
@@ -324,7 +330,7 @@ void launch_finish(const LmScreenParams& p, const W& wf, cudaStream_t stream) {
 
 template <int K, int MT>
 void launch(const LmScreenParams& p, cudaStream_t stream) {
-  constexpr int rows_per_cta = kWarps * kRowsPerWarp;
+  constexpr int rows_per_cta = kWarps * 16;
   launch_pdl(lm_head_screen_kernel<K, MT>, dim3((p.n_out + rows_per_cta - 1) / rows_per_cta), dim3(kThreads), 0,
              stream, p);
   CUDA_CHECK_LAUNCH();
@@ -334,22 +340,29 @@ void launch(const LmScreenParams& p, cudaStream_t stream) {
     launch_finish<K, MT>(p, Bf16Format<K>{static_cast<const bf16_t*>(p.w)}, stream);
 }
 
+// 1, 2, 4 or 8 staged rows (the screen's mma covers 4 tokens per n-tile either way).
 template <int K>
 void dispatch_rows(const LmScreenParams& p, cudaStream_t stream) {
   if (p.n_rows == 1) return launch<K, 1>(p, stream);
   if (p.n_rows == 2) return launch<K, 2>(p, stream);
-  launch<K, 3>(p, stream);
+  if (p.n_rows <= 4) return launch<K, 4>(p, stream);
+  launch<K, 8>(p, stream);
 }
 
 }  // namespace
 
+size_t lm_screen_rows(int n_out) { return (size_t(n_out) + 15) / 16 * 16; }
+
 void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cudaStream_t stream) {
-  MXS_CHECK(n_out >= 1 && k >= 16 && k % 16 == 0, strfmt("pack_lm_screen: n_out = %d, k = %d (k: a multiple of 16)", n_out, k));
+  MXS_CHECK(n_out >= 1 && k >= 32 && k % 32 == 0, strfmt("pack_lm_screen: n_out = %d, k = %d (k: a multiple of 32)", n_out, k));
   constexpr int warps = 8;
-  pack_lm_screen_kernel<<<(n_out + warps - 1) / warps, warps * 32, 0, stream>>>(static_cast<const bf16_t*>(w), n_out,
-                                                                               k, q, rows);
+  const int n_rows = int(lm_screen_rows(n_out));
+  pack_lm_screen_kernel<<<(n_rows + warps - 1) / warps, warps * 32, 0, stream>>>(static_cast<const bf16_t*>(w), n_out,
+                                                                                k, q, rows);
   CUDA_CHECK_LAUNCH();
 }
+
+size_t lm_screen_offset(int row, int col, int k) { return screen_offset(row, col, k); }
 
 void lm_head_screen(const LmScreenParams& p, cudaStream_t stream) {
   MXS_CHECK(p.n_rows >= 1 && p.n_rows <= kLmScreenMaxRows && p.n_out >= 1,

@@ -3,7 +3,7 @@
 // A greedy step needs only argmax_v(W[v] . x) (ties -> lower id), not the 201,088 logits. An int8 copy of the LM
 // head (per-row scale, 1 byte per weight: 0.58 GB for gpt-oss vs 0.87 GB of bf12) gives every logit to within a
 // bound that this kernel computes per row and step:
-//   approx[v] = scale[v] * sx * sum_i q[v][i] * x16[i]      (x quantized to 16 bits; exact integer dot, dp4a)
+//   approx[v] = scale[v] * sx * sum_i q[v][i] * x16[i]      (x quantized to 16 bits; exact int8 mma sums)
 //   |exact[v] - approx[v]| <= err[v] * |x|_1 + l1[v] * ex + rounding terms = B[v]
 // with err[v] the row's largest |w - q * scale| and l1[v] = sum |q| * scale (both from the packing), ex the
 // activation quantization's largest error, and margins for the exact value's fp32 summation and bf16 rounding.
@@ -12,8 +12,9 @@
 // dozen) are recomputed exactly, with the bf12 (or bf16) GEMV's own dot and rounding, so the id is bit for bit
 // the one gemv_bf16_lm_head's folded argmax gives. Only the candidates' logits are written to y.
 //
-// Two launches (PDL chain): lm_head_screen_kernel streams the int8 rows (warp = 2 rows, 8 warps) and writes
-// upper[m][v] = approx + B and the max of approx - B per token (orderable keys, atomicMax); lm_head_finish_kernel
+// Two launches (PDL chain): lm_head_screen_kernel streams the int8 rows (warp = one 16-row block through
+// mma.m16n8k32.s8, 8 warps) and writes upper[m][v] = approx + B and the max of approx - B per token (orderable keys,
+// atomicMax); lm_head_finish_kernel
 // (one CTA per SM) compares every upper with its token's T, recomputes the candidates and folds them into
 // row_argmax, and its last CTA clears the T keys for the next launch.
 #pragma once
@@ -25,19 +26,25 @@
 
 namespace mxs::cuda {
 
-// LM-head rows one launch screens (the runner's greedy steps of 1-3 rows; from 4 rows the LM head is a cuBLAS GEMM).
-// Each row adds 16 dp4a per 16 weight bytes: at 4 rows the screen ran 397 us per step where the GEMM on the bf16
-// matrix (1.16 GB) took less (H200, 20b batch 4 3.000 vs 2.896 ms; batch 3 2.604 vs 2.646-2.657).
-constexpr int kLmScreenMaxRows = 3;
+// LM-head rows one launch screens: the runner's greedy steps of 1-8 rows (the tensor-core screen costs the same at
+// any of them; the GEMM it replaces from 4 rows reads the 1.16 GB bf16 matrix).
+constexpr int kLmScreenMaxRows = 8;
 
-// The int8 screening copy of a [V][K] bf16 matrix (K a multiple of 16).
+// The int8 screening copy of a [V][K] bf16 matrix (K a multiple of 32), rows padded to a multiple of 16 (zero rows).
+// q is tiled for mma.m16n8k32: tile (16-row block, 32-column block) = 512 bytes, lane g * 4 + t's 16 bytes are its A
+// registers a0..a3 (rows g, g + 8; columns 4 t.., 16 + 4 t..): lm_screen_offset gives any element's byte.
 struct LmScreenWeights {
-  const int8_t* q = nullptr;     // [V][K] round(w / scale), in [-127, 127]
-  const float4* rows = nullptr;  // [V] {scale, err, l1, 0}: err >= max_i |w_i - q_i * scale|, l1 >= sum_i |q_i| * scale
+  const int8_t* q = nullptr;     // [rows / 16][K / 32][32][16] round(w / scale), in [-127, 127]
+  const float4* rows = nullptr;  // [rows] {scale, err, l1, 0}: err >= max_i |w_i - q_i * scale|, l1 >= sum_i |q_i| * scale
 };
 
-// Packs `w` [n_out][k] bf16 into q / rows (device buffers of n_out * k and n_out * 16 bytes). A row with a
-// non-finite weight gets err = +inf: it is always a candidate (recomputed exactly).
+// Rows of the packed copy of an n_out-row matrix (n_out rounded up to 16): q holds rows * k bytes, rows rows * 16.
+size_t lm_screen_rows(int n_out);
+// Byte offset of element (row, col) in q.
+size_t lm_screen_offset(int row, int col, int k);
+
+// Packs `w` [n_out][k] bf16 into q / rows (device buffers for lm_screen_rows(n_out) rows). A row with a non-finite
+// weight gets err = +inf: it is always a candidate (recomputed exactly).
 void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cudaStream_t stream);
 
 struct LmScreenParams {

@@ -86,15 +86,29 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const uint4& a, uint32_t b0,
       : "r"(a.x), "r"(a.y), "r"(a.z), "r"(a.w), "r"(b0), "r"(b1));
 }
 
-// Warp = one 16-row block, streamed over its K / 32 tiles (one 16-byte A fragment per lane each) through an 8-deep
-// register ring, the first 8 requested before griddep_wait. Every CTA derives the activation rows' max, L1 norm
+// K-parts per 16-row block. At 1-2 rows, four warps per block, each a quarter of K, sum their exact partials in
+// shared memory: with the whole K per warp (46 KB for 2880) the last wave of long-running warps left the SMs unevenly
+// busy (H200, 20b batch 1 graph 1.335 ms vs 1.325 in parts; batch 2 2.195 vs 2.178-2.187). From 3 rows the per-CTA
+// prologue (every token's statistics and quantization) wants the longer CTAs: batch 8 3.102-3.118 whole vs
+// 3.208-3.229 ms in parts (exp129 / exp130).
+template <int K, int MT>
+constexpr int screen_k_parts() {
+  return K / 32 >= 32 && MT <= 2 ? 4 : 1;
+}
+template <int K, int MT>
+constexpr int screen_rows_per_cta() {
+  return kWarps / screen_k_parts<K, MT>() * 16;
+}
+
+// Warp = one 16-row block and K-part, streamed over its 32-column tiles (one 16-byte A fragment per lane each)
+// through an 8-deep register ring, the first 8 requested before griddep_wait. Every CTA derives the activation rows' max, L1 norm
 // and 16-bit quantization itself (the same order in every CTA) and stages them as int8 planes in shared memory: B
 // column n = 2 m + 0 / 1 is token m's hi / lo plane, so one mma per k-tile covers 4 tokens (two n-tiles: 8), and
 // lane (g, t) ends with the exact hi and lo sums of rows g and g + 8 for token 4 nt + t: no warp reduction.
 template <int K, int MT>
 __global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams p) {
   static_assert(MT >= 1 && MT <= kLmScreenMaxRows && K % 32 == 0, "1-8 activation rows, K a multiple of 32");
-  constexpr int KT = K / 32, RING = KT < 8 ? KT : 8;
+  constexpr int KT = K / 32, KS = screen_k_parts<K, MT>(), KTP = (KT + KS - 1) / KS, RING = KTP < 8 ? KTP : 8;
   constexpr int NT = (2 * MT + 7) / 8, NPL = 8 * NT;     // n-tiles, int8 planes
   constexpr int STRIDE = K + 16;                         // plane stride: the 8 g rows of a B load hit 8 bank groups
   constexpr int NC = K / 8, CPT = (NC + kThreads - 1) / kThreads;  // 8-element activation chunks per thread
@@ -102,14 +116,16 @@ __global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams
   __shared__ float s_amax[kWarps][MT], s_l1[kWarps][MT], s_sx[MT], s_norm1[MT];
   __shared__ unsigned s_lower[MT];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int rb = blockIdx.x * kWarps + warp;
+  const int rb = blockIdx.x * (kWarps / KS) + warp / KS, kp = warp % KS;
+  const int kt_begin = kp * KTP, kt_end = min(KT, kt_begin + KTP);
   const bool active = rb < (p.n_out + 15) / 16;
-  const uint4* src = reinterpret_cast<const uint4*>(p.screen.q) + (size_t(active ? rb : 0) * KT) * 32 + lane;
+  const uint4* src = reinterpret_cast<const uint4*>(p.screen.q) + (size_t(active ? rb : 0) * KT + kt_begin) * 32 + lane;
   uint4 ring[RING];
   float4 meta[2];
   if (active) {
 #pragma unroll
-    for (int j = 0; j < RING; ++j) ring[j] = ldg_stream(src + j * 32);
+    for (int j = 0; j < RING; ++j)
+      if (kt_begin + j < kt_end) ring[j] = ldg_stream(src + j * 32);
     meta[0] = __ldg(p.screen.rows + rb * 16 + g);
     meta[1] = __ldg(p.screen.rows + rb * 16 + g + 8);
   }
@@ -176,24 +192,44 @@ __global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams
   }
   __syncthreads();
 
-  if (active) {
-    int acc[NT][4];
+  int acc[NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0;
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0;
+  if (active) {
     const int8_t* bq = s_q + g * STRIDE + 4 * t;  // B fragment: column g of the n-tile, k = 4 t.. and 16 + 4 t..
-    for (int kt0 = 0; kt0 < KT; kt0 += RING) {
+    for (int kt0 = kt_begin; kt0 < kt_end; kt0 += RING) {
 #pragma unroll
       for (int j = 0; j < RING; ++j) {
         const int kt = kt0 + j;
-        if (kt >= KT) break;
+        if (kt >= kt_end) break;
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
           const int8_t* b = bq + nt * 8 * STRIDE + kt * 32;
           mma_s8(acc[nt], ring[j], *reinterpret_cast<const uint32_t*>(b), *reinterpret_cast<const uint32_t*>(b + 16));
         }
-        if (kt + RING < KT) ring[j] = ldg_stream(src + (kt + RING) * 32);
+        if (kt + RING < kt_end) ring[j] = ldg_stream(src + (kt - kt_begin + RING) * 32);
       }
     }
+  }
+  if constexpr (KS > 1) {  // K-parts 1.. hand their exact partial sums to part 0 (integers: any order), in s_q's place
+    static_assert(kWarps * NT * 4 * 32 * 4 <= NPL * STRIDE, "the partials fit where the planes were");
+    int* s_part = reinterpret_cast<int*>(s_q);  // [warp][nt][4][32]
+    __syncthreads();                            // (every warp is done with the planes)
+    if (kp != 0)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) s_part[((warp * NT + nt) * 4 + r) * 32 + lane] = acc[nt][r];
+    __syncthreads();
+    if (kp == 0)
+#pragma unroll
+      for (int q = 1; q < KS; ++q)
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc[nt][r] += s_part[(((warp + q) * NT + nt) * 4 + r) * 32 + lane];
+  }
+  if (active && kp == 0) {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       const int m = 4 * nt + t;  // acc[nt] = (hi, lo) of rows g, g + 8 for token m
@@ -330,7 +366,7 @@ void launch_finish(const LmScreenParams& p, const W& wf, cudaStream_t stream) {
 
 template <int K, int MT>
 void launch(const LmScreenParams& p, cudaStream_t stream) {
-  constexpr int rows_per_cta = kWarps * 16;
+  constexpr int rows_per_cta = screen_rows_per_cta<K, MT>();
   launch_pdl(lm_head_screen_kernel<K, MT>, dim3((p.n_out + rows_per_cta - 1) / rows_per_cta), dim3(kThreads), 0,
              stream, p);
   CUDA_CHECK_LAUNCH();

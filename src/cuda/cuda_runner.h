@@ -47,8 +47,9 @@ struct CudaRunnerOptions {
   // Greedy steps of 1-8 LM-head rows find the argmax by screening (kernels/lm_head_screen.h): an int8 copy of the
   // LM head (+0.58 GB of device memory for gpt-oss) bounds every logit, and only the few rows that can still win
   // are computed exactly (the bf12 GEMV's token, bit for bit; 0.58 GB read per step instead of 0.87 at 1-3 rows
-  // and 1.16 for the GEMM at 4-8 rows, whose fp32 sums run in another order). Steps with sampling, penalties, logprobs or returned logits run the full LM head. The environment
-  // variable MXS_LM_SCREEN ("0" / "1") overrides it (A/B).
+  // and 1.16 for the GEMM at 4-8 rows, whose fp32 sums run in another order). Steps with sampling, penalties,
+  // logprobs or returned logits run the full LM head. The environment variable MXS_LM_SCREEN ("0" / "1") overrides
+  // it (A/B).
   bool lm_head_screen = true;
 };
 

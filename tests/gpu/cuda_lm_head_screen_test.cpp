@@ -181,7 +181,8 @@ TEST(LmHeadScreen, TiesGoToTheLowestId) {
     auto wl = random_bf16(size_t(V) * k, rng, -0.02f, 0.02f);
     const auto acts = random_bf16(size_t(k), rng, -1.f, 1.f);
     for (int r : {3001, 17, 2048})  // the same row, larger than any other: ids 17, 2048, 3001 tie
-      for (int i = 0; i < k; ++i) wl[size_t(r) * k + i] = f32_to_bf16(bf16_to_f32(acts[size_t(i)]) >= 0 ? 0.05f : -0.05f);
+      for (int i = 0; i < k; ++i)
+        wl[size_t(r) * k + i] = f32_to_bf16(bf16_to_f32(acts[size_t(i)]) >= 0 ? 0.05f : -0.05f);
     expect_same_argmax(wl, acts, {0}, k, V, ws, "ties");
     DevBuf<bf16> dw(wl), da(acts);
     DevBuf<int32_t> dr(std::vector<int32_t>{0});

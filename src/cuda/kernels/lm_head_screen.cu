@@ -101,10 +101,10 @@ constexpr int screen_rows_per_cta() {
 }
 
 // Warp = one 16-row block and K-part, streamed over its 32-column tiles (one 16-byte A fragment per lane each)
-// through an 8-deep register ring, the first 8 requested before griddep_wait. Every CTA derives the activation rows' max, L1 norm
-// and 16-bit quantization itself (the same order in every CTA) and stages them as int8 planes in shared memory: B
-// column n = 2 m + 0 / 1 is token m's hi / lo plane, so one mma per k-tile covers 4 tokens (two n-tiles: 8), and
-// lane (g, t) ends with the exact hi and lo sums of rows g and g + 8 for token 4 nt + t: no warp reduction.
+// through an 8-deep register ring, the first 8 requested before griddep_wait. Every CTA derives the activation rows'
+// max, L1 norm and 16-bit quantization itself (the same order in every CTA) and stages them as int8 planes in shared
+// memory: B column n = 2 m + 0 / 1 is token m's hi / lo plane, so one mma per k-tile covers 4 tokens (two n-tiles:
+// 8), and lane (g, t) ends with the exact hi and lo sums of rows g and g + 8 for token 4 nt + t: no warp reduction.
 template <int K, int MT>
 __global__ void __launch_bounds__(kThreads) lm_head_screen_kernel(LmScreenParams p) {
   static_assert(MT >= 1 && MT <= kLmScreenMaxRows && K % 32 == 0, "1-8 activation rows, K a multiple of 32");
@@ -317,7 +317,8 @@ __global__ void __launch_bounds__(kThreads) lm_head_finish_kernel(LmScreenParams
       if (p.n_candidates) atomicAdd(&p.n_candidates[m], 1u);
     }
   };
-  for (int base = blockIdx.x * kThreads + int(threadIdx.x); __syncthreads_or(base < total); base += kPerThread * stride) {
+  const int first = blockIdx.x * kThreads + int(threadIdx.x);
+  for (int base = first; __syncthreads_or(base < total); base += kPerThread * stride) {
     float up[kPerThread];
 #pragma unroll
     for (int e = 0; e < kPerThread; ++e) {
@@ -390,7 +391,8 @@ void dispatch_rows(const LmScreenParams& p, cudaStream_t stream) {
 size_t lm_screen_rows(int n_out) { return (size_t(n_out) + 15) / 16 * 16; }
 
 void pack_lm_screen(const void* w, int n_out, int k, int8_t* q, float4* rows, cudaStream_t stream) {
-  MXS_CHECK(n_out >= 1 && k >= 32 && k % 32 == 0, strfmt("pack_lm_screen: n_out = %d, k = %d (k: a multiple of 32)", n_out, k));
+  MXS_CHECK(n_out >= 1 && k >= 32 && k % 32 == 0,
+            strfmt("pack_lm_screen: n_out = %d, k = %d (k: a multiple of 32)", n_out, k));
   constexpr int warps = 8;
   const int n_rows = int(lm_screen_rows(n_out));
   pack_lm_screen_kernel<<<(n_rows + warps - 1) / warps, warps * 32, 0, stream>>>(static_cast<const bf16_t*>(w), n_out,

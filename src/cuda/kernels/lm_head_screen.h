@@ -35,7 +35,8 @@ constexpr int kLmScreenMaxRows = 8;
 // registers a0..a3 (rows g, g + 8; columns 4 t.., 16 + 4 t..): lm_screen_offset gives any element's byte.
 struct LmScreenWeights {
   const int8_t* q = nullptr;     // [rows / 16][K / 32][32][16] round(w / scale), in [-127, 127]
-  const float4* rows = nullptr;  // [rows] {scale, err, l1, 0}: err >= max_i |w_i - q_i * scale|, l1 >= sum_i |q_i| * scale
+  // [rows] {scale, err, l1, 0}: err >= max_i |w_i - q_i * scale|, l1 >= sum_i |q_i| * scale
+  const float4* rows = nullptr;
 };
 
 // Rows of the packed copy of an n_out-row matrix (n_out rounded up to 16): q holds rows * k bytes, rows rows * 16.

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# On the GPU machine, with binaries built here (no build there): every GPU test binary, compute-sanitizer memcheck of
+# the LM-head screen and runner tests, batch-1 decode three times with and without each A/B switch, the decode table,
+# gpt-oss-120b, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint: its CPU-reference test, `bench decode --model`,
+# and `generate` with and without the LM-head screen (the same text expected). Prints what to paste into PERF.md.
+# Here:  cmake --build build-cuda -j2; mkdir -p wt-bin; strip -o wt-bin/mxserve build-cuda/mxserve;
+#        for t in build-cuda/tests/cuda_*_test; do strip -o wt-bin/$(basename $t) $t; done
+#        cp ~/.cache/mxserve/tokenizer/tokenizer.json wt-bin/; tar -C wt-bin -cf - . | xz -T2 -6 > wt-pack/bins.txz
+#        git rev-parse --short HEAD > wt-pack/COMMIT   (the commit the bench tables name; the device copy's git
+#        metadata is not this checkout's)
+# There (carry wt-pack; wt-bin and wt-pack are git-ignored scratch): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
+# Env: MXS_AB (space-separated switches, VAR=VALUE[,VAR=VALUE]; default the LM-head screen off), MXS_BATCHES.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
+[ -d /work/main ] || { mkdir -p /work && ln -sfn "$PWD" /work/main; }  # test data paths are compiled in
+if [ -f wt-pack/bins.txz ]; then mkdir -p wt-bin && xz -dc wt-pack/bins.txz | tar -C wt-bin -xf -; fi
+[ -f wt-pack/COMMIT ] && export MXSERVE_COMMIT="$(cat wt-pack/COMMIT)"
+B=wt-bin/mxserve
+[ -x "$B" ] || { echo "device-bins-check: no wt-bin/mxserve (see the header for how to pack it)"; exit 1; }
+nvidia-smi --query-gpu=name --format=csv,noheader
+CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+for t in wt-bin/cuda_*_test; do
+  n=$(basename "$t"); timeout 400 "$t" >"$OUT/$n.log" 2>&1; rc=$?
+  echo "$n rc=$rc $(grep -E '^\[  PASSED|^\[  FAILED' "$OUT/$n.log" | tr '\n' ' ' | cut -c1-120)"
+  grep -E "^\[  FAILED|Failure|Which is" "$OUT/$n.log" | head -6
+done
+if [ -x wt-bin/cuda_lm_head_screen_test ]; then
+  timeout 200 "$CS" --tool memcheck --error-exitcode 9 wt-bin/cuda_lm_head_screen_test \
+    --gtest_filter='*SameArgmax*:*Zero*:*Packer*:*Ties*' >"$OUT/memcheck_screen.log" 2>&1
+  echo "memcheck screen test rc=$? $(grep 'ERROR SUMMARY' "$OUT/memcheck_screen.log" | tail -1)"
+fi
+if [ -x wt-bin/cuda_runner_test ]; then
+  timeout 300 "$CS" --tool memcheck --error-exitcode 9 wt-bin/cuda_runner_test \
+    --gtest_filter='*GreedyScreen*:*GraphReplayTiming*:*BadSequence*' >"$OUT/memcheck_runner.log" 2>&1
+  echo "memcheck runner rc=$? $(grep 'ERROR SUMMARY' "$OUT/memcheck_runner.log" | tail -1)"
+fi
+one() { local e=$1; env ${e//,/ } $B bench decode --preset ${3:-20b} --batch ${2:-1} --context 1024 --steps 64 \
+  --breakdown none 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$e ${3:-20b} /"; }
+for r in 1 2 3; do one X=1; for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab"; done; done
+$B bench decode --preset 20b --batch "${MXS_BATCHES:-1,2,3,4,5,6,7,8,16,32,64,128,256}" --context 1024 \
+  --json "$OUT/bench_20b.json" >"$OUT/bench_20b.md" 2>"$OUT/bench_20b.err"
+for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab" 1,2,3,4,5,6,7,8; done
+one X=1 1,8,64 120b; for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab" 1,8 120b; done
+if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
+  timeout 240 $B mkmodel --preset 20b --seed 1 --tokenizer wt-bin/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
+  echo "mkmodel rc=$?"
+  cat /tmp/m20b/*.safetensors >/dev/null
+  MXSERVE_TEST_20B_DIR=/tmp/m20b timeout 240 wt-bin/cuda_runner_test --gtest_filter='CudaRunner20b.*' \
+    >"$OUT/test_20b.log" 2>&1
+  echo "20b vs CPU rc=$? $(grep -E '^\[  PASSED|^\[  FAILED' "$OUT/test_20b.log")"
+  timeout 200 $B bench decode --model /tmp/m20b --batch 1,64 --context 1024 --steps 32 >"$OUT/ckpt.md" 2>"$OUT/ckpt.err"
+  echo "bench decode --model rc=$?"; grep -E "^\| [0-9]" "$OUT/ckpt.md"; grep -E "weights on the GPU" "$OUT/ckpt.err"
+  for f in "" --no-lm-head-screen; do
+    timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 64 --temperature 0 --raw -p "Hello" $f \
+      >"$OUT/gen$f.txt" 2>"$OUT/gen$f.err"
+    echo "generate $f rc=$? $(grep -E 'tok/s' "$OUT/gen$f.err" | tail -1)"
+  done
+  cmp "$OUT/gen.txt" "$OUT/gen--no-lm-head-screen.txt" && echo "generate: the same text with and without the screen"
+fi
+grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"

@@ -89,6 +89,8 @@ ModelSummary summarize_model(const ModelWeights& w) {
     s.decode_bytes_saved_bf12 = saved(uint64_t(c.vocab_size), uint64_t(c.hidden_size)) +
                                 uint64_t(c.num_layers) * (saved(uint64_t(c.hidden_size), uint64_t(c.q_dim())) +
                                                           saved(uint64_t(c.qkv_dim()), uint64_t(c.hidden_size)));
+    const uint64_t V = uint64_t(c.vocab_size), H = uint64_t(c.hidden_size), V16 = (V + 15) / 16 * 16;
+    s.decode_bytes_saved_screen = V * (H * 3 / 2 + 16) - V16 * (H + 16);
   }
   return s;
 }
@@ -147,6 +149,10 @@ std::string summary_text(const ModelSummary& s) {
     out += strfmt("with the cuda backend's bf12 copies of the LM head, o_proj and q/k/v (lossless, --bf12-dense): %s per "
                   "token, ceiling %.0f / %.0f tok/s\n",
                   human_bytes(d12).c_str(), kH100CopyBytesPerSec / d12, kH200CopyBytesPerSec / d12);
+    const double dg = d12 - double(s.decode_bytes_saved_screen);
+    out += strfmt("greedy steps (temperature 0) with the LM head's int8 screening copy (exact argmax, "
+                  "--no-lm-head-screen turns it off): %s per token, ceiling %.0f / %.0f tok/s\n",
+                  human_bytes(dg).c_str(), kH100CopyBytesPerSec / dg, kH200CopyBytesPerSec / dg);
   }
   return out;
 }
@@ -173,7 +179,8 @@ nlohmann::json summary_json(const ModelSummary& s) {
         {"attention", s.decode_bytes_attention},
         {"lm_head", s.decode_bytes_lm_head},
         {"other", s.decode_bytes_other},
-        {"total_bf12_default", s.decode_bytes() - s.decode_bytes_saved_bf12}}},
+        {"total_bf12_default", s.decode_bytes() - s.decode_bytes_saved_bf12},
+        {"total_greedy_screen", s.decode_bytes() - s.decode_bytes_saved_bf12 - s.decode_bytes_saved_screen}}},
       {"decode_ceiling_tok_s", {{"h100_3.0TBps", kH100CopyBytesPerSec / db}, {"h200_4.3TBps", kH200CopyBytesPerSec / db}}},
   };
 }

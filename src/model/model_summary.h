@@ -37,6 +37,10 @@ struct ModelSummary {
   // What the CUDA backend's default bf12 copies (common/bf12.h: the LM head, o_proj and q/k/v at 12 bits per weight
   // + 16 bytes per row, lossless) take off decode_bytes().
   uint64_t decode_bytes_saved_bf12 = 0;
+  // What greedy steps of 1-8 sequences save on top of that: the LM head read from its int8 screening copy (1 byte per
+  // weight + 16 per row, rows padded to 16) instead of bf12 (cuda backend, kernels/lm_head_screen.h; the few rows
+  // recomputed exactly are not counted).
+  uint64_t decode_bytes_saved_screen = 0;
 };
 
 // Copy bandwidths measured on the lent machines (PERF.md): the batch-1 decode ceiling is bandwidth / bytes.

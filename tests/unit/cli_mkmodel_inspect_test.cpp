@@ -34,7 +34,8 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
   ASSERT_EQ(in.exit_code, 0) << in.out;
   for (const char* part : {"format       HF MXFP4", "vocab 201088", "16 query heads, 2 kv heads (GQA group 8)",
                            "experts      8, top-4", "embeddings", "lm head", "active params per token",
-                           "decode, batch 1", "tok/s at 3.0 TB/s", "tok/s at 4.3 TB/s", "bf12 copies"})
+                           "decode, batch 1", "tok/s at 3.0 TB/s", "tok/s at 4.3 TB/s", "bf12 copies",
+                           "int8 screening copy"})
     EXPECT_NE(in.out.find(part), std::string::npos) << "missing \"" << part << "\" in\n" << in.out;
 
   const RunResult js = run("inspect --json " + dir);
@@ -52,6 +53,10 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
   EXPECT_EQ(j["decode_bytes_per_token"]["total"].get<uint64_t>() -
                 j["decode_bytes_per_token"]["total_bf12_default"].get<uint64_t>(),
             V * H / 2 - V * 16 + L * (H * Q / 2 - H * 16) + L * (QKV * H / 2 - QKV * 16));
+  // Greedy steps: the LM head's int8 copy (V is a multiple of 16: no padding rows) instead of its bf12 copy.
+  EXPECT_EQ(j["decode_bytes_per_token"]["total_bf12_default"].get<uint64_t>() -
+                j["decode_bytes_per_token"]["total_greedy_screen"].get<uint64_t>(),
+            V * H / 2);
 }
 
 TEST(CliMkmodelInspect, BrokenFolderExitsNonZeroWithReason) {

@@ -267,6 +267,10 @@ TEST(ModelSummary, MatchesSpecFor20bAnd120b) {
   EXPECT_NEAR(kH200CopyBytesPerSec / double(s20.decode_bytes()), 1160, 10);
   const std::string text = summary_text(s20);
   EXPECT_NE(text.find("ceiling: 809 tok/s at 3.0 TB/s"), std::string::npos) << text;
+  // The cuda backend's default copies: bf12 (docs/PERF.md: 3.13 GB per step with the KV cache), and greedy steps'
+  // int8 screening copy of the LM head (2.84 GB with the KV cache).
+  EXPECT_NEAR(double(s20.decode_bytes() - s20.decode_bytes_saved_bf12) / 1e9, 3.11, 0.01);
+  EXPECT_NEAR(double(s20.decode_bytes() - s20.decode_bytes_saved_bf12 - s20.decode_bytes_saved_screen) / 1e9, 2.82, 0.01);
   const nlohmann::json j = summary_json(s20);
   EXPECT_EQ(j["total_params"].get<int64_t>(), s20.total_params);
   EXPECT_EQ(j["groups"]["experts"]["bytes"].get<uint64_t>(), s20.groups[0].bytes);

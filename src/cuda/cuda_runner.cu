@@ -201,8 +201,9 @@ struct CudaRunner::Impl {
   }
 
   void init();
-  // bf12 copies of dense weights (CudaRunnerOptions::bf12_dense; MXS_BF12 overrides it).
-  void pack_bf12() {
+  // The packed copies of dense weights: bf12 (CudaRunnerOptions::bf12_dense; MXS_BF12 overrides it) and the LM head's
+  // int8 screening copy (CudaRunnerOptions::lm_head_screen; MXS_LM_SCREEN overrides it).
+  void pack_weight_copies() {
     const char* env = std::getenv("MXS_BF12");
     const std::string list = env != nullptr ? std::string(env) : opt.bf12_dense;
     Bf12Set which;
@@ -1122,7 +1123,7 @@ CudaRunner::CudaRunner(const ModelWeights& weights, const CudaRunnerOptions& opt
     : impl_(std::make_unique<Impl>(options)) {
   CUDA_CHECK(cudaSetDevice(options.device));
   impl_->w = upload_weights(weights, options.progress);
-  impl_->pack_bf12();
+  impl_->pack_weight_copies();
   impl_->init();
 }
 
@@ -1130,7 +1131,7 @@ CudaRunner::CudaRunner(const ModelConfig& config, uint64_t seed, const CudaRunne
     : impl_(std::make_unique<Impl>(options)) {
   CUDA_CHECK(cudaSetDevice(options.device));
   impl_->w = random_weights(config, seed);
-  impl_->pack_bf12();
+  impl_->pack_weight_copies();
   impl_->init();
 }
 

@@ -108,17 +108,14 @@ __global__ void __launch_bounds__(kWarps * 32) gemv_bf16_kernel(GemvBf16Params p
       } else {
         dot_rows<K, MT, NR>(wr, s_x, acc);
       }
-      const float* s_xf = reinterpret_cast<const float*>(s_x);
 #pragma unroll
       for (int m = 0; m < MT; ++m)
 #pragma unroll
         for (int r = 0; r < NR; ++r) {
           const int row = r0 + r;
           if (lane != m * NR + r || m0 + m >= p.n_rows || row >= p.n_out) continue;
-          // staged layout: float4 (m * 2 + plane) * NV + col / 8, plane = (col % 8) / 4
-          const float dot = wf.correct(hdr[r], acc[r][m], [&](uint32_t col) {
-            return s_xf[((m * 2 + (col % 8) / 4) * NV + col / 8) * 4 + col % 4];
-          });
+          const float dot =
+              wf.correct(hdr[r], acc[r][m], [&](uint32_t col) { return staged_element<K>(s_x, m, col); });
           bf16_t* dst = y + size_t(m0 + m) * p.n_out + row;
           if constexpr (EPI == Epilogue::kBiasResidual) {
             const float proj = bf(dot + to_f32(static_cast<const bf16_t*>(p.bias)[row]));

@@ -28,6 +28,13 @@ __device__ __forceinline__ void stage_rows_f32(float4* s_x, const bf16_t* x, int
   }
 }
 
+// Element col of staged row m (stage_rows_f32's layout): float4 (m * 2 + plane) * K/8 + col / 8, plane = (col % 8) / 4.
+// (A packed weight format's exception corrections read single activations.)
+template <int K>
+__device__ __forceinline__ float staged_element(const float4* s_x, int m, uint32_t col) {
+  return reinterpret_cast<const float*>(s_x)[((m * 2 + (col % 8) / 4) * (K / 8) + col / 8) * 4 + col % 4];
+}
+
 // The weights of NR rows as a lane holds them: 16-byte vectors v = lane + 32 i of each row [K] bf16.
 template <int K, int NR>
 struct RowRegs {

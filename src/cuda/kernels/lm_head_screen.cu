@@ -307,10 +307,7 @@ __global__ void __launch_bounds__(kThreads) lm_head_finish_kernel(LmScreenParams
         },
         s_x + m * 2 * NV8, acc);
     if (lane == 0) {
-      const float* s_xf = reinterpret_cast<const float*>(s_x);
-      const float dot = wf.correct(hdr, acc[0][0], [&](uint32_t col) {
-        return s_xf[((m * 2 + (col % 8) / 4) * NV8 + col / 8) * 4 + col % 4];
-      });
+      const float dot = wf.correct(hdr, acc[0][0], [&](uint32_t col) { return staged_element<K>(s_x, m, col); });
       const bf16_t v = to_bf16(dot);
       y[size_t(m) * p.n_out + row] = v;
       atomicMax(&p.row_argmax[m], argmax_key(to_f32(v), row));

@@ -67,8 +67,15 @@ def main():
             rows.append({k: int(v) for k, v in r.items()})
     rows = [r for r in rows if r["t_wait"] >= 0]
     ls = launches(rows)
-    # The last step: the launches after the first LM head.
-    first_lm = next(i for i, (k, _) in enumerate(ls) if k == 7)
+    # The last step: the launches after the first LM head. A greedy batch-1 step's LM head is the screen
+    # (lm_head_screen.cu, no trace hooks): then the step starts at the second half's first q/k/v launch, and
+    # the first launch's release includes the LM head between the steps.
+    lm = [i for i, (k, _) in enumerate(ls) if k == 7]
+    if lm:
+        first_lm = lm[0]
+    else:
+        qkv = [i for i, (k, _) in enumerate(ls) if k == 1]
+        first_lm = qkv[len(qkv) // 2] - 1
     step = ls[first_lm + 1:]
     prev_end = max(r["t_end"] for r in ls[first_lm][1])
     descs = []

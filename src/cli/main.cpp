@@ -31,15 +31,16 @@ CLI::App& bench_group(CLI::App& app) {
 void add_bf12_dense_option(CLI::App* cmd, std::string* value) {
   cmd->add_option("--bf12-dense", *value,
                   "cuda: dense weights read from lossless 12-bit copies (25% fewer bytes per decode step; more GPU "
-                  "memory): a comma-separated subset of lm_head, o_proj, qkv, or none")
+                  "memory): a comma-separated subset of lm_head, o_proj, qkv, none, or auto (the default: lm_head "
+                  "and o_proj, and qkv on cards below 4.5 TB/s)")
       ->check([](const std::string& v) -> std::string {
-        if (v == "none" || v.empty()) return "";
+        if (v == "none" || v == "auto" || v.empty()) return "";
         size_t at = 0;
         while (at <= v.size()) {
           const size_t end = std::min(v.find(',', at), v.size());
           const std::string m = v.substr(at, end - at);
           if (m != "lm_head" && m != "o_proj" && m != "qkv")
-            return "unknown matrix '" + m + "' (choose from lm_head, o_proj, qkv, or none)";
+            return "unknown matrix '" + m + "' (choose from lm_head, o_proj, qkv, none, or auto)";
           at = end + 1;
         }
         return "";

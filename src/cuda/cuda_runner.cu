@@ -66,6 +66,15 @@ int graph_batch_bucket(int n) {
   return p;
 }
 
+// The card's peak DRAM bandwidth: double data rate x memory clock (kHz) x bus width (bits) / 8 (H100 SXM 3.35 TB/s,
+// H200 4.8 TB/s).
+static double peak_dram_bytes_per_s(int device) {
+  int mem_khz = 0, bus_bits = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&mem_khz, cudaDevAttrMemoryClockRate, device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device));
+  return 2.0 * mem_khz * 1e3 * bus_bits / 8.0;
+}
+
 struct CudaRunner::Impl {
   CudaRunnerOptions opt;
   DeviceWeights w;
@@ -205,7 +214,8 @@ struct CudaRunner::Impl {
   // int8 screening copy (CudaRunnerOptions::lm_head_screen; MXS_LM_SCREEN overrides it).
   void pack_weight_copies() {
     const char* env = std::getenv("MXS_BF12");
-    const std::string list = env != nullptr ? std::string(env) : opt.bf12_dense;
+    const std::string list =
+        resolve_bf12_dense(env != nullptr ? std::string(env) : opt.bf12_dense, peak_dram_bytes_per_s(opt.device));
     Bf12Set which;
     size_t at = 0;
     while (at <= list.size()) {

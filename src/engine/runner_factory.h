@@ -11,8 +11,18 @@
 namespace mxs {
 
 // The CUDA backend's default set of dense weights read from lossless 12-bit copies (common/bf12.h) by the
-// small-batch GEMVs: the LM head, o_proj and q/k/v (docs/PERF.md, session 18). "" turns it off.
-inline constexpr const char* kBf12DenseDefault = "lm_head,o_proj,qkv";
+// small-batch GEMVs: "auto" = resolve_bf12_dense's choice for the card. "" turns it off.
+inline constexpr const char* kBf12DenseDefault = "auto";
+
+// What "auto" means on a card whose DRAM peaks at dram_bytes_per_s (the CUDA attributes' memory clock x bus width):
+// the LM head and o_proj always; q/k/v only below 4.5 TB/s. At one token the q/k/v GEMV is latency-bound, and on an
+// H200 (4.8 TB/s) its bf16 rows with both of a warp's first rows requested before the wait beat the bf12 copy's
+// 12-warp kernel (20b batch 1, graph 1.299-1.302 vs 1.321-1.323 ms; 120b too), while on an H100 (3.35 TB/s) the
+// bf12 copy won (1.674-1.692 vs 1.699-1.703 ms): docs/PERF.md sessions 18 and 25. Any other list is returned as is.
+inline std::string resolve_bf12_dense(const std::string& list, double dram_bytes_per_s) {
+  if (list != "auto") return list;
+  return dram_bytes_per_s >= 4.5e12 ? "lm_head,o_proj" : "lm_head,o_proj,qkv";
+}
 
 struct RunnerSpec {
   std::string backend = "cpu";  // "cpu" | "cuda"

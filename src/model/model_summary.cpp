@@ -146,7 +146,8 @@ std::string summary_text(const ModelSummary& s) {
                 kH100CopyBytesPerSec / db, kH200CopyBytesPerSec / db);
   if (s.decode_bytes_saved_bf12 > 0) {
     const double d12 = db - double(s.decode_bytes_saved_bf12);
-    out += strfmt("with the cuda backend's bf12 copies of the LM head, o_proj and q/k/v (lossless, --bf12-dense): %s per "
+    out += strfmt("with the cuda backend's bf12 copies of the LM head, o_proj and q/k/v (lossless, --bf12-dense; the "
+                  "default below 4.5 TB/s, e.g. an H100: an H200 reads q/k/v from bf16, faster there): %s per "
                   "token, ceiling %.0f / %.0f tok/s\n",
                   human_bytes(d12).c_str(), kH100CopyBytesPerSec / d12, kH200CopyBytesPerSec / d12);
     const double dg = d12 - double(s.decode_bytes_saved_screen);

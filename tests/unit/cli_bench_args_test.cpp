@@ -28,6 +28,8 @@ TEST(CliBenchArgs, WeightCopySwitchesOnDecodeGenerateServe) {
     for (const char* opt : {"--bf12-dense", "--no-lm-head-screen"})
       EXPECT_NE(r.out.find(opt), std::string::npos) << opt << " missing from " << cmd << ":\n" << r.out;
   }
+  // --bf12-dense auto (the default) is a valid value; the help names it.
+  EXPECT_NE(run_mxserve("serve --help").out.find("auto (the default"), std::string::npos);
   const auto bad = run_mxserve("bench decode --no-lm-head-screen=maybe");
   EXPECT_NE(bad.exit_code, 0) << bad.out;
   EXPECT_EQ(bad.out.find("terminate"), std::string::npos) << bad.out;

@@ -233,22 +233,24 @@ template <int K, int MT, typename Rows>
 void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStream_t stream) {
   const QkvStreamEpi epi{p, K};
   const QkvWarpEpi warp_epi{epi};
-  // With the fused combine, one of each warp's first two rows is requested before the wait and the other after
-  // the prologue's loads: fewer weight bytes in flight ahead of the yw loads that every dot waits for. H100, 4
-  // interleaved runs of `bench decode --batch 1`, rows before the wait 2 / 1 / 0: 20b 1.925-1.948 / 1.911-1.937 /
-  // 1.931-1.953 ms, 120b 2.694-2.705 / 2.671-2.689 / 2.696-2.701 (session 13). MXS_QKV_PRE_ROWS=0..2: A/B.
-  static const int pre_rows = [] {
+  // With the fused combine, the rows of each warp's first group requested before the wait (the rest after the
+  // prologue's loads). From bf12 (12 warps) one of the two: fewer weight bytes in flight ahead of the yw loads
+  // that every dot waits for (H100, session 13, rows before the wait 2 / 1 / 0: 20b 1.925-1.948 / 1.911-1.937 /
+  // 1.931-1.953 ms; H200, session 25: 1.329-1.332 with 2 vs 1.321-1.326 graph ms). From bf16 (8 warps: the H200's
+  // default, runner_factory.h resolve_bf12_dense) both: 20b graph 1.299-1.302 ms with 2, 1.311-1.316 with 1,
+  // 1.318-1.321 with 0 (H200, session 25). MXS_QKV_PRE_ROWS=0..2: A/B.
+  static const int pre_rows_env = [] {
     const char* v = std::getenv("MXS_QKV_PRE_ROWS");
-    return v ? std::max(0, std::min(2, std::atoi(v))) : 1;
+    return v ? std::max(0, std::min(2, std::atoi(v))) : -1;
   }();
+  auto pre_rows = [&](int dflt) { return p.moe_yw == nullptr ? 2 : pre_rows_env >= 0 ? pre_rows_env : dflt; };
   const Bf16Format<K> bf16{static_cast<const bf16_t*>(p.w_qkv)};
   if constexpr (MT == 1) {
-    const int pre = p.moe_yw != nullptr ? pre_rows : 2;
     // bf12's 166 registers leave room for 12 warps per CTA (bf16's 176 do not): more weight bytes in flight per SM.
     // H100, 20b batch 1 (session 18): 1.674-1.692 ms per step with 12, 1.709-1.747 with 8 (docs/PERF.md).
     if (p.w_qkv_bf12.bytes != nullptr)
-      return launch_gemv_warp<K, 2, 12>(rows, groups, warp_epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre);
-    launch_gemv_warp<K, 2>(rows, groups, warp_epi, bf16, stream, pre);
+      return launch_gemv_warp<K, 2, 12>(rows, groups, warp_epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre_rows(1));
+    launch_gemv_warp<K, 2>(rows, groups, warp_epi, bf16, stream, pre_rows(2));
   } else {
     launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, bf16, stream);
   }

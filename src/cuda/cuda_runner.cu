@@ -529,10 +529,17 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     });
   static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
   const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
-  // One-token steps (batch-1 decode): the post-attention norm and the router in one launch (moe_router_norm)
-  // instead of o_proj's last-CTA norm + moe_router. MXS_NO_ROUTER_NORM=1: the latter (A/B).
+  // Steps of 1-2 tokens (kRouterNormMaxTokens): the post-attention norm and the router in one launch
+  // (moe_router_norm) instead of o_proj's last-CTA norm (one token) or the rmsnorm launch (two) + moe_router.
+  // H200, 20b graph ms per step: batch 2 2.113-2.114 vs 2.185-2.188 (session 26). MXS_ROUTER_NORM_MAX=1: one token
+  // only; MXS_NO_ROUTER_NORM=1: never (A/B).
   static const bool no_router_norm = std::getenv("MXS_NO_ROUTER_NORM") != nullptr;
-  const bool router_norm = n_tokens == 1 && c.num_experts <= kRouterNormMaxExperts && !no_router_norm;
+  static const int router_norm_max = [] {
+    const char* v = std::getenv("MXS_ROUTER_NORM_MAX");  // A/B
+    return v ? std::max(1, std::min(kRouterNormMaxTokens, std::atoi(v))) : kRouterNormMaxTokens;
+  }();
+  static_assert(kRouterNormMaxTokens < kDenseGemmMinRows, "dense steps norm in residual_rmsnorm");
+  const bool router_norm = n_tokens <= router_norm_max && c.num_experts <= kRouterNormMaxExperts && !no_router_norm;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -647,6 +654,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       timed("router_topk_place", [&] { moe_router_from_logits(rp, proj, route, route_work, stream); });
     } else if (router_norm) {
       rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
+      rp.n_real = dev.n_real;
       timed("moe_router_norm", [&] { moe_router_norm(rp, route, stream); });
     } else {
       rp.n_real = dev.n_real;  // a graph's padding rows take real tokens' experts (no expert read for them alone)

@@ -527,17 +527,20 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
   }
 }
 
-// moe_router_norm (post-attention norm + router in one cluster launch, one token) against
+// moe_router_norm (post-attention norm + router in one cluster launch, 1-2 tokens) against
 // rmsnorm + moe_router on the same inputs: xn, logits, top-k and weights bit for bit, a valid grouping; xn also
-// against the CPU norm. Steps of more than one token must be refused with an error that names the limit.
+// against the CPU norm. At 2 tokens also as a graph bucket with 1 real token (n_real: the padding row takes real
+// token 0's experts in both). Steps of more than 2 tokens must be refused with an error that names the limit.
 TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
   const int H = c.hidden_size;
   // The geometry's experts, and 128 (gpt-oss-120b: clusters of 16-warp CTAs) at this hidden size too; the model's
   // top-k (moe_router_norm's routing unrolled for top-4) and 7 (its generic top-8 instantiation).
   for (const int K : {c.experts_per_token, 7})
   for (const int E : c.num_experts == 128 ? std::vector<int>{128} : std::vector<int>{c.num_experts, 128})
-  for (int n : {1, 2, 3, 4}) {
-    SCOPED_TRACE(strfmt("top-%d of %d experts, %d tokens", K, E, n));
+  for (int n : {1, 2, 3, 4})
+  for (const bool padded : {false, true}) {
+    if (padded && n != 2) continue;
+    SCOPED_TRACE(strfmt("top-%d of %d experts, %d tokens%s", K, E, n, padded ? " (1 real)" : ""));
     Rng rng(700 + n + E + (K == c.experts_per_token ? 0 : 1000));
     const auto x = random_bf16(size_t(n) * H, rng, -3.f, 3.f);
     const auto nw = random_bf16(size_t(H), rng, 0.5f, 1.5f);
@@ -563,10 +566,12 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     CUDA_CHECK(cudaMemset(b.act.p, 0x11, size_t(E) * sizeof(int32_t)));  // not -1: a stale tail must show
     DevBuf<unsigned> counter(1);
     CUDA_CHECK(cudaMemset(counter.p, 0, sizeof(unsigned)));
+    DevBuf<int32_t> dreal(std::vector<int32_t>{1});
     auto params = [&](Out& o, const void* xn) {
       MoeRouterParams rp;
       rp.xn = xn, rp.w = drw.p, rp.b = drb.p, rp.topk_idx = o.idx.p, rp.topk_w = o.wt.p, rp.logits = o.logits.p;
       rp.done_counter = counter.p, rp.n_tokens = n, rp.hidden = H, rp.n_experts = E, rp.top_k = K;
+      if (padded) rp.n_real = dreal.p;
       return rp;
     };
     RmsNormParams np;
@@ -576,7 +581,7 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     MoeRouterParams rp = params(b, nullptr);
     rp.x = dx.p, rp.norm_w = dnw.p, rp.xn_out = dxn_b.p, rp.eps = c.rms_norm_eps;
     const MoeRouteIndex ixb{b.off.p, b.list.p, b.act.p, b.num.p};
-    if (E > kRouterNormMaxExperts || n > 1) {
+    if (E > kRouterNormMaxExperts || n > kRouterNormMaxTokens) {
       EXPECT_THROW(moe_router_norm(rp, ixb, nullptr), Error);
       continue;
     }
@@ -594,6 +599,9 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     if (E == 128) {
       EXPECT_EQ(idx[0], 9) << "tied logits: the lower expert id first";
       EXPECT_EQ(idx[1], 100);
+    }
+    if (padded) {  // the padding row (token 1) routes as real token 0
+      EXPECT_EQ(std::vector<int32_t>(idx.begin() + K, idx.end()), std::vector<int32_t>(idx.begin(), idx.begin() + K));
     }
     EXPECT_EQ(b.wt.download(), a.wt.download()) << "routing weights (n = " << n << ")";
     ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, b.off.download(), b.list.download(), b.act.download(),

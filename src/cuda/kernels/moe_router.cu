@@ -1,6 +1,6 @@
 // moe_router_logits spreads the router GEMV over CTAs (8 experts each); the last CTA to finish (atomic
 // counter) selects each token's top-k and normalizes, counts pairs per expert and fills the groups.
-// moe_router_norm (one token: batch-1 decode) does the same in one cluster of <= 8 CTAs that also compute the
+// moe_router_norm (1-2 tokens: the smallest decode steps) does the same in one cluster of <= 8 CTAs that also compute the
 // post-attention RMSNorm first: the logits meet in CTA 0's shared memory (distributed shared memory, a cluster
 // barrier) instead of global memory and an arrival counter.
 #include "cuda/kernels/moe_router.h"
@@ -83,18 +83,19 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
   if (threadIdx.x == 0) *p.done_counter = 0u;
 }
 
-// One token. Cluster of ceil(E / WARPS) CTAs of WARPS warps (8 for <= 32 experts, 16 for <= 128: a cluster of
-// <= 8, the portable limit); warp w of CTA c computes expert WARPS c + w, its weight row in registers (loaded
-// before griddep_wait). Every CTA first normalizes the token's row x -> xn itself, in the order of
-// rmsnorm_row_write (thread t < 256 sums elements t + 256 i; the 8 warps' sums in order), so xn is bit for bit
-// the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16 values) go to CTA 0's shared
-// memory and to p.logits; after the cluster barrier CTA 0 routes (route_index).
-// Why: the o_proj last-CTA norm and the router's last-CTA routing were two arrival-counter tails (a fence,
-// an atomic and a dependent reload each) on the batch-1 critical path, every layer.
+// 1-MT tokens (p.n_tokens <= MT). Cluster of ceil(E / WARPS) CTAs of WARPS warps (8 for <= 32 experts, 16 for
+// <= 128: a cluster of <= 8, the portable limit); warp w of CTA c computes expert WARPS c + w for every token, its
+// weight row in registers (loaded before griddep_wait). Every CTA first normalizes the rows x -> xn itself, each in
+// the order of rmsnorm_row_write (thread t < 256 sums elements t + 256 i; the 8 warps' sums in order), so xn is bit
+// for bit the rmsnorm kernel's and the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16
+// values) go to CTA 0's shared memory and to p.logits; after the cluster barrier CTA 0 routes (one token: warp 0
+// alone, warp_route_one_token; more: route_index, which also maps a graph's padding rows, p.n_real).
+// Why: the o_proj last-CTA norm (or, at 2-4 tokens, the rmsnorm launch) and the router's last-CTA routing were a
+// launch and arrival-counter tails (a fence, an atomic and a dependent reload each) on the critical path, every layer.
 // KMAX: top_k <= KMAX; with WARPS = 8 (<= 32 experts) the routing warp holds one logit per lane. Both bound the
 // routing's unrolled loops: the 20b instantiation (1 expert per lane, top-4) runs 1/8 of the generic one's select
 // code after the cluster barrier, which held CTA 0 ~2.9 us past the other CTAs (H100 CTA trace, session 19).
-template <int K, int WARPS, int KMAX>
+template <int K, int WARPS, int KMAX, int MT>
 __global__ void __launch_bounds__(WARPS * 32)
     moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
   constexpr int kPerLane = WARPS == 8 ? 1 : kTopkPerLane;
@@ -102,9 +103,9 @@ __global__ void __launch_bounds__(WARPS * 32)
   namespace cg = cooperative_groups;
   constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
   static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
-  extern __shared__ float4 s_x[];  // [2][K / 8] the staged normed row (stage_rows_f32 layout)
-  __shared__ float s_ss[kNormThreads / 32];
-  __shared__ float s_logit[kMaxExperts];  // CTA 0: every CTA's logits
+  extern __shared__ float4 s_x[];  // [MT][2][K / 8] the staged normed rows (stage_rows_f32 layout)
+  __shared__ float s_ss[MT][kNormThreads / 32];
+  __shared__ float s_logit[MT][kMaxExperts];  // CTA 0: every CTA's logits
   cg::cluster_group cluster = cg::this_cluster();
   cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the writes into CTA 0's s_logit below)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -121,43 +122,58 @@ __global__ void __launch_bounds__(WARPS * 32)
     const int c = threadIdx.x + i * kNormThreads;
     nw[i] = norm_thread && c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
   }
+  const int n = MT == 1 ? 1 : p.n_tokens;
   griddep_wait();
   trace.waited();
   griddep_launch_dependents();
   const bf16_t* x = static_cast<const bf16_t*>(p.x);
-  float xv[PER], ss = 0.f;
+  float xv[MT][PER];  // every row's loads in one round trip
 #pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int c = threadIdx.x + i * kNormThreads;
-    xv[i] = norm_thread && c < K ? to_f32(x[c]) : 0.f;
-    ss = fmaf(xv[i], xv[i], ss);
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      const int c = threadIdx.x + i * kNormThreads;
+      xv[m][i] = norm_thread && c < K && m < n ? to_f32(x[size_t(m) * K + c]) : 0.f;
+    }
+#pragma unroll
+  for (int m = 0; m < MT; ++m) {
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) ss = fmaf(xv[m][i], xv[m][i], ss);
+    ss = warp_sum(ss);
+    if (norm_thread && lane == 0) s_ss[m][warp] = ss;
   }
-  ss = warp_sum(ss);
-  if (norm_thread && lane == 0) s_ss[warp] = ss;
   __syncthreads();
-  float total = 0.f;
-#pragma unroll
-  for (int w = 0; w < kNormThreads / 32; ++w) total += s_ss[w];
-  const float r = 1.0f / sqrtf(total / float(K) + p.eps);
   float* sx = reinterpret_cast<float*>(s_x);
 #pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int c = threadIdx.x + i * kNormThreads;
-    if (!norm_thread || c >= K) continue;
-    const bf16_t y = to_bf16(nw[i] * (xv[i] * r));
-    // element c = vector c / 8, lane-of-vector c % 8: plane (c % 8) / 4, component c % 4
-    sx[(((c & 7) >> 2) * NV + (c >> 3)) * 4 + (c & 3)] = to_f32(y);
-    if (blockIdx.x == 0) static_cast<bf16_t*>(p.xn_out)[c] = y;
+  for (int m = 0; m < MT; ++m) {
+    float total = 0.f;
+#pragma unroll
+    for (int w = 0; w < kNormThreads / 32; ++w) total += s_ss[m][w];
+    const float r = 1.0f / sqrtf(total / float(K) + p.eps);
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+      const int c = threadIdx.x + i * kNormThreads;
+      if (!norm_thread || c >= K) continue;
+      const bf16_t y = to_bf16(nw[i] * (xv[m][i] * r));
+      // element c = vector c / 8, lane-of-vector c % 8: plane (c % 8) / 4, component c % 4 (rows past n: zeros)
+      sx[((m * 2 + ((c & 7) >> 2)) * NV + (c >> 3)) * 4 + (c & 3)] = m < n ? to_f32(y) : 0.f;
+      if (blockIdx.x == 0 && m < n) static_cast<bf16_t*>(p.xn_out)[size_t(m) * K + c] = y;
+    }
   }
   __syncthreads();
-  float acc[1][1];
-  dot_rows<K, 1, 1>(wr, s_x, acc);
-  float* logit0 = cluster.map_shared_rank(&s_logit[0], 0);
+  float acc[1][MT];
+  dot_rows<K, MT, 1>(wr, s_x, acc);
+  float* logit0 = cluster.map_shared_rank(&s_logit[0][0], 0);
   cluster_wait();  // (the arrive at the top)
   if (lane == 0 && e < p.n_experts) {
-    const float v = bf(acc[0][0] + bias);
-    logit0[e] = v;
-    p.logits[e] = v;
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      if (m >= n) break;
+      const float v = bf(acc[0][m] + bias);
+      logit0[m * kMaxExperts + e] = v;
+      p.logits[size_t(m) * p.n_experts + e] = v;
+    }
   }
   cluster.sync();  // CTA 0 has every logit (release / acquire over the cluster)
   trace.mark();
@@ -165,29 +181,41 @@ __global__ void __launch_bounds__(WARPS * 32)
     trace.end(kTraceRouter);
     return;
   }
-  if (one_warp) {  // warp 0 routes the token alone (warp_route_one_token)
+  if (MT == 1 && one_warp) {  // warp 0 routes the token alone (warp_route_one_token)
     if (warp != 0) return;
     float v[kPerLane];
 #pragma unroll
     for (int j = 0; j < kPerLane; ++j) {
       const int ex = lane + 32 * j;
-      v[j] = ex < p.n_experts ? s_logit[ex] : -INFINITY;
+      v[j] = ex < p.n_experts ? s_logit[0][ex] : -INFINITY;
     }
     warp_route_one_token<kPerLane, KMAX>(v, p.n_experts, p.top_k, p.topk_idx, p.topk_w, ix);
     trace.end(kTraceRouter);
     return;
   }
-  route_index(p, ix, [&](int, int ex) { return s_logit[ex]; });
+  route_index(p, ix, [&](int t, int ex) { return s_logit[t][ex]; });
   trace.end(kTraceRouter);
 }
 
-template <int K, int WARPS, int KMAX>
+template <int K, int WARPS, int KMAX, int MT>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   const int n_ctas = (p.n_experts + WARPS - 1) / WARPS;
   // MXS_ROUTER_CTA_ROUTE=1 (A/B): CTA 0 routes with route_index (its CTA barriers and topk_idx reload).
   static const int one_warp = std::getenv("MXS_ROUTER_CTA_ROUTE") ? 0 : 1;
-  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS, KMAX>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
-                     stream, dim3(n_ctas, 1, 1), p, ix, one_warp);
+  // (set whatever the size: the static shared memory counts toward the 48 KB a launch may take without it)
+  constexpr int smem = staged_bytes<K, MT>();
+  static const bool smem_ok = (cudaFuncSetAttribute(moe_router_norm_kernel<K, WARPS, KMAX, MT>,
+                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess);
+  MXS_CHECK(smem_ok, "moe_router_norm: the shared-memory attribute was refused");
+  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS, KMAX, MT>, dim3(n_ctas), dim3(WARPS * 32), smem, stream,
+                     dim3(n_ctas, 1, 1), p, ix, one_warp);
+}
+
+template <int K, int WARPS, int KMAX>
+void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
+  static_assert(kRouterNormMaxTokens == 2, "one instantiation per token count");
+  if (p.n_tokens == 1) return launch_norm<K, WARPS, KMAX, 1>(p, ix, stream);
+  launch_norm<K, WARPS, KMAX, 2>(p, ix, stream);
 }
 
 template <int K, int WARPS>
@@ -215,8 +243,9 @@ void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stre
 }  // namespace
 
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  MXS_CHECK(p.n_tokens == 1 && p.logits != nullptr,
-            strfmt("moe_router_norm: n_tokens = %d is not supported (one token; logits workspace set)", p.n_tokens));
+  MXS_CHECK(p.n_tokens >= 1 && p.n_tokens <= kRouterNormMaxTokens && p.logits != nullptr,
+            strfmt("moe_router_norm: n_tokens = %d is not supported (1-%d tokens; logits workspace set)", p.n_tokens,
+                   kRouterNormMaxTokens));
   MXS_CHECK(p.x != nullptr && p.norm_w != nullptr && p.xn_out != nullptr,
             "moe_router_norm: x, norm_w and xn_out must be set");
   check_routing(p, "moe_router_norm", kRouterNormMaxExperts, "; more: moe_router");

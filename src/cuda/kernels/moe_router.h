@@ -17,14 +17,14 @@ struct MoeRouterParams {
   int32_t* topk_idx = nullptr;  // [n_tokens, top_k] expert ids, best first
   float* topk_w = nullptr;      // [n_tokens, top_k] routing weights (bf16 values held in fp32)
   int n_tokens = 0, hidden = 0, n_experts = 0, top_k = 4;
-  // Optional (moe_router): [1] on the device, the step's real tokens n_real; token t >= n_real (a CUDA graph bucket's
+  // Optional (moe_router, moe_router_norm at 2 tokens): [1] on the device, the step's real tokens n_real; token t >= n_real (a CUDA graph bucket's
   // padding row) takes the experts and weights of real token (t - n_real) % n_real, so padding adds pairs but never
   // an expert to read, and its pairs spread over the real tokens' experts (few pass an 8-pair tile).
   const int32_t* n_real = nullptr;
   // moe_router_norm only: xn_out = rmsnorm(x, norm_w) is computed first and routed (xn above is unused).
-  const void* x = nullptr;       // [1, hidden] bf16 residual stream
+  const void* x = nullptr;       // [n_tokens, hidden] bf16 residual stream
   const void* norm_w = nullptr;  // [hidden] bf16
-  void* xn_out = nullptr;        // [1, hidden] bf16
+  void* xn_out = nullptr;        // [n_tokens, hidden] bf16
   float eps = 1e-5f;
 };
 
@@ -39,12 +39,13 @@ struct MoeRouteIndex {
 
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
-// The post-attention RMSNorm and the router in one launch (a cluster of <= 8 CTAs) for one token and
-// <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router, bit for bit (logits, xn, top-k,
-// weights, grouping); done_counter is not used. One token only: a 4-token version (the rows' norms one after
-// another, 4-row dots) cost more than the launch and last-CTA tails it replaced (H200, batch 4 3.84 -> 3.88 ms
-// per step, while batch 1 went 1.98 -> 1.90).
+// The post-attention RMSNorm and the router in one launch (a cluster of <= 8 CTAs) for 1-kRouterNormMaxTokens
+// tokens and <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router, bit for bit (logits, xn,
+// top-k, weights, grouping, padding rows by n_real); done_counter is not used. Two tokens at most: at 3-4 (every
+// CTA normalizing and dotting 4 rows) it cost more than the rmsnorm launch it replaced (H200, session 26, graph ms
+// per step: 20b batch 3 / 4 2.464 / 2.751 vs 2.446 / 2.726; at 2 tokens 2.113 vs 2.187, docs/PERF.md).
 constexpr int kRouterNormMaxExperts = 128;
+constexpr int kRouterNormMaxTokens = 2;
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
 }  // namespace mxs::cuda

@@ -102,7 +102,8 @@ StepLayout make_layout(const std::vector<int>& ctx, const std::vector<int>& n_ne
   return s;
 }
 
-// q/k/v + bias + RoPE + paged K/V write for steps of 1 and 3 tokens (the streaming GEMV at hidden 2880), 6
+// q/k/v + bias + RoPE + paged K/V write for steps of 1, 2 (two sequences: each token's own block table) and 3
+// tokens (the streaming GEMV at hidden 2880), 6
 // tokens (the register-resident GEMV), and through the dense path (cuBLAS fp32 GEMM + qkv_rope_from_f32) for
 // 6, 13 and 82 tokens (one head per warp over (token, head group) CTAs) and 270 tokens (one CTA per token over
 // all heads), positions up to 499.
@@ -115,7 +116,7 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const struct {
     std::vector<int> ctx, n_new;
     Path path;
-  } cases[] = {{{90}, {1}, kGemv}, {{5, 60}, {2, 1}, kGemv}, {{37, 1, 130}, {3, 1, 2}, kGemv},
+  } cases[] = {{{90}, {1}, kGemv}, {{40, 7}, {1, 1}, kGemv}, {{5, 60}, {2, 1}, kGemv}, {{37, 1, 130}, {3, 1, 2}, kGemv},
                {{37, 1, 130}, {3, 1, 2}, kCublas}, {{200, 17}, {9, 4}, kCublas}, {{500, 17}, {77, 5}, kCublas},
                {{300}, {270}, kCublas}, {{37, 1, 130}, {3, 1, 2}, kSkinny}, {{200, 17}, {9, 4}, kSkinny},
                {{100, 3}, {60, 4}, kSkinny}};

@@ -96,6 +96,12 @@ struct Bf12Format {
 //   __device__ void finish(int g, int m, const float (&v)[R], const Pre&) const;  the R dots of group g, token m
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
+//   Optional (gemv_stream_kernel): struct Tok and __device__ Tok token(int m) const: token m's loop-invariant
+//   epilogue inputs (e.g. its position and KV-cache slot), loaded once by thread m before griddep_wait (step inputs
+//   and constants only). With Tok, prefetch(g, m, tok) reads only constants and the epilogue is
+//   finish(g, m, v, pre, tok); Epi::kPrefetchAhead: prefetch runs one group ahead (its Pre held across a group),
+//   else at the top of the group. Either way a finish has no chain of loads (the finishing threads are in warp 0,
+//   so a load chain in the finish held every warp at the next group's barrier).
 // Rows: how the lanes get their slices of the MT activation rows (by every thread):
 //   struct Pre;                                   registers loaded before griddep_wait
 //   __device__ Pre before_wait(int n_x) const;    loads of what no kernel in flight writes (constants, and the
@@ -139,6 +145,19 @@ struct EpiMinCtas<Epi, std::void_t<decltype(Epi::kMinCtasPerSm)>> {
   static constexpr int value = Epi::kMinCtasPerSm;
 };
 
+// Epi::Tok where an Epi declares it (see above), else an empty struct.
+struct EpiNoTok {};
+template <typename Epi, typename = void>
+struct EpiTok {
+  static constexpr bool value = false;
+  using type = EpiNoTok;
+};
+template <typename Epi>
+struct EpiTok<Epi, std::void_t<typename Epi::Tok>> {
+  static constexpr bool value = true;
+  using type = typename Epi::Tok;
+};
+
 template <int K, int MT, int R, typename Epi, typename Rows, typename W>
 __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
     gemv_stream_kernel(Rows rows, int n_x, int n_groups, Epi epi, W wf) {
@@ -163,6 +182,16 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
   int g = blockIdx.x;
   const typename Rows::Pre rows_pre = rows.before_wait(n_x);  // (small, first in the queue)
   if (g < n_groups) load_group(g, wcur, hcur);  // weights in flight while the previous kernel drains
+  constexpr bool kTok = EpiTok<Epi>::value;
+  const bool fin_thread = threadIdx.x < MT && int(threadIdx.x) < n_x;  // thread m finishes token m
+  typename EpiTok<Epi>::type tok{};
+  typename Epi::Pre pre_next{};  // (with Tok: the epilogue inputs of the thread's next group)
+  if constexpr (kTok) {
+    if (fin_thread) {
+      tok = epi.token(threadIdx.x);
+      if (Epi::kPrefetchAhead && g < n_groups) pre_next = epi.prefetch(g, threadIdx.x, tok);
+    }
+  }
   griddep_wait();
   trace.waited();
   griddep_launch_dependents();
@@ -184,7 +213,16 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
     const int gn = g + gridDim.x;
     if (gn < n_groups) load_group(gn, wnxt, hnxt);
     typename Epi::Pre pre{};
-    if (threadIdx.x < MT && int(threadIdx.x) < n_x) pre = epi.prefetch(g, threadIdx.x);
+    if constexpr (kTok) {
+      if constexpr (Epi::kPrefetchAhead) {
+        pre = pre_next;
+        if (fin_thread && gn < n_groups) pre_next = epi.prefetch(gn, threadIdx.x, tok);
+      } else if (fin_thread) {
+        pre = epi.prefetch(g, threadIdx.x, tok);
+      }
+    } else if (fin_thread) {
+      pre = epi.prefetch(g, threadIdx.x);
+    }
     float acc[R][MT];
 #pragma unroll
     for (int r = 0; r < R; ++r)
@@ -202,7 +240,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
 #pragma unroll
         for (int m = 0; m < MT; ++m) s_part[buf][warp][r][m] = acc[r][m];
     __syncthreads();
-    if (threadIdx.x < MT && int(threadIdx.x) < n_x) {
+    if (fin_thread) {
       const int m = threadIdx.x;
       const float* xm = reinterpret_cast<const float*>(s_x + m * 2 * (K / 8));
       float v[R];
@@ -213,7 +251,10 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
         for (int w = 0; w < kStreamWarps; ++w) s += s_part[buf][w][r][m];
         v[r] = wf.correct(hcur[r], s, [&](uint32_t col) { return xm[((col % 8) / 4 * (K / 8) + col / 8) * 4 + col % 4]; });
       }
-      epi.finish(g, m, v, pre);
+      if constexpr (kTok)
+        epi.finish(g, m, v, pre, tok);
+      else
+        epi.finish(g, m, v, pre);
     }
     buf ^= 1;
     if (gn < n_groups) {

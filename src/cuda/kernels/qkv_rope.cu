@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <type_traits>
 
 #include "common/error.h"
 #include "cuda/cuda_check.h"
@@ -52,33 +53,74 @@ __global__ void __launch_bounds__(kWarps * 32) qkv_rope_kernel(QkvRopeParams p) 
   }
 }
 
-// 1-4 tokens on the streaming GEMV: group g = RoPE pair (head, d), rows head * 64 + d and + 32.
-struct QkvStreamEpi {
-  // Registers decide the persistent grid (resident CTAs): at 4 tokens ptxas's 128 give 2 CTAs of 8 warps per SM,
-  // and 135 (one CTA) ran a 20b step in 3.83 ms vs 3.52 (session 23, H100, docs/PERF.md). A kMinCtasPerSm of 2 is
-  // not the same: the CombineNormRows instantiation spills under it.
+// The groups of both GEMV kernels: group g = RoPE pair (head, d), rows head * 64 + d and + 32.
+struct QkvEpiBase {
   QkvRopeParams p;
   int k;
   __device__ size_t row_index(int g, int r) const {
     const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
     return size_t(head * kHeadDim + d + r * (kHeadDim / 2));
   }
-  // (the epilogue's loads are small and L2-resident; loading them at the top of the group with the weights,
-  // session 13, H100: batch 1 1.944 vs 1.945 ms, batch 2 2.975 vs 2.940 ms; session 22, qkv_rope_pair_prep at 2-4
-  // tokens: 20b batch 2 / 4 770 / 1,001 vs 789 / 1,040 tok/s: not kept)
+  __device__ void after(int) const {}
+};
+
+// 2-4 tokens on gemv_stream_kernel, whose thread m (in warp 0) finishes token m of every group. The token's
+// position and KV-cache block are loaded once, before the wait (Tok: step inputs), and a group's biases and inverse
+// frequency with the group's weights (Pre: constants), so a finish is arithmetic and two stores. Before (session 26), every
+// finish loaded the position and then the block table: a chain of L2 round trips in warp 0 per group that held
+// the CTA at the next group's barrier (H200, 20b graph ms per step: see docs/PERF.md session 26). (Earlier tries
+// moved the same chain to the top of the group, session 13 and 22: slower; it still stalled warp 0 there.)
+// Registers decide the persistent grid (resident CTAs): at 4 tokens ptxas's 128 give 2 CTAs of 8 warps per SM, and
+// 135 (one CTA) ran a 20b step in 3.83 ms vs 3.52 (session 23, H100, docs/PERF.md). A kMinCtasPerSm of 2 is not the
+// same: the CombineNormRows instantiation spills under it.
+// Two tokens only: at 4 the token state took the StreamRows instantiation from 128 to 145-147 registers (one CTA
+// per SM; 12 bytes of spills under a bound of two), so 3-4 tokens keep QkvLoadEpi below.
+struct QkvStreamEpi : QkvEpiBase {
+  static constexpr bool kPrefetchAhead = true;
+  struct Tok {
+    int pos, block;  // block: the KV-cache block of pos (used by k / v groups)
+  };
+  __device__ Tok token(int m) const {
+    Tok t;
+    t.pos = p.meta.positions[m];
+    t.block = qkv_rope_kv_block(p, m, t.pos);
+    return t;
+  }
+  struct Pre {
+    uint32_t bias;   // the two rows' biases, bf16x2 (row d low)
+    float inv_freq;  // p.inv_freq[d]
+  };
+  __device__ Pre prefetch(int g, int, const Tok&) const {
+    const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2), row0 = head * kHeadDim + d;
+    const uint16_t* bias = static_cast<const uint16_t*>(p.b_qkv);
+    return Pre{uint32_t(bias[row0]) | uint32_t(bias[row0 + kHeadDim / 2]) << 16, p.inv_freq[d]};
+  }
+  __device__ void finish(int g, int m, const float (&v)[2], const Pre& pre, const Tok& tok) const {
+    const int head = g / (kHeadDim / 2), d = g % (kHeadDim / 2);
+    const bool rotate = qkv_rope_rotates(p, head);
+    QkvPairPrep r;
+    r.bias = pre.bias;
+    r.c = r.s = 0.f;
+    if (rotate) qkv_rope_factors_of(p, tok.pos, pre.inv_freq, r.c, r.s);
+    r.dst = qkv_rope_pair_dst_at(p, m, tok.pos, tok.block, head, d);
+    qkv_rope_pair_store(r, rotate, v[0], v[1]);
+  }
+};
+
+// 3-4 tokens on gemv_stream_kernel: every finish loads its inputs (qkv_rope_store_pair).
+struct QkvLoadEpi : QkvEpiBase {
   struct Pre {};
   __device__ Pre prefetch(int, int) const { return {}; }
   __device__ void finish(int g, int m, const float (&v)[2], const Pre&) const {
     qkv_rope_store_pair(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2), v[0], v[1]);
   }
-  __device__ void after(int) const {}
 };
 
 // One token on gemv_warp_kernel: the same groups, but every load of the epilogue (position, biases, RoPE factors,
 // the KV block) is done by prefetch, at the top of the group and for a warp's first group before
 // griddepcontrol.wait (step inputs and constants only), so the finish after the dot is arithmetic and two stores:
 // the last group's finish is the kernel's tail.
-struct QkvWarpEpi : QkvStreamEpi {
+struct QkvWarpEpi : QkvEpiBase {
   using Pre = QkvPairPrep;
   __device__ Pre prefetch(int g, int m) const {
     return qkv_rope_pair_prep(p, m, g / (kHeadDim / 2), g % (kHeadDim / 2));
@@ -231,8 +273,7 @@ struct CombineNormRows {
 // kernel was slower than on gemv_stream_kernel: 1.975 ms with both.) 2-4 tokens: gemv_stream_kernel.
 template <int K, int MT, typename Rows>
 void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStream_t stream) {
-  const QkvStreamEpi epi{p, K};
-  const QkvWarpEpi warp_epi{epi};
+  const QkvWarpEpi warp_epi{{p, K}};
   // With the fused combine, the rows of each warp's first group requested before the wait (the rest after the
   // prologue's loads). From bf12 (12 warps) one of the two: fewer weight bytes in flight ahead of the yw loads
   // that every dot waits for (H100, session 13, rows before the wait 2 / 1 / 0: 20b 1.925-1.948 / 1.911-1.937 /
@@ -252,7 +293,8 @@ void launch_rows(const Rows& rows, const QkvRopeParams& p, int groups, cudaStrea
       return launch_gemv_warp<K, 2, 12>(rows, groups, warp_epi, Bf12Format<K>{p.w_qkv_bf12}, stream, pre_rows(1));
     launch_gemv_warp<K, 2>(rows, groups, warp_epi, bf16, stream, pre_rows(2));
   } else {
-    launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, epi, bf16, stream);
+    using Epi = std::conditional_t<MT <= 2, QkvStreamEpi, QkvLoadEpi>;
+    launch_gemv_stream<K, MT, 2>(rows, p.n_tokens, groups, Epi{{p, K}}, bf16, stream);
   }
 }
 

@@ -8,9 +8,14 @@
 namespace mxs::cuda {
 
 // RoPE factors of pair d at position pos: c = bf(cos(pos * inv_freq[d]) * mscale), s likewise with sin.
-__device__ __forceinline__ void qkv_rope_factors(const QkvRopeParams& p, int pos, int d, float& c, float& s) {
-  const float ang = float(pos) * p.inv_freq[d];
+// (inv_freq: p.inv_freq[d], loaded by the caller)
+__device__ __forceinline__ void qkv_rope_factors_of(const QkvRopeParams& p, int pos, float inv_freq, float& c,
+                                                    float& s) {
+  const float ang = float(pos) * inv_freq;
   c = bf(cosf(ang) * p.mscale), s = bf(sinf(ang) * p.mscale);
+}
+__device__ __forceinline__ void qkv_rope_factors(const QkvRopeParams& p, int pos, int d, float& c, float& s) {
+  qkv_rope_factors_of(p, pos, p.inv_freq[d], c, s);
 }
 
 // Whether head `head` is rotated (q or k).
@@ -18,19 +23,30 @@ __device__ __forceinline__ bool qkv_rope_rotates(const QkvRopeParams& p, int hea
   return head < p.n_heads + p.n_kv_heads;
 }
 
-// Element d of the pair's destination row for token t at position pos: head < n_heads -> its q row in q_out, else
-// its k / v row in the paged KV cache (through the block table). Element d + 32 is the pair's other row.
-__device__ __forceinline__ bf16_t* qkv_rope_pair_dst(const QkvRopeParams& p, int t, int pos, int head, int d) {
+// Token t's KV-cache block for position pos (a load through its sequence's block table).
+__device__ __forceinline__ int qkv_rope_kv_block(const QkvRopeParams& p, int t, int pos) {
+  const int seq = p.meta.token_seq[t];
+  return p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
+}
+
+// Element d of the pair's destination row for token t, whose KV-cache slot is (block, pos % block_size): head <
+// n_heads -> its q row in q_out, else its k / v row in the paged KV cache. Element d + 32 is the pair's other row.
+__device__ __forceinline__ bf16_t* qkv_rope_pair_dst_at(const QkvRopeParams& p, int t, int pos, int block, int head,
+                                                        int d) {
   constexpr int kHeadDim = 64;
   if (head < p.n_heads) return static_cast<bf16_t*>(p.q_out) + size_t(t) * p.n_heads * kHeadDim + head * kHeadDim + d;
   const bool is_v = head >= p.n_heads + p.n_kv_heads;
   const int kvh = head - p.n_heads - (is_v ? p.n_kv_heads : 0);
-  const int seq = p.meta.token_seq[t];
-  const int block = p.meta.block_tables[size_t(seq) * p.meta.max_blocks_per_seq + pos / p.kv.block_size];
   const int slot = pos % p.kv.block_size;
   return static_cast<bf16_t*>(p.kv.base) +
          ((size_t(block) * 2 + (is_v ? 1 : 0)) * p.kv.n_kv_heads + kvh) * size_t(p.kv.block_size) * kHeadDim +
          size_t(slot) * kHeadDim + d;
+}
+
+// The same, the block looked up here (q heads load nothing).
+__device__ __forceinline__ bf16_t* qkv_rope_pair_dst(const QkvRopeParams& p, int t, int pos, int head, int d) {
+  const int block = head < p.n_heads ? 0 : qkv_rope_kv_block(p, t, pos);
+  return qkv_rope_pair_dst_at(p, t, pos, block, head, d);
 }
 
 // As qkv_rope_store_pair below, with the token's position and (for q / k heads) its RoPE factors given: a

@@ -1,8 +1,8 @@
 // moe_router_logits spreads the router GEMV over CTAs (8 experts each); the last CTA to finish (atomic
 // counter) selects each token's top-k and normalizes, counts pairs per expert and fills the groups.
-// moe_router_norm (1-2 tokens: the smallest decode steps) does the same in one cluster of <= 8 CTAs that also compute the
-// post-attention RMSNorm first: the logits meet in CTA 0's shared memory (distributed shared memory, a cluster
-// barrier) instead of global memory and an arrival counter.
+// moe_router_norm (1-2 tokens: the smallest decode steps) does the same in one cluster of <= 8 CTAs that also
+// compute the post-attention RMSNorm first: the logits meet in CTA 0's shared memory (distributed shared memory, a
+// cluster barrier) instead of global memory and an arrival counter.
 #include "cuda/kernels/moe_router.h"
 
 #include <cstdlib>
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouter
 // for bit the rmsnorm kernel's and the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16
 // values) go to CTA 0's shared memory and to p.logits; after the cluster barrier CTA 0 routes (one token: warp 0
 // alone, warp_route_one_token; more: route_index, which also maps a graph's padding rows, p.n_real).
-// Why: the o_proj last-CTA norm (or, at 2-4 tokens, the rmsnorm launch) and the router's last-CTA routing were a
+// Why: the o_proj last-CTA norm (or, at two tokens, the rmsnorm launch) and the router's last-CTA routing were a
 // launch and arrival-counter tails (a fence, an atomic and a dependent reload each) on the critical path, every layer.
 // KMAX: top_k <= KMAX; with WARPS = 8 (<= 32 experts) the routing warp holds one logit per lane. Both bound the
 // routing's unrolled loops: the 20b instantiation (1 expert per lane, top-4) runs 1/8 of the generic one's select

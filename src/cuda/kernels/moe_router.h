@@ -17,9 +17,10 @@ struct MoeRouterParams {
   int32_t* topk_idx = nullptr;  // [n_tokens, top_k] expert ids, best first
   float* topk_w = nullptr;      // [n_tokens, top_k] routing weights (bf16 values held in fp32)
   int n_tokens = 0, hidden = 0, n_experts = 0, top_k = 4;
-  // Optional (moe_router, moe_router_norm at 2 tokens): [1] on the device, the step's real tokens n_real; token t >= n_real (a CUDA graph bucket's
-  // padding row) takes the experts and weights of real token (t - n_real) % n_real, so padding adds pairs but never
-  // an expert to read, and its pairs spread over the real tokens' experts (few pass an 8-pair tile).
+  // Optional (moe_router; moe_router_norm at 2 tokens): [1] on the device, the step's real tokens n_real; token
+  // t >= n_real (a CUDA graph bucket's padding row) takes the experts and weights of real token (t - n_real) % n_real,
+  // so padding adds pairs but never an expert to read, and its pairs spread over the real tokens' experts (few pass
+  // an 8-pair tile).
   const int32_t* n_real = nullptr;
   // moe_router_norm only: xn_out = rmsnorm(x, norm_w) is computed first and routed (xn above is unused).
   const void* x = nullptr;       // [n_tokens, hidden] bf16 residual stream

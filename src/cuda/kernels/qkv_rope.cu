@@ -64,17 +64,15 @@ struct QkvEpiBase {
   __device__ void after(int) const {}
 };
 
-// 2-4 tokens on gemv_stream_kernel, whose thread m (in warp 0) finishes token m of every group. The token's
+// Two tokens on gemv_stream_kernel, whose thread m (in warp 0) finishes token m of every group. The token's
 // position and KV-cache block are loaded once, before the wait (Tok: step inputs), and a group's biases and inverse
-// frequency with the group's weights (Pre: constants), so a finish is arithmetic and two stores. Before (session 26), every
-// finish loaded the position and then the block table: a chain of L2 round trips in warp 0 per group that held
-// the CTA at the next group's barrier (H200, 20b graph ms per step: see docs/PERF.md session 26). (Earlier tries
-// moved the same chain to the top of the group, session 13 and 22: slower; it still stalled warp 0 there.)
-// Registers decide the persistent grid (resident CTAs): at 4 tokens ptxas's 128 give 2 CTAs of 8 warps per SM, and
-// 135 (one CTA) ran a 20b step in 3.83 ms vs 3.52 (session 23, H100, docs/PERF.md). A kMinCtasPerSm of 2 is not the
-// same: the CombineNormRows instantiation spills under it.
-// Two tokens only: at 4 the token state took the StreamRows instantiation from 128 to 145-147 registers (one CTA
-// per SM; 12 bytes of spills under a bound of two), so 3-4 tokens keep QkvLoadEpi below.
+// frequency one group ahead (Pre: constants), so a finish is arithmetic and two stores. Before (session 26), every
+// finish loaded the position and then the block table: a chain of L2 round trips in warp 0 per group that held the
+// CTA at the next group's barrier (H200, 20b batch 2: 2.114 -> 2.057 graph ms per step, docs/PERF.md session 26).
+// (Earlier tries moved the same chain to the top of the group, sessions 13 and 22: slower; it still stalled warp 0.)
+// Two tokens only: at 4 the token state took the StreamRows instantiation from 128 to 145-147 registers, one CTA per
+// SM where 128 give two (135 registers ran a 20b step in 3.83 ms vs 3.52: session 23, H100), and under a bound of
+// two CTAs it ran slower (session 26), so 3-4 tokens keep QkvLoadEpi below.
 struct QkvStreamEpi : QkvEpiBase {
   static constexpr bool kPrefetchAhead = true;
   struct Tok {
@@ -107,7 +105,8 @@ struct QkvStreamEpi : QkvEpiBase {
   }
 };
 
-// 3-4 tokens on gemv_stream_kernel: every finish loads its inputs (qkv_rope_store_pair).
+// 3-4 tokens on gemv_stream_kernel: every finish loads its inputs (qkv_rope_store_pair). (A kMinCtasPerSm of 2
+// is not the same as ptxas's 128 registers: the CombineNormRows instantiation spills under it.)
 struct QkvLoadEpi : QkvEpiBase {
   struct Pre {};
   __device__ Pre prefetch(int, int) const { return {}; }

@@ -529,17 +529,10 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
     });
   static const bool small_step_moe = std::getenv("MXS_SMALL_STEP_MOE") != nullptr;
   const bool rows_moe = n_tokens >= kRowsMoeMinTokens && !small_step_moe;
-  // Steps of 1-2 tokens (kRouterNormMaxTokens): the post-attention norm and the router in one launch
-  // (moe_router_norm) instead of o_proj's last-CTA norm (one token) or the rmsnorm launch (two) + moe_router.
-  // H200, 20b graph ms per step: batch 2 2.113-2.114 vs 2.185-2.188 (session 26). MXS_ROUTER_NORM_MAX=1: one token
-  // only; MXS_NO_ROUTER_NORM=1: never (A/B).
+  // One-token steps (batch-1 decode): the post-attention norm and the router in one launch (moe_router_norm)
+  // instead of o_proj's last-CTA norm + moe_router. MXS_NO_ROUTER_NORM=1: the latter (A/B).
   static const bool no_router_norm = std::getenv("MXS_NO_ROUTER_NORM") != nullptr;
-  static const int router_norm_max = [] {
-    const char* v = std::getenv("MXS_ROUTER_NORM_MAX");  // A/B
-    return v ? std::max(1, std::min(kRouterNormMaxTokens, std::atoi(v))) : kRouterNormMaxTokens;
-  }();
-  static_assert(kRouterNormMaxTokens < kDenseGemmMinRows, "dense steps norm in residual_rmsnorm");
-  const bool router_norm = n_tokens <= router_norm_max && c.num_experts <= kRouterNormMaxExperts && !no_router_norm;
+  const bool router_norm = n_tokens == 1 && c.num_experts <= kRouterNormMaxExperts && !no_router_norm;
   void* x = this->x;
   void* x_next = x_alt;
   for (int l = 0; l < c.num_layers; ++l) {
@@ -608,6 +601,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       }
       attention_decode_mma(p, stream);
     });
+    bool fold_norm = false;  // the post-attention norm runs in moe_router's CTAs
     if (dense) {
       int splits = 1;
       if (skinny_fits(n_tokens, c.q_dim(), H))
@@ -621,16 +615,22 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
         residual_rmsnorm_from_f32(p, stream);
       });
     } else {
-      // The post-attention norm runs in the router's launch (moe_router_norm: one token), else as its own kernel.
-      // The last o_proj CTA can run it (arrival counter) for up to MXS_FUSED_NORM_MAX tokens (default 1: only
-      // when moe_router_norm is switched off): at 2-4 tokens that tail cost more than the launch (H100, ms per
-      // step, 3 interleaved runs, fused vs own kernel: batch 2 3.03-3.06 vs 2.97-2.99, 3 3.50-3.53 vs 3.42-3.45,
-      // 4 3.87-3.91 vs 3.76-3.79).
+      // The post-attention norm runs in the router's launch (moe_router_norm at one token, moe_router's CTAs at
+      // 2-4), else as its own kernel. The last o_proj CTA can run it (arrival counter) for up to MXS_FUSED_NORM_MAX
+      // tokens (default 1: only when moe_router_norm is switched off): at 2-4 tokens that tail cost more than the
+      // launch (H100, ms per step, 3 interleaved runs, fused vs own kernel: batch 2 3.03-3.06 vs 2.97-2.99, 3
+      // 3.50-3.53 vs 3.42-3.45, 4 3.87-3.91 vs 3.76-3.79).
       static const int fused_norm_max = [] {
         const char* v = std::getenv("MXS_FUSED_NORM_MAX");  // A/B and debugging
         return v ? std::min(4, std::atoi(v)) : 1;
       }();
-      const bool fuse_norm = n_tokens <= fused_norm_max && !router_norm, norm_kernel = !router_norm && !fuse_norm;
+      // At 2-4 tokens every moe_router CTA normalizes its token's row itself instead of a launch before it (H200,
+      // 20b graph ms per step, session 26: batch 2 / 3 / 4 2.030 / 2.359 / 2.630 vs 2.114 / 2.444 / 2.722).
+      // MXS_NO_ROUTER_NORM_FOLD=1: the rmsnorm launch (A/B).
+      static const bool no_fold = std::getenv("MXS_NO_ROUTER_NORM_FOLD") != nullptr;
+      const bool fuse_norm = n_tokens <= fused_norm_max && !router_norm;
+      fold_norm = !router_norm && !fuse_norm && !no_fold;
+      const bool norm_kernel = !router_norm && !fuse_norm && !fold_norm;
       timed("o_proj_residual", [&] {
         GemvBf16Params p;
         p.a = attn, p.w = lw.w_o, p.w_bf12 = lw.w_o_bf12, p.bias = lw.b_o, p.y = x, p.n_rows = n_tokens, p.k = c.q_dim(), p.n_out = H;
@@ -654,10 +654,10 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       timed("router_topk_place", [&] { moe_router_from_logits(rp, proj, route, route_work, stream); });
     } else if (router_norm) {
       rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
-      rp.n_real = dev.n_real;
       timed("moe_router_norm", [&] { moe_router_norm(rp, route, stream); });
     } else {
       rp.n_real = dev.n_real;  // a graph's padding rows take real tokens' experts (no expert read for them alone)
+      if (fold_norm) rp.x = x, rp.norm_w = lw.post_norm, rp.xn_out = xn, rp.eps = c.rms_norm_eps;
       timed("moe_router", [&] { moe_router(rp, route, stream); });
     }
     MoeGemvParams mp;

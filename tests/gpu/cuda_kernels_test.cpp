@@ -528,10 +528,11 @@ TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
   }
 }
 
-// moe_router_norm (post-attention norm + router in one cluster launch, 1-2 tokens) against
-// rmsnorm + moe_router on the same inputs: xn, logits, top-k and weights bit for bit, a valid grouping; xn also
-// against the CPU norm. At 2 tokens also as a graph bucket with 1 real token (n_real: the padding row takes real
-// token 0's experts in both). Steps of more than 2 tokens must be refused with an error that names the limit.
+// moe_router_norm (post-attention norm + router in one cluster launch, one token) and moe_router with the norm
+// folded into its CTAs (x set; any token count) against rmsnorm + moe_router on the same inputs: xn, logits, top-k
+// and weights bit for bit, a valid grouping; xn also against the CPU norm. At 2 tokens also as a graph bucket with 1
+// real token (n_real: the padding row takes real token 0's experts). moe_router_norm must refuse steps of more than
+// one token with an error that names the limit.
 TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
   const int H = c.hidden_size;
   // The geometry's experts, and 128 (gpt-oss-120b: clusters of 16-warp CTAs) at this hidden size too; the model's
@@ -562,7 +563,7 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
                  DevBuf<int32_t>(static_cast<size_t>(E)), DevBuf<int32_t>(1), DevBuf<float>(size_t(n) * K),
                  DevBuf<float>(size_t(n) * E)};
     };
-    Out a = make_out(), b = make_out();
+    Out a = make_out(), b = make_out(), f = make_out();
     b.idx.poison(), b.wt.poison(), b.list.poison(), b.logits.poison(), dxn_b.poison();
     CUDA_CHECK(cudaMemset(b.act.p, 0x11, size_t(E) * sizeof(int32_t)));  // not -1: a stale tail must show
     DevBuf<unsigned> counter(1);
@@ -579,10 +580,27 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     np.x = dx.p, np.weight = dnw.p, np.out = dxn_a.p, np.n_rows = n, np.dim = H, np.eps = c.rms_norm_eps;
     rmsnorm(np, nullptr);
     moe_router(params(a, dxn_a.p), MoeRouteIndex{a.off.p, a.list.p, a.act.p, a.num.p}, nullptr);
+    {  // moe_router with the norm folded into its CTAs (x set): the same outputs, any token count
+      DevBuf<bf16> dxn_f(size_t(n) * H);
+      dxn_f.poison(), f.idx.poison(), f.wt.poison(), f.logits.poison();
+      MoeRouterParams fp = params(f, nullptr);
+      fp.x = dx.p, fp.norm_w = dnw.p, fp.xn_out = dxn_f.p, fp.eps = c.rms_norm_eps;
+      moe_router(fp, MoeRouteIndex{f.off.p, f.list.p, f.act.p, f.num.p}, nullptr);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(to_f32(dxn_f.download()), to_f32(dxn_a.download())) << "moe_router (norm folded) xn (n = " << n << ")";
+      EXPECT_EQ(f.logits.download(), a.logits.download()) << "moe_router (norm folded) logits (n = " << n << ")";
+      EXPECT_EQ(f.idx.download(), a.idx.download()) << "moe_router (norm folded) top-k (n = " << n << ")";
+      EXPECT_EQ(f.wt.download(), a.wt.download()) << "moe_router (norm folded) weights (n = " << n << ")";
+      EXPECT_EQ(f.off.download(), a.off.download()) << "moe_router (norm folded) expert offsets (n = " << n << ")";
+      const auto fidx = f.idx.download();
+      if (padded) {  // the padding row (token 1) routes as real token 0
+        EXPECT_EQ(std::vector<int32_t>(fidx.begin() + K, fidx.end()), std::vector<int32_t>(fidx.begin(), fidx.begin() + K));
+      }
+    }
     MoeRouterParams rp = params(b, nullptr);
     rp.x = dx.p, rp.norm_w = dnw.p, rp.xn_out = dxn_b.p, rp.eps = c.rms_norm_eps;
     const MoeRouteIndex ixb{b.off.p, b.list.p, b.act.p, b.num.p};
-    if (E > kRouterNormMaxExperts || n > kRouterNormMaxTokens) {
+    if (E > kRouterNormMaxExperts || n > 1) {
       EXPECT_THROW(moe_router_norm(rp, ixb, nullptr), Error);
       continue;
     }
@@ -600,9 +618,6 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
     if (E == 128) {
       EXPECT_EQ(idx[0], 9) << "tied logits: the lower expert id first";
       EXPECT_EQ(idx[1], 100);
-    }
-    if (padded) {  // the padding row (token 1) routes as real token 0
-      EXPECT_EQ(std::vector<int32_t>(idx.begin() + K, idx.end()), std::vector<int32_t>(idx.begin(), idx.begin() + K));
     }
     EXPECT_EQ(b.wt.download(), a.wt.download()) << "routing weights (n = " << n << ")";
     ASSERT_NO_FATAL_FAILURE(expect_route_index(idx, b.off.download(), b.list.download(), b.act.download(),

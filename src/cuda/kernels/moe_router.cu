@@ -1,8 +1,8 @@
 // moe_router_logits spreads the router GEMV over CTAs (8 experts each); the last CTA to finish (atomic
 // counter) selects each token's top-k and normalizes, counts pairs per expert and fills the groups.
-// moe_router_norm (1-2 tokens: the smallest decode steps) does the same in one cluster of <= 8 CTAs that also
-// compute the post-attention RMSNorm first: the logits meet in CTA 0's shared memory (distributed shared memory, a
-// cluster barrier) instead of global memory and an arrival counter.
+// With x set, each CTA first normalizes its token's row (the post-attention RMSNorm, folded in). moe_router_norm
+// (one token: batch-1 decode) does the same in one cluster of <= 8 CTAs: the logits meet in CTA 0's shared memory
+// (distributed shared memory, a cluster barrier) instead of global memory and an arrival counter.
 #include "cuda/kernels/moe_router.h"
 
 #include <cstdlib>
@@ -61,73 +61,33 @@ __device__ void route_index(const MoeRouterParams& p, const MoeRouteIndex& ix, L
   for (int i = threadIdx.x; i < n_pairs; i += blockDim.x) ix.pair_list[atomicAdd(&s_cursor[p.topk_idx[i]], 1)] = i;
 }
 
-// Router logits: grid (n_tokens, ceil(E / 8)); warp w of CTA (t, j) computes expert 8 j + w of token t.
+// The post-attention RMSNorm of the routers that run it themselves, in rmsnorm_row_write's order (thread t < 256 sums
+// elements t + 256 i, the 8 warps' sums added in order), so xn is bit for bit the rmsnorm kernel's. PER elements per
+// thread; nw: the thread's norm weights (load_norm_weight, before griddep_wait).
 template <int K>
-__global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouterParams p, MoeRouteIndex ix) {
-  extern __shared__ float4 s_x[];
-  const int t = blockIdx.x, e = blockIdx.y * kRouterWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
-  const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
-  RowRegs<K, 1> wr;
-  load_rows<K, 1>(rows, wr);  // the weights are in flight while the previous kernel drains
-  griddep_wait();
-  griddep_launch_dependents();
-  stage_rows_f32<K, 1>(s_x, static_cast<const bf16_t*>(p.xn), 1, [&](int) { return t; });
-  __syncthreads();
-  float acc[1][1];
-  dot_rows<K, 1, 1>(wr, s_x, acc);
-  if (lane == 0 && e < p.n_experts)
-    p.logits[size_t(t) * p.n_experts + e] = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
-  // The last CTA to finish groups the pairs (saves a launch per layer); it also resets the counter.
-  if (!last_cta_arrive(p.done_counter, gridDim.x * gridDim.y)) return;
-  route_index(p, ix, [&](int tok, int ex) { return __ldcg(&p.logits[size_t(tok) * p.n_experts + ex]); });
-  if (threadIdx.x == 0) *p.done_counter = 0u;
+constexpr int kNormPer = (K + kNormThreads - 1) / kNormThreads;
+
+template <int K>
+__device__ __forceinline__ void load_norm_weight(const MoeRouterParams& p, float (&nw)[kNormPer<K>]) {
+#pragma unroll
+  for (int i = 0; i < kNormPer<K>; ++i) {
+    const int c = threadIdx.x + i * kNormThreads;
+    nw[i] = threadIdx.x < kNormThreads && c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
+  }
 }
 
-// 1-MT tokens (p.n_tokens <= MT). Cluster of ceil(E / WARPS) CTAs of WARPS warps (8 for <= 32 experts, 16 for
-// <= 128: a cluster of <= 8, the portable limit); warp w of CTA c computes expert WARPS c + w for every token, its
-// weight row in registers (loaded before griddep_wait). Every CTA first normalizes the rows x -> xn itself, each in
-// the order of rmsnorm_row_write (thread t < 256 sums elements t + 256 i; the 8 warps' sums in order), so xn is bit
-// for bit the rmsnorm kernel's and the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The logits (bf16
-// values) go to CTA 0's shared memory and to p.logits; after the cluster barrier CTA 0 routes (one token: warp 0
-// alone, warp_route_one_token; more: route_index, which also maps a graph's padding rows, p.n_real).
-// Why: the o_proj last-CTA norm (or, at two tokens, the rmsnorm launch) and the router's last-CTA routing were a
-// launch and arrival-counter tails (a fence, an atomic and a dependent reload each) on the critical path, every layer.
-// KMAX: top_k <= KMAX; with WARPS = 8 (<= 32 experts) the routing warp holds one logit per lane. Both bound the
-// routing's unrolled loops: the 20b instantiation (1 expert per lane, top-4) runs 1/8 of the generic one's select
-// code after the cluster barrier, which held CTA 0 ~2.9 us past the other CTAs (H100 CTA trace, session 19).
-template <int K, int WARPS, int KMAX, int MT>
-__global__ void __launch_bounds__(WARPS * 32)
-    moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
-  constexpr int kPerLane = WARPS == 8 ? 1 : kTopkPerLane;
-  CtaTrace trace;
-  namespace cg = cooperative_groups;
-  constexpr int PER = (K + kNormThreads - 1) / kNormThreads, NV = K / 8;
-  static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
-  extern __shared__ float4 s_x[];  // [MT][2][K / 8] the staged normed rows (stage_rows_f32 layout)
-  __shared__ float s_ss[MT][kNormThreads / 32];
-  __shared__ float s_logit[MT][kMaxExperts];  // CTA 0: every CTA's logits
-  cg::cluster_group cluster = cg::this_cluster();
-  cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the writes into CTA 0's s_logit below)
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+// Rows m < n of x (n <= MT; rows past n stage as zeros) -> sx, the staged fp32 layout of stage_rows_f32 (element c
+// of row m: plane (c % 8) / 4, vector c / 8, component c % 4), and, with write_xn, xn_out. Every row's loads are
+// issued before the first square. s_ss: [MT][8] scratch. Ends with the staged rows visible to the CTA. (A one-row
+// rewrite of this code gave moe_router_norm other SASS and a 0.4-0.6% slower 120b batch-1 step, session 26.)
+template <int K, int MT>
+__device__ __forceinline__ void norm_rows_staged(const MoeRouterParams& p, const bf16_t* x, int n,
+                                                 const float (&nw)[kNormPer<K>], float (*s_ss)[kNormThreads / 32],
+                                                 float* sx, bool write_xn, bf16_t* xn_out) {
+  constexpr int PER = kNormPer<K>, NV = K / 8;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const bool norm_thread = threadIdx.x < kNormThreads;
-  const int e = blockIdx.x * WARPS + warp;
-  const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
-  RowRegs<K, 1> wr;
-  load_rows<K, 1>(rows, wr);  // weights: in flight while o_proj drains
-  // The expert's bias too: after the dot it was one more L2 round trip before the cluster barrier.
-  const float bias = lane == 0 && e < p.n_experts ? to_f32(static_cast<const bf16_t*>(p.b)[e]) : 0.f;
-  float nw[PER];
-#pragma unroll
-  for (int i = 0; i < PER; ++i) {
-    const int c = threadIdx.x + i * kNormThreads;
-    nw[i] = norm_thread && c < K ? to_f32(static_cast<const bf16_t*>(p.norm_w)[c]) : 0.f;
-  }
-  const int n = MT == 1 ? 1 : p.n_tokens;
-  griddep_wait();
-  trace.waited();
-  griddep_launch_dependents();
-  const bf16_t* x = static_cast<const bf16_t*>(p.x);
-  float xv[MT][PER];  // every row's loads in one round trip
+  float xv[MT][PER];
 #pragma unroll
   for (int m = 0; m < MT; ++m)
 #pragma unroll
@@ -144,7 +104,6 @@ __global__ void __launch_bounds__(WARPS * 32)
     if (norm_thread && lane == 0) s_ss[m][warp] = ss;
   }
   __syncthreads();
-  float* sx = reinterpret_cast<float*>(s_x);
 #pragma unroll
   for (int m = 0; m < MT; ++m) {
     float total = 0.f;
@@ -156,12 +115,86 @@ __global__ void __launch_bounds__(WARPS * 32)
       const int c = threadIdx.x + i * kNormThreads;
       if (!norm_thread || c >= K) continue;
       const bf16_t y = to_bf16(nw[i] * (xv[m][i] * r));
-      // element c = vector c / 8, lane-of-vector c % 8: plane (c % 8) / 4, component c % 4 (rows past n: zeros)
       sx[((m * 2 + ((c & 7) >> 2)) * NV + (c >> 3)) * 4 + (c & 3)] = m < n ? to_f32(y) : 0.f;
-      if (blockIdx.x == 0 && m < n) static_cast<bf16_t*>(p.xn_out)[size_t(m) * K + c] = y;
+      if (write_xn && m < n) xn_out[size_t(m) * K + c] = y;
     }
   }
   __syncthreads();
+}
+
+// Router logits: grid (n_tokens, ceil(E / 8)); warp w of CTA (t, j) computes expert 8 j + w of token t.
+// NORM (p.x set): every CTA first normalizes its token's row itself (norm_rows_staged) and CTA (t, 0) stores it to
+// xn_out: the rmsnorm launch before the router, folded in (2-4 token steps; one token takes moe_router_norm).
+template <int K, bool NORM>
+__global__ void __launch_bounds__(kRouterWarps * 32) moe_router_logits(MoeRouterParams p, MoeRouteIndex ix) {
+  extern __shared__ float4 s_x[];
+  const int t = blockIdx.x, e = blockIdx.y * kRouterWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
+  RowRegs<K, 1> wr;
+  load_rows<K, 1>(rows, wr);  // the weights are in flight while the previous kernel drains
+  float nw[NORM ? kNormPer<K> : 1];
+  if constexpr (NORM) load_norm_weight<K>(p, nw);
+  griddep_wait();
+  griddep_launch_dependents();
+  if constexpr (NORM) {
+    static_assert(kRouterWarps * 32 == kNormThreads, "the norm's summation order takes 256 threads");
+    __shared__ float s_ss[1][kNormThreads / 32];
+    norm_rows_staged<K, 1>(p, static_cast<const bf16_t*>(p.x) + size_t(t) * K, 1, nw, s_ss,
+                           reinterpret_cast<float*>(s_x), blockIdx.y == 0,
+                           static_cast<bf16_t*>(p.xn_out) + size_t(t) * K);
+  } else {
+    stage_rows_f32<K, 1>(s_x, static_cast<const bf16_t*>(p.xn), 1, [&](int) { return t; });
+    __syncthreads();
+  }
+  float acc[1][1];
+  dot_rows<K, 1, 1>(wr, s_x, acc);
+  if (lane == 0 && e < p.n_experts)
+    p.logits[size_t(t) * p.n_experts + e] = bf(acc[0][0] + to_f32(static_cast<const bf16_t*>(p.b)[e]));
+  // The last CTA to finish groups the pairs (saves a launch per layer); it also resets the counter.
+  if (!last_cta_arrive(p.done_counter, gridDim.x * gridDim.y)) return;
+  route_index(p, ix, [&](int tok, int ex) { return __ldcg(&p.logits[size_t(tok) * p.n_experts + ex]); });
+  if (threadIdx.x == 0) *p.done_counter = 0u;
+}
+
+// 1-MT tokens (p.n_tokens <= MT; the runner launches MT = 1: at two tokens moe_router with the norm folded in was
+// faster, moe_router.h). Cluster of ceil(E / WARPS) CTAs of WARPS warps (8 for <= 32 experts, 16 for <= 128: a
+// cluster of <= 8, the portable limit); warp w of CTA c computes expert WARPS c + w for every token, its weight row
+// in registers (loaded before griddep_wait). Every CTA first normalizes the rows x -> xn itself (norm_rows_staged),
+// so xn is bit for bit the rmsnorm kernel's and the fused o_proj norm's; CTA 0 stores xn for the expert GEMVs. The
+// logits (bf16 values) go to CTA 0's shared memory and to p.logits; after the cluster barrier CTA 0 routes (one
+// token: warp 0 alone, warp_route_one_token; more: route_index, which also maps a graph's padding rows, p.n_real).
+// Why: the o_proj last-CTA norm and the router's last-CTA routing were two arrival-counter tails (a fence, an
+// atomic and a dependent reload each) on the batch-1 critical path, every layer.
+// KMAX: top_k <= KMAX; with WARPS = 8 (<= 32 experts) the routing warp holds one logit per lane. Both bound the
+// routing's unrolled loops: the 20b instantiation (1 expert per lane, top-4) runs 1/8 of the generic one's select
+// code after the cluster barrier, which held CTA 0 ~2.9 us past the other CTAs (H100 CTA trace, session 19).
+template <int K, int WARPS, int KMAX, int MT>
+__global__ void __launch_bounds__(WARPS * 32)
+    moe_router_norm_kernel(MoeRouterParams p, MoeRouteIndex ix, int one_warp) {
+  constexpr int kPerLane = WARPS == 8 ? 1 : kTopkPerLane;
+  CtaTrace trace;
+  namespace cg = cooperative_groups;
+  static_assert(WARPS * 32 >= kNormThreads, "the norm's summation order takes 256 threads");
+  extern __shared__ float4 s_x[];  // [MT][2][K / 8] the staged normed rows (stage_rows_f32 layout)
+  __shared__ float s_ss[MT][kNormThreads / 32];
+  __shared__ float s_logit[MT][kMaxExperts];  // CTA 0: every CTA's logits
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster_arrive_relaxed();  // (cluster_barrier.cuh; the wait before the writes into CTA 0's s_logit below)
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int e = blockIdx.x * WARPS + warp;
+  const bf16_t* rows[1] = {static_cast<const bf16_t*>(p.w) + size_t(min(e, p.n_experts - 1)) * K};
+  RowRegs<K, 1> wr;
+  load_rows<K, 1>(rows, wr);  // weights: in flight while o_proj drains
+  // The expert's bias too: after the dot it was one more L2 round trip before the cluster barrier.
+  const float bias = lane == 0 && e < p.n_experts ? to_f32(static_cast<const bf16_t*>(p.b)[e]) : 0.f;
+  float nw[kNormPer<K>];
+  load_norm_weight<K>(p, nw);
+  const int n = MT == 1 ? 1 : p.n_tokens;
+  griddep_wait();
+  trace.waited();
+  griddep_launch_dependents();
+  norm_rows_staged<K, MT>(p, static_cast<const bf16_t*>(p.x), n, nw, s_ss, reinterpret_cast<float*>(s_x),
+                          blockIdx.x == 0, static_cast<bf16_t*>(p.xn_out));
   float acc[1][MT];
   dot_rows<K, MT, 1>(wr, s_x, acc);
   float* logit0 = cluster.map_shared_rank(&s_logit[0][0], 0);
@@ -213,9 +246,7 @@ void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t
 
 template <int K, int WARPS, int KMAX>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  static_assert(kRouterNormMaxTokens == 2, "one instantiation per token count");
-  if (p.n_tokens == 1) return launch_norm<K, WARPS, KMAX, 1>(p, ix, stream);
-  launch_norm<K, WARPS, KMAX, 2>(p, ix, stream);
+  launch_norm<K, WARPS, KMAX, 1>(p, ix, stream);  // (one token: see moe_router.h)
 }
 
 template <int K, int WARPS>
@@ -232,20 +263,26 @@ void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t
   launch_norm<K, 16>(p, ix, stream);
 }
 
-template <int K>
+template <int K, bool NORM>
 void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   constexpr int smem = staged_bytes<K, 1>();
-  launch_pdl(moe_router_logits<K>, dim3(p.n_tokens, (p.n_experts + kRouterWarps - 1) / kRouterWarps), dim3(kRouterWarps * 32),
-             smem, stream, p, ix);
+  launch_pdl(moe_router_logits<K, NORM>, dim3(p.n_tokens, (p.n_experts + kRouterWarps - 1) / kRouterWarps),
+             dim3(kRouterWarps * 32), smem, stream, p, ix);
   CUDA_CHECK_LAUNCH();
+}
+
+template <int K>
+void launch(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
+  if (p.x != nullptr) return launch<K, true>(p, ix, stream);
+  launch<K, false>(p, ix, stream);
 }
 
 }  // namespace
 
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  MXS_CHECK(p.n_tokens >= 1 && p.n_tokens <= kRouterNormMaxTokens && p.logits != nullptr,
-            strfmt("moe_router_norm: n_tokens = %d is not supported (1-%d tokens; logits workspace set)", p.n_tokens,
-                   kRouterNormMaxTokens));
+  MXS_CHECK(p.n_tokens == 1 && p.logits != nullptr,
+            strfmt("moe_router_norm: n_tokens = %d is not supported (one token; logits workspace set; more: moe_router "
+                   "with x set)", p.n_tokens));
   MXS_CHECK(p.x != nullptr && p.norm_w != nullptr && p.xn_out != nullptr,
             "moe_router_norm: x, norm_w and xn_out must be set");
   check_routing(p, "moe_router_norm", kRouterNormMaxExperts, "; more: moe_router");
@@ -259,6 +296,8 @@ void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStre
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   MXS_CHECK(p.n_tokens >= 1 && p.logits != nullptr && p.done_counter != nullptr,
             "moe_router: n_tokens must be >= 1 and the logits / counter workspaces set");
+  MXS_CHECK(p.x == nullptr || (p.norm_w != nullptr && p.xn_out != nullptr),
+            "moe_router: with x (the norm folded in) norm_w and xn_out must be set");
   check_routing(p, "moe_router", kMaxExperts, "");
   switch (p.hidden) {
     case 2880: return launch<2880>(p, ix, stream);

@@ -17,12 +17,13 @@ struct MoeRouterParams {
   int32_t* topk_idx = nullptr;  // [n_tokens, top_k] expert ids, best first
   float* topk_w = nullptr;      // [n_tokens, top_k] routing weights (bf16 values held in fp32)
   int n_tokens = 0, hidden = 0, n_experts = 0, top_k = 4;
-  // Optional (moe_router; moe_router_norm at 2 tokens): [1] on the device, the step's real tokens n_real; token
+  // Optional (moe_router): [1] on the device, the step's real tokens n_real; token
   // t >= n_real (a CUDA graph bucket's padding row) takes the experts and weights of real token (t - n_real) % n_real,
   // so padding adds pairs but never an expert to read, and its pairs spread over the real tokens' experts (few pass
   // an 8-pair tile).
   const int32_t* n_real = nullptr;
-  // moe_router_norm only: xn_out = rmsnorm(x, norm_w) is computed first and routed (xn above is unused).
+  // moe_router_norm, and moe_router when x is set: xn_out = rmsnorm(x, norm_w) is computed first and routed (xn above
+  // is unused).
   const void* x = nullptr;       // [n_tokens, hidden] bf16 residual stream
   const void* norm_w = nullptr;  // [hidden] bf16
   void* xn_out = nullptr;        // [n_tokens, hidden] bf16
@@ -38,15 +39,18 @@ struct MoeRouteIndex {
   int32_t* num_active = nullptr;      // [1]
 };
 
+// The router GEMV over CTAs (token, 8 experts); the last CTA routes every token (arrival counter). With p.x set,
+// every CTA first normalizes its token's row (the post-attention RMSNorm folded in; CTA (t, 0) writes xn_out), bit
+// for bit rmsnorm + moe_router.
 void moe_router(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
-// The post-attention RMSNorm and the router in one launch (a cluster of <= 8 CTAs) for 1-kRouterNormMaxTokens
-// tokens and <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router, bit for bit (logits, xn,
-// top-k, weights, grouping, padding rows by n_real); done_counter is not used. Two tokens at most: at 3-4 (every
-// CTA normalizing and dotting 4 rows) it cost more than the rmsnorm launch it replaced (H200, session 26, graph ms
-// per step: 20b batch 3 / 4 2.464 / 2.751 vs 2.446 / 2.726; at 2 tokens 2.113 vs 2.187, docs/PERF.md).
+// The post-attention RMSNorm and the router in one launch (a cluster of <= 8 CTAs) for one token and
+// <= kRouterNormMaxExperts experts; same outputs as rmsnorm + moe_router, bit for bit (logits, xn, top-k,
+// weights, grouping); done_counter is not used. One token only: at 2-4 tokens moe_router with the norm folded in
+// (x set) is faster (H200, session 26, graph ms per 20b step at batch 2: 2.030 vs 2.055 with this kernel's two-row
+// version, which normalized and dotted both rows in each of its 4 CTAs; at 3-4 rows that version lost to the
+// rmsnorm launch).
 constexpr int kRouterNormMaxExperts = 128;
-constexpr int kRouterNormMaxTokens = 2;
 void moe_router_norm(const MoeRouterParams& p, const MoeRouteIndex& index, cudaStream_t stream);
 
 }  // namespace mxs::cuda

@@ -9,7 +9,9 @@
 #        git rev-parse --short HEAD > wt-pack/COMMIT   (the commit the bench tables name; the device copy's git
 #        metadata is not this checkout's)
 # There (carry wt-pack; wt-bin and wt-pack are git-ignored scratch): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
-# Env: MXS_AB (space-separated switches, VAR=VALUE[,VAR=VALUE]; default the LM-head screen off), MXS_BATCHES.
+# Env: MXS_AB (space-separated switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch
+# at 2-4 tokens, q/k/v from bf16 at one token: the session 24-26 changes not yet measured on an H100), MXS_BATCHES.
+AB_DEFAULT="MXS_LM_SCREEN=0 MXS_NO_ROUTER_NORM_FOLD=1 MXS_BF12=lm_head,o_proj"
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
@@ -35,13 +37,13 @@ if [ -x wt-bin/cuda_runner_test ]; then
     --gtest_filter='*GreedyScreen*:*GraphReplayTiming*:*BadSequence*' >"$OUT/memcheck_runner.log" 2>&1
   echo "memcheck runner rc=$? $(grep 'ERROR SUMMARY' "$OUT/memcheck_runner.log" | tail -1)"
 fi
-one() { local e=$1; env ${e//,/ } $B bench decode --preset ${3:-20b} --batch ${2:-1} --context 1024 --steps 64 \
+one() { local e=$1; env ${e//+/ } $B bench decode --preset ${3:-20b} --batch ${2:-1} --context 1024 --steps 64 \
   --breakdown none 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$e ${3:-20b} /"; }
-for r in 1 2 3; do one X=1; for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab"; done; done
+for r in 1 2 3; do one X=1; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab"; done; done
 $B bench decode --preset 20b --batch "${MXS_BATCHES:-1,2,3,4,5,6,7,8,16,32,64,128,256}" --context 1024 \
   --json "$OUT/bench_20b.json" >"$OUT/bench_20b.md" 2>"$OUT/bench_20b.err"
-for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab" 1,2,3,4,5,6,7,8; done
-one X=1 1,8,64 120b; for ab in ${MXS_AB:-MXS_LM_SCREEN=0}; do one "$ab" 1,8 120b; done
+for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,2,3,4,5,6,7,8; done
+one X=1 1,8,64 120b; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,8 120b; done
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
   timeout 240 $B mkmodel --preset 20b --seed 1 --tokenizer wt-bin/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
   echo "mkmodel rc=$?"

@@ -103,10 +103,9 @@ StepLayout make_layout(const std::vector<int>& ctx, const std::vector<int>& n_ne
 }
 
 // q/k/v + bias + RoPE + paged K/V write for steps of 1, 2 (two sequences: each token's own block table) and 3
-// tokens (the streaming GEMV at hidden 2880), 6
-// tokens (the register-resident GEMV), and through the dense path (cuBLAS fp32 GEMM + qkv_rope_from_f32) for
-// 6, 13 and 82 tokens (one head per warp over (token, head group) CTAs) and 270 tokens (one CTA per token over
-// all heads), positions up to 499.
+// tokens (the streaming GEMV at hidden 2880), 6 tokens (the register-resident GEMV), and through the dense path
+// (cuBLAS fp32 GEMM + qkv_rope_from_f32) for 6, 13 and 82 tokens (one head per warp over (token, head group) CTAs)
+// and 270 tokens (one CTA per token over all heads), positions up to 499.
 TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const int H = c.hidden_size, NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 40;
   const int rows = c.qkv_dim();
@@ -116,8 +115,8 @@ TEST_P(Geometry, QkvRopeWritesQAndPagedKv) {
   const struct {
     std::vector<int> ctx, n_new;
     Path path;
-  } cases[] = {{{90}, {1}, kGemv}, {{40, 7}, {1, 1}, kGemv}, {{5, 60}, {2, 1}, kGemv}, {{37, 1, 130}, {3, 1, 2}, kGemv},
-               {{37, 1, 130}, {3, 1, 2}, kCublas}, {{200, 17}, {9, 4}, kCublas}, {{500, 17}, {77, 5}, kCublas},
+  } cases[] = {{{90}, {1}, kGemv}, {{40, 7}, {1, 1}, kGemv}, {{5, 60}, {2, 1}, kGemv},
+               {{37, 1, 130}, {3, 1, 2}, kGemv}, {{37, 1, 130}, {3, 1, 2}, kCublas}, {{200, 17}, {9, 4}, kCublas}, {{500, 17}, {77, 5}, kCublas},
                {{300}, {270}, kCublas}, {{37, 1, 130}, {3, 1, 2}, kSkinny}, {{200, 17}, {9, 4}, kSkinny},
                {{100, 3}, {60, 4}, kSkinny}};
   for (const auto& tc : cases) {
@@ -594,7 +593,8 @@ TEST_P(Geometry, MoeRouterNormMatchesNormThenRouter) {
       EXPECT_EQ(f.off.download(), a.off.download()) << "moe_router (norm folded) expert offsets (n = " << n << ")";
       const auto fidx = f.idx.download();
       if (padded) {  // the padding row (token 1) routes as real token 0
-        EXPECT_EQ(std::vector<int32_t>(fidx.begin() + K, fidx.end()), std::vector<int32_t>(fidx.begin(), fidx.begin() + K));
+        EXPECT_EQ(std::vector<int32_t>(fidx.begin() + K, fidx.end()),
+                  std::vector<int32_t>(fidx.begin(), fidx.begin() + K));
       }
     }
     MoeRouterParams rp = params(b, nullptr);

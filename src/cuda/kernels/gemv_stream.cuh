@@ -97,11 +97,11 @@ struct Bf12Format {
 //   __device__ void after(int n_x) const;                         run by every thread at the end (e.g. a
 //                                                                  last-CTA norm); may be empty
 //   Optional (gemv_stream_kernel): struct Tok and __device__ Tok token(int m) const: token m's loop-invariant
-//   epilogue inputs (e.g. its position and KV-cache slot), loaded once by thread m before griddep_wait (step inputs
-//   and constants only). With Tok, prefetch(g, m, tok) reads only constants and the epilogue is
-//   finish(g, m, v, pre, tok); Epi::kPrefetchAhead: prefetch runs one group ahead (its Pre held across a group),
-//   else at the top of the group. Either way a finish has no chain of loads (the finishing threads are in warp 0,
-//   so a load chain in the finish held every warp at the next group's barrier).
+//   epilogue inputs (e.g. its position and KV-cache block), loaded once by thread m before griddep_wait (step inputs
+//   and constants only). With Tok, prefetch(g, m, tok) reads only constants and runs one group ahead (its Pre held
+//   across a group; the first one before the wait), and the epilogue is finish(g, m, v, pre, tok): a finish then
+//   waits on no load (the finishing threads are in warp 0, so a load chain in the finish held every warp at the next
+//   group's barrier).
 // Rows: how the lanes get their slices of the MT activation rows (by every thread):
 //   struct Pre;                                   registers loaded before griddep_wait
 //   __device__ Pre before_wait(int n_x) const;    loads of what no kernel in flight writes (constants, and the
@@ -189,7 +189,7 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
   if constexpr (kTok) {
     if (fin_thread) {
       tok = epi.token(threadIdx.x);
-      if (Epi::kPrefetchAhead && g < n_groups) pre_next = epi.prefetch(g, threadIdx.x, tok);
+      if (g < n_groups) pre_next = epi.prefetch(g, threadIdx.x, tok);
     }
   }
   griddep_wait();
@@ -214,12 +214,8 @@ __global__ void __launch_bounds__(kStreamWarps * 32, EpiMinCtas<Epi>::value)
     if (gn < n_groups) load_group(gn, wnxt, hnxt);
     typename Epi::Pre pre{};
     if constexpr (kTok) {
-      if constexpr (Epi::kPrefetchAhead) {
-        pre = pre_next;
-        if (fin_thread && gn < n_groups) pre_next = epi.prefetch(gn, threadIdx.x, tok);
-      } else if (fin_thread) {
-        pre = epi.prefetch(g, threadIdx.x, tok);
-      }
+      pre = pre_next;
+      if (fin_thread && gn < n_groups) pre_next = epi.prefetch(gn, threadIdx.x, tok);
     } else if (fin_thread) {
       pre = epi.prefetch(g, threadIdx.x);
     }

@@ -230,23 +230,13 @@ __global__ void __launch_bounds__(WARPS * 32)
   trace.end(kTraceRouter);
 }
 
-template <int K, int WARPS, int KMAX, int MT>
+template <int K, int WARPS, int KMAX>
 void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
   const int n_ctas = (p.n_experts + WARPS - 1) / WARPS;
   // MXS_ROUTER_CTA_ROUTE=1 (A/B): CTA 0 routes with route_index (its CTA barriers and topk_idx reload).
   static const int one_warp = std::getenv("MXS_ROUTER_CTA_ROUTE") ? 0 : 1;
-  // (set whatever the size: the static shared memory counts toward the 48 KB a launch may take without it)
-  constexpr int smem = staged_bytes<K, MT>();
-  static const bool smem_ok = (cudaFuncSetAttribute(moe_router_norm_kernel<K, WARPS, KMAX, MT>,
-                                                    cudaFuncAttributeMaxDynamicSharedMemorySize, smem) == cudaSuccess);
-  MXS_CHECK(smem_ok, "moe_router_norm: the shared-memory attribute was refused");
-  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS, KMAX, MT>, dim3(n_ctas), dim3(WARPS * 32), smem, stream,
-                     dim3(n_ctas, 1, 1), p, ix, one_warp);
-}
-
-template <int K, int WARPS, int KMAX>
-void launch_norm(const MoeRouterParams& p, const MoeRouteIndex& ix, cudaStream_t stream) {
-  launch_norm<K, WARPS, KMAX, 1>(p, ix, stream);  // (one token: see moe_router.h)
+  launch_pdl_cluster(moe_router_norm_kernel<K, WARPS, KMAX, 1>, dim3(n_ctas), dim3(WARPS * 32), staged_bytes<K, 1>(),
+                     stream, dim3(n_ctas, 1, 1), p, ix, one_warp);
 }
 
 template <int K, int WARPS>

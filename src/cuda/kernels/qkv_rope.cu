@@ -74,7 +74,6 @@ struct QkvEpiBase {
 // SM where 128 give two (135 registers ran a 20b step in 3.83 ms vs 3.52: session 23, H100), and under a bound of
 // two CTAs it ran slower (session 26), so 3-4 tokens keep QkvLoadEpi below.
 struct QkvStreamEpi : QkvEpiBase {
-  static constexpr bool kPrefetchAhead = true;
   struct Tok {
     int pos, block;  // block: the KV-cache block of pos (used by k / v groups)
   };

@@ -30,6 +30,7 @@ struct DecodeArgs {
   std::string breakdown;  // "": batch 1 (+ 64 when --batch has it); "none": no breakdown
   std::string bf12_dense = mxs::kBf12DenseDefault;
   bool lm_head_screen = true;
+  bool exact_attention = false;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -44,6 +45,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.moe_gemm_min_pairs = a.moe_gemm_min_pairs;
   o.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
   o.lm_head_screen = a.lm_head_screen;
+  o.exact_attention = a.exact_attention;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
@@ -51,11 +53,11 @@ void run(const DecodeArgs& a, const std::string& command) {
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
-              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; greedy LM-head screen: %s\n"
-              "command: `%s`\n\n",
+              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; greedy LM-head screen: %s; attention "
+              "<= 256 keys: %s\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
               r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), r.lm_head_screen ? "on (batch 1-8)" : "off",
-              command.c_str());
+              r.exact_attention ? "exact (--exact-attention)" : "tensor cores", command.c_str());
   std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s | graph ms |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const auto& row : r.rows)
@@ -72,6 +74,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["device"] = r.device, j["commit"] = commit, j["model"] = r.model, j["command"] = command;
   j["bf12_dense"] = r.bf12_dense;
   j["lm_head_screen"] = r.lm_head_screen;
+  j["exact_attention"] = r.exact_attention;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
@@ -107,6 +110,7 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
                   "--batch has it)");
   mxs::cli::add_bf12_dense_option(cmd, &args->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &args->lm_head_screen);
+  mxs::cli::add_exact_attention_option(cmd, &args->exact_attention);
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));

@@ -24,6 +24,7 @@ struct GenerateArgs {
   std::string backend = "auto";
   std::string bf12_dense = mxs::kBf12DenseDefault;
   bool lm_head_screen = true;
+  bool exact_attention = false;
   std::string async_scheduling = "auto";
   int max_tokens = 512;
   int max_length = 8192;
@@ -124,6 +125,7 @@ void run_generate(const GenerateArgs& a) {
   spec.max_length = max_length;
   spec.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
   spec.lm_head_screen = a.lm_head_screen;
+  spec.exact_attention = a.exact_attention;
   const std::unique_ptr<mxs::ModelRunner> runner = mxs::make_runner(weights, spec);
   mxs::EngineConfig ec;
   ec.max_length = max_length;
@@ -199,6 +201,7 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &a->lm_head_screen);
+  mxs::cli::add_exact_attention_option(cmd, &a->exact_attention);
   cmd->add_option("--reasoning-effort", a->reasoning_effort, "low, medium or high")->capture_default_str();
   cmd->callback([a] { run_generate(*a); });
 });

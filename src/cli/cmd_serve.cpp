@@ -35,6 +35,7 @@ struct ServeArgs {
   double device_memory_utilization = 0.90;
   std::string bf12_dense = mxs::kBf12DenseDefault;
   bool lm_head_screen = true;
+  bool exact_attention = false;
   int64_t kv_cache_tokens = 65536;
   int max_queued_requests = 1024;
   std::string served_model_name;
@@ -114,6 +115,7 @@ void run_serve(const ServeArgs& a) {
   spec.device_memory_utilization = a.device_memory_utilization;
   spec.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
   spec.lm_head_screen = a.lm_head_screen;
+  spec.exact_attention = a.exact_attention;
   spec.max_batch_size = a.max_batch_size;
   spec.max_num_batched_tokens = a.max_num_batched_tokens;
   spec.max_length = max_length;
@@ -156,6 +158,7 @@ mxs::cli::CommandRegistrar registrar(0, [](CLI::App& app) {
                   "cuda: fraction of GPU memory to use, weights + KV cache (default 0.90)");
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &a->lm_head_screen);
+  mxs::cli::add_exact_attention_option(cmd, &a->exact_attention);
   cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens, "cpu: tokens the KV pool holds (default 65536)");
   cmd->add_option("--max-queued-requests", a->max_queued_requests,
                   "Requests waiting for their first token beyond which new ones get 429 (default 1024)");

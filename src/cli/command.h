@@ -53,6 +53,8 @@ void add_async_scheduling_option(CLI::App* cmd, std::string* value);
 void add_bf12_dense_option(CLI::App* cmd, std::string* value);
 // --no-lm-head-screen (cuda): no int8 screening copy of the LM head for greedy steps (kernels/lm_head_screen.h).
 void add_lm_head_screen_option(CLI::App* cmd, bool* screen);
+// --exact-attention (cuda): steps of <= 256 keys on the exact attention path (CudaRunnerOptions::exact_attention).
+void add_exact_attention_option(CLI::App* cmd, bool* exact);
 bool async_scheduling_enabled(const std::string& value, const std::string& runner_name);
 
 }  // namespace mxs::cli

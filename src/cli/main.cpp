@@ -55,6 +55,13 @@ void add_lm_head_screen_option(CLI::App* cmd, bool* screen) {
       "then read the full LM head: 0.87-1.16 instead of 0.58 GB per step)");
 }
 
+void add_exact_attention_option(CLI::App* cmd, bool* exact) {
+  cmd->add_flag("--exact-attention", *exact,
+                "cuda: steps whose contexts are all <= 256 keys run the attention in the CPU reference's order of "
+                "operations (its roundings, bit for bit up to exp) instead of the tensor-core kernels (4-7% slower "
+                "per step)");
+}
+
 void add_async_scheduling_option(CLI::App* cmd, std::string* value) {
   cmd->add_option("--async-scheduling", *value,
                   "Schedule and submit the next engine step while the GPU runs the current one: on, off, or auto "

@@ -67,6 +67,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   if (o.moe_gemm_min_pairs > 0) ro.moe_gemm_min_pairs = o.moe_gemm_min_pairs;
   ro.bf12_dense = o.bf12_dense;
   ro.lm_head_screen = o.lm_head_screen;
+  ro.exact_attention = o.exact_attention;
   const int blocks_per_seq = (ro.max_model_len + ro.block_size - 1) / ro.block_size;
   ro.num_kv_blocks = blocks_per_seq * max_batch;
   Stopwatch load;
@@ -75,6 +76,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   r.device = runner->device_name();
   r.bf12_dense = runner->bf12_dense();
   r.lm_head_screen = runner->lm_head_screen();
+  r.exact_attention = runner->exact_attention();
   runner->fill_kv_random(99);
   const ModelConfig& c = runner->config();
 

@@ -25,6 +25,7 @@ struct BenchDecodeOptions {
   int moe_gemm_min_pairs = 0;  // > 0: MoE steps with at least this many (token, expert) pairs use the grouped GEMM
   std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
   bool lm_head_screen = true;                  // CudaRunnerOptions::lm_head_screen
+  bool exact_attention = false;                // CudaRunnerOptions::exact_attention
   // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
   // 64 when `batches` has it.
   std::optional<std::vector<int>> breakdown_batches;
@@ -55,6 +56,7 @@ struct BenchDecodeResult {
   std::string device, model, command;
   std::string bf12_dense;       // the runner's bf12-packed dense weights (CudaRunner::bf12_dense), "" = none
   bool lm_head_screen = false;  // greedy steps of 1-8 rows screen the LM head (CudaRunner::lm_head_screen)
+  bool exact_attention = false;  // short steps on the exact attention path (CudaRunner::exact_attention)
   double copy_gb_s = 0;         // device-to-device copy, read + write counted
   double load_s = 0;
   std::vector<BenchDecodeRow> rows;

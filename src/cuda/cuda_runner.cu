@@ -4,6 +4,7 @@
 #include "engine/step_batch_check.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -186,6 +187,8 @@ struct CudaRunner::Impl {
   unsigned* screen_lower = nullptr;  // [kLmScreenMaxRows]
   unsigned* screen_counter = nullptr;
   bool lm_screen_step = false;
+  // CudaRunnerOptions::exact_attention (MXS_EXACT_ATTENTION overrides it): short steps on the exact attention path.
+  const bool exact_attention;
   bool timing = false;
   KernelTimes times;
   std::vector<cudaEvent_t> events;
@@ -193,7 +196,11 @@ struct CudaRunner::Impl {
   int events_used = 0;
   cudaEvent_t span_events[2] = {nullptr, nullptr};  // timing: the whole step's device span
 
-  explicit Impl(const CudaRunnerOptions& o) : opt(o) {}
+  explicit Impl(const CudaRunnerOptions& o)
+      : opt(o), exact_attention([&o] {
+          const char* v = std::getenv("MXS_EXACT_ATTENTION");
+          return v != nullptr ? std::string(v) != "0" : o.exact_attention;
+        }()) {}
   ~Impl() {
     for (auto& [k, g] : graphs) cudaGraphExecDestroy(g);
     for (auto e : events) cudaEventDestroy(e);
@@ -233,7 +240,8 @@ struct CudaRunner::Impl {
     if (screen_env != nullptr ? std::string(screen_env) != "0" : opt.lm_head_screen) pack_lm_head_screen(&w);
   }
   // Prefill attention of a step: tokens [0, n_dec) are single-token (decode) sequences and run the decode
-  // attention (attention_decode_mma, or attention_decode's exact path <= 256 keys); the rest run attention_prefill over the uploaded tile lists (full / sliding layers).
+  // attention (attention_decode_mma); the rest run attention_prefill over the uploaded tile lists (full / sliding
+  // layers). (Steps on the exact attention path run every token through attention_decode and have no plan.)
   struct PrefillPlan {
     bool active = false;
     int n_dec = 0;
@@ -583,7 +591,7 @@ void CudaRunner::Impl::forward(int n_tokens, int n_lm_rows, int n_splits, int ke
       p.counters = attn_counters;
       static const bool global_merge = std::getenv("MXS_ATTN_GLOBAL_MERGE") != nullptr;  // A/B and debugging
       p.cluster_merge = !global_merge;
-      if (n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // short contexts: the exact path
+      if (exact_attention && n_splits == 1 && keys_per_split <= kExactAttentionMaxKeys) {  // the exact path
         p.window = c.is_sliding(l) ? c.sliding_window : 0;
         p.n_splits = 1, p.keys_per_split = keys_per_split, p.exact = true;
         attention_decode(p, stream);
@@ -937,9 +945,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (n_handoff > 0) copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, n_handoff, c.vocab_size, stream);
 
     if (use_graph) {
-      // Contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); longer: split-K with
-      // the split count rounded up to a power of two so that few graphs cover all lengths.
-      const bool exact = max_ctx <= kExactAttentionMaxKeys;
+      // With exact_attention, contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); else
+      // split-K with the split count rounded up to a power of two so that few graphs cover all lengths.
+      const bool exact = exact_attention && max_ctx <= kExactAttentionMaxKeys;
       const int kps = attention_decode_mma_keys_per_split(n_rows, c.num_kv_heads, max_ctx, num_sms);
       const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
       // kps and n_splits are powers of two (kps <= 4096, n_splits < 2^16): one graph per (bucket, kps, splits).
@@ -948,6 +956,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       auto it = graphs.find(key);
       if (it == graphs.end()) {
         // Capture once per (bucket, split count); later steps replay it over the same input buffers.
+        const auto t_capture = std::chrono::steady_clock::now();
         cudaGraph_t graph;
         CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
         try {
@@ -961,6 +970,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
         CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
         cudaGraphDestroy(graph);
         it = graphs.emplace(key, exec).first;
+        MXS_LOG_DEBUG("CudaRunner: decode graph captured for %d rows (%s, %d splits of %d keys) in %.1f ms", n_rows,
+                      lm_screen_step ? "screened LM head" : "full LM head", n_splits, exact ? 0 : kps,
+                      1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count());
       }
       CUDA_CHECK(cudaGraphLaunch(it->second, stream));
       last_graph = it->second;
@@ -974,10 +986,13 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
         dec_ctx = std::max(dec_ctx, batch.seqs[size_t(valid[size_t(n_dec_seqs)])].context_len);
         ++n_dec_seqs;
       }
-      // Steps whose tokens all see <= kExactAttentionMaxKeys keys keep the exact path (the reference's order of
-      // operations, as decode graphs do); longer ones use the tensor-core kernel.
+      // With exact_attention, steps whose tokens all see <= kExactAttentionMaxKeys keys keep the exact path (the
+      // reference's order of operations, as decode graphs do: it also serves multi-token sequences); every other
+      // step runs the tensor-core kernels, whose decode kernel serves single-token sequences only (it copies the
+      // keys below its token's own before griddepcontrol.wait: the step writes none of them).
       static const bool no_prefill_attention = std::getenv("MXS_NO_PREFILL_ATTENTION") != nullptr;  // debugging
-      if (n_dec_seqs < n_valid && max_ctx > kExactAttentionMaxKeys && !no_prefill_attention) {
+      const bool exact_step = exact_attention && max_ctx <= kExactAttentionMaxKeys;
+      if (n_dec_seqs < n_valid && !exact_step && !no_prefill_attention) {
         plan.active = true;
         plan.n_dec = n_dec_seqs;  // one token each
         std::vector<int> offs, counts;
@@ -1006,7 +1021,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       const int att_ctx = plan.active ? dec_ctx : max_ctx;
       const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : n_tok;
       int n_splits = 1, kps = att_ctx;  // exact path for short contexts
-      if (att_ctx > kExactAttentionMaxKeys) {
+      if (!exact_attention || att_ctx > kExactAttentionMaxKeys) {
         kps = attention_decode_mma_keys_per_split(att_tokens, c.num_kv_heads, att_ctx, num_sms);
         n_splits = (att_ctx + kps - 1) / kps;
         const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(att_tokens) * c.num_heads));
@@ -1165,6 +1180,7 @@ std::string CudaRunner::bf12_dense() const {
   return s;
 }
 bool CudaRunner::lm_head_screen() const { return impl_->w.lm_head_screen.q != nullptr; }
+bool CudaRunner::exact_attention() const { return impl_->exact_attention; }
 KvCacheLayout CudaRunner::kv_layout() const {
   KvCacheLayout k;
   k.block_size = impl_->opt.block_size;

@@ -51,6 +51,13 @@ struct CudaRunnerOptions {
   // logprobs or returned logits run the full LM head. The environment variable MXS_LM_SCREEN ("0" / "1") overrides
   // it (A/B).
   bool lm_head_screen = true;
+  // Steps whose tokens all see <= kExactAttentionMaxKeys (256) keys run the exact attention (kernels/
+  // attention_decode_exact.cu: the CPU reference's order of operations and roundings, so that such steps reproduce
+  // its logits up to exp's last bit) instead of the tensor-core kernels every longer step runs (fp32 online
+  // softmax, P in bf16 unnormalized). Off by default: the tensor-core path is 4-7% faster per 20b step at short
+  // contexts (H200, docs/PERF.md session 27); the tests that compare greedy continuations with the CPU reference
+  // turn it on. The environment variable MXS_EXACT_ATTENTION ("0" / "1") overrides it (A/B).
+  bool exact_attention = false;
 };
 
 // Per-kernel-family device time of the steps run since enable_kernel_timing(true) (CUDA events, graphs off).
@@ -93,7 +100,8 @@ class CudaRunner : public ModelRunner {
   void enable_kernel_timing(bool on);  // disables graphs while on
   // Which dense weights have bf12 copies (CudaRunnerOptions::bf12_dense), as "lm_head,o_proj,qkv" (a subset).
   std::string bf12_dense() const;
-  bool lm_head_screen() const;  // whether the LM head's int8 screening copy exists (CudaRunnerOptions::lm_head_screen)
+  bool lm_head_screen() const;
+  bool exact_attention() const;  // CudaRunnerOptions::exact_attention after MXS_EXACT_ATTENTION  // whether the LM head's int8 screening copy exists (CudaRunnerOptions::lm_head_screen)
   KernelTimes kernel_times() const;
   void set_use_graphs(bool on);
   int graphs_captured() const;

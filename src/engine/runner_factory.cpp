@@ -77,6 +77,7 @@ std::unique_ptr<ModelRunner> make_runner(const ModelWeights& weights, const Runn
     opt.num_sliding_kv_blocks = spec.sliding_kv_group ? -1 : 0;
     opt.bf12_dense = spec.bf12_dense;
     opt.lm_head_screen = spec.lm_head_screen;
+    opt.exact_attention = spec.exact_attention;
     return std::make_unique<cuda::CudaRunner>(weights, opt);
 #endif
   }

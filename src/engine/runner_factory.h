@@ -36,6 +36,7 @@ struct RunnerSpec {
   int max_length = 8192;              // cuda: longest context
   std::string bf12_dense = kBf12DenseDefault;  // cuda: dense weights with lossless 12-bit copies (--bf12-dense)
   bool lm_head_screen = true;  // cuda: the LM head's int8 screening copy for greedy steps (--no-lm-head-screen)
+  bool exact_attention = false;  // cuda: steps of <= 256 keys on the exact attention path (--exact-attention)
 };
 
 bool build_has_cuda();  // compiled with the CUDA backend

@@ -474,6 +474,59 @@ TEST_P(Geometry, AttentionDecodePagedWithSinksAndWindow) {
   }
 }
 
+// The exact path's staged kernel against the first version's kernel (attention_decode_exact_simple): the same
+// operations, so the same bits, for full and sliding layers, contexts of 1-256 keys (odd ones included) and
+// sequences with several tokens in the step (whose later tokens see keys the step itself wrote). Also close to
+// the CPU reference (exp differs from the host's by an ulp now and then).
+TEST_P(Geometry, AttentionDecodeExactStagedMatchesSimple) {
+  const int NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 90;
+  for (int window : {0, 128}) {
+    Rng rng(uint64_t(77 + window));
+    const std::vector<int> ctx = {256, 1, 37, 200, 129, 3};
+    const StepLayout L = make_layout(ctx, {1, 1, 4, 1, 2, 3}, bs, nblk, rng);
+    const int n = int(L.positions.size());
+    const auto q = random_bf16(size_t(n) * NH * D, rng, -2.f, 2.f);
+    const auto kv = random_bf16(size_t(nblk) * 2 * NKV * bs * D, rng, -2.f, 2.f);
+    const auto sinks = random_bf16(size_t(NH), rng, -1.f, 3.f);
+    std::vector<bf16> ref(size_t(n) * NH * D);
+    std::vector<float> scratch(1024);
+    for (int t = 0; t < n; ++t) {
+      const int pos = L.positions[size_t(t)], s = L.token_seq[size_t(t)];
+      const int first = window ? std::max(0, pos - window + 1) : 0;
+      std::vector<const bf16*> krows, vrows;
+      for (int j = first; j <= pos; ++j) {
+        const int blk = L.block_tables[size_t(s) * L.max_blocks + j / bs];
+        krows.push_back(&kv[(size_t(blk) * 2 + 0) * NKV * bs * D + size_t(j % bs) * D]);
+        vrows.push_back(&kv[(size_t(blk) * 2 + 1) * NKV * bs * D + size_t(j % bs) * D]);
+      }
+      for (int h = 0; h < NH; ++h)
+        cpu::attention_with_sink(&q[(size_t(t) * NH + h) * D], krows.data(), vrows.data(),
+                                 (h / (NH / NKV)) * bs * D, int(krows.size()), D, 0.125f,
+                                 bf16_to_f32(sinks[size_t(h)]), &ref[(size_t(t) * NH + h) * D], scratch.data());
+    }
+    DevBuf<bf16> dq(q), dkv(kv), dsinks(sinks), dout(size_t(n) * NH * D), dsimple(size_t(n) * NH * D);
+    DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
+    dout.poison(), dsimple.poison();
+    AttentionDecodeParams p;
+    p.q = dq.p, p.kv = {dkv.p, bs, NKV}, p.meta = {dpos.p, dseq.p, dtab.p, L.max_blocks}, p.sinks = dsinks.p;
+    p.n_tokens = n, p.n_heads = NH, p.n_kv_heads = NKV, p.window = window, p.n_splits = 1;
+    p.keys_per_split = window ? window : 256, p.exact = true;
+    p.out = dsimple.p;
+    attention_decode_exact_simple(p, nullptr);
+    const auto want = dsimple.download();
+    expect_close(to_f32(want), to_f32(ref), 2e-3, window ? "exact attention (sliding)" : "exact attention (full)");
+    for (int slices : {0, 1, 2, 4, 8}) {  // 0: the launcher's choice
+      dout.poison();
+      p.out = dout.p, p.exact_head_slices = slices;
+      attention_decode(p, nullptr);
+      const auto got = dout.download();
+      int diff = 0;
+      for (size_t i = 0; i < got.size(); ++i) diff += got[i].bits != want[i].bits;
+      EXPECT_EQ(diff, 0) << "staged vs simple exact kernel, window " << window << ", " << slices << " head slices";
+    }
+  }
+}
+
 TEST_P(Geometry, GemvBf16ResidualAndLmHead) {
   const int H = c.hidden_size, Q = c.q_dim();
   for (int n : {1, 2, 5}) {

@@ -1,6 +1,7 @@
 // CudaRunner on the tiny preset (random in-memory weights) against the CPU reference runner: logits of a
 // prefill and of 32 greedy decode steps (top-1 per position, bounded error), identical greedy
-// continuations, a mixed step (prefill chunk + decode of other sequences), graphs vs no graphs (bitwise; with
+// continuations (on the exact attention path), the default path at short contexts within bounds, a mixed step
+// (prefill chunk + decode of other sequences), graphs vs no graphs (bitwise; with
 // padding rows within tolerance), GPU sampling vs the CPU sampler on the GPU's own logits, per-sequence
 // errors, and no NaN; and, given a checkpoint folder in MXSERVE_TEST_20B_DIR, the 20b geometry against the CPU reference.
 #include <algorithm>
@@ -26,8 +27,11 @@ namespace {
 
 constexpr int kBlocks = 160;
 
-CudaRunnerOptions small_options(bool graphs = true) {
+// exact: short steps on the exact attention path (the CPU reference's order of operations), which the tests of
+// identical greedy continuations need; the default (tensor-core attention) is compared within bounds.
+CudaRunnerOptions small_options(bool graphs = true, bool exact = false) {
   CudaRunnerOptions o;
+  o.exact_attention = exact;
   o.num_kv_blocks = kBlocks;
   o.max_seqs = 8;
   o.max_tokens = 256;
@@ -41,12 +45,12 @@ struct Models {
   std::unique_ptr<cpu::RandomWeights> rw;
   std::unique_ptr<cpu::CpuRunner> cpu;
   std::unique_ptr<CudaRunner> gpu;
-  explicit Models(uint64_t seed = 11, bool graphs = true) {
+  explicit Models(uint64_t seed = 11, bool graphs = true, bool exact = false) {
     rw = cpu::make_random_weights(ModelConfig::preset("tiny"), seed);
     cpu::CpuRunnerOptions o;
     o.num_blocks = kBlocks;
     cpu = std::make_unique<cpu::CpuRunner>(rw->weights, o);
-    gpu = std::make_unique<CudaRunner>(rw->weights, small_options(graphs));
+    gpu = std::make_unique<CudaRunner>(rw->weights, small_options(graphs, exact));
   }
 };
 
@@ -108,7 +112,8 @@ void compare_logits(const std::vector<float>& g, const std::vector<float>& c, Lo
 }
 
 TEST(CudaRunnerTiny, MatchesCpuReferenceOnPrefillAndGreedy32) {
-  Models m;
+  Models m(11, true, /*exact=*/true);
+  ASSERT_TRUE(m.gpu->exact_attention());
   SamplingParams greedy;
   greedy.temperature = 0;
   Seq sc{1, {}, 0, iota_table(8, 0), {}}, sg = sc;
@@ -142,6 +147,44 @@ TEST(CudaRunnerTiny, MatchesCpuReferenceOnPrefillAndGreedy32) {
   std::printf("tiny vs CPU over 33 steps: max |logit diff| %.4g, max rel RMS %.3g\n", lc.max_abs, lc.max_rel_rms);
 }
 
+// The default path at short contexts (no exact attention): the prefill through attention_prefill, 32 decode steps
+// through the tensor-core decode attention in graphs, teacher-forced with the CPU's tokens. The softmax is fp32 with
+// P in bf16 unnormalized (the reference rounds P after normalizing): ~2e-2 relative logit error on the tiny model
+// and a near-tie flipped now and then, so the bounds are on the median error and the top-1 agreement rate, as for
+// long prompts (H200, session 27: median 1.76e-2, 62 of 66 positions agree).
+void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, int steps, int chunk,
+                        const SamplingParams* sp,
+                        const std::function<void(int, int, const StepBatch&, const SampleOutput&, const SampleOutput&)>& check);
+TEST(CudaRunnerTiny, DefaultAttentionMatchesCpuWithinBoundsOnShortContexts) {
+  Models m(11);
+  ASSERT_FALSE(m.gpu->exact_attention());
+  SamplingParams greedy;
+  greedy.temperature = 0;
+  std::vector<Seq> cs(2), gs;
+  const int lens[] = {21, 150};  // ctx 21..53 and 150..182: one split of <= 128 keys, then two
+  for (int s = 0; s < 2; ++s) {
+    cs[size_t(s)] = Seq{uint64_t(s + 1), {}, 0, iota_table(16, s * 16), {}};
+    for (int i = 0; i < lens[s]; ++i) cs[size_t(s)].tokens.push_back(int32_t((i * 7919 + 13 + s) % 201088));
+  }
+  gs = cs;
+  std::vector<double> rms;
+  int agree = 0, nan = 0;
+  run_teacher_forced(m, cs, gs, 33, 256, &greedy,
+                     [&](int, int, const StepBatch&, const SampleOutput& c, const SampleOutput& g) {
+                       LogitCheck one;
+                       compare_logits(g.logits, c.logits, &one);
+                       rms.push_back(one.max_rel_rms);
+                       agree += one.top1_mismatch == 0;
+                       nan += int(one.nan);
+                     });
+  std::sort(rms.begin(), rms.end());
+  EXPECT_EQ(nan, 0);
+  EXPECT_LE(rms[rms.size() / 2], 3e-2) << "median rel RMS over " << rms.size() << " positions";
+  EXPECT_GE(agree, int(rms.size()) * 85 / 100) << "top-1 agreement over " << rms.size() << " positions";
+  std::printf("default attention vs CPU, %zu positions: median rel RMS %.2e, top-1 agreement %d\n", rms.size(),
+              rms[rms.size() / 2], agree);
+}
+
 // Runs `steps` steps of the same sequences on the CPU reference (cs) and the GPU (gs), each sequence taking at
 // most `chunk` of its pending tokens per step; calls check(step, s, gpu batch, cpu sample, gpu sample) for every
 // sequence, then moves both sides on with the CPU's token (teacher forcing) once a sequence's tokens are all in.
@@ -171,32 +214,49 @@ void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, i
   }
 }
 
+// Sequence A prefills in chunks of 9 while B and C decode, all in the same steps: on the exact attention path
+// (every token through attention_decode's exact kernel) within tight bounds, and on the default path (A's chunk
+// through attention_prefill, B and C through the tensor-core decode kernel) within the bounds of the other
+// tensor-core comparisons: their roundings differ from the reference's (P in bf16 before normalizing), ~2e-2
+// relative logit error on the tiny model's random weights (1e-6 on the exact path, H200 session 27), and a
+// router or final near-tie flips now and then (5 of these 30 positions).
 TEST(CudaRunnerTiny, MixedStepMatchesCpu) {
-  Models m(23);
-  SamplingParams greedy;
-  greedy.temperature = 0;
-  // Sequence A prefills in chunks of 9 while B and C decode; all in the same steps.
-  std::vector<Seq> cs(3), gs;
-  for (int s = 0; s < 3; ++s) {
-    cs[size_t(s)] = Seq{uint64_t(s + 1), {}, 0, iota_table(16, s * 16), {}};
-    for (int i = 0; i < (s == 0 ? 40 : 3 + s); ++i) cs[size_t(s)].tokens.push_back(int32_t((i * 104729 + s * 31) % 201088));
+  for (bool exact : {true, false}) {
+    Models m(23, true, exact);
+    SamplingParams greedy;
+    greedy.temperature = 0;
+    std::vector<Seq> cs(3), gs;
+    for (int s = 0; s < 3; ++s) {
+      cs[size_t(s)] = Seq{uint64_t(s + 1), {}, 0, iota_table(16, s * 16), {}};
+      for (int i = 0; i < (s == 0 ? 40 : 3 + s); ++i)
+        cs[size_t(s)].tokens.push_back(int32_t((i * 104729 + s * 31) % 201088));
+    }
+    gs = cs;
+    LogitCheck lc;
+    std::vector<double> rms;
+    run_teacher_forced(m, cs, gs, 10, 9, &greedy,
+                       [&](int step, int s, const StepBatch& bg, const SampleOutput& c, const SampleOutput& g) {
+                         LogitCheck one;
+                         compare_logits(g.logits, c.logits, &one);
+                         compare_logits(g.logits, c.logits, &lc);
+                         rms.push_back(one.max_rel_rms);
+                         std::printf("mixed step %d seq %d (%d new tokens, ctx %d, %s): cpu %6d gpu %6d max |diff| "
+                                     "%.4f rel RMS %.2e\n", step, s, bg.seqs[size_t(s)].num_tokens,
+                                     bg.seqs[size_t(s)].context_len, exact ? "exact" : "default", c.token, g.token,
+                                     one.max_abs, one.max_rel_rms);
+                       });
+    std::sort(rms.begin(), rms.end());
+    EXPECT_EQ(lc.nan, 0u);
+    if (exact) {
+      // A bf16 router logit near-tie can send one token of one layer to another expert (a ~1e-2 change in the
+      // logits); the bound allows that, and top-1 may then flip on a near-tie of the final logits.
+      EXPECT_LE(lc.top1_mismatch, 2) << "of 30 positions";
+      EXPECT_LE(lc.max_rel_rms, 3e-2) << "max abs logit error " << lc.max_abs;
+    } else {
+      EXPECT_LE(lc.top1_mismatch, 30 * 20 / 100) << "of 30 positions";
+      EXPECT_LE(rms[rms.size() / 2], 3e-2) << "median rel RMS over " << rms.size() << " positions";
+    }
   }
-  gs = cs;
-  LogitCheck lc;
-  run_teacher_forced(m, cs, gs, 10, 9, &greedy,
-                     [&](int step, int s, const StepBatch& bg, const SampleOutput& c, const SampleOutput& g) {
-                       LogitCheck one;
-                       compare_logits(g.logits, c.logits, &one);
-                       compare_logits(g.logits, c.logits, &lc);
-                       std::printf("mixed step %d seq %d (%d new tokens, ctx %d): cpu %6d gpu %6d max |diff| %.4f "
-                                   "rel RMS %.2e\n", step, s, bg.seqs[size_t(s)].num_tokens,
-                                   bg.seqs[size_t(s)].context_len, c.token, g.token, one.max_abs, one.max_rel_rms);
-                     });
-  // A bf16 router logit near-tie can send one token of one layer to another expert (a ~1e-2 change in the
-  // logits); the bound allows that, and top-1 may then flip on a near-tie of the final logits.
-  EXPECT_EQ(lc.nan, 0u);
-  EXPECT_LE(lc.top1_mismatch, 2) << "of 30 positions";
-  EXPECT_LE(lc.max_rel_rms, 3e-2) << "max abs logit error " << lc.max_abs;
 }
 
 // Long prompts (> 256 keys: the tensor-core prefill attention) in chunks of 120 tokens, a short sequence

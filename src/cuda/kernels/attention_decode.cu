@@ -15,7 +15,6 @@ namespace mxs::cuda {
 namespace {
 
 constexpr int kHeadDim = 64;
-constexpr int kExactMaxKeys = kExactAttentionMaxKeys;
 
 // Split path: CTA per (token, kv head, split of keys_per_split keys); warp h = q head h of the GQA group.
 // The CTA walks its split in tiles of 64 keys: all 256 threads stage the tile's K and V rows (16-byte loads,
@@ -151,84 +150,6 @@ __global__ void __launch_bounds__(kSplitWarps * 32) attention_decode_split(Atten
   if (threadIdx.x == 0) p.counters[t * p.n_kv_heads + g] = 0u;
 }
 
-// Short key ranges (<= kExactMaxKeys): one CTA per (token, kv head), warp h = q head h of the group, and
-// the reference's exact order of operations (cpu_ops.h attention_with_sink): q.k with 8 interleaved fp32
-// partial sums combined pairwise (no FMA), S = bf(bf(q.k) * 0.125), C = bf(S - m), sequential fp32
-// denominator, P = bf(e / den), out = bf(sum_j P_j v_j) accumulated in key order without FMA.
-template <int G>
-__global__ void __launch_bounds__(G * 32) attention_decode_exact(AttentionDecodeParams p) {
-  extern __shared__ float s_dyn[];
-  float(*s_q)[kHeadDim] = reinterpret_cast<float(*)[kHeadDim]>(s_dyn);  // [G][64]
-  float* s_s = s_dyn + G * kHeadDim;                                     // [G][n_keys]
-  __shared__ float s_den[G];
-  griddep_wait();
-  griddep_launch_dependents();
-  const int t = blockIdx.x, g = blockIdx.y;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int pos = p.meta.positions[t];
-  const int32_t* table = p.meta.block_tables + size_t(p.meta.token_seq[t]) * p.meta.max_blocks_per_seq;
-  const int lo = p.window > 0 ? max(0, pos - p.window + 1) : 0;
-  const int n = pos + 1 - lo;
-  const bf16_t* q = static_cast<const bf16_t*>(p.q) + size_t(t) * p.n_heads * kHeadDim + size_t(g) * G * kHeadDim;
-  for (int i = threadIdx.x; i < G * kHeadDim; i += blockDim.x) s_q[i / kHeadDim][i % kHeadDim] = to_f32(q[i]);
-  __syncthreads();
-  const size_t head_stride = size_t(p.kv.block_size) * kHeadDim;
-  const bf16_t* kv = static_cast<const bf16_t*>(p.kv.base);
-  auto row_ptr = [&](int key, int which) {
-    const int block = table[key / p.kv.block_size];
-    return kv + ((size_t(block) * 2 + which) * p.kv.n_kv_heads + g) * head_stride +
-           size_t(key % p.kv.block_size) * kHeadDim;
-  };
-  for (int j = threadIdx.x; j < n; j += blockDim.x) {
-    const uint4* kr = reinterpret_cast<const uint4*>(row_ptr(lo + j, 0));
-    uint4 k8[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) k8[i] = kr[i];
-#pragma unroll
-    for (int h = 0; h < G; ++h) {
-      float a[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const uint32_t w[4] = {k8[i].x, k8[i].y, k8[i].z, k8[i].w};
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-          const float kvv = (e & 1) ? hi_f32(w[e >> 1]) : lo_f32(w[e >> 1]);
-          a[e] = __fadd_rn(a[e], __fmul_rn(s_q[h][i * 8 + e], kvv));
-        }
-      }
-      const float d = __fadd_rn(__fadd_rn(__fadd_rn(a[0], a[4]), __fadd_rn(a[1], a[5])),
-                                __fadd_rn(__fadd_rn(a[2], a[6]), __fadd_rn(a[3], a[7])));
-      s_s[h * p.keys_per_split + j] = bf(bf(d) * 0.125f);
-    }
-  }
-  __syncthreads();
-  const int h = warp;
-  float* sh = s_s + h * p.keys_per_split;
-  const float sink = to_f32(static_cast<const bf16_t*>(p.sinks)[g * G + h]);
-  float m = sink;
-  for (int j = lane; j < n; j += 32) m = fmaxf(m, sh[j]);
-  m = warp_max(m);
-  for (int j = lane; j < n; j += 32) sh[j] = expf(bf(sh[j] - m));
-  __syncwarp();
-  if (lane == 0) {
-    float den = 0.f;
-    for (int j = 0; j < n; ++j) den = __fadd_rn(den, sh[j]);
-    s_den[h] = __fadd_rn(den, expf(bf(sink - m)));
-  }
-  __syncwarp();
-  const float den = s_den[h];
-  float acc0 = 0.f, acc1 = 0.f;
-  for (int j = 0; j < n; ++j) {
-    const float pj = bf(sh[j] / den);
-    const uint32_t v2 = reinterpret_cast<const uint32_t*>(row_ptr(lo + j, 1))[lane];
-    acc0 = __fadd_rn(acc0, __fmul_rn(pj, lo_f32(v2)));
-    acc1 = __fadd_rn(acc1, __fmul_rn(pj, hi_f32(v2)));
-  }
-  bf16_t* out = static_cast<bf16_t*>(p.out) + size_t(t) * p.n_heads * kHeadDim + size_t(g * G + h) * kHeadDim;
-  out[2 * lane] = to_bf16(acc0);
-  out[2 * lane + 1] = to_bf16(acc1);
-}
-
 // One thread per (token, head, dim): merges the splits and the sink, writes bf16.
 __global__ void __launch_bounds__(256) attention_decode_combine(AttentionDecodeParams p) {
   const int t = blockIdx.x;
@@ -259,22 +180,7 @@ void attention_decode(const AttentionDecodeParams& p, cudaStream_t stream) {
   if (group != 8)
     throw Error(strfmt("attention_decode: GQA group %d (n_heads %d / n_kv_heads %d) is not supported "
                        "(supported: 8, head_dim 64)", group, p.n_heads, p.n_kv_heads));
-  if (p.exact) {
-    MXS_CHECK(p.n_splits == 1 && p.keys_per_split >= 1 && p.keys_per_split <= kExactMaxKeys,
-              strfmt("attention_decode: the exact path needs n_splits = 1 and keys_per_split <= %d", kExactMaxKeys));
-    // keys_per_split = the most keys any token of the launch sees (the runner's bound), scores in smem.
-    AttentionDecodeParams e = p;
-    e.keys_per_split = (p.keys_per_split + 31) / 32 * 32;
-    const int smem = (8 * kHeadDim + 8 * e.keys_per_split) * int(sizeof(float));
-    static const bool smem_ok =
-        (cudaFuncSetAttribute(attention_decode_exact<8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              (8 * kHeadDim + 8 * kExactMaxKeys) * int(sizeof(float))),
-         true);
-    (void)smem_ok;
-    launch_pdl(attention_decode_exact<8>, dim3(p.n_tokens, p.n_kv_heads), dim3(8 * 32), smem, stream, e);
-    CUDA_CHECK_LAUNCH();
-    return;
-  }
+  if (p.exact) return attention_decode_exact(p, stream);
   MXS_CHECK(p.keys_per_split % kSplitTile == 0,
             strfmt("attention_decode: keys_per_split = %d must be a multiple of %d", p.keys_per_split, kSplitTile));
   const dim3 grid(p.n_tokens, p.n_kv_heads, p.n_splits);

@@ -1,7 +1,7 @@
 // Paged attention for the new tokens of a step (decode tokens and prefill chunks alike): each query token
 // attends to the keys of its own sequence at positions <= its own (and > pos - window on sliding layers),
-// with the per-head sink logit as an extra softmax column (gpt-oss-spec.md §3.4). Short ranges run
-// attention_decode_exact (the CPU reference's rounding, bit for bit up to exp); long ones split-K:
+// with the per-head sink logit as an extra softmax column (gpt-oss-spec.md §3.4). With `exact`, short ranges run
+// attention_decode_exact (the CPU reference's rounding, bit for bit up to exp); otherwise split-K:
 // attention_decode_split writes per-split (max, sum, unnormalized output) partials and
 // attention_decode_combine merges them with the sink. attention_decode_mma is the tensor-core split-K path
 // for the same params (below).
@@ -27,17 +27,26 @@ struct AttentionDecodeParams {
   int n_splits = 1;             // key ranges per (token, kv head); n_splits * keys_per_split >= keys seen
   int keys_per_split = 256;     // multiple of 64 (split path); exact path: the most keys a token sees
   bool exact = false;           // the exact path (needs n_splits == 1, keys_per_split <= kExactAttentionMaxKeys)
+  int exact_head_slices = 0;    // exact path: CTAs per (token, kv head), 1 / 2 / 4 / 8 (8 / that many heads each);
+                                // 0 = by the grid size (attention_decode_exact.cu)
   bool cluster_merge = true;    // attention_decode_mma, 4-16 splits: merge in the (t, g) cluster's shared memory
                                 // instead of through L2 by the last CTA (the same operations: bit for bit)
 };
 
-// With `exact` (n_splits == 1, keys_per_split = the most keys a token of the launch sees <= this bound), one
-// CTA per (token, kv head) runs the reference's exact order of operations (bf16 probabilities, key-order
-// sums): the runner uses it for steps whose contexts are all this short. Otherwise the split path (online
-// fp32 softmax over key splits, then attention_decode_combine with the sink).
+// With `exact` (n_splits == 1, keys_per_split = the most keys a token of the launch sees <= this bound), CTAs per
+// (token, kv head) run the reference's exact order of operations (bf16 probabilities, key-order sums): the runner
+// uses it for steps whose contexts are all this short when CudaRunnerOptions::exact_attention is on (its tests of
+// identical greedy continuations; off by default). Otherwise the split path (online fp32 softmax over key splits,
+// then attention_decode_combine with the sink).
 constexpr int kExactAttentionMaxKeys = 256;
 
 void attention_decode(const AttentionDecodeParams& p, cudaStream_t stream);
+// The exact path alone (attention_decode_exact.cu; attention_decode calls it for `exact`): K / V staged in shared
+// memory, 1-8 CTAs per (token, kv head) (exact_head_slices). attention_decode_exact_simple: the same operations in
+// the first version's kernel (K and V read from global memory inside the chains, 10-20x slower at 128-256 keys),
+// the tests' GPU reference: both give the same bits.
+void attention_decode_exact(const AttentionDecodeParams& p, cudaStream_t stream);
+void attention_decode_exact_simple(const AttentionDecodeParams& p, cudaStream_t stream);
 
 // Tensor-core path (attention_decode_mma.cu): same params, same workspaces and sizes (part_o, part_ml,
 // counters), fp32 online softmax with P rounded to bf16 for the P.V MMA (as attention_prefill). CTA per

@@ -1,12 +1,14 @@
 // GPU sampling against the CPU sampler (src/cpu/sampler.h), token for token, over batches of rows that cover
 // every parameter (greedy, penalties, temperature, top-k, top-p, min-p, seeds, logprobs) on the real vocabulary
-// size; the three ways to find the kept set (none, top-k select, sort) against each other bit for bit; the
+// size; the three ways to find the kept set (none, top-k select, sort) against each other bit for bit, and the
+// spread path of plain rows against the one-CTA path; the
 // draw's distribution against the softmax; the device copy of sample_uniform against the host one; and the time
 // of one sample_tokens call at the real vocabulary (printed, not checked).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "cpu/sampler.h"
@@ -83,6 +85,7 @@ struct DeviceSampler {
   size_t temp_bytes;
   DevBuf<char> temp;
   DevBuf<SampleResultDev> res;
+  DevBuf<unsigned> row_max;  // the spread path's workspace (zeroed; the kernels leave it zeroed)
   static std::vector<int32_t> offsets(int rows, int V) {
     std::vector<int32_t> v;
     for (int s = 0; s <= rows; ++s) v.push_back(s * V);
@@ -91,10 +94,11 @@ struct DeviceSampler {
   DeviceSampler(int rows, int vocab)
       : max_rows(rows), V(vocab), z(size_t(rows) * vocab), zs(size_t(rows) * vocab), oi(size_t(rows) * vocab),
         o(size_t(rows) * vocab), offs(offsets(rows, vocab)), temp_bytes(sampling_sort_temp_bytes(rows, vocab)),
-        temp(temp_bytes), res(size_t(rows)) {}
+        temp(temp_bytes), res(size_t(rows)), row_max(std::vector<unsigned>(2 * kSpreadMaxRows, 0u)) {}
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
-                           const int32_t* counts, int n, bool any_random, bool any_sort) {
+                           const int32_t* counts, int n, bool any_random, bool any_sort, bool all_plain = false) {
     SamplingParamsDev p;
+    p.all_plain = all_plain, p.row_max = row_max.p;
     p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p, p.z_sorted = zs.p;
     p.order_in = oi.p, p.order = o.p, p.segment_offsets = offs.p, p.sort_temp = temp.p, p.sort_temp_bytes = temp_bytes;
     p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random, p.any_sort = any_sort;
@@ -375,6 +379,62 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
+// The spread path (steps of 1-8 plain rows, three launches over many CTAs) against sampling_prepare's one CTA per
+// row on the same rows: the same token bit for bit, for the real vocabulary and odd ones, 1 / 3 / 8 rows, several
+// temperatures and RNG counters; a NaN row (error 1) and a row whose tempered max overflows (error 2) report the
+// same errors; the workspace is left zeroed.
+TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
+  Rng rng(71);
+  int compared = 0, distinct = 0;
+  for (int V : {kVocab, 1001, 37}) {
+    for (int S : {1, 3, 8}) {
+      for (int round = 0; round < 4; ++round) {
+        std::vector<SamplingParams> cases(static_cast<size_t>(S));
+        std::vector<std::vector<int32_t>> none(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
+        std::vector<bf16> logits(size_t(S) * V);
+        for (int r = 0; r < S; ++r) {
+          SamplingParams& a = cases[size_t(r)];
+          a.temperature = (r + round) % 3 == 0 ? 0.6f : ((r + round) % 3 == 1 ? 1.0f : 1.3f);
+          a.seed = rng.next();
+          outputs[size_t(r)].assign(size_t(rng.below(40)), 0);  // the RNG counter
+          const bool grid = (r + round) % 2 == 1;  // exact ties on a coarse grid, else a spread
+          for (int i = 0; i < V; ++i)
+            logits[size_t(r) * V + i] = f32_to_bf16(grid ? float(rng.below(17) - 8) : rng.uniform(-8.f, 8.f));
+        }
+        if (round == 3 && S >= 3) {
+          logits[size_t(1) * V + size_t(V / 2)] = f32_to_bf16(std::nanf(""));  // row 1: NaN
+          for (int i = 0; i < V; ++i) logits[size_t(2) * V + i] = f32_to_bf16(3e38f);  // row 2: inf after T
+          cases[2].temperature = 0.01f;
+        }
+        const HostBatch hb = make_batch(cases, none, outputs);
+        for (const auto& q : hb.sp) ASSERT_TRUE(sampling_is_plain(q, V));
+        DevBuf<bf16> dl(logits);
+        DevBuf<SampleSeqParams> dsp(hb.sp);
+        DevBuf<int32_t> dids(1), dcounts(1);
+        DeviceSampler ds(S, V);
+        ds.res.poison();
+        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false, false), nullptr);
+        const auto one = ds.res.download();
+        ds.res.poison();
+        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false, true), nullptr);
+        const auto spread = ds.res.download();
+        for (int r = 0; r < S; ++r) {
+          EXPECT_EQ(spread[size_t(r)].error, one[size_t(r)].error) << "V " << V << " S " << S << " row " << r;
+          EXPECT_EQ(spread[size_t(r)].token, one[size_t(r)].token) << "V " << V << " S " << S << " row " << r;
+          ++compared;
+          distinct += r > 0 && one[size_t(r)].error == 0 && one[size_t(r)].token != one[size_t(r) - 1].token;
+        }
+        if (round == 3 && S >= 3) {
+          EXPECT_EQ(one[1].error, 1);
+          EXPECT_EQ(one[2].error, 2);
+        }
+        for (unsigned v : ds.row_max.download()) EXPECT_EQ(v, 0u) << "workspace left dirty";
+      }
+    }
+  }
+  EXPECT_GT(distinct, compared / 3) << "the draws should differ from row to row";
+}
+
 TEST(CudaSampling, NoCutAndTopKMatchSortedPathBitForBit) {
   expect_paths_agree(kVocab, 3, {1, 2, 40, 1000, 50000, kVocab - 1});
   expect_paths_agree(1001, 4, {1, 3, 200, 500, 999, 1000});
@@ -462,7 +522,8 @@ TEST(CudaSampling, TimingAtRealVocab) {
     bool any_sort;
   };
   for (int S : {1, 64}) {
-    for (const Config& c : {Config{"plain", 0, 1.0f, false}, Config{"plain, any_sort", 0, 1.0f, true},
+    for (const Config& c : {Config{"plain, spread", 0, 1.0f, false}, Config{"plain", 0, 1.0f, false},
+                            Config{"plain, any_sort", 0, 1.0f, true},
                             Config{"top_k 50", 50, 1.0f, false}, Config{"top_p 0.9", 0, 0.9f, true}}) {
       std::vector<SamplingParams> cases(static_cast<size_t>(S));
       for (int s = 0; s < S; ++s) {
@@ -473,7 +534,8 @@ TEST(CudaSampling, TimingAtRealVocab) {
       const HostBatch hb = make_batch(cases, none, none);
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
-      const SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort);
+      const bool spread = std::string(c.name) == "plain, spread";  // (1-8 rows; 64 take the one-CTA path)
+      const SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
       std::printf("sample_tokens V %d rows %2d %-16s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
       const auto r = ds.res.download();

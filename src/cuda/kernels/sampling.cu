@@ -6,6 +6,8 @@
 // ascending id order, double prefix sums by chunk of ids.
 #include "cuda/kernels/sampling.h"
 
+#include <cstdlib>
+
 #include <cub/cub.cuh>
 #include <thrust/iterator/counting_iterator.h>
 #include <thrust/iterator/transform_iterator.h>
@@ -98,10 +100,15 @@ struct Shared {
 // returns the total in sh.dsum[0]: the same serial order wherever it runs, so equal inputs give equal sums.
 __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
   double acc = 0.0;
-  for (int i = 0; i < int(blockDim.x); ++i) {
-    const double v = sh.chunk_prefix[i];
-    sh.chunk_prefix[i] = acc;
-    acc += v;
+  for (int i0 = 0; i0 < int(blockDim.x); i0 += 8) {  // (blockDim.x: a multiple of 8) loads ahead of the add chain
+    double v[8];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) v[k] = sh.chunk_prefix[i0 + k];
+#pragma unroll
+    for (int k = 0; k < 8; ++k) {
+      sh.chunk_prefix[i0 + k] = acc;
+      acc += v[k];
+    }
   }
   sh.dsum[0] = acc;
 }
@@ -111,18 +118,19 @@ __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
 // the kept w), else the last kept one. Each thread owns a contiguous chunk of ids; chunk sums in double, exclusive
 // prefix over the chunks in order by thread 0. Every path calls this with the same block size, so equal kept
 // sets give bit-identical sums and the same token. Returns the token in every thread.
-template <typename Kept>
-__device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, const SampleSeqParams& q,
-                              Shared& sh) {
+// weight(i): w of id i (weight_of(z[i], z_max), or those values precomputed: the spread path).
+template <typename Kept, typename Weight>
+__device__ int draw_ascending_w(int V, Kept is_kept, Weight weight, const SampleSeqParams& q, Shared& sh) {
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
-  auto kept_weight = [&](int i) { return is_kept(i) ? weight_of(z[i], z_max) : 0.0f; };
+  auto kept_weight = [&](int i) { return is_kept(i) ? weight(i) : 0.0f; };
   {
     const int b = threadIdx.x * chunk, e = min(V, b + chunk);
     double cs = 0.0;
     int last = -1;
+#pragma unroll 8
     for (int i = b; i < e; ++i) {
       if (!is_kept(i)) continue;
-      cs += double(weight_of(z[i], z_max));
+      cs += double(weight(i));
       last = i;
     }
     if (threadIdx.x == 0) sh.last = -1;
@@ -141,6 +149,7 @@ __device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, 
   {
     const int b = threadIdx.x * chunk, e = min(V, b + chunk);
     double cum = sh.chunk_prefix[threadIdx.x];
+#pragma unroll 8
     for (int i = b; i < e; ++i) {
       const float w = kept_weight(i);
       if (w == 0.0f) continue;
@@ -153,6 +162,11 @@ __device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, 
   }
   __syncthreads();
   return sh.pick;
+}
+template <typename Kept>
+__device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, const SampleSeqParams& q,
+                              Shared& sh) {
+  return draw_ascending_w(V, is_kept, [&](int i) { return weight_of(z[i], z_max); }, q, sh);
 }
 
 // Kept sets. A prefix of the order (z descending, ties -> lower id) is a threshold test against its last
@@ -388,6 +402,7 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
     __syncthreads();
     const int b = threadIdx.x * chunk, e = min(kept, b + chunk);
     double cum = sh.chunk_prefix[threadIdx.x];
+#pragma unroll 8
     for (int i = b; i < e; ++i) {
       if (i >= 1 && cum >= double(q.top_p)) {
         atomicMin(&s_kept, i);
@@ -439,6 +454,84 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
+// Spread path: steps whose rows are all plain (sampling_is_plain) and few. sampling_prepare runs a row in one CTA,
+// whose 201,088 double-precision exps (the chunk sums, then again in the walk) took ~210 us per row (H200,
+// cuda_sampling_test TimingAtRealVocab): a sampled batch-1 step paid that on top of its ~1.3 ms. The same arithmetic
+// in three launches: sampling_spread_tempered (grid rows x kSpreadCtas) writes z = logit / T and the row's NaN flag
+// and max of z (orderable bits, atomicMax); sampling_spread_weights (same grid) replaces z by w = weight_of(z, z_max);
+// sampling_spread_draw (a kThreads CTA per row) is draw_ascending over those w. The chunks, their double sums, the
+// serial prefix and the walk are draw_ascending's, so the token is sampling_prepare's, bit for bit.
+constexpr int kSpreadCtas = 32;  // CTAs per row in the element-wise passes
+constexpr int kSpreadThreads = 256;
+
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
+  __shared__ float s_max[kSpreadThreads / 32];
+  __shared__ int s_nan[kSpreadThreads / 32];
+  const int s = blockIdx.x, V = p.vocab;
+  const SampleSeqParams& q = p.seqs[s];
+  if (blockIdx.y == 0 && threadIdx.x == 0 && p.row_argmax) {  // consume the LM head's argmax keys (sampling_prepare)
+    if (s < p.n_argmax_rows) p.row_argmax[s] = 0ull;
+    if (s == 0)
+      for (int r = p.n_seqs; r < p.n_argmax_rows; ++r) p.row_argmax[r] = 0ull;
+  }
+  const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+  float* z = p.z + size_t(s) * V;
+  float mx = -INFINITY;
+  int nan = 0;
+  for (int i = blockIdx.y * kSpreadThreads + threadIdx.x; i < V; i += kSpreadCtas * kSpreadThreads) {
+    const float v = to_f32(logits[i]);
+    nan |= isnan(v);
+    const float t = v / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
+    z[i] = t;
+    mx = fmaxf(mx, t);
+  }
+  mx = warp_max(mx);
+  nan = __any_sync(0xffffffffu, nan);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (lane == 0) s_max[warp] = mx, s_nan[warp] = nan;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kSpreadThreads / 32; ++w) mx = fmaxf(mx, s_max[w]), nan |= s_nan[w];
+    atomicMax(&p.row_max[2 * s], orderable_bits(mx));
+    if (nan) atomicOr(&p.row_max[2 * s + 1], 1u);
+  }
+}
+
+__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(SamplingParamsDev p) {
+  const int s = blockIdx.x, V = p.vocab;
+  if (p.row_max[2 * s + 1] != 0u) return;  // NaN: sampling_spread_draw reports it
+  const float z_max = from_orderable_bits(p.row_max[2 * s]);
+  if (!isfinite(z_max)) return;
+  float* z = p.z + size_t(s) * V;
+  for (int i = blockIdx.y * kSpreadThreads + threadIdx.x; i < V; i += kSpreadCtas * kSpreadThreads)
+    z[i] = weight_of(z[i], z_max);
+}
+
+__global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsDev p) {
+  __shared__ Shared sh;
+  const int s = blockIdx.x, V = p.vocab;
+  const SampleSeqParams& q = p.seqs[s];
+  SampleResultDev& res = p.results[s];
+  const uint32_t key = p.row_max[2 * s], nan = p.row_max[2 * s + 1];
+  __syncthreads();
+  if (threadIdx.x == 0) p.row_max[2 * s] = 0u, p.row_max[2 * s + 1] = 0u;  // zeroed for the next step
+  if (nan != 0u) {
+    if (threadIdx.x == 0) res.error = 1, res.token = -1;
+    return;
+  }
+  if (!isfinite(from_orderable_bits(key))) {
+    if (threadIdx.x == 0) res.error = 2, res.token = -1;
+    return;
+  }
+  const float* w = p.z + size_t(s) * V;
+  const int token = draw_ascending_w(V, KeptAll{}, [&](int i) { return w[i]; }, q, sh);
+  if (threadIdx.x == 0) res.token = token, res.error = 0;
+}
+
 // End offset of row s in the segmented sort: a full row where the row needs the sort, else an empty segment
 // (end == begin), read from the device copy of the row's parameters. begin = segment_offsets[s] = s * vocab.
 struct SortedRowEnd {
@@ -466,6 +559,17 @@ size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
 
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
+  static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
+  if (p.all_plain && p.n_seqs <= kSpreadMaxRows && p.row_max != nullptr && !no_spread) {
+    const dim3 grid(p.n_seqs, kSpreadCtas);
+    sampling_spread_tempered<<<grid, kSpreadThreads, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH();
+    sampling_spread_weights<<<grid, kSpreadThreads, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH();
+    sampling_spread_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
   if (p.any_random && p.any_sort) {

@@ -67,6 +67,10 @@ struct SamplingParamsDev {
   // Some sequence needs the sorted order (sampling_needs_sort). false skips the sort and its kernels; true is
   // always correct (rows that do not need the sort are empty segments of it).
   bool any_sort = true;
+  // Every row is plain (sampling_is_plain): with n_seqs <= kSpreadMaxRows the spread kernels run instead of
+  // sampling_prepare. false is always correct.
+  bool all_plain = false;
+  unsigned* row_max = nullptr;  // [kSpreadMaxRows] zeroed workspace for the spread path (left zeroed)
 };
 
 // A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id
@@ -78,6 +82,16 @@ __host__ __device__ inline bool sampling_needs_sort(const SampleSeqParams& q, in
 __host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, int vocab) {
   return q.temperature != 0.0f && q.top_k > 0 && q.top_k < vocab && !sampling_needs_sort(q, vocab);
 }
+
+// A plain row: temperature > 0, no penalties, no logprobs, every id kept (the OpenAI default). When every row of
+// a step is plain (SamplingParamsDev::all_plain) and there are few (kSpreadMaxRows), the draw spreads each row over
+// many CTAs (sampling.cu, "spread"): the same arithmetic, the same token.
+__host__ __device__ inline bool sampling_is_plain(const SampleSeqParams& q, int vocab) {
+  return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
+         q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0 && !sampling_needs_sort(q, vocab) &&
+         !sampling_top_k_select(q, vocab);
+}
+constexpr int kSpreadMaxRows = 8;
 
 // Bytes of CUB temp storage for max_seqs rows of vocab.
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab);

@@ -426,6 +426,31 @@ TEST_P(Geometry, DenseProjectionsAndArgmax) {
   cublasDestroy(handle);
 }
 
+// The CPU reference's attention (cpu::attention_with_sink) of every (token, head) of a step over a paged K/V pool
+// ([blocks][K|V][kv heads][bs][64] bf16), full (window 0) or sliding.
+std::vector<bf16> cpu_paged_attention(const StepLayout& L, const std::vector<bf16>& q, const std::vector<bf16>& kv,
+                                      const std::vector<bf16>& sinks, int NH, int NKV, int bs, int window) {
+  constexpr int D = 64;
+  const int n = int(L.positions.size());
+  std::vector<bf16> ref(size_t(n) * NH * D);
+  std::vector<float> scratch(1024);
+  for (int t = 0; t < n; ++t) {
+    const int pos = L.positions[size_t(t)], s = L.token_seq[size_t(t)];
+    const int first = window ? std::max(0, pos - window + 1) : 0;
+    std::vector<const bf16*> krows, vrows;
+    for (int j = first; j <= pos; ++j) {
+      const int blk = L.block_tables[size_t(s) * L.max_blocks + j / bs];
+      krows.push_back(&kv[(size_t(blk) * 2 + 0) * NKV * bs * D + size_t(j % bs) * D]);
+      vrows.push_back(&kv[(size_t(blk) * 2 + 1) * NKV * bs * D + size_t(j % bs) * D]);
+    }
+    for (int h = 0; h < NH; ++h)
+      cpu::attention_with_sink(&q[(size_t(t) * NH + h) * D], krows.data(), vrows.data(), (h / (NH / NKV)) * bs * D,
+                               int(krows.size()), D, 0.125f, bf16_to_f32(sinks[size_t(h)]),
+                               &ref[(size_t(t) * NH + h) * D], scratch.data());
+  }
+  return ref;
+}
+
 TEST_P(Geometry, AttentionDecodePagedWithSinksAndWindow) {
   const int NH = c.num_heads, NKV = c.num_kv_heads, D = 64, bs = 16, nblk = 120;
   for (int window : {0, 128}) {
@@ -437,23 +462,7 @@ TEST_P(Geometry, AttentionDecodePagedWithSinksAndWindow) {
       const auto q = random_bf16(size_t(n) * NH * D, rng, -2.f, 2.f);
       const auto kv = random_bf16(size_t(nblk) * 2 * NKV * bs * D, rng, -2.f, 2.f);
       const auto sinks = random_bf16(size_t(NH), rng, -1.f, 3.f);
-      // Reference per (token, head).
-      std::vector<bf16> ref(size_t(n) * NH * D);
-      std::vector<float> scratch(1024);
-      for (int t = 0; t < n; ++t) {
-        const int pos = L.positions[size_t(t)], s = L.token_seq[size_t(t)];
-        const int first = window ? std::max(0, pos - window + 1) : 0;
-        std::vector<const bf16*> krows, vrows;
-        for (int j = first; j <= pos; ++j) {
-          const int blk = L.block_tables[size_t(s) * L.max_blocks + j / bs];
-          krows.push_back(&kv[(size_t(blk) * 2 + 0) * NKV * bs * D + size_t(j % bs) * D]);
-          vrows.push_back(&kv[(size_t(blk) * 2 + 1) * NKV * bs * D + size_t(j % bs) * D]);
-        }
-        for (int h = 0; h < NH; ++h)
-          cpu::attention_with_sink(&q[(size_t(t) * NH + h) * D], krows.data(), vrows.data(),
-                                   (h / (NH / NKV)) * bs * D, int(krows.size()), D, 0.125f,
-                                   bf16_to_f32(sinks[size_t(h)]), &ref[(size_t(t) * NH + h) * D], scratch.data());
-      }
+      const std::vector<bf16> ref = cpu_paged_attention(L, q, kv, sinks, NH, NKV, bs, window);
       const int max_keys = window ? window : *std::max_element(ctx.begin(), ctx.end());
       const int n_splits = (max_keys + kps - 1) / kps;
       DevBuf<bf16> dq(q), dkv(kv), dsinks(sinks), dout(size_t(n) * NH * D);
@@ -488,22 +497,7 @@ TEST_P(Geometry, AttentionDecodeExactStagedMatchesSimple) {
     const auto q = random_bf16(size_t(n) * NH * D, rng, -2.f, 2.f);
     const auto kv = random_bf16(size_t(nblk) * 2 * NKV * bs * D, rng, -2.f, 2.f);
     const auto sinks = random_bf16(size_t(NH), rng, -1.f, 3.f);
-    std::vector<bf16> ref(size_t(n) * NH * D);
-    std::vector<float> scratch(1024);
-    for (int t = 0; t < n; ++t) {
-      const int pos = L.positions[size_t(t)], s = L.token_seq[size_t(t)];
-      const int first = window ? std::max(0, pos - window + 1) : 0;
-      std::vector<const bf16*> krows, vrows;
-      for (int j = first; j <= pos; ++j) {
-        const int blk = L.block_tables[size_t(s) * L.max_blocks + j / bs];
-        krows.push_back(&kv[(size_t(blk) * 2 + 0) * NKV * bs * D + size_t(j % bs) * D]);
-        vrows.push_back(&kv[(size_t(blk) * 2 + 1) * NKV * bs * D + size_t(j % bs) * D]);
-      }
-      for (int h = 0; h < NH; ++h)
-        cpu::attention_with_sink(&q[(size_t(t) * NH + h) * D], krows.data(), vrows.data(),
-                                 (h / (NH / NKV)) * bs * D, int(krows.size()), D, 0.125f,
-                                 bf16_to_f32(sinks[size_t(h)]), &ref[(size_t(t) * NH + h) * D], scratch.data());
-    }
+    const std::vector<bf16> ref = cpu_paged_attention(L, q, kv, sinks, NH, NKV, bs, window);
     DevBuf<bf16> dq(q), dkv(kv), dsinks(sinks), dout(size_t(n) * NH * D), dsimple(size_t(n) * NH * D);
     DevBuf<int32_t> dpos(L.positions), dseq(L.token_seq), dtab(L.block_tables);
     dout.poison(), dsimple.poison();

@@ -156,6 +156,8 @@ __global__ void __launch_bounds__(staged_threads(HPC)) attention_decode_exact_ke
 }
 
 // The first version (tests' reference): the same operations, K and V read from global memory where they are used.
+// Its arithmetic is written out again on purpose, not shared with the staged kernel: a shared helper would let one
+// mistake pass both (the CPU comparison would still see it, at its looser tolerance).
 template <int G>
 __global__ void __launch_bounds__(G * 32) attention_decode_exact_simple_kernel(AttentionDecodeParams p) {
   extern __shared__ float s_dyn[];

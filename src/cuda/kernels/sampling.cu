@@ -100,15 +100,10 @@ struct Shared {
 // returns the total in sh.dsum[0]: the same serial order wherever it runs, so equal inputs give equal sums.
 __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
   double acc = 0.0;
-  for (int i0 = 0; i0 < int(blockDim.x); i0 += 8) {  // (blockDim.x: a multiple of 8) loads ahead of the add chain
-    double v[8];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) v[k] = sh.chunk_prefix[i0 + k];
-#pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      sh.chunk_prefix[i0 + k] = acc;
-      acc += v[k];
-    }
+  for (int i = 0; i < int(blockDim.x); ++i) {
+    const double v = sh.chunk_prefix[i];
+    sh.chunk_prefix[i] = acc;
+    acc += v;
   }
   sh.dsum[0] = acc;
 }
@@ -127,7 +122,6 @@ __device__ int draw_ascending_w(int V, Kept is_kept, Weight weight, const Sample
     const int b = threadIdx.x * chunk, e = min(V, b + chunk);
     double cs = 0.0;
     int last = -1;
-#pragma unroll 8
     for (int i = b; i < e; ++i) {
       if (!is_kept(i)) continue;
       cs += double(weight(i));
@@ -149,7 +143,6 @@ __device__ int draw_ascending_w(int V, Kept is_kept, Weight weight, const Sample
   {
     const int b = threadIdx.x * chunk, e = min(V, b + chunk);
     double cum = sh.chunk_prefix[threadIdx.x];
-#pragma unroll 8
     for (int i = b; i < e; ++i) {
       const float w = kept_weight(i);
       if (w == 0.0f) continue;
@@ -402,7 +395,6 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
     __syncthreads();
     const int b = threadIdx.x * chunk, e = min(kept, b + chunk);
     double cum = sh.chunk_prefix[threadIdx.x];
-#pragma unroll 8
     for (int i = b; i < e; ++i) {
       if (i >= 1 && cum >= double(q.top_p)) {
         atomicMin(&s_kept, i);

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine, with binaries built here (no build there): every GPU test binary, compute-sanitizer memcheck of
 # the LM-head screen and runner tests, batch-1 decode three times with and without each A/B switch, the decode table,
-# gpt-oss-120b, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint: its CPU-reference test, `bench decode --model`,
-# and `generate` with and without the LM-head screen (the same text expected). Prints what to paste into PERF.md.
+# gpt-oss-120b, short contexts with and without --exact-attention, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
+# its CPU-reference test, `bench decode --model`, `generate` with and without the LM-head screen (the same text
+# expected) and at temperature 1 with and without the spread draw (the same text expected). Prints what to paste
+# into PERF.md.
 # Here:  cmake --build build-cuda -j2; mkdir -p wt-bin; strip -o wt-bin/mxserve build-cuda/mxserve;
 #        for t in build-cuda/tests/cuda_*_test; do strip -o wt-bin/$(basename $t) $t; done
 #        cp ~/.cache/mxserve/tokenizer/tokenizer.json wt-bin/; tar -C wt-bin -cf - . | xz -T2 -6 > wt-pack/bins.txz
@@ -44,6 +46,10 @@ $B bench decode --preset 20b --batch "${MXS_BATCHES:-1,2,3,4,5,6,7,8,16,32,64,12
   --json "$OUT/bench_20b.json" >"$OUT/bench_20b.md" 2>"$OUT/bench_20b.err"
 for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,2,3,4,5,6,7,8; done
 one X=1 1,8,64 120b; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,8 120b; done
+# Short contexts (session 27): the tensor-core attention (default) vs the exact path, batch 1 / 8 / 64 at 200 keys.
+short() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,64 --context 200 --steps 32 --breakdown none \
+  2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 ctx200 /"; }
+for r in 1 2; do short X=1; short MXS_EXACT_ATTENTION=1; done
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
   timeout 240 $B mkmodel --preset 20b --seed 1 --tokenizer wt-bin/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
   echo "mkmodel rc=$?"
@@ -59,5 +65,12 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
     echo "generate $f rc=$? $(grep -E 'tok/s' "$OUT/gen$f.err" | tail -1)"
   done
   cmp "$OUT/gen.txt" "$OUT/gen--no-lm-head-screen.txt" && echo "generate: the same text with and without the screen"
+  # Sampled decode (temperature 1, the default): the spread draw vs one CTA per row (session 27).
+  for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do
+    env $e timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 256 --seed 7 --raw -p "Hello" \
+      >"$OUT/gen_t1_$e.txt" 2>"$OUT/gen_t1_$e.err"
+    echo "generate temperature 1 $e rc=$? $(grep -E 'tok/s' "$OUT/gen_t1_$e.err" | tail -1)"
+  done
+  cmp "$OUT/gen_t1_X=1.txt" "$OUT/gen_t1_MXS_NO_SPREAD_SAMPLING=1.txt" && echo "generate T=1: the same text either way"
 fi
 grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"

@@ -20,19 +20,22 @@ TEST(CliBenchArgs, EveryBenchmarkIsListed) {
     EXPECT_NE(k.out.find(name), std::string::npos) << name << " missing from:\n" << k.out;
 }
 
-// The CUDA runner's switches for its extra weight copies are on every command that builds one.
+// The CUDA runner's switches for its extra weight copies and its exact short-context attention are on every command
+// that builds one.
 TEST(CliBenchArgs, WeightCopySwitchesOnDecodeGenerateServe) {
   for (const char* cmd : {"bench decode --help", "generate --help", "serve --help"}) {
     const auto r = run_mxserve(cmd);
     EXPECT_EQ(r.exit_code, 0) << cmd << ":\n" << r.out;
-    for (const char* opt : {"--bf12-dense", "--no-lm-head-screen"})
+    for (const char* opt : {"--bf12-dense", "--no-lm-head-screen", "--exact-attention"})
       EXPECT_NE(r.out.find(opt), std::string::npos) << opt << " missing from " << cmd << ":\n" << r.out;
   }
   // --bf12-dense auto (the default) is a valid value; the help names it.
   EXPECT_NE(run_mxserve("serve --help").out.find("auto (the default"), std::string::npos);
-  const auto bad = run_mxserve("bench decode --no-lm-head-screen=maybe");
-  EXPECT_NE(bad.exit_code, 0) << bad.out;
-  EXPECT_EQ(bad.out.find("terminate"), std::string::npos) << bad.out;
+  for (const char* args : {"bench decode --no-lm-head-screen=maybe", "bench decode --exact-attention=maybe"}) {
+    const auto bad = run_mxserve(args);
+    EXPECT_NE(bad.exit_code, 0) << args << ":\n" << bad.out;
+    EXPECT_EQ(bad.out.find("terminate"), std::string::npos) << bad.out;
+  }
 }
 
 TEST(CliBenchArgs, BadListsNameTheOption) {

@@ -147,14 +147,40 @@ TEST(CudaRunnerTiny, MatchesCpuReferenceOnPrefillAndGreedy32) {
   std::printf("tiny vs CPU over 33 steps: max |logit diff| %.4g, max rel RMS %.3g\n", lc.max_abs, lc.max_rel_rms);
 }
 
+// Runs `steps` steps of the same sequences on the CPU reference (cs) and the GPU (gs), each sequence taking at
+// most `chunk` of its pending tokens per step; calls check(step, s, gpu batch, cpu sample, gpu sample) for every
+// sequence, then moves both sides on with the CPU's token (teacher forcing) once a sequence's tokens are all in.
+void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, int steps, int chunk,
+                        const SamplingParams* sp,
+                        const std::function<void(int, int, const StepBatch&, const SampleOutput&, const SampleOutput&)>& check) {
+  for (int step = 0; step < steps; ++step) {
+    std::vector<Seq*> vc, vg;
+    for (size_t s = 0; s < cs.size(); ++s) vc.push_back(&cs[s]), vg.push_back(&gs[s]);
+    const StepBatch bc = make_step(vc, chunk, sp), bg = make_step(vg, chunk, sp);
+    StepOutput oc, og;
+    m.cpu->step(bc, &oc);
+    m.gpu->step(bg, &og);
+    ASSERT_EQ(og.samples.size(), cs.size());
+    for (size_t s = 0; s < cs.size(); ++s) {
+      ASSERT_TRUE(og.samples[s].ok) << og.samples[s].error;
+      check(step, int(s), bg, oc.samples[s], og.samples[s]);
+      for (auto* v : {&vc, &vg}) {
+        Seq* q = (*v)[s];
+        q->computed += (v == &vc ? bc : bg).seqs[s].num_tokens;
+        if (q->computed == int(q->tokens.size())) {  // both continue with the CPU's token
+          const int32_t t = oc.samples[s].token;
+          q->tokens.push_back(t), q->output.push_back(t);
+        }
+      }
+    }
+  }
+}
+
 // The default path at short contexts (no exact attention): the prefill through attention_prefill, 32 decode steps
 // through the tensor-core decode attention in graphs, teacher-forced with the CPU's tokens. The softmax is fp32 with
 // P in bf16 unnormalized (the reference rounds P after normalizing): ~2e-2 relative logit error on the tiny model
 // and a near-tie flipped now and then, so the bounds are on the median error and the top-1 agreement rate, as for
 // long prompts (H200, session 27: median 1.76e-2, 62 of 66 positions agree).
-void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, int steps, int chunk,
-                        const SamplingParams* sp,
-                        const std::function<void(int, int, const StepBatch&, const SampleOutput&, const SampleOutput&)>& check);
 TEST(CudaRunnerTiny, DefaultAttentionMatchesCpuWithinBoundsOnShortContexts) {
   Models m(11);
   ASSERT_FALSE(m.gpu->exact_attention());
@@ -183,35 +209,6 @@ TEST(CudaRunnerTiny, DefaultAttentionMatchesCpuWithinBoundsOnShortContexts) {
   EXPECT_GE(agree, int(rms.size()) * 85 / 100) << "top-1 agreement over " << rms.size() << " positions";
   std::printf("default attention vs CPU, %zu positions: median rel RMS %.2e, top-1 agreement %d\n", rms.size(),
               rms[rms.size() / 2], agree);
-}
-
-// Runs `steps` steps of the same sequences on the CPU reference (cs) and the GPU (gs), each sequence taking at
-// most `chunk` of its pending tokens per step; calls check(step, s, gpu batch, cpu sample, gpu sample) for every
-// sequence, then moves both sides on with the CPU's token (teacher forcing) once a sequence's tokens are all in.
-void run_teacher_forced(Models& m, std::vector<Seq>& cs, std::vector<Seq>& gs, int steps, int chunk,
-                        const SamplingParams* sp,
-                        const std::function<void(int, int, const StepBatch&, const SampleOutput&, const SampleOutput&)>& check) {
-  for (int step = 0; step < steps; ++step) {
-    std::vector<Seq*> vc, vg;
-    for (size_t s = 0; s < cs.size(); ++s) vc.push_back(&cs[s]), vg.push_back(&gs[s]);
-    const StepBatch bc = make_step(vc, chunk, sp), bg = make_step(vg, chunk, sp);
-    StepOutput oc, og;
-    m.cpu->step(bc, &oc);
-    m.gpu->step(bg, &og);
-    ASSERT_EQ(og.samples.size(), cs.size());
-    for (size_t s = 0; s < cs.size(); ++s) {
-      ASSERT_TRUE(og.samples[s].ok) << og.samples[s].error;
-      check(step, int(s), bg, oc.samples[s], og.samples[s]);
-      for (auto* v : {&vc, &vg}) {
-        Seq* q = (*v)[s];
-        q->computed += (v == &vc ? bc : bg).seqs[s].num_tokens;
-        if (q->computed == int(q->tokens.size())) {  // both continue with the CPU's token
-          const int32_t t = oc.samples[s].token;
-          q->tokens.push_back(t), q->output.push_back(t);
-        }
-      }
-    }
-  }
 }
 
 // Sequence A prefills in chunks of 9 while B and C decode, all in the same steps: on the exact attention path

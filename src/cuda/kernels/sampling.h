@@ -70,7 +70,8 @@ struct SamplingParamsDev {
   // Every row is plain (sampling_is_plain): with n_seqs <= kSpreadMaxRows the spread kernels run instead of
   // sampling_prepare. false is always correct.
   bool all_plain = false;
-  unsigned* row_max = nullptr;  // [kSpreadMaxRows] zeroed workspace for the spread path (left zeroed)
+  unsigned* row_max = nullptr;  // [kSpreadMaxRows][2] zeroed workspace of the spread path (per row: the orderable
+                                // max of z, the NaN flag); the kernels leave it zeroed
 };
 
 // A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id

@@ -31,6 +31,7 @@ struct DecodeArgs {
   std::string bf12_dense = mxs::kBf12DenseDefault;
   bool lm_head_screen = true;
   bool exact_attention = false;
+  float temperature = 0.0f;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -46,17 +47,21 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.bf12_dense = a.bf12_dense == "none" ? "" : a.bf12_dense;
   o.lm_head_screen = a.lm_head_screen;
   o.exact_attention = a.exact_attention;
+  o.temperature = a.temperature;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
     o.breakdown_batches = mxs::cli::parse_int_list(a.breakdown, "--breakdown", 1, 256);
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
+  char sampling[48] = "greedy";
+  if (a.temperature != 0.0f) std::snprintf(sampling, sizeof sampling, "temperature %g, no cuts", double(a.temperature));
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
-              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; greedy LM-head screen: %s; attention "
-              "<= 256 keys: %s\ncommand: `%s`\n\n",
+              "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; sampling: %s; greedy LM-head screen: "
+              "%s; attention <= 256 keys: %s\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
-              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), r.lm_head_screen ? "on (batch 1-8)" : "off",
+              r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), sampling,
+              r.lm_head_screen ? (a.temperature == 0.0f ? "on (batch 1-8)" : "unused (sampled steps)") : "off",
               r.exact_attention ? "exact (--exact-attention)" : "tensor cores", command.c_str());
   std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s | graph ms |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -75,6 +80,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["bf12_dense"] = r.bf12_dense;
   j["lm_head_screen"] = r.lm_head_screen;
   j["exact_attention"] = r.exact_attention;
+  j["temperature"] = a.temperature;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
@@ -111,6 +117,10 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   mxs::cli::add_bf12_dense_option(cmd, &args->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &args->lm_head_screen);
   mxs::cli::add_exact_attention_option(cmd, &args->exact_attention);
+  cmd->add_option("--temperature", args->temperature,
+                  "Sample every sequence at this temperature, no cuts (the OpenAI default is 1); 0: greedy")
+      ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));

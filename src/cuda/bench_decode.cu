@@ -80,8 +80,10 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   runner->fill_kv_random(99);
   const ModelConfig& c = runner->config();
 
-  SamplingParams greedy;
-  greedy.temperature = 0;
+  // Every sequence greedy (the default), or sampled at o.temperature with its own seed (no cuts: the OpenAI
+  // default at temperature 1).
+  std::vector<SamplingParams> sampling(static_cast<size_t>(std::max(max_batch, 1)));
+  for (size_t s = 0; s < sampling.size(); ++s) sampling[s].temperature = o.temperature, sampling[s].seed = 1000 + s;
   std::vector<std::vector<int32_t>> tables;  // sequence s owns blocks s * blocks_per_seq ...
   auto step_batch = [&](int batch, int pos, const std::vector<int32_t>& tokens, bool from_last_sample) {
     if (int(tables.size()) < batch) {
@@ -100,7 +102,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
       q.context_len = pos + 1;
       q.block_table = tables[size_t(s)];
       q.sample = true;
-      q.sampling = &greedy;
+      q.sampling = &sampling[size_t(s)];
       q.input_from_last_sample = from_last_sample;
       b.tokens.push_back(from_last_sample ? 0 : tokens[size_t(s)]);
       b.positions.push_back(pos);
@@ -151,7 +153,8 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
     row.batch = batch;
     row.step_ms = median(ms);
     row.tok_s = batch / (row.step_ms * 1e-3);
-    row.bytes_per_step = decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen);
+    row.bytes_per_step =
+        decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen && o.temperature == 0.0f);
     row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
     row.roofline_frac = row.gb_s / r.copy_gb_s;
     row.pipelined_step_ms = run_pipelined(batch, o.steps, o.context - 1 + o.warmup);

@@ -1,5 +1,5 @@
 // `mxserve bench decode`: decode throughput of the CudaRunner at several batch sizes and one context length
-// (KV pre-filled with random values, every sequence decodes one token per step, greedy on the GPU), the
+// (KV pre-filled with random values, every sequence decodes one token per step, greedy or sampled on the GPU), the
 // card's copy bandwidth measured in the same run, achieved GB/s per step, and per-kernel breakdowns (CUDA
 // events) at batch 1 and 64 or the batch sizes asked for. Random weights route ~uniformly over the experts (the
 // harder case for batching).
@@ -26,6 +26,7 @@ struct BenchDecodeOptions {
   std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
   bool lm_head_screen = true;                  // CudaRunnerOptions::lm_head_screen
   bool exact_attention = false;                // CudaRunnerOptions::exact_attention
+  float temperature = 0.0f;  // 0: greedy steps (the LM-head screen applies); > 0: every sequence samples
   // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
   // 64 when `batches` has it.
   std::optional<std::vector<int>> breakdown_batches;

@@ -314,7 +314,7 @@ void CudaRunner::Impl::init() {
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
-  add(S * sizeof(SampleResultDev)); add(S * 8); add(2 * kSpreadMaxRows * 4);
+  add(S * sizeof(SampleResultDev)); add(S * 8); add(2 * S * 4); add(S * kSpreadChunks * 8);
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
@@ -379,8 +379,9 @@ void CudaRunner::Impl::init() {
   lm_argmax = ws_arena.alloc_as<unsigned long long>("lm_argmax", S);
   CUDA_CHECK(cudaMemset(lm_argmax, 0, S * sizeof(unsigned long long)));  // zero between steps (SamplingParamsDev)
   samp.row_argmax = lm_argmax;
-  samp.row_max = ws_arena.alloc_as<unsigned>("sample_row_max", 2 * kSpreadMaxRows);
-  CUDA_CHECK(cudaMemset(samp.row_max, 0, 2 * kSpreadMaxRows * sizeof(unsigned)));  // left zeroed by the kernels
+  samp.row_max = ws_arena.alloc_as<unsigned>("sample_row_max", 2 * S);
+  CUDA_CHECK(cudaMemset(samp.row_max, 0, 2 * S * sizeof(unsigned)));  // left zeroed by the kernels
+  samp.chunk_sums = ws_arena.alloc_as<double>("sample_chunk_sums", S * kSpreadChunks);
   {
     std::vector<int32_t> offs(S + 1);
     for (size_t i = 0; i <= S; ++i) offs[i] = int32_t(i * V);

@@ -85,7 +85,8 @@ struct DeviceSampler {
   size_t temp_bytes;
   DevBuf<char> temp;
   DevBuf<SampleResultDev> res;
-  DevBuf<unsigned> row_max;  // the spread path's workspace (zeroed; the kernels leave it zeroed)
+  DevBuf<unsigned> row_max;  // the spread path's workspaces (row_max zeroed; the kernels leave it zeroed)
+  DevBuf<double> chunk_sums;
   static std::vector<int32_t> offsets(int rows, int V) {
     std::vector<int32_t> v;
     for (int s = 0; s <= rows; ++s) v.push_back(s * V);
@@ -94,11 +95,12 @@ struct DeviceSampler {
   DeviceSampler(int rows, int vocab)
       : max_rows(rows), V(vocab), z(size_t(rows) * vocab), zs(size_t(rows) * vocab), oi(size_t(rows) * vocab),
         o(size_t(rows) * vocab), offs(offsets(rows, vocab)), temp_bytes(sampling_sort_temp_bytes(rows, vocab)),
-        temp(temp_bytes), res(size_t(rows)), row_max(std::vector<unsigned>(2 * kSpreadMaxRows, 0u)) {}
+        temp(temp_bytes), res(size_t(rows)), row_max(std::vector<unsigned>(2 * size_t(rows), 0u)),
+        chunk_sums(size_t(rows) * kSpreadChunks) {}
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
                            const int32_t* counts, int n, bool any_random, bool any_sort, bool all_plain = false) {
     SamplingParamsDev p;
-    p.all_plain = all_plain, p.row_max = row_max.p;
+    p.all_plain = all_plain, p.row_max = row_max.p, p.chunk_sums = chunk_sums.p;
     p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p, p.z_sorted = zs.p;
     p.order_in = oi.p, p.order = o.p, p.segment_offsets = offs.p, p.sort_temp = temp.p, p.sort_temp_bytes = temp_bytes;
     p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random, p.any_sort = any_sort;
@@ -379,27 +381,34 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
-// The spread path (steps of 1-8 plain rows, three launches over many CTAs) against sampling_prepare's one CTA per
-// row on the same rows: the same token bit for bit, for the real vocabulary and odd ones, 1 / 3 / 8 rows, several
-// temperatures and RNG counters; a NaN row (error 1) and a row whose tempered max overflows (error 2) report the
+// The spread path (plain rows, three launches over many CTAs) against sampling_prepare's one CTA per row on the
+// same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks
+// empty), 1 / 3 / 8 / 64 rows, several temperatures (0.02: most weights underflow to 0) and RNG counters, logits
+// spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs of zero weights, flat
+// prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows (error 2) report the
 // same errors; the workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
   int compared = 0, distinct = 0;
   for (int V : {kVocab, 1001, 37}) {
-    for (int S : {1, 3, 8}) {
-      for (int round = 0; round < 4; ++round) {
+    for (int S : {1, 3, 8, 64}) {
+      for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
         std::vector<SamplingParams> cases(static_cast<size_t>(S));
         std::vector<std::vector<int32_t>> none(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
         std::vector<bf16> logits(size_t(S) * V);
         for (int r = 0; r < S; ++r) {
           SamplingParams& a = cases[size_t(r)];
-          a.temperature = (r + round) % 3 == 0 ? 0.6f : ((r + round) % 3 == 1 ? 1.0f : 1.3f);
+          static constexpr float kTemps[4] = {0.6f, 1.0f, 1.3f, 0.02f};
+          a.temperature = kTemps[(r + round) % 4];
           a.seed = rng.next();
           outputs[size_t(r)].assign(size_t(rng.below(40)), 0);  // the RNG counter
-          const bool grid = (r + round) % 2 == 1;  // exact ties on a coarse grid, else a spread
+          const int kind = (r + 2 * round) % 3;  // 0 spread, 1 coarse grid, 2 sparse
           for (int i = 0; i < V; ++i)
-            logits[size_t(r) * V + i] = f32_to_bf16(grid ? float(rng.below(17) - 8) : rng.uniform(-8.f, 8.f));
+            logits[size_t(r) * V + i] = f32_to_bf16(kind == 1 ? float(rng.below(17) - 8)
+                                                    : kind == 0 ? rng.uniform(-8.f, 8.f) : -120.f);
+          if (kind == 2)  // exp(-120) underflows fp32: the three ids below hold every nonzero weight
+            for (int i : {rng.below(V), V / 2, V - 1 - rng.below(3)})
+              logits[size_t(r) * V + i] = f32_to_bf16(rng.uniform(-1.f, 1.f));
         }
         if (round == 3 && S >= 3) {
           logits[size_t(1) * V + size_t(V / 2)] = f32_to_bf16(std::nanf(""));  // row 1: NaN
@@ -534,7 +543,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
       const HostBatch hb = make_batch(cases, none, none);
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
-      const bool spread = std::string(c.name) == "plain, spread";  // (1-8 rows; 64 take the one-CTA path)
+      const bool spread = std::string(c.name) == "plain, spread";
       const SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
       std::printf("sample_tokens V %d rows %2d %-16s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);

@@ -48,6 +48,8 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench decode --batch 1,999", "--batch"},
       {"bench decode --breakdown 0", "--breakdown"},
       {"bench decode --breakdown 4,x", "--breakdown"},
+      {"bench decode --temperature -1", "--temperature"},
+      {"bench decode --temperature hot", "--temperature"},
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},

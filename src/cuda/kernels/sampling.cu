@@ -247,6 +247,17 @@ __device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) 
   return KeptThreshold{z, z[id_b], id_b};
 }
 
+// Row s's LM-head argmax key (0 when there is none), consumed: the row is zeroed, and row 0's caller also zeroes
+// the rows past the step's sequences, so that the next step's LM head (atomicMax) starts from zeros. One thread.
+__device__ __forceinline__ unsigned long long take_argmax_key(const SamplingParamsDev& p, int s) {
+  if (!p.row_argmax) return 0ull;
+  unsigned long long key = 0ull;
+  if (s < p.n_argmax_rows) key = p.row_argmax[s], p.row_argmax[s] = 0ull;
+  if (s == 0)
+    for (int r = p.n_seqs; r < p.n_argmax_rows; ++r) p.row_argmax[r] = 0ull;  // rows without a sequence
+  return key;
+}
+
 __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p) {
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
@@ -254,12 +265,8 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   SampleResultDev& res = p.results[s];
-  unsigned long long key = 0ull;  // (thread 0) this row's LM-head argmax key, zeroed for the next step
-  if (p.row_argmax && threadIdx.x == 0) {
-    if (s < p.n_argmax_rows) key = p.row_argmax[s], p.row_argmax[s] = 0ull;
-    if (s == 0)
-      for (int r = p.n_seqs; r < p.n_argmax_rows; ++r) p.row_argmax[r] = 0ull;  // rows without a sequence
-  }
+  // (thread 0) this row's LM-head argmax key, zeroed for the next step
+  const unsigned long long key = threadIdx.x == 0 ? take_argmax_key(p, s) : 0ull;
   if (p.row_argmax && q.temperature == 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
       q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0) {
     if (threadIdx.x == 0) {
@@ -446,36 +453,56 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: steps whose rows are all plain (sampling_is_plain) and few. sampling_prepare runs a row in one CTA,
-// whose 201,088 double-precision exps (the chunk sums, then again in the walk) took ~210 us per row (H200,
-// cuda_sampling_test TimingAtRealVocab): a sampled batch-1 step paid that on top of its ~1.3 ms. The same arithmetic
-// in three launches: sampling_spread_tempered (grid rows x kSpreadCtas) writes z = logit / T and the row's NaN flag
-// and max of z (orderable bits, atomicMax); sampling_spread_weights (same grid) replaces z by w = weight_of(z, z_max);
-// sampling_spread_draw (a kThreads CTA per row) is draw_ascending over those w. The chunks, their double sums, the
-// serial prefix and the walk are draw_ascending's, so the token is sampling_prepare's, bit for bit.
-constexpr int kSpreadCtas = 32;  // CTAs per row in the element-wise passes
+// Spread path: steps whose rows are all plain (sampling_is_plain). sampling_prepare runs a row in one CTA: its
+// 201,088 double-precision exps and draw_ascending's two passes over a thread's contiguous chunk of ids (a warp's
+// loads 197 floats apart: 32 L1 wavefronts each) took ~220 us per row (H200, cuda_sampling_test TimingAtRealVocab).
+// The same arithmetic in three launches, every pass over the row coalesced and spread over the GPU:
+//   sampling_spread_tempered (rows x kTemperedCtas CTAs): z = logit / T, the row's NaN flag and max of z (orderable
+//     bits, atomicMax into row_max);
+//   sampling_spread_weights (rows x kSpreadChunks / kChunksPerCta CTAs): w = weight_of(z, z_max) over z, staged in
+//     shared memory, then one lane per chunk sums its chunk's w in id order in double: draw_ascending's chunk sums
+//     (chunk c = ids [c * chunk, (c + 1) * chunk), chunk = ceil(V / kThreads)), bit for bit;
+//   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk,
+//     which only the chunks that can hold the crossing take (spread_draw_pick below).
+// So the token is sampling_prepare's, bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kSpreadThreads = 256;
+constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
+constexpr int kTemperedUnroll = 4;  // loads in flight per thread
+constexpr int kChunksPerCta = 8;    // draw_ascending chunks per CTA of sampling_spread_weights
+constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the kernels stage
+static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
+static_assert(kSpreadChunks % kChunksPerCta == 0, "whole chunk groups per CTA");
+constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
+
+__device__ __forceinline__ int spread_chunk(int V) { return (V + kSpreadChunks - 1) / kSpreadChunks; }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32];
   __shared__ int s_nan[kSpreadThreads / 32];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (blockIdx.y == 0 && threadIdx.x == 0 && p.row_argmax) {  // consume the LM head's argmax keys (sampling_prepare)
-    if (s < p.n_argmax_rows) p.row_argmax[s] = 0ull;
-    if (s == 0)
-      for (int r = p.n_seqs; r < p.n_argmax_rows; ++r) p.row_argmax[r] = 0ull;
-  }
+  if (blockIdx.y == 0 && threadIdx.x == 0) take_argmax_key(p, s);  // consumed, as sampling_prepare does
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   float mx = -INFINITY;
   int nan = 0;
-  for (int i = blockIdx.y * kSpreadThreads + threadIdx.x; i < V; i += kSpreadCtas * kSpreadThreads) {
-    const float v = to_f32(logits[i]);
-    nan |= isnan(v);
-    const float t = v / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
-    z[i] = t;
-    mx = fmaxf(mx, t);
+  constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
+  for (int i0 = blockIdx.y * kSpreadThreads * kTemperedUnroll + threadIdx.x; i0 < V; i0 += kStride) {
+    float v[kTemperedUnroll];
+#pragma unroll
+    for (int u = 0; u < kTemperedUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      v[u] = i < V ? to_f32(logits[i]) : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kTemperedUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      if (i >= V) break;
+      nan |= isnan(v[u]);
+      const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
+      z[i] = t;
+      mx = fmaxf(mx, t);
+    }
   }
   mx = warp_max(mx);
   nan = __any_sync(0xffffffffu, nan);
@@ -494,17 +521,101 @@ __device__ __forceinline__ float from_orderable_bits(uint32_t k) {
 }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(SamplingParamsDev p) {
-  const int s = blockIdx.x, V = p.vocab;
+  __shared__ float s_w[kChunksPerCta * kMaxChunk];
+  const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
   if (p.row_max[2 * s + 1] != 0u) return;  // NaN: sampling_spread_draw reports it
   const float z_max = from_orderable_bits(p.row_max[2 * s]);
   if (!isfinite(z_max)) return;
   float* z = p.z + size_t(s) * V;
-  for (int i = blockIdx.y * kSpreadThreads + threadIdx.x; i < V; i += kSpreadCtas * kSpreadThreads)
-    z[i] = weight_of(z[i], z_max);
+  const int c0 = blockIdx.y * kChunksPerCta;
+  const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
+  constexpr int kUnroll = 4;
+  for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
+    float zv[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      zv[u] = i < e ? z[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      if (i >= e) break;
+      const float w = weight_of(zv[u], z_max);
+      z[i] = w;
+      s_w[i - b] = w;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w
+    const int cb = min(V, (c0 + threadIdx.x) * chunk), ce = min(V, cb + chunk);
+    double cs = 0.0;
+    for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
+    p.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+  }
+}
+
+// draw_ascending's walk, from its prefix (sh.chunk_prefix exclusive, sh.dsum[0] the total) and the weights w[V]:
+// the first id whose cumulative weight exceeds the target, else V - 1 (the last kept id: every id is kept). Thread
+// t's chunk in draw_ascending starts at prefix[t] and adds its nonzero w in order; the pick is the smallest id
+// where any chunk crosses. Since the prefix never decreases, the chunks fall into three runs:
+//   - below: prefix[t + 1] (1 + eps) < target. The walk's sum over the chunk and prefix[t + 1] are the same n
+//     nonnegative terms added in two orders, each within (1 + 2^-53)^n of the exact sum, so the walk ends within
+//     (1 + eps) of prefix[t + 1] (eps = (4 chunk + 4) 2^-53 > 2n 2^-53 with margin): it never exceeds the target.
+//   - above: prefix[t] > target. Its first nonzero w crosses (adding w >= 0 never lowers the sum).
+//   - between: walked exactly as draw_ascending walks them, in id order, from shared memory (one or two chunks).
+// The first crossing in "between" is the pick; if there is none, the first nonzero w of the "above" chunks.
+__device__ int spread_draw_pick(const float* w, int V, double target, Shared& sh, float* s_w, int* s_range) {
+  const int t = threadIdx.x, chunk = spread_chunk(V);
+  const double eps = double(4 * chunk + 4) * 0x1p-53;
+  const double lo = sh.chunk_prefix[t], hi = t + 1 < kSpreadChunks ? sh.chunk_prefix[t + 1] : sh.dsum[0];
+  const bool has_ids = t * chunk < V;
+  const bool above = has_ids && lo > target;
+  const bool between = has_ids && !above && hi * (1.0 + eps) >= target;
+  if (t == 0) s_range[0] = kSpreadChunks, s_range[1] = -1, s_range[2] = kSpreadChunks, sh.pick = V;
+  __syncthreads();
+  if (between) atomicMin(&s_range[0], t), atomicMax(&s_range[1], t);
+  if (above) atomicMin(&s_range[2], t);
+  __syncthreads();
+  const int first_between = s_range[0], last_between = s_range[1], first_above = s_range[2];
+  for (int c = first_between; c <= last_between; ++c) {  // uniform: shared values
+    const int cb = c * chunk, n = min(V, cb + chunk) - cb;
+    for (int i = t; i < n; i += blockDim.x) s_w[i] = w[cb + i];
+    __syncthreads();
+    if (t == 0) {
+      double cum = sh.chunk_prefix[c];
+      for (int j0 = 0; j0 < n && sh.pick == V; j0 += 8) {
+        float v[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) v[k] = j0 + k < n ? s_w[j0 + k] : 0.0f;
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          if (v[k] == 0.0f) continue;
+          cum += double(v[k]);
+          if (cum > target) {
+            sh.pick = cb + j0 + k;
+            break;
+          }
+        }
+      }
+    }
+    __syncthreads();
+    if (sh.pick != V) return sh.pick;
+  }
+  for (int i0 = first_above < kSpreadChunks ? first_above * chunk : V; i0 < V; i0 += blockDim.x) {
+    const int i = i0 + t;
+    const bool nonzero = i < V && w[i] != 0.0f;
+    if (nonzero) atomicMin(&sh.pick, i);
+    if (__syncthreads_or(nonzero)) break;
+  }
+  __syncthreads();
+  return sh.pick != V ? sh.pick : V - 1;
 }
 
 __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsDev p) {
   __shared__ Shared sh;
+  __shared__ float s_w[kMaxChunk];
+  __shared__ int s_range[3];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   SampleResultDev& res = p.results[s];
@@ -519,8 +630,12 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
     if (threadIdx.x == 0) res.error = 2, res.token = -1;
     return;
   }
-  const float* w = p.z + size_t(s) * V;
-  const int token = draw_ascending_w(V, KeptAll{}, [&](int i) { return w[i]; }, q, sh);
+  sh.chunk_prefix[threadIdx.x] = p.chunk_sums[size_t(s) * kSpreadChunks + threadIdx.x];
+  __syncthreads();
+  if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
+  __syncthreads();
+  const double target = double(sample_uniform_dev(q.seed, q.step)) * sh.dsum[0];
+  const int token = spread_draw_pick(p.z + size_t(s) * V, V, target, sh, s_w, s_range);
   if (threadIdx.x == 0) res.token = token, res.error = 0;
 }
 
@@ -552,11 +667,10 @@ size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  if (p.all_plain && p.n_seqs <= kSpreadMaxRows && p.row_max != nullptr && !no_spread) {
-    const dim3 grid(p.n_seqs, kSpreadCtas);
-    sampling_spread_tempered<<<grid, kSpreadThreads, 0, stream>>>(p);
+  if (p.all_plain && p.row_max != nullptr && p.chunk_sums != nullptr && p.vocab <= kSpreadMaxVocab && !no_spread) {
+    sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
-    sampling_spread_weights<<<grid, kSpreadThreads, 0, stream>>>(p);
+    sampling_spread_weights<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     sampling_spread_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();

@@ -67,11 +67,12 @@ struct SamplingParamsDev {
   // Some sequence needs the sorted order (sampling_needs_sort). false skips the sort and its kernels; true is
   // always correct (rows that do not need the sort are empty segments of it).
   bool any_sort = true;
-  // Every row is plain (sampling_is_plain): with n_seqs <= kSpreadMaxRows the spread kernels run instead of
-  // sampling_prepare. false is always correct.
+  // Every row is plain (sampling_is_plain): the spread kernels run instead of sampling_prepare (vocab <=
+  // kSpreadMaxVocab, both workspaces below set). false is always correct.
   bool all_plain = false;
-  unsigned* row_max = nullptr;  // [kSpreadMaxRows][2] zeroed workspace of the spread path (per row: the orderable
-                                // max of z, the NaN flag); the kernels leave it zeroed
+  unsigned* row_max = nullptr;  // [n_seqs][2] zeroed workspace of the spread path (per row: the orderable max of z,
+                                // the NaN flag); the kernels leave it zeroed
+  double* chunk_sums = nullptr; // [n_seqs][kSpreadChunks] workspace of the spread path (the draw's chunk sums)
 };
 
 // A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id
@@ -85,14 +86,17 @@ __host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, 
 }
 
 // A plain row: temperature > 0, no penalties, no logprobs, every id kept (the OpenAI default). When every row of
-// a step is plain (SamplingParamsDev::all_plain) and there are few (kSpreadMaxRows), the draw spreads each row over
-// many CTAs (sampling.cu, "spread"): the same arithmetic, the same token.
+// a step is plain (SamplingParamsDev::all_plain), each row's passes spread over many CTAs (sampling.cu, "spread"):
+// the same arithmetic, the same token.
 __host__ __device__ inline bool sampling_is_plain(const SampleSeqParams& q, int vocab) {
   return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
          q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0 && !sampling_needs_sort(q, vocab) &&
          !sampling_top_k_select(q, vocab);
 }
-constexpr int kSpreadMaxRows = 8;
+// The draw's chunks of ids (one per thread of its 1024-thread CTA), and the largest vocabulary the spread kernels
+// stage (1024 ids per chunk).
+constexpr int kSpreadChunks = 1024;
+constexpr int kSpreadMaxVocab = kSpreadChunks * 1024;
 
 // Bytes of CUB temp storage for max_seqs rows of vocab.
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab);

@@ -890,6 +890,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   bool any_random = false, any_sort = false;  // any_sort: a row cuts by top-p / min-p (the only sorted rows)
   const int n_lm = int(lm_seq.size());
   bool all_plain = n_lm > 0;  // every row sampled without cuts, penalties or logprobs (sampling_is_plain)
+  int n_sort_rows = 0;        // rows that need the sort (SamplingParamsDev::sort_rows while <= kRowSortMax)
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -902,7 +903,11 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       any_random |= !a.greedy();
-      any_sort |= sampling_needs_sort(sp, int(c.vocab_size));
+      if (sampling_needs_sort(sp, int(c.vocab_size))) {
+        any_sort = true;
+        if (n_sort_rows < kRowSortMax) samp.sort_rows[n_sort_rows] = r;
+        ++n_sort_rows;
+      }
       auto push_id = [&](int32_t id, int32_t count) {
         MXS_CHECK(n_ids < ids_capacity, "CudaRunner: penalty token lists exceed the staging capacity");
         host.ids[n_ids] = id, host.counts[n_ids] = count;
@@ -1043,6 +1048,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
       samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort, samp.all_plain = all_plain;
+      samp.n_sort_rows = n_sort_rows <= kRowSortMax ? n_sort_rows : -1;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
         CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));

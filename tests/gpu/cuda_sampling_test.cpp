@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <span>
 #include <string>
 #include <vector>
@@ -106,8 +107,10 @@ struct DeviceSampler {
     p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random, p.any_sort = any_sort;
     return p;
   }
-  // Uploads the batch, samples, returns the results (poisoned first: a row the kernels skip shows up).
-  std::vector<SampleResultDev> run(const DevBuf<bf16>& logits, const HostBatch& hb, bool any_sort) {
+  // Uploads the batch, samples, returns the results (poisoned first: a row the kernels skip shows up). per_row_sort:
+  // name the rows that need the sort, as the runner does (each sorted on its own); false: the segmented sort.
+  std::vector<SampleResultDev> run(const DevBuf<bf16>& logits, const HostBatch& hb, bool any_sort,
+                                   bool per_row_sort = true) {
     EXPECT_LE(int(hb.sp.size()), max_rows);
     DevBuf<SampleSeqParams> dsp(hb.sp);
     std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
@@ -116,7 +119,17 @@ struct DeviceSampler {
     bool any_random = false;
     for (const auto& q : hb.sp) any_random |= q.temperature != 0.0f;
     res.poison();
-    sample_tokens(params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random, any_sort), nullptr);
+    SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random, any_sort);
+    if (per_row_sort) {  // as the runner: more than kRowSortMax rows take the segmented sort
+      int n = 0;
+      for (size_t r = 0; r < hb.sp.size(); ++r)
+        if (sampling_needs_sort(hb.sp[r], V)) {
+          if (n < kRowSortMax) p.sort_rows[n] = int(r);
+          ++n;
+        }
+      p.n_sort_rows = n <= kRowSortMax ? n : -1;
+    }
+    sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
     return r;
@@ -221,9 +234,18 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   ASSERT_TRUE(any_needs_sort(hb, V));
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
+  // The rows that need the sort sorted one by one (the runner's way at up to kRowSortMax of them), then by the
+  // segmented sort: both match the CPU and each other bit for bit.
   const auto r = ds.run(dl, hb, true);
   expect_sorted_rows(hb, ds, V);
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
+  const auto seg = ds.run(dl, hb, true, false);
+  expect_sorted_rows(hb, ds, V);
+  expect_matches_cpu(hb, to_f32(logits), V, seg, "mixed batch, segmented sort");
+  for (int i = 0; i < S; ++i) {
+    EXPECT_EQ(seg[size_t(i)].token, r[size_t(i)].token) << "row " << i;
+    if (hb.sp[size_t(i)].want_logprob) EXPECT_EQ(seg[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
+  }
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
@@ -516,8 +538,10 @@ TEST(CudaSampling, DrawFollowsTheSoftmax) {
 }
 
 // Time of one sample_tokens call at the real vocabulary, 1 and 64 rows (printed; the CUDA events bracket 20
-// calls after a warm-up). "plain" is the OpenAI default (temperature 1, top_p 1); "plain, any_sort" the same
-// with the sort launched on empty segments (a caller that does not set any_sort).
+// calls after a warm-up). "plain" is the OpenAI default (temperature 1, top_p 1) in one CTA per row, "plain,
+// spread" the same on the spread path (the runner's choice); "plain, any_sort" with the sort launched on empty
+// segments (a caller that does not set any_sort); "top_p 0.9" sorts each row on its own (the runner's choice up to
+// kRowSortMax rows), "segmented" all rows in one segmented sort; "logprobs" / "penalty" take the one-CTA path.
 TEST(CudaSampling, TimingAtRealVocab) {
   const int V = kVocab;
   Rng rng(21);
@@ -529,24 +553,35 @@ TEST(CudaSampling, TimingAtRealVocab) {
     int top_k;
     float top_p;
     bool any_sort;
+    bool logprobs = false;
+    float presence_penalty = 0.0f;
   };
   for (int S : {1, 64}) {
     for (const Config& c : {Config{"plain, spread", 0, 1.0f, false}, Config{"plain", 0, 1.0f, false},
-                            Config{"plain, any_sort", 0, 1.0f, true},
-                            Config{"top_k 50", 50, 1.0f, false}, Config{"top_p 0.9", 0, 0.9f, true}}) {
+                            Config{"plain, any_sort", 0, 1.0f, true}, Config{"top_k 50", 50, 1.0f, false},
+                            Config{"top_p 0.9", 0, 0.9f, true}, Config{"top_p 0.9, segmented", 0, 0.9f, true},
+                            Config{"logprobs", 0, 1.0f, false, true}, Config{"penalty", 0, 1.0f, false, false, 0.5f}}) {
+      // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile its kernels).
+      const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
+      if (only && std::string(only) != c.name) continue;
       std::vector<SamplingParams> cases(static_cast<size_t>(S));
       for (int s = 0; s < S; ++s) {
         SamplingParams& a = cases[size_t(s)];
         a.temperature = 1.0f, a.top_k = c.top_k, a.top_p = c.top_p, a.seed = uint64_t(s);
+        a.logprobs = c.logprobs, a.presence_penalty = c.presence_penalty;
       }
       const std::vector<std::vector<int32_t>> none(static_cast<size_t>(S));
       const HostBatch hb = make_batch(cases, none, none);
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
       const bool spread = std::string(c.name) == "plain, spread";
-      const SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
+      SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
+      if (std::string(c.name) == "top_p 0.9" && S <= kRowSortMax) {
+        p.n_sort_rows = S;
+        for (int s = 0; s < S; ++s) p.sort_rows[s] = s;
+      }
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
-      std::printf("sample_tokens V %d rows %2d %-16s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
+      std::printf("sample_tokens V %d rows %2d %-22s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
       const auto r = ds.res.download();
       for (int s = 0; s < S; ++s) EXPECT_EQ(r[size_t(s)].error, 0) << c.name << " row " << s;
     }

@@ -6,6 +6,7 @@
 // ascending id order, double prefix sums by chunk of ids.
 #include "cuda/kernels/sampling.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <cub/cub.cuh>
@@ -69,18 +70,41 @@ __device__ T block_reduce(T v, Op op, T* s_buf) {
   return r;
 }
 
+// for (i = threadIdx.x; i < n; i += blockDim.x) visit(load(i), i), with kRowUnroll loads in flight per thread: a
+// row pass in one CTA is latency-bound (32 warps per SM; ~200 dependent L2 round trips per thread at V = 201,088
+// when each iteration waits for its own load). Each thread visits its ids in the same order as the plain loop.
+constexpr int kRowUnroll = 8;
+template <typename Load, typename Visit>
+__device__ __forceinline__ void for_row(int n, Load load, Visit visit) {
+  using T = decltype(load(0));
+  for (int i0 = threadIdx.x; i0 < n; i0 += kRowUnroll * blockDim.x) {
+    T v[kRowUnroll];
+#pragma unroll
+    for (int u = 0; u < kRowUnroll; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < n) v[u] = load(i);
+    }
+#pragma unroll
+    for (int u = 0; u < kRowUnroll; ++u) {
+      const int i = i0 + u * int(blockDim.x);
+      if (i < n) visit(v[u], i);
+    }
+  }
+}
+
 __device__ Best block_argmax(const float* z, int n, Best* s_buf, int exclude_mask_count, const int32_t* excluded) {
   Best b{0.f, -1};
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+  for_row(n, [&](int i) { return z[i]; }, [&](float v, int i) {
     bool skip = false;
     for (int k = 0; k < exclude_mask_count; ++k) skip |= excluded[k] == i;
-    if (!skip) b = better(b, Best{z[i], i});
-  }
+    if (!skip) b = better(b, Best{v, i});
+  });
   return block_reduce(b, [](Best x, Best y) { return better(x, y); }, s_buf);
 }
 
 constexpr int kRadixBins = 256;  // radix select: 8 bits of the key per pass
 constexpr int kHistCopies = 8;   // histogram copies (warp % 8) against shared atomic contention
+constexpr int kStageIds = 8;     // ids per thread in one tile of for_chunk_staged
 
 struct Shared {
   Best best[32];
@@ -92,8 +116,12 @@ struct Shared {
   double raw_log_sum;
   float raw_max;
   int last, pick;                       // draw_ascending
-  unsigned hist[kHistCopies][kRadixBins];  // select_top_k
+  int range[3];                         // chunk_walk_range: first / last "between" chunk, first "above" one
   int sel_digit, sel_rank, sel_id;
+  union {
+    unsigned hist[kHistCopies][kRadixBins];         // select_top_k
+    float stage[kThreads * (kStageIds + 1)];        // for_chunk_staged, the walks (row stride kStageIds + 1)
+  };
 };
 
 // Thread 0 turns sh.chunk_prefix (one double per thread, in thread order) into its exclusive prefix and
@@ -108,71 +136,144 @@ __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
   sh.dsum[0] = acc;
 }
 
-// 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (is_kept(i)) in ascending id order with
-// the cumulative w = exp(z - z_max) in double, pick the first whose cumulative weight is > u * W' (W' = sum of
-// the kept w), else the last kept one. Each thread owns a contiguous chunk of ids; chunk sums in double, exclusive
-// prefix over the chunks in order by thread 0. Every path calls this with the same block size, so equal kept
-// sets give bit-identical sums and the same token. Returns the token in every thread.
-// weight(i): w of id i (weight_of(z[i], z_max), or those values precomputed: the spread path).
-template <typename Kept, typename Weight>
-__device__ int draw_ascending_w(int V, Kept is_kept, Weight weight, const SampleSeqParams& q, Shared& sh) {
-  const int chunk = (V + blockDim.x - 1) / blockDim.x;
-  auto kept_weight = [&](int i) { return is_kept(i) ? weight(i) : 0.0f; };
-  {
-    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
-    double cs = 0.0;
-    int last = -1;
-    for (int i = b; i < e; ++i) {
-      if (!is_kept(i)) continue;
-      cs += double(weight(i));
-      last = i;
+// Kept sets, tested on an id's value in the array the draw walks (z) and its id. A prefix of the order (z
+// descending, ties -> lower id) is a threshold test against its last element (z_b, id_b): z > z_b, or z == z_b and
+// id <= id_b.
+struct KeptAll {
+  __device__ bool operator()(float, int) const { return true; }
+};
+struct KeptThreshold {
+  float z_b;
+  int id_b;
+  __device__ bool operator()(float z, int i) const { return z > z_b || (z == z_b && i <= id_b); }
+};
+
+// Thread t's chunk of ids [t * chunk, min(n, (t + 1) * chunk)) of src, visited in id order: visit(v, i). The chunk
+// loops are the draws' summation order, but a thread reading its own chunk puts a warp's loads chunk floats apart (at
+// V = 201,088: 197, so 32 L1 wavefronts per load, ~100 us per pass over a row). So the CTA stages tiles of kStageIds
+// ids per thread in shared memory (a warp's load covers four threads' 8 contiguous ids) and each thread reads its
+// ids back conflict-free (row stride kStageIds + 1). Every thread of the kThreads CTA must call it.
+template <typename Visit>
+__device__ void for_chunk_staged(const float* src, int n, int chunk, Shared& sh, Visit visit) {
+  const int t = threadIdx.x;
+  for (int j0 = 0; j0 < chunk; j0 += kStageIds) {
+    __syncthreads();  // the previous tile (or the union's other use) is done
+#pragma unroll
+    for (int k = 0; k < kStageIds; ++k) {
+      const int l = k * kThreads + t, owner = l / kStageIds, j = j0 + l % kStageIds, i = owner * chunk + j;
+      sh.stage[owner * (kStageIds + 1) + l % kStageIds] = j < chunk && i < n ? src[i] : 0.0f;
     }
-    if (threadIdx.x == 0) sh.last = -1;
     __syncthreads();
-    sh.chunk_prefix[threadIdx.x] = cs;
-    if (last >= 0) atomicMax(&sh.last, last);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      exclusive_chunk_prefix(sh);
-      sh.pick = sh.last;  // the last kept candidate (largest id) if rounding leaves none
-    }
-    __syncthreads();
-  }
-  const double u = double(sample_uniform_dev(q.seed, q.step));
-  const double target = u * sh.dsum[0];
-  {
-    const int b = threadIdx.x * chunk, e = min(V, b + chunk);
-    double cum = sh.chunk_prefix[threadIdx.x];
-    for (int i = b; i < e; ++i) {
-      const float w = kept_weight(i);
-      if (w == 0.0f) continue;
-      cum += double(w);
-      if (cum > target) {
-        atomicMin(&sh.pick, i);
-        break;
-      }
+#pragma unroll
+    for (int k = 0; k < kStageIds; ++k) {
+      const int j = j0 + k, i = t * chunk + j;
+      if (j < chunk && i < n) visit(sh.stage[t * (kStageIds + 1) + k], i);
     }
   }
   __syncthreads();
-  return sh.pick;
-}
-template <typename Kept>
-__device__ int draw_ascending(const float* z, int V, float z_max, Kept is_kept, const SampleSeqParams& q,
-                              Shared& sh) {
-  return draw_ascending_w(V, is_kept, [&](int i) { return weight_of(z[i], z_max); }, q, sh);
 }
 
-// Kept sets. A prefix of the order (z descending, ties -> lower id) is a threshold test against its last
-// element (z_b, id_b): z > z_b, or z == z_b and id <= id_b.
-struct KeptAll {
-  __device__ bool operator()(int) const { return true; }
-};
-struct KeptThreshold {
-  const float* z;
-  float z_b;
-  int id_b;
-  __device__ bool operator()(int i) const { return z[i] > z_b || (z[i] == z_b && i <= id_b); }
-};
+// The chunks a walk over n ids can stop in. The walks start chunk t at its exclusive prefix (sh.chunk_prefix[t];
+// sh.dsum[0] the total) and add the same nonnegative terms in the same order as the chunk sums did, stopping where the
+// running sum passes `level` (> level, or >= with reach). Since the prefix never decreases, the chunks fall into
+// three runs:
+//   - below: prefix[t + 1] (1 + eps) < level. The walk's sum over the chunk and prefix[t + 1] are the same n <= chunk
+//     terms added in two orders, each within (1 + 2^-53)^n of the exact sum, so the walk ends within (1 + eps) of
+//     prefix[t + 1] (eps = (4 chunk + 4) 2^-53 > 2n 2^-53 with margin): it never passes the level;
+//   - above: prefix[t] already passes it: the walk stops at the chunk's first step;
+//   - between: the one or two chunks a caller walks exactly (chunk_walk_stage + one thread).
+// Sets sh.range = {first between, last between (-1: none), first above (kThreads: none)}.
+__device__ void chunk_walk_range(int n, int chunk, double level, bool reach, Shared& sh) {
+  const int t = threadIdx.x;
+  const double eps = double(4 * chunk + 4) * 0x1p-53;
+  const double lo = sh.chunk_prefix[t], hi = t + 1 < kThreads ? sh.chunk_prefix[t + 1] : sh.dsum[0];
+  const bool has_ids = t * chunk < n;
+  const bool above = has_ids && (reach ? lo >= level : lo > level);
+  const bool between = has_ids && !above && hi * (1.0 + eps) >= level;
+  if (t == 0) sh.range[0] = kThreads, sh.range[1] = -1, sh.range[2] = kThreads;
+  __syncthreads();
+  if (between) atomicMin(&sh.range[0], t), atomicMax(&sh.range[1], t);
+  if (above) atomicMin(&sh.range[2], t);
+  __syncthreads();
+}
+// Chunk c of src ([c * chunk, min(n, (c + 1) * chunk))) into sh.stage[0, len), for one thread to walk. Returns len.
+__device__ int chunk_walk_stage(const float* src, int n, int chunk, int c, Shared& sh) {
+  const int cb = c * chunk, len = min(n, cb + chunk) - cb;
+  __syncthreads();
+  for (int i = threadIdx.x; i < len; i += blockDim.x) sh.stage[i] = src[cb + i];
+  __syncthreads();
+  return len;
+}
+
+// 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (kept(z, i)) in ascending id order with the
+// cumulative w in double, pick the first whose cumulative weight is > u * W' (W' = sum of the kept w), else the last
+// kept one. Thread t of the kThreads CTA owns chunk t of the ids; chunk sums in double in id order, exclusive prefix
+// over the chunks in order by thread 0. Every path sums with this block size, so equal kept sets give bit-identical
+// sums and the same token. Returns the token in every thread.
+// src: the values kept() tests and weight() turns into w (z with weight_of(z, z_max), or the w themselves: the spread
+// path). The chunk sums come from the caller (spread) or for_chunk_staged (here, draw_ascending_w).
+template <typename Kept, typename Weight>
+__device__ int draw_pick(const float* src, int V, Kept kept, Weight weight, int last_kept, const SampleSeqParams& q,
+                         Shared& sh) {
+  const int chunk = (V + kThreads - 1) / kThreads;
+  const double target = double(sample_uniform_dev(q.seed, q.step)) * sh.dsum[0];
+  if (threadIdx.x == 0) sh.pick = V;  // (before chunk_walk_range's barriers: its range may be read as a vector)
+  chunk_walk_range(V, chunk, target, false, sh);
+  const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
+  for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
+    const int len = chunk_walk_stage(src, V, chunk, c, sh);
+    if (threadIdx.x == 0) {  // draw_ascending's walk of chunk c
+      double cum = sh.chunk_prefix[c];
+      for (int j = 0; j < len; ++j) {
+        const float v = sh.stage[j], w = kept(v, c * chunk + j) ? weight(v) : 0.0f;
+        if (w == 0.0f) continue;
+        cum += double(w);
+        if (cum > target) {
+          sh.pick = c * chunk + j;
+          break;
+        }
+      }
+    }
+    __syncthreads();
+    if (sh.pick != V) return sh.pick;
+  }
+  // No crossing before the "above" chunks: the first kept id with a nonzero weight from there on.
+  for (int i0 = first_above < kThreads ? first_above * chunk : V; i0 < V; i0 += blockDim.x) {
+    const int i = i0 + threadIdx.x;
+    bool nonzero = false;
+    if (i < V) {
+      const float v = src[i];
+      nonzero = kept(v, i) && weight(v) != 0.0f;
+    }
+    if (nonzero) atomicMin(&sh.pick, i);
+    if (__syncthreads_or(nonzero)) break;
+  }
+  __syncthreads();
+  return sh.pick != V ? sh.pick : last_kept;
+}
+template <typename Kept, typename Weight>
+__device__ int draw_ascending_w(const float* src, int V, Kept kept, Weight weight, const SampleSeqParams& q,
+                                Shared& sh) {
+  const int chunk = (V + kThreads - 1) / kThreads;
+  if (threadIdx.x == 0) sh.last = -1;
+  double cs = 0.0;
+  int last = -1;
+  for_chunk_staged(src, V, chunk, sh, [&](float v, int i) {
+    if (!kept(v, i)) return;
+    cs += double(weight(v));
+    last = i;
+  });
+  sh.chunk_prefix[threadIdx.x] = cs;
+  if (last >= 0) atomicMax(&sh.last, last);
+  __syncthreads();
+  if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
+  __syncthreads();
+  return draw_pick(src, V, kept, weight, sh.last, q, sh);
+}
+template <typename Kept>
+__device__ int draw_ascending(const float* z, int V, float z_max, Kept kept, const SampleSeqParams& q, Shared& sh) {
+  return draw_ascending_w(z, V, kept, [&](float v) { return weight_of(v, z_max); }, q, sh);
+}
 
 // Radix key of z for "larger first": unsigned order = float order, -0 folded onto +0 so that equal floats
 // (the order's ties) have equal keys. z has no NaN here.
@@ -191,10 +292,10 @@ __device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) 
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int i = threadIdx.x; i < kHistCopies * kRadixBins; i += blockDim.x) hist_flat[i] = 0u;
     __syncthreads();
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-      const uint32_t key = select_key(z[i]);
+    for_row(V, [&](int i) { return z[i]; }, [&](float v, int) {
+      const uint32_t key = select_key(v);
       if ((key & mask) == prefix) atomicAdd(&my_hist[(key >> shift) & (kRadixBins - 1)], 1u);
-    }
+    });
     __syncthreads();
     for (int d = threadIdx.x; d < kRadixBins; d += blockDim.x) {  // column d only: no race
       unsigned c = 0;
@@ -218,11 +319,10 @@ __device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) 
     rank = sh.sel_rank;
   }
   // prefix = K; the rank-th id (ascending) with key K. Per-thread counts over contiguous id chunks, exclusive
-  // block scan of the counts (ints: exact), then the thread whose chunk holds it walks the chunk.
+  // block scan of the counts (ints: exact), then the chunk that holds it, staged, walked by its owner.
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
-  const int b = threadIdx.x * chunk, e = min(V, b + chunk);
   int cnt = 0;
-  for (int i = b; i < e; ++i) cnt += select_key(z[i]) == prefix;
+  for_chunk_staged(z, V, chunk, sh, [&](float v, int) { cnt += select_key(v) == prefix; });
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int incl = cnt;
   for (int o = 1; o < 32; o <<= 1) {
@@ -234,17 +334,21 @@ __device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) 
   __syncthreads();
   int before = incl - cnt;
   for (int w = 0; w < warp; ++w) before += sh.flag[w];
-  if (before < rank && rank <= before + cnt) {
+  const bool owner = before < rank && rank <= before + cnt;
+  if (owner) sh.sel_digit = threadIdx.x;  // (the digit is no longer needed) the owner of the chunk
+  __syncthreads();
+  const int c = sh.sel_digit, len = chunk_walk_stage(z, V, chunk, c, sh);
+  if (owner) {
     int seen = before;
-    for (int i = b; i < e; ++i)
-      if (select_key(z[i]) == prefix && ++seen == rank) {
-        sh.sel_id = i;
+    for (int j = 0; j < len; ++j)
+      if (select_key(sh.stage[j]) == prefix && ++seen == rank) {
+        sh.sel_id = c * chunk + j;
         break;
       }
   }
   __syncthreads();
   const int id_b = sh.sel_id;
-  return KeptThreshold{z, z[id_b], id_b};
+  return KeptThreshold{z[id_b], id_b};
 }
 
 // Row s's LM-head argmax key (0 when there is none), consumed: the row is zeroed, and row 0's caller also zeroes
@@ -279,12 +383,11 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
 
   int has_nan = 0;
   float mx = -INFINITY;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float v = to_f32(logits[i]);
+  for_row(V, [&](int i) { return to_f32(logits[i]); }, [&](float v, int i) {
     has_nan |= isnan(v);
     mx = fmaxf(mx, v);
     z[i] = v;
-  }
+  });
   has_nan = block_reduce(has_nan, [](int a, int b) { return a | b; }, sh.flag);
   if (has_nan) {
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
@@ -294,7 +397,7 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   if (q.want_logprob || q.top_logprobs > 0) {
     mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
     double sum = 0.0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) sum += exp(double(z[i]) - double(mx));
+    for_row(V, [&](int i) { return z[i]; }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
     sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
     if (threadIdx.x == 0) sh.raw_max = mx, sh.raw_log_sum = log(sum);
     __syncthreads();
@@ -334,12 +437,12 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   // 4. temperature; keys/values for the sort where the row needs it.
   const bool sorted = sampling_needs_sort(q, V);
   float z_max = -INFINITY;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) {
-    const float t = z[i] / q.temperature;
+  for_row(V, [&](int i) { return z[i]; }, [&](float v, int i) {
+    const float t = v / q.temperature;
     z[i] = t;
     z_max = fmaxf(z_max, t);
     if (sorted) p.order_in[size_t(s) * V + i] = i;
-  }
+  });
   if (sorted) {  // finished by the sort, sampling_draw and sampling_logprob
     if (threadIdx.x == 0) {
       res.error = 0;
@@ -384,46 +487,58 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
   // Each thread owns a contiguous chunk of the order; chunk sums in double, prefix over chunks.
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
   auto chunk_prefix = [&](int n, double scale_inv) {  // fills sh.chunk_prefix (exclusive) over [0, n)
-    const int b = threadIdx.x * chunk, e = min(n, b + chunk);
     double cs = 0.0;
-    for (int i = b; i < e; ++i) cs += scale_inv > 0 ? double(weight_of(zs[i], z_max)) / scale_inv : double(weight_of(zs[i], z_max));
-    __syncthreads();
+    for_chunk_staged(zs, n, chunk, sh, [&](float v, int) {
+      cs += scale_inv > 0 ? double(weight_of(v, z_max)) / scale_inv : double(weight_of(v, z_max));
+    });
     sh.chunk_prefix[threadIdx.x] = cs;
     __syncthreads();
     if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
     __syncthreads();
     return sh.dsum[0];
   };
-  // 7. top-p: n = first i >= 1 whose cumulative p before it reaches top_p (else kept).
+  // 7. top-p: n = first i >= 1 whose cumulative p before it reaches top_p (else kept). Walked only where it can
+  // reach top_p (chunk_walk_range): the first "between" chunk that does, else the first "above" chunk's start.
   if (q.top_p < 1.0f) {
     const double total = chunk_prefix(kept, 0.0);
     chunk_prefix(kept, total);  // prefix of p = w / total, summed in order within a chunk
-    if (threadIdx.x == 0) s_kept = kept;
-    __syncthreads();
-    const int b = threadIdx.x * chunk, e = min(kept, b + chunk);
-    double cum = sh.chunk_prefix[threadIdx.x];
-    for (int i = b; i < e; ++i) {
-      if (i >= 1 && cum >= double(q.top_p)) {
-        atomicMin(&s_kept, i);
-        break;
+    chunk_walk_range(kept, chunk, double(q.top_p), true, sh);
+    const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
+    const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
+    if (threadIdx.x == 0) s_kept = no_cut_before;
+    for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
+      const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
+      if (threadIdx.x == 0) {
+        double cum = sh.chunk_prefix[c];
+        for (int j = 0; j < len; ++j) {
+          const int i = c * chunk + j;
+          if (i >= 1 && cum >= double(q.top_p)) {
+            s_kept = min(s_kept, i);
+            break;
+          }
+          cum += double(weight_of(sh.stage[j], z_max)) / total;
+        }
       }
-      cum += double(weight_of(zs[i], z_max)) / total;
+      __syncthreads();
+      if (s_kept != no_cut_before) break;
     }
     __syncthreads();
     kept = s_kept;
+    __syncthreads();  // every thread has read s_kept before min-p rewrites it
   }
   // 8. min-p: keep the prefix with w >= min_p (w is non-increasing along the order).
   if (q.min_p > 0.0f) {
     if (threadIdx.x == 0) s_kept = kept;
     __syncthreads();
-    for (int i = 1 + threadIdx.x; i < kept; i += blockDim.x)
-      if (!(weight_of(zs[i], z_max) >= q.min_p)) atomicMin(&s_kept, i);
+    for_row(kept - 1, [&](int i) { return zs[1 + i]; }, [&](float v, int i) {
+      if (!(weight_of(v, z_max) >= q.min_p)) atomicMin(&s_kept, 1 + i);
+    });
     __syncthreads();
     kept = s_kept;
   }
   // 9. draw over the kept prefix of the order (a threshold test against its last element).
   const float* z = p.z + size_t(s) * V;
-  const int token = draw_ascending(z, V, z_max, KeptThreshold{z, zs[kept - 1], ord[kept - 1]}, q, sh);
+  const int token = draw_ascending(z, V, z_max, KeptThreshold{zs[kept - 1], ord[kept - 1]}, q, sh);
   if (threadIdx.x == 0) {
     res.token = token;
     if (q.want_logprob) res.logprob = 0.f;  // filled by sampling_logprob
@@ -439,10 +554,10 @@ __global__ void __launch_bounds__(kThreads) sampling_logprob(SamplingParamsDev p
   if (!q.want_logprob || res.error != 0 || !sampling_needs_sort(q, V)) return;  // others: sampling_prepare
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float mx = -INFINITY;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) mx = fmaxf(mx, to_f32(logits[i]));
+  for_row(V, [&](int i) { return to_f32(logits[i]); }, [&](float v, int) { mx = fmaxf(mx, v); });
   mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
   double sum = 0.0;
-  for (int i = threadIdx.x; i < V; i += blockDim.x) sum += exp(double(to_f32(logits[i])) - double(mx));
+  for_row(V, [&](int i) { return to_f32(logits[i]); }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
   sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
   if (threadIdx.x == 0) res.logprob = float(double(to_f32(logits[res.token])) - double(mx) - log(sum));
 }
@@ -453,17 +568,16 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: steps whose rows are all plain (sampling_is_plain). sampling_prepare runs a row in one CTA: its
-// 201,088 double-precision exps and draw_ascending's two passes over a thread's contiguous chunk of ids (a warp's
-// loads 197 floats apart: 32 L1 wavefronts each) took ~220 us per row (H200, cuda_sampling_test TimingAtRealVocab).
-// The same arithmetic in three launches, every pass over the row coalesced and spread over the GPU:
+// Spread path: steps whose rows are all plain (sampling_is_plain). sampling_prepare runs a row in one CTA, on one SM:
+// 201,088 double-precision exps and two passes over the row. The same arithmetic in three launches spread over the
+// GPU, every pass over the row coalesced:
 //   sampling_spread_tempered (rows x kTemperedCtas CTAs): z = logit / T, the row's NaN flag and max of z (orderable
 //     bits, atomicMax into row_max);
 //   sampling_spread_weights (rows x kSpreadChunks / kChunksPerCta CTAs): w = weight_of(z, z_max) over z, staged in
 //     shared memory, then one lane per chunk sums its chunk's w in id order in double: draw_ascending's chunk sums
 //     (chunk c = ids [c * chunk, (c + 1) * chunk), chunk = ceil(V / kThreads)), bit for bit;
-//   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk,
-//     which only the chunks that can hold the crossing take (spread_draw_pick below).
+//   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
+//     (draw_pick).
 // So the token is sampling_prepare's, bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kSpreadThreads = 256;
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
@@ -471,6 +585,7 @@ constexpr int kTemperedUnroll = 4;  // loads in flight per thread
 constexpr int kChunksPerCta = 8;    // draw_ascending chunks per CTA of sampling_spread_weights
 constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the kernels stage
 static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
+static_assert(kMaxChunk <= kThreads * (kStageIds + 1), "draw_pick stages a whole chunk in Shared::stage");
 static_assert(kSpreadChunks % kChunksPerCta == 0, "whole chunk groups per CTA");
 constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
 
@@ -555,67 +670,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   }
 }
 
-// draw_ascending's walk, from its prefix (sh.chunk_prefix exclusive, sh.dsum[0] the total) and the weights w[V]:
-// the first id whose cumulative weight exceeds the target, else V - 1 (the last kept id: every id is kept). Thread
-// t's chunk in draw_ascending starts at prefix[t] and adds its nonzero w in order; the pick is the smallest id
-// where any chunk crosses. Since the prefix never decreases, the chunks fall into three runs:
-//   - below: prefix[t + 1] (1 + eps) < target. The walk's sum over the chunk and prefix[t + 1] are the same n
-//     nonnegative terms added in two orders, each within (1 + 2^-53)^n of the exact sum, so the walk ends within
-//     (1 + eps) of prefix[t + 1] (eps = (4 chunk + 4) 2^-53 > 2n 2^-53 with margin): it never exceeds the target.
-//   - above: prefix[t] > target. Its first nonzero w crosses (adding w >= 0 never lowers the sum).
-//   - between: walked exactly as draw_ascending walks them, in id order, from shared memory (one or two chunks).
-// The first crossing in "between" is the pick; if there is none, the first nonzero w of the "above" chunks.
-__device__ int spread_draw_pick(const float* w, int V, double target, Shared& sh, float* s_w, int* s_range) {
-  const int t = threadIdx.x, chunk = spread_chunk(V);
-  const double eps = double(4 * chunk + 4) * 0x1p-53;
-  const double lo = sh.chunk_prefix[t], hi = t + 1 < kSpreadChunks ? sh.chunk_prefix[t + 1] : sh.dsum[0];
-  const bool has_ids = t * chunk < V;
-  const bool above = has_ids && lo > target;
-  const bool between = has_ids && !above && hi * (1.0 + eps) >= target;
-  if (t == 0) s_range[0] = kSpreadChunks, s_range[1] = -1, s_range[2] = kSpreadChunks, sh.pick = V;
-  __syncthreads();
-  if (between) atomicMin(&s_range[0], t), atomicMax(&s_range[1], t);
-  if (above) atomicMin(&s_range[2], t);
-  __syncthreads();
-  const int first_between = s_range[0], last_between = s_range[1], first_above = s_range[2];
-  for (int c = first_between; c <= last_between; ++c) {  // uniform: shared values
-    const int cb = c * chunk, n = min(V, cb + chunk) - cb;
-    for (int i = t; i < n; i += blockDim.x) s_w[i] = w[cb + i];
-    __syncthreads();
-    if (t == 0) {
-      double cum = sh.chunk_prefix[c];
-      for (int j0 = 0; j0 < n && sh.pick == V; j0 += 8) {
-        float v[8];
-#pragma unroll
-        for (int k = 0; k < 8; ++k) v[k] = j0 + k < n ? s_w[j0 + k] : 0.0f;
-#pragma unroll
-        for (int k = 0; k < 8; ++k) {
-          if (v[k] == 0.0f) continue;
-          cum += double(v[k]);
-          if (cum > target) {
-            sh.pick = cb + j0 + k;
-            break;
-          }
-        }
-      }
-    }
-    __syncthreads();
-    if (sh.pick != V) return sh.pick;
-  }
-  for (int i0 = first_above < kSpreadChunks ? first_above * chunk : V; i0 < V; i0 += blockDim.x) {
-    const int i = i0 + t;
-    const bool nonzero = i < V && w[i] != 0.0f;
-    if (nonzero) atomicMin(&sh.pick, i);
-    if (__syncthreads_or(nonzero)) break;
-  }
-  __syncthreads();
-  return sh.pick != V ? sh.pick : V - 1;
-}
-
 __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsDev p) {
   __shared__ Shared sh;
-  __shared__ float s_w[kMaxChunk];
-  __shared__ int s_range[3];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   SampleResultDev& res = p.results[s];
@@ -634,8 +690,7 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   __syncthreads();
   if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
   __syncthreads();
-  const double target = double(sample_uniform_dev(q.seed, q.step)) * sh.dsum[0];
-  const int token = spread_draw_pick(p.z + size_t(s) * V, V, target, sh, s_w, s_range);
+  const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, V - 1, q, sh);
   if (threadIdx.x == 0) res.token = token, res.error = 0;
 }
 
@@ -656,12 +711,15 @@ RowEndIter row_ends(const SampleSeqParams* seqs, int vocab) {
 }  // namespace
 
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
-  size_t bytes = 0;
+  size_t segmented = 0, row = 0;
   CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      nullptr, bytes, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
+      nullptr, segmented, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
       static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), int64_t(max_seqs) * vocab, max_seqs,
       static_cast<const int32_t*>(nullptr), row_ends(nullptr, vocab)));
-  return bytes;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, row, static_cast<const float*>(nullptr),
+                                                       static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
+                                                       static_cast<int32_t*>(nullptr), vocab));
+  return std::max(segmented, row);
 }
 
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
@@ -679,10 +737,21 @@ void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
   if (p.any_random && p.any_sort) {
-    size_t bytes = p.sort_temp_bytes;
-    CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-        p.sort_temp, bytes, p.z, p.z_sorted, p.order_in, p.order, int64_t(p.n_seqs) * p.vocab, p.n_seqs,
-        p.segment_offsets, row_ends(p.seqs, p.vocab), 0, 32, stream));
+    if (p.n_sort_rows >= 0 && p.n_sort_rows <= kRowSortMax) {
+      // The same stable descending float sort as the segmented one below, one row at a time over the whole GPU.
+      for (int k = 0; k < p.n_sort_rows; ++k) {
+        MXS_CHECK(p.sort_rows[k] >= 0 && p.sort_rows[k] < p.n_seqs, "sample_tokens: sort row out of range");
+        const size_t off = size_t(p.sort_rows[k]) * size_t(p.vocab);
+        size_t bytes = p.sort_temp_bytes;
+        CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(p.sort_temp, bytes, p.z + off, p.z_sorted + off,
+                                                             p.order_in + off, p.order + off, p.vocab, 0, 32, stream));
+      }
+    } else {
+      size_t bytes = p.sort_temp_bytes;
+      CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
+          p.sort_temp, bytes, p.z, p.z_sorted, p.order_in, p.order, int64_t(p.n_seqs) * p.vocab, p.n_seqs,
+          p.segment_offsets, row_ends(p.seqs, p.vocab), 0, 32, stream));
+    }
     sampling_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     sampling_logprob<<<p.n_seqs, kThreads, 0, stream>>>(p);

@@ -32,6 +32,7 @@ struct DecodeArgs {
   bool lm_head_screen = true;
   bool exact_attention = false;
   float temperature = 0.0f;
+  float top_p = 1.0f;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -48,6 +49,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.lm_head_screen = a.lm_head_screen;
   o.exact_attention = a.exact_attention;
   o.temperature = a.temperature;
+  o.top_p = a.top_p;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
@@ -55,7 +57,8 @@ void run(const DecodeArgs& a, const std::string& command) {
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
   char sampling[48] = "greedy";
-  if (a.temperature != 0.0f) std::snprintf(sampling, sizeof sampling, "temperature %g, no cuts", double(a.temperature));
+  if (a.temperature != 0.0f)
+    std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g", double(a.temperature), double(a.top_p));
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
               "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; sampling: %s; greedy LM-head screen: "
               "%s; attention <= 256 keys: %s\ncommand: `%s`\n\n",
@@ -81,6 +84,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["lm_head_screen"] = r.lm_head_screen;
   j["exact_attention"] = r.exact_attention;
   j["temperature"] = a.temperature;
+  j["top_p"] = a.top_p;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
@@ -118,8 +122,13 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
   mxs::cli::add_lm_head_screen_option(cmd, &args->lm_head_screen);
   mxs::cli::add_exact_attention_option(cmd, &args->exact_attention);
   cmd->add_option("--temperature", args->temperature,
-                  "Sample every sequence at this temperature, no cuts (the OpenAI default is 1); 0: greedy")
+                  "Sample every sequence at this temperature (the OpenAI default is 1); 0: greedy")
       ->check(CLI::Range(0.0, 100.0))
+      ->capture_default_str();
+  cmd->add_option("--top-p", args->top_p, "With --temperature: every sequence's top-p (1: no cut)")
+      ->check(CLI::Range(0.0, 1.0).description("in (0, 1]") & CLI::Validator(
+                  [](std::string& v) { return std::stod(v) > 0.0 ? std::string() : std::string("must be > 0"); },
+                  "> 0"))
       ->capture_default_str();
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")

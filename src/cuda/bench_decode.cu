@@ -80,10 +80,10 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   runner->fill_kv_random(99);
   const ModelConfig& c = runner->config();
 
-  // Every sequence greedy (the default), or sampled at o.temperature with its own seed (no cuts: the OpenAI
-  // default at temperature 1).
+  // Every sequence greedy (the default), or sampled at o.temperature (top-p o.top_p) with its own seed.
   std::vector<SamplingParams> sampling(static_cast<size_t>(std::max(max_batch, 1)));
-  for (size_t s = 0; s < sampling.size(); ++s) sampling[s].temperature = o.temperature, sampling[s].seed = 1000 + s;
+  for (size_t s = 0; s < sampling.size(); ++s)
+    sampling[s].temperature = o.temperature, sampling[s].top_p = o.top_p, sampling[s].seed = 1000 + s;
   std::vector<std::vector<int32_t>> tables;  // sequence s owns blocks s * blocks_per_seq ...
   auto step_batch = [&](int batch, int pos, const std::vector<int32_t>& tokens, bool from_last_sample) {
     if (int(tables.size()) < batch) {

@@ -314,7 +314,7 @@ void CudaRunner::Impl::init() {
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
-  add(S * sizeof(SampleResultDev)); add(S * 8); add(2 * S * 4); add(S * kSpreadChunks * 8);
+  add(S * sizeof(SampleResultDev)); add(S * 8); add(spread_workspace_bytes(int(S)));
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
@@ -379,9 +379,11 @@ void CudaRunner::Impl::init() {
   lm_argmax = ws_arena.alloc_as<unsigned long long>("lm_argmax", S);
   CUDA_CHECK(cudaMemset(lm_argmax, 0, S * sizeof(unsigned long long)));  // zero between steps (SamplingParamsDev)
   samp.row_argmax = lm_argmax;
-  samp.row_max = ws_arena.alloc_as<unsigned>("sample_row_max", 2 * S);
-  CUDA_CHECK(cudaMemset(samp.row_max, 0, 2 * S * sizeof(unsigned)));  // left zeroed by the kernels
-  samp.chunk_sums = ws_arena.alloc_as<double>("sample_chunk_sums", S * kSpreadChunks);
+  {
+    void* spread = ws_arena.alloc("sample_spread", spread_workspace_bytes(int(S)));
+    CUDA_CHECK(cudaMemset(spread, 0, spread_workspace_bytes(int(S))));  // its zeroed parts are left zeroed
+    samp.spread = spread_workspace_at(spread, int(S));
+  }
   {
     std::vector<int32_t> offs(S + 1);
     for (size_t i = 0; i <= S; ++i) offs[i] = int32_t(i * V);
@@ -889,8 +891,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   size_t n_ids = 0;
   bool any_random = false, any_sort = false;  // any_sort: a row cuts by top-p / min-p (the only sorted rows)
   const int n_lm = int(lm_seq.size());
-  bool all_plain = n_lm > 0;  // every row sampled without cuts, penalties or logprobs (sampling_is_plain)
-  int n_sort_rows = 0;        // rows that need the sort (SamplingParamsDev::sort_rows while <= kRowSortMax)
+  bool all_spread = n_lm > 0;  // every row sampled without penalties or logprobs (sampling_is_spread)
+  int n_sort_rows = 0;         // rows that need the sort (SamplingParamsDev::sort_rows while <= kRowSortMax)
+  int n_cut_rows = 0;          // rows with a cut (SamplingParamsDev::cut_rows while <= kRowSortMax)
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -931,7 +934,11 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       }
     }
     host.seq_params[r] = sp;
-    all_plain &= sampling_is_plain(sp, int(c.vocab_size));
+    all_spread &= sampling_is_spread(sp);
+    if (sampling_has_cut(sp, int(c.vocab_size))) {
+      if (n_cut_rows < kRowSortMax) samp.cut_rows[n_cut_rows] = r;
+      ++n_cut_rows;
+    }
     // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
     // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
     const bool argmax_only = sp.temperature == 0.0f && sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f &&
@@ -1047,8 +1054,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-      samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort, samp.all_plain = all_plain;
+      samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort, samp.all_spread = all_spread;
       samp.n_sort_rows = n_sort_rows <= kRowSortMax ? n_sort_rows : -1;
+      samp.n_cut_rows = n_cut_rows <= kRowSortMax ? n_cut_rows : -1;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
         CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));

@@ -86,8 +86,7 @@ struct DeviceSampler {
   size_t temp_bytes;
   DevBuf<char> temp;
   DevBuf<SampleResultDev> res;
-  DevBuf<unsigned> row_max;  // the spread path's workspaces (row_max zeroed; the kernels leave it zeroed)
-  DevBuf<double> chunk_sums;
+  DevBuf<char> spread;  // the spread path's workspace (zeroed; the kernels leave its zeroed parts zeroed)
   static std::vector<int32_t> offsets(int rows, int V) {
     std::vector<int32_t> v;
     for (int s = 0; s <= rows; ++s) v.push_back(s * V);
@@ -96,12 +95,12 @@ struct DeviceSampler {
   DeviceSampler(int rows, int vocab)
       : max_rows(rows), V(vocab), z(size_t(rows) * vocab), zs(size_t(rows) * vocab), oi(size_t(rows) * vocab),
         o(size_t(rows) * vocab), offs(offsets(rows, vocab)), temp_bytes(sampling_sort_temp_bytes(rows, vocab)),
-        temp(temp_bytes), res(size_t(rows)), row_max(std::vector<unsigned>(2 * size_t(rows), 0u)),
-        chunk_sums(size_t(rows) * kSpreadChunks) {}
+        temp(temp_bytes), res(size_t(rows)), spread(std::vector<char>(spread_workspace_bytes(rows), 0)) {}
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
-                           const int32_t* counts, int n, bool any_random, bool any_sort, bool all_plain = false) {
+                           const int32_t* counts, int n, bool any_random, bool any_sort, bool spread_path = false) {
     SamplingParamsDev p;
-    p.all_plain = all_plain, p.row_max = row_max.p, p.chunk_sums = chunk_sums.p;
+    p.all_spread = spread_path, p.n_cut_rows = spread_path ? 0 : -1;  // (rows with cuts: set_cut_rows)
+    p.spread = spread_workspace_at(spread.p, max_rows);
     p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p, p.z_sorted = zs.p;
     p.order_in = oi.p, p.order = o.p, p.segment_offsets = offs.p, p.sort_temp = temp.p, p.sort_temp_bytes = temp_bytes;
     p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random, p.any_sort = any_sort;
@@ -403,15 +402,27 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
-// The spread path (plain rows, three launches over many CTAs) against sampling_prepare's one CTA per row on the
-// same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks
-// empty), 1 / 3 / 8 / 64 rows, several temperatures (0.02: most weights underflow to 0) and RNG counters, logits
-// spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs of zero weights, flat
-// prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows (error 2) report the
-// same errors; the workspace is left zeroed.
+// Rows with a cut listed as the runner lists them for the spread path (SamplingParamsDev::cut_rows).
+void set_cut_rows(SamplingParamsDev& p, const HostBatch& hb, int V) {
+  int n = 0;
+  for (size_t r = 0; r < hb.sp.size(); ++r)
+    if (sampling_has_cut(hb.sp[r], V)) {
+      if (n < kRowSortMax) p.cut_rows[n] = int(r);
+      ++n;
+    }
+  p.n_cut_rows = n <= kRowSortMax ? n : -1;
+}
+
+// The spread path (spread rows: no penalties, no logprobs; passes over many CTAs, cut rows on their own sort) against
+// sampling_prepare's one CTA per row (+ the segmented sort and sampling_draw) on the same rows: the same token bit for
+// bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 / 64 rows, every
+// third row with a cut (top-k, top-p, min-p or all three), several temperatures (0.02: most weights underflow to 0)
+// and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
+// of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
+// (error 2) report the same errors; the zeroed workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
-  int compared = 0, distinct = 0;
+  int compared = 0, distinct = 0, cut_rows = 0;
   for (int V : {kVocab, 1001, 37}) {
     for (int S : {1, 3, 8, 64}) {
       for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
@@ -423,6 +434,12 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           static constexpr float kTemps[4] = {0.6f, 1.0f, 1.3f, 0.02f};
           a.temperature = kTemps[(r + round) % 4];
           a.seed = rng.next();
+          if (r % 3 == 0 && (S == 1 ? round % 2 == 1 : true)) {  // a cut (at most 22 of 64 rows: <= kRowSortMax)
+            const int cut = (r / 3 + round) % 4;
+            if (cut == 0 || cut == 3) a.top_k = 1 + rng.below(V - 1);
+            if (cut == 1 || cut == 3) a.top_p = rng.uniform(0.05f, 0.97f);
+            if (cut == 2 || cut == 3) a.min_p = rng.uniform(0.001f, 0.3f);
+          }
           outputs[size_t(r)].assign(size_t(rng.below(40)), 0);  // the RNG counter
           const int kind = (r + 2 * round) % 3;  // 0 spread, 1 coarse grid, 2 sparse
           for (int i = 0; i < V; ++i)
@@ -438,16 +455,21 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           cases[2].temperature = 0.01f;
         }
         const HostBatch hb = make_batch(cases, none, outputs);
-        for (const auto& q : hb.sp) ASSERT_TRUE(sampling_is_plain(q, V));
+        for (const auto& q : hb.sp) ASSERT_TRUE(sampling_is_spread(q));
         DevBuf<bf16> dl(logits);
         DevBuf<SampleSeqParams> dsp(hb.sp);
         DevBuf<int32_t> dids(1), dcounts(1);
         DeviceSampler ds(S, V);
         ds.res.poison();
-        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false, false), nullptr);
+        const bool any_sort = any_needs_sort(hb, V);
+        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, false), nullptr);
         const auto one = ds.res.download();
         ds.res.poison();
-        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false, true), nullptr);
+        SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, true);
+        set_cut_rows(sp, hb, V);
+        ASSERT_GE(sp.n_cut_rows, 0);
+        cut_rows += sp.n_cut_rows;
+        sample_tokens(sp, nullptr);
         const auto spread = ds.res.download();
         for (int r = 0; r < S; ++r) {
           EXPECT_EQ(spread[size_t(r)].error, one[size_t(r)].error) << "V " << V << " S " << S << " row " << r;
@@ -459,11 +481,15 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           EXPECT_EQ(one[1].error, 1);
           EXPECT_EQ(one[2].error, 2);
         }
-        for (unsigned v : ds.row_max.download()) EXPECT_EQ(v, 0u) << "workspace left dirty";
+        auto host = ds.spread.download();  // the zeroed parts, through the same carving on the host copy
+        const SpreadWorkspace w = spread_workspace_at(host.data(), S);
+        for (int r = 0; r < S; ++r)
+          EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
       }
     }
   }
   EXPECT_GT(distinct, compared / 3) << "the draws should differ from row to row";
+  EXPECT_GT(cut_rows, compared / 4) << "rows with cuts";
 }
 
 TEST(CudaSampling, NoCutAndTopKMatchSortedPathBitForBit) {
@@ -538,10 +564,11 @@ TEST(CudaSampling, DrawFollowsTheSoftmax) {
 }
 
 // Time of one sample_tokens call at the real vocabulary, 1 and 64 rows (printed; the CUDA events bracket 20
-// calls after a warm-up). "plain" is the OpenAI default (temperature 1, top_p 1) in one CTA per row, "plain,
-// spread" the same on the spread path (the runner's choice); "plain, any_sort" with the sort launched on empty
-// segments (a caller that does not set any_sort); "top_p 0.9" sorts each row on its own (the runner's choice up to
-// kRowSortMax rows), "segmented" all rows in one segmented sort; "logprobs" / "penalty" take the one-CTA path.
+// calls after a warm-up). "plain" is the OpenAI default (temperature 1, top_p 1) in one CTA per row, "spread" the
+// spread path (the runner's choice for rows without penalties or logprobs, up to kRowSortMax of them with a cut);
+// "plain, any_sort" with the sort launched on empty segments (a caller that does not set any_sort); "top_p 0.9" sorts
+// each row on its own (the runner's choice up to kRowSortMax rows), "segmented" all rows in one segmented sort;
+// "logprobs" / "penalty" take the one-CTA path.
 TEST(CudaSampling, TimingAtRealVocab) {
   const int V = kVocab;
   Rng rng(21);
@@ -558,7 +585,8 @@ TEST(CudaSampling, TimingAtRealVocab) {
   };
   for (int S : {1, 64}) {
     for (const Config& c : {Config{"plain, spread", 0, 1.0f, false}, Config{"plain", 0, 1.0f, false},
-                            Config{"plain, any_sort", 0, 1.0f, true}, Config{"top_k 50", 50, 1.0f, false},
+                            Config{"plain, any_sort", 0, 1.0f, true}, Config{"top_k 50, spread", 50, 1.0f, false},
+                            Config{"top_k 50", 50, 1.0f, false}, Config{"top_p 0.9, spread", 0, 0.9f, true},
                             Config{"top_p 0.9", 0, 0.9f, true}, Config{"top_p 0.9, segmented", 0, 0.9f, true},
                             Config{"logprobs", 0, 1.0f, false, true}, Config{"penalty", 0, 1.0f, false, false, 0.5f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile its kernels).
@@ -574,9 +602,11 @@ TEST(CudaSampling, TimingAtRealVocab) {
       const HostBatch hb = make_batch(cases, none, none);
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
-      const bool spread = std::string(c.name) == "plain, spread";
+      const std::string name = c.name;
+      const bool spread = name.find("spread") != std::string::npos;
       SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
-      if (std::string(c.name) == "top_p 0.9" && S <= kRowSortMax) {
+      if (spread) set_cut_rows(p, hb, V);  // (more than kRowSortMax rows with a cut: the one-CTA path)
+      if (name == "top_p 0.9" && S <= kRowSortMax) {
         p.n_sort_rows = S;
         for (int s = 0; s < S; ++s) p.sort_rows[s] = s;
       }

@@ -50,6 +50,8 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench decode --breakdown 4,x", "--breakdown"},
       {"bench decode --temperature -1", "--temperature"},
       {"bench decode --temperature hot", "--temperature"},
+      {"bench decode --top-p 0", "--top-p"},
+      {"bench decode --top-p 1.5", "--top-p"},
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},

@@ -568,28 +568,46 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: steps whose rows are all plain (sampling_is_plain). sampling_prepare runs a row in one CTA, on one SM:
-// 201,088 double-precision exps and two passes over the row. The same arithmetic in three launches spread over the
-// GPU, every pass over the row coalesced:
-//   sampling_spread_tempered (rows x kTemperedCtas CTAs): z = logit / T, the row's NaN flag and max of z (orderable
-//     bits, atomicMax into row_max);
-//   sampling_spread_weights (rows x kSpreadChunks / kChunksPerCta CTAs): w = weight_of(z, z_max) over z, staged in
-//     shared memory, then one lane per chunk sums its chunk's w in id order in double: draw_ascending's chunk sums
-//     (chunk c = ids [c * chunk, (c + 1) * chunk), chunk = ceil(V / kThreads)), bit for bit;
+// Spread path: steps whose rows are all spread rows (sampling_is_spread: no penalties, no logprobs). sampling_prepare
+// runs a row in one CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what
+// one SM can have in flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
+//   sampling_spread_tempered (rows x kTemperedCtas): z = logit / T, the row's NaN flag and max of z (orderable bits,
+//     atomicMax into row_max); a row with a cut also gets order_in = its ids;
+//   rows with a cut: each sorted on its own (cub::DeviceRadixSort, the one-CTA path's stable descending sort), then
+//     sampling_spread_sorted_sums (rows x kWeightsCtas, twice for top-p rows: the chunk sums of w and then of w / total
+//     over the order, sampling_draw's chunk_prefix) and sampling_spread_cut (a CTA per row: sampling_draw's top-p walk
+//     and min-p cut; the kept set's last element of the order into row_cut);
+//   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids a cut drops), staged in
+//     shared memory, one lane per chunk summing its chunk's w in id order: draw_ascending's chunk sums, bit for bit;
+//     the largest kept id into row_last;
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
 //     (draw_pick).
-// So the token is sampling_prepare's, bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
+// So the token is sampling_prepare's (+ sampling_draw's) bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kSpreadThreads = 256;
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
 constexpr int kTemperedUnroll = 4;  // loads in flight per thread
-constexpr int kChunksPerCta = 8;    // draw_ascending chunks per CTA of sampling_spread_weights
+constexpr int kChunksPerCta = 8;    // draw_ascending chunks per CTA of the chunk-sum kernels
 constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the kernels stage
 static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
-static_assert(kMaxChunk <= kThreads * (kStageIds + 1), "draw_pick stages a whole chunk in Shared::stage");
 static_assert(kSpreadChunks % kChunksPerCta == 0, "whole chunk groups per CTA");
+static_assert(kMaxChunk <= kThreads * (kStageIds + 1), "draw_pick stages a whole chunk in Shared::stage");
 constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
 
 __device__ __forceinline__ int spread_chunk(int V) { return (V + kSpreadChunks - 1) / kSpreadChunks; }
+__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+// The row's max of z from sampling_spread_tempered, or NaN when the row has a NaN logit or no finite max (the draw
+// kernel reports those; the kernels in between skip the row).
+__device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int s) {
+  if (p.spread.row_max[2 * s + 1] != 0u) return NAN;
+  const float m = from_orderable_bits(p.spread.row_max[2 * s]);
+  return isfinite(m) ? m : NAN;
+}
+// Sorted positions a row's cuts start from: top-k's k, else the whole row (sampling_draw's `kept`).
+__device__ __forceinline__ int spread_kept0(const SampleSeqParams& q, int V) {
+  return q.top_k > 0 && q.top_k < V ? q.top_k : V;
+}
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32];
@@ -597,8 +615,10 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   if (blockIdx.y == 0 && threadIdx.x == 0) take_argmax_key(p, s);  // consumed, as sampling_prepare does
+  const bool cut = sampling_has_cut(q, V);
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
+  int32_t* order_in = p.order_in + size_t(s) * V;
   float mx = -INFINITY;
   int nan = 0;
   constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
@@ -617,6 +637,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
       z[i] = t;
       mx = fmaxf(mx, t);
+      if (cut) order_in[i] = i;
     }
   }
   mx = warp_max(mx);
@@ -626,24 +647,118 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < kSpreadThreads / 32; ++w) mx = fmaxf(mx, s_max[w]), nan |= s_nan[w];
-    atomicMax(&p.row_max[2 * s], orderable_bits(mx));
-    if (nan) atomicOr(&p.row_max[2 * s + 1], 1u);
+    atomicMax(&p.spread.row_max[2 * s], orderable_bits(mx));
+    if (nan) atomicOr(&p.spread.row_max[2 * s + 1], 1u);
   }
 }
 
-__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+// Chunk sums over the sorted order of a top-p row, sampling_draw's chunk_prefix: positions [0, kept0) in chunks of
+// spread_chunk(V), in order; terms double(w) (pass 0, into sorted_sums) or double(w) / total (pass 1, into p_sums; total
+// = exclusive_chunk_prefix's total over pass 0's sums, recomputed by every CTA, stored by CTA 0 in row_total).
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_sorted_sums(SamplingParamsDev p, int pass) {
+  __shared__ float s_w[kChunksPerCta * kMaxChunk];
+  __shared__ double s_total;
+  const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
+  const SampleSeqParams& q = p.seqs[s];
+  if (!sampling_has_cut(q, V) || !(q.top_p < 1.0f) || isnan(spread_row_max(p, s))) return;
+  const float* zs = p.z_sorted + size_t(s) * V;
+  const float z_max = zs[0];  // (sampling_draw's; the same value as the row's max)
+  const int n = spread_kept0(q, V);
+  if (pass == 1 && threadIdx.x == 0) {
+    const double* sums = p.spread.sorted_sums + size_t(s) * kSpreadChunks;
+    double acc = 0.0;  // exclusive_chunk_prefix's order
+    for (int c = 0; c < kSpreadChunks; ++c) acc += sums[c];
+    s_total = acc;
+    if (blockIdx.y == 0) p.spread.row_total[s] = acc;
+  }
+  const int c0 = blockIdx.y * kChunksPerCta;
+  const int b = min(n, c0 * chunk), e = min(n, b + kChunksPerCta * chunk);
+  for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) s_w[i - b] = weight_of(zs[i], z_max);
+  __syncthreads();
+  if (threadIdx.x < kChunksPerCta) {
+    const int cb = min(n, (c0 + threadIdx.x) * chunk), ce = min(n, cb + chunk);
+    double cs = 0.0;
+    if (pass == 0)
+      for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
+    else
+      for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]) / s_total;
+    (pass == 0 ? p.spread.sorted_sums : p.spread.p_sums)[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+  }
+}
+
+// A row's cuts on its sorted order (sampling_draw's steps 7-8): top-p walked where it can stop (chunk_walk_range over
+// p_sums' prefix), min-p by bisection (w never increases along the order, so "w >= min_p" holds on a prefix: its end
+// is the first position sampling_draw's atomicMin finds). Writes the kept set's last element (z bits, id) to row_cut.
+__global__ void __launch_bounds__(kThreads) sampling_spread_cut(SamplingParamsDev p) {
+  __shared__ Shared sh;
+  __shared__ int s_kept;
+  const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
+  const SampleSeqParams& q = p.seqs[s];
+  if (!sampling_has_cut(q, V) || isnan(spread_row_max(p, s))) return;
+  const float* zs = p.z_sorted + size_t(s) * V;
+  const float z_max = zs[0];
+  int kept = spread_kept0(q, V);
+  if (q.top_p < 1.0f) {
+    sh.chunk_prefix[threadIdx.x] = p.spread.p_sums[size_t(s) * kSpreadChunks + threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
+    __syncthreads();
+    const double total = p.spread.row_total[s];
+    chunk_walk_range(kept, chunk, double(q.top_p), true, sh);
+    const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
+    const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
+    if (threadIdx.x == 0) s_kept = no_cut_before;
+    for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
+      const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
+      if (threadIdx.x == 0) {
+        double cum = sh.chunk_prefix[c];
+        for (int j = 0; j < len; ++j) {
+          const int i = c * chunk + j;
+          if (i >= 1 && cum >= double(q.top_p)) {
+            s_kept = min(s_kept, i);
+            break;
+          }
+          cum += double(weight_of(sh.stage[j], z_max)) / total;
+        }
+      }
+      __syncthreads();
+      if (s_kept != no_cut_before) break;
+    }
+    __syncthreads();
+    kept = s_kept;
+  }
+  if (threadIdx.x != 0) return;
+  if (q.min_p > 0.0f) {  // the first i >= 1 with !(w_i >= min_p), else kept
+    int lo = 1, hi = kept;  // answer in [lo, hi]: positions < lo pass, position hi fails or is the end
+    while (lo < hi) {
+      const int mid = lo + (hi - lo) / 2;
+      if (weight_of(zs[mid], z_max) >= q.min_p)
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    kept = lo;
+  }
+  p.spread.row_cut[2 * s] = __float_as_int(zs[kept - 1]);
+  p.spread.row_cut[2 * s + 1] = p.order[size_t(s) * V + kept - 1];
 }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(SamplingParamsDev p) {
   __shared__ float s_w[kChunksPerCta * kMaxChunk];
+  __shared__ int s_last;
   const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
-  if (p.row_max[2 * s + 1] != 0u) return;  // NaN: sampling_spread_draw reports it
-  const float z_max = from_orderable_bits(p.row_max[2 * s]);
-  if (!isfinite(z_max)) return;
+  const float z_max = spread_row_max(p, s);
+  if (isnan(z_max)) return;  // sampling_spread_draw reports it
+  const SampleSeqParams& q = p.seqs[s];
+  const bool cut = sampling_has_cut(q, V);
+  const KeptThreshold kept = cut ? KeptThreshold{__int_as_float(p.spread.row_cut[2 * s]), p.spread.row_cut[2 * s + 1]}
+                                 : KeptThreshold{-INFINITY, V};  // (every id: z >= -inf; at -inf, id <= V)
   float* z = p.z + size_t(s) * V;
   const int c0 = blockIdx.y * kChunksPerCta;
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
+  if (threadIdx.x == 0) s_last = -1;
+  __syncthreads();
+  int last = -1;
   constexpr int kUnroll = 4;
   for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
     float zv[kUnroll];
@@ -656,17 +771,21 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
     for (int u = 0; u < kUnroll; ++u) {
       const int i = i0 + u * kSpreadThreads;
       if (i >= e) break;
-      const float w = weight_of(zv[u], z_max);
+      const bool k = kept(zv[u], i);
+      const float w = k ? weight_of(zv[u], z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
+      if (k) last = i;
       z[i] = w;
       s_w[i - b] = w;
     }
   }
+  if (last >= 0) atomicMax(&s_last, last);
   __syncthreads();
+  if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
   if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w
     const int cb = min(V, (c0 + threadIdx.x) * chunk), ce = min(V, cb + chunk);
     double cs = 0.0;
     for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
-    p.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+    p.spread.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
   }
 }
 
@@ -675,9 +794,10 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   SampleResultDev& res = p.results[s];
-  const uint32_t key = p.row_max[2 * s], nan = p.row_max[2 * s + 1];
+  const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
+  const int last_kept = p.spread.row_last[s] - 1;
   __syncthreads();
-  if (threadIdx.x == 0) p.row_max[2 * s] = 0u, p.row_max[2 * s + 1] = 0u;  // zeroed for the next step
+  if (threadIdx.x == 0) p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
   if (nan != 0u) {
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
@@ -686,11 +806,12 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
     if (threadIdx.x == 0) res.error = 2, res.token = -1;
     return;
   }
-  sh.chunk_prefix[threadIdx.x] = p.chunk_sums[size_t(s) * kSpreadChunks + threadIdx.x];
+  sh.chunk_prefix[threadIdx.x] = p.spread.chunk_sums[size_t(s) * kSpreadChunks + threadIdx.x];
   __syncthreads();
   if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
   __syncthreads();
-  const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, V - 1, q, sh);
+  // w over z: 0 for ids a cut drops, so "kept with a nonzero weight" is "nonzero".
+  const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, last_kept, q, sh);
   if (threadIdx.x == 0) res.token = token, res.error = 0;
 }
 
@@ -722,12 +843,59 @@ size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
   return std::max(segmented, row);
 }
 
+namespace {
+// One row's stable descending sort of z (ids as values): the segmented sort's arithmetic on one row, over the GPU.
+void sort_row(const SamplingParamsDev& p, int row, cudaStream_t stream) {
+  MXS_CHECK(row >= 0 && row < p.n_seqs, "sample_tokens: sort row out of range");
+  const size_t off = size_t(row) * size_t(p.vocab);
+  size_t bytes = p.sort_temp_bytes;
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(p.sort_temp, bytes, p.z + off, p.z_sorted + off,
+                                                       p.order_in + off, p.order + off, p.vocab, 0, 32, stream));
+}
+
+bool spread_ready(const SpreadWorkspace& w) {
+  return w.row_max && w.row_last && w.row_cut && w.row_total && w.chunk_sums && w.sorted_sums && w.p_sums;
+}
+
+}  // namespace
+
+size_t spread_workspace_bytes(int rows) {
+  const size_t r = size_t(std::max(rows, 1)), a = 256;
+  auto up = [&](size_t b) { return (b + a - 1) / a * a; };
+  return up(r * 2 * 4) + up(r * 4) + up(r * 2 * 4) + up(r * 8) + 3 * up(r * kSpreadChunks * 8);
+}
+
+SpreadWorkspace spread_workspace_at(void* base, int rows) {
+  const size_t r = size_t(std::max(rows, 1)), a = 256;
+  auto up = [&](size_t b) { return (b + a - 1) / a * a; };
+  char* c = static_cast<char*>(base);
+  SpreadWorkspace w;
+  w.row_max = reinterpret_cast<unsigned*>(c), c += up(r * 2 * 4);
+  w.row_last = reinterpret_cast<int*>(c), c += up(r * 4);
+  w.row_cut = reinterpret_cast<int*>(c), c += up(r * 2 * 4);
+  w.row_total = reinterpret_cast<double*>(c), c += up(r * 8);
+  w.chunk_sums = reinterpret_cast<double*>(c), c += up(r * kSpreadChunks * 8);
+  w.sorted_sums = reinterpret_cast<double*>(c), c += up(r * kSpreadChunks * 8);
+  w.p_sums = reinterpret_cast<double*>(c);
+  return w;
+}
+
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  if (p.all_plain && p.row_max != nullptr && p.chunk_sums != nullptr && p.vocab <= kSpreadMaxVocab && !no_spread) {
+  if (p.all_spread && p.n_cut_rows >= 0 && p.n_cut_rows <= kRowSortMax && spread_ready(p.spread) &&
+      p.vocab <= kSpreadMaxVocab && !no_spread) {
     sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
+    if (p.n_cut_rows > 0) {
+      for (int k = 0; k < p.n_cut_rows; ++k) sort_row(p, p.cut_rows[k], stream);
+      for (int pass = 0; pass < 2; ++pass) {
+        sampling_spread_sorted_sums<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p, pass);
+        CUDA_CHECK_LAUNCH();
+      }
+      sampling_spread_cut<<<p.n_seqs, kThreads, 0, stream>>>(p);
+      CUDA_CHECK_LAUNCH();
+    }
     sampling_spread_weights<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     sampling_spread_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
@@ -738,14 +906,7 @@ void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
   if (p.any_random && p.any_sort) {
     if (p.n_sort_rows >= 0 && p.n_sort_rows <= kRowSortMax) {
-      // The same stable descending float sort as the segmented one below, one row at a time over the whole GPU.
-      for (int k = 0; k < p.n_sort_rows; ++k) {
-        MXS_CHECK(p.sort_rows[k] >= 0 && p.sort_rows[k] < p.n_seqs, "sample_tokens: sort row out of range");
-        const size_t off = size_t(p.sort_rows[k]) * size_t(p.vocab);
-        size_t bytes = p.sort_temp_bytes;
-        CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(p.sort_temp, bytes, p.z + off, p.z_sorted + off,
-                                                             p.order_in + off, p.order + off, p.vocab, 0, 32, stream));
-      }
+      for (int k = 0; k < p.n_sort_rows; ++k) sort_row(p, p.sort_rows[k], stream);
     } else {
       size_t bytes = p.sort_temp_bytes;
       CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(

@@ -21,6 +21,10 @@ namespace mxs::cuda {
 
 constexpr int kMaxTopLogprobs = 20;
 constexpr int kRowSortMax = 32;  // rows sorted one by one (SamplingParamsDev::sort_rows); more: the segmented sort
+// The draw's chunks of ids (one per thread of its 1024-thread CTA), and the largest vocabulary the spread kernels
+// stage (1024 ids per chunk).
+constexpr int kSpreadChunks = 1024;
+constexpr int kSpreadMaxVocab = kSpreadChunks * 1024;
 
 // One sampled sequence (POD, copied to the device each step).
 struct SampleSeqParams {
@@ -41,6 +45,18 @@ struct SampleResultDev {
   int32_t top_ids[kMaxTopLogprobs];
   float top_lp[kMaxTopLogprobs];
   int32_t error;  // 0 ok, 1 NaN in the logits, 2 non-finite max after penalties/temperature
+};
+
+// Workspaces of the spread path (sampling.cu), for `rows` sequences, carved from one zero-initialized allocation of
+// spread_workspace_bytes(rows) (spread_workspace_at); the kernels leave the zeroed parts zeroed.
+struct SpreadWorkspace {
+  unsigned* row_max = nullptr;    // [rows][2] zeroed: the orderable max of z, the NaN flag
+  int* row_last = nullptr;        // [rows] zeroed: 1 + the largest kept id
+  int* row_cut = nullptr;         // [rows][2]: the kept set's last element in the order (z as bits, id)
+  double* row_total = nullptr;    // [rows]: the weights' sum over the order (top-p rows)
+  double* chunk_sums = nullptr;   // [rows][kSpreadChunks]: the draw's chunk sums, id order
+  double* sorted_sums = nullptr;  // [rows][kSpreadChunks]: chunk sums of w over the order (top-p rows)
+  double* p_sums = nullptr;       // [rows][kSpreadChunks]: chunk sums of w / total over the order (top-p rows)
 };
 
 struct SamplingParamsDev {
@@ -73,12 +89,13 @@ struct SamplingParamsDev {
   // runs one CTA per segment). -1: unknown, the segmented sort over every row (rows that do not need it are empty).
   int n_sort_rows = -1;
   int sort_rows[kRowSortMax] = {};
-  // Every row is plain (sampling_is_plain): the spread kernels run instead of sampling_prepare (vocab <=
-  // kSpreadMaxVocab, both workspaces below set). false is always correct.
-  bool all_plain = false;
-  unsigned* row_max = nullptr;  // [n_seqs][2] zeroed workspace of the spread path (per row: the orderable max of z,
-                                // the NaN flag); the kernels leave it zeroed
-  double* chunk_sums = nullptr; // [n_seqs][kSpreadChunks] workspace of the spread path (the draw's chunk sums)
+  // Every row is a spread row (sampling_is_spread) and the rows with a cut are listed (n_cut_rows in [0,
+  // kRowSortMax], cut_rows): the spread kernels run instead of sampling_prepare (vocab <= kSpreadMaxVocab, `spread`
+  // carved). false is always correct.
+  bool all_spread = false;
+  int n_cut_rows = -1;
+  int cut_rows[kRowSortMax] = {};
+  SpreadWorkspace spread;
 };
 
 // A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id
@@ -91,18 +108,25 @@ __host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, 
   return q.temperature != 0.0f && q.top_k > 0 && q.top_k < vocab && !sampling_needs_sort(q, vocab);
 }
 
-// A plain row: temperature > 0, no penalties, no logprobs, every id kept (the OpenAI default). When every row of
-// a step is plain (SamplingParamsDev::all_plain), each row's passes spread over many CTAs (sampling.cu, "spread"):
-// the same arithmetic, the same token.
-__host__ __device__ inline bool sampling_is_plain(const SampleSeqParams& q, int vocab) {
-  return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
-         q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0 && !sampling_needs_sort(q, vocab) &&
-         !sampling_top_k_select(q, vocab);
+// A row with a cut: top-k, top-p or min-p (at temperature > 0).
+__host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int vocab) {
+  return sampling_needs_sort(q, vocab) || sampling_top_k_select(q, vocab);
 }
-// The draw's chunks of ids (one per thread of its 1024-thread CTA), and the largest vocabulary the spread kernels
-// stage (1024 ids per chunk).
-constexpr int kSpreadChunks = 1024;
-constexpr int kSpreadMaxVocab = kSpreadChunks * 1024;
+// A spread row: temperature > 0, no penalties, no logprobs (cuts allowed). When every row of a step is one
+// (SamplingParamsDev::all_spread), each row's passes spread over many CTAs (sampling.cu, "spread"), its cut (if any)
+// found on its own radix sort: the same arithmetic, the same token as sampling_prepare's path.
+__host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
+  return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
+         q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0;
+}
+// A plain row: a spread row that keeps every id (the OpenAI default).
+__host__ __device__ inline bool sampling_is_plain(const SampleSeqParams& q, int vocab) {
+  return sampling_is_spread(q) && !sampling_has_cut(q, vocab);
+}
+
+size_t spread_workspace_bytes(int rows);
+// The workspace carved from `base` (spread_workspace_bytes(rows) bytes, 256-byte aligned, zeroed by the caller once).
+SpreadWorkspace spread_workspace_at(void* base, int rows);
 
 // Bytes of CUB temp storage for max_seqs rows of vocab.
 size_t sampling_sort_temp_bytes(int max_seqs, int vocab);

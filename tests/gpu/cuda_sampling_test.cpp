@@ -583,13 +583,15 @@ TEST(CudaSampling, TimingAtRealVocab) {
     bool logprobs = false;
     float presence_penalty = 0.0f;
   };
+  const char* rows_only = std::getenv("MXS_SAMPLING_TIMING_ROWS");  // 1 or 64: those rows alone
   for (int S : {1, 64}) {
+    if (rows_only && std::atoi(rows_only) != S) continue;
     for (const Config& c : {Config{"plain, spread", 0, 1.0f, false}, Config{"plain", 0, 1.0f, false},
                             Config{"plain, any_sort", 0, 1.0f, true}, Config{"top_k 50, spread", 50, 1.0f, false},
                             Config{"top_k 50", 50, 1.0f, false}, Config{"top_p 0.9, spread", 0, 0.9f, true},
                             Config{"top_p 0.9", 0, 0.9f, true}, Config{"top_p 0.9, segmented", 0, 0.9f, true},
                             Config{"logprobs", 0, 1.0f, false, true}, Config{"penalty", 0, 1.0f, false, false, 0.5f}}) {
-      // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile its kernels).
+      // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
       if (only && std::string(only) != c.name) continue;
       std::vector<SamplingParams> cases(static_cast<size_t>(S));

@@ -78,6 +78,19 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
   return hb;
 }
 
+// The rows `pick` selects, listed as the runner lists them (SamplingParamsDev::sort_rows, cut_rows): their count, or
+// -1 past kRowSortMax (sample_tokens then takes its other way).
+template <typename Pick>
+int list_rows(const HostBatch& hb, Pick pick, int* rows) {
+  int n = 0;
+  for (size_t r = 0; r < hb.sp.size(); ++r)
+    if (pick(hb.sp[r])) {
+      if (n < kRowSortMax) rows[n] = int(r);
+      ++n;
+    }
+  return n <= kRowSortMax ? n : -1;
+}
+
 // Workspaces for up to max_rows rows of V (as the runner allocates them) and one sample_tokens call.
 struct DeviceSampler {
   int max_rows, V;
@@ -119,15 +132,8 @@ struct DeviceSampler {
     for (const auto& q : hb.sp) any_random |= q.temperature != 0.0f;
     res.poison();
     SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random, any_sort);
-    if (per_row_sort) {  // as the runner: more than kRowSortMax rows take the segmented sort
-      int n = 0;
-      for (size_t r = 0; r < hb.sp.size(); ++r)
-        if (sampling_needs_sort(hb.sp[r], V)) {
-          if (n < kRowSortMax) p.sort_rows[n] = int(r);
-          ++n;
-        }
-      p.n_sort_rows = n <= kRowSortMax ? n : -1;
-    }
+    if (per_row_sort)  // as the runner: more than kRowSortMax rows take the segmented sort
+      p.n_sort_rows = list_rows(hb, [&](const SampleSeqParams& q) { return sampling_needs_sort(q, V); }, p.sort_rows);
     sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
@@ -404,13 +410,7 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
 
 // Rows with a cut listed as the runner lists them for the spread path (SamplingParamsDev::cut_rows).
 void set_cut_rows(SamplingParamsDev& p, const HostBatch& hb, int V) {
-  int n = 0;
-  for (size_t r = 0; r < hb.sp.size(); ++r)
-    if (sampling_has_cut(hb.sp[r], V)) {
-      if (n < kRowSortMax) p.cut_rows[n] = int(r);
-      ++n;
-    }
-  p.n_cut_rows = n <= kRowSortMax ? n : -1;
+  p.n_cut_rows = list_rows(hb, [&](const SampleSeqParams& q) { return sampling_has_cut(q, V); }, p.cut_rows);
 }
 
 // The spread path (spread rows: no penalties, no logprobs; passes over many CTAs, cut rows on their own sort) against

@@ -116,7 +116,9 @@ struct Shared {
   double raw_log_sum;
   float raw_max;
   int last, pick;                       // draw_ascending
-  int range[3];                         // chunk_walk_range: first / last "between" chunk, first "above" one
+  // chunk_walk_range: first / last "between" chunk, first "above" one; [3] pads it to its own 16 bytes, so that a
+  // vector load of the three touches no other field (racecheck saw one cover `pick`)
+  alignas(16) int range[4];
   int sel_digit, sel_rank, sel_id;
   union {
     unsigned hist[kHistCopies][kRadixBins];         // select_top_k
@@ -205,6 +207,37 @@ __device__ int chunk_walk_stage(const float* src, int n, int chunk, int c, Share
   return len;
 }
 
+// 7. top-p on a sorted row: the first position i >= 1 whose cumulative p before it reaches top_p, else kept. With
+// sh.chunk_prefix the exclusive prefix of the chunk sums of w / total over positions [0, kept) of zs (chunk = ceil(V /
+// kThreads)); walked only where it can stop (chunk_walk_range): the first "between" chunk that does, else the first
+// "above" chunk's start. Every thread of the kThreads CTA calls it and gets the cut (sh.pick is its scratch).
+__device__ int top_p_cut(const float* zs, int kept, int chunk, float z_max, double total, float top_p, Shared& sh) {
+  chunk_walk_range(kept, chunk, double(top_p), true, sh);
+  const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
+  const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
+  if (threadIdx.x == 0) sh.pick = no_cut_before;
+  for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
+    const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
+    if (threadIdx.x == 0) {
+      double cum = sh.chunk_prefix[c];
+      for (int j = 0; j < len; ++j) {
+        const int i = c * chunk + j;
+        if (i >= 1 && cum >= double(top_p)) {
+          sh.pick = min(sh.pick, i);
+          break;
+        }
+        cum += double(weight_of(sh.stage[j], z_max)) / total;
+      }
+    }
+    __syncthreads();
+    if (sh.pick != no_cut_before) break;
+  }
+  __syncthreads();
+  const int cut = sh.pick;
+  __syncthreads();  // every thread has read it before sh.pick is written again
+  return cut;
+}
+
 // 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (kept(z, i)) in ascending id order with the
 // cumulative w in double, pick the first whose cumulative weight is > u * W' (W' = sum of the kept w), else the last
 // kept one. Thread t of the kThreads CTA owns chunk t of the ids; chunk sums in double in id order, exclusive prefix
@@ -217,7 +250,7 @@ __device__ int draw_pick(const float* src, int V, Kept kept, Weight weight, int 
                          Shared& sh) {
   const int chunk = (V + kThreads - 1) / kThreads;
   const double target = double(sample_uniform_dev(q.seed, q.step)) * sh.dsum[0];
-  if (threadIdx.x == 0) sh.pick = V;  // (before chunk_walk_range's barriers: its range may be read as a vector)
+  if (threadIdx.x == 0) sh.pick = V;
   chunk_walk_range(V, chunk, target, false, sh);
   const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
   for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
@@ -497,34 +530,11 @@ __global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
     __syncthreads();
     return sh.dsum[0];
   };
-  // 7. top-p: n = first i >= 1 whose cumulative p before it reaches top_p (else kept). Walked only where it can
-  // reach top_p (chunk_walk_range): the first "between" chunk that does, else the first "above" chunk's start.
+  // 7. top-p.
   if (q.top_p < 1.0f) {
     const double total = chunk_prefix(kept, 0.0);
     chunk_prefix(kept, total);  // prefix of p = w / total, summed in order within a chunk
-    chunk_walk_range(kept, chunk, double(q.top_p), true, sh);
-    const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
-    const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
-    if (threadIdx.x == 0) s_kept = no_cut_before;
-    for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
-      const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
-      if (threadIdx.x == 0) {
-        double cum = sh.chunk_prefix[c];
-        for (int j = 0; j < len; ++j) {
-          const int i = c * chunk + j;
-          if (i >= 1 && cum >= double(q.top_p)) {
-            s_kept = min(s_kept, i);
-            break;
-          }
-          cum += double(weight_of(sh.stage[j], z_max)) / total;
-        }
-      }
-      __syncthreads();
-      if (s_kept != no_cut_before) break;
-    }
-    __syncthreads();
-    kept = s_kept;
-    __syncthreads();  // every thread has read s_kept before min-p rewrites it
+    kept = top_p_cut(zs, kept, chunk, z_max, total, q.top_p, sh);
   }
   // 8. min-p: keep the prefix with w >= min_p (w is non-increasing along the order).
   if (q.min_p > 0.0f) {
@@ -691,7 +701,6 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_sorted_sums(Sa
 // is the first position sampling_draw's atomicMin finds). Writes the kept set's last element (z bits, id) to row_cut.
 __global__ void __launch_bounds__(kThreads) sampling_spread_cut(SamplingParamsDev p) {
   __shared__ Shared sh;
-  __shared__ int s_kept;
   const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
   const SampleSeqParams& q = p.seqs[s];
   if (!sampling_has_cut(q, V) || isnan(spread_row_max(p, s))) return;
@@ -703,29 +712,7 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_cut(SamplingParamsDe
     __syncthreads();
     if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
     __syncthreads();
-    const double total = p.spread.row_total[s];
-    chunk_walk_range(kept, chunk, double(q.top_p), true, sh);
-    const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
-    const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
-    if (threadIdx.x == 0) s_kept = no_cut_before;
-    for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
-      const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
-      if (threadIdx.x == 0) {
-        double cum = sh.chunk_prefix[c];
-        for (int j = 0; j < len; ++j) {
-          const int i = c * chunk + j;
-          if (i >= 1 && cum >= double(q.top_p)) {
-            s_kept = min(s_kept, i);
-            break;
-          }
-          cum += double(weight_of(sh.stage[j], z_max)) / total;
-        }
-      }
-      __syncthreads();
-      if (s_kept != no_cut_before) break;
-    }
-    __syncthreads();
-    kept = s_kept;
+    kept = top_p_cut(zs, kept, chunk, z_max, p.spread.row_total[s], q.top_p, sh);
   }
   if (threadIdx.x != 0) return;
   if (q.min_p > 0.0f) {  // the first i >= 1 with !(w_i >= min_p), else kept

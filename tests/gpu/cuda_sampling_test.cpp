@@ -1,9 +1,9 @@
 // GPU sampling against the CPU sampler (src/cpu/sampler.h), token for token, over batches of rows that cover
 // every parameter (greedy, penalties, temperature, top-k, top-p, min-p, seeds, logprobs) on the real vocabulary
-// size; the three ways to find the kept set (none, top-k select, sort) against each other bit for bit, and the
-// spread path of plain rows against the one-CTA path; the
-// draw's distribution against the softmax; the device copy of sample_uniform against the host one; and the time
-// of one sample_tokens call at the real vocabulary (printed, not checked).
+// size; the three ways to find the kept set (none, top-k select, sort) against each other bit for bit, the per-row
+// sorts against the segmented sort, and the spread path (rows without penalties or logprobs, with and without cuts)
+// against the one-CTA path; the draw's distribution against the softmax; the device copy of sample_uniform against
+// the host one; and the time of one sample_tokens call at the real vocabulary (printed, not checked).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>

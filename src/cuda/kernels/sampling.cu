@@ -1,9 +1,10 @@
 // Sampling kernels (see sampling.h). sampling_prepare: one CTA per sequence: copies the bf16 logits to fp32,
 // raw log-normalizer (double sum) for logprobs, penalties, greedy argmax, temperature; rows without top-p or
-// min-p finish there (the max of z by a block reduction, top-k by a radix select, then the draw). A CUB
-// segmented radix sort orders the rows with top-p or min-p (the others are empty segments); sampling_draw
-// cuts that order (top-k, top-p, min-p) and draws. Every draw is draw_ascending: the kept candidates in
-// ascending id order, double prefix sums by chunk of ids.
+// min-p finish there (the max of z by a block reduction, top-k by a radix select, then the draw). A CUB radix
+// sort orders the rows with top-p or min-p (each on its own when the caller lists them, else one segmented sort in
+// which the others are empty segments); sampling_draw cuts that order (top-k, top-p, min-p) and draws. Every draw is
+// draw_ascending: the kept candidates in ascending id order, double prefix sums by chunk of ids. The spread path
+// (below, "Spread path") runs the same arithmetic over many CTAs per row.
 #include "cuda/kernels/sampling.h"
 
 #include <algorithm>

@@ -11,6 +11,10 @@
 //     GPU, or a segmented sort in which other rows are empty segments), then the cuts on the sorted order.
 // The draw is one device function for all three, so a row gets the same token whichever way finds its
 // kept set.
+// Two ways to run them: one CTA per row (sampling_prepare, sampling_draw: any row), or, when every row of the step is
+// a spread row (no penalties, no logprobs; the OpenAI defaults) and at most kRowSortMax of them have a cut, the spread
+// path: every pass over a row on 128 CTAs, each cut row sorted on its own (sampling.cu, "Spread path"). The same
+// arithmetic in the same order, so the same token bit for bit.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -118,10 +122,6 @@ __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int v
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
   return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
          q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0;
-}
-// A plain row: a spread row that keeps every id (the OpenAI default).
-__host__ __device__ inline bool sampling_is_plain(const SampleSeqParams& q, int vocab) {
-  return sampling_is_spread(q) && !sampling_has_cut(q, vocab);
 }
 
 size_t spread_workspace_bytes(int rows);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine, with binaries built here (no build there): every GPU test binary, compute-sanitizer memcheck of
 # the LM-head screen and runner tests, batch-1 decode three times with and without each A/B switch, the decode table,
-# gpt-oss-120b, short contexts with and without --exact-attention, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
+# gpt-oss-120b, short contexts with and without --exact-attention, sampled steps (temperature 1, top-p 0.9) on each
+# sampling path with racecheck of the spread kernels, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
 # its CPU-reference test, `bench decode --model`, `generate` with and without the LM-head screen (the same text
 # expected) and at temperature 1 with and without the spread draw (the same text expected). Prints what to paste
 # into PERF.md.
@@ -50,6 +51,21 @@ one X=1 1,8,64 120b; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,8 120b; do
 short() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,64 --context 200 --steps 32 --breakdown none \
   2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 ctx200 /"; }
 for r in 1 2; do short X=1; short MXS_EXACT_ATTENTION=1; done
+# Sampled steps (session 28): temperature 1 (the OpenAI default) and top-p 0.9 on the spread path, vs one CTA per
+# row (MXS_NO_SPREAD_SAMPLING=1) and, for top-p, vs the rows' sorts one after another (MXS_SERIAL_ROW_SORTS=1).
+sampled() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,32 --context 1024 --steps 32 --breakdown none \
+  --temperature 1 $2 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 T=1 $2 /"; }
+for r in 1 2; do
+  for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do sampled $e; sampled $e "--top-p 0.9"; done
+  sampled MXS_SERIAL_ROW_SORTS=1 "--top-p 0.9"
+done
+if [ -x wt-bin/cuda_sampling_test ]; then  # the new kernels under racecheck, one row (the whole test is too slow there)
+  for cfg in "plain, spread" "top_p 0.9, spread" "top_k 50, spread"; do
+    MXS_SAMPLING_TIMING_ROWS=1 MXS_SAMPLING_TIMING_ONLY="$cfg" timeout 150 "$CS" --tool racecheck \
+      wt-bin/cuda_sampling_test --gtest_filter='*Timing*' >"$OUT/racecheck_sampling.log" 2>&1
+    echo "racecheck sampling '$cfg' rc=$? $(grep 'RACECHECK SUMMARY' "$OUT/racecheck_sampling.log" | tail -1)"
+  done
+fi
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
   timeout 240 $B mkmodel --preset 20b --seed 1 --tokenizer wt-bin/tokenizer.json --out /tmp/m20b >"$OUT/mkmodel.log" 2>&1
   echo "mkmodel rc=$?"

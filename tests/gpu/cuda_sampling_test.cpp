@@ -416,7 +416,8 @@ void set_cut_rows(SamplingParamsDev& p, const HostBatch& hb, int V) {
 // The spread path (spread rows: no penalties, no logprobs; passes over many CTAs, cut rows on their own sort) against
 // sampling_prepare's one CTA per row (+ the segmented sort and sampling_draw) on the same rows: the same token bit for
 // bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 / 64 rows, every
-// third row with a cut (top-k, top-p, min-p or all three), several temperatures (0.02: most weights underflow to 0)
+// third row with a cut (top-k, top-p, min-p or all three), every fifth greedy (its token from the LM head's argmax key,
+// as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
 // (error 2) report the same errors; the zeroed workspace is left zeroed.
@@ -432,7 +433,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         for (int r = 0; r < S; ++r) {
           SamplingParams& a = cases[size_t(r)];
           static constexpr float kTemps[4] = {0.6f, 1.0f, 1.3f, 0.02f};
-          a.temperature = kTemps[(r + round) % 4];
+          a.temperature = r % 5 == 4 ? 0.0f : kTemps[(r + round) % 4];  // greedy rows: their argmax keys
           a.seed = rng.next();
           if (r % 3 == 0 && (S == 1 ? round % 2 == 1 : true)) {  // a cut (at most 22 of 64 rows: <= kRowSortMax)
             const int cut = (r / 3 + round) % 4;
@@ -460,12 +461,18 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         DevBuf<SampleSeqParams> dsp(hb.sp);
         DevBuf<int32_t> dids(1), dcounts(1);
         DeviceSampler ds(S, V);
+        DevBuf<unsigned long long> keys(static_cast<size_t>(S));  // the LM head's argmax keys (consumed by each call)
         ds.res.poison();
         const bool any_sort = any_needs_sort(hb, V);
-        sample_tokens(ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, false), nullptr);
+        SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, false);
+        op.row_argmax = keys.p, op.n_argmax_rows = S;
+        row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
+        sample_tokens(op, nullptr);
         const auto one = ds.res.download();
         ds.res.poison();
         SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, true);
+        sp.row_argmax = keys.p, sp.n_argmax_rows = S;
+        row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         set_cut_rows(sp, hb, V);
         ASSERT_GE(sp.n_cut_rows, 0);
         cut_rows += sp.n_cut_rows;
@@ -485,6 +492,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         const SpreadWorkspace w = spread_workspace_at(host.data(), S);
         for (int r = 0; r < S; ++r)
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
+        for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
       }
     }
   }

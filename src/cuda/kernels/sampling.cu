@@ -396,6 +396,13 @@ __device__ __forceinline__ unsigned long long take_argmax_key(const SamplingPara
   return key;
 }
 
+// A greedy row without penalties or logprobs: its token is its LM-head argmax key's id (error 1 without a key, or
+// when that logit is NaN). One thread.
+__device__ __forceinline__ void greedy_from_key(unsigned long long key, const bf16_t* logits, SampleResultDev& res) {
+  res.token = 0x7fffffff - int(key & 0xffffffffu);
+  res.error = key == 0ull || isnan(to_f32(logits[res.token])) ? 1 : 0;
+}
+
 __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p) {
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
@@ -405,13 +412,8 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   SampleResultDev& res = p.results[s];
   // (thread 0) this row's LM-head argmax key, zeroed for the next step
   const unsigned long long key = threadIdx.x == 0 ? take_argmax_key(p, s) : 0ull;
-  if (p.row_argmax && q.temperature == 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
-      q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0) {
-    if (threadIdx.x == 0) {
-      const float top = to_f32(logits[0x7fffffff - int(key & 0xffffffffu)]);
-      res.token = 0x7fffffff - int(key & 0xffffffffu);
-      res.error = isnan(top) || key == 0ull ? 1 : 0;
-    }
+  if (p.row_argmax && q.temperature == 0.0f && sampling_is_spread(q)) {
+    if (threadIdx.x == 0) greedy_from_key(key, logits, res);
     return;
   }
 
@@ -579,7 +581,8 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: steps whose rows are all spread rows (sampling_is_spread: no penalties, no logprobs). sampling_prepare
+// Spread path: steps whose rows are all spread rows (sampling_is_spread: no penalties, no logprobs; greedy ones take
+// their token from the LM head's argmax key in sampling_spread_tempered and are skipped after). sampling_prepare
 // runs a row in one CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what
 // one SM can have in flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_tempered (rows x kTemperedCtas): z = logit / T, the row's NaN flag and max of z (orderable bits,
@@ -625,9 +628,13 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   __shared__ int s_nan[kSpreadThreads / 32];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (blockIdx.y == 0 && threadIdx.x == 0) take_argmax_key(p, s);  // consumed, as sampling_prepare does
-  const bool cut = sampling_has_cut(q, V);
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+  if (blockIdx.y == 0 && threadIdx.x == 0) {  // the argmax key consumed, as sampling_prepare does
+    const unsigned long long key = take_argmax_key(p, s);
+    if (q.temperature == 0.0f) greedy_from_key(key, logits, p.results[s]);  // (the later kernels skip the row)
+  }
+  if (q.temperature == 0.0f) return;
+  const bool cut = sampling_has_cut(q, V);
   float* z = p.z + size_t(s) * V;
   int32_t* order_in = p.order_in + size_t(s) * V;
   float mx = -INFINITY;
@@ -735,9 +742,9 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   __shared__ float s_w[kChunksPerCta * kMaxChunk];
   __shared__ int s_last;
   const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
-  const float z_max = spread_row_max(p, s);
-  if (isnan(z_max)) return;  // sampling_spread_draw reports it
   const SampleSeqParams& q = p.seqs[s];
+  const float z_max = spread_row_max(p, s);
+  if (q.temperature == 0.0f || isnan(z_max)) return;  // greedy: done; NaN: sampling_spread_draw reports it
   const bool cut = sampling_has_cut(q, V);
   const KeptThreshold kept = cut ? KeptThreshold{__int_as_float(p.spread.row_cut[2 * s]), p.spread.row_cut[2 * s + 1]}
                                  : KeptThreshold{-INFINITY, V};  // (every id: z >= -inf; at -inf, id <= V)
@@ -781,6 +788,7 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
+  if (q.temperature == 0.0f) return;  // greedy: its token came from the argmax key (sampling_spread_tempered)
   SampleResultDev& res = p.results[s];
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
   const int last_kept = p.spread.row_last[s] - 1;
@@ -916,7 +924,7 @@ SpreadWorkspace spread_workspace_at(void* base, int rows) {
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  if (p.all_spread && p.n_cut_rows >= 0 && p.n_cut_rows <= kRowSortMax && spread_ready(p.spread) &&
+  if (p.all_spread && p.any_random && p.n_cut_rows >= 0 && p.n_cut_rows <= kRowSortMax && spread_ready(p.spread) &&
       p.vocab <= kSpreadMaxVocab && !no_spread) {
     sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();

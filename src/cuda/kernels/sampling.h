@@ -93,9 +93,9 @@ struct SamplingParamsDev {
   // runs one CTA per segment). -1: unknown, the segmented sort over every row (rows that do not need it are empty).
   int n_sort_rows = -1;
   int sort_rows[kRowSortMax] = {};
-  // Every row is a spread row (sampling_is_spread) and the rows with a cut are listed (n_cut_rows in [0,
-  // kRowSortMax], cut_rows): the spread kernels run instead of sampling_prepare (vocab <= kSpreadMaxVocab, `spread`
-  // carved). false is always correct.
+  // Every row is a spread row (sampling_is_spread; greedy ones need row_argmax) and the rows with a cut are listed
+  // (n_cut_rows in [0, kRowSortMax], cut_rows): with any_random the spread kernels run instead of sampling_prepare
+  // (vocab <= kSpreadMaxVocab, `spread` carved). false is always correct.
   bool all_spread = false;
   int n_cut_rows = -1;
   int cut_rows[kRowSortMax] = {};
@@ -116,12 +116,13 @@ __host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, 
 __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int vocab) {
   return sampling_needs_sort(q, vocab) || sampling_top_k_select(q, vocab);
 }
-// A spread row: temperature > 0, no penalties, no logprobs (cuts allowed). When every row of a step is one
-// (SamplingParamsDev::all_spread), each row's passes spread over many CTAs (sampling.cu, "spread"), its cut (if any)
-// found on its own radix sort: the same arithmetic, the same token as sampling_prepare's path.
+// A spread row: no penalties, no logprobs (cuts allowed): sampled, or greedy with its token from the LM head's argmax
+// key (SamplingParamsDev::row_argmax must then be set). When every row of a step is one and some row is sampled
+// (SamplingParamsDev::all_spread, any_random), each sampled row's passes spread over many CTAs (sampling.cu, "Spread
+// path"), its cut (if any) found on its own radix sort: the same arithmetic, the same token as sampling_prepare's path.
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
-  return q.temperature != 0.0f && q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f &&
-         q.presence_penalty == 0.0f && !q.want_logprob && q.top_logprobs == 0;
+  return q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f && q.presence_penalty == 0.0f &&
+         !q.want_logprob && q.top_logprobs == 0;
 }
 
 size_t spread_workspace_bytes(int rows);

@@ -234,7 +234,7 @@ __device__ int top_p_cut(const float* zs, int kept, int chunk, float z_max, doub
     if (sh.pick != no_cut_before) break;
   }
   __syncthreads();
-  const int cut = sh.pick;
+  const int cut = max(1, sh.pick);  // (the best candidate always stays: 0 only if top_p <= 0, which validation rejects)
   __syncthreads();  // every thread has read it before sh.pick is written again
   return cut;
 }

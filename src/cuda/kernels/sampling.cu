@@ -840,13 +840,13 @@ size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
 }
 
 namespace {
-// One row's stable descending sort of z (ids as values): the segmented sort's arithmetic on one row, over the GPU.
-void sort_row(const SamplingParamsDev& p, int row, cudaStream_t stream) {
+// One row's stable descending sort of z (ids as values): the segmented sort's arithmetic on one row, over the GPU,
+// with `bytes` of temp storage at `temp`.
+void sort_row(const SamplingParamsDev& p, int row, void* temp, size_t bytes, cudaStream_t stream) {
   MXS_CHECK(row >= 0 && row < p.n_seqs, "sample_tokens: sort row out of range");
   const size_t off = size_t(row) * size_t(p.vocab);
-  size_t bytes = p.sort_temp_bytes;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(p.sort_temp, bytes, p.z + off, p.z_sorted + off,
-                                                       p.order_in + off, p.order + off, p.vocab, 0, 32, stream));
+  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, bytes, p.z + off, p.z_sorted + off, p.order_in + off,
+                                                       p.order + off, p.vocab, 0, 32, stream));
 }
 
 // The rows' sorts side by side: one row of 201,088 ids takes ~45 us on only ~23 CTAs (CUB's tiles), so up to
@@ -873,20 +873,15 @@ void sort_rows(const SamplingParamsDev& p, const int* rows, int n, cudaStream_t 
   const int lanes = int(std::min<size_t>({size_t(kSortStreams), size_t(n), p.sort_temp_bytes / slice}));
   static const bool serial = std::getenv("MXS_SERIAL_ROW_SORTS") != nullptr;  // A/B
   if (lanes <= 1 || serial) {
-    for (int k = 0; k < n; ++k) sort_row(p, rows[k], stream);
+    for (int k = 0; k < n; ++k) sort_row(p, rows[k], p.sort_temp, p.sort_temp_bytes, stream);
     return;
   }
   static SortStreams ss;  // (one GPU per process)
   CUDA_CHECK(cudaEventRecord(ss.fork, stream));
   for (int l = 0; l < lanes; ++l) CUDA_CHECK(cudaStreamWaitEvent(ss.streams[l], ss.fork, 0));
   for (int k = 0; k < n; ++k) {
-    const int l = k % lanes, row = rows[k];
-    MXS_CHECK(row >= 0 && row < p.n_seqs, "sample_tokens: sort row out of range");
-    const size_t off = size_t(row) * size_t(p.vocab);
-    size_t bytes = slice;
-    CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(static_cast<char*>(p.sort_temp) + size_t(l) * slice, bytes,
-                                                         p.z + off, p.z_sorted + off, p.order_in + off, p.order + off,
-                                                         p.vocab, 0, 32, ss.streams[l]));
+    const int l = k % lanes;
+    sort_row(p, rows[k], static_cast<char*>(p.sort_temp) + size_t(l) * slice, slice, ss.streams[l]);
   }
   for (int l = 0; l < lanes; ++l) {
     CUDA_CHECK(cudaEventRecord(ss.joins[l], ss.streams[l]));
@@ -900,24 +895,35 @@ bool spread_ready(const SpreadWorkspace& w) {
 
 }  // namespace
 
+namespace {
+// The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
+size_t carve_spread_workspace(char* base, int rows, SpreadWorkspace* w) {
+  const size_t r = size_t(std::max(rows, 1));
+  size_t at = 0;
+  auto take = [&](size_t bytes) {
+    char* ptr = base ? base + at : nullptr;
+    at += (bytes + 255) / 256 * 256;
+    return ptr;
+  };
+  w->row_max = reinterpret_cast<unsigned*>(take(r * 2 * 4));
+  w->row_last = reinterpret_cast<int*>(take(r * 4));
+  w->row_cut = reinterpret_cast<int*>(take(r * 2 * 4));
+  w->row_total = reinterpret_cast<double*>(take(r * 8));
+  w->chunk_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
+  w->sorted_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
+  w->p_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
+  return at;
+}
+}  // namespace
+
 size_t spread_workspace_bytes(int rows) {
-  const size_t r = size_t(std::max(rows, 1)), a = 256;
-  auto up = [&](size_t b) { return (b + a - 1) / a * a; };
-  return up(r * 2 * 4) + up(r * 4) + up(r * 2 * 4) + up(r * 8) + 3 * up(r * kSpreadChunks * 8);
+  SpreadWorkspace w;
+  return carve_spread_workspace(nullptr, rows, &w);
 }
 
 SpreadWorkspace spread_workspace_at(void* base, int rows) {
-  const size_t r = size_t(std::max(rows, 1)), a = 256;
-  auto up = [&](size_t b) { return (b + a - 1) / a * a; };
-  char* c = static_cast<char*>(base);
   SpreadWorkspace w;
-  w.row_max = reinterpret_cast<unsigned*>(c), c += up(r * 2 * 4);
-  w.row_last = reinterpret_cast<int*>(c), c += up(r * 4);
-  w.row_cut = reinterpret_cast<int*>(c), c += up(r * 2 * 4);
-  w.row_total = reinterpret_cast<double*>(c), c += up(r * 8);
-  w.chunk_sums = reinterpret_cast<double*>(c), c += up(r * kSpreadChunks * 8);
-  w.sorted_sums = reinterpret_cast<double*>(c), c += up(r * kSpreadChunks * 8);
-  w.p_sums = reinterpret_cast<double*>(c);
+  carve_spread_workspace(static_cast<char*>(base), rows, &w);
   return w;
 }
 

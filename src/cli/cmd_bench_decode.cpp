@@ -126,9 +126,14 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
       ->check(CLI::Range(0.0, 100.0))
       ->capture_default_str();
   cmd->add_option("--top-p", args->top_p, "With --temperature: every sequence's top-p (1: no cut)")
-      ->check(CLI::Range(0.0, 1.0).description("in (0, 1]") & CLI::Validator(
-                  [](std::string& v) { return std::stod(v) > 0.0 ? std::string() : std::string("must be > 0"); },
-                  "> 0"))
+      ->check(CLI::Validator(
+          [](std::string& v) {  // (0, 1], as SamplingParams::validate; never throws on a non-number
+            char* end = nullptr;
+            const double x = std::strtod(v.c_str(), &end);
+            return end != v.c_str() && *end == '\0' && x > 0.0 && x <= 1.0 ? std::string()
+                                                                         : std::string("must be in (0, 1]");
+          },
+          "in (0, 1]"))
       ->capture_default_str();
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")

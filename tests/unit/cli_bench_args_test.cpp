@@ -52,6 +52,7 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench decode --temperature hot", "--temperature"},
       {"bench decode --top-p 0", "--top-p"},
       {"bench decode --top-p 1.5", "--top-p"},
+      {"bench decode --top-p hot", "--top-p"},
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},

@@ -134,13 +134,16 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
   for (int32_t id : cand) w[size_t(id)] = std::exp(z[size_t(id)] - z_max);
   auto weight = [&](int32_t id) { return w[size_t(id)]; };
 
-  // 7. top-p: walk the candidates best first, sorting only as far as the walk goes (chunks that double).
+  // 7. top-p: walk the candidates best first, sorting only as far as the walk goes (chunks that double), until
+  // their units reach the target.
   if (params.top_p < 1.0f) {
-    double total = 0.0;
-    for (int32_t id : cand) total += weight(id);
-    double cum = 0.0;
+    MXS_CHECK(cand.size() <= size_t(kTopPMaxVocab), "sampler: top_p needs a vocabulary of at most 2^20 ids");
+    uint64_t total = 0;
+    for (int32_t id : cand) total += top_p_units(weight(id));
+    const uint64_t target = top_p_target(params.top_p, total);
+    uint64_t cum = 0;
     size_t n = 0, sorted_end = 0, chunk = 256;
-    while (n < cand.size() && (n == 0 || cum < double(params.top_p))) {
+    while (n < cand.size() && cum < target) {
       if (n == sorted_end) {
         const auto b = cand.begin() + std::ptrdiff_t(sorted_end);
         const size_t end = std::min(cand.size(), sorted_end + chunk);
@@ -149,7 +152,7 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
         sorted_end = end;
         chunk *= 2;
       }
-      cum += double(weight(cand[n++])) / total;
+      cum += top_p_units(weight(cand[n++]));
     }
     cand.resize(n);
   }

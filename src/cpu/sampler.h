@@ -13,9 +13,11 @@
 //   4. temperature: z_i = z_i / T (fp32 division).
 //   5. top-k (0 < k < V): keep the k best candidates, "best" = larger z, ties -> lower id.
 //   6. weights: w_i = exp(z_i - z_max) in fp32 (z_max over the kept candidates), i.e. p_i / p_max.
-//   7. top-p (< 1): walk the kept candidates best first (same order as 5), accumulating w_i / W in double,
-//      W = sum of w over the kept candidates (double); candidate i is kept iff the cumulative value of the
-//      candidates before it is < top_p (so the best one always stays).
+//   7. top-p (< 1): in integer units u_i = top_p_units(w_i) = floor(w_i 2^43) (engine/sampling_params.h), U = the
+//      sum over the kept candidates, target = top_p_target(top_p, U) = ceil(top_p U) (>= 1, <= U): keep the shortest
+//      prefix of the order of 5 whose units reach the target (so the best one, u = 2^43, always stays). Integer sums
+//      do not depend on their order, which lets the GPU find the cut by a radix select instead of a sort; w < 2^-43
+//      (p < 1.2e-13 p_max) counts nothing.
 //   8. min-p (> 0): keep the candidates with w_i >= min_p (the best one, w = 1, always stays).
 //   9. draw: u = sample_uniform(seed, output_tokens.size()); walk the kept candidates in ASCENDING ID order,
 //      cumulative w in double; pick the first whose cumulative weight is > u * W' (W' = sum of the kept w, in

@@ -295,7 +295,6 @@ void CudaRunner::Impl::init() {
                                               attention_decode_mma_max_splits(b, c.num_kv_heads, opt.max_model_len, num_sms));
   }
   ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
-  const size_t sort_bytes = sampling_sort_temp_bytes(int(S), int(V));
   size_t ws_bytes = 0;
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
   add(T * H * 2); add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
@@ -313,7 +312,7 @@ void CudaRunner::Impl::init() {
   add(T * std::max({qkv_rows, H, size_t(c.num_experts)}) * 4); add(S * H * 2); add(kCublasWorkspaceBytes);
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
-  add(S * V * 4); add(S * V * 4); add(S * V * 4); add(S * V * 4); add((S + 1) * 4); add(sort_bytes);
+  add(S * V * 4);
   add(S * sizeof(SampleResultDev)); add(S * 8); add(spread_workspace_bytes(int(S)));
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
@@ -367,13 +366,6 @@ void CudaRunner::Impl::init() {
   yw = ws_arena.alloc("moe_yw", T * K * H * 2);
   logits = ws_arena.alloc("logits", S * V * 2);
   samp.z = ws_arena.alloc_as<float>("sample_z", S * V);
-  samp.z_sorted = ws_arena.alloc_as<float>("sample_z_sorted", S * V);
-  samp.order_in = ws_arena.alloc_as<int32_t>("sample_order_in", S * V);
-  samp.order = ws_arena.alloc_as<int32_t>("sample_order", S * V);
-  int32_t* seg = ws_arena.alloc_as<int32_t>("sample_segments", S + 1);
-  samp.segment_offsets = seg;
-  samp.sort_temp_bytes = sort_bytes;
-  samp.sort_temp = ws_arena.alloc("sample_sort_temp", sort_bytes);
   samp.results = ws_arena.alloc_as<SampleResultDev>("sample_results", S);
   samp.vocab = int(V);
   lm_argmax = ws_arena.alloc_as<unsigned long long>("lm_argmax", S);
@@ -383,11 +375,6 @@ void CudaRunner::Impl::init() {
     void* spread = ws_arena.alloc("sample_spread", spread_workspace_bytes(int(S)));
     CUDA_CHECK(cudaMemset(spread, 0, spread_workspace_bytes(int(S))));  // its zeroed parts are left zeroed
     samp.spread = spread_workspace_at(spread, int(S));
-  }
-  {
-    std::vector<int32_t> offs(S + 1);
-    for (size_t i = 0; i <= S; ++i) offs[i] = int32_t(i * V);
-    CUDA_CHECK(cudaMemcpy(seg, offs.data(), offs.size() * 4, cudaMemcpyHostToDevice));
   }
   dev_in = static_cast<char*>(ws_arena.alloc("step_inputs", in_capacity));
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
@@ -889,11 +876,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
 
   // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
   size_t n_ids = 0;
-  bool any_random = false, any_sort = false;  // any_sort: a row cuts by top-p / min-p (the only sorted rows)
+  bool any_random = false;
   const int n_lm = int(lm_seq.size());
   bool all_spread = n_lm > 0;  // every row sampled without penalties or logprobs (sampling_is_spread)
-  int n_sort_rows = 0;         // rows that need the sort (SamplingParamsDev::sort_rows while <= kRowSortMax)
-  int n_cut_rows = 0;          // rows with a cut (SamplingParamsDev::cut_rows while <= kRowSortMax)
+  int spread_selects = 0;      // SamplingParamsDev::spread_selects: bit 0 some row has top-k, bit 1 top-p
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -906,11 +892,6 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       any_random |= !a.greedy();
-      if (sampling_needs_sort(sp, int(c.vocab_size))) {
-        any_sort = true;
-        if (n_sort_rows < kRowSortMax) samp.sort_rows[n_sort_rows] = r;
-        ++n_sort_rows;
-      }
       auto push_id = [&](int32_t id, int32_t count) {
         MXS_CHECK(n_ids < ids_capacity, "CudaRunner: penalty token lists exceed the staging capacity");
         host.ids[n_ids] = id, host.counts[n_ids] = count;
@@ -935,10 +916,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     }
     host.seq_params[r] = sp;
     all_spread &= sampling_is_spread(sp);
-    if (sampling_has_cut(sp, int(c.vocab_size))) {
-      if (n_cut_rows < kRowSortMax) samp.cut_rows[n_cut_rows] = r;
-      ++n_cut_rows;
-    }
+    spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0);
     // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
     // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
     const bool argmax_only = sp.temperature == 0.0f && sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f &&
@@ -1054,9 +1032,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-      samp.n_seqs = n_lm, samp.any_random = any_random, samp.any_sort = any_sort, samp.all_spread = all_spread;
-      samp.n_sort_rows = n_sort_rows <= kRowSortMax ? n_sort_rows : -1;
-      samp.n_cut_rows = n_cut_rows <= kRowSortMax ? n_cut_rows : -1;
+      samp.n_seqs = n_lm, samp.any_random = any_random, samp.all_spread = all_spread;
+      samp.spread_selects = spread_selects;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
         CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));

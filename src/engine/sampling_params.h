@@ -1,8 +1,16 @@
 // Per-request sampling parameters and the counter-based random numbers every backend shares, so that a
 // request with a seed samples the same tokens on the CPU and the CUDA backend (same seed, same output).
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
+
+// The top-p helpers below are compiled for the GPU too (src/cuda/kernels/sampling.cu): one definition for both.
+#if defined(__CUDACC__)
+#define MXS_HOST_DEVICE __host__ __device__
+#else
+#define MXS_HOST_DEVICE
+#endif
 
 namespace mxs {
 
@@ -35,6 +43,20 @@ inline uint64_t splitmix64(uint64_t x) {
 inline float sample_uniform(uint64_t seed, uint64_t step) {
   const uint64_t r = splitmix64(seed ^ splitmix64(step + 0x5851f42d4c957f2dull));
   return float(r >> 40) * (1.0f / 16777216.0f);  // 24 random bits
+}
+
+// Top-p's arithmetic (cpu/sampler.h step 7): integers, so that any summation order gives the same sums and the
+// GPU can find the cut by a radix select over the whole GPU instead of a sort. A kept candidate of relative weight
+// w = p / p_max in [0, 1] counts floor(w 2^43) units (w < 2^-43 counts 0); the top-p cut keeps the shortest prefix of
+// the order whose units reach top_p_target(top_p, total units of the candidates). 2^43 keeps a vocabulary of up to
+// kTopPMaxVocab candidates below 2^63 units.
+constexpr int kTopPUnitBits = 43;
+constexpr int kTopPMaxVocab = 1 << 20;
+MXS_HOST_DEVICE inline uint64_t top_p_units(float w) { return uint64_t(double(w) * double(1ull << kTopPUnitBits)); }
+// ceil(top_p * total) in double arithmetic, at least 1 (the best candidate always stays), at most total.
+MXS_HOST_DEVICE inline uint64_t top_p_target(float top_p, uint64_t total) {
+  const uint64_t t = uint64_t(::ceil(double(top_p) * double(total)));
+  return t < 1 ? 1 : (t > total ? total : t);
 }
 
 }  // namespace mxs

@@ -1,13 +1,14 @@
 // GPU sampling against the CPU sampler (src/cpu/sampler.h), token for token, over batches of rows that cover
 // every parameter (greedy, penalties, temperature, top-k, top-p, min-p, seeds, logprobs) on the real vocabulary
-// size; the three ways to find the kept set (none, top-k select, sort) against each other bit for bit, the per-row
-// sorts against the segmented sort, and the spread path (rows without penalties or logprobs, with and without cuts)
-// against the one-CTA path; the draw's distribution against the softmax; the device copy of sample_uniform against
-// the host one; and the time of one sample_tokens call at the real vocabulary (printed, not checked).
+// size; the cut and no-cut draws against each other bit for bit; the spread path's cuts (top-k, top-p by radix select)
+// against a host sort, and its tokens against the one-CTA path bit for bit; the draw's distribution against the
+// softmax; the device copy of sample_uniform against the host one; and the time of one sample_tokens call at the real
+// vocabulary (printed, not checked).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -78,51 +79,34 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
   return hb;
 }
 
-// The rows `pick` selects, listed as the runner lists them (SamplingParamsDev::sort_rows, cut_rows): their count, or
-// -1 past kRowSortMax (sample_tokens then takes its other way).
-template <typename Pick>
-int list_rows(const HostBatch& hb, Pick pick, int* rows) {
-  int n = 0;
-  for (size_t r = 0; r < hb.sp.size(); ++r)
-    if (pick(hb.sp[r])) {
-      if (n < kRowSortMax) rows[n] = int(r);
-      ++n;
-    }
-  return n <= kRowSortMax ? n : -1;
+// SamplingParamsDev::spread_selects as the runner sets it: the selects some row of the batch needs.
+int spread_selects_of(const HostBatch& hb, int V) {
+  int bits = 0;
+  for (const auto& q : hb.sp) bits |= (sampling_has_top_k(q, V) ? 1 : 0) | (sampling_has_top_p(q) ? 2 : 0);
+  return bits;
 }
 
 // Workspaces for up to max_rows rows of V (as the runner allocates them) and one sample_tokens call.
 struct DeviceSampler {
   int max_rows, V;
-  DevBuf<float> z, zs;
-  DevBuf<int32_t> oi, o, offs;
-  size_t temp_bytes;
-  DevBuf<char> temp;
+  DevBuf<float> z;
   DevBuf<SampleResultDev> res;
   DevBuf<char> spread;  // the spread path's workspace (zeroed; the kernels leave its zeroed parts zeroed)
-  static std::vector<int32_t> offsets(int rows, int V) {
-    std::vector<int32_t> v;
-    for (int s = 0; s <= rows; ++s) v.push_back(s * V);
-    return v;
-  }
   DeviceSampler(int rows, int vocab)
-      : max_rows(rows), V(vocab), z(size_t(rows) * vocab), zs(size_t(rows) * vocab), oi(size_t(rows) * vocab),
-        o(size_t(rows) * vocab), offs(offsets(rows, vocab)), temp_bytes(sampling_sort_temp_bytes(rows, vocab)),
-        temp(temp_bytes), res(size_t(rows)), spread(std::vector<char>(spread_workspace_bytes(rows), 0)) {}
+      : max_rows(rows), V(vocab), z(size_t(rows) * vocab), res(size_t(rows)),
+        spread(std::vector<char>(spread_workspace_bytes(rows), 0)) {}
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
-                           const int32_t* counts, int n, bool any_random, bool any_sort, bool spread_path = false) {
+                           const int32_t* counts, int n, bool any_random, bool spread_path = false) {
     SamplingParamsDev p;
-    p.all_spread = spread_path, p.n_cut_rows = spread_path ? 0 : -1;  // (rows with cuts: set_cut_rows)
+    p.all_spread = spread_path;
     p.spread = spread_workspace_at(spread.p, max_rows);
-    p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p, p.z_sorted = zs.p;
-    p.order_in = oi.p, p.order = o.p, p.segment_offsets = offs.p, p.sort_temp = temp.p, p.sort_temp_bytes = temp_bytes;
-    p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random, p.any_sort = any_sort;
+    p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p;
+    p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random;
     return p;
   }
-  // Uploads the batch, samples, returns the results (poisoned first: a row the kernels skip shows up). per_row_sort:
-  // name the rows that need the sort, as the runner does (each sorted on its own); false: the segmented sort.
-  std::vector<SampleResultDev> run(const DevBuf<bf16>& logits, const HostBatch& hb, bool any_sort,
-                                   bool per_row_sort = true) {
+  // Uploads the batch, samples on the one-CTA path, returns the results (poisoned first: a row the kernels skip shows
+  // up).
+  std::vector<SampleResultDev> run(const DevBuf<bf16>& logits, const HostBatch& hb) {
     EXPECT_LE(int(hb.sp.size()), max_rows);
     DevBuf<SampleSeqParams> dsp(hb.sp);
     std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
@@ -131,21 +115,13 @@ struct DeviceSampler {
     bool any_random = false;
     for (const auto& q : hb.sp) any_random |= q.temperature != 0.0f;
     res.poison();
-    SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random, any_sort);
-    if (per_row_sort)  // as the runner: more than kRowSortMax rows take the segmented sort
-      p.n_sort_rows = list_rows(hb, [&](const SampleSeqParams& q) { return sampling_needs_sort(q, V); }, p.sort_rows);
+    SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random);
     sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
     return r;
   }
 };
-
-bool any_needs_sort(const HostBatch& hb, int V) {
-  for (const auto& q : hb.sp)
-    if (sampling_needs_sort(q, V)) return true;
-  return false;
-}
 
 // Every row of the batch against cpu::sample_token: token (exact), logprob and top logprobs (1e-4).
 void expect_matches_cpu(const HostBatch& hb, const std::vector<float>& lf, int V,
@@ -165,25 +141,6 @@ void expect_matches_cpu(const HostBatch& hb, const std::vector<float>& lf, int V
       EXPECT_NEAR(r[s].top_lp[k], ref.top[size_t(k)].logprob, 1e-4) << what << " row " << s << " top " << k;
     }
   }
-}
-
-// Rows that went through the sort: z descending, ties in ascending id, and z_sorted[i] == z[order[i]].
-void expect_sorted_rows(const HostBatch& hb, DeviceSampler& ds, int V) {
-  const auto zz = ds.z.download(), zsd = ds.zs.download();
-  const auto ord = ds.o.download();
-  size_t bad_order = 0, bad_value = 0, rows = 0;
-  for (size_t s = 0; s < hb.sp.size(); ++s) {
-    if (!sampling_needs_sort(hb.sp[s], V)) continue;
-    ++rows;
-    for (int i = 0; i < V; ++i) {
-      const size_t k = s * size_t(V) + size_t(i);
-      bad_value += ord[k] < 0 || ord[k] >= V || zsd[k] != zz[s * size_t(V) + size_t(ord[k])];
-      if (i > 0) bad_order += zsd[k - 1] < zsd[k] || (zsd[k - 1] == zsd[k] && ord[k - 1] > ord[k]);
-    }
-  }
-  EXPECT_GT(rows, 0u);
-  EXPECT_EQ(bad_order, 0u) << "sorted rows out of order (z descending, ids ascending on ties)";
-  EXPECT_EQ(bad_value, 0u) << "z_sorted does not match z[order]";
 }
 
 // Random prompt (40 ids) and output (1 + s % 7 ids, some repeated) histories.
@@ -236,21 +193,11 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   std::vector<std::vector<int32_t>> prompts, outputs;
   random_histories(S, V, rng, prompts, outputs);
   const HostBatch hb = make_batch(cases, prompts, outputs);
-  ASSERT_TRUE(any_needs_sort(hb, V));
+  ASSERT_EQ(spread_selects_of(hb, V), 3);
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
-  // The rows that need the sort sorted one by one (the runner's way at up to kRowSortMax of them), then by the
-  // segmented sort: both match the CPU and each other bit for bit.
-  const auto r = ds.run(dl, hb, true);
-  expect_sorted_rows(hb, ds, V);
+  const auto r = ds.run(dl, hb);
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
-  const auto seg = ds.run(dl, hb, true, false);
-  expect_sorted_rows(hb, ds, V);
-  expect_matches_cpu(hb, to_f32(logits), V, seg, "mixed batch, segmented sort");
-  for (int i = 0; i < S; ++i) {
-    EXPECT_EQ(seg[size_t(i)].token, r[size_t(i)].token) << "row " << i;
-    if (hb.sp[size_t(i)].want_logprob) EXPECT_EQ(seg[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
-  }
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
@@ -274,7 +221,7 @@ TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
   DeviceSampler ds(S, V);
   DevBuf<SampleSeqParams> dsp(hb.sp);
   DevBuf<int32_t> dids(std::vector<int32_t>{0}), dcounts(std::vector<int32_t>{0});
-  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false);
+  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
   p.row_argmax = keys.p, p.n_argmax_rows = S + pad;
   ds.res.poison();
   sample_tokens(p, nullptr);
@@ -284,10 +231,10 @@ TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
   for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull);
 }
 
-// A batch mixing greedy, plain temperature, top-k and top-p rows (and the sort of only the top-p rows): every
-// row token for token against the CPU; then the same rows without the top-p ones with any_sort = false (no
-// sort launched) give the same tokens.
-TEST(CudaSampling, MixedBatchSortsOnlyTheRowsThatNeedIt) {
+// A batch mixing greedy, plain temperature, top-k and top-p rows, some with logprobs: every row token for token
+// against the CPU on the one-CTA path; then its rows without logprobs on the spread path (greedy ones from their
+// argmax keys) give the same tokens.
+TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
   const int V = kVocab;
   std::vector<SamplingParams> cases;
   for (int i = 0; i < 24; ++i) {
@@ -310,39 +257,43 @@ TEST(CudaSampling, MixedBatchSortsOnlyTheRowsThatNeedIt) {
   const HostBatch hb = make_batch(cases, prompts, outputs);
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
-  const auto r = ds.run(dl, hb, true);
-  expect_sorted_rows(hb, ds, V);
+  const auto r = ds.run(dl, hb);
   const auto lf = to_f32(logits);
   expect_matches_cpu(hb, lf, V, r, "greedy/plain/top-k/top-p batch");
 
-  // Drop the top-p rows: nothing needs the sort, so any_sort = false is allowed and must not change a token.
   std::vector<SamplingParams> kept_cases;
   std::vector<std::vector<int32_t>> kp, ko;
   std::vector<bf16> kl;
   std::vector<size_t> src;
   for (size_t s = 0; s < cases.size(); ++s) {
-    if (s % 4 == 3) continue;
+    if (cases[s].logprobs) continue;
     kept_cases.push_back(cases[s]), kp.push_back(prompts[s]), ko.push_back(outputs[s]), src.push_back(s);
     const auto row = logits.begin() + std::ptrdiff_t(s * size_t(V));
     kl.insert(kl.end(), row, row + V);
   }
   const HostBatch hb2 = make_batch(kept_cases, kp, ko);
-  ASSERT_FALSE(any_needs_sort(hb2, V));
+  for (const auto& q : hb2.sp) ASSERT_TRUE(sampling_is_spread(q));
+  const int S2 = int(kept_cases.size());
   DevBuf<bf16> dl2(kl);
-  const auto r2 = ds.run(dl2, hb2, false);
+  DevBuf<SampleSeqParams> dsp(hb2.sp);
+  DevBuf<int32_t> dids(1), dcounts(1);
+  DevBuf<unsigned long long> keys(static_cast<size_t>(S2));
+  row_argmax_bf16(dl2.p, keys.p, S2, V, nullptr);
+  SamplingParamsDev p = ds.params(dl2.p, dsp.p, dids.p, dcounts.p, S2, true, true);
+  p.row_argmax = keys.p, p.n_argmax_rows = S2, p.spread_selects = spread_selects_of(hb2, V);
+  ds.res.poison();
+  sample_tokens(p, nullptr);
+  const auto r2 = ds.res.download();
   for (size_t i = 0; i < src.size(); ++i) {
     EXPECT_EQ(r2[i].error, 0) << i;
-    EXPECT_EQ(r2[i].token, r[src[i]].token) << "row " << src[i] << " without the sort";
-    if (kept_cases[i].logprobs) {
-      EXPECT_EQ(r2[i].logprob, r[src[i]].logprob) << "row " << src[i];
-    }
+    EXPECT_EQ(r2[i].token, r[src[i]].token) << "row " << src[i] << " on the spread path";
   }
 }
 
-// The no-cut path and the top-k select against the sort path on the same rows and seeds: each row has a twin
-// with min_p = 1e-30, which goes through the sort but cuts nothing (every w >= e^-27 here), so both must
-// keep the same set and draw the same token bit for bit. Logits on a coarse grid give large groups of exact
-// ties at the top-k boundary. Both also against the CPU.
+// The no-cut draw and the top-k select against the cut path's draw (KeptCut) on the same rows and seeds: each row
+// has a twin with min_p = 1e-30, which tests every id's w but cuts nothing (every w >= e^-27 here), so both must keep
+// the same set and draw the same token bit for bit. Logits on a coarse grid give large groups of exact ties at the
+// top-k boundary. Both also against the CPU.
 void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   std::vector<SamplingParams> cases;
   std::vector<int> twin_of;  // -1 for a fast row, else the fast row it copies
@@ -379,18 +330,17 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   int n_select = 0, n_none = 0;
   for (int s = 0; s < S; ++s) {
     if (twin_of[size_t(s)] >= 0) {
-      ASSERT_TRUE(sampling_needs_sort(hb.sp[size_t(s)], V));
+      ASSERT_TRUE(sampling_has_cut(hb.sp[size_t(s)], V));
     } else {
-      ASSERT_FALSE(sampling_needs_sort(hb.sp[size_t(s)], V));
-      n_select += sampling_top_k_select(hb.sp[size_t(s)], V);
-      n_none += !sampling_top_k_select(hb.sp[size_t(s)], V);
+      n_select += sampling_has_top_k(hb.sp[size_t(s)], V);
+      n_none += !sampling_has_cut(hb.sp[size_t(s)], V);
     }
   }
   EXPECT_GT(n_select, 0);
   EXPECT_GT(n_none, 0);
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
-  const auto r = ds.run(dl, hb, true);
+  const auto r = ds.run(dl, hb);
   int distinct = 0;
   for (int s = 0; s < S; ++s) {
     const int t = twin_of[size_t(s)];
@@ -398,7 +348,7 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
     ASSERT_EQ(r[size_t(s)].error, 0);
     ASSERT_EQ(r[size_t(t)].error, 0);
     EXPECT_EQ(r[size_t(t)].token, r[size_t(s)].token)
-        << "V " << V << " row " << t << " (top_k " << cases[size_t(t)].top_k << ") differs from its sorted twin";
+        << "V " << V << " row " << t << " (top_k " << cases[size_t(t)].top_k << ") differs from its min-p twin";
     if (cases[size_t(t)].logprobs) {
       EXPECT_EQ(r[size_t(t)].logprob, r[size_t(s)].logprob) << "row " << t;
     }
@@ -408,15 +358,10 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
-// Rows with a cut listed as the runner lists them for the spread path (SamplingParamsDev::cut_rows).
-void set_cut_rows(SamplingParamsDev& p, const HostBatch& hb, int V) {
-  p.n_cut_rows = list_rows(hb, [&](const SampleSeqParams& q) { return sampling_has_cut(q, V); }, p.cut_rows);
-}
-
-// The spread path (spread rows: no penalties, no logprobs; passes over many CTAs, cut rows on their own sort) against
-// sampling_prepare's one CTA per row (+ the segmented sort and sampling_draw) on the same rows: the same token bit for
-// bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 / 64 rows, every
-// third row with a cut (top-k, top-p, min-p or all three), every fifth greedy (its token from the LM head's argmax key,
+// The spread path (spread rows: no penalties, no logprobs; passes and selects over many CTAs) against
+// sampling_prepare's one CTA per row on the same rows: the same token bit for bit, for the real vocabulary and odd
+// ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p,
+// min-p or top-k + top-p + min-p), every fifth greedy (its token from the LM head's argmax key,
 // as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
@@ -435,7 +380,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           static constexpr float kTemps[4] = {0.6f, 1.0f, 1.3f, 0.02f};
           a.temperature = r % 5 == 4 ? 0.0f : kTemps[(r + round) % 4];  // greedy rows: their argmax keys
           a.seed = rng.next();
-          if (r % 3 == 0 && (S == 1 ? round % 2 == 1 : true)) {  // a cut (at most 22 of 64 rows: <= kRowSortMax)
+          if (r % 3 == 0 && (S == 1 ? round % 2 == 1 : true)) {  // a cut
             const int cut = (r / 3 + round) % 4;
             if (cut == 0 || cut == 3) a.top_k = 1 + rng.below(V - 1);
             if (cut == 1 || cut == 3) a.top_p = rng.uniform(0.05f, 0.97f);
@@ -463,19 +408,17 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         DeviceSampler ds(S, V);
         DevBuf<unsigned long long> keys(static_cast<size_t>(S));  // the LM head's argmax keys (consumed by each call)
         ds.res.poison();
-        const bool any_sort = any_needs_sort(hb, V);
-        SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, false);
+        SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false);
         op.row_argmax = keys.p, op.n_argmax_rows = S;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sample_tokens(op, nullptr);
         const auto one = ds.res.download();
         ds.res.poison();
-        SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, any_sort, true);
+        SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
         sp.row_argmax = keys.p, sp.n_argmax_rows = S;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
-        set_cut_rows(sp, hb, V);
-        ASSERT_GE(sp.n_cut_rows, 0);
-        cut_rows += sp.n_cut_rows;
+        sp.spread_selects = spread_selects_of(hb, V);
+        for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V);
         sample_tokens(sp, nullptr);
         const auto spread = ds.res.download();
         for (int r = 0; r < S; ++r) {
@@ -490,8 +433,11 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         }
         auto host = ds.spread.download();  // the zeroed parts, through the same carving on the host copy
         const SpreadWorkspace w = spread_workspace_at(host.data(), S);
-        for (int r = 0; r < S; ++r)
+        for (int r = 0; r < S; ++r) {
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
+          EXPECT_EQ(w.select_arrivals[r], 0u) << "row " << r;
+          for (int d = 0; d < 256; ++d) EXPECT_EQ(w.select_hist[r * 256 + d], 0ull) << "row " << r << " digit " << d;
+        }
         for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
       }
     }
@@ -500,14 +446,14 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   EXPECT_GT(cut_rows, compared / 4) << "rows with cuts";
 }
 
-TEST(CudaSampling, NoCutAndTopKMatchSortedPathBitForBit) {
+TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
   expect_paths_agree(kVocab, 3, {1, 2, 40, 1000, 50000, kVocab - 1});
   expect_paths_agree(1001, 4, {1, 3, 200, 500, 999, 1000});
   expect_paths_agree(37, 5, {1, 2, 5, 36});
 }
 
-// Many draws (2048 rows x 16 steps, distinct seeds) from one small row against its softmax, with and without
-// top-k: chi-square over the kept ids below the 1e-6 quantile of its distribution (a wrong temperature, id
+// Many draws (2048 rows x 16 steps, distinct seeds) from one small row against its softmax, without a cut, with
+// top-k and with top-p: chi-square over the kept ids below the 1e-6 quantile of its distribution (a wrong temperature, id
 // offset or kept set gives values in the thousands).
 TEST(CudaSampling, DrawFollowsTheSoftmax) {
   const int V = 37, rows = 2048, steps = 16;
@@ -520,15 +466,30 @@ TEST(CudaSampling, DrawFollowsTheSoftmax) {
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(rows, V);
   const auto lf = to_f32(row);
-  for (int top_k : {0, 8}) {
+  struct Cut {
+    int top_k;
+    float top_p;
+  };
+  for (const Cut cut : {Cut{0, 1.0f}, Cut{8, 1.0f}, Cut{0, 0.6f}}) {
+    const int top_k = cut.top_k;
     // Expected: p_i = exp(z_i - z_max) / sum over the kept ids, z = fp32 logit / T; kept = the top_k best
-    // (ties -> lower id).
+    // (ties -> lower id), or top-p's prefix (the shortest whose units reach the target).
     std::vector<int> order(static_cast<size_t>(V));
     for (int i = 0; i < V; ++i) order[size_t(i)] = i;
     std::vector<float> z(static_cast<size_t>(V));
     for (int i = 0; i < V; ++i) z[size_t(i)] = lf[size_t(i)] / T;
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return z[size_t(a)] > z[size_t(b)]; });
-    const int n_kept = top_k > 0 ? top_k : V;
+    int n_kept = top_k > 0 ? top_k : V;
+    if (cut.top_p < 1.0f) {
+      auto units = [&](int id) { return top_p_units(float(std::exp(double(z[size_t(id)] - z[size_t(order[0])])))); };
+      uint64_t all = 0, cum = 0;
+      for (int k = 0; k < V; ++k) all += units(order[size_t(k)]);
+      const uint64_t target = top_p_target(cut.top_p, all);
+      n_kept = 0;
+      while (cum < target) cum += units(order[size_t(n_kept++)]);
+      ASSERT_GT(n_kept, 3);
+      ASSERT_LT(n_kept, V - 3);
+    }
     std::vector<double> p(static_cast<size_t>(V), 0.0);
     double total = 0.0;
     for (int k = 0; k < n_kept; ++k) {
@@ -543,10 +504,10 @@ TEST(CudaSampling, DrawFollowsTheSoftmax) {
       std::vector<std::vector<int32_t>> outputs(static_cast<size_t>(rows), std::vector<int32_t>(size_t(step), 0));
       for (int s = 0; s < rows; ++s) {
         SamplingParams& a = cases[size_t(s)];
-        a.temperature = T, a.top_k = top_k, a.seed = 5000 + uint64_t(s);
+        a.temperature = T, a.top_k = top_k, a.top_p = cut.top_p, a.seed = 5000 + uint64_t(s);
       }
       const HostBatch hb = make_batch(cases, prompts, outputs);
-      const auto r = ds.run(dl, hb, false);
+      const auto r = ds.run(dl, hb);
       for (int s = 0; s < rows; ++s) {
         ASSERT_EQ(r[size_t(s)].error, 0);
         ASSERT_TRUE(r[size_t(s)].token >= 0 && r[size_t(s)].token < V) << r[size_t(s)].token;
@@ -557,26 +518,106 @@ TEST(CudaSampling, DrawFollowsTheSoftmax) {
     double chi2 = 0.0, max_err = 0.0;
     for (int i = 0; i < V; ++i) {
       if (p[size_t(i)] == 0.0) {
-        EXPECT_EQ(hist[size_t(i)], 0) << "id " << i << " is outside the top " << top_k;
+        EXPECT_EQ(hist[size_t(i)], 0) << "id " << i << " is outside the kept set (top_k " << top_k << ")";
         continue;
       }
       const double e = n * p[size_t(i)];
       chi2 += (double(hist[size_t(i)]) - e) * (double(hist[size_t(i)]) - e) / e;
       max_err = std::max(max_err, std::fabs(double(hist[size_t(i)]) / n - p[size_t(i)]));
     }
-    const double bound = top_k == 8 ? 40.52 : 91.50;  // chi-square 1e-6 quantiles, 7 and 36 degrees of freedom
-    std::printf("draws vs softmax (V %d, top_k %d, %.0f draws): chi2 %.1f (bound %.1f), max |freq - p| %.4f\n", V,
-                top_k, n, chi2, bound, max_err);
-    EXPECT_LT(chi2, bound) << "top_k " << top_k;
+    // The chi-square 1e-6 upper quantile for n_kept - 1 degrees of freedom (Wilson-Hilferty; 40.5 at 7, 91.5 at
+    // 36: within 3% of the exact values).
+    const double df = n_kept - 1, h = 2.0 / (9.0 * df);
+    const double bound = df * std::pow(1.0 - h + 4.7534 * std::sqrt(h), 3.0);
+    std::printf("draws vs softmax (V %d, top_k %d, top_p %.2f: %d kept, %.0f draws): chi2 %.1f (bound %.1f), "
+                "max |freq - p| %.4f\n", V, top_k, double(cut.top_p), n_kept, n, chi2, bound, max_err);
+    EXPECT_LT(chi2, bound) << "top_k " << top_k << " top_p " << cut.top_p;
   }
 }
 
+// The spread path's cuts against the order sorted on the host: after sample_tokens, row_cut holds the last element
+// (z bits, id) of top-k's prefix (the k-th of the order: z descending, ties -> lower id) and of top-p's (the first
+// where the units, within top-k's prefix, reach top_p_target). Logits on a coarse grid put hundreds of exact ties at
+// each boundary; spread rows too, and a top_p that keeps a single id. The real vocabulary and odd ones.
+TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
+  Rng rng(404);
+  int checked = 0;
+  for (int V : {kVocab, 1001, 37}) {
+    const int S = 12;
+    std::vector<SamplingParams> cases(static_cast<size_t>(S));
+    std::vector<bf16> logits(size_t(S) * V);
+    for (int r = 0; r < S; ++r) {
+      SamplingParams& a = cases[size_t(r)];
+      a.temperature = r % 4 == 3 ? 0.3f : 1.0f;
+      a.seed = rng.next();
+      if (r % 3 != 1) a.top_k = 1 + rng.below(std::min(V - 1, r % 2 == 0 ? 60 : V - 1));
+      if (r % 3 != 0) a.top_p = r == 4 ? 1e-6f : rng.uniform(0.05f, 0.99f);
+      for (int i = 0; i < V; ++i)
+        logits[size_t(r) * V + i] = f32_to_bf16(r % 2 == 0 ? float(rng.below(9) - 4) : rng.uniform(-6.f, 6.f));
+    }
+    const std::vector<std::vector<int32_t>> none(static_cast<size_t>(S));
+    const HostBatch hb = make_batch(cases, none, none);
+    DevBuf<bf16> dl(logits);
+    DevBuf<SampleSeqParams> dsp(hb.sp);
+    DevBuf<int32_t> dids(1), dcounts(1);
+    DeviceSampler ds(S, V);
+    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+    p.spread_selects = spread_selects_of(hb, V);
+    ASSERT_EQ(p.spread_selects, 3);
+    ds.res.poison();
+    sample_tokens(p, nullptr);
+    auto host = ds.spread.download();
+    const SpreadWorkspace w = spread_workspace_at(host.data(), S);
+    const auto res = ds.res.download();
+    const auto lf = to_f32(logits);
+    for (int r = 0; r < S; ++r) {
+      const SampleSeqParams& q = hb.sp[size_t(r)];
+      ASSERT_EQ(res[size_t(r)].error, 0) << "row " << r;
+      std::vector<float> z(static_cast<size_t>(V));
+      for (int i = 0; i < V; ++i) z[size_t(i)] = lf[size_t(r) * V + i] / q.temperature;
+      std::vector<int> order(static_cast<size_t>(V));
+      for (int i = 0; i < V; ++i) order[size_t(i)] = i;
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return z[size_t(a)] > z[size_t(b)]; });
+      int kept = V;
+      auto expect_cut = [&](int cut, int last) {
+        const int id = order[size_t(last)];
+        EXPECT_EQ(w.row_cut[4 * r + 2 * cut + 1], id) << "V " << V << " row " << r << " cut " << cut << " at " << last;
+        float zb;
+        std::memcpy(&zb, &w.row_cut[4 * r + 2 * cut], 4);
+        EXPECT_EQ(zb, z[size_t(id)]) << "V " << V << " row " << r << " cut " << cut;
+        ++checked;
+      };
+      if (sampling_has_top_k(q, V)) {
+        kept = q.top_k;
+        expect_cut(0, kept - 1);
+      }
+      if (sampling_has_top_p(q)) {
+        const float z_max = z[size_t(order[0])];
+        auto units = [&](int k) { return top_p_units(float(std::exp(double(z[size_t(order[size_t(k)])] - z_max)))); };
+        uint64_t total = 0, cum = 0;
+        for (int k = 0; k < kept; ++k) total += units(k);
+        const uint64_t target = top_p_target(q.top_p, total);
+        int n = 0;
+        while (cum < target) cum += units(n++);
+        expect_cut(1, n - 1);
+        if (r == 4) {
+          EXPECT_EQ(n, 1) << "top_p 1e-6 keeps the best id alone";
+        }
+      }
+      const int token = res[size_t(r)].token;  // drawn from the kept prefix
+      const auto pos = std::find(order.begin(), order.end(), token) - order.begin();
+      int end = kept;
+      if (sampling_has_top_p(q)) end = int(std::find(order.begin(), order.end(), w.row_cut[4 * r + 3]) - order.begin()) + 1;
+      EXPECT_LT(pos, end) << "V " << V << " row " << r << ": token " << token << " outside the kept prefix";
+    }
+  }
+  EXPECT_GT(checked, 40);
+}
+
 // Time of one sample_tokens call at the real vocabulary, 1 and 64 rows (printed; the CUDA events bracket 20
-// calls after a warm-up). "plain" is the OpenAI default (temperature 1, top_p 1) in one CTA per row, "spread" the
-// spread path (the runner's choice for rows without penalties or logprobs, up to kRowSortMax of them with a cut);
-// "plain, any_sort" with the sort launched on empty segments (a caller that does not set any_sort); "top_p 0.9" sorts
-// each row on its own (the runner's choice up to kRowSortMax rows), "segmented" all rows in one segmented sort;
-// "logprobs" / "penalty" take the one-CTA path.
+// calls after a warm-up). "spread" configurations run the spread path (the runner's choice for rows without penalties
+// or logprobs), the others one CTA per row (sampling_prepare: rows with logprobs or penalties, or a step with one);
+// "plain" is the OpenAI default (temperature 1, top_p 1).
 TEST(CudaSampling, TimingAtRealVocab) {
   const int V = kVocab;
   Rng rng(21);
@@ -587,18 +628,17 @@ TEST(CudaSampling, TimingAtRealVocab) {
     const char* name;
     int top_k;
     float top_p;
-    bool any_sort;
     bool logprobs = false;
     float presence_penalty = 0.0f;
   };
   const char* rows_only = std::getenv("MXS_SAMPLING_TIMING_ROWS");  // 1 or 64: those rows alone
   for (int S : {1, 64}) {
     if (rows_only && std::atoi(rows_only) != S) continue;
-    for (const Config& c : {Config{"plain, spread", 0, 1.0f, false}, Config{"plain", 0, 1.0f, false},
-                            Config{"plain, any_sort", 0, 1.0f, true}, Config{"top_k 50, spread", 50, 1.0f, false},
-                            Config{"top_k 50", 50, 1.0f, false}, Config{"top_p 0.9, spread", 0, 0.9f, true},
-                            Config{"top_p 0.9", 0, 0.9f, true}, Config{"top_p 0.9, segmented", 0, 0.9f, true},
-                            Config{"logprobs", 0, 1.0f, false, true}, Config{"penalty", 0, 1.0f, false, false, 0.5f}}) {
+    for (const Config& c : {Config{"plain, spread", 0, 1.0f}, Config{"plain", 0, 1.0f},
+                            Config{"top_k 50, spread", 50, 1.0f}, Config{"top_k 50", 50, 1.0f},
+                            Config{"top_p 0.9, spread", 0, 0.9f}, Config{"top_p 0.9", 0, 0.9f},
+                            Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs", 0, 1.0f, true},
+                            Config{"penalty", 0, 1.0f, false, 0.5f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
       if (only && std::string(only) != c.name) continue;
@@ -612,16 +652,11 @@ TEST(CudaSampling, TimingAtRealVocab) {
       const HostBatch hb = make_batch(cases, none, none);
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
-      const std::string name = c.name;
-      const bool spread = name.find("spread") != std::string::npos;
-      SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, c.any_sort, spread);
-      if (spread) set_cut_rows(p, hb, V);  // (more than kRowSortMax rows with a cut: the one-CTA path)
-      if (name == "top_p 0.9" && S <= kRowSortMax) {
-        p.n_sort_rows = S;
-        for (int s = 0; s < S; ++s) p.sort_rows[s] = s;
-      }
+      const bool spread = std::string(c.name).find("spread") != std::string::npos;
+      SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, spread);
+      p.spread_selects = spread_selects_of(hb, V);
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
-      std::printf("sample_tokens V %d rows %2d %-22s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
+      std::printf("sample_tokens V %d rows %2d %-26s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
       const auto r = ds.res.download();
       for (int s = 0; s < S; ++s) EXPECT_EQ(r[size_t(s)].error, 0) << c.name << " row " << s;
     }

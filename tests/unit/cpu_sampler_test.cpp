@@ -78,15 +78,19 @@ TEST(CpuSampler, TopPOnALargeFlatVocabularySortsProgressively) {
   for (size_t i = 0; i < z.size(); ++i) z[i] = float((i * 7919) % 5000) * 1e-3f;  // distinct, scattered
   SamplingParams p = temp(1.0f);
   p.top_p = 0.5f;
-  // Reference: full sort, prefix whose preceding cumulative probability is < 0.5.
+  // Reference: full sort, the shortest prefix whose units (sampler.h step 7) reach ceil(0.5 x total).
   std::vector<int32_t> order(z.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = int32_t(i);
   std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return z[size_t(a)] > z[size_t(b)]; });
-  double total = 0;
-  for (float v : z) total += std::exp(double(v) - double(z[size_t(order[0])]));
-  double cum = 0;
+  auto units = [&](int32_t id) { return top_p_units(std::exp(z[size_t(id)] - z[size_t(order[0])])); };
+  uint64_t total = 0;
+  for (int32_t id : order) total += units(id);
+  const uint64_t target = uint64_t(std::ceil(0.5 * double(total)));
+  uint64_t cum = 0;
   size_t n = 0;
-  while (n == 0 || cum < 0.5) cum += std::exp(double(z[size_t(order[n++])]) - double(z[size_t(order[0])])) / total;
+  while (cum < target) cum += units(order[n++]);
+  EXPECT_GT(n, 100u);
+  EXPECT_LT(n, 4900u);
   const std::set<int32_t> allowed(order.begin(), order.begin() + std::ptrdiff_t(n));
   for (int s = 0; s < 300; ++s) {
     p.seed = uint64_t(s);
@@ -118,6 +122,25 @@ TEST(CpuSampler, TopPKeepsTheShortestPrefixReachingP) {
   h = histogram(z, p, 50);
   EXPECT_EQ(h.size(), 1u);
   EXPECT_EQ(h.begin()->first, 0);
+}
+
+TEST(CpuSampler, TopPCutsTiesInIdOrderByUnits) {
+  // Four equal weights (2^43 units each): top_p 0.5 reaches ceil(0.5 x 4 x 2^43) with the first two of the order,
+  // which are the lower ids; 0.5 + 2^-20 needs a third.
+  const std::vector<float> z = {2.0f, 2.0f, 2.0f, 2.0f, -40.0f};
+  SamplingParams p = temp(1.0f);
+  p.top_p = 0.5f;
+  auto h = histogram(z, p, 400);
+  EXPECT_EQ(h.size(), 2u);
+  EXPECT_TRUE(h.count(0) && h.count(1));
+  p.top_p = 0.5f + 0x1p-20f;
+  h = histogram(z, p, 400);
+  EXPECT_EQ(h.size(), 3u);
+  EXPECT_TRUE(h.count(0) && h.count(1) && h.count(2));
+  EXPECT_EQ(top_p_target(0.5f, 4ull << kTopPUnitBits), 2ull << kTopPUnitBits);
+  EXPECT_EQ(top_p_target(1e-30f, 5), 1u);  // at least the best candidate
+  EXPECT_EQ(top_p_units(1.0f), 1ull << kTopPUnitBits);
+  EXPECT_EQ(top_p_units(0x1p-44f), 0u);
 }
 
 TEST(CpuSampler, MinPIsRelativeToTheMostLikely) {

@@ -1,22 +1,17 @@
 // Sampling kernels (see sampling.h). sampling_prepare: one CTA per sequence: copies the bf16 logits to fp32,
-// raw log-normalizer (double sum) for logprobs, penalties, greedy argmax, temperature; rows without top-p or
-// min-p finish there (the max of z by a block reduction, top-k by a radix select, then the draw). A CUB radix
-// sort orders the rows with top-p or min-p (each on its own when the caller lists them, else one segmented sort in
-// which the others are empty segments); sampling_draw cuts that order (top-k, top-p, min-p) and draws. Every draw is
-// draw_ascending: the kept candidates in ascending id order, double prefix sums by chunk of ids. The spread path
-// (below, "Spread path") runs the same arithmetic over many CTAs per row.
+// raw log-normalizer (double sum) for logprobs, penalties, greedy argmax, temperature, the max of z, top-k and top-p by
+// radix selects (select_reaching), min-p as a test on w, then the draw. Every draw is draw_ascending: the kept
+// candidates in ascending id order, double prefix sums by chunk of ids. The spread path (below, "Spread path") runs
+// the same arithmetic over many CTAs per row.
 #include "cuda/kernels/sampling.h"
 
 #include <algorithm>
 #include <cstdlib>
 
-#include <cub/cub.cuh>
-#include <thrust/iterator/counting_iterator.h>
-#include <thrust/iterator/transform_iterator.h>
-
 #include "common/error.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels/device_math.cuh"
+#include "engine/sampling_params.h"
 
 namespace mxs::cuda {
 namespace {
@@ -120,9 +115,10 @@ struct Shared {
   // chunk_walk_range: first / last "between" chunk, first "above" one; [3] pads it to its own 16 bytes, so that a
   // vector load of the three touches no other field (racecheck saw one cover `pick`)
   alignas(16) int range[4];
-  int sel_digit, sel_rank, sel_id;
+  int sel_digit, sel_id;
+  unsigned long long sel_rest;
   union {
-    unsigned hist[kHistCopies][kRadixBins];         // select_top_k
+    unsigned long long hist[kHistCopies][kRadixBins];  // select_reaching
     float stage[kThreads * (kStageIds + 1)];        // for_chunk_staged, the walks (row stride kStageIds + 1)
   };
 };
@@ -149,6 +145,16 @@ struct KeptThreshold {
   float z_b;
   int id_b;
   __device__ bool operator()(float z, int i) const { return z > z_b || (z == z_b && i <= id_b); }
+};
+constexpr KeptThreshold kKeepAll{-INFINITY, 0x7fffffff};  // every id (z >= -inf; at -inf, any id)
+// The kept set of a row with cuts: the prefix top-k / top-p leave (a threshold), and min-p on w (sampler.h step 8; w
+// never increases along the order, so this is still a prefix).
+struct KeptCut {
+  KeptThreshold prefix;
+  float min_p, z_max;
+  __device__ bool operator()(float z, int i) const {
+    return prefix(z, i) && (min_p <= 0.0f || weight_of(z, z_max) >= min_p);
+  }
 };
 
 // Thread t's chunk of ids [t * chunk, min(n, (t + 1) * chunk)) of src, visited in id order: visit(v, i). The chunk
@@ -206,37 +212,6 @@ __device__ int chunk_walk_stage(const float* src, int n, int chunk, int c, Share
   for (int i = threadIdx.x; i < len; i += blockDim.x) sh.stage[i] = src[cb + i];
   __syncthreads();
   return len;
-}
-
-// 7. top-p on a sorted row: the first position i >= 1 whose cumulative p before it reaches top_p, else kept. With
-// sh.chunk_prefix the exclusive prefix of the chunk sums of w / total over positions [0, kept) of zs (chunk = ceil(V /
-// kThreads)); walked only where it can stop (chunk_walk_range): the first "between" chunk that does, else the first
-// "above" chunk's start. Every thread of the kThreads CTA calls it and gets the cut (sh.pick is its scratch).
-__device__ int top_p_cut(const float* zs, int kept, int chunk, float z_max, double total, float top_p, Shared& sh) {
-  chunk_walk_range(kept, chunk, double(top_p), true, sh);
-  const int first_between = sh.range[0], last_between = sh.range[1], first_above = sh.range[2];
-  const int no_cut_before = first_above < kThreads ? min(kept, first_above * chunk) : kept;
-  if (threadIdx.x == 0) sh.pick = no_cut_before;
-  for (int c = first_between; c <= last_between; ++c) {  // uniform (shared values)
-    const int len = chunk_walk_stage(zs, kept, chunk, c, sh);
-    if (threadIdx.x == 0) {
-      double cum = sh.chunk_prefix[c];
-      for (int j = 0; j < len; ++j) {
-        const int i = c * chunk + j;
-        if (i >= 1 && cum >= double(top_p)) {
-          sh.pick = min(sh.pick, i);
-          break;
-        }
-        cum += double(weight_of(sh.stage[j], z_max)) / total;
-      }
-    }
-    __syncthreads();
-    if (sh.pick != no_cut_before) break;
-  }
-  __syncthreads();
-  const int cut = max(1, sh.pick);  // (the best candidate always stays: 0 only if top_p <= 0, which validation rejects)
-  __syncthreads();  // every thread has read it before sh.pick is written again
-  return cut;
 }
 
 // 9. The draw: u = sample_uniform(seed, step); walk the kept candidates (kept(z, i)) in ascending id order with the
@@ -313,50 +288,64 @@ __device__ int draw_ascending(const float* z, int V, float z_max, Kept kept, con
 // (the order's ties) have equal keys. z has no NaN here.
 __device__ __forceinline__ uint32_t select_key(float v) { return orderable_bits(v == 0.0f ? 0.0f : v); }
 
-// 5. top-k without a sort: the k-th candidate of the order (1 <= k < V), i.e. the element the sorted path reads
-// at order[k - 1], found exactly. Radix select on select_key, 8 bits a pass from the top (4 passes over the row;
-// each counts the candidates that match the digits chosen so far), which gives the k-th key K and the rank r of
-// the k-th candidate among the ids with key K; ties go to lower ids, so id_b is the r-th such id in ascending
-// order (a block scan of per-chunk counts). Every thread gets the threshold.
-__device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) {
+__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// 5 and 7 without a sort. Among the ids `in` keeps, walk the order (z descending, ties -> lower id) adding unit(z): the
+// candidate at which the running total first reaches rest = target_of(total) (>= 1, <= total) is the last element of
+// the kept prefix: top-k with unit 1 and rest k, top-p with top_p_units(w) and top_p_target(top_p, total). Radix select
+// on select_key, 8 bits a pass from the top (4 passes over the row, each summing the units of the candidates that
+// match the digits chosen so far into a histogram of the next digit: integers, so the sums do not depend on the
+// order the threads add them in); the ids with the final key K all weigh the same u, so the wanted one is the r-th
+// (r = ceil(rest / u)) in ascending id order among them (a block scan of per-chunk counts). Every thread gets it.
+template <typename In, typename Unit, typename Target>
+__device__ KeptThreshold select_reaching(const float* z, int V, In in, Unit unit, Target target_of, Shared& sh) {
   uint32_t prefix = 0, mask = 0;
-  int rank = k;  // rank of the wanted candidate among those matching prefix/mask, best first
-  unsigned* hist_flat = &sh.hist[0][0];
-  unsigned* my_hist = sh.hist[(threadIdx.x >> 5) % kHistCopies];
+  unsigned long long* hist_flat = &sh.hist[0][0];
+  unsigned long long* my_hist = sh.hist[(threadIdx.x >> 5) % kHistCopies];
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < kHistCopies * kRadixBins; i += blockDim.x) hist_flat[i] = 0u;
+    for (int i = threadIdx.x; i < kHistCopies * kRadixBins; i += blockDim.x) hist_flat[i] = 0ull;
     __syncthreads();
-    for_row(V, [&](int i) { return z[i]; }, [&](float v, int) {
+    for_row(V, [&](int i) { return z[i]; }, [&](float v, int i) {
       const uint32_t key = select_key(v);
-      if ((key & mask) == prefix) atomicAdd(&my_hist[(key >> shift) & (kRadixBins - 1)], 1u);
+      if ((key & mask) == prefix && in(v, i)) atomicAdd(&my_hist[(key >> shift) & (kRadixBins - 1)], unit(v));
     });
     __syncthreads();
     for (int d = threadIdx.x; d < kRadixBins; d += blockDim.x) {  // column d only: no race
-      unsigned c = 0;
+      unsigned long long c = 0;
       for (int h = 0; h < kHistCopies; ++h) c += sh.hist[h][d];
       sh.hist[0][d] = c;
     }
     __syncthreads();
-    if (threadIdx.x == 0) {  // the digit holding the rank-th candidate, from the largest digit down
-      int above = 0, d = kRadixBins - 1;
+    if (threadIdx.x == 0) {  // the digit where the running total reaches rest, from the largest digit down
+      unsigned long long rest = sh.sel_rest;
+      if (shift == 24) {
+        unsigned long long total = 0;
+        for (int d = 0; d < kRadixBins; ++d) total += sh.hist[0][d];
+        rest = target_of(total);
+      }
+      unsigned long long above = 0;
+      int d = kRadixBins - 1;
       for (; d > 0; --d) {
-        const int c = int(sh.hist[0][d]);
-        if (above + c >= rank) break;
+        const unsigned long long c = sh.hist[0][d];
+        if (above + c >= rest) break;
         above += c;
       }
       sh.sel_digit = d;
-      sh.sel_rank = rank - above;
+      sh.sel_rest = rest - above;
     }
     __syncthreads();
     prefix |= uint32_t(sh.sel_digit) << shift;
     mask |= uint32_t(kRadixBins - 1) << shift;
-    rank = sh.sel_rank;
   }
-  // prefix = K; the rank-th id (ascending) with key K. Per-thread counts over contiguous id chunks, exclusive
+  const unsigned long long u = unit(from_orderable_bits(prefix));
+  const int rank = int((sh.sel_rest + u - 1) / u);
+  // prefix = K; the rank-th kept id (ascending) with key K. Per-thread counts over contiguous id chunks, exclusive
   // block scan of the counts (ints: exact), then the chunk that holds it, staged, walked by its owner.
   const int chunk = (V + blockDim.x - 1) / blockDim.x;
   int cnt = 0;
-  for_chunk_staged(z, V, chunk, sh, [&](float v, int) { cnt += select_key(v) == prefix; });
+  for_chunk_staged(z, V, chunk, sh, [&](float v, int i) { cnt += select_key(v) == prefix && in(v, i); });
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   int incl = cnt;
   for (int o = 1; o < 32; o <<= 1) {
@@ -375,13 +364,14 @@ __device__ KeptThreshold select_top_k(const float* z, int V, int k, Shared& sh) 
   if (owner) {
     int seen = before;
     for (int j = 0; j < len; ++j)
-      if (select_key(sh.stage[j]) == prefix && ++seen == rank) {
+      if (select_key(sh.stage[j]) == prefix && in(sh.stage[j], c * chunk + j) && ++seen == rank) {
         sh.sel_id = c * chunk + j;
         break;
       }
   }
   __syncthreads();
   const int id_b = sh.sel_id;
+  __syncthreads();  // every thread has read sh.sel_id before the next select writes it
   return KeptThreshold{z[id_b], id_b};
 }
 
@@ -470,109 +460,38 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     }
     return;
   }
-  // 4. temperature; keys/values for the sort where the row needs it.
-  const bool sorted = sampling_needs_sort(q, V);
+  // 4. temperature, and the max of z over all ids (the largest kept one whatever the cuts keep). The reduction's
+  // __syncthreads also makes this block's z writes visible to all its threads.
   float z_max = -INFINITY;
   for_row(V, [&](int i) { return z[i]; }, [&](float v, int i) {
     const float t = v / q.temperature;
     z[i] = t;
     z_max = fmaxf(z_max, t);
-    if (sorted) p.order_in[size_t(s) * V + i] = i;
   });
-  if (sorted) {  // finished by the sort, sampling_draw and sampling_logprob
-    if (threadIdx.x == 0) {
-      res.error = 0;
-      if (q.want_logprob) res.logprob = 0.f;
-    }
-    return;
-  }
-  // No top-p / min-p: z_max over all ids (the largest kept one whatever top-k keeps), then the kept set and the
-  // draw here. The reduction's __syncthreads also makes this block's z writes visible to all its threads.
   z_max = block_reduce(z_max, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
   if (!isfinite(z_max)) {
     if (threadIdx.x == 0) res.error = 2, res.token = -1;
     return;
   }
-  const int token = sampling_top_k_select(q, V) ? draw_ascending(z, V, z_max, select_top_k(z, V, q.top_k, sh), q, sh)
-                                                : draw_ascending(z, V, z_max, KeptAll{}, q, sh);
+  int token;
+  if (sampling_has_cut(q, V)) {
+    KeptThreshold prefix = kKeepAll;
+    if (sampling_has_top_k(q, V))  // 5. top-k: the k-th candidate
+      prefix = select_reaching(z, V, KeptAll{}, [](float) { return 1ull; },
+                               [&](unsigned long long) { return (unsigned long long)q.top_k; }, sh);
+    if (sampling_has_top_p(q))  // 7. top-p within top-k's prefix: where the units reach their target
+      prefix = select_reaching(z, V, prefix, [&](float v) { return top_p_units(weight_of(v, z_max)); },
+                               [&](unsigned long long total) { return top_p_target(q.top_p, total); }, sh);
+    token = draw_ascending(z, V, z_max, KeptCut{prefix, q.min_p, z_max}, q, sh);  // 8. min-p, 9. the draw
+  } else {
+    token = draw_ascending(z, V, z_max, KeptAll{}, q, sh);
+  }
   if (threadIdx.x == 0) {
     res.token = token;
     res.error = 0;
-    // Raw logprob from step 0's normalizer: the same values sampling_logprob computes.
+    // Raw logprob from step 0's normalizer.
     if (q.want_logprob) res.logprob = float(double(to_f32(logits[token])) - double(sh.raw_max) - sh.raw_log_sum);
   }
-}
-
-// One sequence with top-p or min-p: top-k, top-p, min-p over the sorted row, then the draw in ascending id
-// order (sampler.h steps 5-9).
-__global__ void __launch_bounds__(kThreads) sampling_draw(SamplingParamsDev p) {
-  __shared__ Shared sh;
-  __shared__ int s_kept;
-  const int s = blockIdx.x, V = p.vocab;
-  const SampleSeqParams& q = p.seqs[s];
-  SampleResultDev& res = p.results[s];
-  if (!sampling_needs_sort(q, V) || res.error != 0) return;  // greedy or finished in sampling_prepare
-  const float* zs = p.z_sorted + size_t(s) * V;
-  const int32_t* ord = p.order + size_t(s) * V;
-  const float z_max = zs[0];
-  if (!isfinite(z_max)) {
-    if (threadIdx.x == 0) res.error = 2, res.token = -1;
-    return;
-  }
-  int kept = (q.top_k > 0 && q.top_k < V) ? q.top_k : V;
-  // Each thread owns a contiguous chunk of the order; chunk sums in double, prefix over chunks.
-  const int chunk = (V + blockDim.x - 1) / blockDim.x;
-  auto chunk_prefix = [&](int n, double scale_inv) {  // fills sh.chunk_prefix (exclusive) over [0, n)
-    double cs = 0.0;
-    for_chunk_staged(zs, n, chunk, sh, [&](float v, int) {
-      cs += scale_inv > 0 ? double(weight_of(v, z_max)) / scale_inv : double(weight_of(v, z_max));
-    });
-    sh.chunk_prefix[threadIdx.x] = cs;
-    __syncthreads();
-    if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
-    __syncthreads();
-    return sh.dsum[0];
-  };
-  // 7. top-p.
-  if (q.top_p < 1.0f) {
-    const double total = chunk_prefix(kept, 0.0);
-    chunk_prefix(kept, total);  // prefix of p = w / total, summed in order within a chunk
-    kept = top_p_cut(zs, kept, chunk, z_max, total, q.top_p, sh);
-  }
-  // 8. min-p: keep the prefix with w >= min_p (w is non-increasing along the order).
-  if (q.min_p > 0.0f) {
-    if (threadIdx.x == 0) s_kept = kept;
-    __syncthreads();
-    for_row(kept - 1, [&](int i) { return zs[1 + i]; }, [&](float v, int i) {
-      if (!(weight_of(v, z_max) >= q.min_p)) atomicMin(&s_kept, 1 + i);
-    });
-    __syncthreads();
-    kept = s_kept;
-  }
-  // 9. draw over the kept prefix of the order (a threshold test against its last element).
-  const float* z = p.z + size_t(s) * V;
-  const int token = draw_ascending(z, V, z_max, KeptThreshold{zs[kept - 1], ord[kept - 1]}, q, sh);
-  if (threadIdx.x == 0) {
-    res.token = token;
-    if (q.want_logprob) res.logprob = 0.f;  // filled by sampling_logprob
-  }
-}
-
-// Raw logprob of the sampled token, for every sequence that wants it (after the draw).
-__global__ void __launch_bounds__(kThreads) sampling_logprob(SamplingParamsDev p) {
-  __shared__ Shared sh;
-  const int s = blockIdx.x, V = p.vocab;
-  const SampleSeqParams& q = p.seqs[s];
-  SampleResultDev& res = p.results[s];
-  if (!q.want_logprob || res.error != 0 || !sampling_needs_sort(q, V)) return;  // others: sampling_prepare
-  const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
-  float mx = -INFINITY;
-  for_row(V, [&](int i) { return to_f32(logits[i]); }, [&](float v, int) { mx = fmaxf(mx, v); });
-  mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
-  double sum = 0.0;
-  for_row(V, [&](int i) { return to_f32(logits[i]); }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
-  sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
-  if (threadIdx.x == 0) res.logprob = float(double(to_f32(logits[res.token])) - double(mx) - log(sum));
 }
 
 __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* steps, float* out, int n) {
@@ -586,17 +505,17 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 // runs a row in one CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what
 // one SM can have in flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_tempered (rows x kTemperedCtas): z = logit / T, the row's NaN flag and max of z (orderable bits,
-//     atomicMax into row_max); a row with a cut also gets order_in = its ids;
-//   rows with a cut: each sorted on its own (cub::DeviceRadixSort, the one-CTA path's stable descending sort), then
-//     sampling_spread_sorted_sums (rows x kWeightsCtas, twice for top-p rows: the chunk sums of w and then of w / total
-//     over the order, sampling_draw's chunk_prefix) and sampling_spread_cut (a CTA per row: sampling_draw's top-p walk
-//     and min-p cut; the kept set's last element of the order into row_cut);
-//   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids a cut drops), staged in
+//     atomicMax into row_max);
+//   per cut (top-k, then top-p within top-k's prefix), select_reaching spread: 4 x sampling_spread_select (rows x
+//     kSpreadSelectCtas, each CTA a slice of ids: its units per digit into a shared histogram, added into the row's;
+//     the row's last CTA to arrive picks the digit) and sampling_spread_select_tie (the r-th id with the final key,
+//     from per-slice counts); the prefix's last element into row_cut;
+//   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids the cuts drop), staged in
 //     shared memory, one lane per chunk summing its chunk's w in id order: draw_ascending's chunk sums, bit for bit;
 //     the largest kept id into row_last;
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
 //     (draw_pick).
-// So the token is sampling_prepare's (+ sampling_draw's) bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
+// So the token is sampling_prepare's bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kSpreadThreads = 256;
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
 constexpr int kTemperedUnroll = 4;  // loads in flight per thread
@@ -605,12 +524,10 @@ constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the
 static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
 static_assert(kSpreadChunks % kChunksPerCta == 0, "whole chunk groups per CTA");
 static_assert(kMaxChunk <= kThreads * (kStageIds + 1), "draw_pick stages a whole chunk in Shared::stage");
+static_assert(kSpreadMaxVocab <= kTopPMaxVocab, "top-p's units of a row fit in 63 bits");
 constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
 
 __device__ __forceinline__ int spread_chunk(int V) { return (V + kSpreadChunks - 1) / kSpreadChunks; }
-__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
 // The row's max of z from sampling_spread_tempered, or NaN when the row has a NaN logit or no finite max (the draw
 // kernel reports those; the kernels in between skip the row).
 __device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int s) {
@@ -618,10 +535,20 @@ __device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int 
   const float m = from_orderable_bits(p.spread.row_max[2 * s]);
   return isfinite(m) ? m : NAN;
 }
-// Sorted positions a row's cuts start from: top-k's k, else the whole row (sampling_draw's `kept`).
-__device__ __forceinline__ int spread_kept0(const SampleSeqParams& q, int V) {
-  return q.top_k > 0 && q.top_k < V ? q.top_k : V;
+// The prefix a cut (0 top-k, 1 top-p) of row s keeps, from row_cut.
+__device__ __forceinline__ KeptThreshold spread_cut(const SamplingParamsDev& p, int s, int cut) {
+  const int* c = p.spread.row_cut + 4 * s + 2 * cut;
+  return KeptThreshold{__int_as_float(c[0]), c[1]};
 }
+// Row s's prefix before cut `cut` is applied: top-k's for top-p (when the row has top-k), else every id.
+__device__ __forceinline__ KeptThreshold spread_select_in(const SamplingParamsDev& p, int s, int cut) {
+  return cut == 1 && sampling_has_top_k(p.seqs[s], p.vocab) ? spread_cut(p, s, 0) : kKeepAll;
+}
+__device__ __forceinline__ bool spread_row_selects(const SampleSeqParams& q, int V, int cut) {
+  return cut == 0 ? sampling_has_top_k(q, V) : sampling_has_top_p(q);
+}
+// Ids [b, e) of a select CTA's slice.
+__device__ __forceinline__ int select_span(int V) { return (V + kSpreadSelectCtas - 1) / kSpreadSelectCtas; }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32];
@@ -634,9 +561,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
     if (q.temperature == 0.0f) greedy_from_key(key, logits, p.results[s]);  // (the later kernels skip the row)
   }
   if (q.temperature == 0.0f) return;
-  const bool cut = sampling_has_cut(q, V);
   float* z = p.z + size_t(s) * V;
-  int32_t* order_in = p.order_in + size_t(s) * V;
   float mx = -INFINITY;
   int nan = 0;
   constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
@@ -655,7 +580,6 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
       z[i] = t;
       mx = fmaxf(mx, t);
-      if (cut) order_in[i] = i;
     }
   }
   mx = warp_max(mx);
@@ -670,72 +594,169 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   }
 }
 
-// Chunk sums over the sorted order of a top-p row, sampling_draw's chunk_prefix: positions [0, kept0) in chunks of
-// spread_chunk(V), in order; terms double(w) (pass 0, into sorted_sums) or double(w) / total (pass 1, into p_sums; total
-// = exclusive_chunk_prefix's total over pass 0's sums, recomputed by every CTA, stored by CTA 0 in row_total).
-__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_sorted_sums(SamplingParamsDev p, int pass) {
-  __shared__ float s_w[kChunksPerCta * kMaxChunk];
-  __shared__ double s_total;
-  const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
-  const SampleSeqParams& q = p.seqs[s];
-  if (!sampling_has_cut(q, V) || !(q.top_p < 1.0f) || isnan(spread_row_max(p, s))) return;
-  const float* zs = p.z_sorted + size_t(s) * V;
-  const float z_max = zs[0];  // (sampling_draw's; the same value as the row's max)
-  const int n = spread_kept0(q, V);
-  if (pass == 1 && threadIdx.x == 0) {
-    const double* sums = p.spread.sorted_sums + size_t(s) * kSpreadChunks;
-    double acc = 0.0;  // exclusive_chunk_prefix's order
-    for (int c = 0; c < kSpreadChunks; ++c) acc += sums[c];
-    s_total = acc;
-    if (blockIdx.y == 0) p.spread.row_total[s] = acc;
-  }
-  const int c0 = blockIdx.y * kChunksPerCta;
-  const int b = min(n, c0 * chunk), e = min(n, b + kChunksPerCta * chunk);
-  for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) s_w[i - b] = weight_of(zs[i], z_max);
+// Arrival of this CTA on row s's counter after its global writes; true in the row's last CTA (which then sees every
+// other CTA's writes). The last CTA resets the counter for the next kernel.
+__device__ bool spread_last_arrival(unsigned* arrivals, int s) {
+  __shared__ bool s_last;
+  __threadfence();
   __syncthreads();
-  if (threadIdx.x < kChunksPerCta) {
-    const int cb = min(n, (c0 + threadIdx.x) * chunk), ce = min(n, cb + chunk);
-    double cs = 0.0;
-    if (pass == 0)
-      for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
-    else
-      for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]) / s_total;
-    (pass == 0 ? p.spread.sorted_sums : p.spread.p_sums)[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+  if (threadIdx.x == 0) {
+    s_last = atomicAdd(&arrivals[s], 1u) == gridDim.y - 1;
+    if (s_last) arrivals[s] = 0u;
+  }
+  __syncthreads();
+  if (s_last) __threadfence();
+  return s_last;
+}
+
+// One pass of select_reaching (shift = 24 - 8 pass) for cut `cut` of every row that has it: this CTA's slice of ids
+// adds its candidates' units into a shared histogram of the digit, then into the row's (integers: any order); the row's
+// last CTA picks the digit as select_reaching's thread 0 does (warp 0: lane l owns digits 255 - 8l .. 248 - 8l, a scan
+// of the lanes' sums, then the lane that holds it walks its 8) and clears the row's histogram.
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(SamplingParamsDev p, int cut, int pass) {
+  __shared__ unsigned long long s_hist[kRadixBins];
+  const int s = blockIdx.x, V = p.vocab;
+  const SampleSeqParams& q = p.seqs[s];
+  if (!spread_row_selects(q, V, cut)) return;
+  const float z_max = spread_row_max(p, s);
+  if (isnan(z_max)) return;
+  SpreadSelectState& st = p.spread.select_state[s];
+  const uint32_t prefix = pass == 0 ? 0u : st.prefix, mask = pass == 0 ? 0u : st.mask;
+  const int shift = 24 - 8 * pass;
+  const KeptThreshold in = spread_select_in(p, s, cut);
+  for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads) s_hist[d] = 0ull;
+  __syncthreads();
+  const float* z = p.z + size_t(s) * V;
+  const int span = select_span(V), b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
+  constexpr int kUnroll = 4;
+  for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      v[u] = i < e ? z[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      if (i >= e) break;
+      const uint32_t key = select_key(v[u]);
+      if ((key & mask) == prefix && in(v[u], i))
+        atomicAdd(&s_hist[(key >> shift) & (kRadixBins - 1)], cut == 0 ? 1ull : top_p_units(weight_of(v[u], z_max)));
+    }
+  }
+  __syncthreads();
+  unsigned long long* g = p.spread.select_hist + size_t(s) * kRadixBins;
+  for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads)
+    if (s_hist[d] != 0ull) atomicAdd(&g[d], s_hist[d]);
+  if (!spread_last_arrival(p.spread.select_arrivals, s) || threadIdx.x >= 32) return;
+  const int lane = threadIdx.x;
+  unsigned long long c[8], sum = 0;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int d = kRadixBins - 1 - 8 * lane - j;
+    c[j] = __ldcg(&g[d]);
+    g[d] = 0ull;
+    sum += c[j];
+  }
+  unsigned long long rest;
+  if (pass == 0) {
+    unsigned long long total = sum;
+    for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
+    rest = cut == 0 ? (unsigned long long)q.top_k : top_p_target(q.top_p, total);
+  } else {
+    rest = st.rest;
+  }
+  unsigned long long incl = sum;
+  for (int o = 1; o < 32; o <<= 1) {
+    const unsigned long long v = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += v;
+  }
+  const unsigned reach = __ballot_sync(0xffffffffu, incl >= rest);
+  const int holder = reach ? __ffs(reach) - 1 : 31;  // (none: total < rest, impossible; digit 0 as the CTA's loop)
+  __syncwarp();  // every lane has read st before the holder rewrites it
+  if (lane == holder) {
+    unsigned long long above = incl - sum;
+    int d = kRadixBins - 1 - 8 * lane;
+    for (int j = 0; j < 8; ++j, --d) {
+      if (d == 0 || above + c[j] >= rest) break;
+      above += c[j];
+    }
+    st.prefix = prefix | uint32_t(d) << shift;
+    st.mask = mask | uint32_t(kRadixBins - 1) << shift;
+    st.rest = rest - above;
   }
 }
 
-// A row's cuts on its sorted order (sampling_draw's steps 7-8): top-p walked where it can stop (chunk_walk_range over
-// p_sums' prefix), min-p by bisection (w never increases along the order, so "w >= min_p" holds on a prefix: its end
-// is the first position sampling_draw's atomicMin finds). Writes the kept set's last element (z bits, id) to row_cut.
-__global__ void __launch_bounds__(kThreads) sampling_spread_cut(SamplingParamsDev p) {
-  __shared__ Shared sh;
-  const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
+// The end of select_reaching spread: the ids with the final key K weigh u each, so the kept prefix ends at the r-th
+// (r = ceil(rest / u)) of them in ascending id order. Every CTA counts its slice's; the row's last CTA finds the slice
+// that holds the r-th and walks it (256 ids a round, ballots), and writes the element to row_cut.
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(SamplingParamsDev p, int cut) {
+  __shared__ int s_warp[kSpreadThreads / 32];
+  __shared__ int s_slice, s_rank, s_id;
+  const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!sampling_has_cut(q, V) || isnan(spread_row_max(p, s))) return;
-  const float* zs = p.z_sorted + size_t(s) * V;
-  const float z_max = zs[0];
-  int kept = spread_kept0(q, V);
-  if (q.top_p < 1.0f) {
-    sh.chunk_prefix[threadIdx.x] = p.spread.p_sums[size_t(s) * kSpreadChunks + threadIdx.x];
+  if (!spread_row_selects(q, V, cut)) return;
+  const float z_max = spread_row_max(p, s);
+  if (isnan(z_max)) return;
+  const SpreadSelectState& st = p.spread.select_state[s];
+  const uint32_t key_b = st.prefix;
+  const KeptThreshold in = spread_select_in(p, s, cut);
+  const float* z = p.z + size_t(s) * V;
+  const int span = select_span(V);
+  auto match = [&](int i, int e) {
+    if (i >= e) return false;
+    const float v = z[i];
+    return select_key(v) == key_b && in(v, i);
+  };
+  {
+    const int b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
+    int cnt = 0;
+    for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) cnt += match(i, e);
+    for (int o = 16; o > 0; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
+    if ((threadIdx.x & 31) == 0) s_warp[threadIdx.x >> 5] = cnt;
     __syncthreads();
-    if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
-    __syncthreads();
-    kept = top_p_cut(zs, kept, chunk, z_max, p.spread.row_total[s], q.top_p, sh);
-  }
-  if (threadIdx.x != 0) return;
-  if (q.min_p > 0.0f) {  // the first i >= 1 with !(w_i >= min_p), else kept
-    int lo = 1, hi = kept;  // answer in [lo, hi]: positions < lo pass, position hi fails or is the end
-    while (lo < hi) {
-      const int mid = lo + (hi - lo) / 2;
-      if (weight_of(zs[mid], z_max) >= q.min_p)
-        lo = mid + 1;
-      else
-        hi = mid;
+    if (threadIdx.x == 0) {
+      int total = 0;
+      for (int w = 0; w < kSpreadThreads / 32; ++w) total += s_warp[w];
+      p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + blockIdx.y] = unsigned(total);
     }
-    kept = lo;
   }
-  p.spread.row_cut[2 * s] = __float_as_int(zs[kept - 1]);
-  p.spread.row_cut[2 * s + 1] = p.order[size_t(s) * V + kept - 1];
+  if (!spread_last_arrival(p.spread.select_arrivals, s)) return;
+  if (threadIdx.x == 0) {
+    const unsigned long long u = cut == 0 ? 1ull : top_p_units(weight_of(from_orderable_bits(key_b), z_max));
+    int rank = int((st.rest + u - 1) / u), slice = 0;
+    for (; slice < kSpreadSelectCtas - 1; ++slice) {
+      const int n = int(__ldcg(&p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + slice]));
+      if (rank <= n) break;
+      rank -= n;
+    }
+    s_slice = slice, s_rank = rank, s_id = -1;
+  }
+  __syncthreads();
+  const int b = min(V, s_slice * span), e = min(V, b + span), rank = s_rank;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  int seen = 0;
+  for (int i0 = b; i0 < e; i0 += kSpreadThreads) {  // uniform: seen comes from shared counts
+    const bool m = match(i0 + threadIdx.x, e);
+    const unsigned bal = __ballot_sync(0xffffffffu, m);
+    if (lane == 0) s_warp[warp] = __popc(bal);
+    __syncthreads();
+    int before = seen + __popc(bal & ((1u << lane) - 1u)), round = 0;
+    for (int w = 0; w < kSpreadThreads / 32; ++w) {
+      if (w < warp) before += s_warp[w];
+      round += s_warp[w];
+    }
+    if (m && before + 1 == rank) s_id = i0 + threadIdx.x;
+    seen += round;
+    __syncthreads();
+    if (seen >= rank) break;
+  }
+  if (threadIdx.x == 0) {
+    const int id = s_id >= 0 ? s_id : max(0, e - 1);  // (always found: the counts say the slice holds the rank-th)
+    int* c = p.spread.row_cut + 4 * s + 2 * cut;
+    c[0] = __float_as_int(z[id]), c[1] = id;
+  }
 }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(SamplingParamsDev p) {
@@ -745,37 +766,45 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   const SampleSeqParams& q = p.seqs[s];
   const float z_max = spread_row_max(p, s);
   if (q.temperature == 0.0f || isnan(z_max)) return;  // greedy: done; NaN: sampling_spread_draw reports it
-  const bool cut = sampling_has_cut(q, V);
-  const KeptThreshold kept = cut ? KeptThreshold{__int_as_float(p.spread.row_cut[2 * s]), p.spread.row_cut[2 * s + 1]}
-                                 : KeptThreshold{-INFINITY, V};  // (every id: z >= -inf; at -inf, id <= V)
   float* z = p.z + size_t(s) * V;
   const int c0 = blockIdx.y * kChunksPerCta;
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
-  if (threadIdx.x == 0) s_last = -1;
-  __syncthreads();
-  int last = -1;
   constexpr int kUnroll = 4;
-  for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
-    float zv[kUnroll];
+  // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
+  auto weigh = [&](auto keep, int& last) {
+    for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
+      float zv[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = i0 + u * kSpreadThreads;
-      zv[u] = i < e ? z[i] : 0.0f;
-    }
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = i0 + u * kSpreadThreads;
+        zv[u] = i < e ? z[i] : 0.0f;
+      }
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = i0 + u * kSpreadThreads;
-      if (i >= e) break;
-      const bool k = kept(zv[u], i);
-      const float w = k ? weight_of(zv[u], z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
-      if (k) last = i;
-      z[i] = w;
-      s_w[i - b] = w;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int i = i0 + u * kSpreadThreads;
+        if (i >= e) break;
+        const bool k = keep(zv[u], i);
+        const float w = k ? weight_of(zv[u], z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
+        if (k) last = i;
+        z[i] = w;
+        s_w[i - b] = w;
+      }
     }
+  };
+  int last = -1;
+  if (sampling_has_cut(q, V)) {
+    if (threadIdx.x == 0) s_last = -1;
+    __syncthreads();
+    const KeptThreshold prefix =
+        sampling_has_top_p(q) ? spread_cut(p, s, 1) : sampling_has_top_k(q, V) ? spread_cut(p, s, 0) : kKeepAll;
+    weigh(KeptCut{prefix, q.min_p, z_max}, last);
+    if (last >= 0) atomicMax(&s_last, last);
+    __syncthreads();
+    if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
+  } else {
+    weigh(KeptAll{}, last);  // (the last kept id is V - 1: sampling_spread_draw knows)
+    __syncthreads();
   }
-  if (last >= 0) atomicMax(&s_last, last);
-  __syncthreads();
-  if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
   if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w
     const int cb = min(V, (c0 + threadIdx.x) * chunk), ce = min(V, cb + chunk);
     double cs = 0.0;
@@ -791,7 +820,7 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   if (q.temperature == 0.0f) return;  // greedy: its token came from the argmax key (sampling_spread_tempered)
   SampleResultDev& res = p.results[s];
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
-  const int last_kept = p.spread.row_last[s] - 1;
+  const int last_kept = sampling_has_cut(q, V) ? p.spread.row_last[s] - 1 : V - 1;
   __syncthreads();
   if (threadIdx.x == 0) p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
   if (nan != 0u) {
@@ -811,91 +840,11 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   if (threadIdx.x == 0) res.token = token, res.error = 0;
 }
 
-// End offset of row s in the segmented sort: a full row where the row needs the sort, else an empty segment
-// (end == begin), read from the device copy of the row's parameters. begin = segment_offsets[s] = s * vocab.
-struct SortedRowEnd {
-  const SampleSeqParams* seqs;
-  int vocab;
-  __host__ __device__ int operator()(int s) const {
-    return s * vocab + (sampling_needs_sort(seqs[s], vocab) ? vocab : 0);
-  }
-};
-using RowEndIter = thrust::transform_iterator<SortedRowEnd, thrust::counting_iterator<int>>;
-RowEndIter row_ends(const SampleSeqParams* seqs, int vocab) {
-  return RowEndIter(thrust::counting_iterator<int>(0), SortedRowEnd{seqs, vocab});
-}
-
-}  // namespace
-
-size_t sampling_sort_temp_bytes(int max_seqs, int vocab) {
-  size_t segmented = 0, row = 0;
-  CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-      nullptr, segmented, static_cast<const float*>(nullptr), static_cast<float*>(nullptr),
-      static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), int64_t(max_seqs) * vocab, max_seqs,
-      static_cast<const int32_t*>(nullptr), row_ends(nullptr, vocab)));
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, row, static_cast<const float*>(nullptr),
-                                                       static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                                       static_cast<int32_t*>(nullptr), vocab));
-  return std::max(segmented, row);
-}
-
-namespace {
-// One row's stable descending sort of z (ids as values): the segmented sort's arithmetic on one row, over the GPU,
-// with `bytes` of temp storage at `temp`.
-void sort_row(const SamplingParamsDev& p, int row, void* temp, size_t bytes, cudaStream_t stream) {
-  MXS_CHECK(row >= 0 && row < p.n_seqs, "sample_tokens: sort row out of range");
-  const size_t off = size_t(row) * size_t(p.vocab);
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(temp, bytes, p.z + off, p.z_sorted + off, p.order_in + off,
-                                                       p.order + off, p.vocab, 0, 32, stream));
-}
-
-// The rows' sorts side by side: one row of 201,088 ids takes ~45 us on only ~23 CTAs (CUB's tiles), so up to
-// kSortStreams of them run on their own streams (forked from and joined back into `stream` by events), each in its own
-// slice of the temp storage (the runner's is sized for the segmented sort of every row: many slices).
-constexpr int kSortStreams = 8;
-struct SortStreams {
-  cudaStream_t streams[kSortStreams];
-  cudaEvent_t fork, joins[kSortStreams];
-  SortStreams() {
-    for (int i = 0; i < kSortStreams; ++i) {
-      CUDA_CHECK(cudaStreamCreateWithFlags(&streams[i], cudaStreamNonBlocking));
-      CUDA_CHECK(cudaEventCreateWithFlags(&joins[i], cudaEventDisableTiming));
-    }
-    CUDA_CHECK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
-  }
-};
-void sort_rows(const SamplingParamsDev& p, const int* rows, int n, cudaStream_t stream) {
-  size_t row_bytes = 0;
-  CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, row_bytes, static_cast<const float*>(nullptr),
-                                                       static_cast<float*>(nullptr), static_cast<const int32_t*>(nullptr),
-                                                       static_cast<int32_t*>(nullptr), p.vocab));
-  const size_t slice = (row_bytes + 255) / 256 * 256;
-  const int lanes = int(std::min<size_t>({size_t(kSortStreams), size_t(n), p.sort_temp_bytes / slice}));
-  static const bool serial = std::getenv("MXS_SERIAL_ROW_SORTS") != nullptr;  // A/B
-  if (lanes <= 1 || serial) {
-    for (int k = 0; k < n; ++k) sort_row(p, rows[k], p.sort_temp, p.sort_temp_bytes, stream);
-    return;
-  }
-  static SortStreams ss;  // (one GPU per process)
-  CUDA_CHECK(cudaEventRecord(ss.fork, stream));
-  for (int l = 0; l < lanes; ++l) CUDA_CHECK(cudaStreamWaitEvent(ss.streams[l], ss.fork, 0));
-  for (int k = 0; k < n; ++k) {
-    const int l = k % lanes;
-    sort_row(p, rows[k], static_cast<char*>(p.sort_temp) + size_t(l) * slice, slice, ss.streams[l]);
-  }
-  for (int l = 0; l < lanes; ++l) {
-    CUDA_CHECK(cudaEventRecord(ss.joins[l], ss.streams[l]));
-    CUDA_CHECK(cudaStreamWaitEvent(stream, ss.joins[l], 0));
-  }
-}
-
 bool spread_ready(const SpreadWorkspace& w) {
-  return w.row_max && w.row_last && w.row_cut && w.row_total && w.chunk_sums && w.sorted_sums && w.p_sums;
+  return w.row_max && w.row_last && w.row_cut && w.select_hist && w.select_arrivals && w.select_state &&
+         w.slice_counts && w.chunk_sums;
 }
 
-}  // namespace
-
-namespace {
 // The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
 size_t carve_spread_workspace(char* base, int rows, SpreadWorkspace* w) {
   const size_t r = size_t(std::max(rows, 1));
@@ -907,13 +856,15 @@ size_t carve_spread_workspace(char* base, int rows, SpreadWorkspace* w) {
   };
   w->row_max = reinterpret_cast<unsigned*>(take(r * 2 * 4));
   w->row_last = reinterpret_cast<int*>(take(r * 4));
-  w->row_cut = reinterpret_cast<int*>(take(r * 2 * 4));
-  w->row_total = reinterpret_cast<double*>(take(r * 8));
+  w->row_cut = reinterpret_cast<int*>(take(r * 4 * 4));
+  w->select_hist = reinterpret_cast<unsigned long long*>(take(r * kRadixBins * 8));
+  w->select_arrivals = reinterpret_cast<unsigned*>(take(r * 4));
+  w->select_state = reinterpret_cast<SpreadSelectState*>(take(r * sizeof(SpreadSelectState)));
+  w->slice_counts = reinterpret_cast<unsigned*>(take(r * kSpreadSelectCtas * 4));
   w->chunk_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
-  w->sorted_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
-  w->p_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
   return at;
 }
+
 }  // namespace
 
 size_t spread_workspace_bytes(int rows) {
@@ -929,18 +880,19 @@ SpreadWorkspace spread_workspace_at(void* base, int rows) {
 
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
+  MXS_CHECK(p.vocab <= kTopPMaxVocab || !(p.spread_selects & 2),
+            "sample_tokens: top-p's units need a vocabulary of at most 2^20 ids");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  if (p.all_spread && p.any_random && p.n_cut_rows >= 0 && p.n_cut_rows <= kRowSortMax && spread_ready(p.spread) &&
-      p.vocab <= kSpreadMaxVocab && !no_spread) {
+  if (p.all_spread && p.any_random && spread_ready(p.spread) && p.vocab <= kSpreadMaxVocab && !no_spread) {
     sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
-    if (p.n_cut_rows > 0) {
-      sort_rows(p, p.cut_rows, p.n_cut_rows, stream);
-      for (int pass = 0; pass < 2; ++pass) {
-        sampling_spread_sorted_sums<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p, pass);
+    for (int cut = 0; cut < 2; ++cut) {
+      if (!(p.spread_selects >> cut & 1)) continue;
+      for (int pass = 0; pass < 4; ++pass) {
+        sampling_spread_select<<<dim3(p.n_seqs, kSpreadSelectCtas), kSpreadThreads, 0, stream>>>(p, cut, pass);
         CUDA_CHECK_LAUNCH();
       }
-      sampling_spread_cut<<<p.n_seqs, kThreads, 0, stream>>>(p);
+      sampling_spread_select_tie<<<dim3(p.n_seqs, kSpreadSelectCtas), kSpreadThreads, 0, stream>>>(p, cut);
       CUDA_CHECK_LAUNCH();
     }
     sampling_spread_weights<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p);
@@ -951,20 +903,6 @@ void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
   }
   sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
-  if (p.any_random && p.any_sort) {
-    if (p.n_sort_rows >= 0 && p.n_sort_rows <= kRowSortMax) {
-      sort_rows(p, p.sort_rows, p.n_sort_rows, stream);
-    } else {
-      size_t bytes = p.sort_temp_bytes;
-      CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairsDescending(
-          p.sort_temp, bytes, p.z, p.z_sorted, p.order_in, p.order, int64_t(p.n_seqs) * p.vocab, p.n_seqs,
-          p.segment_offsets, row_ends(p.seqs, p.vocab), 0, 32, stream));
-    }
-    sampling_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
-    CUDA_CHECK_LAUNCH();
-    sampling_logprob<<<p.n_seqs, kThreads, 0, stream>>>(p);
-    CUDA_CHECK_LAUNCH();
-  }
 }
 
 void sample_uniform_device(const uint64_t* seeds, const uint64_t* steps, float* out, int n, cudaStream_t stream) {

@@ -3,18 +3,12 @@
 // argmax (lowest id on ties) or temperature -> order (z descending, ties -> lower id) -> top-k -> top-p ->
 // min-p -> inverse-CDF draw over the kept ids in ascending id order with u = sample_uniform(seed, step).
 // Only token ids and logprobs go back.
-// Three ways to find the kept set of a row at temperature > 0 (sampling_needs_sort picks):
-//   - no cut (top_k 0 or >= vocab, top_p 1, min_p 0: the OpenAI default): every id is kept; the max of z is a
-//     block reduction and the draw runs in the same CTA as the penalties, no order at all;
-//   - top-k alone: an exact radix select of the k-th best (z, id), the threshold the sorted order would give;
-//   - top-p or min-p: a stable descending radix sort (CUB) of the rows that need it (each on its own over the whole
-//     GPU, or a segmented sort in which other rows are empty segments), then the cuts on the sorted order.
-// The draw is one device function for all three, so a row gets the same token whichever way finds its
-// kept set.
-// Two ways to run them: one CTA per row (sampling_prepare, sampling_draw: any row), or, when every row of the step is
-// a spread row (no penalties, no logprobs; the OpenAI defaults) and at most kRowSortMax of them have a cut, the spread
-// path: every pass over a row on 128 CTAs, each cut row sorted on its own (sampling.cu, "Spread path"). The same
-// arithmetic in the same order, so the same token bit for bit.
+// No sort anywhere: top-k and top-p each keep a prefix of the order, found as its last element by a radix select
+// (the k-th candidate; the candidate at which top-p's integer units reach their target: sums of integers do not
+// depend on their order), so the kept set is a threshold test on (z, id); min-p is a test on w alone.
+// Two ways to run it: one CTA per row (sampling_prepare: any row), or, when every row of the step is a spread row
+// (no penalties, no logprobs; the OpenAI defaults), the spread path: every pass over a row on 128 CTAs, the selects'
+// histograms summed across them (sampling.cu, "Spread path"). The same arithmetic, so the same token bit for bit.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,7 +18,6 @@
 namespace mxs::cuda {
 
 constexpr int kMaxTopLogprobs = 20;
-constexpr int kRowSortMax = 32;  // rows sorted one by one (SamplingParamsDev::sort_rows); more: the segmented sort
 // The draw's chunks of ids (one per thread of its 1024-thread CTA), and the largest vocabulary the spread kernels
 // stage (1024 ids per chunk).
 constexpr int kSpreadChunks = 1024;
@@ -51,17 +44,26 @@ struct SampleResultDev {
   int32_t error;  // 0 ok, 1 NaN in the logits, 2 non-finite max after penalties/temperature
 };
 
+// A spread select's progress on one row (sampling.cu, sampling_spread_select): the key digits chosen so far and the
+// units still to reach among the candidates that match them.
+struct SpreadSelectState {
+  uint32_t prefix, mask;
+  unsigned long long rest;
+};
+
 // Workspaces of the spread path (sampling.cu), for `rows` sequences, carved from one zero-initialized allocation of
 // spread_workspace_bytes(rows) (spread_workspace_at); the kernels leave the zeroed parts zeroed.
 struct SpreadWorkspace {
-  unsigned* row_max = nullptr;    // [rows][2] zeroed: the orderable max of z, the NaN flag
-  int* row_last = nullptr;        // [rows] zeroed: 1 + the largest kept id
-  int* row_cut = nullptr;         // [rows][2]: the kept set's last element in the order (z as bits, id)
-  double* row_total = nullptr;    // [rows]: the weights' sum over the order (top-p rows)
-  double* chunk_sums = nullptr;   // [rows][kSpreadChunks]: the draw's chunk sums, id order
-  double* sorted_sums = nullptr;  // [rows][kSpreadChunks]: chunk sums of w over the order (top-p rows)
-  double* p_sums = nullptr;       // [rows][kSpreadChunks]: chunk sums of w / total over the order (top-p rows)
+  unsigned* row_max = nullptr;                // [rows][2] zeroed: the orderable max of z, the NaN flag
+  int* row_last = nullptr;                    // [rows] zeroed: 1 + the largest kept id (rows with a cut)
+  int* row_cut = nullptr;                     // [rows][2 (top-k, top-p)][2]: the kept prefix's last element (z bits, id)
+  unsigned long long* select_hist = nullptr;  // [rows][256] zeroed: a select pass's units per digit
+  unsigned* select_arrivals = nullptr;        // [rows] zeroed: CTAs done with a select pass
+  SpreadSelectState* select_state = nullptr;  // [rows]
+  unsigned* slice_counts = nullptr;           // [rows][kSpreadSelectCtas]: ids with the selected key per slice
+  double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
 };
+constexpr int kSpreadSelectCtas = 128;  // CTAs per row of the select passes (each a contiguous slice of ids)
 
 struct SamplingParamsDev {
   const void* logits = nullptr;     // [n_seqs, vocab] bf16
@@ -75,51 +77,33 @@ struct SamplingParamsDev {
   const SampleSeqParams* seqs = nullptr;  // [n_seqs]
   const int32_t* ids = nullptr;     // penalty id lists
   const int32_t* counts = nullptr;  // counts, parallel to ids (output lists)
-  float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits)
-  float* z_sorted = nullptr;        // [n_seqs, vocab] fp32 workspace
-  int32_t* order_in = nullptr;      // [n_seqs, vocab] workspace
-  int32_t* order = nullptr;         // [n_seqs, vocab] workspace
-  const int32_t* segment_offsets = nullptr;  // [max_seqs + 1] = s * vocab
-  void* sort_temp = nullptr;
-  size_t sort_temp_bytes = 0;
+  float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits; the spread path's w)
   SampleResultDev* results = nullptr;  // [n_seqs]
   int n_seqs = 0, vocab = 0;
   bool any_random = false;          // some sequence has temperature > 0
-  // Some sequence needs the sorted order (sampling_needs_sort). false skips the sort and its kernels; true is
-  // always correct (rows that do not need the sort are empty segments of it).
-  bool any_sort = true;
-  // The rows that need the sort, when the caller knows them (n_sort_rows >= 0, at most kRowSortMax): each is sorted
-  // on its own by a radix sort over the whole GPU (~1.5 ms -> tens of us for one 201,088-id row: the segmented sort
-  // runs one CTA per segment). -1: unknown, the segmented sort over every row (rows that do not need it are empty).
-  int n_sort_rows = -1;
-  int sort_rows[kRowSortMax] = {};
-  // Every row is a spread row (sampling_is_spread; greedy ones need row_argmax) and the rows with a cut are listed
-  // (n_cut_rows in [0, kRowSortMax], cut_rows): with any_random the spread kernels run instead of sampling_prepare
-  // (vocab <= kSpreadMaxVocab, `spread` carved). false is always correct.
+  // Every row is a spread row (sampling_is_spread; greedy ones need row_argmax): with any_random the spread kernels
+  // run instead of sampling_prepare (vocab <= kSpreadMaxVocab, `spread` carved). false is always correct.
   bool all_spread = false;
-  int n_cut_rows = -1;
-  int cut_rows[kRowSortMax] = {};
+  // The spread path's selects to run: bit 0 when some row has top-k (sampling_has_top_k), bit 1 top-p
+  // (sampling_has_top_p). A clear bit skips that select's kernels; 3 is always correct.
+  int spread_selects = 3;
   SpreadWorkspace spread;
 };
 
-// A row whose kept set needs the sorted order: temperature > 0 and top-p < 1 or min-p > 0 (with one id
-// there is nothing to cut). No cut or top-k alone run without the sort.
-__host__ __device__ inline bool sampling_needs_sort(const SampleSeqParams& q, int vocab) {
-  return q.temperature != 0.0f && vocab > 1 && (q.top_p < 1.0f || q.min_p > 0.0f);
+// Cuts at temperature > 0: top-k (0 < top_k < vocab), top-p (< 1), min-p (> 0).
+__host__ __device__ inline bool sampling_has_top_k(const SampleSeqParams& q, int vocab) {
+  return q.temperature != 0.0f && q.top_k > 0 && q.top_k < vocab;
 }
-// A row at temperature > 0 cut by top-k alone (0 < top_k < vocab): the radix select.
-__host__ __device__ inline bool sampling_top_k_select(const SampleSeqParams& q, int vocab) {
-  return q.temperature != 0.0f && q.top_k > 0 && q.top_k < vocab && !sampling_needs_sort(q, vocab);
+__host__ __device__ inline bool sampling_has_top_p(const SampleSeqParams& q) {
+  return q.temperature != 0.0f && q.top_p < 1.0f;
 }
-
-// A row with a cut: top-k, top-p or min-p (at temperature > 0).
 __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int vocab) {
-  return sampling_needs_sort(q, vocab) || sampling_top_k_select(q, vocab);
+  return sampling_has_top_k(q, vocab) || sampling_has_top_p(q) || (q.temperature != 0.0f && q.min_p > 0.0f);
 }
 // A spread row: no penalties, no logprobs (cuts allowed): sampled, or greedy with its token from the LM head's argmax
 // key (SamplingParamsDev::row_argmax must then be set). When every row of a step is one and some row is sampled
 // (SamplingParamsDev::all_spread, any_random), each sampled row's passes spread over many CTAs (sampling.cu, "Spread
-// path"), its cut (if any) found on its own radix sort: the same arithmetic, the same token as sampling_prepare's path.
+// path"): the same arithmetic, the same token as sampling_prepare's path.
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
   return q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f && q.presence_penalty == 0.0f &&
          !q.want_logprob && q.top_logprobs == 0;
@@ -129,8 +113,6 @@ size_t spread_workspace_bytes(int rows);
 // The workspace carved from `base` (spread_workspace_bytes(rows) bytes, 256-byte aligned, zeroed by the caller once).
 SpreadWorkspace spread_workspace_at(void* base, int rows);
 
-// Bytes of CUB temp storage for max_seqs rows of vocab.
-size_t sampling_sort_temp_bytes(int max_seqs, int vocab);
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream);
 
 // Device copy of mxs::sample_uniform, for the test that the two agree.

@@ -100,6 +100,7 @@ __device__ Best block_argmax(const float* z, int n, Best* s_buf, int exclude_mas
 
 constexpr int kRadixBins = 256;  // radix select: 8 bits of the key per pass
 constexpr int kHistCopies = 8;   // histogram copies (warp % 8) against shared atomic contention
+constexpr int kUnitParts = 3;    // 32-bit planes of a histogram of 64-bit units (hist_add_units)
 constexpr int kStageIds = 8;     // ids per thread in one tile of for_chunk_staged
 
 struct Shared {
@@ -117,8 +118,8 @@ struct Shared {
   alignas(16) int range[4];
   int sel_digit, sel_id;
   unsigned long long sel_rest;
-  union {
-    unsigned long long hist[kHistCopies][kRadixBins];  // select_reaching
+  union alignas(8) {
+    unsigned hist[kHistCopies][kUnitParts][kRadixBins];  // select_reaching
     float stage[kThreads * (kStageIds + 1)];        // for_chunk_staged, the walks (row stride kStageIds + 1)
   };
 };
@@ -288,6 +289,23 @@ __device__ int draw_ascending(const float* z, int V, float z_max, Kept kept, con
 // (the order's ties) have equal keys. z has no NaN here.
 __device__ __forceinline__ uint32_t select_key(float v) { return orderable_bits(v == 0.0f ? 0.0f : v); }
 
+// Select histograms of 64-bit units (top-p's are < 2^44) in shared memory as three 32-bit planes of 15 / 15 / 14 bits
+// ([kUnitParts][kRadixBins]): a shared atomicAdd on 64 bits is a compare-and-swap loop, and a row's digits crowd into
+// a few bins (the first pass's top byte is the sign and the exponent's high bits), so the loops contended (one CTA's
+// 4-pass top-k 307 -> 1,038 us, a 64-row spread pass 0 431 us). Every plane's bin stays below 2^32 for up to 2^17
+// adds (a one-CTA copy: V <= 2^20 over 8 copies; a spread slice: <= 2^13). Counts (top-k) touch only plane 0.
+__device__ __forceinline__ void hist_add_units(unsigned* hist, int d, unsigned long long u) {
+  atomicAdd(&hist[d], unsigned(u & 0x7fffu));
+  if (u >> 15) {
+    atomicAdd(&hist[kRadixBins + d], unsigned((u >> 15) & 0x7fffu));
+    atomicAdd(&hist[2 * kRadixBins + d], unsigned(u >> 30));
+  }
+}
+__device__ __forceinline__ unsigned long long hist_units(const unsigned* hist, int d) {
+  return static_cast<unsigned long long>(hist[d]) + (static_cast<unsigned long long>(hist[kRadixBins + d]) << 15) +
+         (static_cast<unsigned long long>(hist[2 * kRadixBins + d]) << 30);
+}
+
 __device__ __forceinline__ float from_orderable_bits(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
@@ -302,33 +320,35 @@ __device__ __forceinline__ float from_orderable_bits(uint32_t k) {
 template <typename In, typename Unit, typename Target>
 __device__ KeptThreshold select_reaching(const float* z, int V, In in, Unit unit, Target target_of, Shared& sh) {
   uint32_t prefix = 0, mask = 0;
-  unsigned long long* hist_flat = &sh.hist[0][0];
-  unsigned long long* my_hist = sh.hist[(threadIdx.x >> 5) % kHistCopies];
+  unsigned* hist_flat = &sh.hist[0][0][0];
+  unsigned* my_hist = sh.hist[(threadIdx.x >> 5) % kHistCopies][0];
+  // the copies' totals per digit, over the start of the histograms once every thread has read its digit's copies
+  unsigned long long* bins = reinterpret_cast<unsigned long long*>(hist_flat);
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < kHistCopies * kRadixBins; i += blockDim.x) hist_flat[i] = 0ull;
+    for (int i = threadIdx.x; i < kHistCopies * kUnitParts * kRadixBins; i += blockDim.x) hist_flat[i] = 0u;
     __syncthreads();
     for_row(V, [&](int i) { return z[i]; }, [&](float v, int i) {
       const uint32_t key = select_key(v);
-      if ((key & mask) == prefix && in(v, i)) atomicAdd(&my_hist[(key >> shift) & (kRadixBins - 1)], unit(v));
+      if ((key & mask) == prefix && in(v, i)) hist_add_units(my_hist, int((key >> shift) & (kRadixBins - 1)), unit(v));
     });
     __syncthreads();
-    for (int d = threadIdx.x; d < kRadixBins; d += blockDim.x) {  // column d only: no race
-      unsigned long long c = 0;
-      for (int h = 0; h < kHistCopies; ++h) c += sh.hist[h][d];
-      sh.hist[0][d] = c;
-    }
+    unsigned long long c = 0;
+    if (threadIdx.x < kRadixBins)
+      for (int h = 0; h < kHistCopies; ++h) c += hist_units(sh.hist[h][0], threadIdx.x);
+    __syncthreads();
+    if (threadIdx.x < kRadixBins) bins[threadIdx.x] = c;
     __syncthreads();
     if (threadIdx.x == 0) {  // the digit where the running total reaches rest, from the largest digit down
       unsigned long long rest = sh.sel_rest;
       if (shift == 24) {
         unsigned long long total = 0;
-        for (int d = 0; d < kRadixBins; ++d) total += sh.hist[0][d];
+        for (int d = 0; d < kRadixBins; ++d) total += bins[d];
         rest = target_of(total);
       }
       unsigned long long above = 0;
       int d = kRadixBins - 1;
       for (; d > 0; --d) {
-        const unsigned long long c = sh.hist[0][d];
+        const unsigned long long c = bins[d];
         if (above + c >= rest) break;
         above += c;
       }
@@ -614,7 +634,7 @@ __device__ bool spread_last_arrival(unsigned* arrivals, int s) {
 // last CTA picks the digit as select_reaching's thread 0 does (warp 0: lane l owns digits 255 - 8l .. 248 - 8l, a scan
 // of the lanes' sums, then the lane that holds it walks its 8) and clears the row's histogram.
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(SamplingParamsDev p, int cut, int pass) {
-  __shared__ unsigned long long s_hist[kRadixBins];
+  __shared__ unsigned s_hist[kUnitParts * kRadixBins];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   if (!spread_row_selects(q, V, cut)) return;
@@ -624,7 +644,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   const uint32_t prefix = pass == 0 ? 0u : st.prefix, mask = pass == 0 ? 0u : st.mask;
   const int shift = 24 - 8 * pass;
   const KeptThreshold in = spread_select_in(p, s, cut);
-  for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads) s_hist[d] = 0ull;
+  for (int d = threadIdx.x; d < kUnitParts * kRadixBins; d += kSpreadThreads) s_hist[d] = 0u;
   __syncthreads();
   const float* z = p.z + size_t(s) * V;
   const int span = select_span(V), b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
@@ -642,13 +662,16 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
       if (i >= e) break;
       const uint32_t key = select_key(v[u]);
       if ((key & mask) == prefix && in(v[u], i))
-        atomicAdd(&s_hist[(key >> shift) & (kRadixBins - 1)], cut == 0 ? 1ull : top_p_units(weight_of(v[u], z_max)));
+        hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)),
+                       cut == 0 ? 1ull : top_p_units(weight_of(v[u], z_max)));
     }
   }
   __syncthreads();
   unsigned long long* g = p.spread.select_hist + size_t(s) * kRadixBins;
-  for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads)
-    if (s_hist[d] != 0ull) atomicAdd(&g[d], s_hist[d]);
+  for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads) {
+    const unsigned long long units = hist_units(s_hist, d);
+    if (units != 0ull) atomicAdd(&g[d], units);
+  }
   if (!spread_last_arrival(p.spread.select_arrivals, s) || threadIdx.x >= 32) return;
   const int lane = threadIdx.x;
   unsigned long long c[8], sum = 0;
@@ -694,6 +717,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(SamplingParamsDev p, int cut) {
   __shared__ int s_warp[kSpreadThreads / 32];
   __shared__ int s_slice, s_rank, s_id;
+  __shared__ unsigned s_counts[kSpreadSelectCtas];
+  static_assert(kSpreadSelectCtas <= kSpreadThreads, "one slice count per thread");
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
   if (!spread_row_selects(q, V, cut)) return;
@@ -723,11 +748,14 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
     }
   }
   if (!spread_last_arrival(p.spread.select_arrivals, s)) return;
+  if (threadIdx.x < kSpreadSelectCtas)  // (all at once: a loop of dependent loads took ~20 us)
+    s_counts[threadIdx.x] = __ldcg(&p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + threadIdx.x]);
+  __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned long long u = cut == 0 ? 1ull : top_p_units(weight_of(from_orderable_bits(key_b), z_max));
     int rank = int((st.rest + u - 1) / u), slice = 0;
     for (; slice < kSpreadSelectCtas - 1; ++slice) {
-      const int n = int(__ldcg(&p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + slice]));
+      const int n = int(s_counts[slice]);
       if (rank <= n) break;
       rank -= n;
     }

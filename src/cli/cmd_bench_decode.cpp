@@ -33,6 +33,7 @@ struct DecodeArgs {
   bool exact_attention = false;
   float temperature = 0.0f;
   float top_p = 1.0f;
+  float presence_penalty = 0.0f;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -50,15 +51,17 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.exact_attention = a.exact_attention;
   o.temperature = a.temperature;
   o.top_p = a.top_p;
+  o.presence_penalty = a.presence_penalty;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
     o.breakdown_batches = mxs::cli::parse_int_list(a.breakdown, "--breakdown", 1, 256);
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
-  char sampling[48] = "greedy";
+  char sampling[96] = "greedy";
   if (a.temperature != 0.0f)
-    std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g", double(a.temperature), double(a.top_p));
+    std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g, presence penalty %g", double(a.temperature),
+                  double(a.top_p), double(a.presence_penalty));
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
               "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; sampling: %s; greedy LM-head screen: "
               "%s; attention <= 256 keys: %s\ncommand: `%s`\n\n",
@@ -85,6 +88,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["exact_attention"] = r.exact_attention;
   j["temperature"] = a.temperature;
   j["top_p"] = a.top_p;
+  j["presence_penalty"] = a.presence_penalty;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
@@ -134,6 +138,11 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
                                                                          : std::string("must be in (0, 1]");
           },
           "in (0, 1]"))
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", args->presence_penalty,
+                  "With --temperature: every sequence's presence penalty (OpenAI semantics) over a history of 256 output "
+                  "ids; such steps run synchronously (the pipelined column repeats the synchronous one)")
+      ->check(CLI::Range(-2.0, 2.0))
       ->capture_default_str();
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")

@@ -82,8 +82,14 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
 
   // Every sequence greedy (the default), or sampled at o.temperature (top-p o.top_p) with its own seed.
   std::vector<SamplingParams> sampling(static_cast<size_t>(std::max(max_batch, 1)));
-  for (size_t s = 0; s < sampling.size(); ++s)
+  for (size_t s = 0; s < sampling.size(); ++s) {
     sampling[s].temperature = o.temperature, sampling[s].top_p = o.top_p, sampling[s].seed = 1000 + s;
+    sampling[s].presence_penalty = o.presence_penalty;
+  }
+  // With a penalty: every sequence's output history, 256 ids spread over the vocabulary (what the penalty reads).
+  std::vector<std::vector<int32_t>> histories(o.presence_penalty != 0.0f ? sampling.size() : 0);
+  for (size_t s = 0; s < histories.size(); ++s)
+    for (int k = 0; k < 256; ++k) histories[s].push_back(int32_t((s * 7919 + size_t(k) * 104729) % size_t(c.vocab_size)));
   std::vector<std::vector<int32_t>> tables;  // sequence s owns blocks s * blocks_per_seq ...
   auto step_batch = [&](int batch, int pos, const std::vector<int32_t>& tokens, bool from_last_sample) {
     if (int(tables.size()) < batch) {
@@ -103,6 +109,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
       q.block_table = tables[size_t(s)];
       q.sample = true;
       q.sampling = &sampling[size_t(s)];
+      if (!histories.empty()) q.output_tokens = histories[size_t(s)];
       q.input_from_last_sample = from_last_sample;
       b.tokens.push_back(from_last_sample ? 0 : tokens[size_t(s)]);
       b.positions.push_back(pos);
@@ -157,7 +164,10 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
         decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen && o.temperature == 0.0f);
     row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
     row.roofline_frac = row.gb_s / r.copy_gb_s;
-    row.pipelined_step_ms = run_pipelined(batch, o.steps, o.context - 1 + o.warmup);
+    // (Requests with a penalty step synchronously in the engine, as here: the runner needs their last token on the
+    // host. Their pipelined column repeats the synchronous one.)
+    row.pipelined_step_ms =
+        o.presence_penalty != 0.0f ? row.step_ms : run_pipelined(batch, o.steps, o.context - 1 + o.warmup);
     row.pipelined_tok_s = batch / (row.pipelined_step_ms * 1e-3);
     row.graph_ms = runner->time_last_graph_ms(o.steps);
     r.rows.push_back(row);

@@ -28,6 +28,8 @@ struct BenchDecodeOptions {
   bool exact_attention = false;                // CudaRunnerOptions::exact_attention
   float temperature = 0.0f;  // 0: greedy steps (the LM-head screen applies); > 0: every sequence samples
   float top_p = 1.0f;        // with temperature > 0: every sequence's top-p (1: no cut, the OpenAI default)
+  // with temperature > 0: every sequence's presence penalty, over a history of 256 output ids
+  float presence_penalty = 0.0f;
   // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
   // 64 when `batches` has it.
   std::optional<std::vector<int>> breakdown_batches;

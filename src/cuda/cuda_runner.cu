@@ -313,7 +313,7 @@ void CudaRunner::Impl::init() {
   add(T * K * 4); add(T * K * 4); add(T * c.num_experts * 4); add(4); add(4); add(moe_router_rows_work_ints(c.num_experts) * 4); add(2 * 4); add((c.num_experts + 1) * 4); add(T * K * 4); add(c.num_experts * 4); add(4);
   add(T * K * c.intermediate_size * 2); add(T * K * H * 2); add(S * V * 2);
   add(S * V * 4);
-  add(S * sizeof(SampleResultDev)); add(S * 8); add(spread_workspace_bytes(int(S)));
+  add(S * sizeof(SampleResultDev)); add(S * 8); add(spread_workspace_bytes(int(S), int(V)));
   // One add() per region below: each region is rounded up to the arena alignment on its own (grouping
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
@@ -372,9 +372,10 @@ void CudaRunner::Impl::init() {
   CUDA_CHECK(cudaMemset(lm_argmax, 0, S * sizeof(unsigned long long)));  // zero between steps (SamplingParamsDev)
   samp.row_argmax = lm_argmax;
   {
-    void* spread = ws_arena.alloc("sample_spread", spread_workspace_bytes(int(S)));
-    CUDA_CHECK(cudaMemset(spread, 0, spread_workspace_bytes(int(S))));  // its zeroed parts are left zeroed
-    samp.spread = spread_workspace_at(spread, int(S));
+    const size_t bytes = spread_workspace_bytes(int(S), int(V));
+    void* spread = ws_arena.alloc("sample_spread", bytes);
+    CUDA_CHECK(cudaMemset(spread, 0, bytes));  // its zeroed parts are left zeroed
+    samp.spread = spread_workspace_at(spread, int(S), int(V));
   }
   dev_in = static_cast<char*>(ws_arena.alloc("step_inputs", in_capacity));
   dev.ids = ws_arena.alloc_as<int32_t>("in_penalty_ids", ids_capacity);
@@ -878,7 +879,9 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   size_t n_ids = 0;
   bool any_random = false;
   const int n_lm = int(lm_seq.size());
-  bool all_spread = n_lm > 0;  // every row sampled without penalties or logprobs (sampling_is_spread)
+  bool all_spread = n_lm > 0;  // every row a spread row (sampling_is_spread: no penalties or logprobs)
+  bool spread_sampled = false;  // some spread row is sampled
+  bool spread_penalties = false;  // some spread row has a penalty
   int spread_selects = 0;      // SamplingParamsDev::spread_selects: bit 0 some row has top-k, bit 1 top-p
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
@@ -916,6 +919,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     }
     host.seq_params[r] = sp;
     all_spread &= sampling_is_spread(sp);
+    spread_sampled |= sampling_is_spread(sp) && sp.temperature != 0.0f;
+    spread_penalties |= sampling_is_spread(sp) && sampling_has_penalty(sp);
     spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0);
     // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
     // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
@@ -1033,6 +1038,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
       samp.n_seqs = n_lm, samp.any_random = any_random, samp.all_spread = all_spread;
+      samp.spread_sampled = spread_sampled, samp.spread_penalties = spread_penalties;
       samp.spread_selects = spread_selects;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites

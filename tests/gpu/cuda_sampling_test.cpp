@@ -94,12 +94,12 @@ struct DeviceSampler {
   DevBuf<char> spread;  // the spread path's workspace (zeroed; the kernels leave its zeroed parts zeroed)
   DeviceSampler(int rows, int vocab)
       : max_rows(rows), V(vocab), z(size_t(rows) * vocab), res(size_t(rows)),
-        spread(std::vector<char>(spread_workspace_bytes(rows), 0)) {}
+        spread(std::vector<char>(spread_workspace_bytes(rows, vocab), 0)) {}
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
                            const int32_t* counts, int n, bool any_random, bool spread_path = false) {
     SamplingParamsDev p;
-    p.all_spread = spread_path;
-    p.spread = spread_workspace_at(spread.p, max_rows);
+    p.all_spread = p.spread_sampled = spread_path;  // (callers with other rows too: all_spread = false)
+    p.spread = spread_workspace_at(spread.p, max_rows, V);
     p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p;
     p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random;
     return p;
@@ -232,8 +232,9 @@ TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
 }
 
 // A batch mixing greedy, plain temperature, top-k and top-p rows, some with logprobs: every row token for token
-// against the CPU on the one-CTA path; then its rows without logprobs on the spread path (greedy ones from their
-// argmax keys) give the same tokens.
+// against the CPU on the one-CTA path; the same batch with its spread rows on the spread path and the logprob rows on
+// sampling_prepare in the same call (greedy rows from their argmax keys), and its rows without logprobs alone on the
+// spread path, give the same tokens.
 TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
   const int V = kVocab;
   std::vector<SamplingParams> cases;
@@ -260,6 +261,29 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
   const auto r = ds.run(dl, hb);
   const auto lf = to_f32(logits);
   expect_matches_cpu(hb, lf, V, r, "greedy/plain/top-k/top-p batch");
+  {
+    DevBuf<SampleSeqParams> dsp(hb.sp);
+    DevBuf<int32_t> dids(hb.ids), dcounts(hb.counts);
+    DevBuf<unsigned long long> keys(static_cast<size_t>(S));
+    row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
+    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+    p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
+    ds.res.poison();
+    sample_tokens(p, nullptr);
+    const auto both = ds.res.download();
+    int n_spread = 0;
+    for (int i = 0; i < S; ++i) {
+      n_spread += sampling_is_spread(hb.sp[size_t(i)]);
+      EXPECT_EQ(both[size_t(i)].error, 0) << i;
+      EXPECT_EQ(both[size_t(i)].token, r[size_t(i)].token) << "row " << i << " with both paths in one call";
+      if (cases[size_t(i)].logprobs) {
+        EXPECT_EQ(both[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
+      }
+    }
+    EXPECT_GT(n_spread, 0);
+    EXPECT_LT(n_spread, S);
+    for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
+  }
 
   std::vector<SamplingParams> kept_cases;
   std::vector<std::vector<int32_t>> kp, ko;
@@ -358,22 +382,23 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
-// The spread path (spread rows: no penalties, no logprobs; passes and selects over many CTAs) against
-// sampling_prepare's one CTA per row on the same rows: the same token bit for bit, for the real vocabulary and odd
-// ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p,
-// min-p or top-k + top-p + min-p), every fifth greedy (its token from the LM head's argmax key,
+// The spread path (spread rows: no logprobs; passes and selects over many CTAs) against sampling_prepare's one CTA per
+// row on the same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024
+// chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every
+// fourth sampled row with repetition, frequency and presence penalties (its prompt holds the row's best id, so that the
+// max of z moves), every fifth greedy (its token from the LM head's argmax key,
 // as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
 // (error 2) report the same errors; the zeroed workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
-  int compared = 0, distinct = 0, cut_rows = 0;
+  int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0;
   for (int V : {kVocab, 1001, 37}) {
     for (int S : {1, 3, 8, 64}) {
       for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
         std::vector<SamplingParams> cases(static_cast<size_t>(S));
-        std::vector<std::vector<int32_t>> none(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
+        std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
         std::vector<bf16> logits(size_t(S) * V);
         for (int r = 0; r < S; ++r) {
           SamplingParams& a = cases[size_t(r)];
@@ -394,17 +419,28 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           if (kind == 2)  // exp(-120) underflows fp32: the three ids below hold every nonzero weight
             for (int i : {rng.below(V), V / 2, V - 1 - rng.below(3)})
               logits[size_t(r) * V + i] = f32_to_bf16(rng.uniform(-1.f, 1.f));
+          if (r % 4 == 1 && a.temperature != 0.0f) {  // penalties: prompt and output ids, the best id among them
+            a.repetition_penalty = r % 8 == 1 ? 1.3f : 0.8f;
+            a.frequency_penalty = 0.4f, a.presence_penalty = r % 8 == 1 ? 0.5f : -0.3f;
+            int best = 0;
+            for (int i = 1; i < V; ++i)
+              if (bf16_to_f32(logits[size_t(r) * V + i]) > bf16_to_f32(logits[size_t(r) * V + best])) best = i;
+            prompts[size_t(r)] = {best, rng.below(V), rng.below(V)};
+            for (auto& id : outputs[size_t(r)]) id = rng.below(4) == 0 ? best : rng.below(V);
+          }
         }
         if (round == 3 && S >= 3) {
           logits[size_t(1) * V + size_t(V / 2)] = f32_to_bf16(std::nanf(""));  // row 1: NaN
           for (int i = 0; i < V; ++i) logits[size_t(2) * V + i] = f32_to_bf16(3e38f);  // row 2: inf after T
           cases[2].temperature = 0.01f;
         }
-        const HostBatch hb = make_batch(cases, none, outputs);
+        const HostBatch hb = make_batch(cases, prompts, outputs);
         for (const auto& q : hb.sp) ASSERT_TRUE(sampling_is_spread(q));
         DevBuf<bf16> dl(logits);
         DevBuf<SampleSeqParams> dsp(hb.sp);
-        DevBuf<int32_t> dids(1), dcounts(1);
+        std::vector<int32_t> ids = hb.ids, counts = hb.counts;
+        if (ids.empty()) ids.push_back(0), counts.push_back(0);
+        DevBuf<int32_t> dids(ids), dcounts(counts);
         DeviceSampler ds(S, V);
         DevBuf<unsigned long long> keys(static_cast<size_t>(S));  // the LM head's argmax keys (consumed by each call)
         ds.res.poison();
@@ -418,7 +454,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         sp.row_argmax = keys.p, sp.n_argmax_rows = S;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sp.spread_selects = spread_selects_of(hb, V);
-        for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V);
+        for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V), penalty_rows += sampling_has_penalty(q);
         sample_tokens(sp, nullptr);
         const auto spread = ds.res.download();
         for (int r = 0; r < S; ++r) {
@@ -432,10 +468,11 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           EXPECT_EQ(one[2].error, 2);
         }
         auto host = ds.spread.download();  // the zeroed parts, through the same carving on the host copy
-        const SpreadWorkspace w = spread_workspace_at(host.data(), S);
+        const SpreadWorkspace w = spread_workspace_at(host.data(), S, V);
         for (int r = 0; r < S; ++r) {
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
           EXPECT_EQ(w.select_arrivals[r], 0u) << "row " << r;
+          for (int k = 0; k < (V + 31) / 32; ++k) EXPECT_EQ(w.penalized[r * ((V + 31) / 32) + k], 0u) << "row " << r;
           for (int d = 0; d < 256; ++d) EXPECT_EQ(w.select_hist[r * 256 + d], 0ull) << "row " << r << " digit " << d;
         }
         for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
@@ -444,6 +481,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   }
   EXPECT_GT(distinct, compared / 3) << "the draws should differ from row to row";
   EXPECT_GT(cut_rows, compared / 4) << "rows with cuts";
+  EXPECT_GT(penalty_rows, compared / 8) << "rows with penalties";
 }
 
 TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
@@ -567,7 +605,7 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
     ds.res.poison();
     sample_tokens(p, nullptr);
     auto host = ds.spread.download();
-    const SpreadWorkspace w = spread_workspace_at(host.data(), S);
+    const SpreadWorkspace w = spread_workspace_at(host.data(), S, V);
     const auto res = ds.res.download();
     const auto lf = to_f32(logits);
     for (int r = 0; r < S; ++r) {
@@ -638,7 +676,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
                             Config{"top_k 50, spread", 50, 1.0f}, Config{"top_k 50", 50, 1.0f},
                             Config{"top_p 0.9, spread", 0, 0.9f}, Config{"top_p 0.9", 0, 0.9f},
                             Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs", 0, 1.0f, true},
-                            Config{"penalty", 0, 1.0f, false, 0.5f}}) {
+                            Config{"penalty, spread", 0, 1.0f, false, 0.5f}, Config{"penalty", 0, 1.0f, false, 0.5f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
       if (only && std::string(only) != c.name) continue;
@@ -654,7 +692,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
       DevBuf<int32_t> dids(1), dcounts(1);
       const bool spread = std::string(c.name).find("spread") != std::string::npos;
       SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, spread);
-      p.spread_selects = spread_selects_of(hb, V);
+      p.spread_selects = spread_selects_of(hb, V), p.spread_penalties = c.presence_penalty != 0.0f;
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
       std::printf("sample_tokens V %d rows %2d %-26s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);
       const auto r = ds.res.download();

@@ -53,6 +53,8 @@ TEST(CliBenchArgs, BadListsNameTheOption) {
       {"bench decode --top-p 0", "--top-p"},
       {"bench decode --top-p 1.5", "--top-p"},
       {"bench decode --top-p hot", "--top-p"},
+      {"bench decode --presence-penalty 2.5", "--presence-penalty"},
+      {"bench decode --presence-penalty x", "--presence-penalty"},
       {"bench kernel moe-gemm --P 0", "--P"},
       {"bench kernel moe-gemm --routing skewed", "--routing"},
       {"bench kernel attention-decode --batch 0", "--batch"},

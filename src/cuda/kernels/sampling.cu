@@ -417,6 +417,7 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
+  if (p.spread_active && sampling_is_spread(q)) return;  // the spread kernels' row
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   SampleResultDev& res = p.results[s];
@@ -565,16 +566,47 @@ __device__ __forceinline__ KeptThreshold spread_select_in(const SamplingParamsDe
   return cut == 1 && sampling_has_top_k(p.seqs[s], p.vocab) ? spread_cut(p, s, 0) : kKeepAll;
 }
 __device__ __forceinline__ bool spread_row_selects(const SampleSeqParams& q, int V, int cut) {
-  return cut == 0 ? sampling_has_top_k(q, V) : sampling_has_top_p(q);
+  return sampling_is_spread(q) && (cut == 0 ? sampling_has_top_k(q, V) : sampling_has_top_p(q));
 }
 // Ids [b, e) of a select CTA's slice.
 __device__ __forceinline__ int select_span(int V) { return (V + kSpreadSelectCtas - 1) / kSpreadSelectCtas; }
+
+// Words of a row's `penalized` bits.
+__host__ __device__ __forceinline__ int penalty_words(int V) { return (V + 31) / 32; }
+
+// sampling_prepare's steps 1-2 for the spread rows with a penalty (one CTA per row; the id lists are short): the
+// penalized logit of every listed id into z, its bit into `penalized` (sampling_spread_tempered then takes z for those
+// ids); repetition first, then frequency / presence on the result, the same float operations in the same order.
+__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(SamplingParamsDev p) {
+  const int s = blockIdx.x, V = p.vocab;
+  const SampleSeqParams& q = p.seqs[s];
+  if (!sampling_is_spread(q) || q.temperature == 0.0f || !sampling_has_penalty(q)) return;
+  const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+  float* z = p.z + size_t(s) * V;
+  unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
+  if (q.repetition_penalty != 1.0f)
+    for (int i = threadIdx.x; i < q.n_rep; i += kSpreadThreads) {
+      const int id = p.ids[q.rep_offset + i];
+      const float v = to_f32(logits[id]);
+      z[id] = v > 0.0f ? v / q.repetition_penalty : v * q.repetition_penalty;
+      atomicOr(&pen[id >> 5], 1u << (id & 31));
+    }
+  __syncthreads();  // (the repetition's z and bits are visible to the whole CTA)
+  if (q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f)
+    for (int i = threadIdx.x; i < q.n_out; i += kSpreadThreads) {
+      const int id = p.ids[q.out_offset + i];
+      const float v = (pen[id >> 5] >> (id & 31) & 1u) ? z[id] : to_f32(logits[id]);
+      z[id] = v - (float(p.counts[q.out_offset + i]) * q.frequency_penalty + q.presence_penalty);
+      atomicOr(&pen[id >> 5], 1u << (id & 31));
+    }
+}
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32];
   __shared__ int s_nan[kSpreadThreads / 32];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
+  if (!sampling_is_spread(q)) return;  // sampling_prepare's row (so in every spread kernel)
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   if (blockIdx.y == 0 && threadIdx.x == 0) {  // the argmax key consumed, as sampling_prepare does
     const unsigned long long key = take_argmax_key(p, s);
@@ -582,6 +614,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   }
   if (q.temperature == 0.0f) return;
   float* z = p.z + size_t(s) * V;
+  // ids sampling_spread_penalize rewrote: z holds their penalized logit (bit set in `penalized`)
+  const unsigned* pen = sampling_has_penalty(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
   float mx = -INFINITY;
   int nan = 0;
   constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
@@ -597,7 +631,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       const int i = i0 + u * kSpreadThreads;
       if (i >= V) break;
       nan |= isnan(v[u]);
-      const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, then z / temperature)
+      if (pen && (pen[i >> 5] >> (i & 31) & 1u)) v[u] = z[i];
+      const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, penalties, then z / temperature)
       z[i] = t;
       mx = fmaxf(mx, t);
     }
@@ -792,8 +827,9 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   __shared__ int s_last;
   const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
   const SampleSeqParams& q = p.seqs[s];
+  if (q.temperature == 0.0f || !sampling_is_spread(q)) return;  // greedy: done; sampling_prepare's row
   const float z_max = spread_row_max(p, s);
-  if (q.temperature == 0.0f || isnan(z_max)) return;  // greedy: done; NaN: sampling_spread_draw reports it
+  if (isnan(z_max)) return;  // sampling_spread_draw reports it
   float* z = p.z + size_t(s) * V;
   const int c0 = blockIdx.y * kChunksPerCta;
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
@@ -845,12 +881,18 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (q.temperature == 0.0f) return;  // greedy: its token came from the argmax key (sampling_spread_tempered)
+  // greedy: its token came from the argmax key (sampling_spread_tempered); not a spread row: sampling_prepare's
+  if (q.temperature == 0.0f || !sampling_is_spread(q)) return;
   SampleResultDev& res = p.results[s];
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
   const int last_kept = sampling_has_cut(q, V) ? p.spread.row_last[s] - 1 : V - 1;
   __syncthreads();
   if (threadIdx.x == 0) p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
+  if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids)
+    unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
+    for (int i = threadIdx.x; i < q.n_rep + q.n_out; i += kThreads)
+      pen[p.ids[i < q.n_rep ? q.rep_offset + i : q.out_offset + i - q.n_rep] >> 5] = 0u;
+  }
   if (nan != 0u) {
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
@@ -870,11 +912,11 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
 
 bool spread_ready(const SpreadWorkspace& w) {
   return w.row_max && w.row_last && w.row_cut && w.select_hist && w.select_arrivals && w.select_state &&
-         w.slice_counts && w.chunk_sums;
+         w.slice_counts && w.chunk_sums && w.penalized;
 }
 
 // The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
-size_t carve_spread_workspace(char* base, int rows, SpreadWorkspace* w) {
+size_t carve_spread_workspace(char* base, int rows, int vocab, SpreadWorkspace* w) {
   const size_t r = size_t(std::max(rows, 1));
   size_t at = 0;
   auto take = [&](size_t bytes) {
@@ -890,28 +932,36 @@ size_t carve_spread_workspace(char* base, int rows, SpreadWorkspace* w) {
   w->select_state = reinterpret_cast<SpreadSelectState*>(take(r * sizeof(SpreadSelectState)));
   w->slice_counts = reinterpret_cast<unsigned*>(take(r * kSpreadSelectCtas * 4));
   w->chunk_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
+  w->penalized = reinterpret_cast<unsigned*>(take(r * size_t(penalty_words(std::max(vocab, 1))) * 4));
   return at;
 }
 
 }  // namespace
 
-size_t spread_workspace_bytes(int rows) {
+size_t spread_workspace_bytes(int rows, int vocab) {
   SpreadWorkspace w;
-  return carve_spread_workspace(nullptr, rows, &w);
+  return carve_spread_workspace(nullptr, rows, vocab, &w);
 }
 
-SpreadWorkspace spread_workspace_at(void* base, int rows) {
+SpreadWorkspace spread_workspace_at(void* base, int rows, int vocab) {
   SpreadWorkspace w;
-  carve_spread_workspace(static_cast<char*>(base), rows, &w);
+  carve_spread_workspace(static_cast<char*>(base), rows, vocab, &w);
   return w;
 }
 
-void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
+void sample_tokens(const SamplingParamsDev& params, cudaStream_t stream) {
+  SamplingParamsDev p = params;
   MXS_CHECK(p.n_seqs >= 1 && p.vocab >= 1, "sample_tokens: n_seqs and vocab must be >= 1");
   MXS_CHECK(p.vocab <= kTopPMaxVocab || !(p.spread_selects & 2),
             "sample_tokens: top-p's units need a vocabulary of at most 2^20 ids");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  if (p.all_spread && p.any_random && spread_ready(p.spread) && p.vocab <= kSpreadMaxVocab && !no_spread) {
+  p.spread_active =
+      p.spread_sampled && p.any_random && spread_ready(p.spread) && p.vocab <= kSpreadMaxVocab && !no_spread;
+  if (p.spread_active) {
+    if (p.spread_penalties) {
+      sampling_spread_penalize<<<p.n_seqs, kSpreadThreads, 0, stream>>>(p);
+      CUDA_CHECK_LAUNCH();
+    }
     sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     for (int cut = 0; cut < 2; ++cut) {
@@ -927,9 +977,9 @@ void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream) {
     CUDA_CHECK_LAUNCH();
     sampling_spread_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
-    return;
+    if (p.all_spread) return;
   }
-  sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
+  sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);  // every row, or those the spread kernels leave
   CUDA_CHECK_LAUNCH();
 }
 

@@ -6,9 +6,10 @@
 // No sort anywhere: top-k and top-p each keep a prefix of the order, found as its last element by a radix select
 // (the k-th candidate; the candidate at which top-p's integer units reach their target: sums of integers do not
 // depend on their order), so the kept set is a threshold test on (z, id); min-p is a test on w alone.
-// Two ways to run it: one CTA per row (sampling_prepare: any row), or, when every row of the step is a spread row
-// (no penalties, no logprobs; the OpenAI defaults), the spread path: every pass over a row on 128 CTAs, the selects'
-// histograms summed across them (sampling.cu, "Spread path"). The same arithmetic, so the same token bit for bit.
+// Two ways to run a row: one CTA per row (sampling_prepare: any row), or, for spread rows (no logprobs; the OpenAI
+// defaults), the spread path: every pass over a row on 128 CTAs, the selects' histograms summed across
+// them (sampling.cu, "Spread path"); a step can use both, each row on one. The same arithmetic, so the same token bit
+// for bit.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -51,8 +52,8 @@ struct SpreadSelectState {
   unsigned long long rest;
 };
 
-// Workspaces of the spread path (sampling.cu), for `rows` sequences, carved from one zero-initialized allocation of
-// spread_workspace_bytes(rows) (spread_workspace_at); the kernels leave the zeroed parts zeroed.
+// Workspaces of the spread path (sampling.cu), for `rows` sequences of `vocab` ids, carved from one zero-initialized
+// allocation of spread_workspace_bytes(rows, vocab) (spread_workspace_at); the kernels leave the zeroed parts zeroed.
 struct SpreadWorkspace {
   unsigned* row_max = nullptr;                // [rows][2] zeroed: the orderable max of z, the NaN flag
   int* row_last = nullptr;                    // [rows] zeroed: 1 + the largest kept id (rows with a cut)
@@ -61,6 +62,7 @@ struct SpreadWorkspace {
   unsigned* select_arrivals = nullptr;        // [rows] zeroed: CTAs done with a select pass
   SpreadSelectState* select_state = nullptr;  // [rows]
   unsigned* slice_counts = nullptr;           // [rows][kSpreadSelectCtas]: ids with the selected key per slice
+  unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i = z[i] holds id i's penalized logit
   double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
 };
 constexpr int kSpreadSelectCtas = 128;  // CTAs per row of the select passes (each a contiguous slice of ids)
@@ -81,9 +83,16 @@ struct SamplingParamsDev {
   SampleResultDev* results = nullptr;  // [n_seqs]
   int n_seqs = 0, vocab = 0;
   bool any_random = false;          // some sequence has temperature > 0
-  // Every row is a spread row (sampling_is_spread; greedy ones need row_argmax): with any_random the spread kernels
-  // run instead of sampling_prepare (vocab <= kSpreadMaxVocab, `spread` carved). false is always correct.
+  // The spread path (sampling.cu, "Spread path") for the spread rows (sampling_is_spread; greedy ones need row_argmax)
+  // when some spread row is sampled (spread_sampled; vocab <= kSpreadMaxVocab, `spread` carved); the other rows run
+  // sampling_prepare, whose launch is skipped when every row is a spread row (all_spread: must be exact when set).
+  // false / false is always correct: sampling_prepare for every row.
+  bool spread_sampled = false;
   bool all_spread = false;
+  bool spread_active = false;  // (set by sample_tokens for its kernels: the spread rows are the spread kernels')
+  // Some spread row has a penalty (sampling_has_penalty): false skips the spread path's penalty kernel (true is always
+  // correct).
+  bool spread_penalties = true;
   // The spread path's selects to run: bit 0 when some row has top-k (sampling_has_top_k), bit 1 top-p
   // (sampling_has_top_p). A clear bit skips that select's kernels; 3 is always correct.
   int spread_selects = 3;
@@ -100,18 +109,21 @@ __host__ __device__ inline bool sampling_has_top_p(const SampleSeqParams& q) {
 __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int vocab) {
   return sampling_has_top_k(q, vocab) || sampling_has_top_p(q) || (q.temperature != 0.0f && q.min_p > 0.0f);
 }
-// A spread row: no penalties, no logprobs (cuts allowed): sampled, or greedy with its token from the LM head's argmax
-// key (SamplingParamsDev::row_argmax must then be set). When every row of a step is one and some row is sampled
-// (SamplingParamsDev::all_spread, any_random), each sampled row's passes spread over many CTAs (sampling.cu, "Spread
-// path"): the same arithmetic, the same token as sampling_prepare's path.
+__host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
+  return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
+}
+// A spread row: no logprobs; sampled (cuts and penalties allowed), or greedy without penalties with its token from the
+// LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some spread row of a step is sampled
+// (SamplingParamsDev::spread_sampled), the spread rows' passes spread over many CTAs (sampling.cu, "Spread path"): the
+// same arithmetic, the same token as sampling_prepare's path.
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
-  return q.repetition_penalty == 1.0f && q.frequency_penalty == 0.0f && q.presence_penalty == 0.0f &&
-         !q.want_logprob && q.top_logprobs == 0;
+  return !q.want_logprob && q.top_logprobs == 0 && (q.temperature != 0.0f || !sampling_has_penalty(q));
 }
 
-size_t spread_workspace_bytes(int rows);
-// The workspace carved from `base` (spread_workspace_bytes(rows) bytes, 256-byte aligned, zeroed by the caller once).
-SpreadWorkspace spread_workspace_at(void* base, int rows);
+size_t spread_workspace_bytes(int rows, int vocab);
+// The workspace carved from `base` (spread_workspace_bytes(rows, vocab) bytes, 256-byte aligned, zeroed by the caller
+// once).
+SpreadWorkspace spread_workspace_at(void* base, int rows, int vocab);
 
 void sample_tokens(const SamplingParamsDev& p, cudaStream_t stream);
 

@@ -198,6 +198,22 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   DeviceSampler ds(S, V);
   const auto r = ds.run(dl, hb);
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
+  // The same batch with its spread rows (sampled, with or without penalties or a logprob) on the spread path and the
+  // others (greedy with penalties, top logprobs) on sampling_prepare, in one call.
+  DevBuf<SampleSeqParams> dsp(hb.sp);
+  DevBuf<int32_t> dids(hb.ids), dcounts(hb.counts);
+  DevBuf<unsigned long long> keys(static_cast<size_t>(S));
+  row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
+  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+  p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
+  int n_spread = 0;
+  for (const auto& q : hb.sp) n_spread += sampling_is_spread(q) && q.temperature != 0.0f;
+  EXPECT_GT(n_spread, S / 2);
+  ds.res.poison();
+  sample_tokens(p, nullptr);
+  auto both = ds.res.download();
+  both.resize(size_t(S));
+  expect_matches_cpu(hb, to_f32(logits), V, both, "mixed batch, both paths");
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
@@ -276,8 +292,8 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
       n_spread += sampling_is_spread(hb.sp[size_t(i)]);
       EXPECT_EQ(both[size_t(i)].error, 0) << i;
       EXPECT_EQ(both[size_t(i)].token, r[size_t(i)].token) << "row " << i << " with both paths in one call";
-      if (cases[size_t(i)].logprobs) {
-        EXPECT_EQ(both[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
+      if (cases[size_t(i)].logprobs) {  // (the spread path sums the normalizer in another order)
+        EXPECT_NEAR(both[size_t(i)].logprob, r[size_t(i)].logprob, 1e-5) << "row " << i;
       }
     }
     EXPECT_GT(n_spread, 0);
@@ -386,14 +402,15 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
 // row on the same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024
 // chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every
 // fourth sampled row with repetition, frequency and presence penalties (its prompt holds the row's best id, so that the
-// max of z moves), every fifth greedy (its token from the LM head's argmax key,
+// max of z moves), every seventh sampled row with its logprob (within 1e-5: the normalizer's sum runs in another
+// order), every fifth greedy (its token from the LM head's argmax key,
 // as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
 // (error 2) report the same errors; the zeroed workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
-  int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0;
+  int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0, logprob_rows = 0;
   for (int V : {kVocab, 1001, 37}) {
     for (int S : {1, 3, 8, 64}) {
       for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
@@ -419,6 +436,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           if (kind == 2)  // exp(-120) underflows fp32: the three ids below hold every nonzero weight
             for (int i : {rng.below(V), V / 2, V - 1 - rng.below(3)})
               logits[size_t(r) * V + i] = f32_to_bf16(rng.uniform(-1.f, 1.f));
+          a.logprobs = r % 7 == 2 && a.temperature != 0.0f;  // the sampled token's raw logprob
           if (r % 4 == 1 && a.temperature != 0.0f) {  // penalties: prompt and output ids, the best id among them
             a.repetition_penalty = r % 8 == 1 ? 1.3f : 0.8f;
             a.frequency_penalty = 0.4f, a.presence_penalty = r % 8 == 1 ? 0.5f : -0.3f;
@@ -460,6 +478,10 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         for (int r = 0; r < S; ++r) {
           EXPECT_EQ(spread[size_t(r)].error, one[size_t(r)].error) << "V " << V << " S " << S << " row " << r;
           EXPECT_EQ(spread[size_t(r)].token, one[size_t(r)].token) << "V " << V << " S " << S << " row " << r;
+          if (cases[size_t(r)].logprobs && one[size_t(r)].error == 0) {
+            EXPECT_NEAR(spread[size_t(r)].logprob, one[size_t(r)].logprob, 1e-5) << "V " << V << " row " << r;
+            logprob_rows += 1;
+          }
           ++compared;
           distinct += r > 0 && one[size_t(r)].error == 0 && one[size_t(r)].token != one[size_t(r) - 1].token;
         }
@@ -472,6 +494,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         for (int r = 0; r < S; ++r) {
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
           EXPECT_EQ(w.select_arrivals[r], 0u) << "row " << r;
+          EXPECT_EQ(w.raw_max[r], 0u) << "row " << r;
           for (int k = 0; k < (V + 31) / 32; ++k) EXPECT_EQ(w.penalized[r * ((V + 31) / 32) + k], 0u) << "row " << r;
           for (int d = 0; d < 256; ++d) EXPECT_EQ(w.select_hist[r * 256 + d], 0ull) << "row " << r << " digit " << d;
         }
@@ -482,6 +505,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   EXPECT_GT(distinct, compared / 3) << "the draws should differ from row to row";
   EXPECT_GT(cut_rows, compared / 4) << "rows with cuts";
   EXPECT_GT(penalty_rows, compared / 8) << "rows with penalties";
+  EXPECT_GT(logprob_rows, compared / 20) << "rows with a logprob";
 }
 
 TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
@@ -675,7 +699,8 @@ TEST(CudaSampling, TimingAtRealVocab) {
     for (const Config& c : {Config{"plain, spread", 0, 1.0f}, Config{"plain", 0, 1.0f},
                             Config{"top_k 50, spread", 50, 1.0f}, Config{"top_k 50", 50, 1.0f},
                             Config{"top_p 0.9, spread", 0, 0.9f}, Config{"top_p 0.9", 0, 0.9f},
-                            Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs", 0, 1.0f, true},
+                            Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs, spread", 0, 1.0f, true},
+                            Config{"logprobs", 0, 1.0f, true},
                             Config{"penalty, spread", 0, 1.0f, false, 0.5f}, Config{"penalty", 0, 1.0f, false, 0.5f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");

@@ -602,7 +602,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(Sampl
 }
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
-  __shared__ float s_max[kSpreadThreads / 32];
+  __shared__ float s_max[kSpreadThreads / 32], s_raw_max[kSpreadThreads / 32];
   __shared__ int s_nan[kSpreadThreads / 32];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
@@ -616,7 +616,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   float* z = p.z + size_t(s) * V;
   // ids sampling_spread_penalize rewrote: z holds their penalized logit (bit set in `penalized`)
   const unsigned* pen = sampling_has_penalty(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
-  float mx = -INFINITY;
+  float mx = -INFINITY, raw_mx = -INFINITY;
   int nan = 0;
   constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
   for (int i0 = blockIdx.y * kSpreadThreads * kTemperedUnroll + threadIdx.x; i0 < V; i0 += kStride) {
@@ -631,6 +631,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       const int i = i0 + u * kSpreadThreads;
       if (i >= V) break;
       nan |= isnan(v[u]);
+      raw_mx = fmaxf(raw_mx, v[u]);  // (logprobs: the raw logits' max)
       if (pen && (pen[i >> 5] >> (i & 31) & 1u)) v[u] = z[i];
       const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, penalties, then z / temperature)
       z[i] = t;
@@ -638,14 +639,17 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
     }
   }
   mx = warp_max(mx);
+  raw_mx = warp_max(raw_mx);
   nan = __any_sync(0xffffffffu, nan);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) s_max[warp] = mx, s_nan[warp] = nan;
+  if (lane == 0) s_max[warp] = mx, s_raw_max[warp] = raw_mx, s_nan[warp] = nan;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kSpreadThreads / 32; ++w) mx = fmaxf(mx, s_max[w]), nan |= s_nan[w];
+    for (int w = 1; w < kSpreadThreads / 32; ++w)
+      mx = fmaxf(mx, s_max[w]), raw_mx = fmaxf(raw_mx, s_raw_max[w]), nan |= s_nan[w];
     atomicMax(&p.spread.row_max[2 * s], orderable_bits(mx));
     if (nan) atomicOr(&p.spread.row_max[2 * s + 1], 1u);
+    if (q.want_logprob) atomicMax(&p.spread.raw_max[s], orderable_bits(raw_mx));
   }
 }
 
@@ -875,6 +879,21 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
     for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
     p.spread.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
   }
+  if (q.want_logprob) {  // this CTA's share of the raw log-normalizer: sum of exp(logit - raw max) over [b, e)
+    __shared__ double s_sum[kSpreadThreads / 32];
+    const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+    const double raw_max = double(from_orderable_bits(p.spread.raw_max[s]));
+    double sum = 0.0;
+    for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) sum += exp(double(to_f32(logits[i])) - raw_max);
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((threadIdx.x & 31) == 0) s_sum[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double total = 0.0;
+      for (int w = 0; w < kSpreadThreads / 32; ++w) total += s_sum[w];
+      p.spread.raw_sums[size_t(s) * kWeightsCtas + blockIdx.y] = total;
+    }
+  }
 }
 
 __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsDev p) {
@@ -886,8 +905,12 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   SampleResultDev& res = p.results[s];
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
   const int last_kept = sampling_has_cut(q, V) ? p.spread.row_last[s] - 1 : V - 1;
+  const uint32_t raw_max_key = p.spread.raw_max[s];
   __syncthreads();
-  if (threadIdx.x == 0) p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
+  if (threadIdx.x == 0) {
+    p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
+    p.spread.raw_max[s] = 0u;
+  }
   if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids)
     unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
     for (int i = threadIdx.x; i < q.n_rep + q.n_out; i += kThreads)
@@ -907,12 +930,21 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   __syncthreads();
   // w over z: 0 for ids a cut drops, so "kept with a nonzero weight" is "nonzero".
   const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, last_kept, q, sh);
-  if (threadIdx.x == 0) res.token = token, res.error = 0;
+  if (threadIdx.x == 0) {
+    res.token = token, res.error = 0;
+    if (q.want_logprob) {  // the raw logprob: the weights kernel's sums added in CTA order (sampling_prepare's formula)
+      double sum = 0.0;
+      for (int c = 0; c < kWeightsCtas; ++c) sum += p.spread.raw_sums[size_t(s) * kWeightsCtas + c];
+      const float raw_max = from_orderable_bits(raw_max_key);
+      const float v = to_f32(static_cast<const bf16_t*>(p.logits)[size_t(s) * V + token]);
+      res.logprob = float(double(v) - double(raw_max) - log(sum));
+    }
+  }
 }
 
 bool spread_ready(const SpreadWorkspace& w) {
   return w.row_max && w.row_last && w.row_cut && w.select_hist && w.select_arrivals && w.select_state &&
-         w.slice_counts && w.chunk_sums && w.penalized;
+         w.slice_counts && w.chunk_sums && w.penalized && w.raw_max && w.raw_sums;
 }
 
 // The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
@@ -933,6 +965,8 @@ size_t carve_spread_workspace(char* base, int rows, int vocab, SpreadWorkspace* 
   w->slice_counts = reinterpret_cast<unsigned*>(take(r * kSpreadSelectCtas * 4));
   w->chunk_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
   w->penalized = reinterpret_cast<unsigned*>(take(r * size_t(penalty_words(std::max(vocab, 1))) * 4));
+  w->raw_max = reinterpret_cast<unsigned*>(take(r * 4));
+  w->raw_sums = reinterpret_cast<double*>(take(r * kWeightsCtas * 8));
   return at;
 }
 

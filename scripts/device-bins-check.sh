@@ -4,7 +4,8 @@
 # gpt-oss-120b, short contexts with and without --exact-attention, sampled steps (temperature 1, top-p 0.9) on each
 # sampling path with racecheck of the spread kernels, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
 # its CPU-reference test, `bench decode --model`, `generate` with and without the LM-head screen (the same text
-# expected) and at temperature 1 with and without the spread draw (the same text expected). Prints what to paste
+# expected) and at temperature 1 (and with top-p / top-k cuts) with and without the spread path (the same text
+# expected). Prints what to paste
 # into PERF.md.
 # Here:  cmake --build build-cuda -j2; mkdir -p wt-bin; strip -o wt-bin/mxserve build-cuda/mxserve;
 #        for t in build-cuda/tests/cuda_*_test; do strip -o wt-bin/$(basename $t) $t; done
@@ -51,16 +52,17 @@ one X=1 1,8,64 120b; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,8 120b; do
 short() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,64 --context 200 --steps 32 --breakdown none \
   2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 ctx200 /"; }
 for r in 1 2; do short X=1; short MXS_EXACT_ATTENTION=1; done
-# Sampled steps (session 28): temperature 1 (the OpenAI default) and top-p 0.9 on the spread path, vs one CTA per
-# row (MXS_NO_SPREAD_SAMPLING=1) and, for top-p, vs the rows' sorts one after another (MXS_SERIAL_ROW_SORTS=1).
-sampled() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,32 --context 1024 --steps 32 --breakdown none \
+# Sampled steps (sessions 28-29): temperature 1 (the OpenAI default), top-p 0.9 and a presence penalty on the spread
+# path vs one CTA per row (MXS_NO_SPREAD_SAMPLING=1).
+sampled() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,32,64 --context 1024 --steps 32 --breakdown none \
   --temperature 1 $2 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 T=1 $2 /"; }
 for r in 1 2; do
-  for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do sampled $e; sampled $e "--top-p 0.9"; done
-  sampled MXS_SERIAL_ROW_SORTS=1 "--top-p 0.9"
+  for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do
+    sampled $e; sampled $e "--top-p 0.9"; sampled $e "--presence-penalty 0.5"
+  done
 done
-if [ -x wt-bin/cuda_sampling_test ]; then  # the new kernels under racecheck, one row (the whole test is too slow there)
-  for cfg in "plain, spread" "top_p 0.9, spread" "top_k 50, spread"; do
+if [ -x wt-bin/cuda_sampling_test ]; then  # the spread kernels under racecheck, one row (the whole test is too slow there)
+  for cfg in "plain, spread" "top_k 50 top_p 0.9, spread" "penalty, spread" "logprobs, spread"; do
     MXS_SAMPLING_TIMING_ROWS=1 MXS_SAMPLING_TIMING_ONLY="$cfg" timeout 150 "$CS" --tool racecheck \
       wt-bin/cuda_sampling_test --gtest_filter='*Timing*' >"$OUT/racecheck_sampling.log" 2>&1
     echo "racecheck sampling '$cfg' rc=$? $(grep 'RACECHECK SUMMARY' "$OUT/racecheck_sampling.log" | tail -1)"
@@ -88,5 +90,12 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
     echo "generate temperature 1 $e rc=$? $(grep -E 'tok/s' "$OUT/gen_t1_$e.err" | tail -1)"
   done
   cmp "$OUT/gen_t1_X=1.txt" "$OUT/gen_t1_MXS_NO_SPREAD_SAMPLING=1.txt" && echo "generate T=1: the same text either way"
+  # With cuts (session 29: the radix selects): top-p 0.9 and top-k 50, spread vs one CTA per row.
+  for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do
+    env $e timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 256 --seed 7 --top-p 0.9 --top-k 50 \
+      --raw -p "Hello" >"$OUT/gen_cut_$e.txt" 2>"$OUT/gen_cut_$e.err"
+    echo "generate top-p 0.9 top-k 50 $e rc=$? $(grep -E 'tok/s' "$OUT/gen_cut_$e.err" | tail -1)"
+  done
+  cmp "$OUT/gen_cut_X=1.txt" "$OUT/gen_cut_MXS_NO_SPREAD_SAMPLING=1.txt" && echo "generate with cuts: the same text either way"
 fi
 grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"

@@ -123,6 +123,26 @@ struct DeviceSampler {
   }
 };
 
+// The batch in one sample_tokens call with its spread rows on the spread path and the others on sampling_prepare, as
+// the runner runs a step (greedy rows from their LM-head argmax keys, which the call must consume).
+std::vector<SampleResultDev> run_both_paths(DeviceSampler& ds, const DevBuf<bf16>& dl, const HostBatch& hb, int V) {
+  const int S = int(hb.sp.size());
+  DevBuf<SampleSeqParams> dsp(hb.sp);
+  std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
+  if (ids.empty()) ids.push_back(0), counts.push_back(0);
+  DevBuf<int32_t> dids(ids), dcounts(counts);
+  DevBuf<unsigned long long> keys(static_cast<size_t>(S));
+  row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
+  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+  p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
+  ds.res.poison();
+  sample_tokens(p, nullptr);
+  auto r = ds.res.download();
+  r.resize(size_t(S));
+  for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
+  return r;
+}
+
 // Every row of the batch against cpu::sample_token: token (exact), logprob and top logprobs (1e-4).
 void expect_matches_cpu(const HostBatch& hb, const std::vector<float>& lf, int V,
                         const std::vector<SampleResultDev>& r, const char* what) {
@@ -200,20 +220,10 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
   // The same batch with its spread rows (sampled, with or without penalties or a logprob) on the spread path and the
   // others (greedy with penalties, top logprobs) on sampling_prepare, in one call.
-  DevBuf<SampleSeqParams> dsp(hb.sp);
-  DevBuf<int32_t> dids(hb.ids), dcounts(hb.counts);
-  DevBuf<unsigned long long> keys(static_cast<size_t>(S));
-  row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
-  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
-  p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
   int n_spread = 0;
   for (const auto& q : hb.sp) n_spread += sampling_is_spread(q) && q.temperature != 0.0f;
   EXPECT_GT(n_spread, S / 2);
-  ds.res.poison();
-  sample_tokens(p, nullptr);
-  auto both = ds.res.download();
-  both.resize(size_t(S));
-  expect_matches_cpu(hb, to_f32(logits), V, both, "mixed batch, both paths");
+  expect_matches_cpu(hb, to_f32(logits), V, run_both_paths(ds, dl, hb, V), "mixed batch, both paths");
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
@@ -278,15 +288,7 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
   const auto lf = to_f32(logits);
   expect_matches_cpu(hb, lf, V, r, "greedy/plain/top-k/top-p batch");
   {
-    DevBuf<SampleSeqParams> dsp(hb.sp);
-    DevBuf<int32_t> dids(hb.ids), dcounts(hb.counts);
-    DevBuf<unsigned long long> keys(static_cast<size_t>(S));
-    row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
-    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
-    p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
-    ds.res.poison();
-    sample_tokens(p, nullptr);
-    const auto both = ds.res.download();
+    const auto both = run_both_paths(ds, dl, hb, V);
     int n_spread = 0;
     for (int i = 0; i < S; ++i) {
       n_spread += sampling_is_spread(hb.sp[size_t(i)]);
@@ -298,7 +300,6 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
     }
     EXPECT_GT(n_spread, 0);
     EXPECT_LT(n_spread, S);
-    for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
   }
 
   std::vector<SamplingParams> kept_cases;

@@ -571,6 +571,27 @@ __device__ __forceinline__ bool spread_row_selects(const SampleSeqParams& q, int
 // Ids [b, e) of a select CTA's slice.
 __device__ __forceinline__ int select_span(int V) { return (V + kSpreadSelectCtas - 1) / kSpreadSelectCtas; }
 
+// for (i = b + threadIdx.x; i < e; i += kSpreadThreads) visit(src[i], i), with kSliceUnroll loads in flight per thread
+// (a spread CTA's pass over its ids).
+constexpr int kSliceUnroll = 4;
+template <typename Visit>
+__device__ __forceinline__ void for_slice(const float* src, int b, int e, Visit visit) {
+  for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kSliceUnroll) {
+    float v[kSliceUnroll];
+#pragma unroll
+    for (int u = 0; u < kSliceUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      v[u] = i < e ? src[i] : 0.0f;
+    }
+#pragma unroll
+    for (int u = 0; u < kSliceUnroll; ++u) {
+      const int i = i0 + u * kSpreadThreads;
+      if (i >= e) break;
+      visit(v[u], i);
+    }
+  }
+}
+
 // Words of a row's `penalized` bits.
 __host__ __device__ __forceinline__ int penalty_words(int V) { return (V + 31) / 32; }
 
@@ -687,24 +708,11 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   __syncthreads();
   const float* z = p.z + size_t(s) * V;
   const int span = select_span(V), b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
-  constexpr int kUnroll = 4;
-  for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
-    float v[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = i0 + u * kSpreadThreads;
-      v[u] = i < e ? z[i] : 0.0f;
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int i = i0 + u * kSpreadThreads;
-      if (i >= e) break;
-      const uint32_t key = select_key(v[u]);
-      if ((key & mask) == prefix && in(v[u], i))
-        hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)),
-                       cut == 0 ? 1ull : top_p_units(weight_of(v[u], z_max)));
-    }
-  }
+  for_slice(z, b, e, [&](float v, int i) {
+    const uint32_t key = select_key(v);
+    if ((key & mask) == prefix && in(v, i))
+      hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)), cut == 0 ? 1ull : top_p_units(weight_of(v, z_max)));
+  });
   __syncthreads();
   unsigned long long* g = p.spread.select_hist + size_t(s) * kRadixBins;
   for (int d = threadIdx.x; d < kRadixBins; d += kSpreadThreads) {
@@ -777,14 +785,9 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
     const int b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
     int cnt = 0;
     for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) cnt += match(i, e);
-    for (int o = 16; o > 0; o >>= 1) cnt += __shfl_xor_sync(0xffffffffu, cnt, o);
-    if ((threadIdx.x & 31) == 0) s_warp[threadIdx.x >> 5] = cnt;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int total = 0;
-      for (int w = 0; w < kSpreadThreads / 32; ++w) total += s_warp[w];
-      p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + blockIdx.y] = unsigned(total);
-    }
+    cnt = block_reduce(cnt, [](int x, int y) { return x + y; }, s_warp);
+    if (threadIdx.x == 0) p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + blockIdx.y] = unsigned(cnt);
+    __syncthreads();  // (s_warp is reused below)
   }
   if (!spread_last_arrival(p.spread.select_arrivals, s)) return;
   if (threadIdx.x < kSpreadSelectCtas)  // (all at once: a loop of dependent loads took ~20 us)
@@ -837,27 +840,15 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   float* z = p.z + size_t(s) * V;
   const int c0 = blockIdx.y * kChunksPerCta;
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
-  constexpr int kUnroll = 4;
   // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
   auto weigh = [&](auto keep, int& last) {
-    for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kUnroll) {
-      float zv[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = i0 + u * kSpreadThreads;
-        zv[u] = i < e ? z[i] : 0.0f;
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int i = i0 + u * kSpreadThreads;
-        if (i >= e) break;
-        const bool k = keep(zv[u], i);
-        const float w = k ? weight_of(zv[u], z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
-        if (k) last = i;
-        z[i] = w;
-        s_w[i - b] = w;
-      }
-    }
+    for_slice(z, b, e, [&](float v, int i) {
+      const bool k = keep(v, i);
+      const float w = k ? weight_of(v, z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
+      if (k) last = i;
+      z[i] = w;
+      s_w[i - b] = w;
+    });
   };
   int last = -1;
   if (sampling_has_cut(q, V)) {
@@ -884,15 +875,10 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
     const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
     const double raw_max = double(from_orderable_bits(p.spread.raw_max[s]));
     double sum = 0.0;
+#pragma unroll 1  // (unrolled, the inlined double exps spilled)
     for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) sum += exp(double(to_f32(logits[i])) - raw_max);
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    if ((threadIdx.x & 31) == 0) s_sum[threadIdx.x >> 5] = sum;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double total = 0.0;
-      for (int w = 0; w < kSpreadThreads / 32; ++w) total += s_sum[w];
-      p.spread.raw_sums[size_t(s) * kWeightsCtas + blockIdx.y] = total;
-    }
+    sum = block_reduce(sum, [](double x, double y) { return x + y; }, s_sum);  // (a fixed order: deterministic)
+    if (threadIdx.x == 0) p.spread.raw_sums[size_t(s) * kWeightsCtas + blockIdx.y] = sum;
   }
 }
 

@@ -89,7 +89,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   // With a penalty: every sequence's output history, 256 ids spread over the vocabulary (what the penalty reads).
   std::vector<std::vector<int32_t>> histories(o.presence_penalty != 0.0f ? sampling.size() : 0);
   for (size_t s = 0; s < histories.size(); ++s)
-    for (int k = 0; k < 256; ++k) histories[s].push_back(int32_t((s * 7919 + size_t(k) * 104729) % size_t(c.vocab_size)));
+    for (size_t k = 0; k < 256; ++k) histories[s].push_back(int32_t((s * 7919 + k * 104729) % size_t(c.vocab_size)));
   std::vector<std::vector<int32_t>> tables;  // sequence s owns blocks s * blocks_per_seq ...
   auto step_batch = [&](int batch, int pos, const std::vector<int32_t>& tokens, bool from_last_sample) {
     if (int(tables.size()) < batch) {

@@ -504,7 +504,9 @@ void expect_sampling_matches_cpu(bool graphs, const SamplingParams& sp) {
     std::printf("sampling step %d: gpu %6d (logprob %.4f) cpu %6d (logprob %.4f)\n", step, o.samples[0].token,
                 o.samples[0].logprob, ref.token, ref.logprob);
     EXPECT_EQ(o.samples[0].token, ref.token) << "step " << step;
-    if (sp.logprobs) EXPECT_NEAR(o.samples[0].logprob, ref.logprob, 1e-4) << "step " << step;
+    if (sp.logprobs) {
+      EXPECT_NEAR(o.samples[0].logprob, ref.logprob, 1e-4) << "step " << step;
+    }
     s.computed = int(s.tokens.size());
     s.tokens.push_back(o.samples[0].token), s.output.push_back(o.samples[0].token);
   }
@@ -512,7 +514,7 @@ void expect_sampling_matches_cpu(bool graphs, const SamplingParams& sp) {
 
 class CudaRunnerSampling : public ::testing::TestWithParam<bool> {};
 
-// Penalties and logprobs: one CTA per row (sampling_prepare, the sort, sampling_draw).
+// Penalties and the token's logprob: the spread path (sampling_spread_penalize; the raw normalizer by CTA).
 TEST_P(CudaRunnerSampling, GpuSamplingMatchesCpuSamplerOnSameLogits) {
   SamplingParams sp;
   sp.temperature = 0.9f, sp.top_p = 0.95f, sp.top_k = 40, sp.seed = 4242, sp.repetition_penalty = 1.2f;
@@ -520,7 +522,15 @@ TEST_P(CudaRunnerSampling, GpuSamplingMatchesCpuSamplerOnSameLogits) {
   expect_sampling_matches_cpu(GetParam(), sp);
 }
 
-// No penalties, no logprobs: the spread path (the runner lists the row's cut: its own sort, the spread cut kernels).
+// Top logprobs: one CTA per row (sampling_prepare), its cuts by select_reaching.
+TEST_P(CudaRunnerSampling, OneCtaSamplingMatchesCpuSamplerOnSameLogits) {
+  SamplingParams sp;
+  sp.temperature = 0.8f, sp.top_p = 0.9f, sp.top_k = 60, sp.seed = 4244, sp.presence_penalty = 0.5f;
+  sp.logprobs = true, sp.top_logprobs = 3;
+  expect_sampling_matches_cpu(GetParam(), sp);
+}
+
+// No penalties, no logprobs: the spread path with cuts (the radix selects over 128 CTAs per row).
 TEST_P(CudaRunnerSampling, SpreadSamplingWithCutsMatchesCpuSamplerOnSameLogits) {
   SamplingParams sp;
   sp.temperature = 0.9f, sp.top_p = 0.95f, sp.top_k = 40, sp.min_p = 0.01f, sp.seed = 4243;

@@ -516,8 +516,8 @@ TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
 }
 
 // Many draws (2048 rows x 16 steps, distinct seeds) from one small row against its softmax, without a cut, with
-// top-k and with top-p: chi-square over the kept ids below the 1e-6 quantile of its distribution (a wrong temperature, id
-// offset or kept set gives values in the thousands).
+// top-k and with top-p: chi-square over the kept ids below the 1e-6 quantile of its distribution (a wrong
+// temperature, id offset or kept set gives values in the thousands).
 TEST(CudaSampling, DrawFollowsTheSoftmax) {
   const int V = 37, rows = 2048, steps = 16;
   const float T = 0.7f;
@@ -670,7 +670,8 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
       const int token = res[size_t(r)].token;  // drawn from the kept prefix
       const auto pos = std::find(order.begin(), order.end(), token) - order.begin();
       int end = kept;
-      if (sampling_has_top_p(q)) end = int(std::find(order.begin(), order.end(), w.row_cut[4 * r + 3]) - order.begin()) + 1;
+      if (sampling_has_top_p(q))
+        end = int(std::find(order.begin(), order.end(), w.row_cut[4 * r + 3]) - order.begin()) + 1;
       EXPECT_LT(pos, end) << "V " << V << " row " << r << ": token " << token << " outside the kept prefix";
     }
   }

@@ -120,7 +120,7 @@ struct Shared {
   unsigned long long sel_rest;
   union alignas(8) {
     unsigned hist[kHistCopies][kUnitParts][kRadixBins];  // select_reaching
-    float stage[kThreads * (kStageIds + 1)];        // for_chunk_staged, the walks (row stride kStageIds + 1)
+    float stage[kThreads * (kStageIds + 1)];             // for_chunk_staged, the walks (row stride kStageIds + 1)
   };
 };
 
@@ -711,7 +711,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   for_slice(z, b, e, [&](float v, int i) {
     const uint32_t key = select_key(v);
     if ((key & mask) == prefix && in(v, i))
-      hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)), cut == 0 ? 1ull : top_p_units(weight_of(v, z_max)));
+      hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)),
+                     cut == 0 ? 1ull : top_p_units(weight_of(v, z_max)));
   });
   __syncthreads();
   unsigned long long* g = p.spread.select_hist + size_t(s) * kRadixBins;

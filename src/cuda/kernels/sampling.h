@@ -7,9 +7,9 @@
 // (the k-th candidate; the candidate at which top-p's integer units reach their target: sums of integers do not
 // depend on their order), so the kept set is a threshold test on (z, id); min-p is a test on w alone.
 // Two ways to run a row: one CTA per row (sampling_prepare: any row), or, for spread rows (no top logprobs, no greedy
-// row with penalties or a logprob; the OpenAI defaults), the spread path: every pass over a row on 128 CTAs, the selects' histograms summed across
-// them (sampling.cu, "Spread path"); a step can use both, each row on one. The same arithmetic, so the same token bit
-// for bit.
+// row with penalties or a logprob; the OpenAI defaults), the spread path: every pass over a row on 128 CTAs, the
+// selects' histograms summed across them (sampling.cu, "Spread path"); a step can use both, each row on one. The same
+// arithmetic, so the same token bit for bit.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -57,12 +57,12 @@ struct SpreadSelectState {
 struct SpreadWorkspace {
   unsigned* row_max = nullptr;                // [rows][2] zeroed: the orderable max of z, the NaN flag
   int* row_last = nullptr;                    // [rows] zeroed: 1 + the largest kept id (rows with a cut)
-  int* row_cut = nullptr;                     // [rows][2 (top-k, top-p)][2]: the kept prefix's last element (z bits, id)
+  int* row_cut = nullptr;                     // [rows][2 (top-k, top-p)][2]: the prefix's last element (z bits, id)
   unsigned long long* select_hist = nullptr;  // [rows][256] zeroed: a select pass's units per digit
   unsigned* select_arrivals = nullptr;        // [rows] zeroed: CTAs done with a select pass
   SpreadSelectState* select_state = nullptr;  // [rows]
   unsigned* slice_counts = nullptr;           // [rows][kSpreadSelectCtas]: ids with the selected key per slice
-  unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i = z[i] holds id i's penalized logit
+  unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i: z[i] is id i's penalized logit
   unsigned* raw_max = nullptr;                // [rows] zeroed: the raw logits' orderable max (rows with logprobs)
   double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum by CTA of the weights kernel
   double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
@@ -115,9 +115,9 @@ __host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
   return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
 // A spread row: no top logprobs; sampled (cuts, penalties and the token's logprob allowed), or greedy without penalties
-// or logprobs with its token from the LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some spread row of a step is sampled
-// (SamplingParamsDev::spread_sampled), the spread rows' passes spread over many CTAs (sampling.cu, "Spread path"): the
-// same arithmetic, the same token as sampling_prepare's path.
+// or logprobs with its token from the LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some
+// spread row of a step is sampled (SamplingParamsDev::spread_sampled), the spread rows' passes spread over many CTAs
+// (sampling.cu, "Spread path"): the same arithmetic, the same token as sampling_prepare's path.
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
   return q.top_logprobs == 0 && (q.temperature != 0.0f || (!sampling_has_penalty(q) && !q.want_logprob));
 }

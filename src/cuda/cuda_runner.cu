@@ -10,7 +10,6 @@
 #include <deque>
 #include <type_traits>
 #include <unordered_map>
-#include <unordered_set>
 
 #include "common/error.h"
 #include "common/log.h"
@@ -32,6 +31,7 @@
 #include "cuda/kernels/rmsnorm.h"
 #include "cuda/kernels/sampling.h"
 #include "cuda/token_handoff.h"
+#include "engine/penalty_lists.h"
 #include "cuda/weights_upload.h"
 
 namespace mxs::cuda {
@@ -178,6 +178,8 @@ struct CudaRunner::Impl {
   // seq_id -> results row of the sampled rows of the last submitted step: the sources of its successor's
   // input_from_last_sample tokens.
   std::unordered_map<uint64_t, int> last_rows;
+  // Every sampled sequence's penalty id lists, extended step by step (the host side of sampling's steps 1-2).
+  PenaltyLists penalty_lists;
 
   std::map<std::pair<int, int>, cudaGraphExec_t> graphs;
   cudaGraphExec_t last_graph = nullptr;  // the graph of the last step that replayed one (time_last_graph_ms)
@@ -900,20 +902,16 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
         host.ids[n_ids] = id, host.counts[n_ids] = count;
         ++n_ids;
       };
-      if (a.repetition_penalty != 1.0f) {
-        std::unordered_set<int32_t> seen;
+      const bool want_rep = a.repetition_penalty != 1.0f;
+      const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
+      if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only
+        const PenaltyLists::Lists lists =
+            penalty_lists.update(q.seq_id, q.prompt_tokens, q.output_tokens, want_rep, want_out, int(c.vocab_size));
         sp.rep_offset = int(n_ids);
-        for (auto span : {q.prompt_tokens, q.output_tokens})
-          for (int32_t id : span)
-            if (id >= 0 && id < c.vocab_size && seen.insert(id).second) push_id(id, 1);
+        for (int32_t id : lists.rep_ids) push_id(id, 1);
         sp.n_rep = int(n_ids) - sp.rep_offset;
-      }
-      if (a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f) {
-        std::unordered_map<int32_t, int> count;
-        for (int32_t id : q.output_tokens)
-          if (id >= 0 && id < c.vocab_size) ++count[id];
         sp.out_offset = int(n_ids);
-        for (const auto& [id, k] : count) push_id(id, k);
+        for (size_t k = 0; k < lists.out_ids.size(); ++k) push_id(lists.out_ids[k], lists.out_counts[k]);
         sp.n_out = int(n_ids) - sp.out_offset;
       }
     }
@@ -928,6 +926,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
                              sp.presence_penalty == 0.0f && !sp.want_logprob && sp.top_logprobs == 0;
     screen_ok &= !q.return_logits && (!q.sample || argmax_only);
   }
+  penalty_lists.end_step();  // (sequences without a penalty row in this step are forgotten)
   lm_screen_step = screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
 
   if (n_tok > 0) {

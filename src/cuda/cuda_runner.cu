@@ -884,7 +884,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   bool all_spread = n_lm > 0;  // every row a spread row (sampling_is_spread: no penalties or logprobs)
   bool spread_sampled = false;  // some spread row is sampled
   bool spread_penalties = false;  // some spread row has a penalty
-  int spread_selects = 0;      // SamplingParamsDev::spread_selects: bit 0 some row has top-k, bit 1 top-p
+  int spread_selects = 0;      // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs (sampled)
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -919,7 +919,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     all_spread &= sampling_is_spread(sp);
     spread_sampled |= sampling_is_spread(sp) && sp.temperature != 0.0f;
     spread_penalties |= sampling_is_spread(sp) && sampling_has_penalty(sp);
-    spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0);
+    spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0) |
+                      (sp.temperature != 0.0f && sp.top_logprobs > 0 ? 4 : 0);
     // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
     // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
     const bool argmax_only = sp.temperature == 0.0f && sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f &&

@@ -82,7 +82,9 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
 // SamplingParamsDev::spread_selects as the runner sets it: the selects some row of the batch needs.
 int spread_selects_of(const HostBatch& hb, int V) {
   int bits = 0;
-  for (const auto& q : hb.sp) bits |= (sampling_has_top_k(q, V) ? 1 : 0) | (sampling_has_top_p(q) ? 2 : 0);
+  for (const auto& q : hb.sp)
+    bits |= (sampling_has_top_k(q, V) ? 1 : 0) | (sampling_has_top_p(q) ? 2 : 0) |
+            (q.temperature != 0.0f && q.top_logprobs > 0 ? 4 : 0);
   return bits;
 }
 
@@ -213,7 +215,7 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   std::vector<std::vector<int32_t>> prompts, outputs;
   random_histories(S, V, rng, prompts, outputs);
   const HostBatch hb = make_batch(cases, prompts, outputs);
-  ASSERT_EQ(spread_selects_of(hb, V), 3);
+  ASSERT_EQ(spread_selects_of(hb, V), 7);  // top-k, top-p and top logprobs rows
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
   const auto r = ds.run(dl, hb);
@@ -403,15 +405,15 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
 // row on the same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024
 // chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every
 // fourth sampled row with repetition, frequency and presence penalties (its prompt holds the row's best id, so that the
-// max of z moves), every seventh sampled row with its logprob (within 1e-5: the normalizer's sum runs in another
-// order), every fifth greedy (its token from the LM head's argmax key,
+// max of z moves), every seventh sampled row with its logprob and every sixth with 1-20 top logprobs (the same ids,
+// logprobs within 1e-5: the normalizer's sum runs in another order), every fifth greedy (its token from the LM head's argmax key,
 // as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
 // (error 2) report the same errors; the zeroed workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
-  int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0, logprob_rows = 0;
+  int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0, logprob_rows = 0, top_rows = 0;
   for (int V : {kVocab, 1001, 37}) {
     for (int S : {1, 3, 8, 64}) {
       for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
@@ -438,6 +440,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
             for (int i : {rng.below(V), V / 2, V - 1 - rng.below(3)})
               logits[size_t(r) * V + i] = f32_to_bf16(rng.uniform(-1.f, 1.f));
           a.logprobs = r % 7 == 2 && a.temperature != 0.0f;  // the sampled token's raw logprob
+          a.top_logprobs = r % 6 == 5 && a.temperature != 0.0f ? 1 + (r + round) % 20 : 0;  // and the N best
           if (r % 4 == 1 && a.temperature != 0.0f) {  // penalties: prompt and output ids, the best id among them
             a.repetition_penalty = r % 8 == 1 ? 1.3f : 0.8f;
             a.frequency_penalty = 0.4f, a.presence_penalty = r % 8 == 1 ? 0.5f : -0.3f;
@@ -483,6 +486,11 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
             EXPECT_NEAR(spread[size_t(r)].logprob, one[size_t(r)].logprob, 1e-5) << "V " << V << " row " << r;
             logprob_rows += 1;
           }
+          for (int k = 0; k < std::min(cases[size_t(r)].top_logprobs, V) && one[size_t(r)].error == 0; ++k) {
+            EXPECT_EQ(spread[size_t(r)].top_ids[k], one[size_t(r)].top_ids[k]) << "V " << V << " row " << r << " " << k;
+            EXPECT_NEAR(spread[size_t(r)].top_lp[k], one[size_t(r)].top_lp[k], 1e-5) << "V " << V << " row " << r;
+            top_rows += k == 0;
+          }
           ++compared;
           distinct += r > 0 && one[size_t(r)].error == 0 && one[size_t(r)].token != one[size_t(r) - 1].token;
         }
@@ -496,6 +504,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
           EXPECT_EQ(w.select_arrivals[r], 0u) << "row " << r;
           EXPECT_EQ(w.raw_max[r], 0u) << "row " << r;
+          EXPECT_EQ(w.top_count[r], 0) << "row " << r;
           for (int k = 0; k < (V + 31) / 32; ++k) EXPECT_EQ(w.penalized[r * ((V + 31) / 32) + k], 0u) << "row " << r;
           for (int d = 0; d < 256; ++d) EXPECT_EQ(w.select_hist[r * 256 + d], 0ull) << "row " << r << " digit " << d;
         }
@@ -507,6 +516,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   EXPECT_GT(cut_rows, compared / 4) << "rows with cuts";
   EXPECT_GT(penalty_rows, compared / 8) << "rows with penalties";
   EXPECT_GT(logprob_rows, compared / 20) << "rows with a logprob";
+  EXPECT_GT(top_rows, compared / 20) << "rows with top logprobs";
 }
 
 TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
@@ -626,7 +636,7 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
     DeviceSampler ds(S, V);
     SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
     p.spread_selects = spread_selects_of(hb, V);
-    ASSERT_EQ(p.spread_selects, 3);
+    ASSERT_EQ(p.spread_selects, 3);  // (no top logprobs here)
     ds.res.poison();
     sample_tokens(p, nullptr);
     auto host = ds.spread.download();
@@ -644,9 +654,9 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
       int kept = V;
       auto expect_cut = [&](int cut, int last) {
         const int id = order[size_t(last)];
-        EXPECT_EQ(w.row_cut[4 * r + 2 * cut + 1], id) << "V " << V << " row " << r << " cut " << cut << " at " << last;
+        EXPECT_EQ(w.row_cut[6 * r + 2 * cut + 1], id) << "V " << V << " row " << r << " cut " << cut << " at " << last;
         float zb;
-        std::memcpy(&zb, &w.row_cut[4 * r + 2 * cut], 4);
+        std::memcpy(&zb, &w.row_cut[6 * r + 2 * cut], 4);
         EXPECT_EQ(zb, z[size_t(id)]) << "V " << V << " row " << r << " cut " << cut;
         ++checked;
       };
@@ -671,7 +681,7 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
       const auto pos = std::find(order.begin(), order.end(), token) - order.begin();
       int end = kept;
       if (sampling_has_top_p(q))
-        end = int(std::find(order.begin(), order.end(), w.row_cut[4 * r + 3]) - order.begin()) + 1;
+        end = int(std::find(order.begin(), order.end(), w.row_cut[6 * r + 3]) - order.begin()) + 1;
       EXPECT_LT(pos, end) << "V " << V << " row " << r << ": token " << token << " outside the kept prefix";
     }
   }
@@ -694,6 +704,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
     float top_p;
     bool logprobs = false;
     float presence_penalty = 0.0f;
+    int top_logprobs = 0;
   };
   const char* rows_only = std::getenv("MXS_SAMPLING_TIMING_ROWS");  // 1 or 64: those rows alone
   for (int S : {1, 64}) {
@@ -702,7 +713,8 @@ TEST(CudaSampling, TimingAtRealVocab) {
                             Config{"top_k 50, spread", 50, 1.0f}, Config{"top_k 50", 50, 1.0f},
                             Config{"top_p 0.9, spread", 0, 0.9f}, Config{"top_p 0.9", 0, 0.9f},
                             Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs, spread", 0, 1.0f, true},
-                            Config{"logprobs", 0, 1.0f, true},
+                            Config{"logprobs", 0, 1.0f, true}, Config{"top logprobs 5, spread", 0, 1.0f, true, 0.f, 5},
+                            Config{"top logprobs 5", 0, 1.0f, true, 0.f, 5},
                             Config{"penalty, spread", 0, 1.0f, false, 0.5f}, Config{"penalty", 0, 1.0f, false, 0.5f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
@@ -711,7 +723,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
       for (int s = 0; s < S; ++s) {
         SamplingParams& a = cases[size_t(s)];
         a.temperature = 1.0f, a.top_k = c.top_k, a.top_p = c.top_p, a.seed = uint64_t(s);
-        a.logprobs = c.logprobs, a.presence_penalty = c.presence_penalty;
+        a.logprobs = c.logprobs, a.presence_penalty = c.presence_penalty, a.top_logprobs = c.top_logprobs;
       }
       const std::vector<std::vector<int32_t>> none(static_cast<size_t>(S));
       const HostBatch hb = make_batch(cases, none, none);

@@ -556,32 +556,49 @@ __device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int 
   const float m = from_orderable_bits(p.spread.row_max[2 * s]);
   return isfinite(m) ? m : NAN;
 }
-// The prefix a cut (0 top-k, 1 top-p) of row s keeps, from row_cut.
+// The prefix a cut (0 top-k, 1 top-p, 2 top logprobs) of row s keeps, from row_cut.
 __device__ __forceinline__ KeptThreshold spread_cut(const SamplingParamsDev& p, int s, int cut) {
-  const int* c = p.spread.row_cut + 4 * s + 2 * cut;
+  const int* c = p.spread.row_cut + 2 * (kSpreadCuts * s + cut);
   return KeptThreshold{__int_as_float(c[0]), c[1]};
+}
+// The values a cut selects on: z for top-k and top-p, the raw logits for top logprobs (the N best raw logits, ties ->
+// lower id: the prefix of their order, as sampling_prepare's block_argmax loop finds them).
+struct SelectSource {
+  const float* z;
+  const bf16_t* raw;
+  __device__ float operator()(int i) const { return raw ? to_f32(raw[i]) : z[i]; }
+};
+__device__ __forceinline__ SelectSource select_source(const SamplingParamsDev& p, int s, int cut) {
+  const size_t row = size_t(s) * size_t(p.vocab);
+  return cut == 2 ? SelectSource{nullptr, static_cast<const bf16_t*>(p.logits) + row} : SelectSource{p.z + row, nullptr};
 }
 // Row s's prefix before cut `cut` is applied: top-k's for top-p (when the row has top-k), else every id.
 __device__ __forceinline__ KeptThreshold spread_select_in(const SamplingParamsDev& p, int s, int cut) {
   return cut == 1 && sampling_has_top_k(p.seqs[s], p.vocab) ? spread_cut(p, s, 0) : kKeepAll;
 }
 __device__ __forceinline__ bool spread_row_selects(const SampleSeqParams& q, int V, int cut) {
-  return sampling_is_spread(q) && (cut == 0 ? sampling_has_top_k(q, V) : sampling_has_top_p(q));
+  return sampling_is_spread(q) && (cut == 0   ? sampling_has_top_k(q, V)
+                                   : cut == 1 ? sampling_has_top_p(q)
+                                              : q.temperature != 0.0f && q.top_logprobs > 0);
+}
+// A select's units per candidate: top-p's of its weight, else 1 (a count).
+__device__ __forceinline__ unsigned long long select_units(int cut, float v, float z_max) {
+  return cut == 1 ? top_p_units(weight_of(v, z_max)) : 1ull;
 }
 // Ids [b, e) of a select CTA's slice.
 __device__ __forceinline__ int select_span(int V) { return (V + kSpreadSelectCtas - 1) / kSpreadSelectCtas; }
 
-// for (i = b + threadIdx.x; i < e; i += kSpreadThreads) visit(src[i], i), with kSliceUnroll loads in flight per thread
-// (a spread CTA's pass over its ids).
+// for (i = b + threadIdx.x; i < e; i += kSpreadThreads) visit(load(i), i), with kSliceUnroll loads in flight per
+// thread (a spread CTA's pass over its ids).
 constexpr int kSliceUnroll = 4;
-template <typename Visit>
-__device__ __forceinline__ void for_slice(const float* src, int b, int e, Visit visit) {
+template <typename Load, typename Visit>
+__device__ __forceinline__ void for_slice(Load load, int b, int e, Visit visit) {
   for (int i0 = b + threadIdx.x; i0 < e; i0 += kSpreadThreads * kSliceUnroll) {
     float v[kSliceUnroll];
 #pragma unroll
     for (int u = 0; u < kSliceUnroll; ++u) {
       const int i = i0 + u * kSpreadThreads;
-      v[u] = i < e ? src[i] : 0.0f;
+      v[u] = i < e ? load(i) : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < kSliceUnroll; ++u) {
@@ -670,7 +687,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       mx = fmaxf(mx, s_max[w]), raw_mx = fmaxf(raw_mx, s_raw_max[w]), nan |= s_nan[w];
     atomicMax(&p.spread.row_max[2 * s], orderable_bits(mx));
     if (nan) atomicOr(&p.spread.row_max[2 * s + 1], 1u);
-    if (q.want_logprob) atomicMax(&p.spread.raw_max[s], orderable_bits(raw_mx));
+    if (q.want_logprob || q.top_logprobs > 0) atomicMax(&p.spread.raw_max[s], orderable_bits(raw_mx));
   }
 }
 
@@ -706,13 +723,11 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   const KeptThreshold in = spread_select_in(p, s, cut);
   for (int d = threadIdx.x; d < kUnitParts * kRadixBins; d += kSpreadThreads) s_hist[d] = 0u;
   __syncthreads();
-  const float* z = p.z + size_t(s) * V;
   const int span = select_span(V), b = min(V, int(blockIdx.y) * span), e = min(V, b + span);
-  for_slice(z, b, e, [&](float v, int i) {
+  for_slice(select_source(p, s, cut), b, e, [&](float v, int i) {
     const uint32_t key = select_key(v);
     if ((key & mask) == prefix && in(v, i))
-      hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)),
-                     cut == 0 ? 1ull : top_p_units(weight_of(v, z_max)));
+      hist_add_units(s_hist, int((key >> shift) & (kRadixBins - 1)), select_units(cut, v, z_max));
   });
   __syncthreads();
   unsigned long long* g = p.spread.select_hist + size_t(s) * kRadixBins;
@@ -734,7 +749,9 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   if (pass == 0) {
     unsigned long long total = sum;
     for (int o = 16; o > 0; o >>= 1) total += __shfl_xor_sync(0xffffffffu, total, o);
-    rest = cut == 0 ? (unsigned long long)q.top_k : top_p_target(q.top_p, total);
+    rest = cut == 0   ? (unsigned long long)q.top_k
+           : cut == 1 ? top_p_target(q.top_p, total)
+                      : (unsigned long long)min(q.top_logprobs, V);
   } else {
     rest = st.rest;
   }
@@ -775,11 +792,11 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
   const SpreadSelectState& st = p.spread.select_state[s];
   const uint32_t key_b = st.prefix;
   const KeptThreshold in = spread_select_in(p, s, cut);
-  const float* z = p.z + size_t(s) * V;
+  const SelectSource src = select_source(p, s, cut);
   const int span = select_span(V);
   auto match = [&](int i, int e) {
     if (i >= e) return false;
-    const float v = z[i];
+    const float v = src(i);
     return select_key(v) == key_b && in(v, i);
   };
   {
@@ -795,7 +812,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
     s_counts[threadIdx.x] = __ldcg(&p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + threadIdx.x]);
   __syncthreads();
   if (threadIdx.x == 0) {
-    const unsigned long long u = cut == 0 ? 1ull : top_p_units(weight_of(from_orderable_bits(key_b), z_max));
+    const unsigned long long u = select_units(cut, from_orderable_bits(key_b), z_max);
     int rank = int((st.rest + u - 1) / u), slice = 0;
     for (; slice < kSpreadSelectCtas - 1; ++slice) {
       const int n = int(s_counts[slice]);
@@ -825,8 +842,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
   }
   if (threadIdx.x == 0) {
     const int id = s_id >= 0 ? s_id : max(0, e - 1);  // (always found: the counts say the slice holds the rank-th)
-    int* c = p.spread.row_cut + 4 * s + 2 * cut;
-    c[0] = __float_as_int(z[id]), c[1] = id;
+    int* c = p.spread.row_cut + 2 * (kSpreadCuts * s + cut);
+    c[0] = __float_as_int(src(id)), c[1] = id;
   }
 }
 
@@ -843,7 +860,7 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
   // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
   auto weigh = [&](auto keep, int& last) {
-    for_slice(z, b, e, [&](float v, int i) {
+    for_slice([&](int i) { return z[i]; }, b, e, [&](float v, int i) {
       const bool k = keep(v, i);
       const float w = k ? weight_of(v, z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
       if (k) last = i;
@@ -871,13 +888,23 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
     for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
     p.spread.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
   }
-  if (q.want_logprob) {  // this CTA's share of the raw log-normalizer: sum of exp(logit - raw max) over [b, e)
+  if (q.want_logprob || q.top_logprobs > 0) {
+    // This CTA's share of the raw log-normalizer (sum of exp(logit - raw max) over [b, e)), and its ids among the top
+    // logprobs (the prefix sampling_spread_select found on the raw logits) into top_ids, in any order.
     __shared__ double s_sum[kSpreadThreads / 32];
     const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
     const double raw_max = double(from_orderable_bits(p.spread.raw_max[s]));
+    const KeptThreshold top = q.top_logprobs > 0 ? spread_cut(p, s, 2) : KeptThreshold{INFINITY, -1};  // (none)
     double sum = 0.0;
 #pragma unroll 1  // (unrolled, the inlined double exps spilled)
-    for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) sum += exp(double(to_f32(logits[i])) - raw_max);
+    for (int i = b + threadIdx.x; i < e; i += kSpreadThreads) {
+      const float v = to_f32(logits[i]);
+      sum += exp(double(v) - raw_max);
+      if (top(v, i)) {
+        const int slot = atomicAdd(&p.spread.top_count[s], 1);
+        if (slot < kMaxTopLogprobs) p.spread.top_ids[s * kMaxTopLogprobs + slot] = i;
+      }
+    }
     sum = block_reduce(sum, [](double x, double y) { return x + y; }, s_sum);  // (a fixed order: deterministic)
     if (threadIdx.x == 0) p.spread.raw_sums[size_t(s) * kWeightsCtas + blockIdx.y] = sum;
   }
@@ -893,10 +920,11 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
   const int last_kept = sampling_has_cut(q, V) ? p.spread.row_last[s] - 1 : V - 1;
   const uint32_t raw_max_key = p.spread.raw_max[s];
+  const int n_top = min(p.spread.top_count[s], kMaxTopLogprobs);
   __syncthreads();
   if (threadIdx.x == 0) {
     p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
-    p.spread.raw_max[s] = 0u;
+    p.spread.raw_max[s] = 0u, p.spread.top_count[s] = 0;
   }
   if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids)
     unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
@@ -919,19 +947,36 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, last_kept, q, sh);
   if (threadIdx.x == 0) {
     res.token = token, res.error = 0;
-    if (q.want_logprob) {  // the raw logprob: the weights kernel's sums added in CTA order (sampling_prepare's formula)
-      double sum = 0.0;
+    if (q.want_logprob || q.top_logprobs > 0) {  // raw logprobs (sampling_prepare's formula): the normalizer from the
+      double sum = 0.0;                         // weights kernel's sums, added in CTA order
       for (int c = 0; c < kWeightsCtas; ++c) sum += p.spread.raw_sums[size_t(s) * kWeightsCtas + c];
-      const float raw_max = from_orderable_bits(raw_max_key);
-      const float v = to_f32(static_cast<const bf16_t*>(p.logits)[size_t(s) * V + token]);
-      res.logprob = float(double(v) - double(raw_max) - log(sum));
+      const double raw_max = double(from_orderable_bits(raw_max_key)), log_sum = log(sum);
+      const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+      if (q.want_logprob) res.logprob = float(double(to_f32(logits[token])) - raw_max - log_sum);
+      // top logprobs: the gathered ids in the order (raw logit descending, ties -> lower id), by insertion
+      int32_t ids[kMaxTopLogprobs];
+      for (int k = 0; k < n_top; ++k) {
+        const int32_t id = p.spread.top_ids[s * kMaxTopLogprobs + k];
+        const float v = to_f32(logits[id]);
+        int j = k;
+        for (; j > 0; --j) {
+          const float u = to_f32(logits[ids[j - 1]]);
+          if (u > v || (u == v && ids[j - 1] < id)) break;
+          ids[j] = ids[j - 1];
+        }
+        ids[j] = id;
+      }
+      for (int k = 0; k < n_top; ++k) {
+        res.top_ids[k] = ids[k];
+        res.top_lp[k] = float(double(to_f32(logits[ids[k]])) - raw_max - log_sum);
+      }
     }
   }
 }
 
 bool spread_ready(const SpreadWorkspace& w) {
   return w.row_max && w.row_last && w.row_cut && w.select_hist && w.select_arrivals && w.select_state &&
-         w.slice_counts && w.chunk_sums && w.penalized && w.raw_max && w.raw_sums;
+         w.slice_counts && w.chunk_sums && w.penalized && w.raw_max && w.raw_sums && w.top_count && w.top_ids;
 }
 
 // The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
@@ -945,7 +990,7 @@ size_t carve_spread_workspace(char* base, int rows, int vocab, SpreadWorkspace* 
   };
   w->row_max = reinterpret_cast<unsigned*>(take(r * 2 * 4));
   w->row_last = reinterpret_cast<int*>(take(r * 4));
-  w->row_cut = reinterpret_cast<int*>(take(r * 4 * 4));
+  w->row_cut = reinterpret_cast<int*>(take(r * kSpreadCuts * 2 * 4));
   w->select_hist = reinterpret_cast<unsigned long long*>(take(r * kRadixBins * 8));
   w->select_arrivals = reinterpret_cast<unsigned*>(take(r * 4));
   w->select_state = reinterpret_cast<SpreadSelectState*>(take(r * sizeof(SpreadSelectState)));
@@ -954,6 +999,8 @@ size_t carve_spread_workspace(char* base, int rows, int vocab, SpreadWorkspace* 
   w->penalized = reinterpret_cast<unsigned*>(take(r * size_t(penalty_words(std::max(vocab, 1))) * 4));
   w->raw_max = reinterpret_cast<unsigned*>(take(r * 4));
   w->raw_sums = reinterpret_cast<double*>(take(r * kWeightsCtas * 8));
+  w->top_count = reinterpret_cast<int*>(take(r * 4));
+  w->top_ids = reinterpret_cast<int32_t*>(take(r * kMaxTopLogprobs * 4));
   return at;
 }
 
@@ -985,7 +1032,7 @@ void sample_tokens(const SamplingParamsDev& params, cudaStream_t stream) {
     }
     sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
-    for (int cut = 0; cut < 2; ++cut) {
+    for (int cut = 0; cut < kSpreadCuts; ++cut) {
       if (!(p.spread_selects >> cut & 1)) continue;
       for (int pass = 0; pass < 4; ++pass) {
         sampling_spread_select<<<dim3(p.n_seqs, kSpreadSelectCtas), kSpreadThreads, 0, stream>>>(p, cut, pass);

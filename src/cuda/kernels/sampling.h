@@ -6,8 +6,8 @@
 // No sort anywhere: top-k and top-p each keep a prefix of the order, found as its last element by a radix select
 // (the k-th candidate; the candidate at which top-p's integer units reach their target: sums of integers do not
 // depend on their order), so the kept set is a threshold test on (z, id); min-p is a test on w alone.
-// Two ways to run a row: one CTA per row (sampling_prepare: any row), or, for spread rows (no top logprobs, no greedy
-// row with penalties or a logprob; the OpenAI defaults), the spread path: every pass over a row on 128 CTAs, the
+// Two ways to run a row: one CTA per row (sampling_prepare: any row), or, for spread rows (every sampled row, and greedy
+// rows without penalties or logprobs), the spread path: every pass over a row on 128 CTAs, the
 // selects' histograms summed across them (sampling.cu, "Spread path"); a step can use both, each row on one. The same
 // arithmetic, so the same token bit for bit.
 #pragma once
@@ -57,7 +57,7 @@ struct SpreadSelectState {
 struct SpreadWorkspace {
   unsigned* row_max = nullptr;                // [rows][2] zeroed: the orderable max of z, the NaN flag
   int* row_last = nullptr;                    // [rows] zeroed: 1 + the largest kept id (rows with a cut)
-  int* row_cut = nullptr;                     // [rows][2 (top-k, top-p)][2]: the prefix's last element (z bits, id)
+  int* row_cut = nullptr;                     // [rows][kSpreadCuts][2]: each cut's last element (value bits, id)
   unsigned long long* select_hist = nullptr;  // [rows][256] zeroed: a select pass's units per digit
   unsigned* select_arrivals = nullptr;        // [rows] zeroed: CTAs done with a select pass
   SpreadSelectState* select_state = nullptr;  // [rows]
@@ -65,9 +65,13 @@ struct SpreadWorkspace {
   unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i: z[i] is id i's penalized logit
   unsigned* raw_max = nullptr;                // [rows] zeroed: the raw logits' orderable max (rows with logprobs)
   double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum by CTA of the weights kernel
+  int* top_count = nullptr;                   // [rows] zeroed: top logprobs gathered so far
+  int32_t* top_ids = nullptr;                 // [rows][kMaxTopLogprobs]: the top logprobs' ids, in gather order
   double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
 };
 constexpr int kSpreadSelectCtas = 128;  // CTAs per row of the select passes (each a contiguous slice of ids)
+// The spread path's selects: 0 top-k and 1 top-p (on z), 2 top logprobs (the N best raw logits, by count).
+constexpr int kSpreadCuts = 3;
 
 struct SamplingParamsDev {
   const void* logits = nullptr;     // [n_seqs, vocab] bf16
@@ -96,8 +100,8 @@ struct SamplingParamsDev {
   // correct).
   bool spread_penalties = true;
   // The spread path's selects to run: bit 0 when some row has top-k (sampling_has_top_k), bit 1 top-p
-  // (sampling_has_top_p). A clear bit skips that select's kernels; 3 is always correct.
-  int spread_selects = 3;
+  // (sampling_has_top_p), bit 2 top logprobs. A clear bit skips that select's kernels; 7 is always correct.
+  int spread_selects = 7;
   SpreadWorkspace spread;
 };
 
@@ -114,12 +118,12 @@ __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int v
 __host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
   return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
-// A spread row: no top logprobs; sampled (cuts, penalties and the token's logprob allowed), or greedy without penalties
-// or logprobs with its token from the LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some
+// A spread row: any sampled row (cuts, penalties, logprobs, top logprobs), or a greedy row without penalties or
+// logprobs, its token from the LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some
 // spread row of a step is sampled (SamplingParamsDev::spread_sampled), the spread rows' passes spread over many CTAs
 // (sampling.cu, "Spread path"): the same arithmetic, the same token as sampling_prepare's path.
 __host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
-  return q.top_logprobs == 0 && (q.temperature != 0.0f || (!sampling_has_penalty(q) && !q.want_logprob));
+  return q.temperature != 0.0f || (!sampling_has_penalty(q) && !q.want_logprob && q.top_logprobs == 0);
 }
 
 size_t spread_workspace_bytes(int rows, int vocab);

@@ -514,18 +514,19 @@ void expect_sampling_matches_cpu(bool graphs, const SamplingParams& sp) {
 
 class CudaRunnerSampling : public ::testing::TestWithParam<bool> {};
 
-// Penalties and the token's logprob: the spread path (sampling_spread_penalize; the raw normalizer by CTA).
+// Penalties, the token's logprob and top logprobs: the spread path (sampling_spread_penalize; the raw normalizer by
+// CTA; the top logprobs' select on the raw logits).
 TEST_P(CudaRunnerSampling, GpuSamplingMatchesCpuSamplerOnSameLogits) {
   SamplingParams sp;
   sp.temperature = 0.9f, sp.top_p = 0.95f, sp.top_k = 40, sp.seed = 4242, sp.repetition_penalty = 1.2f;
-  sp.frequency_penalty = 0.4f, sp.logprobs = true;
+  sp.frequency_penalty = 0.4f, sp.logprobs = true, sp.top_logprobs = 3;
   expect_sampling_matches_cpu(GetParam(), sp);
 }
 
-// Top logprobs: one CTA per row (sampling_prepare), its cuts by select_reaching.
+// Greedy with penalties and logprobs: one CTA per row (sampling_prepare).
 TEST_P(CudaRunnerSampling, OneCtaSamplingMatchesCpuSamplerOnSameLogits) {
   SamplingParams sp;
-  sp.temperature = 0.8f, sp.top_p = 0.9f, sp.top_k = 60, sp.seed = 4244, sp.presence_penalty = 0.5f;
+  sp.temperature = 0.0f, sp.seed = 4244, sp.presence_penalty = 0.5f, sp.repetition_penalty = 1.3f;
   sp.logprobs = true, sp.top_logprobs = 3;
   expect_sampling_matches_cpu(GetParam(), sp);
 }

@@ -521,21 +521,23 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: steps whose rows are all spread rows (sampling_is_spread: no penalties, no logprobs; greedy ones take
-// their token from the LM head's argmax key in sampling_spread_tempered and are skipped after). sampling_prepare
-// runs a row in one CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what
-// one SM can have in flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
-//   sampling_spread_tempered (rows x kTemperedCtas): z = logit / T, the row's NaN flag and max of z (orderable bits,
-//     atomicMax into row_max);
-//   per cut (top-k, then top-p within top-k's prefix), select_reaching spread: 4 x sampling_spread_select (rows x
-//     kSpreadSelectCtas, each CTA a slice of ids: its units per digit into a shared histogram, added into the row's;
-//     the row's last CTA to arrive picks the digit) and sampling_spread_select_tie (the r-th id with the final key,
-//     from per-slice counts); the prefix's last element into row_cut;
+// Spread path: the spread rows of a step (sampling_is_spread: every sampled row; greedy rows without penalties or
+// logprobs, which take their token from the LM head's argmax key in sampling_spread_tempered and are skipped after);
+// the kernels skip the other rows, which sampling_prepare runs in the same call. sampling_prepare runs a row in one CTA,
+// on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
+// flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
+//   sampling_spread_penalize (a CTA per row with a penalty): the listed ids' penalized logits into z, a bit per id;
+//   sampling_spread_tempered (rows x kTemperedCtas): z = logit (or its penalized value) / T, the row's NaN flag, the
+//     max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax);
+//   per select (top-k, then top-p within top-k's prefix, then top logprobs on the raw logits), select_reaching spread:
+//     4 x sampling_spread_select (rows x kSpreadSelectCtas, each CTA a slice of ids: its units per digit into a shared
+//     histogram, added into the row's; the row's last CTA to arrive picks the digit) and sampling_spread_select_tie
+//     (the r-th id with the final key, from per-slice counts); the prefix's last element into row_cut;
 //   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids the cuts drop), staged in
 //     shared memory, one lane per chunk summing its chunk's w in id order: draw_ascending's chunk sums, bit for bit;
-//     the largest kept id into row_last;
+//     the largest kept id into row_last; rows with logprobs: the raw normalizer's sum per CTA, the top logprobs' ids;
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
-//     (draw_pick).
+//     (draw_pick); the logprobs.
 // So the token is sampling_prepare's bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kSpreadThreads = 256;
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered

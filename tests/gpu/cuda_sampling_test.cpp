@@ -296,8 +296,8 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
       n_spread += sampling_is_spread(hb.sp[size_t(i)]);
       EXPECT_EQ(both[size_t(i)].error, 0) << i;
       EXPECT_EQ(both[size_t(i)].token, r[size_t(i)].token) << "row " << i << " with both paths in one call";
-      if (cases[size_t(i)].logprobs) {  // (the spread path sums the normalizer in another order)
-        EXPECT_NEAR(both[size_t(i)].logprob, r[size_t(i)].logprob, 1e-5) << "row " << i;
+      if (cases[size_t(i)].logprobs) {
+        EXPECT_EQ(both[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
       }
     }
     EXPECT_GT(n_spread, 0);
@@ -405,8 +405,8 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
 // row on the same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024
 // chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every
 // fourth sampled row with repetition, frequency and presence penalties (its prompt holds the row's best id, so that the
-// max of z moves), every seventh sampled row with its logprob and every sixth with 1-20 top logprobs (the same ids,
-// logprobs within 1e-5: the normalizer's sum runs in another order), every fifth greedy (its token from the LM head's argmax key,
+// max of z moves), every seventh sampled row with its logprob and every sixth with 1-20 top logprobs (the same ids and
+// logprobs: sampling_prepare sums the normalizer in the spread path's order), every fifth greedy (its token from the LM head's argmax key,
 // as the runner's rows), several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
@@ -483,12 +483,12 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           EXPECT_EQ(spread[size_t(r)].error, one[size_t(r)].error) << "V " << V << " S " << S << " row " << r;
           EXPECT_EQ(spread[size_t(r)].token, one[size_t(r)].token) << "V " << V << " S " << S << " row " << r;
           if (cases[size_t(r)].logprobs && one[size_t(r)].error == 0) {
-            EXPECT_NEAR(spread[size_t(r)].logprob, one[size_t(r)].logprob, 1e-5) << "V " << V << " row " << r;
+            EXPECT_EQ(spread[size_t(r)].logprob, one[size_t(r)].logprob) << "V " << V << " row " << r;
             logprob_rows += 1;
           }
           for (int k = 0; k < std::min(cases[size_t(r)].top_logprobs, V) && one[size_t(r)].error == 0; ++k) {
             EXPECT_EQ(spread[size_t(r)].top_ids[k], one[size_t(r)].top_ids[k]) << "V " << V << " row " << r << " " << k;
-            EXPECT_NEAR(spread[size_t(r)].top_lp[k], one[size_t(r)].top_lp[k], 1e-5) << "V " << V << " row " << r;
+            EXPECT_EQ(spread[size_t(r)].top_lp[k], one[size_t(r)].top_lp[k]) << "V " << V << " row " << r;
             top_rows += k == 0;
           }
           ++compared;

@@ -102,6 +102,11 @@ constexpr int kRadixBins = 256;  // radix select: 8 bits of the key per pass
 constexpr int kHistCopies = 8;   // histogram copies (warp % 8) against shared atomic contention
 constexpr int kUnitParts = 3;    // 32-bit planes of a histogram of 64-bit units (hist_add_units)
 constexpr int kStageIds = 8;     // ids per thread in one tile of for_chunk_staged
+// The spread path's geometry (below, "Spread path"), which sampling_prepare's logprob sums follow too.
+constexpr int kSpreadThreads = 256;
+constexpr int kChunksPerCta = 8;  // draw_ascending chunks per CTA of the chunk-sum kernels
+constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
+__device__ __forceinline__ int spread_chunk(int V) { return (V + kSpreadChunks - 1) / kSpreadChunks; }
 
 struct Shared {
   Best best[32];
@@ -134,6 +139,40 @@ __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
     acc += v;
   }
   sh.dsum[0] = acc;
+}
+
+// Step 0's sum of exp(z - mx) over the row (the raw log-normalizer) in the spread path's order (sampling_spread_weights
+// then _draw), so that both paths give the same logprobs bit for bit: kWeightsCtas slices of ids (a weights CTA's ids),
+// each summed by kSpreadThreads threads (thread t: its ids b + t, b + t + 256, ... in order; then block_reduce's order:
+// a warp's xor tree, the warps in order), the slices' sums in slice order. Thread 256 g + t here is thread t of slice
+// 4k + g. Every thread of the kThreads CTA calls it and gets the sum (sh.chunk_prefix and sh.dsum are its scratch).
+__device__ double spread_order_exp_sum(const float* z, int V, float mx, Shared& sh) {
+  constexpr int kGroups = kThreads / kSpreadThreads, kWarps = kSpreadThreads / 32;
+  const int chunk = spread_chunk(V), g = threadIdx.x / kSpreadThreads, t = threadIdx.x % kSpreadThreads;
+  for (int y0 = 0; y0 < kWeightsCtas; y0 += kGroups) {
+    const int y = y0 + g, b = min(V, y * kChunksPerCta * chunk), e = min(V, b + kChunksPerCta * chunk);
+    double sum = 0.0;
+#pragma unroll 1  // (sampling_spread_weights' loop)
+    for (int i = b + t; i < e; i += kSpreadThreads) sum += exp(double(z[i]) - double(mx));
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if ((threadIdx.x & 31) == 0) sh.dsum[threadIdx.x >> 5] = sum;
+    __syncthreads();
+    if (t == 0) {
+      double r = sh.dsum[g * kWarps];
+      for (int w = 1; w < kWarps; ++w) r += sh.dsum[g * kWarps + w];
+      sh.chunk_prefix[y] = r;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    double total = 0.0;
+    for (int y = 0; y < kWeightsCtas; ++y) total += sh.chunk_prefix[y];
+    sh.dsum[0] = total;
+  }
+  __syncthreads();
+  const double total = sh.dsum[0];
+  __syncthreads();  // every thread has read it before sh.dsum is written again
+  return total;
 }
 
 // Kept sets, tested on an id's value in the array the draw walks (z) and its id. A prefix of the order (z
@@ -440,12 +479,10 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
   }
-  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max).
+  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max) in the spread path's order.
   if (q.want_logprob || q.top_logprobs > 0) {
     mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
-    double sum = 0.0;
-    for_row(V, [&](int i) { return z[i]; }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
-    sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
+    const double sum = spread_order_exp_sum(z, V, mx, sh);
     if (threadIdx.x == 0) sh.raw_max = mx, sh.raw_log_sum = log(sum);
     __syncthreads();
     // top logprobs: the N best raw logits, descending, ties -> lower id.
@@ -539,18 +576,13 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
 //     (draw_pick); the logprobs.
 // So the token is sampling_prepare's bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
-constexpr int kSpreadThreads = 256;
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
 constexpr int kTemperedUnroll = 4;  // loads in flight per thread
-constexpr int kChunksPerCta = 8;    // draw_ascending chunks per CTA of the chunk-sum kernels
 constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the kernels stage
 static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
 static_assert(kSpreadChunks % kChunksPerCta == 0, "whole chunk groups per CTA");
 static_assert(kMaxChunk <= kThreads * (kStageIds + 1), "draw_pick stages a whole chunk in Shared::stage");
 static_assert(kSpreadMaxVocab <= kTopPMaxVocab, "top-p's units of a row fit in 63 bits");
-constexpr int kWeightsCtas = kSpreadChunks / kChunksPerCta;
-
-__device__ __forceinline__ int spread_chunk(int V) { return (V + kSpreadChunks - 1) / kSpreadChunks; }
 // The row's max of z from sampling_spread_tempered, or NaN when the row has a NaN logit or no finite max (the draw
 // kernel reports those; the kernels in between skip the row).
 __device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int s) {

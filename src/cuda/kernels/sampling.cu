@@ -479,10 +479,17 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
   }
-  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max) in the spread path's order.
+  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max): for a sampled row in the spread
+  // path's order (the same logprobs on either path); a greedy row here never takes the spread path: the faster order.
   if (q.want_logprob || q.top_logprobs > 0) {
     mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
-    const double sum = spread_order_exp_sum(z, V, mx, sh);
+    double sum = 0.0;
+    if (q.temperature != 0.0f) {
+      sum = spread_order_exp_sum(z, V, mx, sh);
+    } else {
+      for_row(V, [&](int i) { return z[i]; }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
+      sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
+    }
     if (threadIdx.x == 0) sh.raw_max = mx, sh.raw_log_sum = log(sum);
     __syncthreads();
     // top logprobs: the N best raw logits, descending, ties -> lower id.

@@ -897,22 +897,21 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       any_random |= !a.greedy();
-      auto push_id = [&](int32_t id, int32_t count) {
-        MXS_CHECK(n_ids < ids_capacity, "CudaRunner: penalty token lists exceed the staging capacity");
-        host.ids[n_ids] = id, host.counts[n_ids] = count;
-        ++n_ids;
-      };
       const bool want_rep = a.repetition_penalty != 1.0f;
       const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
-      if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only
+      if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only, staged in bulk
         const PenaltyLists::Lists lists =
             penalty_lists.update(q.seq_id, q.prompt_tokens, q.output_tokens, want_rep, want_out, int(c.vocab_size));
-        sp.rep_offset = int(n_ids);
-        for (int32_t id : lists.rep_ids) push_id(id, 1);
-        sp.n_rep = int(n_ids) - sp.rep_offset;
-        sp.out_offset = int(n_ids);
-        for (size_t k = 0; k < lists.out_ids.size(); ++k) push_id(lists.out_ids[k], lists.out_counts[k]);
-        sp.n_out = int(n_ids) - sp.out_offset;
+        MXS_CHECK(n_ids + lists.rep_ids.size() + lists.out_ids.size() <= ids_capacity,
+                  "CudaRunner: penalty token lists exceed the staging capacity");
+        sp.rep_offset = int(n_ids), sp.n_rep = int(lists.rep_ids.size());
+        std::copy(lists.rep_ids.begin(), lists.rep_ids.end(), host.ids + n_ids);
+        std::fill_n(host.counts + n_ids, lists.rep_ids.size(), 1);  // (unread: the repetition list has no counts)
+        n_ids += lists.rep_ids.size();
+        sp.out_offset = int(n_ids), sp.n_out = int(lists.out_ids.size());
+        std::copy(lists.out_ids.begin(), lists.out_ids.end(), host.ids + n_ids);
+        std::copy(lists.out_counts.begin(), lists.out_counts.end(), host.counts + n_ids);
+        n_ids += lists.out_ids.size();
       }
     }
     host.seq_params[r] = sp;
@@ -923,8 +922,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
                       (sp.temperature != 0.0f && sp.top_logprobs > 0 ? 4 : 0);
     // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
     // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
-    const bool argmax_only = sp.temperature == 0.0f && sp.repetition_penalty == 1.0f && sp.frequency_penalty == 0.0f &&
-                             sp.presence_penalty == 0.0f && !sp.want_logprob && sp.top_logprobs == 0;
+    const bool argmax_only = sp.temperature == 0.0f && sampling_is_spread(sp);  // (a greedy spread row)
     screen_ok &= !q.return_logits && (!q.sample || argmax_only);
   }
   penalty_lists.end_step();  // (sequences without a penalty row in this step are forgotten)

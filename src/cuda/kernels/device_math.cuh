@@ -58,6 +58,10 @@ __device__ __forceinline__ uint32_t orderable_bits(float v) {
   const uint32_t u = __float_as_uint(v);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
+// Its inverse.
+__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
 
 // Key of (value, id) for a max-reduction (atomicMax, shuffles): larger value first, then lower id. 0 never
 // results, so 0 can stand for "none".

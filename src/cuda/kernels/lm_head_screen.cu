@@ -75,10 +75,6 @@ __global__ void pack_lm_screen_kernel(const bf16_t* w, int n_out, int k, int8_t*
 
 // ---- the screen: int8 tensor-core GEMV with bounds -------------------------------------------------------------
 
-__device__ __forceinline__ float float_of_orderable(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
-
 // d += A (16 x 32 int8, row) * B (32 x 8 int8, col), exact int32.
 __device__ __forceinline__ void mma_s8(int (&d)[4], const uint4& a, uint32_t b0, uint32_t b1) {
   asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
@@ -283,7 +279,7 @@ __global__ void __launch_bounds__(kThreads) lm_head_finish_kernel(LmScreenParams
   griddep_launch_dependents();
   if (threadIdx.x < MT) {
     const uint32_t key = int(threadIdx.x) < p.n_rows ? __ldcg(&p.lower_max[threadIdx.x]) : 0u;
-    s_t[threadIdx.x] = key == 0u ? -INFINITY : float_of_orderable(key);
+    s_t[threadIdx.x] = key == 0u ? -INFINITY : from_orderable_bits(key);
   }
   if (threadIdx.x == 0) s_count = 0;
   // Every CTA has read its T (above, before the barrier inside): the last one clears them for the next launch.

@@ -345,9 +345,6 @@ __device__ __forceinline__ unsigned long long hist_units(const unsigned* hist, i
          (static_cast<unsigned long long>(hist[2 * kRadixBins + d]) << 30);
 }
 
-__device__ __forceinline__ float from_orderable_bits(uint32_t k) {
-  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
-}
 
 // 5 and 7 without a sort. Among the ids `in` keeps, walk the order (z descending, ties -> lower id) adding unit(z): the
 // candidate at which the running total first reaches rest = target_of(total) (>= 1, <= total) is the last element of

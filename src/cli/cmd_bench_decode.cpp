@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ struct DecodeArgs {
   float temperature = 0.0f;
   float top_p = 1.0f;
   float presence_penalty = 0.0f;
+  bool logprobs = false;
 };
 
 void run(const DecodeArgs& a, const std::string& command) {
@@ -52,22 +54,28 @@ void run(const DecodeArgs& a, const std::string& command) {
   o.temperature = a.temperature;
   o.top_p = a.top_p;
   o.presence_penalty = a.presence_penalty;
+  o.logprobs = a.logprobs;
   if (a.breakdown == "none")
     o.breakdown_batches = std::vector<int>{};
   else if (!a.breakdown.empty())
     o.breakdown_batches = mxs::cli::parse_int_list(a.breakdown, "--breakdown", 1, 256);
   const mxs::cuda::BenchDecodeResult r = mxs::cuda::run_bench_decode(o);
   const std::string commit = mxs::cli::bench_commit();
-  char sampling[96] = "greedy";
+  char sampling[128];
   if (a.temperature != 0.0f)
-    std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g, presence penalty %g", double(a.temperature),
-                  double(a.top_p), double(a.presence_penalty));
+    std::snprintf(sampling, sizeof sampling, "temperature %g, top-p %g", double(a.temperature), double(a.top_p));
+  else
+    std::snprintf(sampling, sizeof sampling, "greedy");
+  if (a.presence_penalty != 0.0f)
+    std::snprintf(sampling + std::strlen(sampling), sizeof sampling - std::strlen(sampling), ", presence penalty %g",
+                  double(a.presence_penalty));
+  if (a.logprobs) std::snprintf(sampling + std::strlen(sampling), sizeof sampling - std::strlen(sampling), ", logprobs");
   std::printf("## mxserve bench decode\n\ncard: %s; commit %s; model: %s; context %d; copy bandwidth %.0f GB/s "
               "(device-to-device, read+write); load %.2f s; bf12 dense weights: %s; sampling: %s; greedy LM-head screen: "
               "%s; attention <= 256 keys: %s\ncommand: `%s`\n\n",
               r.device.c_str(), commit.c_str(), r.model.c_str(), a.context, r.copy_gb_s, r.load_s,
               r.bf12_dense.empty() ? "none" : r.bf12_dense.c_str(), sampling,
-              r.lm_head_screen ? (a.temperature == 0.0f ? "on (batch 1-8)" : "unused (sampled steps)") : "off",
+              r.lm_head_screen ? (o.plain_greedy() ? "on (batch 1-8)" : "unused (the steps need every logit)") : "off",
               r.exact_attention ? "exact (--exact-attention)" : "tensor cores", command.c_str());
   std::printf("| batch | step ms | tok/s | GB read/step | GB/s | %% of copy BW | pipelined step ms | pipelined tok/s | graph ms |\n"
               "|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -89,6 +97,7 @@ void run(const DecodeArgs& a, const std::string& command) {
   j["temperature"] = a.temperature;
   j["top_p"] = a.top_p;
   j["presence_penalty"] = a.presence_penalty;
+  j["logprobs"] = a.logprobs;
   j["context"] = a.context, j["copy_gb_s"] = r.copy_gb_s, j["load_s"] = r.load_s;
   for (const auto& row : r.rows)
     j["rows"].push_back({{"batch", row.batch}, {"step_ms", row.step_ms}, {"tok_s", row.tok_s},
@@ -140,10 +149,11 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
           "in (0, 1]"))
       ->capture_default_str();
   cmd->add_option("--presence-penalty", args->presence_penalty,
-                  "With --temperature: every sequence's presence penalty (OpenAI semantics) over a history of 256 output "
-                  "ids; such steps run synchronously (the pipelined column repeats the synchronous one)")
+                  "Every sequence's presence penalty (OpenAI semantics) over a history of 256 output ids; such steps run "
+                  "synchronously (the pipelined column repeats the synchronous one)")
       ->check(CLI::Range(-2.0, 2.0))
       ->capture_default_str();
+  cmd->add_flag("--logprobs", args->logprobs, "Every sequence returns its token's logprob (greedy or sampled)");
   cmd->add_option("--moe-gemm-min-pairs", args->moe_gemm_min_pairs,
                   "MoE steps with at least this many (token, expert) pairs run the grouped GEMM (default: the runner's)")
       ->check(CLI::Range(1, 1 << 30));

@@ -84,7 +84,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
   std::vector<SamplingParams> sampling(static_cast<size_t>(std::max(max_batch, 1)));
   for (size_t s = 0; s < sampling.size(); ++s) {
     sampling[s].temperature = o.temperature, sampling[s].top_p = o.top_p, sampling[s].seed = 1000 + s;
-    sampling[s].presence_penalty = o.presence_penalty;
+    sampling[s].presence_penalty = o.presence_penalty, sampling[s].logprobs = o.logprobs;
   }
   // With a penalty: every sequence's output history, 256 ids spread over the vocabulary (what the penalty reads).
   std::vector<std::vector<int32_t>> histories(o.presence_penalty != 0.0f ? sampling.size() : 0);
@@ -161,7 +161,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
     row.step_ms = median(ms);
     row.tok_s = batch / (row.step_ms * 1e-3);
     row.bytes_per_step =
-        decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen && o.temperature == 0.0f);
+        decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen && o.plain_greedy());
     row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
     row.roofline_frac = row.gb_s / r.copy_gb_s;
     // (Requests with a penalty step synchronously in the engine, as here: the runner needs their last token on the

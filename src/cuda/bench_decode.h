@@ -26,10 +26,12 @@ struct BenchDecodeOptions {
   std::string bf12_dense = kBf12DenseDefault;  // CudaRunnerOptions::bf12_dense
   bool lm_head_screen = true;                  // CudaRunnerOptions::lm_head_screen
   bool exact_attention = false;                // CudaRunnerOptions::exact_attention
-  float temperature = 0.0f;  // 0: greedy steps (the LM-head screen applies); > 0: every sequence samples
+  float temperature = 0.0f;  // 0: greedy steps (the LM-head screen applies to plain ones); > 0: every sequence samples
   float top_p = 1.0f;        // with temperature > 0: every sequence's top-p (1: no cut, the OpenAI default)
-  // with temperature > 0: every sequence's presence penalty, over a history of 256 output ids
-  float presence_penalty = 0.0f;
+  float presence_penalty = 0.0f;  // every sequence's presence penalty, over a history of 256 output ids
+  bool logprobs = false;          // every sequence returns its token's logprob
+  // Plain greedy steps (the screen's argmax is every token); else every step reads the full LM head's logits.
+  bool plain_greedy() const { return temperature == 0.0f && presence_penalty == 0.0f && !logprobs; }
   // Batch sizes with a per-kernel breakdown (any of 1..256, in `batches` or not; empty: none); unset: batch 1, and
   // 64 when `batches` has it.
   std::optional<std::vector<int>> breakdown_batches;

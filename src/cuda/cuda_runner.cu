@@ -879,12 +879,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
 
   // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
   size_t n_ids = 0;
-  bool any_random = false;
   const int n_lm = int(lm_seq.size());
-  bool all_spread = n_lm > 0;  // every row a spread row (sampling_is_spread: no penalties or logprobs)
-  bool spread_sampled = false;  // some spread row is sampled
-  bool spread_penalties = false;  // some spread row has a penalty
-  int spread_selects = 0;      // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs (sampled)
+  bool spread_wanted = false;     // some row is not plain greedy (sampling_is_plain_greedy): the spread path
+  bool spread_penalties = false;  // some row has a penalty
+  int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
   bool screen_ok = true;  // (lm_screen_step)
   for (int r = 0; r < n_lm; ++r) {
     const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
@@ -896,7 +894,6 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed;
       sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
-      any_random |= !a.greedy();
       const bool want_rep = a.repetition_penalty != 1.0f;
       const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
       if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only, staged in bulk
@@ -915,15 +912,14 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       }
     }
     host.seq_params[r] = sp;
-    all_spread &= sampling_is_spread(sp);
-    spread_sampled |= sampling_is_spread(sp) && sp.temperature != 0.0f;
-    spread_penalties |= sampling_is_spread(sp) && sampling_has_penalty(sp);
+    const bool plain_greedy = sampling_is_plain_greedy(sp);
+    spread_wanted |= !plain_greedy;
+    spread_penalties |= sampling_has_penalty(sp);
     spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0) |
-                      (sp.temperature != 0.0f && sp.top_logprobs > 0 ? 4 : 0);
-    // The screened LM head writes only its candidates' logits: every row must take sampling_prepare's argmax-key
-    // path (the same test on the same fields) or not be sampled at all, and none may return its logits.
-    const bool argmax_only = sp.temperature == 0.0f && sampling_is_spread(sp);  // (a greedy spread row)
-    screen_ok &= !q.return_logits && (!q.sample || argmax_only);
+                      (sp.top_logprobs > 0 ? 4 : 0);
+    // The screened LM head writes only its candidates' logits: every row must take its token from the argmax key
+    // (the kernels' test on the same fields) or not be sampled at all, and none may return its logits.
+    screen_ok &= !q.return_logits && (!q.sample || plain_greedy);
   }
   penalty_lists.end_step();  // (sequences without a penalty row in this step are forgotten)
   lm_screen_step = screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
@@ -1035,8 +1031,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-      samp.n_seqs = n_lm, samp.any_random = any_random, samp.all_spread = all_spread;
-      samp.spread_sampled = spread_sampled, samp.spread_penalties = spread_penalties;
+      samp.n_seqs = n_lm, samp.spread_wanted = spread_wanted, samp.spread_penalties = spread_penalties;
       samp.spread_selects = spread_selects;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites

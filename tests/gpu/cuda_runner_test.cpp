@@ -523,8 +523,8 @@ TEST_P(CudaRunnerSampling, GpuSamplingMatchesCpuSamplerOnSameLogits) {
   expect_sampling_matches_cpu(GetParam(), sp);
 }
 
-// Greedy with penalties and logprobs: one CTA per row (sampling_prepare).
-TEST_P(CudaRunnerSampling, OneCtaSamplingMatchesCpuSamplerOnSameLogits) {
+// Greedy with penalties and logprobs: the spread path too (the argmax of the penalized logits over 128 CTAs per row).
+TEST_P(CudaRunnerSampling, GreedyWithPenaltiesMatchesCpuSamplerOnSameLogits) {
   SamplingParams sp;
   sp.temperature = 0.0f, sp.seed = 4244, sp.presence_penalty = 0.5f, sp.repetition_penalty = 1.3f;
   sp.logprobs = true, sp.top_logprobs = 3;

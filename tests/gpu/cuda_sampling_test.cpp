@@ -83,8 +83,7 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
 int spread_selects_of(const HostBatch& hb, int V) {
   int bits = 0;
   for (const auto& q : hb.sp)
-    bits |= (sampling_has_top_k(q, V) ? 1 : 0) | (sampling_has_top_p(q) ? 2 : 0) |
-            (q.temperature != 0.0f && q.top_logprobs > 0 ? 4 : 0);
+    bits |= (sampling_has_top_k(q, V) ? 1 : 0) | (sampling_has_top_p(q) ? 2 : 0) | (q.top_logprobs > 0 ? 4 : 0);
   return bits;
 }
 
@@ -97,13 +96,14 @@ struct DeviceSampler {
   DeviceSampler(int rows, int vocab)
       : max_rows(rows), V(vocab), z(size_t(rows) * vocab), res(size_t(rows)),
         spread(std::vector<char>(spread_workspace_bytes(rows, vocab), 0)) {}
+  // sampling_prepare's one CTA per row, or (spread_path) the spread path.
   SamplingParamsDev params(const bf16* logits, const SampleSeqParams* seqs, const int32_t* ids,
-                           const int32_t* counts, int n, bool any_random, bool spread_path = false) {
+                           const int32_t* counts, int n, bool spread_path = false) {
     SamplingParamsDev p;
-    p.all_spread = p.spread_sampled = spread_path;  // (callers with other rows too: all_spread = false)
+    p.spread_wanted = spread_path;
     p.spread = spread_workspace_at(spread.p, max_rows, V);
     p.logits = logits, p.seqs = seqs, p.ids = ids, p.counts = counts, p.z = z.p;
-    p.results = res.p, p.n_seqs = n, p.vocab = V, p.any_random = any_random;
+    p.results = res.p, p.n_seqs = n, p.vocab = V;
     return p;
   }
   // Uploads the batch, samples on the one-CTA path, returns the results (poisoned first: a row the kernels skip shows
@@ -114,10 +114,8 @@ struct DeviceSampler {
     std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
     if (ids.empty()) ids.push_back(0), counts.push_back(0);
     DevBuf<int32_t> dids(ids), dcounts(counts);
-    bool any_random = false;
-    for (const auto& q : hb.sp) any_random |= q.temperature != 0.0f;
     res.poison();
-    SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()), any_random);
+    SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()));
     sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
@@ -125,9 +123,11 @@ struct DeviceSampler {
   }
 };
 
-// The batch in one sample_tokens call with its spread rows on the spread path and the others on sampling_prepare, as
-// the runner runs a step (greedy rows from their LM-head argmax keys, which the call must consume).
-std::vector<SampleResultDev> run_both_paths(DeviceSampler& ds, const DevBuf<bf16>& dl, const HostBatch& hb, int V) {
+// The batch in one sample_tokens call on the spread path, as the runner runs a step that is not all plain greedy rows:
+// with the LM head's argmax keys (plain greedy rows take their token from them; the call must consume them), or
+// without (keys = false: every greedy row's argmax from the logits).
+std::vector<SampleResultDev> run_spread(DeviceSampler& ds, const DevBuf<bf16>& dl, const HostBatch& hb, int V,
+                                        bool keys_in = true) {
   const int S = int(hb.sp.size());
   DevBuf<SampleSeqParams> dsp(hb.sp);
   std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
@@ -135,13 +135,16 @@ std::vector<SampleResultDev> run_both_paths(DeviceSampler& ds, const DevBuf<bf16
   DevBuf<int32_t> dids(ids), dcounts(counts);
   DevBuf<unsigned long long> keys(static_cast<size_t>(S));
   row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
-  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
-  p.all_spread = false, p.row_argmax = keys.p, p.n_argmax_rows = S, p.spread_selects = spread_selects_of(hb, V);
+  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
+  if (keys_in) p.row_argmax = keys.p, p.n_argmax_rows = S;
+  p.spread_selects = spread_selects_of(hb, V);
   ds.res.poison();
   sample_tokens(p, nullptr);
   auto r = ds.res.download();
   r.resize(size_t(S));
-  for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
+  if (keys_in) {
+    for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << "argmax keys left";
+  }
   return r;
 }
 
@@ -220,17 +223,13 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   DeviceSampler ds(S, V);
   const auto r = ds.run(dl, hb);
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
-  // The same batch with its spread rows (sampled, with or without penalties or a logprob) on the spread path and the
-  // others (greedy with penalties, top logprobs) on sampling_prepare, in one call.
-  int n_spread = 0;
-  for (const auto& q : hb.sp) n_spread += sampling_is_spread(q) && q.temperature != 0.0f;
-  EXPECT_GT(n_spread, S / 2);
-  expect_matches_cpu(hb, to_f32(logits), V, run_both_paths(ds, dl, hb, V), "mixed batch, both paths");
+  // The same batch on the spread path (greedy rows with penalties or top logprobs too).
+  expect_matches_cpu(hb, to_f32(logits), V, run_spread(ds, dl, hb, V), "mixed batch, spread path");
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
 // n_argmax_rows (the LM head's rows, padding included) is zero afterwards, so that the next step's LM head can
-// atomicMax into them without a memset. Greedy and sampled rows both match the CPU.
+// atomicMax into them without a memset. Greedy and sampled rows both match the CPU, on either path.
 TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
   const int V = 5003, pad = 3;
   std::vector<SamplingParams> cases(5);
@@ -242,28 +241,29 @@ TEST(CudaSampling, GreedyRowsConsumeTheArgmaxKeys) {
   std::vector<std::vector<int32_t>> prompts(static_cast<size_t>(S)), outputs(static_cast<size_t>(S));
   const HostBatch hb = make_batch(cases, prompts, outputs);
   DevBuf<bf16> dl(logits);
-  DevBuf<unsigned long long> keys(size_t(S + pad));
-  std::vector<unsigned long long> junk(size_t(S + pad), 0x1234567800000001ull);  // stale keys of padding rows
-  keys.upload(junk);
-  row_argmax_bf16(dl.p, keys.p, S, V, nullptr);  // rows < S: this step's keys
   DeviceSampler ds(S, V);
   DevBuf<SampleSeqParams> dsp(hb.sp);
   DevBuf<int32_t> dids(std::vector<int32_t>{0}), dcounts(std::vector<int32_t>{0});
-  SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
-  p.row_argmax = keys.p, p.n_argmax_rows = S + pad;
-  ds.res.poison();
-  sample_tokens(p, nullptr);
-  auto r = ds.res.download();
-  r.resize(size_t(S));
-  expect_matches_cpu(hb, to_f32(logits), V, r, "greedy rows from the argmax keys");
-  for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull);
+  for (bool spread_path : {false, true}) {
+    DevBuf<unsigned long long> keys(size_t(S + pad));
+    std::vector<unsigned long long> junk(size_t(S + pad), 0x1234567800000001ull);  // stale keys of padding rows
+    keys.upload(junk);
+    row_argmax_bf16(dl.p, keys.p, S, V, nullptr);  // rows < S: this step's keys
+    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, spread_path);
+    p.row_argmax = keys.p, p.n_argmax_rows = S + pad;
+    ds.res.poison();
+    sample_tokens(p, nullptr);
+    auto r = ds.res.download();
+    r.resize(size_t(S));
+    expect_matches_cpu(hb, to_f32(logits), V, r, spread_path ? "spread path" : "one CTA per row");
+    for (unsigned long long k : keys.download()) EXPECT_EQ(k, 0ull) << (spread_path ? "spread path" : "one CTA");
+  }
 }
 
 // A batch mixing greedy, plain temperature, top-k and top-p rows, some with logprobs: every row token for token
-// against the CPU on the one-CTA path; the same batch with its spread rows on the spread path and the logprob rows on
-// sampling_prepare in the same call (greedy rows from their argmax keys), and its rows without logprobs alone on the
-// spread path, give the same tokens.
-TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
+// against the CPU on the one-CTA path; the same tokens and logprobs bit for bit on the spread path, with the LM head's
+// argmax keys (the runner's step: plain greedy rows take them) and without (every greedy row's argmax from the logits).
+TEST(CudaSampling, MixedBatchMatchesCpuOnEitherPath) {
   const int V = kVocab;
   std::vector<SamplingParams> cases;
   for (int i = 0; i < 24; ++i) {
@@ -284,52 +284,23 @@ TEST(CudaSampling, MixedBatchMatchesCpuOnBothPaths) {
   std::vector<std::vector<int32_t>> prompts, outputs;
   random_histories(S, V, rng, prompts, outputs);
   const HostBatch hb = make_batch(cases, prompts, outputs);
+  int n_plain = 0;
+  for (const auto& q : hb.sp) n_plain += sampling_is_plain_greedy(q);
+  EXPECT_GT(n_plain, 0);
   DevBuf<bf16> dl(logits);
   DeviceSampler ds(S, V);
   const auto r = ds.run(dl, hb);
   const auto lf = to_f32(logits);
   expect_matches_cpu(hb, lf, V, r, "greedy/plain/top-k/top-p batch");
-  {
-    const auto both = run_both_paths(ds, dl, hb, V);
-    int n_spread = 0;
+  for (bool keys_in : {true, false}) {
+    const auto sp = run_spread(ds, dl, hb, V, keys_in);
     for (int i = 0; i < S; ++i) {
-      n_spread += sampling_is_spread(hb.sp[size_t(i)]);
-      EXPECT_EQ(both[size_t(i)].error, 0) << i;
-      EXPECT_EQ(both[size_t(i)].token, r[size_t(i)].token) << "row " << i << " with both paths in one call";
+      EXPECT_EQ(sp[size_t(i)].error, 0) << i;
+      EXPECT_EQ(sp[size_t(i)].token, r[size_t(i)].token) << "row " << i << " on the spread path, keys " << keys_in;
       if (cases[size_t(i)].logprobs) {
-        EXPECT_EQ(both[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i;
+        EXPECT_EQ(sp[size_t(i)].logprob, r[size_t(i)].logprob) << "row " << i << ", keys " << keys_in;
       }
     }
-    EXPECT_GT(n_spread, 0);
-    EXPECT_LT(n_spread, S);
-  }
-
-  std::vector<SamplingParams> kept_cases;
-  std::vector<std::vector<int32_t>> kp, ko;
-  std::vector<bf16> kl;
-  std::vector<size_t> src;
-  for (size_t s = 0; s < cases.size(); ++s) {
-    if (cases[s].logprobs) continue;
-    kept_cases.push_back(cases[s]), kp.push_back(prompts[s]), ko.push_back(outputs[s]), src.push_back(s);
-    const auto row = logits.begin() + std::ptrdiff_t(s * size_t(V));
-    kl.insert(kl.end(), row, row + V);
-  }
-  const HostBatch hb2 = make_batch(kept_cases, kp, ko);
-  for (const auto& q : hb2.sp) ASSERT_TRUE(sampling_is_spread(q));
-  const int S2 = int(kept_cases.size());
-  DevBuf<bf16> dl2(kl);
-  DevBuf<SampleSeqParams> dsp(hb2.sp);
-  DevBuf<int32_t> dids(1), dcounts(1);
-  DevBuf<unsigned long long> keys(static_cast<size_t>(S2));
-  row_argmax_bf16(dl2.p, keys.p, S2, V, nullptr);
-  SamplingParamsDev p = ds.params(dl2.p, dsp.p, dids.p, dcounts.p, S2, true, true);
-  p.row_argmax = keys.p, p.n_argmax_rows = S2, p.spread_selects = spread_selects_of(hb2, V);
-  ds.res.poison();
-  sample_tokens(p, nullptr);
-  const auto r2 = ds.res.download();
-  for (size_t i = 0; i < src.size(); ++i) {
-    EXPECT_EQ(r2[i].error, 0) << i;
-    EXPECT_EQ(r2[i].token, r[src[i]].token) << "row " << src[i] << " on the spread path";
   }
 }
 
@@ -401,19 +372,21 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "paths");
 }
 
-// The spread path (spread rows: no logprobs; passes and selects over many CTAs) against sampling_prepare's one CTA per
-// row on the same rows: the same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024
-// chunks empty), 1 / 3 / 8 / 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every
-// fourth sampled row with repetition, frequency and presence penalties (its prompt holds the row's best id, so that the
-// max of z moves), every seventh sampled row with its logprob and every sixth with 1-20 top logprobs (the same ids and
-// logprobs: sampling_prepare sums the normalizer in the spread path's order), every fifth greedy (its token from the LM head's argmax key,
-// as the runner's rows), several temperatures (0.02: most weights underflow to 0)
+// The spread path (passes and selects over many CTAs) against sampling_prepare's one CTA per row on the same rows: the
+// same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 /
+// 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every fourth row with
+// repetition, frequency and presence penalties (its prompt holds the row's best id, so that the max of z and a greedy
+// row's argmax move), every seventh row with its logprob and every sixth with 1-20 top logprobs (the same ids and
+// logprobs: sampling_prepare sums the normalizer in the spread path's order), every fifth greedy (plain ones take
+// their token from the LM head's argmax key, as the runner's rows; the others an argmax over their penalized logits),
+// several temperatures (0.02: most weights underflow to 0)
 // and RNG counters, logits spread, on a coarse grid (exact ties) or sparse (three ids carry all the weight: long runs
 // of zero weights, flat prefix sums around the target); a NaN row (error 1) and a row whose tempered max overflows
 // (error 2) report the same errors; the zeroed workspace is left zeroed.
 TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   Rng rng(71);
   int compared = 0, distinct = 0, cut_rows = 0, penalty_rows = 0, logprob_rows = 0, top_rows = 0;
+  int greedy_extra_rows = 0;  // greedy rows with penalties or logprobs
   for (int V : {kVocab, 1001, 37}) {
     for (int S : {1, 3, 8, 64}) {
       for (int round = 0; round < (S == 64 ? 2 : 6); ++round) {
@@ -439,9 +412,9 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           if (kind == 2)  // exp(-120) underflows fp32: the three ids below hold every nonzero weight
             for (int i : {rng.below(V), V / 2, V - 1 - rng.below(3)})
               logits[size_t(r) * V + i] = f32_to_bf16(rng.uniform(-1.f, 1.f));
-          a.logprobs = r % 7 == 2 && a.temperature != 0.0f;  // the sampled token's raw logprob
-          a.top_logprobs = r % 6 == 5 && a.temperature != 0.0f ? 1 + (r + round) % 20 : 0;  // and the N best
-          if (r % 4 == 1 && a.temperature != 0.0f) {  // penalties: prompt and output ids, the best id among them
+          a.logprobs = r % 7 == 2 || r % 35 == 9;  // the token's raw logprob (r = 9, 44: greedy)
+          a.top_logprobs = r % 6 == 5 ? 1 + (r + round) % 20 : 0;  // and the N best (r = 29: greedy)
+          if (r % 4 == 1) {  // penalties: prompt and output ids, the best id among them (r = 9, 29, 49: greedy)
             a.repetition_penalty = r % 8 == 1 ? 1.3f : 0.8f;
             a.frequency_penalty = 0.4f, a.presence_penalty = r % 8 == 1 ? 0.5f : -0.3f;
             int best = 0;
@@ -457,7 +430,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           cases[2].temperature = 0.01f;
         }
         const HostBatch hb = make_batch(cases, prompts, outputs);
-        for (const auto& q : hb.sp) ASSERT_TRUE(sampling_is_spread(q));
+        for (const auto& q : hb.sp) greedy_extra_rows += q.temperature == 0.0f && !sampling_is_plain_greedy(q);
         DevBuf<bf16> dl(logits);
         DevBuf<SampleSeqParams> dsp(hb.sp);
         std::vector<int32_t> ids = hb.ids, counts = hb.counts;
@@ -466,13 +439,13 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         DeviceSampler ds(S, V);
         DevBuf<unsigned long long> keys(static_cast<size_t>(S));  // the LM head's argmax keys (consumed by each call)
         ds.res.poison();
-        SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, false);
+        SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, false);
         op.row_argmax = keys.p, op.n_argmax_rows = S;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sample_tokens(op, nullptr);
         const auto one = ds.res.download();
         ds.res.poison();
-        SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+        SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
         sp.row_argmax = keys.p, sp.n_argmax_rows = S;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sp.spread_selects = spread_selects_of(hb, V);
@@ -504,6 +477,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           EXPECT_TRUE(w.row_max[2 * r] == 0u && w.row_max[2 * r + 1] == 0u && w.row_last[r] == 0) << "dirty row " << r;
           EXPECT_EQ(w.select_arrivals[r], 0u) << "row " << r;
           EXPECT_EQ(w.raw_max[r], 0u) << "row " << r;
+          EXPECT_EQ(w.row_best[r], 0ull) << "row " << r;
           EXPECT_EQ(w.top_count[r], 0) << "row " << r;
           for (int k = 0; k < (V + 31) / 32; ++k) EXPECT_EQ(w.penalized[r * ((V + 31) / 32) + k], 0u) << "row " << r;
           for (int d = 0; d < 256; ++d) EXPECT_EQ(w.select_hist[r * 256 + d], 0ull) << "row " << r << " digit " << d;
@@ -517,6 +491,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
   EXPECT_GT(penalty_rows, compared / 8) << "rows with penalties";
   EXPECT_GT(logprob_rows, compared / 20) << "rows with a logprob";
   EXPECT_GT(top_rows, compared / 20) << "rows with top logprobs";
+  EXPECT_GT(greedy_extra_rows, 20) << "greedy rows with penalties or logprobs";
 }
 
 TEST(CudaSampling, NoCutAndTopKMatchTheCutDrawBitForBit) {
@@ -634,7 +609,7 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
     DevBuf<SampleSeqParams> dsp(hb.sp);
     DevBuf<int32_t> dids(1), dcounts(1);
     DeviceSampler ds(S, V);
-    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, true);
+    SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
     p.spread_selects = spread_selects_of(hb, V);
     ASSERT_EQ(p.spread_selects, 3);  // (no top logprobs here)
     ds.res.poison();
@@ -689,9 +664,9 @@ TEST(CudaSampling, SpreadCutsAreTheSortedOrdersElements) {
 }
 
 // Time of one sample_tokens call at the real vocabulary, 1 and 64 rows (printed; the CUDA events bracket 20
-// calls after a warm-up). "spread" configurations run the spread path (the runner's choice for rows without penalties
-// or logprobs), the others one CTA per row (sampling_prepare: rows with logprobs or penalties, or a step with one);
-// "plain" is the OpenAI default (temperature 1, top_p 1).
+// calls after a warm-up). "spread" configurations run the spread path (the runner's choice for any step that is not
+// all plain greedy rows), the others one CTA per row (sampling_prepare; MXS_NO_SPREAD_SAMPLING=1); "plain" is the
+// OpenAI default (temperature 1, top_p 1); "greedy" rows are at temperature 0 without the LM head's argmax keys.
 TEST(CudaSampling, TimingAtRealVocab) {
   const int V = kVocab;
   Rng rng(21);
@@ -705,6 +680,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
     bool logprobs = false;
     float presence_penalty = 0.0f;
     int top_logprobs = 0;
+    float temperature = 1.0f;
   };
   const char* rows_only = std::getenv("MXS_SAMPLING_TIMING_ROWS");  // 1 or 64: those rows alone
   for (int S : {1, 64}) {
@@ -715,14 +691,18 @@ TEST(CudaSampling, TimingAtRealVocab) {
                             Config{"top_k 50 top_p 0.9, spread", 50, 0.9f}, Config{"logprobs, spread", 0, 1.0f, true},
                             Config{"logprobs", 0, 1.0f, true}, Config{"top logprobs 5, spread", 0, 1.0f, true, 0.f, 5},
                             Config{"top logprobs 5", 0, 1.0f, true, 0.f, 5},
-                            Config{"penalty, spread", 0, 1.0f, false, 0.5f}, Config{"penalty", 0, 1.0f, false, 0.5f}}) {
+                            Config{"penalty, spread", 0, 1.0f, false, 0.5f}, Config{"penalty", 0, 1.0f, false, 0.5f},
+                            Config{"greedy logprobs, spread", 0, 1.0f, true, 0.f, 0, 0.f},
+                            Config{"greedy logprobs", 0, 1.0f, true, 0.f, 0, 0.f},
+                            Config{"greedy penalty, spread", 0, 1.0f, false, 0.5f, 0, 0.f},
+                            Config{"greedy penalty", 0, 1.0f, false, 0.5f, 0, 0.f}}) {
       // MXS_SAMPLING_TIMING_ONLY=NAME: that configuration alone (to profile or sanitize its kernels).
       const char* only = std::getenv("MXS_SAMPLING_TIMING_ONLY");
       if (only && std::string(only) != c.name) continue;
       std::vector<SamplingParams> cases(static_cast<size_t>(S));
       for (int s = 0; s < S; ++s) {
         SamplingParams& a = cases[size_t(s)];
-        a.temperature = 1.0f, a.top_k = c.top_k, a.top_p = c.top_p, a.seed = uint64_t(s);
+        a.temperature = c.temperature, a.top_k = c.top_k, a.top_p = c.top_p, a.seed = uint64_t(s);
         a.logprobs = c.logprobs, a.presence_penalty = c.presence_penalty, a.top_logprobs = c.top_logprobs;
       }
       const std::vector<std::vector<int32_t>> none(static_cast<size_t>(S));
@@ -730,7 +710,7 @@ TEST(CudaSampling, TimingAtRealVocab) {
       DevBuf<SampleSeqParams> dsp(hb.sp);
       DevBuf<int32_t> dids(1), dcounts(1);
       const bool spread = std::string(c.name).find("spread") != std::string::npos;
-      SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true, spread);
+      SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, spread);
       p.spread_selects = spread_selects_of(hb, V), p.spread_penalties = c.presence_penalty != 0.0f;
       const double ms = mean_ms_per_call(3, 20, [&](int) { sample_tokens(p, nullptr); });
       std::printf("sample_tokens V %d rows %2d %-26s %8.1f us/call\n", V, S, c.name, 1000.0 * ms);

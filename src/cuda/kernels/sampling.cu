@@ -146,7 +146,8 @@ __device__ __forceinline__ void exclusive_chunk_prefix(Shared& sh) {
 // each summed by kSpreadThreads threads (thread t: its ids b + t, b + t + 256, ... in order; then block_reduce's order:
 // a warp's xor tree, the warps in order), the slices' sums in slice order. Thread 256 g + t here is thread t of slice
 // 4k + g. Every thread of the kThreads CTA calls it and gets the sum (sh.chunk_prefix and sh.dsum are its scratch).
-__device__ double spread_order_exp_sum(const float* z, int V, float mx, Shared& sh) {
+// Not inlined: in sampling_prepare (64 registers at 1,024 threads) it spilled.
+__device__ __noinline__ double spread_order_exp_sum(const float* z, int V, float mx, Shared& sh) {
   constexpr int kGroups = kThreads / kSpreadThreads, kWarps = kSpreadThreads / 32;
   const int chunk = spread_chunk(V), g = threadIdx.x / kSpreadThreads, t = threadIdx.x % kSpreadThreads;
   for (int y0 = 0; y0 < kWeightsCtas; y0 += kGroups) {
@@ -442,7 +443,7 @@ __device__ __forceinline__ unsigned long long take_argmax_key(const SamplingPara
   return key;
 }
 
-// A greedy row without penalties or logprobs: its token is its LM-head argmax key's id (error 1 without a key, or
+// A plain greedy row (sampling_is_plain_greedy): its token is its LM-head argmax key's id (error 1 without a key, or
 // when that logit is NaN). One thread.
 __device__ __forceinline__ void greedy_from_key(unsigned long long key, const bf16_t* logits, SampleResultDev& res) {
   res.token = 0x7fffffff - int(key & 0xffffffffu);
@@ -453,13 +454,12 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (p.spread_active && sampling_is_spread(q)) return;  // the spread kernels' row
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   SampleResultDev& res = p.results[s];
   // (thread 0) this row's LM-head argmax key, zeroed for the next step
   const unsigned long long key = threadIdx.x == 0 ? take_argmax_key(p, s) : 0ull;
-  if (p.row_argmax && q.temperature == 0.0f && sampling_is_spread(q)) {
+  if (p.row_argmax && sampling_is_plain_greedy(q)) {
     if (threadIdx.x == 0) greedy_from_key(key, logits, res);
     return;
   }
@@ -476,17 +476,11 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
   }
-  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max): for a sampled row in the spread
-  // path's order (the same logprobs on either path); a greedy row here never takes the spread path: the faster order.
+  // 0. raw log-normalizer (for logprobs): max, then the double sum of exp(z - max) in the spread path's order (the same
+  // logprobs on either path).
   if (q.want_logprob || q.top_logprobs > 0) {
     mx = block_reduce(mx, [](float a, float b) { return fmaxf(a, b); }, sh.fmax);
-    double sum = 0.0;
-    if (q.temperature != 0.0f) {
-      sum = spread_order_exp_sum(z, V, mx, sh);
-    } else {
-      for_row(V, [&](int i) { return z[i]; }, [&](float v, int) { sum += exp(double(v) - double(mx)); });
-      sum = block_reduce(sum, [](double a, double b) { return a + b; }, sh.dsum);
-    }
+    const double sum = spread_order_exp_sum(z, V, mx, sh);
     if (threadIdx.x == 0) sh.raw_max = mx, sh.raw_log_sum = log(sum);
     __syncthreads();
     // top logprobs: the N best raw logits, descending, ties -> lower id.
@@ -562,14 +556,14 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 }
 
 
-// Spread path: the spread rows of a step (sampling_is_spread: every sampled row; greedy rows without penalties or
-// logprobs, which take their token from the LM head's argmax key in sampling_spread_tempered and are skipped after);
-// the kernels skip the other rows, which sampling_prepare runs in the same call. sampling_prepare runs a row in one CTA,
-// on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
+// Spread path: every row of a step that is not all plain greedy rows (sampling_is_plain_greedy; those take their token
+// from the LM head's argmax key in sampling_spread_tempered and are skipped after). sampling_prepare runs a row in one
+// CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_penalize (a CTA per row with a penalty): the listed ids' penalized logits into z, a bit per id;
 //   sampling_spread_tempered (rows x kTemperedCtas): z = logit (or its penalized value) / T, the row's NaN flag, the
-//     max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax);
+//     max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
+//     argmax_key of the (penalized) logits into row_best instead (block_argmax's order: larger value, then lower id);
 //   per select (top-k, then top-p within top-k's prefix, then top logprobs on the raw logits), select_reaching spread:
 //     4 x sampling_spread_select (rows x kSpreadSelectCtas, each CTA a slice of ids: its units per digit into a shared
 //     histogram, added into the row's; the row's last CTA to arrive picks the digit) and sampling_spread_select_tie
@@ -577,8 +571,9 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 //   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids the cuts drop), staged in
 //     shared memory, one lane per chunk summing its chunk's w in id order: draw_ascending's chunk sums, bit for bit;
 //     the largest kept id into row_last; rows with logprobs: the raw normalizer's sum per CTA, the top logprobs' ids;
+//     (greedy rows: only the logprob part);
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
-//     (draw_pick); the logprobs.
+//     (draw_pick), or a greedy row's token from row_best; the logprobs.
 // So the token is sampling_prepare's bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
 constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
 constexpr int kTemperedUnroll = 4;  // loads in flight per thread
@@ -594,6 +589,13 @@ __device__ __forceinline__ float spread_row_max(const SamplingParamsDev& p, int 
   const float m = from_orderable_bits(p.spread.row_max[2 * s]);
   return isfinite(m) ? m : NAN;
 }
+// Whether the kernels between sampling_spread_tempered and _draw skip row s: a NaN logit or, for a sampled row, no
+// finite max of z (the draw kernel reports both); a greedy row's argmax needs no finite max (as sampling_prepare's).
+__device__ __forceinline__ bool spread_row_failed(const SamplingParamsDev& p, int s, const SampleSeqParams& q) {
+  return q.temperature == 0.0f ? p.spread.row_max[2 * s + 1] != 0u : isnan(spread_row_max(p, s));
+}
+// A greedy row's key of (v, id) for the argmax: block_argmax's order (larger v, then lower id; -0 == +0).
+__device__ __forceinline__ unsigned long long greedy_key(float v, int id) { return argmax_key(v == 0.0f ? 0.0f : v, id); }
 // The prefix a cut (0 top-k, 1 top-p, 2 top logprobs) of row s keeps, from row_cut.
 __device__ __forceinline__ KeptThreshold spread_cut(const SamplingParamsDev& p, int s, int cut) {
   const int* c = p.spread.row_cut + 2 * (kSpreadCuts * s + cut);
@@ -615,9 +617,7 @@ __device__ __forceinline__ KeptThreshold spread_select_in(const SamplingParamsDe
   return cut == 1 && sampling_has_top_k(p.seqs[s], p.vocab) ? spread_cut(p, s, 0) : kKeepAll;
 }
 __device__ __forceinline__ bool spread_row_selects(const SampleSeqParams& q, int V, int cut) {
-  return sampling_is_spread(q) && (cut == 0   ? sampling_has_top_k(q, V)
-                                   : cut == 1 ? sampling_has_top_p(q)
-                                              : q.temperature != 0.0f && q.top_logprobs > 0);
+  return cut == 0 ? sampling_has_top_k(q, V) : cut == 1 ? sampling_has_top_p(q) : q.top_logprobs > 0;
 }
 // A select's units per candidate: top-p's of its weight, else 1 (a count).
 __device__ __forceinline__ unsigned long long select_units(int cut, float v, float z_max) {
@@ -656,7 +656,7 @@ __host__ __device__ __forceinline__ int penalty_words(int V) { return (V + 31) /
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(SamplingParamsDev p) {
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!sampling_is_spread(q) || q.temperature == 0.0f || !sampling_has_penalty(q)) return;
+  if (!sampling_has_penalty(q)) return;
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
@@ -679,20 +679,23 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(Sampl
 
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32], s_raw_max[kSpreadThreads / 32];
+  __shared__ unsigned long long s_best[kSpreadThreads / 32];
   __shared__ int s_nan[kSpreadThreads / 32];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!sampling_is_spread(q)) return;  // sampling_prepare's row (so in every spread kernel)
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
+  const bool keyed = p.row_argmax && sampling_is_plain_greedy(q);  // its token is the LM head's key
   if (blockIdx.y == 0 && threadIdx.x == 0) {  // the argmax key consumed, as sampling_prepare does
     const unsigned long long key = take_argmax_key(p, s);
-    if (q.temperature == 0.0f) greedy_from_key(key, logits, p.results[s]);  // (the later kernels skip the row)
+    if (keyed) greedy_from_key(key, logits, p.results[s]);  // (the later kernels skip the row)
   }
-  if (q.temperature == 0.0f) return;
+  if (keyed) return;
+  const bool greedy = q.temperature == 0.0f;  // its argmax into row_best; no z
   float* z = p.z + size_t(s) * V;
   // ids sampling_spread_penalize rewrote: z holds their penalized logit (bit set in `penalized`)
   const unsigned* pen = sampling_has_penalty(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
   float mx = -INFINITY, raw_mx = -INFINITY;
+  unsigned long long best = 0ull;
   int nan = 0;
   constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
   for (int i0 = blockIdx.y * kSpreadThreads * kTemperedUnroll + threadIdx.x; i0 < V; i0 += kStride) {
@@ -709,23 +712,36 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
       nan |= isnan(v[u]);
       raw_mx = fmaxf(raw_mx, v[u]);  // (logprobs: the raw logits' max)
       if (pen && (pen[i >> 5] >> (i & 31) & 1u)) v[u] = z[i];
-      const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, penalties, then z / temperature)
-      z[i] = t;
-      mx = fmaxf(mx, t);
+      if (greedy) {  // (sampling_prepare: z = v, penalties, then the argmax)
+        const unsigned long long k = greedy_key(v[u], i);
+        best = k > best ? k : best;
+        mx = fmaxf(mx, v[u]);
+      } else {
+        const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, penalties, then z / temperature)
+        z[i] = t;
+        mx = fmaxf(mx, t);
+      }
     }
   }
   mx = warp_max(mx);
   raw_mx = warp_max(raw_mx);
   nan = __any_sync(0xffffffffu, nan);
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long k = __shfl_xor_sync(0xffffffffu, best, o);
+    best = k > best ? k : best;
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if (lane == 0) s_max[warp] = mx, s_raw_max[warp] = raw_mx, s_nan[warp] = nan;
+  if (lane == 0) s_max[warp] = mx, s_raw_max[warp] = raw_mx, s_nan[warp] = nan, s_best[warp] = best;
   __syncthreads();
   if (threadIdx.x == 0) {
-    for (int w = 1; w < kSpreadThreads / 32; ++w)
+    for (int w = 1; w < kSpreadThreads / 32; ++w) {
       mx = fmaxf(mx, s_max[w]), raw_mx = fmaxf(raw_mx, s_raw_max[w]), nan |= s_nan[w];
+      best = s_best[w] > best ? s_best[w] : best;
+    }
     atomicMax(&p.spread.row_max[2 * s], orderable_bits(mx));
     if (nan) atomicOr(&p.spread.row_max[2 * s + 1], 1u);
     if (q.want_logprob || q.top_logprobs > 0) atomicMax(&p.spread.raw_max[s], orderable_bits(raw_mx));
+    if (greedy) atomicMax(&p.spread.row_best[s], best);
   }
 }
 
@@ -752,9 +768,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select(Samplin
   __shared__ unsigned s_hist[kUnitParts * kRadixBins];
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!spread_row_selects(q, V, cut)) return;
-  const float z_max = spread_row_max(p, s);
-  if (isnan(z_max)) return;
+  if (!spread_row_selects(q, V, cut) || spread_row_failed(p, s, q)) return;
+  const float z_max = spread_row_max(p, s);  // (top-p's units; a greedy row's selects count)
   SpreadSelectState& st = p.spread.select_state[s];
   const uint32_t prefix = pass == 0 ? 0u : st.prefix, mask = pass == 0 ? 0u : st.mask;
   const int shift = 24 - 8 * pass;
@@ -824,9 +839,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
   static_assert(kSpreadSelectCtas <= kSpreadThreads, "one slice count per thread");
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!spread_row_selects(q, V, cut)) return;
-  const float z_max = spread_row_max(p, s);
-  if (isnan(z_max)) return;
+  if (!spread_row_selects(q, V, cut) || spread_row_failed(p, s, q)) return;
+  const float z_max = spread_row_max(p, s);  // (top-p's units; a greedy row's selects count)
   const SpreadSelectState& st = p.spread.select_state[s];
   const uint32_t key_b = st.prefix;
   const KeptThreshold in = spread_select_in(p, s, cut);
@@ -890,41 +904,43 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   __shared__ int s_last;
   const int s = blockIdx.x, V = p.vocab, chunk = spread_chunk(V);
   const SampleSeqParams& q = p.seqs[s];
-  if (q.temperature == 0.0f || !sampling_is_spread(q)) return;  // greedy: done; sampling_prepare's row
-  const float z_max = spread_row_max(p, s);
-  if (isnan(z_max)) return;  // sampling_spread_draw reports it
-  float* z = p.z + size_t(s) * V;
+  const bool greedy = q.temperature == 0.0f;  // (only its logprob part)
+  if ((greedy && !q.want_logprob && q.top_logprobs == 0) || spread_row_failed(p, s, q)) return;
   const int c0 = blockIdx.y * kChunksPerCta;
   const int b = min(V, c0 * chunk), e = min(V, b + kChunksPerCta * chunk);
-  // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
-  auto weigh = [&](auto keep, int& last) {
-    for_slice([&](int i) { return z[i]; }, b, e, [&](float v, int i) {
-      const bool k = keep(v, i);
-      const float w = k ? weight_of(v, z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
-      if (k) last = i;
-      z[i] = w;
-      s_w[i - b] = w;
-    });
-  };
-  int last = -1;
-  if (sampling_has_cut(q, V)) {
-    if (threadIdx.x == 0) s_last = -1;
-    __syncthreads();
-    const KeptThreshold prefix =
-        sampling_has_top_p(q) ? spread_cut(p, s, 1) : sampling_has_top_k(q, V) ? spread_cut(p, s, 0) : kKeepAll;
-    weigh(KeptCut{prefix, q.min_p, z_max}, last);
-    if (last >= 0) atomicMax(&s_last, last);
-    __syncthreads();
-    if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
-  } else {
-    weigh(KeptAll{}, last);  // (the last kept id is V - 1: sampling_spread_draw knows)
-    __syncthreads();
-  }
-  if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w
-    const int cb = min(V, (c0 + threadIdx.x) * chunk), ce = min(V, cb + chunk);
-    double cs = 0.0;
-    for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
-    p.spread.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+  if (!greedy) {
+    const float z_max = spread_row_max(p, s);
+    float* z = p.z + size_t(s) * V;
+    // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
+    auto weigh = [&](auto keep, int& last) {
+      for_slice([&](int i) { return z[i]; }, b, e, [&](float v, int i) {
+        const bool k = keep(v, i);
+        const float w = k ? weight_of(v, z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
+        if (k) last = i;
+        z[i] = w;
+        s_w[i - b] = w;
+      });
+    };
+    int last = -1;
+    if (sampling_has_cut(q, V)) {
+      if (threadIdx.x == 0) s_last = -1;
+      __syncthreads();
+      const KeptThreshold prefix =
+          sampling_has_top_p(q) ? spread_cut(p, s, 1) : sampling_has_top_k(q, V) ? spread_cut(p, s, 0) : kKeepAll;
+      weigh(KeptCut{prefix, q.min_p, z_max}, last);
+      if (last >= 0) atomicMax(&s_last, last);
+      __syncthreads();
+      if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
+    } else {
+      weigh(KeptAll{}, last);  // (the last kept id is V - 1: sampling_spread_draw knows)
+      __syncthreads();
+    }
+    if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w
+      const int cb = min(V, (c0 + threadIdx.x) * chunk), ce = min(V, cb + chunk);
+      double cs = 0.0;
+      for (int i = cb; i < ce; ++i) cs += double(s_w[i - b]);
+      p.spread.chunk_sums[size_t(s) * kSpreadChunks + c0 + threadIdx.x] = cs;
+    }
   }
   if (q.want_logprob || q.top_logprobs > 0) {
     // This CTA's share of the raw log-normalizer (sum of exp(logit - raw max) over [b, e)), and its ids among the top
@@ -952,17 +968,18 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
   __shared__ Shared sh;
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  // greedy: its token came from the argmax key (sampling_spread_tempered); not a spread row: sampling_prepare's
-  if (q.temperature == 0.0f || !sampling_is_spread(q)) return;
+  if (p.row_argmax && sampling_is_plain_greedy(q)) return;  // its token came from the key (sampling_spread_tempered)
+  const bool greedy = q.temperature == 0.0f;  // its token is row_best's id
   SampleResultDev& res = p.results[s];
   const uint32_t key = p.spread.row_max[2 * s], nan = p.spread.row_max[2 * s + 1];
   const int last_kept = sampling_has_cut(q, V) ? p.spread.row_last[s] - 1 : V - 1;
   const uint32_t raw_max_key = p.spread.raw_max[s];
   const int n_top = min(p.spread.top_count[s], kMaxTopLogprobs);
+  const unsigned long long best = p.spread.row_best[s];
   __syncthreads();
   if (threadIdx.x == 0) {
     p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
-    p.spread.raw_max[s] = 0u, p.spread.top_count[s] = 0;
+    p.spread.raw_max[s] = 0u, p.spread.top_count[s] = 0, p.spread.row_best[s] = 0ull;
   }
   if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids)
     unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
@@ -973,16 +990,21 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
     if (threadIdx.x == 0) res.error = 1, res.token = -1;
     return;
   }
-  if (!isfinite(from_orderable_bits(key))) {
-    if (threadIdx.x == 0) res.error = 2, res.token = -1;
-    return;
+  int token;
+  if (greedy) {
+    token = 0x7fffffff - int(best & 0xffffffffu);  // (always set: every id's key is nonzero)
+  } else {
+    if (!isfinite(from_orderable_bits(key))) {
+      if (threadIdx.x == 0) res.error = 2, res.token = -1;
+      return;
+    }
+    sh.chunk_prefix[threadIdx.x] = p.spread.chunk_sums[size_t(s) * kSpreadChunks + threadIdx.x];
+    __syncthreads();
+    if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
+    __syncthreads();
+    // w over z: 0 for ids a cut drops, so "kept with a nonzero weight" is "nonzero".
+    token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, last_kept, q, sh);
   }
-  sh.chunk_prefix[threadIdx.x] = p.spread.chunk_sums[size_t(s) * kSpreadChunks + threadIdx.x];
-  __syncthreads();
-  if (threadIdx.x == 0) exclusive_chunk_prefix(sh);
-  __syncthreads();
-  // w over z: 0 for ids a cut drops, so "kept with a nonzero weight" is "nonzero".
-  const int token = draw_pick(p.z + size_t(s) * V, V, KeptAll{}, [](float w) { return w; }, last_kept, q, sh);
   if (threadIdx.x == 0) {
     res.token = token, res.error = 0;
     if (q.want_logprob || q.top_logprobs > 0) {  // raw logprobs (sampling_prepare's formula): the normalizer from the
@@ -1014,7 +1036,8 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
 
 bool spread_ready(const SpreadWorkspace& w) {
   return w.row_max && w.row_last && w.row_cut && w.select_hist && w.select_arrivals && w.select_state &&
-         w.slice_counts && w.chunk_sums && w.penalized && w.raw_max && w.raw_sums && w.top_count && w.top_ids;
+         w.slice_counts && w.chunk_sums && w.penalized && w.row_best && w.raw_max && w.raw_sums && w.top_count &&
+         w.top_ids;
 }
 
 // The workspace's regions in order, each 256-byte aligned, from `base` (nullptr: offsets only). Returns the bytes.
@@ -1035,6 +1058,7 @@ size_t carve_spread_workspace(char* base, int rows, int vocab, SpreadWorkspace* 
   w->slice_counts = reinterpret_cast<unsigned*>(take(r * kSpreadSelectCtas * 4));
   w->chunk_sums = reinterpret_cast<double*>(take(r * kSpreadChunks * 8));
   w->penalized = reinterpret_cast<unsigned*>(take(r * size_t(penalty_words(std::max(vocab, 1))) * 4));
+  w->row_best = reinterpret_cast<unsigned long long*>(take(r * 8));
   w->raw_max = reinterpret_cast<unsigned*>(take(r * 4));
   w->raw_sums = reinterpret_cast<double*>(take(r * kWeightsCtas * 8));
   w->top_count = reinterpret_cast<int*>(take(r * 4));
@@ -1061,9 +1085,7 @@ void sample_tokens(const SamplingParamsDev& params, cudaStream_t stream) {
   MXS_CHECK(p.vocab <= kTopPMaxVocab || !(p.spread_selects & 2),
             "sample_tokens: top-p's units need a vocabulary of at most 2^20 ids");
   static const bool no_spread = std::getenv("MXS_NO_SPREAD_SAMPLING") != nullptr;  // A/B
-  p.spread_active =
-      p.spread_sampled && p.any_random && spread_ready(p.spread) && p.vocab <= kSpreadMaxVocab && !no_spread;
-  if (p.spread_active) {
+  if (p.spread_wanted && spread_ready(p.spread) && p.vocab <= kSpreadMaxVocab && !no_spread) {
     if (p.spread_penalties) {
       sampling_spread_penalize<<<p.n_seqs, kSpreadThreads, 0, stream>>>(p);
       CUDA_CHECK_LAUNCH();
@@ -1083,9 +1105,9 @@ void sample_tokens(const SamplingParamsDev& params, cudaStream_t stream) {
     CUDA_CHECK_LAUNCH();
     sampling_spread_draw<<<p.n_seqs, kThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
-    if (p.all_spread) return;
+    return;
   }
-  sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);  // every row, or those the spread kernels leave
+  sampling_prepare<<<p.n_seqs, kThreads, 0, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 

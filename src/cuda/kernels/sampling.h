@@ -6,10 +6,10 @@
 // No sort anywhere: top-k and top-p each keep a prefix of the order, found as its last element by a radix select
 // (the k-th candidate; the candidate at which top-p's integer units reach their target: sums of integers do not
 // depend on their order), so the kept set is a threshold test on (z, id); min-p is a test on w alone.
-// Two ways to run a row: one CTA per row (sampling_prepare: any row), or, for spread rows (every sampled row, and greedy
-// rows without penalties or logprobs), the spread path: every pass over a row on 128 CTAs, the
-// selects' histograms summed across them (sampling.cu, "Spread path"); a step can use both, each row on one. The same
-// arithmetic, so the same token bit for bit.
+// Two ways to run a step: sampling_prepare (one CTA per row), or the spread path (sampling.cu, "Spread path"): every
+// pass over a row on 128 CTAs, the selects' histograms summed across them. The same arithmetic, so the same token and
+// logprobs bit for bit. A step of plain greedy rows (sampling_is_plain_greedy: the LM head's argmax key is the token)
+// takes sampling_prepare's one launch; any other step the spread path.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -63,6 +63,7 @@ struct SpreadWorkspace {
   SpreadSelectState* select_state = nullptr;  // [rows]
   unsigned* slice_counts = nullptr;           // [rows][kSpreadSelectCtas]: ids with the selected key per slice
   unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i: z[i] is id i's penalized logit
+  unsigned long long* row_best = nullptr;     // [rows] zeroed: greedy rows' argmax_key of the (penalized) logits
   unsigned* raw_max = nullptr;                // [rows] zeroed: the raw logits' orderable max (rows with logprobs)
   double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum by CTA of the weights kernel
   int* top_count = nullptr;                   // [rows] zeroed: top logprobs gathered so far
@@ -75,8 +76,8 @@ constexpr int kSpreadCuts = 3;
 
 struct SamplingParamsDev {
   const void* logits = nullptr;     // [n_seqs, vocab] bf16
-  // Optional [n_argmax_rows >= n_seqs] argmax keys from the LM head (gemv_bf16.h): greedy rows without penalties
-  // or logprobs take their token from it and skip the pass over the vocabulary. The keys are consumed: every row
+  // Optional [n_argmax_rows >= n_seqs] argmax keys from the LM head (gemv_bf16.h): plain greedy rows
+  // (sampling_is_plain_greedy) take their token from it and skip the pass over the vocabulary. The keys are consumed: every row
   // < n_argmax_rows is zeroed once read, so that the next step's LM head (which atomicMax-es into them) starts
   // from zeros without a memset between it and its predecessor (a memset node breaks the PDL chain: the LM head
   // could not load weights during the last MoE combine).
@@ -88,15 +89,11 @@ struct SamplingParamsDev {
   float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits; the spread path's w)
   SampleResultDev* results = nullptr;  // [n_seqs]
   int n_seqs = 0, vocab = 0;
-  bool any_random = false;          // some sequence has temperature > 0
-  // The spread path (sampling.cu, "Spread path") for the spread rows (sampling_is_spread; greedy ones need row_argmax)
-  // when some spread row is sampled (spread_sampled; vocab <= kSpreadMaxVocab, `spread` carved); the other rows run
-  // sampling_prepare, whose launch is skipped when every row is a spread row (all_spread: must be exact when set).
-  // false / false is always correct: sampling_prepare for every row.
-  bool spread_sampled = false;
-  bool all_spread = false;
-  bool spread_active = false;  // (set by sample_tokens for its kernels: the spread rows are the spread kernels')
-  // Some spread row has a penalty (sampling_has_penalty): false skips the spread path's penalty kernel (true is always
+  // The spread path (sampling.cu, "Spread path") for every row when some row is not plain greedy
+  // (sampling_is_plain_greedy) and the path can run (vocab <= kSpreadMaxVocab, `spread` carved); else sampling_prepare
+  // for every row. false is always correct (sampling_prepare); true for plain greedy rows alone is correct too.
+  bool spread_wanted = false;
+  // Some row has a penalty (sampling_has_penalty): false skips the spread path's penalty kernel (true is always
   // correct).
   bool spread_penalties = true;
   // The spread path's selects to run: bit 0 when some row has top-k (sampling_has_top_k), bit 1 top-p
@@ -118,12 +115,10 @@ __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int v
 __host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
   return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
-// A spread row: any sampled row (cuts, penalties, logprobs, top logprobs), or a greedy row without penalties or
-// logprobs, its token from the LM head's argmax key (SamplingParamsDev::row_argmax must then be set). When some
-// spread row of a step is sampled (SamplingParamsDev::spread_sampled), the spread rows' passes spread over many CTAs
-// (sampling.cu, "Spread path"): the same arithmetic, the same token as sampling_prepare's path.
-__host__ __device__ inline bool sampling_is_spread(const SampleSeqParams& q) {
-  return q.temperature != 0.0f || (!sampling_has_penalty(q) && !q.want_logprob && q.top_logprobs == 0);
+// A plain greedy row: its token is the argmax of the raw logits (the LM head's argmax key, SamplingParamsDev::row_argmax,
+// when set), and nothing else is asked of it (no penalties, no logprobs).
+__host__ __device__ inline bool sampling_is_plain_greedy(const SampleSeqParams& q) {
+  return q.temperature == 0.0f && !sampling_has_penalty(q) && !q.want_logprob && q.top_logprobs == 0;
 }
 
 size_t spread_workspace_bytes(int rows, int vocab);

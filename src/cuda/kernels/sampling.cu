@@ -561,11 +561,11 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 // CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_penalize (a CTA per row with a penalty): the listed ids' penalized logits into z, a bit per id;
-//   sampling_spread_tempered (rows x kTemperedCtas): z = logit (or its penalized value) / T, the row's NaN flag, the
+//   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value) / T, the row's NaN flag, the
 //     max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
 //     argmax_key of the (penalized) logits into row_best instead (block_argmax's order: larger value, then lower id);
 //   per select (top-k, then top-p within top-k's prefix, then top logprobs on the raw logits), select_reaching spread:
-//     4 x sampling_spread_select (rows x kSpreadSelectCtas, each CTA a slice of ids: its units per digit into a shared
+//     4 x sampling_spread_select (rows x spread_ctas_per_row, each CTA a slice of ids: its units per digit into a shared
 //     histogram, added into the row's; the row's last CTA to arrive picks the digit) and sampling_spread_select_tie
 //     (the r-th id with the final key, from per-slice counts); the prefix's last element into row_cut;
 //   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids the cuts drop), staged in
@@ -575,7 +575,20 @@ __global__ void sample_uniform_kernel(const uint64_t* seeds, const uint64_t* ste
 //   sampling_spread_draw (a kThreads CTA per row): draw_ascending's serial prefix over those sums, then its walk
 //     (draw_pick), or a greedy row's token from row_best; the logprobs.
 // So the token is sampling_prepare's bit for bit (SpreadPathMatchesOneCtaPathBitForBit).
-constexpr int kTemperedCtas = 128;  // CTAs per row of sampling_spread_tempered
+// CTAs per row of sampling_spread_tempered and the selects (whose results do not depend on it: maxima, integer sums):
+// kSpreadSelectCtas while the rows' CTAs fit the GPU about twice (a CTA per SM for one row), fewer for many rows, whose
+// CTAs would otherwise each do little besides their fixed cost (the histogram's clear and merge, the arrival): 64 rows
+// on 32 CTAs each select 1.2-1.3x faster than on 128 (exp191, H200). MXS_SPREAD_ROW_CTAS=N (A/B) sets it.
+int spread_ctas_per_row(int rows) {
+  static const int forced = [] {
+    const char* e = std::getenv("MXS_SPREAD_ROW_CTAS");
+    return e ? std::atoi(e) : 0;
+  }();
+  if (forced > 0) return std::min(forced, kSpreadSelectCtas);
+  int n = kSpreadSelectCtas;
+  while (n > 16 && n * rows > 2048) n /= 2;
+  return n;
+}
 constexpr int kTemperedUnroll = 4;  // loads in flight per thread
 constexpr int kMaxChunk = kSpreadMaxVocab / kSpreadChunks;  // ids per chunk the kernels stage
 static_assert(kSpreadChunks == kThreads, "the spread chunks are draw_ascending's (one per thread of kThreads)");
@@ -624,7 +637,8 @@ __device__ __forceinline__ unsigned long long select_units(int cut, float v, flo
   return cut == 1 ? top_p_units(weight_of(v, z_max)) : 1ull;
 }
 // Ids [b, e) of a select CTA's slice.
-__device__ __forceinline__ int select_span(int V) { return (V + kSpreadSelectCtas - 1) / kSpreadSelectCtas; }
+// Ids per select CTA's slice (gridDim.y = the row's CTAs, spread_ctas_per_row).
+__device__ __forceinline__ int select_span(int V) { return (V + int(gridDim.y) - 1) / int(gridDim.y); }
 
 // for (i = b + threadIdx.x; i < e; i += kSpreadThreads) visit(load(i), i), with kSliceUnroll loads in flight per
 // thread (a spread CTA's pass over its ids).
@@ -677,7 +691,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(Sampl
     }
 }
 
-__global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(SamplingParamsDev p) {
+// (The minimum of 1 CTA per SM: without it ptxas held the kernel to 32 registers and spilled.)
+__global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(SamplingParamsDev p) {
   __shared__ float s_max[kSpreadThreads / 32], s_raw_max[kSpreadThreads / 32];
   __shared__ unsigned long long s_best[kSpreadThreads / 32];
   __shared__ int s_nan[kSpreadThreads / 32];
@@ -697,8 +712,8 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_tempered(Sampl
   float mx = -INFINITY, raw_mx = -INFINITY;
   unsigned long long best = 0ull;
   int nan = 0;
-  constexpr int kStride = kTemperedCtas * kSpreadThreads * kTemperedUnroll;
-  for (int i0 = blockIdx.y * kSpreadThreads * kTemperedUnroll + threadIdx.x; i0 < V; i0 += kStride) {
+  const int stride = int(gridDim.y) * kSpreadThreads * kTemperedUnroll;
+  for (int i0 = blockIdx.y * kSpreadThreads * kTemperedUnroll + threadIdx.x; i0 < V; i0 += stride) {
     float v[kTemperedUnroll];
 #pragma unroll
     for (int u = 0; u < kTemperedUnroll; ++u) {
@@ -860,13 +875,13 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_select_tie(Sam
     __syncthreads();  // (s_warp is reused below)
   }
   if (!spread_last_arrival(p.spread.select_arrivals, s)) return;
-  if (threadIdx.x < kSpreadSelectCtas)  // (all at once: a loop of dependent loads took ~20 us)
+  if (threadIdx.x < gridDim.y)  // (all at once: a loop of dependent loads took ~20 us)
     s_counts[threadIdx.x] = __ldcg(&p.spread.slice_counts[size_t(s) * kSpreadSelectCtas + threadIdx.x]);
   __syncthreads();
   if (threadIdx.x == 0) {
     const unsigned long long u = select_units(cut, from_orderable_bits(key_b), z_max);
     int rank = int((st.rest + u - 1) / u), slice = 0;
-    for (; slice < kSpreadSelectCtas - 1; ++slice) {
+    for (; slice < int(gridDim.y) - 1; ++slice) {
       const int n = int(s_counts[slice]);
       if (rank <= n) break;
       rank -= n;
@@ -1090,15 +1105,16 @@ void sample_tokens(const SamplingParamsDev& params, cudaStream_t stream) {
       sampling_spread_penalize<<<p.n_seqs, kSpreadThreads, 0, stream>>>(p);
       CUDA_CHECK_LAUNCH();
     }
-    sampling_spread_tempered<<<dim3(p.n_seqs, kTemperedCtas), kSpreadThreads, 0, stream>>>(p);
+    const int row_ctas = spread_ctas_per_row(p.n_seqs);
+    sampling_spread_tempered<<<dim3(p.n_seqs, row_ctas), kSpreadThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
     for (int cut = 0; cut < kSpreadCuts; ++cut) {
       if (!(p.spread_selects >> cut & 1)) continue;
       for (int pass = 0; pass < 4; ++pass) {
-        sampling_spread_select<<<dim3(p.n_seqs, kSpreadSelectCtas), kSpreadThreads, 0, stream>>>(p, cut, pass);
+        sampling_spread_select<<<dim3(p.n_seqs, row_ctas), kSpreadThreads, 0, stream>>>(p, cut, pass);
         CUDA_CHECK_LAUNCH();
       }
-      sampling_spread_select_tie<<<dim3(p.n_seqs, kSpreadSelectCtas), kSpreadThreads, 0, stream>>>(p, cut);
+      sampling_spread_select_tie<<<dim3(p.n_seqs, row_ctas), kSpreadThreads, 0, stream>>>(p, cut);
       CUDA_CHECK_LAUNCH();
     }
     sampling_spread_weights<<<dim3(p.n_seqs, kWeightsCtas), kSpreadThreads, 0, stream>>>(p);

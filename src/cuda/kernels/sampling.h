@@ -65,12 +65,12 @@ struct SpreadWorkspace {
   unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i: z[i] is id i's penalized logit
   unsigned long long* row_best = nullptr;     // [rows] zeroed: greedy rows' argmax_key of the (penalized) logits
   unsigned* raw_max = nullptr;                // [rows] zeroed: the raw logits' orderable max (rows with logprobs)
-  double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum by CTA of the weights kernel
+  double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum per group of the weights kernel
   int* top_count = nullptr;                   // [rows] zeroed: top logprobs gathered so far
   int32_t* top_ids = nullptr;                 // [rows][kMaxTopLogprobs]: the top logprobs' ids, in gather order
   double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
 };
-constexpr int kSpreadSelectCtas = 128;  // CTAs per row of the select passes (each a contiguous slice of ids)
+constexpr int kSpreadSelectCtas = 128;  // most CTAs per row of the select passes (each a contiguous slice of ids)
 // The spread path's selects: 0 top-k and 1 top-p (on z), 2 top logprobs (the N best raw logits, by count).
 constexpr int kSpreadCuts = 3;
 

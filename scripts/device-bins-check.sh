@@ -52,17 +52,20 @@ one X=1 1,8,64 120b; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab" 1,8 120b; do
 short() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,64 --context 200 --steps 32 --breakdown none \
   2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 ctx200 /"; }
 for r in 1 2; do short X=1; short MXS_EXACT_ATTENTION=1; done
-# Sampled steps (sessions 28-29): temperature 1 (the OpenAI default), top-p 0.9 and a presence penalty on the spread
-# path vs one CTA per row (MXS_NO_SPREAD_SAMPLING=1).
+# Sampled steps (sessions 28-30): temperature 1 (the OpenAI default), top-p 0.9 and a presence penalty, and greedy
+# steps with logprobs or a presence penalty (session 30), on the spread path vs one CTA per row
+# (MXS_NO_SPREAD_SAMPLING=1).
 sampled() { env ${1//+/ } $B bench decode --preset 20b --batch 1,8,32,64 --context 1024 --steps 32 --breakdown none \
-  --temperature 1 $2 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 T=1 $2 /"; }
+  $2 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$1 $2 /"; }
 for r in 1 2; do
   for e in X=1 MXS_NO_SPREAD_SAMPLING=1; do
-    sampled $e; sampled $e "--top-p 0.9"; sampled $e "--presence-penalty 0.5"
+    sampled $e "--temperature 1"; sampled $e "--temperature 1 --top-p 0.9"
+    sampled $e "--temperature 1 --presence-penalty 0.5"; sampled $e "--logprobs"; sampled $e "--presence-penalty 0.5"
   done
 done
 if [ -x wt-bin/cuda_sampling_test ]; then  # the spread kernels under racecheck, one row (the whole test is too slow there)
-  for cfg in "plain, spread" "top_k 50 top_p 0.9, spread" "penalty, spread" "logprobs, spread"; do
+  for cfg in "plain, spread" "top_k 50 top_p 0.9, spread" "penalty, spread" "logprobs, spread" \
+             "greedy penalty, spread" "greedy logprobs, spread"; do
     MXS_SAMPLING_TIMING_ROWS=1 MXS_SAMPLING_TIMING_ONLY="$cfg" timeout 150 "$CS" --tool racecheck \
       wt-bin/cuda_sampling_test --gtest_filter='*Timing*' >"$OUT/racecheck_sampling.log" 2>&1
     echo "racecheck sampling '$cfg' rc=$? $(grep 'RACECHECK SUMMARY' "$OUT/racecheck_sampling.log" | tail -1)"

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-// The top-p helpers below are compiled for the GPU too (src/cuda/kernels/sampling.cu): one definition for both.
+// The top-p helpers below are compiled for the GPU too (src/cuda/kernels/sampling_*.cu): one definition for both.
 #if defined(__CUDACC__)
 #define MXS_HOST_DEVICE __host__ __device__
 #else

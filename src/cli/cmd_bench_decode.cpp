@@ -149,8 +149,7 @@ mxs::cli::CommandRegistrar reg(60, [](CLI::App& app) {
           "in (0, 1]"))
       ->capture_default_str();
   cmd->add_option("--presence-penalty", args->presence_penalty,
-                  "Every sequence's presence penalty (OpenAI semantics) over a history of 256 output ids; such steps run "
-                  "synchronously (the pipelined column repeats the synchronous one)")
+                  "Every sequence's presence penalty (OpenAI semantics) over a history of 256 output ids")
       ->check(CLI::Range(-2.0, 2.0))
       ->capture_default_str();
   cmd->add_flag("--logprobs", args->logprobs, "Every sequence returns its token's logprob (greedy or sampled)");

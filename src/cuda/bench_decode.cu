@@ -164,10 +164,7 @@ BenchDecodeResult run_bench_decode(const BenchDecodeOptions& o) {
         decode_step_bytes(c, batch, o.context, runner->bf12_dense(), r.lm_head_screen && o.plain_greedy());
     row.gb_s = row.bytes_per_step / (row.step_ms * 1e-3) / 1e9;
     row.roofline_frac = row.gb_s / r.copy_gb_s;
-    // (Requests with a penalty step synchronously in the engine, as here: the runner needs their last token on the
-    // host. Their pipelined column repeats the synchronous one.)
-    row.pipelined_step_ms =
-        o.presence_penalty != 0.0f ? row.step_ms : run_pipelined(batch, o.steps, o.context - 1 + o.warmup);
+    row.pipelined_step_ms = run_pipelined(batch, o.steps, o.context - 1 + o.warmup);
     row.pipelined_tok_s = batch / (row.pipelined_step_ms * 1e-3);
     row.graph_ms = runner->time_last_graph_ms(o.steps);
     r.rows.push_back(row);

@@ -794,9 +794,6 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (err.empty() && q.input_from_last_sample) {
       if (q.num_tokens != 1 || q.return_logits)
         err = "input_from_last_sample needs exactly one new token and no return_logits";
-      else if (q.sample && (q.sampling->frequency_penalty != 0.0f || q.sampling->presence_penalty != 0.0f ||
-                            q.sampling->repetition_penalty != 1.0f))
-        err = "input_from_last_sample with penalties: they need the previous token on the host";
       else if (!prev_rows.count(q.seq_id))
         err = "input_from_last_sample: the previous step has no sample for this sequence";
     }
@@ -909,6 +906,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
         std::copy(lists.out_ids.begin(), lists.out_ids.end(), host.ids + n_ids);
         std::copy(lists.out_counts.begin(), lists.out_counts.end(), host.counts + n_ids);
         n_ids += lists.out_ids.size();
+        // async scheduling: the last output token is this step's input, on the device only (token_handoff.h)
+        if (q.input_from_last_sample) sp.pending_index = host.lm_rows[r];
       }
     }
     host.seq_params[r] = sp;
@@ -1031,6 +1030,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
+      samp.tokens = dev.tokens;
       samp.n_seqs = n_lm, samp.spread_wanted = spread_wanted, samp.spread_penalties = spread_penalties;
       samp.spread_selects = spread_selects;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)

@@ -285,17 +285,6 @@ bool EngineCore::launch() {
   return true;
 }
 
-// Step N may be followed by N + 1 before its samples reach the host unless a sequence sampling in N needs its
-// whole history on the host in N + 1: penalties count the previous token (the runner would need it there).
-bool EngineCore::can_overlap(const Flight& f) const {
-  for (size_t i = 0; i < f.batch.seqs.size(); ++i) {
-    if (!f.batch.seqs[i].sample || f.sched.seqs[i].seq->status == SeqStatus::kFinished) continue;
-    const SamplingParams& sp = f.sched.seqs[i].seq->request.sampling;
-    if (sp.frequency_penalty != 0.0f || sp.presence_penalty != 0.0f || sp.repetition_penalty != 1.0f) return false;
-  }
-  return true;
-}
-
 void EngineCore::release(Flight* f) {
   for (auto& seq : f->retired) scheduler_.release(seq.get());
   f->retired.clear();
@@ -308,7 +297,7 @@ void EngineCore::step_async() {
   // Overlap: account step N as done (the runner writes its KV before it runs N + 1: one stream), give each
   // sequence sampling in N a stand-in for that sample, then schedule and submit N + 1. A sequence that ends
   // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row).
-  if (flights_.size() == 1 && can_overlap(*cur)) {
+  if (flights_.size() == 1) {
     scheduler_.on_step_done(cur->sched);
     cur->done_applied = true;
     for (size_t i = 0; i < cur->batch.seqs.size(); ++i) {

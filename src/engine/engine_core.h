@@ -83,7 +83,6 @@ class EngineCore {
   void step_async();
   // Async: schedules, assembles and submits a step (pushed on flights_); false when nothing was submitted.
   bool launch();
-  bool can_overlap(const Flight& f) const;
   void release(Flight* f);
   void drain();  // collects and discards every outstanding step
   void assemble(const SchedulerOutput& sched, StepBatch* batch, double start);

@@ -79,7 +79,8 @@ struct SequenceStep {
   // one this runner sampled for seq_id in the step submitted just before this one, which the caller does not
   // know yet. The entry of StepBatch::tokens is a stand-in (0) that the runner ignores, and output_tokens lacks
   // that last token: the runner treats the history as output_tokens + [it] (RNG step output_tokens.size() + 1).
-  // The engine never sets it with penalties (they need the token on the host) or with return_logits.
+  // Penalties count that token too (CudaRunner: SampleSeqParams::pending_index). The engine never sets it with
+  // return_logits.
   // When the previous step has no ok sample for seq_id, this sequence's output has ok = false.
   bool input_from_last_sample = false;
 };

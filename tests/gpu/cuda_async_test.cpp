@@ -170,7 +170,7 @@ EngineRun run_engine(const cpu::RandomWeights& rw, const std::vector<Request>& r
   return r;
 }
 
-TEST(CudaAsync, EngineAsyncOnEqualsOffGreedySeededAndStops) {
+TEST(CudaAsync, EngineAsyncOnEqualsOffGreedySeededPenaltiesAndStops) {
   const ModelConfig cfg = ModelConfig::preset("tiny");
   const auto rw = cpu::make_random_weights(cfg, /*seed=*/43);
   std::vector<Request> requests(8);
@@ -185,6 +185,10 @@ TEST(CudaAsync, EngineAsyncOnEqualsOffGreedySeededAndStops) {
     } else {
       q.sampling.temperature = 0.0f;
     }
+    // Penalties (their pending token counted on the device: SampleSeqParams::pending_index), sampled and greedy.
+    if (r == 3) q.sampling.presence_penalty = 0.8f, q.sampling.repetition_penalty = 1.3f;
+    if (r == 4) q.sampling.frequency_penalty = 0.6f;
+    if (r == 6) q.sampling.repetition_penalty = 0.7f;
   }
   // Without stops: every step has the same rows in both modes.
   std::vector<std::vector<float>> lp_off, lp_on;

@@ -37,16 +37,19 @@ TEST(CudaSampling, SampleUniformMatchesHost) {
 }
 
 // One batch as the runner builds it: per-row SampleSeqParams and the distinct penalty id lists. step =
-// outputs[s].size() (the CPU sampler's RNG counter).
+// outputs[s].size() (the CPU sampler's RNG counter). With pending_last, a penalized row's last output token is left
+// out of its lists and passed as its pending token (tokens[pending_index]), as async scheduling's runner does.
 struct HostBatch {
   std::vector<SamplingParams> cases;
   std::vector<std::vector<int32_t>> prompts, outputs;
   std::vector<SampleSeqParams> sp;
   std::vector<int32_t> ids, counts;
+  std::vector<int32_t> tokens{0};  // the step's input tokens (never empty: no zero-byte copies)
+  int n_pending = 0;
 };
 
 HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::vector<int32_t>> prompts,
-                     std::vector<std::vector<int32_t>> outputs) {
+                     std::vector<std::vector<int32_t>> outputs, bool pending_last = false) {
   HostBatch hb;
   hb.cases = cases;
   hb.prompts = std::move(prompts);
@@ -58,20 +61,27 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
     q.frequency_penalty = a.frequency_penalty, q.presence_penalty = a.presence_penalty;
     q.repetition_penalty = a.repetition_penalty, q.seed = a.seed, q.step = hb.outputs[s].size();
     q.want_logprob = a.logprobs, q.top_logprobs = a.top_logprobs;
+    std::vector<int32_t> listed = hb.outputs[s];  // the output ids the lists hold
+    if (pending_last && sampling_has_penalty(q) && !listed.empty()) {
+      q.pending_index = int(hb.tokens.size());
+      hb.tokens.push_back(listed.back());
+      listed.pop_back();
+      ++hb.n_pending;
+    }
     q.rep_offset = int(hb.ids.size());
     std::vector<int32_t> seen;
-    for (auto* v : {&hb.prompts[s], &hb.outputs[s]})
+    for (auto* v : {&hb.prompts[s], &listed})
       for (int32_t id : *v)
         if (std::find(seen.begin(), seen.end(), id) == seen.end())
           seen.push_back(id), hb.ids.push_back(id), hb.counts.push_back(1);
     q.n_rep = int(hb.ids.size()) - q.rep_offset;
     q.out_offset = int(hb.ids.size());
     std::vector<int32_t> distinct;
-    for (int32_t id : hb.outputs[s])
+    for (int32_t id : listed)
       if (std::find(distinct.begin(), distinct.end(), id) == distinct.end()) distinct.push_back(id);
     for (int32_t id : distinct) {
       hb.ids.push_back(id);
-      hb.counts.push_back(int32_t(std::count(hb.outputs[s].begin(), hb.outputs[s].end(), id)));
+      hb.counts.push_back(int32_t(std::count(listed.begin(), listed.end(), id)));
     }
     q.n_out = int(hb.ids.size()) - q.out_offset;
     hb.sp.push_back(q);
@@ -113,9 +123,10 @@ struct DeviceSampler {
     DevBuf<SampleSeqParams> dsp(hb.sp);
     std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
     if (ids.empty()) ids.push_back(0), counts.push_back(0);
-    DevBuf<int32_t> dids(ids), dcounts(counts);
+    DevBuf<int32_t> dids(ids), dcounts(counts), dtok(hb.tokens);
     res.poison();
     SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()));
+    p.tokens = dtok.p;
     sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
@@ -132,10 +143,11 @@ std::vector<SampleResultDev> run_spread(DeviceSampler& ds, const DevBuf<bf16>& d
   DevBuf<SampleSeqParams> dsp(hb.sp);
   std::vector<int32_t> ids = hb.ids, counts = hb.counts;  // never empty: no zero-byte copies
   if (ids.empty()) ids.push_back(0), counts.push_back(0);
-  DevBuf<int32_t> dids(ids), dcounts(counts);
+  DevBuf<int32_t> dids(ids), dcounts(counts), dtok(hb.tokens);
   DevBuf<unsigned long long> keys(static_cast<size_t>(S));
   row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
   SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
+  p.tokens = dtok.p;
   if (keys_in) p.row_argmax = keys.p, p.n_argmax_rows = S;
   p.spread_selects = spread_selects_of(hb, V);
   ds.res.poison();
@@ -225,6 +237,12 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   expect_matches_cpu(hb, to_f32(logits), V, r, "mixed batch");
   // The same batch on the spread path (greedy rows with penalties or top logprobs too).
   expect_matches_cpu(hb, to_f32(logits), V, run_spread(ds, dl, hb, V), "mixed batch, spread path");
+  // Each penalized row's last output token pending (async scheduling: not in its lists; the kernels add it to the
+  // repetition set and the output counts): the CPU's tokens over the whole history, on both paths.
+  const HostBatch hp = make_batch(cases, prompts, outputs, true);
+  ASSERT_GT(hp.n_pending, 10);
+  expect_matches_cpu(hp, to_f32(logits), V, ds.run(dl, hp), "pending tokens, one CTA");
+  expect_matches_cpu(hp, to_f32(logits), V, run_spread(ds, dl, hp, V), "pending tokens, spread path");
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below
@@ -376,7 +394,7 @@ void expect_paths_agree(int V, uint64_t seed, const std::vector<int>& top_ks) {
 // same token bit for bit, for the real vocabulary and odd ones (37: most of the draw's 1,024 chunks empty), 1 / 3 / 8 /
 // 64 rows, every third row with a cut (top-k, top-p, min-p or top-k + top-p + min-p), every fourth row with
 // repetition, frequency and presence penalties (its prompt holds the row's best id, so that the max of z and a greedy
-// row's argmax move), every seventh row with its logprob and every sixth with 1-20 top logprobs (the same ids and
+// row's argmax move; in odd rounds its last output token pending, as async scheduling passes it), every seventh row with its logprob and every sixth with 1-20 top logprobs (the same ids and
 // logprobs: sampling_prepare sums the normalizer in the spread path's order), every fifth greedy (plain ones take
 // their token from the LM head's argmax key, as the runner's rows; the others an argmax over their penalized logits),
 // several temperatures (0.02: most weights underflow to 0)
@@ -429,24 +447,24 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
           for (int i = 0; i < V; ++i) logits[size_t(2) * V + i] = f32_to_bf16(3e38f);  // row 2: inf after T
           cases[2].temperature = 0.01f;
         }
-        const HostBatch hb = make_batch(cases, prompts, outputs);
+        const HostBatch hb = make_batch(cases, prompts, outputs, round % 2 == 1);  // (odd rounds: pending tokens)
         for (const auto& q : hb.sp) greedy_extra_rows += q.temperature == 0.0f && !sampling_is_plain_greedy(q);
         DevBuf<bf16> dl(logits);
         DevBuf<SampleSeqParams> dsp(hb.sp);
         std::vector<int32_t> ids = hb.ids, counts = hb.counts;
         if (ids.empty()) ids.push_back(0), counts.push_back(0);
-        DevBuf<int32_t> dids(ids), dcounts(counts);
+        DevBuf<int32_t> dids(ids), dcounts(counts), dtok(hb.tokens);
         DeviceSampler ds(S, V);
         DevBuf<unsigned long long> keys(static_cast<size_t>(S));  // the LM head's argmax keys (consumed by each call)
         ds.res.poison();
         SamplingParamsDev op = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, false);
-        op.row_argmax = keys.p, op.n_argmax_rows = S;
+        op.row_argmax = keys.p, op.n_argmax_rows = S, op.tokens = dtok.p;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sample_tokens(op, nullptr);
         const auto one = ds.res.download();
         ds.res.poison();
         SamplingParamsDev sp = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
-        sp.row_argmax = keys.p, sp.n_argmax_rows = S;
+        sp.row_argmax = keys.p, sp.n_argmax_rows = S, sp.tokens = dtok.p;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sp.spread_selects = spread_selects_of(hb, V);
         for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V), penalty_rows += sampling_has_penalty(q);

@@ -33,6 +33,9 @@ struct SampleSeqParams {
   int want_logprob = 0;
   int rep_offset = 0, n_rep = 0;   // distinct ids of prompt + output in SamplingInputs::ids
   int out_offset = 0, n_out = 0;   // distinct output ids in ids, their counts in counts
+  // >= 0: SamplingParamsDev::tokens[pending_index] is the sequence's last output token, which its lists above do not
+  // hold yet (async scheduling: sampled in the previous step, not yet on the host); the penalties count it too.
+  int pending_index = -1;
   uint64_t seed = 0;
   uint64_t step = 0;      // number of tokens generated so far (the RNG counter)
 };
@@ -86,6 +89,7 @@ struct SamplingParamsDev {
   const SampleSeqParams* seqs = nullptr;  // [n_seqs]
   const int32_t* ids = nullptr;     // penalty id lists
   const int32_t* counts = nullptr;  // counts, parallel to ids (output lists)
+  const int32_t* tokens = nullptr;  // the step's input tokens (rows with SampleSeqParams::pending_index >= 0)
   float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits; the spread path's w)
   SampleResultDev* results = nullptr;  // [n_seqs]
   int n_seqs = 0, vocab = 0;

@@ -228,6 +228,45 @@ __device__ __forceinline__ unsigned long long hist_units(const unsigned* hist, i
          (static_cast<unsigned long long>(hist[2 * kRadixBins + d]) << 30);
 }
 
+// Steps 1-2 of cpu/sampler.h on one row, by one CTA (every thread calls it; it synchronizes): repetition over the
+// distinct prompt + output ids, then frequency / presence over the distinct output ids with their counts, the same
+// float operations in the same order as the CPU. `pending` (>= 0) is an output token the lists do not hold yet
+// (SampleSeqParams::pending_index): it joins the repetition set if it is not in it, and adds one to its output count
+// (or enters with count 1). value(id) is an id's logit as the row stands (penalized or not), store(id, v) writes its
+// penalized value. s_pend: two ints of shared scratch.
+template <typename Value, typename Store>
+__device__ void penalize_row(const SampleSeqParams& q, const int32_t* ids, const int32_t* counts, int pending,
+                             Value value, Store store, int* s_pend) {
+  const bool rep = q.repetition_penalty != 1.0f, out = q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
+  auto repeat = [&](int id) {
+    const float v = value(id);
+    store(id, v > 0.0f ? v / q.repetition_penalty : v * q.repetition_penalty);
+  };
+  auto count = [&](int id, int n) { store(id, value(id) - (float(n) * q.frequency_penalty + q.presence_penalty)); };
+  if (threadIdx.x == 0) s_pend[0] = 0, s_pend[1] = -1;  // pending: in the repetition list; its output-list slot
+  __syncthreads();
+  if (pending >= 0) {
+    if (rep)
+      for (int i = threadIdx.x; i < q.n_rep; i += blockDim.x)
+        if (ids[q.rep_offset + i] == pending) s_pend[0] = 1;
+    if (out)
+      for (int i = threadIdx.x; i < q.n_out; i += blockDim.x)
+        if (ids[q.out_offset + i] == pending) s_pend[1] = i;  // (distinct ids: at most one slot)
+  }
+  __syncthreads();
+  if (rep) {
+    for (int i = threadIdx.x; i < q.n_rep; i += blockDim.x) repeat(ids[q.rep_offset + i]);
+    if (pending >= 0 && s_pend[0] == 0 && threadIdx.x == 0) repeat(pending);
+  }
+  __syncthreads();  // (the repetition's values are visible to the whole CTA)
+  if (out) {
+    for (int i = threadIdx.x; i < q.n_out; i += blockDim.x)
+      count(ids[q.out_offset + i], counts[q.out_offset + i] + (i == s_pend[1] ? 1 : 0));
+    if (pending >= 0 && s_pend[1] < 0 && threadIdx.x == 0) count(pending, 1);
+  }
+  __syncthreads();
+}
+
 // Row s's LM-head argmax key (0 when there is none), consumed: the row is zeroed, and row 0's caller also zeroes
 // the rows past the step's sequences, so that the next step's LM head (atomicMax) starts from zeros. One thread.
 __device__ __forceinline__ unsigned long long take_argmax_key(const SamplingParamsDev& p, int s) {

@@ -257,19 +257,14 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
       __syncthreads();
     }
   }
-  // 1. repetition penalty over distinct prompt + output ids.
+  // 1-2. repetition, then frequency / presence penalties, on z in place.
   __syncthreads();
-  if (q.repetition_penalty != 1.0f)
-    for (int i = threadIdx.x; i < q.n_rep; i += blockDim.x) {
-      float& v = z[p.ids[q.rep_offset + i]];
-      v = v > 0.0f ? v / q.repetition_penalty : v * q.repetition_penalty;
-    }
-  __syncthreads();
-  // 2. frequency / presence penalties over distinct output ids.
-  if (q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f)
-    for (int i = threadIdx.x; i < q.n_out; i += blockDim.x)
-      z[p.ids[q.out_offset + i]] -= float(p.counts[q.out_offset + i]) * q.frequency_penalty + q.presence_penalty;
-  __syncthreads();
+  if (sampling_has_penalty(q)) {
+    __shared__ int s_pend[2];
+    const int pending = q.pending_index >= 0 ? p.tokens[q.pending_index] : -1;
+    penalize_row(q, p.ids, p.counts, pending, [&](int id) { return z[id]; }, [&](int id, float v) { z[id] = v; },
+                 s_pend);
+  }
   if (q.temperature == 0.0f) {  // 3. greedy
     const Best b = block_argmax(z, V, sh.best, 0, nullptr);
     if (threadIdx.x == 0) {

@@ -124,9 +124,9 @@ __device__ __forceinline__ void for_slice(Load load, int b, int e, Visit visit) 
 // Words of a row's `penalized` bits.
 __host__ __device__ __forceinline__ int penalty_words(int V) { return (V + 31) / 32; }
 
-// sampling_prepare's steps 1-2 for the spread rows with a penalty (one CTA per row; the id lists are short): the
-// penalized logit of every listed id into z, its bit into `penalized` (sampling_spread_tempered then takes z for those
-// ids); repetition first, then frequency / presence on the result, the same float operations in the same order.
+// sampling_prepare's steps 1-2 (penalize_row) for the rows with a penalty (one CTA per row; the id lists are short):
+// the penalized logit of every listed id (and of the pending token) into z, its bit into `penalized`
+// (sampling_spread_tempered then takes z for those ids).
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(SamplingParamsDev p) {
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
@@ -134,21 +134,16 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(Sampl
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
-  if (q.repetition_penalty != 1.0f)
-    for (int i = threadIdx.x; i < q.n_rep; i += kSpreadThreads) {
-      const int id = p.ids[q.rep_offset + i];
-      const float v = to_f32(logits[id]);
-      z[id] = v > 0.0f ? v / q.repetition_penalty : v * q.repetition_penalty;
-      atomicOr(&pen[id >> 5], 1u << (id & 31));
-    }
-  __syncthreads();  // (the repetition's z and bits are visible to the whole CTA)
-  if (q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f)
-    for (int i = threadIdx.x; i < q.n_out; i += kSpreadThreads) {
-      const int id = p.ids[q.out_offset + i];
-      const float v = (pen[id >> 5] >> (id & 31) & 1u) ? z[id] : to_f32(logits[id]);
-      z[id] = v - (float(p.counts[q.out_offset + i]) * q.frequency_penalty + q.presence_penalty);
-      atomicOr(&pen[id >> 5], 1u << (id & 31));
-    }
+  __shared__ int s_pend[2];
+  const int pending = q.pending_index >= 0 ? p.tokens[q.pending_index] : -1;
+  penalize_row(
+      q, p.ids, p.counts, pending,
+      [&](int id) { return (pen[id >> 5] >> (id & 31) & 1u) ? z[id] : to_f32(logits[id]); },
+      [&](int id, float v) {
+        z[id] = v;
+        atomicOr(&pen[id >> 5], 1u << (id & 31));
+      },
+      s_pend);
 }
 
 // (The minimum of 1 CTA per SM: without it ptxas held the kernel to 32 registers and spilled.)
@@ -456,10 +451,11 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
     p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
     p.spread.raw_max[s] = 0u, p.spread.top_count[s] = 0, p.spread.row_best[s] = 0ull;
   }
-  if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids)
+  if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids and the pending one)
     unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
     for (int i = threadIdx.x; i < q.n_rep + q.n_out; i += kThreads)
       pen[p.ids[i < q.n_rep ? q.rep_offset + i : q.out_offset + i - q.n_rep] >> 5] = 0u;
+    if (q.pending_index >= 0 && threadIdx.x == 0) pen[p.tokens[q.pending_index] >> 5] = 0u;
   }
   if (nan != 0u) {
     if (threadIdx.x == 0) res.error = 1, res.token = -1;

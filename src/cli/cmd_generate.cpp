@@ -33,6 +33,8 @@ struct GenerateArgs {
   float temperature = 1.0f;
   float top_p = 1.0f;
   int top_k = 0;
+  float min_p = 0.0f;
+  float frequency_penalty = 0.0f, presence_penalty = 0.0f, repetition_penalty = 1.0f;
   uint64_t seed = 0;
   std::string reasoning_effort = "medium";
 };
@@ -80,6 +82,10 @@ void run_generate(const GenerateArgs& a) {
   sampling.temperature = a.temperature;
   sampling.top_p = a.top_p;
   sampling.top_k = a.top_k;
+  sampling.min_p = a.min_p;
+  sampling.frequency_penalty = a.frequency_penalty;
+  sampling.presence_penalty = a.presence_penalty;
+  sampling.repetition_penalty = a.repetition_penalty;
   sampling.seed = a.seed;
   sampling.validate();  // names the parameter before anything loads
   const auto effort = mxs::harmony::reasoning_effort_from_name(a.reasoning_effort);
@@ -197,6 +203,17 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
   cmd->add_option("--temperature", a->temperature, "0 = greedy")->capture_default_str();
   cmd->add_option("--top-p", a->top_p, "Nucleus sampling mass")->capture_default_str();
   cmd->add_option("--top-k", a->top_k, "0 = off")->capture_default_str();
+  cmd->add_option("--min-p", a->min_p, "Drop tokens below this fraction of the best one's probability (0 = off)")
+      ->capture_default_str();
+  cmd->add_option("--frequency-penalty", a->frequency_penalty,
+                  "Subtract this times a token's count in the output from its logit (OpenAI semantics, [-2, 2])")
+      ->capture_default_str();
+  cmd->add_option("--presence-penalty", a->presence_penalty,
+                  "Subtract this from the logit of every token already in the output (OpenAI semantics, [-2, 2])")
+      ->capture_default_str();
+  cmd->add_option("--repetition-penalty", a->repetition_penalty,
+                  "Divide positive (multiply negative) logits of prompt and output tokens by this (HF semantics, 1 = off)")
+      ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Sampling seed (same seed, same output)")->capture_default_str();
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);

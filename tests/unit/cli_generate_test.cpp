@@ -47,6 +47,12 @@ TEST_F(CliGenerate, BadInputIsAClearError) {
   r = run("generate --prompt hi --temperature 500");
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "temperature = 500")) << r.out;
+  r = run("generate --prompt hi --presence-penalty 3");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "presence_penalty")) << r.out;
+  r = run("generate --prompt hi --repetition-penalty 0");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "repetition_penalty")) << r.out;
   r = run("generate --prompt hi --model " + std::filesystem::temp_directory_path().string());
   EXPECT_EQ(r.exit_code, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "no tokenizer.json")) << r.out;
@@ -69,19 +75,22 @@ TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
   std::filesystem::remove(json_path);
 }
 
-// --async-scheduling on|off|auto: same continuation (seeded sampling on the CPU runner), recorded in the JSON,
-// anything else rejected by name.
+// --async-scheduling on|off|auto: same continuation (seeded sampling on the CPU runner, with and without penalties
+// and min-p), recorded in the JSON, anything else rejected by name.
 TEST_F(CliGenerate, AsyncSchedulingOptionKeepsTheOutput) {
-  std::string text[2];
-  for (int i = 0; i < 2; ++i) {
+  std::string text[4];
+  for (int i = 0; i < 4; ++i) {
+    const char* extra = i < 2 ? "" : "--presence-penalty 1.5 --frequency-penalty 0.5 --repetition-penalty 1.3 --min-p 0.01 ";
     const RunResult r = run(std::string("generate --raw --prompt 'Once upon a time' --max-tokens 12 --temperature 0.7 "
-                                        "--seed 3 --async-scheduling ") +
-                            (i == 0 ? "off" : "on") + " 2>/dev/null | cat");
+                                        "--seed 3 ") + extra + "--async-scheduling " + (i % 2 == 0 ? "off" : "on") +
+                            " 2>/dev/null | cat");
     ASSERT_EQ(r.exit_code, 0) << r.out;
     text[i] = r.out;
   }
   EXPECT_FALSE(text[0].empty());
   EXPECT_EQ(text[0], text[1]);
+  EXPECT_EQ(text[2], text[3]);
+  EXPECT_NE(text[0], text[2]) << "the penalties should change a 12-token continuation";
   const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_async.json").string();
   for (const char* mode : {"on", "off"}) {
     const RunResult r = run(std::string("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 2 "

@@ -68,7 +68,7 @@ struct SpreadWorkspace {
   unsigned* penalized = nullptr;              // [rows][ceil(vocab / 32)] zeroed: bit i: z[i] is id i's penalized logit
   unsigned long long* row_best = nullptr;     // [rows] zeroed: greedy rows' argmax_key of the (penalized) logits
   unsigned* raw_max = nullptr;                // [rows] zeroed: the raw logits' orderable max (rows with logprobs)
-  double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum per group of the weights kernel
+  double* raw_sums = nullptr;                 // [rows][128]: the raw log-normalizer's sum per weights CTA
   int* top_count = nullptr;                   // [rows] zeroed: top logprobs gathered so far
   int32_t* top_ids = nullptr;                 // [rows][kMaxTopLogprobs]: the top logprobs' ids, in gather order
   double* chunk_sums = nullptr;               // [rows][kSpreadChunks]: the draw's chunk sums, id order
@@ -80,10 +80,10 @@ constexpr int kSpreadCuts = 3;
 struct SamplingParamsDev {
   const void* logits = nullptr;     // [n_seqs, vocab] bf16
   // Optional [n_argmax_rows >= n_seqs] argmax keys from the LM head (gemv_bf16.h): plain greedy rows
-  // (sampling_is_plain_greedy) take their token from it and skip the pass over the vocabulary. The keys are consumed: every row
-  // < n_argmax_rows is zeroed once read, so that the next step's LM head (which atomicMax-es into them) starts
-  // from zeros without a memset between it and its predecessor (a memset node breaks the PDL chain: the LM head
-  // could not load weights during the last MoE combine).
+  // (sampling_is_plain_greedy) take their token from it and skip the pass over the vocabulary. The keys are
+  // consumed: every row < n_argmax_rows is zeroed once read, so that the next step's LM head (which atomicMax-es into
+  // them) starts from zeros without a memset between it and its predecessor (a memset node breaks the PDL chain: the
+  // LM head could not load weights during the last MoE combine).
   unsigned long long* row_argmax = nullptr;
   int n_argmax_rows = 0;
   const SampleSeqParams* seqs = nullptr;  // [n_seqs]
@@ -119,8 +119,8 @@ __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int v
 __host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
   return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
-// A plain greedy row: its token is the argmax of the raw logits (the LM head's argmax key, SamplingParamsDev::row_argmax,
-// when set), and nothing else is asked of it (no penalties, no logprobs).
+// A plain greedy row: its token is the argmax of the raw logits (the LM head's argmax key,
+// SamplingParamsDev::row_argmax, when set), and nothing else is asked of it (no penalties, no logprobs).
 __host__ __device__ inline bool sampling_is_plain_greedy(const SampleSeqParams& q) {
   return q.temperature == 0.0f && !sampling_has_penalty(q) && !q.want_logprob && q.top_logprobs == 0;
 }

@@ -16,13 +16,14 @@ namespace {
 // CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_penalize (a CTA per row with a penalty): the listed ids' penalized logits into z, a bit per id;
-//   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value) / T, the row's NaN flag, the
-//     max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
+//   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value) / T, the row's NaN flag,
+//     the max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
 //     argmax_key of the (penalized) logits into row_best instead (block_argmax's order: larger value, then lower id);
 //   per select (top-k, then top-p within top-k's prefix, then top logprobs on the raw logits), select_reaching spread:
-//     4 x sampling_spread_select (rows x spread_ctas_per_row, each CTA a slice of ids: its units per digit into a shared
-//     histogram, added into the row's; the row's last CTA to arrive picks the digit) and sampling_spread_select_tie
-//     (the r-th id with the final key, from per-slice counts); the prefix's last element into row_cut;
+//     4 x sampling_spread_select (rows x spread_ctas_per_row, each CTA a slice of ids: its units per digit into a
+//     shared histogram, added into the row's; the row's last CTA to arrive picks the digit) and
+//     sampling_spread_select_tie (the r-th id with the final key, from per-slice counts); the prefix's last element
+//     into row_cut;
 //   sampling_spread_weights (rows x kWeightsCtas): w = weight_of(z, z_max) over z (0 for ids the cuts drop), staged in
 //     shared memory, one lane per chunk summing its chunk's w in id order: draw_ascending's chunk sums, bit for bit;
 //     the largest kept id into row_last; rows with logprobs: the raw normalizer's sum per CTA, the top logprobs' ids;
@@ -68,7 +69,9 @@ __device__ __forceinline__ bool spread_row_failed(const SamplingParamsDev& p, in
   return q.temperature == 0.0f ? p.spread.row_max[2 * s + 1] != 0u : isnan(spread_row_max(p, s));
 }
 // A greedy row's key of (v, id) for the argmax: block_argmax's order (larger v, then lower id; -0 == +0).
-__device__ __forceinline__ unsigned long long greedy_key(float v, int id) { return argmax_key(v == 0.0f ? 0.0f : v, id); }
+__device__ __forceinline__ unsigned long long greedy_key(float v, int id) {
+  return argmax_key(v == 0.0f ? 0.0f : v, id);
+}
 // The prefix a cut (0 top-k, 1 top-p, 2 top logprobs) of row s keeps, from row_cut.
 __device__ __forceinline__ KeptThreshold spread_cut(const SamplingParamsDev& p, int s, int cut) {
   const int* c = p.spread.row_cut + 2 * (kSpreadCuts * s + cut);
@@ -83,7 +86,8 @@ struct SelectSource {
 };
 __device__ __forceinline__ SelectSource select_source(const SamplingParamsDev& p, int s, int cut) {
   const size_t row = size_t(s) * size_t(p.vocab);
-  return cut == 2 ? SelectSource{nullptr, static_cast<const bf16_t*>(p.logits) + row} : SelectSource{p.z + row, nullptr};
+  return cut == 2 ? SelectSource{nullptr, static_cast<const bf16_t*>(p.logits) + row}
+                   : SelectSource{p.z + row, nullptr};
 }
 // Row s's prefix before cut `cut` is applied: top-k's for top-p (when the row has top-k), else every id.
 __device__ __forceinline__ KeptThreshold spread_select_in(const SamplingParamsDev& p, int s, int cut) {

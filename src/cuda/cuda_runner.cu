@@ -261,6 +261,15 @@ struct CudaRunner::Impl {
   void timed(const char* name, F&& launch);
   void collect_times();
   void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff);
+  // What stage_sampling says about a step's LM-head rows.
+  struct SamplingStage {
+    size_t n_ids = 0;               // staged penalty ids (host.ids / host.counts)
+    bool spread_wanted = false;     // some row is not plain greedy (sampling_is_plain_greedy): the spread path
+    bool spread_penalties = false;  // some row has a penalty
+    int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
+    bool screen_ok = true;          // every row may take the screened LM head (lm_screen_step)
+  };
+  SamplingStage stage_sampling(const StepBatch& batch, const std::vector<int>& lm_seq);
   void submit(const StepBatch& batch);
   void collect(StepOutput* out);
   void build_output(Pending& p, StepOutput* out);
@@ -761,6 +770,58 @@ void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int
   CUDA_CHECK(cudaMemcpyAsync(dev_in, send, off, cudaMemcpyHostToDevice, stream));
 }
 
+// Stages the sampling parameters of the LM-head rows (host.seq_params; rows without `sample` run greedy, their result
+// unused) and their penalty id lists (host.ids / host.counts, extended by this step's new tokens only), and says which
+// sampling kernels the step needs. host.lm_rows must be staged (a pending token's place in the step's input).
+CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch& batch,
+                                                                 const std::vector<int>& lm_seq) {
+  const ModelConfig& c = cfg();
+  SamplingStage st;
+  const int n_lm = int(lm_seq.size());
+  for (int r = 0; r < n_lm; ++r) {
+    const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
+    SampleSeqParams sp{};
+    if (q.sample) {
+      const SamplingParams& a = *q.sampling;
+      sp.temperature = a.temperature, sp.top_p = a.top_p, sp.min_p = a.min_p, sp.top_k = a.top_k;
+      sp.frequency_penalty = a.frequency_penalty, sp.presence_penalty = a.presence_penalty;
+      sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed;
+      sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
+      sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
+      const bool want_rep = a.repetition_penalty != 1.0f;
+      const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
+      if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only, staged in bulk
+        const PenaltyLists::Lists lists = penalty_lists.update(q.seq_id, q.prompt_tokens, q.output_tokens, want_rep,
+                                                               want_out, int(c.vocab_size));
+        size_t& n_ids = st.n_ids;
+        MXS_CHECK(n_ids + lists.rep_ids.size() + lists.out_ids.size() <= ids_capacity,
+                  "CudaRunner: penalty token lists exceed the staging capacity");
+        sp.rep_offset = int(n_ids), sp.n_rep = int(lists.rep_ids.size());
+        std::copy(lists.rep_ids.begin(), lists.rep_ids.end(), host.ids + n_ids);
+        std::fill_n(host.counts + n_ids, lists.rep_ids.size(), 1);  // (unread: the repetition list has no counts)
+        n_ids += lists.rep_ids.size();
+        sp.out_offset = int(n_ids), sp.n_out = int(lists.out_ids.size());
+        std::copy(lists.out_ids.begin(), lists.out_ids.end(), host.ids + n_ids);
+        std::copy(lists.out_counts.begin(), lists.out_counts.end(), host.counts + n_ids);
+        n_ids += lists.out_ids.size();
+        // async scheduling: the last output token is this step's input, on the device only (token_handoff.h)
+        if (q.input_from_last_sample) sp.pending_index = host.lm_rows[r];
+      }
+    }
+    host.seq_params[r] = sp;
+    const bool plain_greedy = sampling_is_plain_greedy(sp);
+    st.spread_wanted |= !plain_greedy;
+    st.spread_penalties |= sampling_has_penalty(sp);
+    st.spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0) |
+                         (sp.top_logprobs > 0 ? 4 : 0);
+    // The screened LM head writes only its candidates' logits: every row must take its token from the argmax key
+    // (the kernels' test on the same fields) or not be sampled at all, and none may return its logits.
+    st.screen_ok &= !q.return_logits && (!q.sample || plain_greedy);
+  }
+  penalty_lists.end_step();  // (sequences without a penalty row in this step are forgotten)
+  return st;
+}
+
 // Validates and stages a batch into the next pinned set, queues its copies, the token handoff, the forward pass
 // (or graph replay), sampling and the copy of the results on the stream, records the set's event and returns.
 // With kernel timing on (bench breakdowns) the step completes here, so that its device span can be read.
@@ -874,54 +935,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     for (int vi = n_valid; vi < n_rows; ++vi) host.lm_rows[vi] = vi;
   host.n_real[0] = n_tok - (use_graph ? n_rows - n_valid : 0);
 
-  // Sampling parameters of the LM-head rows (rows without `sample` run greedy; their result is unused).
-  size_t n_ids = 0;
   const int n_lm = int(lm_seq.size());
-  bool spread_wanted = false;     // some row is not plain greedy (sampling_is_plain_greedy): the spread path
-  bool spread_penalties = false;  // some row has a penalty
-  int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
-  bool screen_ok = true;  // (lm_screen_step)
-  for (int r = 0; r < n_lm; ++r) {
-    const SequenceStep& q = batch.seqs[size_t(lm_seq[size_t(r)])];
-    SampleSeqParams sp{};
-    if (q.sample) {
-      const SamplingParams& a = *q.sampling;
-      sp.temperature = a.temperature, sp.top_p = a.top_p, sp.min_p = a.min_p, sp.top_k = a.top_k;
-      sp.frequency_penalty = a.frequency_penalty, sp.presence_penalty = a.presence_penalty;
-      sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed;
-      sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
-      sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
-      const bool want_rep = a.repetition_penalty != 1.0f;
-      const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
-      if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only, staged in bulk
-        const PenaltyLists::Lists lists =
-            penalty_lists.update(q.seq_id, q.prompt_tokens, q.output_tokens, want_rep, want_out, int(c.vocab_size));
-        MXS_CHECK(n_ids + lists.rep_ids.size() + lists.out_ids.size() <= ids_capacity,
-                  "CudaRunner: penalty token lists exceed the staging capacity");
-        sp.rep_offset = int(n_ids), sp.n_rep = int(lists.rep_ids.size());
-        std::copy(lists.rep_ids.begin(), lists.rep_ids.end(), host.ids + n_ids);
-        std::fill_n(host.counts + n_ids, lists.rep_ids.size(), 1);  // (unread: the repetition list has no counts)
-        n_ids += lists.rep_ids.size();
-        sp.out_offset = int(n_ids), sp.n_out = int(lists.out_ids.size());
-        std::copy(lists.out_ids.begin(), lists.out_ids.end(), host.ids + n_ids);
-        std::copy(lists.out_counts.begin(), lists.out_counts.end(), host.counts + n_ids);
-        n_ids += lists.out_ids.size();
-        // async scheduling: the last output token is this step's input, on the device only (token_handoff.h)
-        if (q.input_from_last_sample) sp.pending_index = host.lm_rows[r];
-      }
-    }
-    host.seq_params[r] = sp;
-    const bool plain_greedy = sampling_is_plain_greedy(sp);
-    spread_wanted |= !plain_greedy;
-    spread_penalties |= sampling_has_penalty(sp);
-    spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0) |
-                      (sp.top_logprobs > 0 ? 4 : 0);
-    // The screened LM head writes only its candidates' logits: every row must take its token from the argmax key
-    // (the kernels' test on the same fields) or not be sampled at all, and none may return its logits.
-    screen_ok &= !q.return_logits && (!q.sample || plain_greedy);
-  }
-  penalty_lists.end_step();  // (sequences without a penalty row in this step are forgotten)
-  lm_screen_step = screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
+  const SamplingStage st = stage_sampling(batch, lm_seq);
+  const size_t n_ids = st.n_ids;
+  lm_screen_step = st.screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
 
   if (n_tok > 0) {
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
@@ -1031,8 +1048,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     if (n_lm > 0) {
       samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
       samp.tokens = dev.tokens;
-      samp.n_seqs = n_lm, samp.spread_wanted = spread_wanted, samp.spread_penalties = spread_penalties;
-      samp.spread_selects = spread_selects;
+      samp.n_seqs = n_lm, samp.spread_wanted = st.spread_wanted, samp.spread_penalties = st.spread_penalties;
+      samp.spread_selects = st.spread_selects;
       samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
       if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
         CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));

@@ -136,7 +136,7 @@ struct DeviceSampler {
 
 // The batch in one sample_tokens call on the spread path, as the runner runs a step that is not all plain greedy rows:
 // with the LM head's argmax keys (plain greedy rows take their token from them; the call must consume them), or
-// without (keys = false: every greedy row's argmax from the logits).
+// without (keys_in = false: every greedy row's argmax from the logits).
 std::vector<SampleResultDev> run_spread(DeviceSampler& ds, const DevBuf<bf16>& dl, const HostBatch& hb, int V,
                                         bool keys_in = true) {
   const int S = int(hb.sp.size());

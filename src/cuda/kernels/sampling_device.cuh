@@ -1,7 +1,7 @@
 // Device code shared by the two ways to sample a step (sampling.h): sampling_prepare.cu (one CTA per row) and
 // sampling_spread.cu (every pass over a row on many CTAs). The counter-based RNG, arg-reductions, the one-CTA kernels'
 // shared memory (the spread draw uses it too), the kept sets, the draw's walk (draw_pick), the radix keys and
-// histograms of the selects, and the LM head's argmax keys. Both paths run the same arithmetic in the same order
+// histograms of the selects, the penalties (penalize_row), and the LM head's argmax keys. Both paths run the same arithmetic in the same order
 // through these, which is what makes their tokens and logprobs the same bit for bit.
 #pragma once
 #include <cstdint>

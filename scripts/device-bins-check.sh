@@ -100,5 +100,13 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
     echo "generate top-p 0.9 top-k 50 $e rc=$? $(grep -E 'tok/s' "$OUT/gen_cut_$e.err" | tail -1)"
   done
   cmp "$OUT/gen_cut_X=1.txt" "$OUT/gen_cut_MXS_NO_SPREAD_SAMPLING=1.txt" && echo "generate with cuts: the same text either way"
+  # Penalties under async scheduling (session 30: the kernels count the token still on the device): on == off.
+  for m in on off; do
+    timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 256 --seed 7 --temperature 0.8 \
+      --presence-penalty 0.5 --frequency-penalty 0.3 --repetition-penalty 1.1 --async-scheduling $m --raw -p "Hello" \
+      >"$OUT/gen_pen_$m.txt" 2>"$OUT/gen_pen_$m.err"
+    echo "generate with penalties, async $m rc=$? $(grep -E 'tok/s' "$OUT/gen_pen_$m.err" | tail -1)"
+  done
+  cmp "$OUT/gen_pen_on.txt" "$OUT/gen_pen_off.txt" && echo "generate with penalties: the same text with async on and off"
 fi
 grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"

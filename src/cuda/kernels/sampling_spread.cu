@@ -189,7 +189,6 @@ __global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(Sa
       if (greedy) {  // (sampling_prepare: z = v, penalties, then the argmax)
         const unsigned long long k = greedy_key(v[u], i);
         best = k > best ? k : best;
-        mx = fmaxf(mx, v[u]);
       } else {
         const float t = v[u] / q.temperature;  // (sampling_prepare: z = v, penalties, then z / temperature)
         z[i] = t;
@@ -200,10 +199,11 @@ __global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(Sa
   mx = warp_max(mx);
   raw_mx = warp_max(raw_mx);
   nan = __any_sync(0xffffffffu, nan);
-  for (int o = 16; o > 0; o >>= 1) {
-    const unsigned long long k = __shfl_xor_sync(0xffffffffu, best, o);
-    best = k > best ? k : best;
-  }
+  if (greedy)  // (uniform in the CTA: one row)
+    for (int o = 16; o > 0; o >>= 1) {
+      const unsigned long long k = __shfl_xor_sync(0xffffffffu, best, o);
+      best = k > best ? k : best;
+    }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (lane == 0) s_max[warp] = mx, s_raw_max[warp] = raw_mx, s_nan[warp] = nan, s_best[warp] = best;
   __syncthreads();
@@ -385,11 +385,14 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
   if (!greedy) {
     const float z_max = spread_row_max(p, s);
     float* z = p.z + size_t(s) * V;
-    // w over the kept ids (kept(z, i): keep), 0 for the others; the largest kept id into `last`.
-    auto weigh = [&](auto keep, int& last) {
+    // w over the kept ids (in the prefix, and w >= min_p: KeptCut's test, its weight computed once), 0 for the others;
+    // the largest kept id into `last`.
+    auto weigh = [&](auto prefix, float min_p, int& last) {
       for_slice([&](int i) { return z[i]; }, b, e, [&](float v, int i) {
-        const bool k = keep(v, i);
-        const float w = k ? weight_of(v, z_max) : 0.0f;  // (draw_ascending adds nothing for a dropped id)
+        const bool in = prefix(v, i);
+        const float w_in = in ? weight_of(v, z_max) : 0.0f;
+        const bool k = in && (min_p <= 0.0f || w_in >= min_p);
+        const float w = k ? w_in : 0.0f;  // (draw_ascending adds nothing for a dropped id)
         if (k) last = i;
         z[i] = w;
         s_w[i - b] = w;
@@ -401,12 +404,12 @@ __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_weights(Sampli
       __syncthreads();
       const KeptThreshold prefix =
           sampling_has_top_p(q) ? spread_cut(p, s, 1) : sampling_has_top_k(q, V) ? spread_cut(p, s, 0) : kKeepAll;
-      weigh(KeptCut{prefix, q.min_p, z_max}, last);
+      weigh(prefix, q.min_p, last);
       if (last >= 0) atomicMax(&s_last, last);
       __syncthreads();
       if (threadIdx.x == 0 && s_last >= 0) atomicMax(&p.spread.row_last[s], s_last + 1);
     } else {
-      weigh(KeptAll{}, last);  // (the last kept id is V - 1: sampling_spread_draw knows)
+      weigh(KeptAll{}, 0.0f, last);  // (the last kept id is V - 1: sampling_spread_draw knows)
       __syncthreads();
     }
     if (threadIdx.x < kChunksPerCta) {  // draw_ascending's chunk sum: in id order, from 0.0, every kept id's w

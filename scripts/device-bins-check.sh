@@ -5,7 +5,7 @@
 # sampling path with racecheck of the spread kernels, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
 # its CPU-reference test, `bench decode --model`, `generate` with and without the LM-head screen (the same text
 # expected) and at temperature 1 (and with top-p / top-k cuts) with and without the spread path (the same text
-# expected). Prints what to paste
+# expected); with MXS_CHECK_SERVE=1 too, scripts/device-serve.sh on that checkpoint. Prints what to paste
 # into PERF.md.
 # Here:  cmake --build build-cuda -j2; mkdir -p wt-bin; strip -o wt-bin/mxserve build-cuda/mxserve;
 #        for t in build-cuda/tests/cuda_*_test; do strip -o wt-bin/$(basename $t) $t; done
@@ -13,7 +13,7 @@
 #        git rev-parse --short HEAD > wt-pack/COMMIT   (the commit the bench tables name; the device copy's git
 #        metadata is not this checkout's)
 # There (carry wt-pack; wt-bin and wt-pack are git-ignored scratch): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
-# Env: MXS_AB (space-separated switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch
+# Env: MXS_BENCH=0 (no benchmarks), MXS_CHECK_CKPT=1, MXS_CHECK_SERVE=1 (see above), MXS_AB (space-separated switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch
 # at 2-4 tokens, q/k/v from bf16 at one token: the session 24-26 changes not yet measured on an H100), MXS_BATCHES.
 AB_DEFAULT="MXS_LM_SCREEN=0 MXS_NO_ROUTER_NORM_FOLD=1 MXS_BF12=lm_head,o_proj"
 set -uo pipefail
@@ -41,6 +41,8 @@ if [ -x wt-bin/cuda_runner_test ]; then
     --gtest_filter='*GreedyScreen*:*GraphReplayTiming*:*BadSequence*' >"$OUT/memcheck_runner.log" 2>&1
   echo "memcheck runner rc=$? $(grep 'ERROR SUMMARY' "$OUT/memcheck_runner.log" | tail -1)"
 fi
+# Benchmarks (MXS_BENCH=0 skips them: tests, sanitizers and the checkpoint checks only).
+if [ "${MXS_BENCH:-1}" = 1 ]; then
 one() { local e=$1; env ${e//+/ } $B bench decode --preset ${3:-20b} --batch ${2:-1} --context 1024 --steps 64 \
   --breakdown none 2>/dev/null | grep -E "^\| [0-9]" | sed "s/^/$e ${3:-20b} /"; }
 for r in 1 2 3; do one X=1; for ab in ${MXS_AB:-$AB_DEFAULT}; do one "$ab"; done; done
@@ -63,6 +65,7 @@ for r in 1 2; do
     sampled $e "--temperature 1 --presence-penalty 0.5"; sampled $e "--logprobs"; sampled $e "--presence-penalty 0.5"
   done
 done
+fi  # MXS_BENCH
 if [ -x wt-bin/cuda_sampling_test ]; then  # the spread kernels under racecheck, one row (the whole test is too slow there)
   for cfg in "plain, spread" "top_k 50 top_p 0.9, spread" "penalty, spread" "logprobs, spread" \
              "greedy penalty, spread" "greedy logprobs, spread"; do
@@ -109,4 +112,7 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
   done
   cmp "$OUT/gen_pen_on.txt" "$OUT/gen_pen_off.txt" && echo "generate with penalties: the same text with async on and off"
 fi
-grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"
+# The engine and the server on that checkpoint (MXS_CHECK_SERVE=1): throughput, time to ready, HTTP load with bad
+# requests and dropped streams alongside (scripts/device-serve.sh).
+if [ "${MXS_CHECK_SERVE:-0}" = 1 ] && [ -d /tmp/m20b ]; then OUT="$OUT" bash scripts/device-serve.sh "$B" /tmp/m20b; fi
+[ -f "$OUT/bench_20b.md" ] && grep -E "^\| [0-9]|card" "$OUT/bench_20b.md"

@@ -110,37 +110,8 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
 fi
 
 if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
-  # Engine throughput (offline), CUDA backend, mkmodel 20b.
-  timeout 200 $BIN bench throughput --backend cuda --model /tmp/m20b --input-len 1024 --output-len 256 \
-    --num-prompts 64 --concurrency 1,64 --json "$OUT/bench_throughput.json" >"$OUT/bench_throughput.md" 2>"$OUT/bench_throughput.err"
-  echo "== bench throughput rc=$?"; cat "$OUT/bench_throughput.md"
-  # The issue's shape (1k in / 1k out) at 64 streams and at saturation (256).
-  timeout 240 $BIN bench throughput --backend cuda --model /tmp/m20b --input-len 1024 --output-len 1024 \
-    --num-prompts 256 --concurrency 64,256 --json "$OUT/bench_throughput_1k1k.json" >"$OUT/bench_throughput_1k1k.md" 2>"$OUT/bench_throughput_1k1k.err"
-  echo "== bench throughput 1k/1k rc=$?"; grep -E "^\|" "$OUT/bench_throughput_1k1k.md"
-  # Server: time to ready for 20b from page cache, and the seed's curl probe.
-  t0=$(date +%s.%N)
-  $BIN serve --model /tmp/m20b --backend cuda --port 8123 --max-length 8192 >"$OUT/serve.log" 2>&1 &
-  spid=$!
-  for i in $(seq 1 600); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8123/health || true)
-    [ "$code" = 200 ] && break; sleep 0.1
-  done
-  t1=$(date +%s.%N)
-  python3 -c "print(round($t1 - $t0, 2))" >"$OUT/ready_s.txt"
-  echo "== serve 20b time to ready: $(cat "$OUT/ready_s.txt") s (health $code)"
-  curl -s http://127.0.0.1:8123/v1/chat/completions -H 'Content-Type: application/json' \
-    -d '{"model":"m20b","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
-    | tee "$OUT/curl_probe.json" | head -c 1200; echo
-  # Server overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
-  timeout 240 $BIN bench serve --url http://127.0.0.1:8123 --endpoint completions --concurrency 64 \
-    --num-prompts 64 --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
-  echo "== bench serve (HTTP, concurrency 64) rc=$?"; cat "$OUT/bench_serve.md"; tail -3 "$OUT/bench_serve.err"
-  # Completions: random weights rarely emit the harmony structure, so a chat stream carries no text to time.
-  timeout 120 $BIN bench serve --url http://127.0.0.1:8123 --endpoint completions --concurrency 1 \
-    --num-prompts 8 --input-len 1024 --output-len 256 --json "$OUT/bench_serve_c1.json" >"$OUT/bench_serve_c1.md" 2>"$OUT/bench_serve_c1.err"
-  echo "== bench serve (HTTP, concurrency 1) rc=$?"; grep -E "Output throughput|TTFT median|TPOT median|Failed" "$OUT/bench_serve_c1.md"
-  kill -TERM $spid; wait $spid; echo "== serve exit rc=$?"
+  # Engine throughput, server time to ready, HTTP load with bad requests alongside (scripts/device-serve.sh).
+  OUT="$OUT" bash scripts/device-serve.sh "$BIN" /tmp/m20b
 fi
 
 # Tokenizer vectors with Python HF tokenizers (the GPU machine has them): compare with tests/data.

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The engine and the server on the GPU, on a `mkmodel` checkpoint: offline throughput (`bench throughput`, 1k in /
+# 256 out at concurrency 1 and 64, 1k / 1k at 64 and 256), the server's time to ready, a chat probe, HTTP load
+# (`bench serve`, concurrency 64 and 1) with bad requests and dropped streams sent while the load runs, and the
+# server still healthy and serving afterwards. Called by device-check.sh and device-bins-check.sh (MXS_CHECK_SERVE=1).
+# Usage: scripts/device-serve.sh BIN MODEL_DIR   (OUT: the folder for logs and JSON; default /tmp/mxs-out)
+set -uo pipefail
+BIN=$1 MODEL=$2
+OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
+PORT=${MXS_SERVE_PORT:-8123}
+URL=http://127.0.0.1:$PORT
+
+timeout 200 $BIN bench throughput --backend cuda --model "$MODEL" --input-len 1024 --output-len 256 \
+  --num-prompts 64 --concurrency 1,64 --json "$OUT/bench_throughput.json" >"$OUT/bench_throughput.md" \
+  2>"$OUT/bench_throughput.err"
+echo "== bench throughput 1k/256 rc=$?"; grep -E "^\|" "$OUT/bench_throughput.md"
+timeout 240 $BIN bench throughput --backend cuda --model "$MODEL" --input-len 1024 --output-len 1024 \
+  --num-prompts 256 --concurrency 64,256 --json "$OUT/bench_throughput_1k1k.json" \
+  >"$OUT/bench_throughput_1k1k.md" 2>"$OUT/bench_throughput_1k1k.err"
+echo "== bench throughput 1k/1k rc=$?"; grep -E "^\|" "$OUT/bench_throughput_1k1k.md"
+
+t0=$(date +%s.%N)
+$BIN serve --model "$MODEL" --backend cuda --port "$PORT" --max-length 8192 >"$OUT/serve.log" 2>&1 &
+spid=$!
+code=000
+for _ in $(seq 1 600); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' $URL/health || true)
+  [ "$code" = 200 ] && break; sleep 0.1
+done
+t1=$(date +%s.%N)
+python3 -c "print(round($t1 - $t0, 2))" >"$OUT/ready_s.txt"
+echo "== serve time to ready: $(cat "$OUT/ready_s.txt") s (health $code)"
+curl -s $URL/v1/chat/completions -H 'Content-Type: application/json' \
+  -d '{"model":"m","messages":[{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
+  >"$OUT/curl_probe.json"
+echo "== chat probe: $(head -c 600 "$OUT/curl_probe.json")"
+
+# Abuse sent while `bench serve` loads the server: each must get its own error (status, OpenAI error type) and
+# cost the load nothing (bench serve lists failed requests). A stream the client drops must free its sequence.
+abuse() {
+  sleep 2
+  post() { curl -s -o "$OUT/abuse_$1.json" -w "%{http_code}" $URL/v1/chat/completions \
+             -H 'Content-Type: application/json' --data-binary "$2"; }
+  {
+    echo "bad JSON: $(post json '{"messages": [')"
+    echo "no messages: $(post nomsg '{"model":"m"}')"
+    echo "max_tokens -1: $(post maxtok '{"messages":[{"role":"user","content":"x"}],"max_tokens":-1}')"
+    echo "temperature 9: $(post temp '{"messages":[{"role":"user","content":"x"}],"temperature":9}')"
+    long=$(python3 -c "print('word ' * 12000)")
+    echo "prompt over --max-length: $(post long "{\"messages\":[{\"role\":\"user\",\"content\":\"$long\"}]}")"
+    echo "unknown path: $(curl -s -o /dev/null -w '%{http_code}' $URL/v1/nothing)"
+    for i in 1 2 3 4; do  # streams dropped by the client after 0.3 s
+      timeout 0.3 curl -sN $URL/v1/chat/completions -H 'Content-Type: application/json' \
+        -d '{"messages":[{"role":"user","content":"Tell a long story."}],"max_tokens":4000,"stream":true}' \
+        >/dev/null 2>&1
+      echo "dropped stream $i: rc=$?"
+    done
+  } >"$OUT/abuse.txt" 2>&1
+}
+abuse &
+apid=$!
+timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
+  --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
+echo "== bench serve (HTTP, concurrency 64, abuse alongside) rc=$?"; grep -E "^\||Failed|failed" "$OUT/bench_serve.md" | head -30
+wait $apid
+echo "== abuse during the load (HTTP status each):"; cat "$OUT/abuse.txt"
+for f in json nomsg maxtok temp long; do echo "   $f: $(head -c 240 "$OUT/abuse_$f.json" 2>/dev/null)"; done
+timeout 120 $BIN bench serve --url $URL --endpoint completions --concurrency 1 --num-prompts 8 --input-len 1024 \
+  --output-len 256 --json "$OUT/bench_serve_c1.json" >"$OUT/bench_serve_c1.md" 2>"$OUT/bench_serve_c1.err"
+echo "== bench serve (HTTP, concurrency 1) rc=$?"
+grep -E "Output throughput|TTFT median|TPOT median|Failed" "$OUT/bench_serve_c1.md"
+echo "== after the load: health $(curl -s -o /dev/null -w '%{http_code}' $URL/health);" \
+  "$(curl -s $URL/metrics | grep -E '^mxserve_(requests_active|requests_waiting|engine_requests_[a-z]*|requests_cancelled_total|requests_failed_total|http_responses_4xx_total|http_responses_5xx_total|kv_[a-z_]*) ' | tr '\n' ' ')"
+kill -TERM $spid; wait $spid; echo "== serve exit rc=$? (0 = drained and stopped on SIGTERM)"

@@ -22,23 +22,29 @@ echo "== bench throughput 1k/1k rc=$?"; grep -E "^\|" "$OUT/bench_throughput_1k1
 t0=$(date +%s.%N)
 $BIN serve --model "$MODEL" --backend cuda --port "$PORT" --max-length 8192 >"$OUT/serve.log" 2>&1 &
 spid=$!
-code=000
+code=000 loading=0
 for _ in $(seq 1 600); do
   code=$(curl -s -o /dev/null -w '%{http_code}' $URL/health || true)
+  [ "$code" = 503 ] && loading=$((loading + 1))  # /health answers 503 while the model loads
   [ "$code" = 200 ] && break; sleep 0.1
 done
 t1=$(date +%s.%N)
 python3 -c "print(round($t1 - $t0, 2))" >"$OUT/ready_s.txt"
-echo "== serve time to ready: $(cat "$OUT/ready_s.txt") s (health $code)"
+echo "== serve time to ready: $(cat "$OUT/ready_s.txt") s (health $code; $loading polls answered 503 while loading)"
 curl -s $URL/v1/chat/completions -H 'Content-Type: application/json' \
-  -d '{"model":"m","messages":[{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
+  -d '{"messages":[{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
   >"$OUT/curl_probe.json"
 echo "== chat probe: $(head -c 600 "$OUT/curl_probe.json")"
 
+# The server's overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
+timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
+  --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
+echo "== bench serve (HTTP, concurrency 64) rc=$?"
+grep -E "Failed|Output throughput|TTFT (mean|median)|TPOT median|ITL p99" "$OUT/bench_serve.md"
 # Abuse sent while `bench serve` loads the server: each must get its own error (status, OpenAI error type) and
 # cost the load nothing (bench serve lists failed requests). A stream the client drops must free its sequence.
 abuse() {
-  sleep 2
+  sleep 0.5
   post() { curl -s -o "$OUT/abuse_$1.json" -w "%{http_code}" $URL/v1/chat/completions \
              -H 'Content-Type: application/json' --data-binary "$2"; }
   {
@@ -60,8 +66,10 @@ abuse() {
 abuse &
 apid=$!
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
-  --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
-echo "== bench serve (HTTP, concurrency 64, abuse alongside) rc=$?"; grep -E "^\||Failed|failed" "$OUT/bench_serve.md" | head -30
+  --input-len 1024 --output-len 256 --json "$OUT/bench_serve_abuse.json" >"$OUT/bench_serve_abuse.md" \
+  2>"$OUT/bench_serve_abuse.err"
+echo "== bench serve (HTTP, concurrency 64, abuse alongside) rc=$?"
+grep -E "Failed|Output throughput|TTFT median" "$OUT/bench_serve_abuse.md"
 wait $apid
 echo "== abuse during the load (HTTP status each):"; cat "$OUT/abuse.txt"
 for f in json nomsg maxtok temp long; do echo "   $f: $(head -c 240 "$OUT/abuse_$f.json" 2>/dev/null)"; done

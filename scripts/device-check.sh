@@ -99,7 +99,7 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ]; then
   cat /tmp/m20b/*.safetensors >/dev/null  # page cache
   MXSERVE_TEST_20B_DIR=/tmp/m20b timeout 240 build-device/tests/cuda_runner_test --gtest_filter='CudaRunner20b.*' \
     >"$OUT/test_20b.log" 2>&1
-  echo "== 20b vs CPU reference rc=$?"; grep -E "^20b step|OK|FAILED|Failure|exceeds|exception" "$OUT/test_20b.log" | head -16
+  echo "== 20b vs CPU reference rc=$?"; grep -E "^step [0-9]|top-1 mismatches|OK|FAILED|Failure|exceeds|exception" "$OUT/test_20b.log" | head -16
   timeout 200 $BIN bench decode --model /tmp/m20b --batch 1,64 --context 1024 --steps 16 \
     --json "$OUT/bench_decode_ckpt.json" >"$OUT/bench_decode_ckpt.md" 2>"$OUT/bench_decode_ckpt.err"
   echo "== bench decode --model (mkmodel 20b) rc=$?"; head -8 "$OUT/bench_decode_ckpt.md"; grep -E "weights on the GPU" "$OUT/bench_decode_ckpt.err"

@@ -13,6 +13,7 @@ namespace {
 
 struct MkmodelArgs {
   std::string preset = "tiny";
+  int layers = 0;  // 0: the preset's
   uint64_t seed = 0;
   std::string out;
   std::string tokenizer;
@@ -22,7 +23,8 @@ struct MkmodelArgs {
 };
 
 void run_mkmodel(const MkmodelArgs& a) {
-  const mxs::ModelConfig config = mxs::ModelConfig::preset(a.preset);
+  const mxs::ModelConfig config =
+      a.layers > 0 ? mxs::ModelConfig::preset(a.preset, a.layers) : mxs::ModelConfig::preset(a.preset);
   mxs::MkmodelOptions o;
   o.seed = a.seed;
   o.out_dir = a.out;
@@ -37,8 +39,8 @@ void run_mkmodel(const MkmodelArgs& a) {
   o.progress = !a.quiet && ::isatty(2);
   const mxs::MkmodelResult r = mxs::write_random_checkpoint(config, o);
   if (!a.quiet)
-    std::printf("wrote %s (preset %s, seed %llu, layout %s): %zu files, %.3f GB of tensors in %.1f s (%.0f MB/s)\n",
-                a.out.c_str(), a.preset.c_str(), (unsigned long long)a.seed, a.layout.c_str(), r.files.size(),
+    std::printf("wrote %s (preset %s, %d layers, seed %llu, layout %s): %zu files, %.3f GB of tensors in %.1f s (%.0f MB/s)\n",
+                a.out.c_str(), a.preset.c_str(), config.num_layers, (unsigned long long)a.seed, a.layout.c_str(), r.files.size(),
                 double(r.tensor_bytes) / 1e9, r.seconds, r.seconds > 0 ? double(r.file_bytes) / r.seconds / 1e6 : 0.0);
 }
 
@@ -48,6 +50,9 @@ mxs::cli::CommandRegistrar registrar(80, [](CLI::App& app) {
       "mkmodel", "Write a deterministic random gpt-oss checkpoint (HF MXFP4 layout) for tests and benchmarks");
   cmd->add_option("--preset", args->preset, "Model shape: tiny (real vocab, ~52 MB), 20b (~13.8 GB), 120b (~65 GB)")
       ->check(CLI::IsMember({"tiny", "20b", "120b"}));
+  cmd->add_option("--layers", args->layers,
+                  "Layers instead of the preset's (the preset's width: e.g. 120b's 128 experts in a few layers)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_option("--seed", args->seed, "Random seed (same seed -> same bytes)");
   cmd->add_option("--out", args->out, "Output folder (created)")->required();
   cmd->add_option("--tokenizer", args->tokenizer,

@@ -389,4 +389,12 @@ ModelConfig ModelConfig::preset(const std::string& name) {
   return c;
 }
 
+ModelConfig ModelConfig::preset(const std::string& name, int num_layers) {
+  ModelConfig c = preset(name);
+  if (num_layers <= 0) throw Error(strfmt("a model needs at least one layer, got %d", num_layers));
+  c.num_layers = num_layers;
+  c.layer_sliding = alternating_layers(num_layers);
+  return c;
+}
+
 }  // namespace mxs

@@ -61,6 +61,9 @@ struct ModelConfig {
 
   // Presets for mkmodel and tests: "20b", "120b", "tiny" (real vocab, small everything else).
   static ModelConfig preset(const std::string& name);
+  // The preset with `num_layers` layers instead (alternating sliding / full as every preset; `mkmodel --layers`:
+  // a model's full width at a depth where random weights do not yet amplify rounding differences).
+  static ModelConfig preset(const std::string& name, int num_layers);
 };
 
 }  // namespace mxs

@@ -59,6 +59,20 @@ TEST(CliMkmodelInspect, TinyThenInspect) {
             V * H / 2);
 }
 
+TEST(CliMkmodelInspect, LayersOverrideThePresetsDepth) {
+  TempDir tmp;
+  const std::string dir = tmp / "tiny2";
+  const RunResult mk = run("mkmodel --preset tiny --layers 2 --no-tokenizer --out " + dir);
+  ASSERT_EQ(mk.exit_code, 0) << mk.out;
+  EXPECT_NE(mk.out.find("2 layers"), std::string::npos) << mk.out;
+  const RunResult js = run("inspect --json " + dir);
+  ASSERT_EQ(js.exit_code, 0) << js.out;
+  const nlohmann::json j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j["config"]["num_hidden_layers"], 2);
+  EXPECT_EQ(j["config"]["num_local_experts"], 8);
+  EXPECT_NE(run("mkmodel --preset tiny --layers 0 --no-tokenizer -q --out " + tmp / "none").exit_code, 0);
+}
+
 TEST(CliMkmodelInspect, BrokenFolderExitsNonZeroWithReason) {
   TempDir tmp;
   const std::string dir = tmp / "tiny";

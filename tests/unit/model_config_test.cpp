@@ -87,6 +87,18 @@ TEST(ModelConfig, PresetsMatchSpec) {
   expect_error([] { ModelConfig::preset("7b"); }, {"7b", "tiny, 20b, 120b"});
 }
 
+TEST(ModelConfig, PresetWithOtherDepth) {
+  // `mkmodel --layers N`: the preset's width, N layers alternating sliding / full, valid as a config.json.
+  const ModelConfig c = ModelConfig::preset("120b", 3);
+  EXPECT_EQ(c.num_layers, 3);
+  EXPECT_EQ(c.num_experts, 128);
+  EXPECT_EQ(c.hidden_size, ModelConfig::preset("120b").hidden_size);
+  EXPECT_EQ(c.layer_sliding, (std::vector<bool>{true, false, true}));
+  EXPECT_EQ(ModelConfig::from_json(c.to_json()).to_json(), c.to_json());
+  EXPECT_EQ(ModelConfig::preset("20b", 24).to_json(), ModelConfig::preset("20b").to_json());
+  expect_error([] { ModelConfig::preset("20b", 0); }, {"at least one layer"});
+}
+
 TEST(ModelConfig, RoundTripThroughJson) {
   for (const char* name : {"tiny", "20b", "120b"}) {
     const ModelConfig c = ModelConfig::preset(name);

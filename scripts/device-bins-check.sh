@@ -81,6 +81,12 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
   MXSERVE_TEST_20B_DIR=/tmp/m20b timeout 240 wt-bin/cuda_runner_test --gtest_filter='CudaRunner20b.*' \
     >"$OUT/test_20b.log" 2>&1
   echo "20b vs CPU rc=$? $(grep -E '^\[  PASSED|^\[  FAILED' "$OUT/test_20b.log")"
+  # gpt-oss-120b's width (128 experts) at 2 layers, where the check's bound is tight (scripts/device-120b.sh: all 36).
+  timeout 200 $B mkmodel --preset 120b --layers 2 --seed 1 --tokenizer wt-bin/tokenizer.json --out /tmp/m120b_2l -q \
+    >"$OUT/mkmodel_120b_2l.log" 2>&1
+  MXSERVE_TEST_120B_DIR=/tmp/m120b_2l timeout 200 wt-bin/cuda_runner_test --gtest_filter='CudaRunner120b.*' \
+    >"$OUT/test_120b_2l.log" 2>&1
+  echo "120b width, 2 layers, vs CPU rc=$? $(grep -E '^checkpoint' "$OUT/test_120b_2l.log")"; rm -rf /tmp/m120b_2l
   timeout 200 $B bench decode --model /tmp/m20b --batch 1,64 --context 1024 --steps 32 >"$OUT/ckpt.md" 2>"$OUT/ckpt.err"
   echo "bench decode --model rc=$?"; grep -E "^\| [0-9]" "$OUT/ckpt.md"; grep -E "weights on the GPU" "$OUT/ckpt.err"
   for f in "" --no-lm-head-screen; do

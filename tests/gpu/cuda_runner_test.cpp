@@ -620,14 +620,21 @@ void check_checkpoint_against_cpu(const char* dir) {
       s->output.push_back(oc.samples[0].token);
     }
   }
-  // Random 20b weights amplify 1-ulp differences through 24 layers: HF transformers against itself (one pass
-  // vs a cached prefix) differs by up to 1.59 in these logits and flips its own top-1, and the CPU reference
-  // vs HF differs by up to 1.0 (measured on the GPU machine, 2026-11-26). So this test bounds the error at a
-  // level that still catches any layout or indexing bug (uncorrelated logits give a relative RMS of ~1.4)
-  // and reports top-1 agreement without requiring it; tight 20b parity needs the real weights.
+  // Random weights amplify 1-ulp differences with depth: HF transformers against itself (one pass vs a cached
+  // prefix) differs by up to 1.59 in 20b's logits and flips its own top-1, and the CPU reference vs HF by up to 1.0
+  // (GPU machine, 2026-11-26). Measured here (exp202, H200, max rel RMS over the 4 positions; top-1 equal at 2
+  // layers): 2 layers 0.009 at both the 20b and the 120b width (32 / 128 experts); 4 layers 0.23 (120b); 8 0.24
+  // (120b); 24 0.29 (20b); 36 0.51 (20b) and 0.71 (120b). So the bound follows the depth: tight while rounding has
+  // not yet moved a routing decision (<= 2 layers: `mkmodel --layers 2` checks a preset's every kernel at its width),
+  // then a level that still catches any layout or indexing bug (uncorrelated logits give a relative RMS of ~1.4).
+  // Tight parity at full depth needs the real weights.
+  const int layers = w.config.num_layers;
+  const double bound = layers <= 2 ? 0.03 : layers <= 24 ? 0.35 : 1.0;
   EXPECT_EQ(lc.nan, 0u);
-  std::printf("checkpoint: top-1 mismatches %d of 4 positions, max rel RMS %.3f\n", int(lc.top1_mismatch), lc.max_rel_rms);
-  EXPECT_LE(lc.max_rel_rms, 0.35) << "max abs logit error " << lc.max_abs;
+  std::printf("checkpoint (%d layers): top-1 mismatches %d of 4 positions, max rel RMS %.3f (bound %.2f)\n", layers,
+              int(lc.top1_mismatch), lc.max_rel_rms, bound);
+  EXPECT_LE(lc.max_rel_rms, bound) << "max abs logit error " << lc.max_abs;
+  if (layers <= 2) EXPECT_EQ(lc.top1_mismatch, 0);
 }
 
 // The check on the checkpoint folder named by `env` (skipped when unset).

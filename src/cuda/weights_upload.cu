@@ -1,4 +1,4 @@
-// Weight upload (pinned staging ring, copies overlapped with the host-side memcpy from the mmap) and
+// Weight upload (parallel workers through pinned staging: host_upload.h) and
 // device-side random weights. Layouts: weights_upload.h and docs/KERNELS.md.
 #include "cuda/weights_upload.h"
 
@@ -14,6 +14,7 @@
 #include "common/log.h"
 #include "common/timer.h"
 #include "cuda/cuda_check.h"
+#include "cuda/host_upload.h"
 #include "cuda/kernels/moe_gemm_pack.h"
 
 namespace mxs::cuda {
@@ -249,63 +250,40 @@ DeviceWeights upload_weights(const ModelWeights& w, bool progress) {
   dw.config = w.config;
   dw.arena = DeviceArena("weights", device_weights_bytes(w.config));
 
-  // Pinned staging ring: the host copies chunk i+1 from the mmap while the DMA engine uploads chunk i.
-  constexpr int kSlots = 4;
-  constexpr size_t kSlotBytes = size_t(64) << 20;
-  char* staging = nullptr;
-  CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&staging), kSlots * kSlotBytes));
-  cudaStream_t stream;
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-  cudaEvent_t done[kSlots];
-  for (auto& e : done) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
-  bool used[kSlots] = {};
-  int slot = 0;
-  size_t total = 0, copied = 0;
-  int last_pct = -1;
-  {
-    // The total, for the progress bar.
-    const LayerBytes b = layer_bytes(w.config);
-    total = size_t(w.config.num_layers) *
-                (2 * b.norm + b.qkv_w + b.qkv_b + b.o_w + b.o_b + b.sinks + b.router_w + b.router_b + b.gu_blocks +
-                 b.gu_scales + b.gu_bias + b.dn_blocks + b.dn_scales + b.dn_bias) +
-            2 * size_t(w.config.vocab_size) * w.config.hidden_size * 2 + size_t(w.config.hidden_size) * 2;
-  }
+  // Every tensor's copy, checked first (a size that does not match the config names the tensor before any byte
+  // moves), then copied by parallel workers through pinned staging (host_upload.h).
+  std::vector<HostToDeviceCopy> copies;
   auto place = [&](void* dst, const char* what, size_t, size_t bytes, int layer) {
     const TensorView& t = source_tensor(w, what, layer);
     if (t.data == nullptr || t.nbytes != bytes)
       throw Error(strfmt("upload_weights: tensor '%s' (layer %d) has %zu bytes, expected %zu for this config",
                          t.name.empty() ? what : t.name.c_str(), layer, t.nbytes, bytes));
-    for (size_t off = 0; off < bytes; off += kSlotBytes) {
-      const size_t n = std::min(kSlotBytes, bytes - off);
-      if (used[slot]) CUDA_CHECK(cudaEventSynchronize(done[slot]));
-      char* buf = staging + size_t(slot) * kSlotBytes;
-      std::memcpy(buf, t.data + off, n);
-      CUDA_CHECK(cudaMemcpyAsync(static_cast<char*>(dst) + off, buf, n, cudaMemcpyHostToDevice, stream));
-      CUDA_CHECK(cudaEventRecord(done[slot], stream));
-      used[slot] = true;
-      slot = (slot + 1) % kSlots;
-      copied += n;
-      const int pct = int(100.0 * double(copied) / double(total));
-      if (progress && pct / 5 != last_pct / 5) {
-        last_pct = pct;
-        const int bars = pct / 5;
-        std::fprintf(stderr, "\rloading weights to the GPU [%.*s%*s] %3d%% %.1f GB", bars, "####################",
-                     20 - bars, "", pct, copied / 1e9);
-        std::fflush(stderr);
-      }
-    }
+    copies.push_back({dst, t.data, bytes});
   };
   Carver{&dw}.run(place);
-  CUDA_CHECK(cudaStreamSynchronize(stream));
-  pack_experts_in_place(&dw, stream);
+  HostUploadOptions uo;
+  int last_pct = -1;
+  size_t copied = 0;
+  uo.on_progress = [&](size_t done, size_t total) {
+    copied = done;
+    const int pct = total > 0 ? int(100.0 * double(done) / double(total)) : 100;
+    if (!progress || pct / 5 == last_pct / 5) return;
+    last_pct = pct;
+    const int bars = pct / 5;
+    std::fprintf(stderr, "\rloading weights to the GPU [%.*s%*s] %3d%% %.1f GB", bars, "####################",
+                 20 - bars, "", pct, done / 1e9);
+    std::fflush(stderr);
+  };
+  copy_host_to_device(copies, uo);
   if (progress) std::fprintf(stderr, "\n");
-  for (auto& e : done) cudaEventDestroy(e);
+  cudaStream_t stream;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  pack_experts_in_place(&dw, stream);
   cudaStreamDestroy(stream);
-  cudaFreeHost(staging);
   finish_tables(&dw);
   dw.upload_seconds = sw.seconds();
-  MXS_LOG_INFO("weights on the GPU: %.2f GB in %.2f s (%.1f GB/s)", copied / 1e9, dw.upload_seconds,
-               copied / 1e9 / std::max(dw.upload_seconds, 1e-9));
+  MXS_LOG_INFO("weights on the GPU: %.2f GB in %.2f s (%.1f GB/s; %d upload threads)", copied / 1e9,
+               dw.upload_seconds, copied / 1e9 / std::max(dw.upload_seconds, 1e-9), host_upload_threads(uo));
   return dw;
 }
 

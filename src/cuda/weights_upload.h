@@ -2,7 +2,7 @@
 // (docs/KERNELS.md): q/k/v fused into one [(n_heads + 2 n_kv) * 64, H] matrix (+ bias), the MXFP4 experts
 // packed in place after the upload (moe_gemm_pack.h: a byte permutation inside each 64-row group, the
 // checkpoint's sizes), everything else as stored in the checkpoint (bf16 row-major [out, in]). Uploaded
-// once from the mmap through pinned staging buffers with overlapped copies, or filled with random values on
+// once from the mmap by parallel workers through pinned staging (host_upload.h), or filled with random values on
 // the device (benchmarks without a checkpoint).
 #pragma once
 #include <cstdint>

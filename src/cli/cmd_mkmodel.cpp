@@ -39,9 +39,11 @@ void run_mkmodel(const MkmodelArgs& a) {
   o.progress = !a.quiet && ::isatty(2);
   const mxs::MkmodelResult r = mxs::write_random_checkpoint(config, o);
   if (!a.quiet)
-    std::printf("wrote %s (preset %s, %d layers, seed %llu, layout %s): %zu files, %.3f GB of tensors in %.1f s (%.0f MB/s)\n",
-                a.out.c_str(), a.preset.c_str(), config.num_layers, (unsigned long long)a.seed, a.layout.c_str(), r.files.size(),
-                double(r.tensor_bytes) / 1e9, r.seconds, r.seconds > 0 ? double(r.file_bytes) / r.seconds / 1e6 : 0.0);
+    std::printf("wrote %s (preset %s, %d layers, seed %llu, layout %s): %zu files, %.3f GB of tensors in %.1f s "
+                "(%.0f MB/s)\n",
+                a.out.c_str(), a.preset.c_str(), config.num_layers, (unsigned long long)a.seed, a.layout.c_str(),
+                r.files.size(), double(r.tensor_bytes) / 1e9, r.seconds,
+                r.seconds > 0 ? double(r.file_bytes) / r.seconds / 1e6 : 0.0);
 }
 
 mxs::cli::CommandRegistrar registrar(80, [](CLI::App& app) {

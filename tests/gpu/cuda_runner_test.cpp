@@ -3,7 +3,8 @@
 // continuations (on the exact attention path), the default path at short contexts within bounds, a mixed step
 // (prefill chunk + decode of other sequences), graphs vs no graphs (bitwise; with
 // padding rows within tolerance), GPU sampling vs the CPU sampler on the GPU's own logits, per-sequence
-// errors, and no NaN; and, given a checkpoint folder in MXSERVE_TEST_20B_DIR, the 20b geometry against the CPU reference.
+// errors, and no NaN; and, given checkpoint folders in MXSERVE_TEST_20B_DIR / MXSERVE_TEST_120B_DIR, those models
+// against the CPU reference.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>

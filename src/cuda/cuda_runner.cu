@@ -271,6 +271,28 @@ struct CudaRunner::Impl {
   };
   SamplingStage stage_sampling(const StepBatch& batch, const std::vector<int>& lm_seq);
   void submit(const StepBatch& batch);
+  // submit()'s phases, in order.
+  std::vector<int> validate_step(const StepBatch& batch, const std::unordered_map<uint64_t, int>& prev_rows,
+                                 std::vector<std::string>* errors) const;
+  struct StagedRows {
+    int n_tok = 0;             // tokens staged (graph padding rows included)
+    int n_valid = 0;           // sequences the step runs
+    int max_ctx = 1;           // the longest context among them
+    int n_handoff = 0;         // input_from_last_sample rows (host.handoff pairs)
+    bool use_graph = false;    // a decode step replayed from its graph bucket's graph
+    int n_rows = 0;            // that bucket (padded sequences); 0 without a graph
+    std::vector<int> lm_seq;   // batch index of each LM-head row
+  };
+  StagedRows stage_rows(const StepBatch& batch, const std::vector<int>& valid,
+                        const std::unordered_map<uint64_t, int>& prev_rows);
+  void launch_graph(int n_rows, int max_ctx);
+  void launch_eager(const StepBatch& batch, const std::vector<int>& valid, const StagedRows& r, int n_lm);
+  bool launch_sampling(const SamplingStage& st, int n_lm, int n_argmax_rows);
+  Pending pending_of(const StepBatch& batch, int set, bool launched, const std::vector<int>& lm_seq,
+                     std::vector<std::string>* errors);
+  void h2d(void* d, const void* h, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
+  }
   void collect(StepOutput* out);
   void build_output(Pending& p, StepOutput* out);
 };
@@ -828,9 +850,8 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
 void CudaRunner::Impl::submit(const StepBatch& batch) {
   const Stopwatch step_clock;
   const ModelConfig& c = cfg();
-  const int n_batch = int(batch.tokens.size());
   MXS_CHECK(batch.positions.size() == batch.tokens.size(),
-            strfmt("StepBatch: %zu positions for %d tokens", batch.positions.size(), n_batch));
+            strfmt("StepBatch: %zu positions for %zu tokens", batch.positions.size(), batch.tokens.size()));
   MXS_CHECK(pending.size() < 2, "CudaRunner::submit: two steps are already outstanding");
   const int set = int(num_submits % 2);
   host = host_sets[set], host_results = host_results_sets[set], host_tiles = host_tiles_sets[set];
@@ -840,16 +861,65 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   std::unordered_map<uint64_t, int> prev_rows;
   prev_rows.swap(last_rows);
 
-  // Validation: malformed offsets are caller bugs (throw); anything else fails only its sequence, which is
-  // then left out of the step.
   std::vector<std::string> errors(batch.seqs.size());
+  const std::vector<int> valid = validate_step(batch, prev_rows, &errors);
+  const StagedRows r = stage_rows(batch, valid, prev_rows);
+  const int n_lm = int(r.lm_seq.size());
+  const SamplingStage st = stage_sampling(batch, r.lm_seq);
+  lm_screen_step = st.screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
+
+  if (r.n_tok > 0) {
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
+    pack_inputs(r.n_tok, r.use_graph ? r.n_rows : r.n_valid, r.use_graph ? r.n_rows : n_lm, n_lm, r.n_handoff);
+    h2d(dev.ids, host.ids, st.n_ids * 4);  // (penalties only)
+    h2d(dev.counts, host.counts, st.n_ids * 4);
+    // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
+    // the stream) become the input tokens of its continuing sequences.
+    if (r.n_handoff > 0) copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, r.n_handoff, c.vocab_size, stream);
+    if (r.use_graph) {
+      launch_graph(r.n_rows, r.max_ctx);
+    } else {
+      last_graph = nullptr;
+      launch_eager(batch, valid, r, n_lm);
+    }
+    // done: the forward pass and sampling (stream) and, after them, the results copy (copy_stream if side_copy)
+    const bool side_copy = n_lm > 0 && launch_sampling(st, n_lm, r.use_graph ? r.n_rows : n_lm);
+    const double enqueue_ms = step_clock.ms();
+    if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
+    CUDA_CHECK(cudaEventRecord(done_events[set], side_copy ? copy_stream : stream));
+    if (timing) {
+      CUDA_CHECK(cudaEventSynchronize(span_events[1]));
+      float span = 0.f;
+      CUDA_CHECK(cudaEventElapsedTime(&span, span_events[0], span_events[1]));
+      times.gpu_span_ms += span, times.host_enqueue_ms += enqueue_ms;
+    }
+  }
+  if (timing) times.step_wall_ms += step_clock.ms();
+
+  Pending p = pending_of(batch, set, r.n_tok > 0, r.lm_seq, &errors);
+  ++num_submits;
+  if (p.ready) {  // the logits buffer is overwritten by the next step: read it now
+    if (p.launched) CUDA_CHECK(cudaEventSynchronize(done_events[set]));
+    collect_times();
+    build_output(p, &p.out);
+  }
+  pending.push_back(std::move(p));
+}
+
+// Malformed offsets are caller bugs (throw); anything else fails only its sequence (its error in `errors`), which
+// is then left out of the step. Returns the batch indices of the sequences the step runs.
+std::vector<int> CudaRunner::Impl::validate_step(const StepBatch& batch,
+                                                 const std::unordered_map<uint64_t, int>& prev_rows,
+                                                 std::vector<std::string>* errors) const {
+  const ModelConfig& c = cfg();
+  const int n_batch = int(batch.tokens.size());
   std::vector<int> valid;
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const SequenceStep& q = batch.seqs[s];
     MXS_CHECK(q.num_tokens >= 1 && q.token_offset >= 0 && q.token_offset + q.num_tokens <= n_batch,
               strfmt("StepBatch: sequence %llu has tokens [%d, %d) outside the batch of %d tokens",
                      (unsigned long long)q.seq_id, q.token_offset, q.token_offset + q.num_tokens, n_batch));
-    std::string& err = errors[s];
+    std::string& err = (*errors)[s];
     err = check_sequence_step(batch, q, c.vocab_size, opt.max_model_len, opt.block_size, num_blocks);
     if (err.empty()) err = check_sliding_table(q, opt.block_size, num_sliding_blocks, c.sliding_window);
     if (err.empty() && q.input_from_last_sample) {
@@ -861,29 +931,39 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     // (SamplingParams are validated by the engine when the request is created.)
     if (err.empty()) valid.push_back(int(s));
   }
-
-  // Staging: compacted tokens of the valid sequences.
-  int n_tok = 0, max_ctx = 1;
-  std::vector<int> lm_seq;  // batch index of each LM-head row
-  bool pure_decode = true;
-  for (int vi = 0; vi < int(valid.size()); ++vi) {
-    const SequenceStep& q = batch.seqs[size_t(valid[size_t(vi)])];
-    pure_decode &= q.num_tokens == 1;
-    max_ctx = std::max(max_ctx, q.context_len);
-  }
   int total_new = 0;
   for (int s : valid) total_new += batch.seqs[size_t(s)].num_tokens;
   MXS_CHECK(total_new <= opt.max_tokens, strfmt("StepBatch: %d new tokens exceed the runner's max_tokens = %d",
                                                 total_new, opt.max_tokens));
   MXS_CHECK(int(valid.size()) <= opt.max_seqs,
             strfmt("StepBatch: %zu sequences exceed the runner's max_seqs = %d", valid.size(), opt.max_seqs));
-  const int n_valid = int(valid.size());
+  return valid;
+}
+
+// The valid sequences' tokens compacted into `host` (tokens, positions, token -> row, block tables, handoff pairs,
+// LM-head rows); a decode step of <= kMaxGraphBatch sequences is padded to its graph bucket.
+CudaRunner::Impl::StagedRows CudaRunner::Impl::stage_rows(const StepBatch& batch, const std::vector<int>& valid,
+                                                          const std::unordered_map<uint64_t, int>& prev_rows) {
+  const ModelConfig& c = cfg();
+  StagedRows r;
+  bool pure_decode = true;
+  for (int s : valid) {
+    const SequenceStep& q = batch.seqs[size_t(s)];
+    pure_decode &= q.num_tokens == 1;
+    r.max_ctx = std::max(r.max_ctx, q.context_len);
+  }
+  r.n_valid = int(valid.size());
+  const int n_valid = r.n_valid;
   // A graph bucket pads to graph_batch_bucket(n): its rows must fit the [max_seqs] / [max_tokens] buffers.
-  const bool use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch &&
-                         graph_batch_bucket(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
-  const int n_rows = use_graph ? graph_batch_bucket(n_valid) : 0;  // graph bucket (padded sequences)
+  r.use_graph = opt.use_graphs && !timing && pure_decode && n_valid > 0 && n_valid <= kMaxGraphBatch &&
+                graph_batch_bucket(n_valid) <= std::min(opt.max_seqs, opt.max_tokens);
+  r.n_rows = r.use_graph ? graph_batch_bucket(n_valid) : 0;
+  const bool use_graph = r.use_graph;
+  const int n_rows = r.n_rows;
   const int scratch_block = num_blocks;
-  int n_handoff = 0;  // input_from_last_sample rows: (token index, previous results row) pairs in host.handoff
+  int& n_tok = r.n_tok;
+  int& n_handoff = r.n_handoff;  // input_from_last_sample rows: (token index, previous results row) pairs
+  std::vector<int>& lm_seq = r.lm_seq;
   // The block tables go straight to their packed place (pack_inputs).
   host.block_tables = reinterpret_cast<int32_t*>(send);
   host.sliding_block_tables =
@@ -934,156 +1014,143 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   if (use_graph)
     for (int vi = n_valid; vi < n_rows; ++vi) host.lm_rows[vi] = vi;
   host.n_real[0] = n_tok - (use_graph ? n_rows - n_valid : 0);
+  return r;
+}
 
-  const int n_lm = int(lm_seq.size());
-  const SamplingStage st = stage_sampling(batch, lm_seq);
-  const size_t n_ids = st.n_ids;
-  lm_screen_step = st.screen_ok && n_lm > 0 && w.lm_head_screen.q != nullptr;
-
-  if (n_tok > 0) {
-    if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
-    auto h2d = [&](void* d, const void* h, size_t bytes) {
-      if (bytes) CUDA_CHECK(cudaMemcpyAsync(d, h, bytes, cudaMemcpyHostToDevice, stream));
-    };
-    const int n_seq_rows = use_graph ? n_rows : n_valid;
-    const int n_lm_rows = use_graph ? n_rows : n_lm;
-    pack_inputs(n_tok, n_seq_rows, n_lm_rows, n_lm, n_handoff);
-    h2d(dev.ids, host.ids, n_ids * 4);  // (penalties only)
-    h2d(dev.counts, host.counts, n_ids * 4);
-    // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
-    // the stream) become the input tokens of its continuing sequences.
-    if (n_handoff > 0) copy_sampled_tokens(dev.tokens, samp.results, dev.handoff, n_handoff, c.vocab_size, stream);
-
-    if (use_graph) {
-      // With exact_attention, contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); else
-      // split-K with the split count rounded up to a power of two so that few graphs cover all lengths.
-      const bool exact = exact_attention && max_ctx <= kExactAttentionMaxKeys;
-      const int kps = attention_decode_mma_keys_per_split(n_rows, c.num_kv_heads, max_ctx, num_sms);
-      const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
-      // kps and n_splits are powers of two (kps <= 4096, n_splits < 2^16): one graph per (bucket, kps, splits).
-      // (+ whether its LM head is the greedy screen: a different graph)
-      const auto key = std::make_pair(n_rows | (lm_screen_step ? 1 << 16 : 0), exact ? 0 : (kps << 16) | n_splits);
-      auto it = graphs.find(key);
-      if (it == graphs.end()) {
-        // Capture once per (bucket, split count); later steps replay it over the same input buffers.
-        const auto t_capture = std::chrono::steady_clock::now();
-        cudaGraph_t graph;
-        CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-        try {
-          forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kps, PrefillPlan());
-        } catch (...) {
-          cudaStreamEndCapture(stream, &graph);
-          throw;
-        }
-        CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
-        cudaGraphExec_t exec;
-        CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        cudaGraphDestroy(graph);
-        it = graphs.emplace(key, exec).first;
-        MXS_LOG_DEBUG("CudaRunner: decode graph captured for %d rows (%s, %d splits of %d keys) in %.1f ms", n_rows,
-                      lm_screen_step ? "screened LM head" : "full LM head", n_splits, exact ? 0 : kps,
-                      1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count());
-      }
-      CUDA_CHECK(cudaGraphLaunch(it->second, stream));
-      last_graph = it->second;
-    } else {
-      last_graph = nullptr;
-      // Single-token sequences at the front (the engine schedules decodes first) run the decode attention; every
-      // sequence from the first multi-token one on runs attention_prefill (tensor cores, no split workspace).
-      PrefillPlan plan;
-      int dec_ctx = 1, n_dec_seqs = 0;
-      while (n_dec_seqs < n_valid && batch.seqs[size_t(valid[size_t(n_dec_seqs)])].num_tokens == 1) {
-        dec_ctx = std::max(dec_ctx, batch.seqs[size_t(valid[size_t(n_dec_seqs)])].context_len);
-        ++n_dec_seqs;
-      }
-      // With exact_attention, steps whose tokens all see <= kExactAttentionMaxKeys keys keep the exact path (the
-      // reference's order of operations, as decode graphs do: it also serves multi-token sequences); every other
-      // step runs the tensor-core kernels, whose decode kernel serves single-token sequences only (it copies the
-      // keys below its token's own before griddepcontrol.wait: the step writes none of them).
-      static const bool no_prefill_attention = std::getenv("MXS_NO_PREFILL_ATTENTION") != nullptr;  // debugging
-      const bool exact_step = exact_attention && max_ctx <= kExactAttentionMaxKeys;
-      if (n_dec_seqs < n_valid && !exact_step && !no_prefill_attention) {
-        plan.active = true;
-        plan.n_dec = n_dec_seqs;  // one token each
-        std::vector<int> offs, counts;
-        int off = n_dec_seqs, n_prefill = 0;
-        for (int vi = n_dec_seqs; vi < n_valid; ++vi) {
-          const int n = batch.seqs[size_t(valid[size_t(vi)])].num_tokens;
-          offs.push_back(off), counts.push_back(n);
-          off += n, n_prefill += n;
-        }
-        // Full layers: 16- or 32-query tiles by size; sliding layers: 16 (the second list only when they differ).
-        plan.tile_q_full = prefill_tile_q(n_prefill, 0);
-        const auto full = make_prefill_tiles(offs, counts, plan.tile_q_full);
-        MXS_CHECK(int(full.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
-        std::copy(full.begin(), full.end(), host_tiles);
-        h2d(dev_tiles, host_tiles, full.size() * sizeof(PrefillTile));
-        plan.n_full_tiles = plan.n_slide_tiles = int(full.size());
-        plan.slide_tiles_offset = 0;
-        if (plan.tile_q_full != kPrefillTileQ16) {
-          const auto slide = make_prefill_tiles(offs, counts, kPrefillTileQ16);
-          MXS_CHECK(int(slide.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
-          std::copy(slide.begin(), slide.end(), host_tiles + max_tiles);
-          h2d(dev_tiles + max_tiles, host_tiles + max_tiles, slide.size() * sizeof(PrefillTile));
-          plan.n_slide_tiles = int(slide.size()), plan.slide_tiles_offset = max_tiles;
-        }
-      }
-      const int att_ctx = plan.active ? dec_ctx : max_ctx;
-      const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : n_tok;
-      int n_splits = 1, kps = att_ctx;  // exact path for short contexts
-      if (!exact_attention || att_ctx > kExactAttentionMaxKeys) {
-        kps = attention_decode_mma_keys_per_split(att_tokens, c.num_kv_heads, att_ctx, num_sms);
-        n_splits = (att_ctx + kps - 1) / kps;
-        const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(att_tokens) * c.num_heads));
-        if (size_t(n_splits) > cap_splits) {  // many long decode rows: fewer, longer splits
-          kps = (att_ctx + int(cap_splits) - 1) / int(cap_splits);
-          kps = (kps + 63) / 64 * 64;
-          n_splits = (att_ctx + kps - 1) / kps;
-        }
-      }
-      forward(n_tok, n_lm, n_splits, kps, plan);
+// A decode step of n_rows (its graph bucket) sequences: replays the graph of (bucket, LM-head kind, attention split),
+// capturing it on first use over the fixed input buffers.
+void CudaRunner::Impl::launch_graph(int n_rows, int max_ctx) {
+  const ModelConfig& c = cfg();
+  // With exact_attention, contexts <= kExactAttentionMaxKeys: the exact attention path (key (bucket, 0)); else
+  // split-K with the split count rounded up to a power of two so that few graphs cover all lengths.
+  const bool exact = exact_attention && max_ctx <= kExactAttentionMaxKeys;
+  const int kps = attention_decode_mma_keys_per_split(n_rows, c.num_kv_heads, max_ctx, num_sms);
+  const int n_splits = exact ? 1 : next_pow2((max_ctx + kps - 1) / kps);
+  // kps and n_splits are powers of two (kps <= 4096, n_splits < 2^16): one graph per (bucket, kps, splits).
+  // (+ whether its LM head is the greedy screen: a different graph)
+  const auto key = std::make_pair(n_rows | (lm_screen_step ? 1 << 16 : 0), exact ? 0 : (kps << 16) | n_splits);
+  auto it = graphs.find(key);
+  if (it == graphs.end()) {
+    const auto t_capture = std::chrono::steady_clock::now();
+    cudaGraph_t graph;
+    CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      forward(n_rows, n_rows, n_splits, exact ? kExactAttentionMaxKeys : kps, PrefillPlan());
+    } catch (...) {
+      cudaStreamEndCapture(stream, &graph);
+      throw;
     }
-    static const bool same_stream = std::getenv("MXS_RESULTS_SAME_STREAM") != nullptr;  // A/B
-    const bool side_copy = n_lm > 0 && !pending.empty() && !timing && !same_stream;
-    if (n_lm > 0) {
-      samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-      samp.tokens = dev.tokens;
-      samp.n_seqs = n_lm, samp.spread_wanted = st.spread_wanted, samp.spread_penalties = st.spread_penalties;
-      samp.spread_selects = st.spread_selects;
-      samp.n_argmax_rows = use_graph ? n_rows : n_lm;  // the LM head's rows (forward's n_lm_rows)
-      if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
-        CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));
-      side_copy_queued = side_copy;
-      timed("sampling", [&] { sample_tokens(samp, stream); });
-      cudaStream_t cs = stream;
-      if (side_copy) {
-        CUDA_CHECK(cudaEventRecord(sampled, stream));
-        CUDA_CHECK(cudaStreamWaitEvent(copy_stream, sampled, 0));
-        cs = copy_stream;
-      }
-      CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
-                                 cudaMemcpyDeviceToHost, cs));
-      if (side_copy) CUDA_CHECK(cudaEventRecord(results_copied, copy_stream));
+    CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+    cudaGraphExec_t exec;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    cudaGraphDestroy(graph);
+    it = graphs.emplace(key, exec).first;
+    MXS_LOG_DEBUG("CudaRunner: decode graph captured for %d rows (%s, %d splits of %d keys) in %.1f ms", n_rows,
+                  lm_screen_step ? "screened LM head" : "full LM head", n_splits, exact ? 0 : kps,
+                  1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - t_capture).count());
+  }
+  CUDA_CHECK(cudaGraphLaunch(it->second, stream));
+  last_graph = it->second;
+}
+
+// Any other step, launched kernel by kernel: single-token sequences at the front (the engine schedules decodes
+// first) run the decode attention; every sequence from the first multi-token one on runs attention_prefill (tensor
+// cores, no split workspace) over the tile lists uploaded here.
+void CudaRunner::Impl::launch_eager(const StepBatch& batch, const std::vector<int>& valid, const StagedRows& r,
+                                    int n_lm) {
+  const ModelConfig& c = cfg();
+  const int n_valid = r.n_valid;
+  PrefillPlan plan;
+  int dec_ctx = 1, n_dec_seqs = 0;
+  while (n_dec_seqs < n_valid && batch.seqs[size_t(valid[size_t(n_dec_seqs)])].num_tokens == 1) {
+    dec_ctx = std::max(dec_ctx, batch.seqs[size_t(valid[size_t(n_dec_seqs)])].context_len);
+    ++n_dec_seqs;
+  }
+  // With exact_attention, steps whose tokens all see <= kExactAttentionMaxKeys keys keep the exact path (the
+  // reference's order of operations, as decode graphs do: it also serves multi-token sequences); every other
+  // step runs the tensor-core kernels, whose decode kernel serves single-token sequences only (it copies the
+  // keys below its token's own before griddepcontrol.wait: the step writes none of them).
+  static const bool no_prefill_attention = std::getenv("MXS_NO_PREFILL_ATTENTION") != nullptr;  // debugging
+  const bool exact_step = exact_attention && r.max_ctx <= kExactAttentionMaxKeys;
+  if (n_dec_seqs < n_valid && !exact_step && !no_prefill_attention) {
+    plan.active = true;
+    plan.n_dec = n_dec_seqs;  // one token each
+    std::vector<int> offs, counts;
+    int off = n_dec_seqs, n_prefill = 0;
+    for (int vi = n_dec_seqs; vi < n_valid; ++vi) {
+      const int n = batch.seqs[size_t(valid[size_t(vi)])].num_tokens;
+      offs.push_back(off), counts.push_back(n);
+      off += n, n_prefill += n;
     }
-    const double enqueue_ms = step_clock.ms();
-    if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
-    // done: the forward pass and sampling (stream) and, after them, the results copy (copy_stream if side_copy)
-    CUDA_CHECK(cudaEventRecord(done_events[set], side_copy ? copy_stream : stream));
-    if (timing) {
-      CUDA_CHECK(cudaEventSynchronize(span_events[1]));
-      float span = 0.f;
-      CUDA_CHECK(cudaEventElapsedTime(&span, span_events[0], span_events[1]));
-      times.gpu_span_ms += span, times.host_enqueue_ms += enqueue_ms;
+    // Full layers: 16- or 32-query tiles by size; sliding layers: 16 (the second list only when they differ).
+    plan.tile_q_full = prefill_tile_q(n_prefill, 0);
+    const auto full = make_prefill_tiles(offs, counts, plan.tile_q_full);
+    MXS_CHECK(int(full.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
+    std::copy(full.begin(), full.end(), host_tiles);
+    h2d(dev_tiles, host_tiles, full.size() * sizeof(PrefillTile));
+    plan.n_full_tiles = plan.n_slide_tiles = int(full.size());
+    plan.slide_tiles_offset = 0;
+    if (plan.tile_q_full != kPrefillTileQ16) {
+      const auto slide = make_prefill_tiles(offs, counts, kPrefillTileQ16);
+      MXS_CHECK(int(slide.size()) <= max_tiles, "CudaRunner: prefill tiles overflow");
+      std::copy(slide.begin(), slide.end(), host_tiles + max_tiles);
+      h2d(dev_tiles + max_tiles, host_tiles + max_tiles, slide.size() * sizeof(PrefillTile));
+      plan.n_slide_tiles = int(slide.size()), plan.slide_tiles_offset = max_tiles;
     }
   }
-  if (timing) times.step_wall_ms += step_clock.ms();
+  const int att_ctx = plan.active ? dec_ctx : r.max_ctx;
+  const int att_tokens = plan.active ? std::max(plan.n_dec, 1) : r.n_tok;
+  int n_splits = 1, kps = att_ctx;  // exact path for short contexts
+  if (!exact_attention || att_ctx > kExactAttentionMaxKeys) {
+    kps = attention_decode_mma_keys_per_split(att_tokens, c.num_kv_heads, att_ctx, num_sms);
+    n_splits = (att_ctx + kps - 1) / kps;
+    const size_t cap_splits = std::max<size_t>(1, partial_rows / (size_t(att_tokens) * c.num_heads));
+    if (size_t(n_splits) > cap_splits) {  // many long decode rows: fewer, longer splits
+      kps = (att_ctx + int(cap_splits) - 1) / int(cap_splits);
+      kps = (kps + 63) / 64 * 64;
+      n_splits = (att_ctx + kps - 1) / kps;
+    }
+  }
+  forward(r.n_tok, n_lm, n_splits, kps, plan);
+}
 
-  // What collect() needs, and the sources of the next step's handoff.
+// Samples the step's n_lm rows and queues the copy of their results to the pinned set: on copy_stream behind the
+// sampling when another step is outstanding (so that the next step's forward pass need not wait for the copy),
+// else on the stream. Returns whether the copy went to copy_stream.
+bool CudaRunner::Impl::launch_sampling(const SamplingStage& st, int n_lm, int n_argmax_rows) {
+  static const bool same_stream = std::getenv("MXS_RESULTS_SAME_STREAM") != nullptr;  // A/B
+  const bool side_copy = !pending.empty() && !timing && !same_stream;
+  samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
+  samp.tokens = dev.tokens;
+  samp.n_seqs = n_lm, samp.spread_wanted = st.spread_wanted, samp.spread_penalties = st.spread_penalties;
+  samp.spread_selects = st.spread_selects;
+  samp.n_argmax_rows = n_argmax_rows;  // the LM head's rows (forward's n_lm_rows)
+  if (side_copy_queued)  // that copy reads samp.results, which sampling overwrites
+    CUDA_CHECK(cudaStreamWaitEvent(stream, results_copied, 0));
+  side_copy_queued = side_copy;
+  timed("sampling", [&] { sample_tokens(samp, stream); });
+  cudaStream_t cs = stream;
+  if (side_copy) {
+    CUDA_CHECK(cudaEventRecord(sampled, stream));
+    CUDA_CHECK(cudaStreamWaitEvent(copy_stream, sampled, 0));
+    cs = copy_stream;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(host_results, samp.results, size_t(n_lm) * sizeof(SampleResultDev),
+                             cudaMemcpyDeviceToHost, cs));
+  if (side_copy) CUDA_CHECK(cudaEventRecord(results_copied, copy_stream));
+  return side_copy;
+}
+
+// What collect() needs of a submitted step, and the sources of the next step's handoff (last_rows). `ready` set:
+// the step returns logits, which the caller must read before the next step overwrites them.
+CudaRunner::Impl::Pending CudaRunner::Impl::pending_of(const StepBatch& batch, int set, bool launched,
+                                                       const std::vector<int>& lm_seq,
+                                                       std::vector<std::string>* errors) {
   Pending p;
   p.set = set;
-  p.launched = n_tok > 0;
+  p.launched = launched;
   std::vector<int> lm_row_of(batch.seqs.size(), -1);
-  for (int r = 0; r < n_lm; ++r) lm_row_of[size_t(lm_seq[size_t(r)])] = r;
+  for (int r = 0; r < int(lm_seq.size()); ++r) lm_row_of[size_t(lm_seq[size_t(r)])] = r;
   bool any_logits = false;
   p.seqs.resize(batch.seqs.size());
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
@@ -1093,18 +1160,12 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
     ps.logprobs = q.sample && q.sampling->logprobs;
     ps.top_logprobs = q.sample ? q.sampling->top_logprobs : 0;
     ps.row = lm_row_of[s];
-    ps.error = std::move(errors[s]);
+    ps.error = std::move((*errors)[s]);
     any_logits |= q.return_logits && ps.error.empty();
     if (q.sample && ps.error.empty()) last_rows[q.seq_id] = ps.row;
   }
-  ++num_submits;
-  if (any_logits) {  // the logits buffer is overwritten by the next step: read it now
-    if (p.launched) CUDA_CHECK(cudaEventSynchronize(done_events[set]));
-    collect_times();
-    build_output(p, &p.out);
-    p.ready = true;
-  }
-  pending.push_back(std::move(p));
+  p.ready = any_logits;
+  return p;
 }
 
 // Waits for the oldest outstanding step and builds its outputs.

@@ -3,15 +3,12 @@
 # with the disk for a ~65 GB checkpoint; the single-GPU machine has 64 GB): `mkmodel --preset 120b`, `inspect`,
 # the CUDA runner against the CPU reference on it (CudaRunner120b), `bench decode --model` (load time, batch 1 / 8 /
 # 64), `generate` greedy and at temperature 1, and the server (scripts/device-serve.sh without the 1k / 1k run).
-# Binaries built here and carried xz-packed (device-bins-check.sh's header says how). There: bash scripts/device-120b.sh
+# Binaries built here and carried xz-packed (scripts/pack-bins.sh). There: bash scripts/device-120b.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
-[ -d /work/main ] || { mkdir -p /work && ln -sfn "$PWD" /work/main; }
-if [ -f wt-pack/bins.txz ]; then mkdir -p wt-bin && xz -dc wt-pack/bins.txz | tar -C wt-bin -xf -; fi
-[ -f wt-pack/COMMIT ] && export MXSERVE_COMMIT="$(cat wt-pack/COMMIT)"
+source scripts/device-bins-env.sh
 export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0}
-B=wt-bin/mxserve M=${MXS_120B_DIR:-/tmp/m120b}
+M=${MXS_120B_DIR:-/tmp/m120b}
 T0=$(date +%s); ts() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | head -1; df -h "$(dirname "$M")" | tail -1; free -g | head -2
 [ -f "$M/config.json" ] || { timeout 400 $B mkmodel --preset 120b --seed 1 --tokenizer wt-bin/tokenizer.json --out "$M" \

@@ -7,23 +7,14 @@
 # expected) and at temperature 1 (and with top-p / top-k cuts) with and without the spread path (the same text
 # expected); with MXS_CHECK_SERVE=1 too, scripts/device-serve.sh on that checkpoint. Prints what to paste
 # into PERF.md.
-# Here:  cmake --build build-cuda -j2; mkdir -p wt-bin; strip -o wt-bin/mxserve build-cuda/mxserve;
-#        for t in build-cuda/tests/cuda_*_test; do strip -o wt-bin/$(basename $t) $t; done
-#        cp ~/.cache/mxserve/tokenizer/tokenizer.json wt-bin/; tar -C wt-bin -cf - . | xz -T2 -6 > wt-pack/bins.txz
-#        git rev-parse --short HEAD > wt-pack/COMMIT   (the commit the bench tables name; the device copy's git
-#        metadata is not this checkout's)
-# There (carry wt-pack; wt-bin and wt-pack are git-ignored scratch): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
-# Env: MXS_BENCH=0 (no benchmarks), MXS_CHECK_CKPT=1, MXS_CHECK_SERVE=1 (see above), MXS_AB (space-separated switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch
-# at 2-4 tokens, q/k/v from bf16 at one token: the session 24-26 changes not yet measured on an H100), MXS_BATCHES.
+# Here: bash scripts/pack-bins.sh. There (carry wt-pack): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
+# Env: MXS_BENCH=0 (no benchmarks), MXS_CHECK_CKPT=1, MXS_CHECK_SERVE=1 (see above), MXS_AB (space-separated
+# switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch at 2-4 tokens, q/k/v from
+# bf16 at one token: the session 24-26 changes not yet measured on an H100), MXS_BATCHES.
 AB_DEFAULT="MXS_LM_SCREEN=0 MXS_NO_ROUTER_NORM_FOLD=1 MXS_BF12=lm_head,o_proj"
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
-[ -d /work/main ] || { mkdir -p /work && ln -sfn "$PWD" /work/main; }  # test data paths are compiled in
-if [ -f wt-pack/bins.txz ]; then mkdir -p wt-bin && xz -dc wt-pack/bins.txz | tar -C wt-bin -xf -; fi
-[ -f wt-pack/COMMIT ] && export MXSERVE_COMMIT="$(cat wt-pack/COMMIT)"
-B=wt-bin/mxserve
-[ -x "$B" ] || { echo "device-bins-check: no wt-bin/mxserve (see the header for how to pack it)"; exit 1; }
+source scripts/device-bins-env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader
 CS=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 for t in wt-bin/cuda_*_test; do

@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
-# On the GPU machine, with binaries built here and carried xz-packed (the header of device-bins-check.sh says how):
-# every figure of the README's performance table, in one call of ~7 minutes, from one binary.
+# On the GPU machine, with binaries built here and carried xz-packed (scripts/pack-bins.sh):
+# every figure of the README's H200 performance table, in one call of ~2.5 minutes, from one binary.
 #   decode (greedy; batch 1-256, 1k context; batch 1 twice more; 8k context), the batch-1 per-kernel breakdown,
 #   gpt-oss-120b, sampled decode (temperature 1, top-p 0.9, a presence penalty, logprobs), prefill TTFT, and on a
 #   `mkmodel` 20b checkpoint: load + `generate`, engine throughput and the server (scripts/device-serve.sh).
 # There: bash scripts/device-table.sh  (carry wt-pack). Tables go to stdout and $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/mxs-out}; mkdir -p "$OUT"
-[ -d /work/main ] || { mkdir -p /work && ln -sfn "$PWD" /work/main; }  # test data paths are compiled in
-if [ -f wt-pack/bins.txz ]; then mkdir -p wt-bin && xz -dc wt-pack/bins.txz | tar -C wt-bin -xf -; fi
-[ -f wt-pack/COMMIT ] && export MXSERVE_COMMIT="$(cat wt-pack/COMMIT)"
-B=wt-bin/mxserve
-[ -x "$B" ] || { echo "device-table: no wt-bin/mxserve (see device-bins-check.sh's header for how to pack it)"; exit 1; }
+source scripts/device-bins-env.sh
 T0=$(date +%s); ts() { echo "[t=$(( $(date +%s) - T0 ))s] $*"; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,power.limit --format=csv,noheader
 echo "commit ${MXSERVE_COMMIT:-unknown}"

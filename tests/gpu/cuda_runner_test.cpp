@@ -635,7 +635,9 @@ void check_checkpoint_against_cpu(const char* dir) {
   std::printf("checkpoint (%d layers): top-1 mismatches %d of 4 positions, max rel RMS %.3f (bound %.2f)\n", layers,
               int(lc.top1_mismatch), lc.max_rel_rms, bound);
   EXPECT_LE(lc.max_rel_rms, bound) << "max abs logit error " << lc.max_abs;
-  if (layers <= 2) EXPECT_EQ(lc.top1_mismatch, 0);
+  if (layers <= 2) {
+    EXPECT_EQ(lc.top1_mismatch, 0);
+  }
 }
 
 // The check on the checkpoint folder named by `env` (skipped when unset).

@@ -95,8 +95,9 @@ std::vector<unsigned> expect_same_argmax(const std::vector<bf16>& wl, const std:
           << what << ": row " << m << " k " << k << " V " << V << (bf12 ? " bf12" : " bf16") << ": screen id "
           << key_id(scr.keys[size_t(m)]) << ", full id " << key_id(full.keys[size_t(m)]);
       const int id = key_id(full.keys[size_t(m)]);
-      if (id >= 0 && id < V)  // the winner's logit is written (sampling reads it for its NaN check)
+      if (id >= 0 && id < V) {  // the winner's logit is written (sampling reads it for its NaN check)
         EXPECT_EQ(scr.y[size_t(m) * V + id].bits, full.y[size_t(m) * V + id].bits) << what << ": row " << m;
+      }
       EXPECT_GE(scr.candidates[size_t(m)], 1u) << what;
     }
     if (bf12) cand = scr.candidates;
@@ -127,7 +128,9 @@ TEST(LmHeadScreen, PackerBoundsHold) {
         const double v = bf16_to_f32(w[size_t(r) * k + i]);
         const int qi = q[lm_screen_offset(r, i, k)];
         ASSERT_LE(std::abs(qi), 127);
-        if (m.x > 0) ASSERT_LE(std::fabs(qi - v / double(m.x)), 0.5 + 1e-4) << "row " << r << " col " << i;
+        if (m.x > 0) {
+          ASSERT_LE(std::fabs(qi - v / double(m.x)), 0.5 + 1e-4) << "row " << r << " col " << i;
+        }
         err = std::max(err, std::fabs(v - qi * double(m.x)));
         l1 += std::abs(qi) * double(m.x);
       }

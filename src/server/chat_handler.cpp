@@ -20,6 +20,7 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
+#include "server/choice_group.h"
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/openai_schema.h"
@@ -37,8 +38,8 @@ using nlohmann::json;
 class ChatSession : public GenerationSession {
  public:
   ChatSession(ServingContext& ctx, std::shared_ptr<HttpExchange> ex, const ChatCompletionRequest& r,
-              const std::vector<int32_t>& prefill)
-      : GenerationSession(ctx, std::move(ex), r.gen.stream),
+              const std::vector<int32_t>& prefill, std::shared_ptr<ChoiceGroup> group, int choice)
+      : GenerationSession(ctx, std::move(ex), r.gen.stream, std::move(group), choice),
         parser_(*ctx.tokenizer),
         stop_(r.gen.stop),
         include_usage_(r.gen.include_usage),
@@ -54,7 +55,7 @@ class ChatSession : public GenerationSession {
   std::string id() const { return "chatcmpl-" + id_suffix_; }
 
   json chunk(json delta, json finish_reason = nullptr, json logprobs = nullptr) const {
-    json choice = {{"index", 0},
+    json choice = {{"index", this->choice()},
                    {"delta", std::move(delta)},
                    {"logprobs", std::move(logprobs)},
                    {"finish_reason", std::move(finish_reason)}};
@@ -201,12 +202,10 @@ class ChatSession : public GenerationSession {
       json lp = pending_logprobs();
       if (!delta.empty() || !lp.is_null()) send_event(chunk(std::move(delta), nullptr, std::move(lp)));
       send_event(chunk(json::object(), finish_reason));
-      if (include_usage_) {
-        json u = with_usage(response_envelope(id(), "chat.completion.chunk", created_, ctx_.model_name, json::array()),
-                            usage);
-        send_event(u);
-      }
-      end_stream_done();
+      finish_stream(include_usage_ ? with_usage(response_envelope(id(), "chat.completion.chunk", created_,
+                                                                  ctx_.model_name, json::array()),
+                                                usage)
+                                   : json(nullptr));
       return;
     }
     json message = {{"role", "assistant"}};
@@ -220,7 +219,7 @@ class ChatSession : public GenerationSession {
             {{"id", c.id}, {"type", "function"}, {"function", {{"name", c.name}, {"arguments", c.arguments}}}});
       message["tool_calls"] = std::move(calls);
     }
-    json choice = {{"index", 0},
+    json choice = {{"index", this->choice()},
                    {"message", std::move(message)},
                    {"finish_reason", finish_reason},
                    {"logprobs", logprobs_ ? json{{"content", logprob_entries_}} : json(nullptr)}};
@@ -285,14 +284,15 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
   prompt.insert(prompt.end(), prefill_ids.begin(), prefill_ids.end());
   check_context_length(int(prompt.size()), r.gen.max_tokens, ctx.max_length, "messages");
 
+  // stop strings: matched on content by the session (see the top of this file), not by the engine.
   Request req;
   req.prompt = std::move(prompt);
   req.sampling = r.gen.sampling;
-  if (!r.gen.seed_given) req.sampling.seed = random_seed();
   req.max_tokens = r.gen.max_tokens;
-  // stop strings: matched on content by the session (see the top of this file), not by the engine.
-  auto session = std::make_shared<ChatSession>(ctx, std::move(exchange), r, prefill_ids);
-  session->start(std::move(req));
+  start_choices(ctx, std::move(exchange), r.gen, req, [&](std::shared_ptr<HttpExchange> ex,
+                                                             std::shared_ptr<ChoiceGroup> group, int choice) {
+    return std::make_shared<ChatSession>(ctx, std::move(ex), r, prefill_ids, std::move(group), choice);
+  });
 }
 
 }  // namespace mxs::server

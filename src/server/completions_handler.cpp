@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
+#include "server/choice_group.h"
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/openai_schema.h"
@@ -16,8 +17,9 @@ using nlohmann::json;
 
 class CompletionSession : public GenerationSession {
  public:
-  CompletionSession(ServingContext& ctx, std::shared_ptr<HttpExchange> ex, const CompletionRequest& r, std::string echo)
-      : GenerationSession(ctx, std::move(ex), r.gen.stream),
+  CompletionSession(ServingContext& ctx, std::shared_ptr<HttpExchange> ex, const CompletionRequest& r, std::string echo,
+                    std::shared_ptr<ChoiceGroup> group, int choice)
+      : GenerationSession(ctx, std::move(ex), r.gen.stream, std::move(group), choice),
         include_usage_(r.gen.include_usage),
         logprobs_(r.gen.sampling.logprobs),
         echo_(std::move(echo)) {}
@@ -27,7 +29,8 @@ class CompletionSession : public GenerationSession {
 
   json chunk(const std::string& text, json finish_reason, json logprobs) const {
     json choice = {
-        {"index", 0}, {"text", text}, {"logprobs", std::move(logprobs)}, {"finish_reason", std::move(finish_reason)}};
+        {"index", this->choice()}, {"text", text}, {"logprobs", std::move(logprobs)},
+        {"finish_reason", std::move(finish_reason)}};
     json c = response_envelope(id(), "text_completion", created_, ctx_.model_name, json::array({choice}));
     if (include_usage_) c["usage"] = nullptr;
     return c;
@@ -88,14 +91,13 @@ class CompletionSession : public GenerationSession {
     const json usage = usage_json(ev.num_prompt_tokens, ev.num_output_tokens, 0, ev.num_cached_tokens);
     if (stream_) {
       send_event(chunk(ev.text, finish_reason, std::move(lp)));
-      if (include_usage_) {
-        send_event(
-            with_usage(response_envelope(id(), "text_completion", created_, ctx_.model_name, json::array()), usage));
-      }
-      end_stream_done();
+      finish_stream(include_usage_ ? with_usage(response_envelope(id(), "text_completion", created_,
+                                                                  ctx_.model_name, json::array()),
+                                                usage)
+                                   : json(nullptr));
       return;
     }
-    json choice = {{"index", 0},
+    json choice = {{"index", this->choice()},
                    {"text", echo_ + text_},
                    {"finish_reason", finish_reason},
                    {"logprobs", logprobs_ ? all_logprobs_ : json(nullptr)}};
@@ -136,11 +138,12 @@ void handle_completions(ServingContext& ctx, HttpRequest&& request, std::shared_
   Request req;
   req.prompt = std::move(prompt);
   req.sampling = r.gen.sampling;
-  if (!r.gen.seed_given) req.sampling.seed = random_seed();
   req.max_tokens = r.gen.max_tokens;
   req.stop_strings = r.gen.stop;
-  auto session = std::make_shared<CompletionSession>(ctx, std::move(exchange), r, std::move(echo));
-  session->start(std::move(req));
+  start_choices(ctx, std::move(exchange), r.gen, req, [&](std::shared_ptr<HttpExchange> ex,
+                                                             std::shared_ptr<ChoiceGroup> group, int choice) {
+    return std::make_shared<CompletionSession>(ctx, std::move(ex), r, echo, std::move(group), choice);
+  });
 }
 
 }  // namespace mxs::server

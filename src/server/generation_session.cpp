@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/timer.h"
 #include "engine/engine.h"
+#include "server/choice_group.h"
 #include "server/router.h"
 #include "server/server_metrics.h"
 #include "server/sse.h"
@@ -32,12 +33,35 @@ uint64_t random_seed() {
   return thread_rng()();
 }
 
-GenerationSession::GenerationSession(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, bool stream)
+GenerationSession::GenerationSession(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, bool stream,
+                                     std::shared_ptr<ChoiceGroup> group, int choice)
     : ctx_(ctx),
       exchange_(std::move(exchange)),
+      group_(std::move(group)),
+      choice_(choice),
       stream_(stream),
-      created_(int64_t(std::time(nullptr))),
-      id_suffix_(random_id()) {}
+      created_(group_ ? group_->created() : int64_t(std::time(nullptr))),
+      id_suffix_(group_ ? group_->id_suffix() : random_id()) {}
+
+namespace {
+[[noreturn]] void throw_at_capacity(ServingContext& ctx) {
+  ctx.metrics->requests_rejected.inc();
+  ApiError e;
+  e.status = 429;
+  e.type = "rate_limit_error";
+  e.code = "too_many_requests";
+  e.retry_after_s = 1;
+  e.message = strfmt("the server is at capacity (%d requests waiting): retry later", ctx.max_queued_requests);
+  throw ApiException(std::move(e));
+}
+}  // namespace
+
+void GenerationSession::check_capacity(ServingContext& ctx, int n) {
+  if (n > ctx.max_queued_requests)  // never servable: not a retry-later
+    throw_invalid_param("n", strfmt("n = %d choices exceed the server's queue of %d requests (--max-queued-requests)",
+                                    n, ctx.max_queued_requests));
+  if (ctx.waiting.load() + n > ctx.max_queued_requests) throw_at_capacity(ctx);
+}
 
 void GenerationSession::start(Request request) {
   Engine* engine = ctx_.engine.load();
@@ -45,14 +69,7 @@ void GenerationSession::start(Request request) {
   // The queue bound: a slot is taken here and given back at the request's first event (or its end).
   if (ctx_.waiting.fetch_add(1) >= ctx_.max_queued_requests) {
     ctx_.waiting.fetch_sub(1);
-    ctx_.metrics->requests_rejected.inc();
-    ApiError e;
-    e.status = 429;
-    e.type = "rate_limit_error";
-    e.code = "too_many_requests";
-    e.retry_after_s = 1;
-    e.message = strfmt("the server is at capacity (%d requests waiting): retry later", ctx_.max_queued_requests);
-    throw ApiException(std::move(e));
+    throw_at_capacity(ctx_);
   }
   holds_waiting_slot_ = true;
   ctx_.metrics->waiting.set(double(ctx_.waiting.load()));
@@ -72,15 +89,16 @@ void GenerationSession::start(Request request) {
   }
   self_ = shared_from_this();
   ctx_.metrics->active.add(1);
-  exchange_->on_disconnect([weak] {
-    if (auto s = weak.lock()) {
-      s->ctx_.metrics->requests_cancelled.inc();
-      s->cancel();
-    }
-  });
+  if (!group_)  // (a group watches the exchange for all its choices)
+    exchange_->on_disconnect([weak] {
+      if (auto s = weak.lock()) {
+        s->ctx_.metrics->requests_cancelled.inc();
+        s->cancel();
+      }
+    });
   if (cancel_requested_) cancel();
   if (stream_) {
-    exchange_->start_stream(200, "text/event-stream");
+    if (!group_ || choice_ == 0) exchange_->start_stream(200, "text/event-stream");  // (choice 0 starts first)
     on_stream_start();
   }
 }
@@ -138,7 +156,20 @@ void GenerationSession::end_stream_done() {
   exchange_->end_stream();
 }
 
+void GenerationSession::finish_stream(nlohmann::json usage_chunk) {
+  if (group_) {
+    group_->stream_done(std::move(usage_chunk));
+    return;
+  }
+  if (!usage_chunk.is_null()) send_event(usage_chunk);
+  end_stream_done();
+}
+
 void GenerationSession::fail(const ApiError& error) {
+  if (group_) {
+    group_->fail(error);
+    return;
+  }
   if (stream_) {
     send_event(error_json(error));
     end_stream_done();
@@ -148,6 +179,7 @@ void GenerationSession::fail(const ApiError& error) {
 }
 
 void GenerationSession::fail_unfinished(const TokenEvent& ev) {
+  if (group_ && group_->failed()) return;  // cancelled because another choice failed: that one answered
   ctx_.metrics->finished_error.inc();
   ApiError e;
   e.status = ev.finish == FinishReason::kAbort ? 503 : 500;
@@ -157,7 +189,11 @@ void GenerationSession::fail_unfinished(const TokenEvent& ev) {
   fail(e);
 }
 
-void GenerationSession::respond_json(const nlohmann::json& body) {
+void GenerationSession::respond_json(nlohmann::json body) {
+  if (group_) {
+    group_->response_done(choice_, std::move(body));
+    return;
+  }
   exchange_->respond(json_response(200, body));
 }
 

@@ -2,7 +2,8 @@
 // bounded waiting queue (429 when full), submits the Request, cancels it when the client disconnects, and
 // hands the engine's TokenEvents to the endpoint's on_event(), one at a time, on an io thread (never on the
 // engine thread: formatting JSON and SSE must not slow the engine loop). It keeps itself alive until the
-// final event has been handled.
+// final event has been handled. With `n` > 1 each choice is a session of a ChoiceGroup (choice_group.h), which
+// answers the exchange for all of them.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -19,14 +20,21 @@
 
 namespace mxs::server {
 
+class ChoiceGroup;
+
 class GenerationSession : public std::enable_shared_from_this<GenerationSession> {
  public:
-  GenerationSession(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, bool stream);
+  // `group`: this session is choice `choice` of a request with several (null: the request's only choice).
+  GenerationSession(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, bool stream,
+                    std::shared_ptr<ChoiceGroup> group = nullptr, int choice = 0);
   virtual ~GenerationSession() = default;
 
   // Throws ApiException: 429 (with retry_after_s) when the waiting queue is full, 400 when the engine
   // rejects the request. On success the response is under way (for a stream: headers + on_stream_start()).
   void start(Request request);
+  // 429 (ApiException) unless the waiting queue has room for `n` more requests (a request's n choices); 400 naming
+  // `n` when it never could.
+  static void check_capacity(ServingContext& ctx, int n);
 
  protected:
   // The endpoint's formatting. on_event runs serially; the last call gets the event with finish set.
@@ -43,16 +51,23 @@ class GenerationSession : public std::enable_shared_from_this<GenerationSession>
   // A final event that ended neither by stop nor by length (engine shutdown, a runner failure): counted as an
   // error and answered with 503 (shutdown) or 500, in-band when streaming.
   void fail_unfinished(const TokenEvent& final_event);
-  void end_stream_done();                         // `data: [DONE]` + end of the chunked body
-  void respond_json(const nlohmann::json& body);  // non-streaming 200
+  // The end of a stream: `usage_chunk` (null: none), `data: [DONE]`, the end of the chunked body (with a group:
+  // the group's, once its last choice ends).
+  void finish_stream(nlohmann::json usage_chunk);
+  void respond_json(nlohmann::json body);  // non-streaming 200 (with a group: this choice's part of it)
+  int choice() const { return choice_; }   // the "index" of this session's choice
 
   ServingContext& ctx_;
   std::shared_ptr<HttpExchange> exchange_;
+  const std::shared_ptr<ChoiceGroup> group_;
+  const int choice_;
   const bool stream_;
   const int64_t created_;        // unix seconds, the same on every chunk
   const std::string id_suffix_;  // random id part shared by all chunks ("chatcmpl-" + it, "cmpl-" + it)
 
  private:
+  friend class ChoiceGroup;  // cancels its choices
+  void end_stream_done();    // `data: [DONE]` + end of the chunked body
   void schedule_drain();
   void drain();
   void release_waiting_slot();

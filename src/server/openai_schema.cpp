@@ -106,12 +106,7 @@ void parse_generation(const Json& body, GenerationOptions& g) {
   const int kMaxTokens = 1 << 24;
   if (auto v = integer(body, "max_tokens", 1, kMaxTokens)) g.max_tokens = int(*v);
   if (auto v = integer(body, "max_completion_tokens", 1, kMaxTokens)) g.max_tokens = int(*v);
-  if (auto v = integer(body, "n", 1, 128)) {
-    if (*v != 1)
-      throw_invalid_param(
-          "n",
-          strfmt("n = %lld is not supported: this server returns one choice per request (n must be 1)", (long long)*v));
-  }
+  if (auto v = integer(body, "n", 1, kMaxChoices)) g.n = int(*v);
   if (const Json* stop = field(body, "stop")) {
     if (stop->is_string()) {
       g.stop.push_back(stop->get<std::string>());

@@ -40,12 +40,15 @@ nlohmann::json error_json(const ApiError& e);  // the envelope
 nlohmann::ordered_json parse_json_body(std::string_view body);
 
 // Sampling and length options shared by chat and completions.
+// The most choices (`n`) one request may ask for.
+constexpr int kMaxChoices = 16;
+
 struct GenerationOptions {
   SamplingParams sampling;  // seed stays 0 unless seed_given (the engine then draws one)
   bool seed_given = false;
   int max_tokens = -1;  // -1: up to the context length
   std::vector<std::string> stop;
-  int n = 1;  // only 1 is supported: anything else is rejected while parsing
+  int n = 1;  // choices: 1..kMaxChoices, each its own engine request (choice_group.h)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };

@@ -201,6 +201,65 @@ test('chat logprobs and sampling parameters are accepted', async () => {
   assert.ok(Array.isArray(r.choices[0].logprobs.content));
 });
 
+test('n choices: one id, every index once, its own seed, usage counts the prompt once', async () => {
+  const n = 3;
+  const r = await client.chat.completions.create({
+    model: server.model, messages, max_tokens: 12, temperature: 1, seed: 5, n,
+  });
+  assert.match(r.id, /^chatcmpl-/);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1, 2]);
+  for (const c of r.choices) {
+    assert.equal(c.message.role, 'assistant');
+    assert.ok(['stop', 'length', 'tool_calls'].includes(c.finish_reason));
+  }
+  checkUsage(r.usage);
+  // Each choice is the request with seed 5 + index: choice 0 is the n = 1 request with seed 5, choice 1 seed 6.
+  const alone = [];
+  for (const seed of [5, 6, 7]) {
+    alone.push(await client.chat.completions.create({ model: server.model, messages, max_tokens: 12, temperature: 1, seed }));
+  }
+  for (let i = 0; i < n; ++i) assert.deepEqual(r.choices[i].message, alone[i].choices[0].message, `choice ${i}`);
+  assert.equal(r.usage.prompt_tokens, alone[0].usage.prompt_tokens);
+  assert.equal(r.usage.completion_tokens, alone.reduce((sum, a) => sum + a.usage.completion_tokens, 0));
+
+  // Streaming: chunks of every index, each index's role first and finish last, one usage chunk, then the end.
+  const stream = await client.chat.completions.create({
+    model: server.model, messages, max_tokens: 6, temperature: 1, seed: 5, n, stream: true,
+    stream_options: { include_usage: true },
+  });
+  const ids = new Set();
+  const seen = new Map();  // index -> {role, finish}
+  let usage = null;
+  for await (const chunk of stream) {
+    ids.add(chunk.id);
+    if (chunk.usage) {
+      assert.equal(usage, null, 'one usage chunk');
+      assert.equal(chunk.choices.length, 0);
+      usage = chunk.usage;
+      continue;
+    }
+    for (const c of chunk.choices) {
+      const s = seen.get(c.index) ?? { role: false, finish: null };
+      if (!s.role) assert.equal(c.delta.role, 'assistant', `choice ${c.index}: role first`);
+      assert.equal(s.finish, null, `choice ${c.index}: nothing after its finish`);
+      s.role = true;
+      if (c.finish_reason) s.finish = c.finish_reason;
+      seen.set(c.index, s);
+    }
+  }
+  assert.equal(ids.size, 1);
+  assert.deepEqual([...seen.keys()].sort(), [0, 1, 2]);
+  for (const [, s] of seen) assert.ok(s.finish, 'every choice finished');
+  checkUsage(usage);
+  assert.equal(usage.prompt_tokens, r.usage.prompt_tokens);
+  assert.ok(usage.completion_tokens >= n && usage.completion_tokens <= n * 6);
+
+  // Legacy completions: the same.
+  const t = await client.completions.create({ model: server.model, prompt: 'Hello', max_tokens: 5, temperature: 1, n: 2 });
+  assert.deepEqual(t.choices.map((c) => c.index), [0, 1]);
+  assert.ok(t.usage.completion_tokens >= 2 && t.usage.completion_tokens <= 10);
+});
+
 test('errors come back in the OpenAI envelope', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.equal(e.status, 404);
@@ -214,7 +273,7 @@ test('errors come back in the OpenAI envelope', async () => {
     assert.equal(e.type, 'invalid_request_error');
     return true;
   });
-  await assert.rejects(client.chat.completions.create({ model: server.model, messages, n: 2 }), (e) => {
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages, n: 17 }), (e) => {
     assert.equal(e.status, 400);
     assert.equal(e.param, 'n');
     return true;

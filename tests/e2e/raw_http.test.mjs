@@ -41,6 +41,11 @@ function rawExchange(port, bytes, { timeoutMs = 10000, endAfterWrite = false } =
 const post = (path, body, headers = {}) =>
   fetch(`${server.base}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
 
+async function expectErrorAt(base, body, status) {
+  const res = await fetch(`${base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return expectError(res, status);
+}
+
 async function expectError(res, status, param) {
   assert.equal(res.status, status);
   const j = await res.json();
@@ -177,6 +182,30 @@ test('a client leaving before a non-streaming answer cancels it too', async () =
   assert.equal(await metric(server.base, 'mxserve_kv_cache_blocks_used'), 0);
 });
 
+test('a client leaving an n = 4 stream cancels every choice and frees their KV blocks', async () => {
+  const cancelledBefore = await metric(server.base, 'mxserve_requests_cancelled_total');
+  const body = JSON.stringify({ prompt: 'Tell me four long stories', max_tokens: 1500, stream: true, temperature: 1, n: 4 });
+  await new Promise((resolve, reject) => {
+    const sock = net.connect(server.port, '127.0.0.1', () => {
+      sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    });
+    let got = '';
+    sock.on('data', (d) => {
+      got += d.toString();
+      const indexes = new Set([...got.matchAll(/"index":(\d)/g)].map((m) => m[1]));
+      if (indexes.size === 4) {  // every choice is streaming
+        sock.destroy();
+        resolve();
+      }
+    });
+    sock.on('error', reject);
+  });
+  await waitFor(async () => (await metric(server.base, 'mxserve_requests_cancelled_total')) > cancelledBefore, 10000, 'cancellation');
+  await waitFor(async () => (await metric(server.base, 'mxserve_engine_requests_running')) === 0, 10000, 'every choice stopped');
+  assert.equal(await metric(server.base, 'mxserve_kv_cache_blocks_used'), 0, 'every KV block returned');
+  assert.equal(await metric(server.base, 'mxserve_requests_active'), 0);
+});
+
 test('429 with Retry-After when the waiting queue is full', async () => {
   const small = await startServer(['--max-queued-requests', '1', '--max-batch-size', '1']);
   try {
@@ -193,6 +222,9 @@ test('429 with Retry-After when the waiting queue is full', async () => {
       assert.equal(r.body.error.type, 'rate_limit_error');
     }
     assert.ok((await metric(small.base, 'mxserve_requests_rejected_total')) >= rejected.length);
+    // A request whose n choices the queue can never hold is a 400 naming n, before any choice starts.
+    const e = await expectErrorAt(small.base, { prompt: 'x', max_tokens: 2, n: 2 }, 400);
+    assert.equal(e.param, 'n');
     // Once the queue drains, requests are accepted again.
     const again = await fetch(`${small.base}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x', max_tokens: 2 }) });
     assert.equal(again.status, 200);

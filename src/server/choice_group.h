@@ -1,0 +1,97 @@
+// The choices of one request with `n` > 1: n engine requests, each driven by its own session (its own output parser,
+// stop strings, logprobs and finish reason; its own seed), answering one HTTP exchange under one id.
+//   stream:  each choice's chunks go out as they come, with its "index"; once the last choice has finished, one
+//            usage chunk (with include_usage) and [DONE].
+//   else:    one response, its choices in index order, once the last choice has finished.
+//   usage:   the prompt once (as the first choice saw it: tokens, cached tokens), the choices' completion and
+//            reasoning tokens summed.
+// The first failure answers for the whole request (the others are cancelled and answer nothing); a client that
+// leaves cancels every choice.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/request.h"
+#include "server/generation_session.h"
+#include "server/http_server.h"
+#include "server/openai_schema.h"
+
+namespace mxs::server {
+
+class ChoiceGroup : public std::enable_shared_from_this<ChoiceGroup> {
+ public:
+  ChoiceGroup(std::shared_ptr<HttpExchange> exchange, int n, bool stream);
+
+  int size() const { return n_; }
+  const std::string& id_suffix() const { return id_suffix_; }
+  int64_t created() const { return created_; }
+
+  // Choice `index`'s session (for cancellation). Then watch(): one disconnect callback cancels them all.
+  void add(int index, const std::shared_ptr<GenerationSession>& session);
+  void watch_disconnect(ServingContext& ctx);
+
+  // A choice's end. stream_done: its usage chunk (null without include_usage); response_done: its whole response
+  // (one choice). Each choice calls one of them once, unless the group failed.
+  void stream_done(nlohmann::json usage_chunk);
+  void response_done(int index, nlohmann::json response);
+  // The first failure answers for the request (in-band when streaming) and cancels every choice.
+  void fail(const ApiError& error);
+  bool failed() const;
+
+ private:
+  void cancel_all();
+
+  const std::shared_ptr<HttpExchange> exchange_;
+  const int n_;
+  const bool stream_;
+  const std::string id_suffix_;
+  const int64_t created_;
+  mutable std::mutex mu_;
+  std::vector<std::weak_ptr<GenerationSession>> sessions_;
+  int remaining_;
+  bool failed_ = false;
+  nlohmann::json usage_chunk_;               // stream: the merged usage chunk (null: none)
+  std::vector<nlohmann::json> responses_;    // not streaming: each choice's response
+};
+
+// usage objects (openai_format.h usage_json): `into` += `more`'s completion and reasoning tokens; total recomputed.
+void add_completion_usage(nlohmann::json& into, const nlohmann::json& more);
+
+// Starts a request's choices: `gen.n` sessions made by make(exchange, group, choice) (group null when n = 1), each
+// submitting `base` with its own seed (the client's + choice when given, else a random one). Throws (as
+// GenerationSession::start) before any choice has started, e.g. 429 when the queue has no room for all n; a later
+// choice's failure answers through the group.
+template <typename Make>
+void start_choices(ServingContext& ctx, std::shared_ptr<HttpExchange> exchange, const GenerationOptions& gen,
+                   const Request& base, Make&& make) {
+  const int n = gen.n;
+  auto seed_of = [&](int choice) { return gen.seed_given ? gen.sampling.seed + uint64_t(choice) : random_seed(); };
+  if (n == 1) {
+    Request req = base;
+    req.sampling.seed = seed_of(0);
+    make(std::move(exchange), std::shared_ptr<ChoiceGroup>(), 0)->start(std::move(req));
+    return;
+  }
+  GenerationSession::check_capacity(ctx, n);
+  auto group = std::make_shared<ChoiceGroup>(exchange, n, gen.stream);
+  for (int i = 0; i < n; ++i) {
+    Request req = base;
+    req.sampling.seed = seed_of(i);
+    auto session = make(exchange, group, i);
+    group->add(i, session);
+    try {
+      session->start(std::move(req));
+    } catch (const ApiException& e) {
+      if (i == 0) throw;  // nothing has started: the router answers
+      group->fail(e.error);
+      break;
+    }
+  }
+  group->watch_disconnect(ctx);
+}
+
+}  // namespace mxs::server

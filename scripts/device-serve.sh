@@ -38,6 +38,21 @@ curl -s $URL/v1/chat/completions -H 'Content-Type: application/json' \
   -d '{"messages":[{"role":"user","content":"What is 2 + 2?"}],"max_tokens":48}' \
   >"$OUT/curl_probe.json"
 echo "== chat probe: $(head -c 600 "$OUT/curl_probe.json")"
+# n choices: one response with 4, and a stream whose chunks carry every index.
+curl -s $URL/v1/chat/completions -H 'Content-Type: application/json' \
+  -d '{"messages":[{"role":"user","content":"Name a color."}],"max_tokens":32,"temperature":1,"seed":3,"n":4}' \
+  >"$OUT/curl_n4.json"
+python3 - "$OUT/curl_n4.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print("== n = 4:", [c["index"] for c in r.get("choices", [])], "usage", r.get("usage", {}).get("completion_tokens"),
+      "distinct answers", len({json.dumps(c["message"]) for c in r.get("choices", [])}), r.get("error", ""))
+PY
+curl -sN $URL/v1/chat/completions -H 'Content-Type: application/json' \
+  -d '{"messages":[{"role":"user","content":"Name a color."}],"max_tokens":32,"temperature":1,"n":4,"stream":true}' \
+  >"$OUT/curl_n4_stream.txt"
+echo "== n = 4 stream: indexes $(grep -o '"index":[0-9]' "$OUT/curl_n4_stream.txt" | sort | uniq -c | tr '\n' ' ')" \
+  "finishes $(grep -c '"finish_reason":"' "$OUT/curl_n4_stream.txt") done $(grep -c '\[DONE\]' "$OUT/curl_n4_stream.txt")"
 
 # The server's overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \

@@ -989,9 +989,12 @@ CudaRunner::Impl::StagedRows CudaRunner::Impl::stage_rows(const StepBatch& batch
     const SequenceStep& q = batch.seqs[size_t(valid[size_t(vi)])];
     const int n_blk = (q.context_len + opt.block_size - 1) / opt.block_size;
     std::memcpy(table, q.block_table.data(), size_t(n_blk) * 4);
-    if (num_sliding_blocks > 0)  // released blocks below the window -> the sliding scratch block (never read
-      for (int b = 0; b < n_blk; ++b)  // by decode; a prefill tile may load and mask them)
-        sliding_table[b] = q.sliding_block_table[size_t(b)] == kNoBlock ? num_sliding_blocks : q.sliding_block_table[size_t(b)];
+    if (num_sliding_blocks > 0) {  // released blocks below the window -> the sliding scratch block (never read
+      for (int b = 0; b < n_blk; ++b) {  // by decode; a prefill tile may load and mask them)
+        const int32_t blk = q.sliding_block_table[size_t(b)];
+        sliding_table[b] = blk == kNoBlock ? num_sliding_blocks : blk;
+      }
+    }
     if (q.input_from_last_sample) {  // the token is on the device: copied there before the forward pass
       host.handoff[2 * n_handoff] = n_tok;
       host.handoff[2 * n_handoff + 1] = prev_rows.at(q.seq_id);

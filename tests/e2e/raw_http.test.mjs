@@ -146,23 +146,28 @@ test('slow client: headers not finished within --header-timeout are dropped', as
   assert.equal((await fetch(`${server.base}/health`)).status, 200);
 });
 
-test('a client leaving mid-stream cancels its request and frees its KV blocks', async () => {
-  const cancelledBefore = await metric(server.base, 'mxserve_requests_cancelled_total');
-  const body = JSON.stringify({ prompt: 'Tell me a long story', max_tokens: 1500, stream: true, temperature: 1 });
-  await new Promise((resolve, reject) => {
+// POSTs `body` to `path` on a raw connection and leaves (destroys the socket) once done(everything received) holds.
+function postAndLeave(path, body, done) {
+  return new Promise((resolve, reject) => {
     const sock = net.connect(server.port, '127.0.0.1', () => {
-      sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+      sock.write(`POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     });
     let got = '';
     sock.on('data', (d) => {
       got += d.toString();
-      if ((got.match(/data: /g) || []).length >= 3) {
-        sock.destroy();  // leave mid-stream
+      if (done(got)) {
+        sock.destroy();
         resolve();
       }
     });
     sock.on('error', reject);
   });
+}
+
+test('a client leaving mid-stream cancels its request and frees its KV blocks', async () => {
+  const cancelledBefore = await metric(server.base, 'mxserve_requests_cancelled_total');
+  const body = JSON.stringify({ prompt: 'Tell me a long story', max_tokens: 1500, stream: true, temperature: 1 });
+  await postAndLeave('/v1/completions', body, (got) => (got.match(/data: /g) || []).length >= 3);  // mid-stream
   await waitFor(async () => (await metric(server.base, 'mxserve_requests_cancelled_total')) > cancelledBefore, 10000, 'cancellation');
   await waitFor(async () => (await metric(server.base, 'mxserve_engine_requests_running')) === 0, 10000, 'engine idle');
   assert.equal(await metric(server.base, 'mxserve_kv_cache_blocks_used'), 0, 'every KV block returned');
@@ -185,21 +190,8 @@ test('a client leaving before a non-streaming answer cancels it too', async () =
 test('a client leaving an n = 4 stream cancels every choice and frees their KV blocks', async () => {
   const cancelledBefore = await metric(server.base, 'mxserve_requests_cancelled_total');
   const body = JSON.stringify({ prompt: 'Tell me four long stories', max_tokens: 1500, stream: true, temperature: 1, n: 4 });
-  await new Promise((resolve, reject) => {
-    const sock = net.connect(server.port, '127.0.0.1', () => {
-      sock.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
-    });
-    let got = '';
-    sock.on('data', (d) => {
-      got += d.toString();
-      const indexes = new Set([...got.matchAll(/"index":(\d)/g)].map((m) => m[1]));
-      if (indexes.size === 4) {  // every choice is streaming
-        sock.destroy();
-        resolve();
-      }
-    });
-    sock.on('error', reject);
-  });
+  // Leave once every choice is streaming.
+  await postAndLeave('/v1/completions', body, (got) => new Set([...got.matchAll(/"index":(\d)/g)].map((m) => m[1])).size === 4);
   await waitFor(async () => (await metric(server.base, 'mxserve_requests_cancelled_total')) > cancelledBefore, 10000, 'cancellation');
   await waitFor(async () => (await metric(server.base, 'mxserve_engine_requests_running')) === 0, 10000, 'every choice stopped');
   assert.equal(await metric(server.base, 'mxserve_kv_cache_blocks_used'), 0, 'every KV block returned');

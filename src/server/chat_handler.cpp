@@ -289,10 +289,12 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
   req.prompt = std::move(prompt);
   req.sampling = r.gen.sampling;
   req.max_tokens = r.gen.max_tokens;
-  start_choices(ctx, std::move(exchange), r.gen, req, [&](std::shared_ptr<HttpExchange> ex,
-                                                             std::shared_ptr<ChoiceGroup> group, int choice) {
+  // The maker outlives this call (choices 1..n-1 start later): it holds copies.
+  const ChoiceGroup::MakeSession make = [&ctx, r, prefill_ids](std::shared_ptr<HttpExchange> ex,
+                                                               std::shared_ptr<ChoiceGroup> group, int choice) {
     return std::make_shared<ChatSession>(ctx, std::move(ex), r, prefill_ids, std::move(group), choice);
-  });
+  };
+  start_choices(ctx, std::move(exchange), r.gen, req, make);
 }
 
 }  // namespace mxs::server

@@ -3,6 +3,8 @@
 
 #include <ctime>
 
+#include "common/error.h"
+
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/router.h"
@@ -53,10 +55,54 @@ void ChoiceGroup::watch_disconnect(ServingContext& ctx) {
   });
 }
 
+void ChoiceGroup::defer_rest(MakeSession make, std::vector<Request> requests) {
+  std::lock_guard<std::mutex> lock(mu_);
+  make_ = std::move(make);
+  deferred_ = std::move(requests);
+}
+
+void ChoiceGroup::start_deferred() {
+  MakeSession make;
+  std::vector<Request> requests;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (deferred_.empty()) return;
+    requests = std::move(deferred_);
+    deferred_.clear();
+    make = std::move(make_);
+    if (failed_ || cancelled_) return;
+  }
+  for (size_t k = 0; k < requests.size(); ++k) {
+    const int index = int(k) + 1;
+    try {
+      auto session = make(exchange_, shared_from_this(), index);
+      add(index, session);
+      session->start(std::move(requests[k]));
+      bool cancelled;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        cancelled = cancelled_;
+      }
+      if (cancelled) session->cancel();  // the client left while it was starting
+    } catch (const ApiException& e) {
+      fail(e.error);
+      return;
+    } catch (const std::exception& e) {
+      ApiError err;
+      err.status = 500;
+      err.type = "server_error";
+      err.message = strfmt("starting choice %d failed: %s", index, e.what());
+      fail(err);
+      return;
+    }
+  }
+}
+
 void ChoiceGroup::cancel_all() {
   std::vector<std::shared_ptr<GenerationSession>> live;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    cancelled_ = true;
     for (auto& w : sessions_)
       if (auto s = w.lock()) live.push_back(std::move(s));
   }

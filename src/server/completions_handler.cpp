@@ -140,10 +140,12 @@ void handle_completions(ServingContext& ctx, HttpRequest&& request, std::shared_
   req.sampling = r.gen.sampling;
   req.max_tokens = r.gen.max_tokens;
   req.stop_strings = r.gen.stop;
-  start_choices(ctx, std::move(exchange), r.gen, req, [&](std::shared_ptr<HttpExchange> ex,
-                                                             std::shared_ptr<ChoiceGroup> group, int choice) {
+  // The maker outlives this call (choices 1..n-1 start later): it holds copies.
+  const ChoiceGroup::MakeSession make = [&ctx, r, echo](std::shared_ptr<HttpExchange> ex,
+                                                        std::shared_ptr<ChoiceGroup> group, int choice) {
     return std::make_shared<CompletionSession>(ctx, std::move(ex), r, echo, std::move(group), choice);
-  });
+  };
+  start_choices(ctx, std::move(exchange), r.gen, req, make);
 }
 
 }  // namespace mxs::server

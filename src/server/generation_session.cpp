@@ -128,6 +128,11 @@ void GenerationSession::drain() {
   TokenEvent event;
   while (!finished_ && events_->try_pop(&event)) {
     release_waiting_slot();
+    if (group_ && choice_ == 0 && !first_event_seen_) {  // the prompt is computed and cached: the other choices
+      first_event_seen_ = true;
+      const bool ok = !event.finished() || event.finish == FinishReason::kStop || event.finish == FinishReason::kLength;
+      if (ok) group_->start_deferred();
+    }
     if (event.finished()) finished_ = true;
     try {
       on_event(event);

@@ -79,6 +79,7 @@ class GenerationSession : public std::enable_shared_from_this<GenerationSession>
   std::atomic<uint64_t> request_id_{0};
   std::atomic<bool> cancel_requested_{false};
   bool holds_waiting_slot_ = false;
+  bool first_event_seen_ = false;  // (choice 0 of a group starts the others at its first event)
   bool finished_ = false;
 };
 

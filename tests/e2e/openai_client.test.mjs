@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startServer } from './lib/server.mjs';
+import { startServer, metric } from './lib/server.mjs';
 
 let server;
 let client;
@@ -266,6 +266,22 @@ test('n choices: one id, every index once, its own seed, usage counts the prompt
     texts.push(a.choices[0].text);
   }
   assert.ok(new Set(texts).size >= 2, 'the choices differ');
+});
+
+test('n choices share one prefill: choices 1..n-1 take the prompt from the prefix cache', async () => {
+  // A prompt no earlier request had (a nonce first), long enough for many 16-token blocks.
+  const prompt = `${Date.now()} ${Math.random()} ` + 'the quick brown fox jumps over the lazy dog '.repeat(30);
+  const hits0 = await metric(server.base, 'mxserve_prefix_cache_hits_tokens_total');
+  const computed0 = await metric(server.base, 'mxserve_engine_computed_tokens_total');
+  const n = 3;
+  const t = await client.completions.create({ model: server.model, prompt, max_tokens: 4, temperature: 1, n });
+  const P = t.usage.prompt_tokens;
+  assert.ok(P > 200, `prompt of ${P} tokens`);
+  const hits = (await metric(server.base, 'mxserve_prefix_cache_hits_tokens_total')) - hits0;
+  const computed = (await metric(server.base, 'mxserve_engine_computed_tokens_total')) - computed0;
+  // Choices 1 and 2 each find all of the prompt's full blocks but (at most) the last one cached.
+  assert.ok(hits >= (n - 1) * (P - 32), `prefix cache hits ${hits} for ${n - 1} choices of a ${P}-token prompt`);
+  assert.ok(computed < 2 * P, `computed ${computed} tokens: the prompt once, not ${n} times`);
 });
 
 test('errors come back in the OpenAI envelope', async () => {

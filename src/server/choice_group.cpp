@@ -4,7 +4,6 @@
 #include <ctime>
 
 #include "common/error.h"
-
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/router.h"

@@ -36,7 +36,7 @@ class ChoiceGroup : public std::enable_shared_from_this<ChoiceGroup> {
   const std::string& id_suffix() const { return id_suffix_; }
   int64_t created() const { return created_; }
 
-  // Choice `index`'s session (for cancellation). Then watch(): one disconnect callback cancels them all.
+  // Choice `index`'s session (for cancellation); watch_disconnect(): one disconnect callback cancels them all.
   void add(int index, const std::shared_ptr<GenerationSession>& session);
   void watch_disconnect(ServingContext& ctx);
   // Choices 1..n-1 (`requests[i - 1]` is choice i's), made and started by start_deferred().

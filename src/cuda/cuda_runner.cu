@@ -819,8 +819,7 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
         MXS_CHECK(n_ids + lists.rep_ids.size() + lists.out_ids.size() <= ids_capacity,
                   "CudaRunner: penalty token lists exceed the staging capacity");
         sp.rep_offset = int(n_ids), sp.n_rep = int(lists.rep_ids.size());
-        std::copy(lists.rep_ids.begin(), lists.rep_ids.end(), host.ids + n_ids);
-        std::fill_n(host.counts + n_ids, lists.rep_ids.size(), 1);  // (unread: the repetition list has no counts)
+        std::copy(lists.rep_ids.begin(), lists.rep_ids.end(), host.ids + n_ids);  // (its counts slots: unread)
         n_ids += lists.rep_ids.size();
         sp.out_offset = int(n_ids), sp.n_out = int(lists.out_ids.size());
         std::copy(lists.out_ids.begin(), lists.out_ids.end(), host.ids + n_ids);

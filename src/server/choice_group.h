@@ -32,7 +32,6 @@ class ChoiceGroup : public std::enable_shared_from_this<ChoiceGroup> {
                                                                       std::shared_ptr<ChoiceGroup>, int choice)>;
   ChoiceGroup(std::shared_ptr<HttpExchange> exchange, int n, bool stream);
 
-  int size() const { return n_; }
   const std::string& id_suffix() const { return id_suffix_; }
   int64_t created() const { return created_; }
 

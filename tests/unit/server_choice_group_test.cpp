@@ -9,6 +9,7 @@
 
 #include "server/choice_group.h"
 #include "server/openai_format.h"
+#include "server/serving_context.h"
 
 namespace mxs::server {
 namespace {
@@ -121,6 +122,31 @@ TEST(ChoiceGroup, TheFirstFailureAnswersAlone) {
   EXPECT_NE(sx->chunks[0].find("boom"), std::string::npos);
   EXPECT_NE(sx->chunks[1].find("[DONE]"), std::string::npos);
   EXPECT_EQ(sx->streams_ended, 1);
+}
+
+TEST(ChoiceGroup, TheQueueMustHoldEveryChoice) {
+  ServerMetrics metrics(nullptr);
+  ServingContext ctx;
+  ctx.metrics = &metrics;
+  ctx.max_queued_requests = 8;
+  ctx.waiting = 5;
+  EXPECT_NO_THROW(GenerationSession::check_capacity(ctx, 3));
+  try {  // room for 3 more, not 4: retry later
+    GenerationSession::check_capacity(ctx, 4);
+    ADD_FAILURE() << "no 429";
+  } catch (const ApiException& e) {
+    EXPECT_EQ(e.error.status, 429);
+    EXPECT_EQ(e.error.retry_after_s, 1);
+  }
+  ctx.waiting = 0;
+  try {  // more choices than the queue can ever hold: a 400 naming n
+    GenerationSession::check_capacity(ctx, 9);
+    ADD_FAILURE() << "no 400";
+  } catch (const ApiException& e) {
+    EXPECT_EQ(e.error.status, 400);
+    EXPECT_EQ(e.error.param, "n");
+  }
+  EXPECT_EQ(metrics.requests_rejected.value(), 1.0) << "the 429 counts as a rejection";
 }
 
 TEST(ChoiceGroup, UsageSumIgnoresMissingFields) {

@@ -54,6 +54,27 @@ curl -sN $URL/v1/chat/completions -H 'Content-Type: application/json' \
 echo "== n = 4 stream: indexes $(grep -o '"index":[0-9]' "$OUT/curl_n4_stream.txt" | sort | uniq -c | tr '\n' ' ')" \
   "finishes $(grep -c '"finish_reason":"' "$OUT/curl_n4_stream.txt") done $(grep -c '\[DONE\]' "$OUT/curl_n4_stream.txt")"
 
+# n choices share one prefill (session 31, exp209): an ~850-token prompt at n = 1 and n = 4, prefix-cache hits and
+# tokens computed per request (n = 4 should compute the prompt once: hits ~3 x the prompt's full blocks).
+metric() { curl -s $URL/metrics | awk -v n="$1" '$1 == n {print $2}'; }
+long=$(python3 -c "print('seventeen apples and a pear ' * 170)")
+for n in 1 4; do
+  h0=$(metric mxserve_prefix_cache_hits_tokens_total); c0=$(metric mxserve_engine_computed_tokens_total)
+  t0=$(date +%s.%N)
+  curl -s $URL/v1/completions -H 'Content-Type: application/json' \
+    -d "{\"prompt\":\"$n $long\",\"max_tokens\":64,\"temperature\":1,\"n\":$n}" >"$OUT/shared_n$n.json"
+  t1=$(date +%s.%N)
+  python3 - "$OUT/shared_n$n.json" "$n" "$h0" "$(metric mxserve_prefix_cache_hits_tokens_total)" "$c0" \
+    "$(metric mxserve_engine_computed_tokens_total)" "$t0" "$t1" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); n = int(sys.argv[2])
+h = float(sys.argv[4]) - float(sys.argv[3]); c = float(sys.argv[6]) - float(sys.argv[5])
+print(f"== shared prefill, n={n}: choices {[x['index'] for x in r['choices']]} prompt {r['usage']['prompt_tokens']} "
+      f"completion {r['usage']['completion_tokens']} | cache hits {h:.0f} | computed {c:.0f} | "
+      f"{1e3 * (float(sys.argv[8]) - float(sys.argv[7])):.0f} ms")
+PY
+done
+
 # The server's overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
   --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"

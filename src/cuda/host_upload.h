@@ -2,7 +2,8 @@
 // pinned staging buffers, on several host threads at once: each worker takes the next chunk, copies it from the
 // source (page cache, mmap page faults) into one of its two pinned slots and hands it to its own stream's DMA while
 // it fills the other slot. One thread tops out near a single memcpy's rate (~7 GB/s on the GPU machine, session 31);
-// the PCIe link takes several times that.
+// the PCIe link takes several times that. (Own threads rather than common/thread_pool.h: the chunks are claimed
+// dynamically, each thread sets its device, and the caller reports progress while they run.)
 #pragma once
 #include <cstddef>
 #include <functional>

@@ -77,9 +77,9 @@ done
 
 # The server's overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
-  --input-len 1024 --output-len 256 --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
+  --input-len 1024 --output-len 256 --ignore-eos --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
 echo "== bench serve (HTTP, concurrency 64) rc=$?"
-grep -E "Failed|Output throughput|TTFT (mean|median)|TPOT median|ITL p99" "$OUT/bench_serve.md"
+grep -E "Failed|Total output tokens|Output throughput|TTFT (mean|median)|TPOT median|ITL p99" "$OUT/bench_serve.md"
 # Abuse sent while `bench serve` loads the server: each must get its own error (status, OpenAI error type) and
 # cost the load nothing (bench serve lists failed requests). A stream the client drops must free its sequence.
 abuse() {
@@ -91,6 +91,7 @@ abuse() {
     echo "no messages: $(post nomsg '{"model":"m"}')"
     echo "max_tokens -1: $(post maxtok '{"messages":[{"role":"user","content":"x"}],"max_tokens":-1}')"
     echo "temperature 9: $(post temp '{"messages":[{"role":"user","content":"x"}],"temperature":9}')"
+    echo "logit_bias out of the vocabulary: $(post bias '{"messages":[{"role":"user","content":"x"}],"logit_bias":{"900000":5}}')"
     long=$(python3 -c "print('word ' * 12000)")
     echo "prompt over --max-length: $(post long "{\"messages\":[{\"role\":\"user\",\"content\":\"$long\"}]}")"
     echo "unknown path: $(curl -s -o /dev/null -w '%{http_code}' $URL/v1/nothing)"
@@ -105,15 +106,15 @@ abuse() {
 abuse &
 apid=$!
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
-  --input-len 1024 --output-len 256 --json "$OUT/bench_serve_abuse.json" >"$OUT/bench_serve_abuse.md" \
+  --input-len 1024 --output-len 256 --ignore-eos --json "$OUT/bench_serve_abuse.json" >"$OUT/bench_serve_abuse.md" \
   2>"$OUT/bench_serve_abuse.err"
 echo "== bench serve (HTTP, concurrency 64, abuse alongside) rc=$?"
 grep -E "Failed|Output throughput|TTFT median" "$OUT/bench_serve_abuse.md"
 wait $apid
 echo "== abuse during the load (HTTP status each):"; cat "$OUT/abuse.txt"
-for f in json nomsg maxtok temp long; do echo "   $f: $(head -c 240 "$OUT/abuse_$f.json" 2>/dev/null)"; done
+for f in json nomsg maxtok temp bias long; do echo "   $f: $(head -c 240 "$OUT/abuse_$f.json" 2>/dev/null)"; done
 timeout 120 $BIN bench serve --url $URL --endpoint completions --concurrency 1 --num-prompts 8 --input-len 1024 \
-  --output-len 256 --json "$OUT/bench_serve_c1.json" >"$OUT/bench_serve_c1.md" 2>"$OUT/bench_serve_c1.err"
+  --output-len 256 --ignore-eos --json "$OUT/bench_serve_c1.json" >"$OUT/bench_serve_c1.md" 2>"$OUT/bench_serve_c1.err"
 echo "== bench serve (HTTP, concurrency 1) rc=$?"
 grep -E "Output throughput|TTFT median|TPOT median|Failed" "$OUT/bench_serve_c1.md"
 echo "== after the load: health $(curl -s -o /dev/null -w '%{http_code}' $URL/health);" \

@@ -1,8 +1,11 @@
 // `mxserve generate`: one prompt through the engine, the final answer streamed to stdout (reasoning hidden
 // unless --show-reasoning, then on stderr), and the load / TTFT / prompt tok/s / decode tok/s figures on stderr.
 #include <cstdio>
+#include <limits>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "cli/command.h"
 #include "common/error.h"
@@ -36,8 +39,31 @@ struct GenerateArgs {
   float min_p = 0.0f;
   float frequency_penalty = 0.0f, presence_penalty = 0.0f, repetition_penalty = 1.0f;
   uint64_t seed = 0;
+  std::vector<std::string> logit_bias;  // TOKEN=BIAS each
+  int min_tokens = 0;
+  bool ignore_eos = false;
   std::string reasoning_effort = "medium";
 };
+
+// --logit-bias TOKEN=BIAS (e.g. 200002=-100): one entry.
+mxs::LogitBias parse_logit_bias_arg(const std::string& s) {
+  const size_t eq = s.find('=');
+  auto bad = [&] { return mxs::Error("--logit-bias " + s + ": must be TOKEN=BIAS, e.g. 200002=-100"); };
+  if (eq == std::string::npos || eq == 0 || eq + 1 == s.size()) throw bad();
+  mxs::LogitBias e;
+  try {
+    size_t used = 0;
+    const long long id = std::stoll(s.substr(0, eq), &used);
+    if (used != eq || id < 0 || id > std::numeric_limits<int32_t>::max()) throw bad();
+    e.token = int32_t(id);
+    const std::string b = s.substr(eq + 1);
+    e.bias = std::stof(b, &used);
+    if (used != b.size()) throw bad();
+  } catch (const std::logic_error&) {  // (stoll / stof: no number, or out of range)
+    throw bad();
+  }
+  return e;
+}
 
 // Streams reasoning to stderr between markers, and everything else to stdout, flushing as it goes.
 class Printer {
@@ -87,6 +113,8 @@ void run_generate(const GenerateArgs& a) {
   sampling.presence_penalty = a.presence_penalty;
   sampling.repetition_penalty = a.repetition_penalty;
   sampling.seed = a.seed;
+  for (const std::string& b : a.logit_bias) sampling.logit_bias.push_back(parse_logit_bias_arg(b));
+  sampling.min_tokens = a.min_tokens;
   sampling.validate();  // names the parameter before anything loads
   const auto effort = mxs::harmony::reasoning_effort_from_name(a.reasoning_effort);
   MXS_CHECK(effort.has_value(), mxs::strfmt("--reasoning-effort %s: must be low, medium or high",
@@ -144,6 +172,7 @@ void run_generate(const GenerateArgs& a) {
   req.prompt = prompt;
   req.sampling = sampling;
   req.max_tokens = max_tokens;
+  req.ignore_stop_tokens = a.ignore_eos;
   auto events = std::make_shared<mxs::EventQueue>();
   engine.submit(std::move(req), events);
 
@@ -215,6 +244,11 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
                   "Divide positive (multiply negative) logits of prompt and output tokens by this (HF semantics, 1 = off)")
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Sampling seed (same seed, same output)")->capture_default_str();
+  cmd->add_option("--logit-bias", a->logit_bias,
+                  "TOKEN=BIAS: add BIAS ([-100, 100]) to the token's logit (repeatable; OpenAI logit_bias)");
+  cmd->add_option("--min-tokens", a->min_tokens, "Generate at least this many tokens: the stop tokens are held back")
+      ->capture_default_str();
+  cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the stop tokens (<|return|>, <|call|>): always --max-tokens");
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &a->lm_head_screen);

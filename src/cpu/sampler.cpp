@@ -75,12 +75,17 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
     for (int i = 0; i < n; ++i) result.top.push_back({ids[size_t(i)], raw_lp(ids[size_t(i)])});
   }
 
-  // 1-2. penalties on a copy.
+  // 1-2. logit bias, then the penalties, on a copy.
   std::vector<float> z(logits.begin(), logits.end());
   auto check_id = [&](int32_t id) {
     MXS_CHECK(id >= 0 && id < vocab, strfmt("sampler: token id %d in the history is outside the vocabulary [0, %d)",
                                             id, vocab));
   };
+  for (const LogitBias& e : step_logit_bias(params, output_tokens.size())) {
+    MXS_CHECK(e.token >= 0 && e.token < vocab,
+              strfmt("sampler: logit_bias token %d is outside the vocabulary [0, %d)", e.token, vocab));
+    z[size_t(e.token)] = apply_logit_bias(z[size_t(e.token)], e.bias);
+  }
   if (params.repetition_penalty != 1.0f) {
     std::unordered_set<int32_t> seen;
     for (auto span : {prompt_tokens, output_tokens})

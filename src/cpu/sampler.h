@@ -5,7 +5,10 @@
 //   0. logprobs (if asked): log-softmax of the RAW z (before any penalty or temperature), computed as
 //      z_i - max - log(sum_j exp(z_j - max)) with the sum in double. top_logprobs: the N best raw logits,
 //      descending, ties -> lower id.
-//   1. repetition penalty (HF/vLLM), over the distinct ids of prompt + output:
+//   1a. logit bias: for each entry (i, b) of step_logit_bias(params, output.size()) (engine/sampling_params.h: the
+//      request's logit_bias, and -inf for its min_tokens_ids while fewer than min_tokens tokens are generated):
+//        z_i = apply_logit_bias(z_i, b)   (z_i + b in fp32; b = -inf sets -inf)
+//   1b. repetition penalty (HF/vLLM), over the distinct ids of prompt + output:
 //        z_i = z_i > 0 ? z_i / r : z_i * r
 //   2. frequency / presence penalties (OpenAI), over the output ids, c_i = count of i in output:
 //        z_i -= c_i * frequency_penalty + (c_i > 0 ? presence_penalty : 0)

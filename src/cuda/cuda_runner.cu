@@ -121,6 +121,7 @@ struct CudaRunner::Impl {
   // Sampling workspaces ([max_seqs] rows of vocab).
   SamplingParamsDev samp;
   size_t ids_capacity = 0;
+  size_t bias_capacity = 0;  // logit bias entries per step: every row's most (SamplingParams limits)
 
   // Step inputs: pinned host staging (`host`, capacity layout) and, per step, their packed device copies (`dev`).
   // handoff: [max_seqs][2] (dst token index, src results row) of input_from_last_sample rows (token_handoff.h).
@@ -135,6 +136,8 @@ struct CudaRunner::Impl {
     int32_t *tokens, *positions, *token_seq, *block_tables, *sliding_block_tables, *lm_rows, *ids, *counts, *handoff;
     int32_t* n_real;  // [1] the step's tokens before a graph bucket's padding rows (which follow them)
     SampleSeqParams* seq_params;
+    int32_t* bias_ids;   // [bias_capacity] the LM-head rows' logit bias entries (SampleSeqParams::bias_offset)
+    float* bias_values;
   } dev{}, host{};
   char* dev_in = nullptr;         // packed step inputs on the device
   size_t in_capacity = 0;         // bytes of dev_in and of each set's send buffer
@@ -260,12 +263,13 @@ struct CudaRunner::Impl {
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
-  void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff);
+  void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff, size_t n_bias);
   // What stage_sampling says about a step's LM-head rows.
   struct SamplingStage {
     size_t n_ids = 0;               // staged penalty ids (host.ids / host.counts)
+    size_t n_bias = 0;              // staged logit bias entries (host.bias_ids / host.bias_values)
     bool spread_wanted = false;     // some row is not plain greedy (sampling_is_plain_greedy): the spread path
-    bool spread_penalties = false;  // some row has a penalty
+    bool spread_penalties = false;  // some row has a logit bias or a penalty (sampling_edits_logits)
     int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
     bool screen_ok = true;          // every row may take the screened LM head (lm_screen_step)
   };
@@ -328,6 +332,7 @@ void CudaRunner::Impl::init() {
                                               attention_decode_mma_max_splits(b, c.num_kv_heads, opt.max_model_len, num_sms));
   }
   ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
+  bias_capacity = S * size_t(SamplingParams::kMaxLogitBias + SamplingParams::kMaxMinTokensIds);
   size_t ws_bytes = 0;
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
   add(T * H * 2); add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
@@ -351,7 +356,7 @@ void CudaRunner::Impl::init() {
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
   in_capacity = 2 * (S * max_blocks_per_seq * 4 + 64) + 3 * (T * 4 + 64) + 64 + (S * 4 + 64) +
-                (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64);
+                (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64) + 2 * (bias_capacity * 4 + 64);
   add(in_capacity);
   add(ids_capacity * 4); add(ids_capacity * 4);
   add(size_t(kLmScreenMaxRows) * V * 4); add(kLmScreenMaxRows * 4); add(4);
@@ -422,8 +427,8 @@ void CudaRunner::Impl::init() {
   // Pinned host mirrors, one allocation: two staging sets (two-phase stepping), then the logits row.
   // (the block tables are staged in the send buffer: in_capacity)
   const size_t set_bytes = T * 4 * 3 + 64 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 +
-                           S * sizeof(SampleSeqParams) + ids_capacity * 8 + S * sizeof(SampleResultDev) + S * 8 +
-                           64 * 16 + in_capacity + 64;
+                           S * sizeof(SampleSeqParams) + ids_capacity * 8 + bias_capacity * 8 +
+                           S * sizeof(SampleResultDev) + S * 8 + 64 * 18 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
@@ -443,6 +448,8 @@ void CudaRunner::Impl::init() {
     h.seq_params = reinterpret_cast<SampleSeqParams*>(take(S * sizeof(SampleSeqParams)));
     h.ids = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
     h.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
+    h.bias_ids = reinterpret_cast<int32_t*>(take(bias_capacity * 4));
+    h.bias_values = reinterpret_cast<float*>(take(bias_capacity * 4));
     h.handoff = reinterpret_cast<int32_t*>(take(S * 2 * 4));
     host_results_sets[k] = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
     host_tiles_sets[k] = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
@@ -769,7 +776,8 @@ static size_t tables_bytes(int n_seq_rows, int max_blocks_per_seq, bool sliding)
 
 // Packs the step's staged inputs after the tables in the current set's send buffer, points `dev` at their places
 // in dev_in and queues the one copy (see Inputs).
-void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff) {
+void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff,
+                                   size_t n_bias) {
   const size_t table = (size_t(n_seq_rows) * max_blocks_per_seq * 4 + 63) / 64 * 64;
   dev.block_tables = reinterpret_cast<int32_t*>(dev_in);
   dev.sliding_block_tables = num_sliding_blocks > 0 ? reinterpret_cast<int32_t*>(dev_in + table) : dev.block_tables;
@@ -789,6 +797,8 @@ void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int
   dev.lm_rows = add(host.lm_rows, size_t(n_lm_rows));
   dev.seq_params = add(host.seq_params, size_t(n_lm));
   dev.handoff = add(host.handoff, size_t(n_handoff) * 2);
+  dev.bias_ids = add(host.bias_ids, n_bias);
+  dev.bias_values = add(host.bias_values, n_bias);
   CUDA_CHECK(cudaMemcpyAsync(dev_in, send, off, cudaMemcpyHostToDevice, stream));
 }
 
@@ -810,6 +820,15 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
       sp.repetition_penalty = a.repetition_penalty, sp.seed = a.seed;
       sp.step = q.output_tokens.size() + (q.input_from_last_sample ? 1 : 0);  // + the token not on the host
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
+      if (!a.logit_bias.empty() || a.min_tokens > 0) {
+        const std::vector<LogitBias> bias = step_logit_bias(a, sp.step);
+        MXS_CHECK(st.n_bias + bias.size() <= bias_capacity, "CudaRunner: logit bias entries exceed the staging capacity");
+        sp.bias_offset = int(st.n_bias), sp.n_bias = int(bias.size());
+        for (const LogitBias& e : bias) {
+          host.bias_ids[st.n_bias] = e.token, host.bias_values[st.n_bias] = e.bias;
+          ++st.n_bias;
+        }
+      }
       const bool want_rep = a.repetition_penalty != 1.0f;
       const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
       if (want_rep || want_out) {  // the sequence's lists, extended by this step's new tokens only, staged in bulk
@@ -832,7 +851,7 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
     host.seq_params[r] = sp;
     const bool plain_greedy = sampling_is_plain_greedy(sp);
     st.spread_wanted |= !plain_greedy;
-    st.spread_penalties |= sampling_has_penalty(sp);
+    st.spread_penalties |= sampling_edits_logits(sp);
     st.spread_selects |= (sampling_has_top_k(sp, int(c.vocab_size)) ? 1 : 0) | (sampling_has_top_p(sp) ? 2 : 0) |
                          (sp.top_logprobs > 0 ? 4 : 0);
     // The screened LM head writes only its candidates' logits: every row must take its token from the argmax key
@@ -869,7 +888,8 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
 
   if (r.n_tok > 0) {
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
-    pack_inputs(r.n_tok, r.use_graph ? r.n_rows : r.n_valid, r.use_graph ? r.n_rows : n_lm, n_lm, r.n_handoff);
+    pack_inputs(r.n_tok, r.use_graph ? r.n_rows : r.n_valid, r.use_graph ? r.n_rows : n_lm, n_lm, r.n_handoff,
+                st.n_bias);
     h2d(dev.ids, host.ids, st.n_ids * 4);  // (penalties only)
     h2d(dev.counts, host.counts, st.n_ids * 4);
     // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
@@ -927,7 +947,20 @@ std::vector<int> CudaRunner::Impl::validate_step(const StepBatch& batch,
       else if (!prev_rows.count(q.seq_id))
         err = "input_from_last_sample: the previous step has no sample for this sequence";
     }
-    // (SamplingParams are validated by the engine when the request is created.)
+    // (SamplingParams are validated by the engine when the request is created; the ids the kernels index with are
+    // checked again here, so that a direct caller's mistake fails its sequence and writes nothing out of bounds.)
+    if (err.empty() && q.sample && q.sampling) {
+      const SamplingParams& a = *q.sampling;
+      if (a.logit_bias.size() > size_t(SamplingParams::kMaxLogitBias) ||
+          a.min_tokens_ids.size() > size_t(SamplingParams::kMaxMinTokensIds))
+        err = "too many logit_bias entries or min_tokens ids (SamplingParams limits)";
+      for (const LogitBias& e : a.logit_bias)
+        if (err.empty() && (e.token < 0 || e.token >= c.vocab_size))
+          err = strfmt("logit_bias: token %d is outside the vocabulary [0, %d)", e.token, c.vocab_size);
+      for (int32_t id : a.min_tokens_ids)
+        if (err.empty() && (id < 0 || id >= c.vocab_size))
+          err = strfmt("min_tokens: token %d is outside the vocabulary [0, %d)", id, c.vocab_size);
+    }
     if (err.empty()) valid.push_back(int(s));
   }
   int total_new = 0;
@@ -1123,7 +1156,7 @@ bool CudaRunner::Impl::launch_sampling(const SamplingStage& st, int n_lm, int n_
   static const bool same_stream = std::getenv("MXS_RESULTS_SAME_STREAM") != nullptr;  // A/B
   const bool side_copy = !pending.empty() && !timing && !same_stream;
   samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
-  samp.tokens = dev.tokens;
+  samp.tokens = dev.tokens, samp.bias_ids = dev.bias_ids, samp.bias_values = dev.bias_values;
   samp.n_seqs = n_lm, samp.spread_wanted = st.spread_wanted, samp.spread_penalties = st.spread_penalties;
   samp.spread_selects = st.spread_selects;
   samp.n_argmax_rows = n_argmax_rows;  // the LM head's rows (forward's n_lm_rows)

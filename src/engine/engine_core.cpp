@@ -35,6 +35,20 @@ int EngineCore::validate(const Request& r) const {
   r.sampling.validate();
   MXS_CHECK(r.max_tokens == -1 || r.max_tokens >= 1,
             strfmt("max_tokens = %d is out of range: must be >= 1 (or unset)", r.max_tokens));
+  for (const LogitBias& e : r.sampling.logit_bias)
+    MXS_CHECK(e.token < vocab_size_,
+              strfmt("logit_bias: token %d is outside the vocabulary [0, %d)", e.token, vocab_size_));
+  if (r.sampling.min_tokens > 0) {
+    MXS_CHECK(r.max_tokens == -1 || r.sampling.min_tokens <= r.max_tokens,
+              strfmt("min_tokens = %d exceeds max_tokens = %d", r.sampling.min_tokens, r.max_tokens));
+    const auto& ids = r.sampling.min_tokens_ids.empty() ? r.stop_token_ids : r.sampling.min_tokens_ids;
+    MXS_CHECK(ids.size() <= size_t(SamplingParams::kMaxMinTokensIds),
+              strfmt("min_tokens applies to %zu stop tokens: at most %d are allowed", ids.size(),
+                     SamplingParams::kMaxMinTokensIds));
+    for (int32_t id : ids)
+      MXS_CHECK(id >= 0 && id < vocab_size_,
+                strfmt("min_tokens: stop token %d is outside the vocabulary [0, %d)", id, vocab_size_));
+  }
   MXS_CHECK(r.stop_strings.empty() || tokenizer_,
             "stop strings need a tokenizer, and this engine has none");
   const int max_length = config_.max_length;
@@ -78,6 +92,8 @@ void EngineCore::add(uint64_t id, Request request, std::shared_ptr<EventQueue> e
   if (request.arrival_time <= 0.0) request.arrival_time = now_seconds();
   seq->timings.arrival = request.arrival_time;
   seq->text.init(tokenizer_, request.stop_strings);
+  if (request.sampling.min_tokens > 0 && request.sampling.min_tokens_ids.empty())
+    request.sampling.min_tokens_ids = request.stop_token_ids;  // (what min_tokens holds back)
   seq->request = std::move(request);
   scheduler_.add(seq.get());
   seqs_.emplace(id, std::move(seq));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 // The top-p helpers below are compiled for the GPU too (src/cuda/kernels/sampling_*.cu): one definition for both.
 #if defined(__CUDACC__)
@@ -14,7 +15,17 @@
 
 namespace mxs {
 
+// One entry of a request's logit_bias (OpenAI): `bias` is added to the token's raw logit before the penalties. A
+// bias of -inf (only min_tokens makes one: step_logit_bias) sets the logit to -inf instead: the token cannot be drawn.
+struct LogitBias {
+  int32_t token = 0;
+  float bias = 0.0f;
+};
+
 struct SamplingParams {
+  static constexpr int kMaxLogitBias = 1024;    // logit_bias entries per request
+  static constexpr int kMaxMinTokensIds = 64;   // min_tokens_ids per request
+
   float temperature = 1.0f;        // 0 => greedy (argmax, first index on ties)
   float top_p = 1.0f;              // (0, 1]
   int top_k = 0;                   // 0 => off
@@ -25,11 +36,36 @@ struct SamplingParams {
   uint64_t seed = 0;               // always set: the engine draws one when the request has none
   bool logprobs = false;           // return the sampled token's logprob
   int top_logprobs = 0;            // [0, 20]: also the top-N alternatives
+  std::vector<LogitBias> logit_bias;  // distinct tokens, biases in [-100, 100], at most kMaxLogitBias (OpenAI)
+  // vLLM's min_tokens: while fewer than min_tokens tokens have been generated, the tokens of min_tokens_ids cannot be
+  // drawn (their logits are -inf). The engine sets min_tokens_ids to the request's stop tokens when it admits it.
+  int min_tokens = 0;
+  std::vector<int32_t> min_tokens_ids;
 
   bool greedy() const { return temperature == 0.0f; }
   // Throws mxs::Error naming the parameter and its allowed range.
   void validate() const;
 };
+
+// The logit edits of the step that draws generated token number `step` (0-based; cpu/sampler.h step 1): logit_bias,
+// and while step < min_tokens the min_tokens_ids at -inf (replacing their logit_bias entry). One entry per token: the
+// logit_bias order, then the min_tokens_ids that logit_bias does not hold. Every backend stages these entries.
+// (Header-only: the CPU and CUDA runners, which do not link the engine library, stage these.)
+inline std::vector<LogitBias> step_logit_bias(const SamplingParams& p, uint64_t step) {
+  std::vector<LogitBias> out = p.logit_bias;
+  if (p.min_tokens <= 0 || step >= uint64_t(p.min_tokens)) return out;
+  for (int32_t id : p.min_tokens_ids) {
+    bool found = false;
+    for (LogitBias& e : out)
+      if (e.token == id) e.bias = -INFINITY, found = true;
+    if (!found) out.push_back({id, -INFINITY});
+  }
+  return out;
+}
+// A logit after its entry (-inf bans the token; anything else is added in fp32).
+MXS_HOST_DEVICE inline float apply_logit_bias(float logit, float bias) {
+  return bias == -INFINITY ? bias : logit + bias;
+}
 
 // splitmix64: the mixing function behind sample_uniform (also usable in device code: plain integer math).
 inline uint64_t splitmix64(uint64_t x) {

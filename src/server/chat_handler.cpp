@@ -285,10 +285,9 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
   check_context_length(int(prompt.size()), r.gen.max_tokens, ctx.max_length, "messages");
 
   // stop strings: matched on content by the session (see the top of this file), not by the engine.
-  Request req;
+  check_generation_options(r.gen, ctx.tokenizer->vocab_size());
+  Request req = engine_request_of(r.gen);
   req.prompt = std::move(prompt);
-  req.sampling = r.gen.sampling;
-  req.max_tokens = r.gen.max_tokens;
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, prefill_ids](std::shared_ptr<HttpExchange> ex,
                                                                std::shared_ptr<ChoiceGroup> group, int choice) {

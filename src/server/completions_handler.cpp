@@ -135,10 +135,9 @@ void handle_completions(ServingContext& ctx, HttpRequest&& request, std::shared_
   std::string echo;
   if (r.echo) echo = r.prompt_is_ids ? tok.decode(prompt) : r.prompt;
 
-  Request req;
+  check_generation_options(r.gen, ctx.tokenizer->vocab_size());
+  Request req = engine_request_of(r.gen);
   req.prompt = std::move(prompt);
-  req.sampling = r.gen.sampling;
-  req.max_tokens = r.gen.max_tokens;
   req.stop_strings = r.gen.stop;
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, echo](std::shared_ptr<HttpExchange> ex,

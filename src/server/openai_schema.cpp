@@ -2,6 +2,7 @@
 // top_k, min_p and repetition_penalty are the usual vLLM extensions.
 #include "server/openai_schema.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -88,6 +89,29 @@ std::optional<std::string> string(const Json& body, const char* key) {
   return v->get<std::string>();
 }
 
+// logit_bias: {"<token id>": bias in [-100, 100], ...} (OpenAI: the keys are token ids written as strings).
+void parse_logit_bias(const Json& lb, SamplingParams& s) {
+  if (!lb.is_object())
+    throw_invalid_param("logit_bias", strfmt("logit_bias must be an object of token id -> bias, got %s", type_name(lb)));
+  if (lb.size() > size_t(SamplingParams::kMaxLogitBias))
+    throw_invalid_param("logit_bias", strfmt("logit_bias has %zu entries: at most %d are allowed", lb.size(),
+                                             SamplingParams::kMaxLogitBias));
+  for (auto it = lb.begin(); it != lb.end(); ++it) {
+    const std::string& key = it.key();
+    // Canonical decimal only ("7", not "07"): the parser merges equal keys, so the ids are then distinct too.
+    const bool digits = !key.empty() && key.size() <= 9 && (key[0] != '0' || key.size() == 1) &&
+                        std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits)
+      throw_invalid_param("logit_bias", "logit_bias key '" + key.substr(0, 32) +
+                                            "' is not a token id (a non-negative integer)");
+    const int64_t id = std::stoll(key);
+    const Json& v = it.value();
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < -100.0 || v.get<double>() > 100.0)
+      throw_invalid_param("logit_bias", "logit_bias['" + key + "'] must be a number in [-100, 100]");  // (key: <= 9 chars)
+    s.logit_bias.push_back({int32_t(id), float(v.get<double>())});
+  }
+}
+
 // Options common to chat and completions. Logprobs are parsed by each endpoint (their shapes differ).
 void parse_generation(const Json& body, GenerationOptions& g) {
   SamplingParams& s = g.sampling;
@@ -107,6 +131,9 @@ void parse_generation(const Json& body, GenerationOptions& g) {
   if (auto v = integer(body, "max_tokens", 1, kMaxTokens)) g.max_tokens = int(*v);
   if (auto v = integer(body, "max_completion_tokens", 1, kMaxTokens)) g.max_tokens = int(*v);
   if (auto v = integer(body, "n", 1, kMaxChoices)) g.n = int(*v);
+  if (const Json* lb = field(body, "logit_bias")) parse_logit_bias(*lb, s);
+  if (auto v = integer(body, "min_tokens", 0, kMaxTokens)) s.min_tokens = int(*v);  // vLLM
+  if (auto v = boolean(body, "ignore_eos")) g.ignore_eos = *v;                      // vLLM
   if (const Json* stop = field(body, "stop")) {
     if (stop->is_string()) {
       g.stop.push_back(stop->get<std::string>());
@@ -315,6 +342,24 @@ CompletionRequest parse_completion_request(const Json& body) {
   if (auto v = boolean(body, "echo")) r.echo = *v;
   if (auto v = integer(body, "best_of", 1, 1)) (void)v;
   if (field(body, "suffix")) throw_invalid_param("suffix", "suffix is not supported");
+  return r;
+}
+
+void check_generation_options(const GenerationOptions& g, int vocab) {
+  for (const LogitBias& e : g.sampling.logit_bias)
+    if (e.token >= vocab)
+      throw_invalid_param("logit_bias",
+                          strfmt("logit_bias names token %d, outside the vocabulary [0, %d)", e.token, vocab));
+  if (g.max_tokens > 0 && g.sampling.min_tokens > g.max_tokens)
+    throw_invalid_param("min_tokens", strfmt("min_tokens = %d exceeds max_tokens = %d", g.sampling.min_tokens,
+                                             g.max_tokens));
+}
+
+Request engine_request_of(const GenerationOptions& g) {
+  Request r;
+  r.sampling = g.sampling;
+  r.max_tokens = g.max_tokens;
+  r.ignore_stop_tokens = g.ignore_eos;
   return r;
 }
 

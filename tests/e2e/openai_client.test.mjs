@@ -284,6 +284,53 @@ test('n choices share one prefill: choices 1..n-1 take the prompt from the prefi
   assert.ok(computed < 2 * P, `computed ${computed} tokens: the prompt once, not ${n} times`);
 });
 
+async function post(path, body) {
+  const r = await fetch(`${server.base}${path}`, { method: 'POST', body: JSON.stringify(body) });
+  assert.equal(r.status, 200, path);
+  return r.json();
+}
+
+test('logit_bias forces and bans tokens; min_tokens holds back the stop token; ignore_eos runs to max_tokens', async () => {
+  const [x] = (await post('/tokenize', { prompt: ' banana' })).tokens;
+  const [y] = (await post('/tokenize', { prompt: ' cherry' })).tokens;
+  assert.notEqual(x, y);
+  const decode = async (ids) => (await post('/detokenize', { tokens: ids })).prompt;
+  const base = { model: server.model, prompt: 'Once upon a time', max_tokens: 3, temperature: 0 };
+  const forced = await client.completions.create({ ...base, logit_bias: { [x]: 100, [y]: 99 } });
+  assert.equal(forced.choices[0].text, await decode([x, x, x]));
+  const banned = await client.completions.create({ ...base, logit_bias: { [x]: -100, [y]: 99 } });
+  assert.equal(banned.choices[0].text, await decode([y, y, y]));
+  // Sampled too: every draw takes the forced token.
+  const sampled = await client.completions.create({ ...base, temperature: 1, seed: 5, logit_bias: { [y]: 100 } });
+  assert.equal(sampled.choices[0].text, await decode([y, y, y]));
+
+  // <|return|> (200002) is a stop token: forced, it ends the completion at once; min_tokens holds it back.
+  const ret = { ...base, max_tokens: 8, logit_bias: { 200002: 100 } };
+  const now = await client.completions.create(ret);
+  assert.equal(now.choices[0].finish_reason, 'stop');
+  assert.equal(now.usage.completion_tokens, 1);
+  const later = await client.completions.create({ ...ret, min_tokens: 3 });
+  assert.equal(later.choices[0].finish_reason, 'stop');
+  assert.equal(later.usage.completion_tokens, 4);
+  const never = await client.completions.create({ ...ret, ignore_eos: true });
+  assert.equal(never.choices[0].finish_reason, 'length');
+  assert.equal(never.usage.completion_tokens, 8);
+  // Chat takes them too (the stop token ends the answer as soon as min_tokens allows).
+  const chat = await client.chat.completions.create({ model: server.model, messages, max_tokens: 8, temperature: 0,
+                                                      logit_bias: { 200002: 100 }, min_tokens: 2 });
+  assert.equal(chat.choices[0].finish_reason, 'stop');
+  assert.equal(chat.usage.completion_tokens, 3);
+
+  for (const [body, param] of [[{ logit_bias: { 999999: 1 } }, 'logit_bias'], [{ logit_bias: { 5: 200 } }, 'logit_bias'],
+                               [{ min_tokens: 9 }, 'min_tokens']]) {
+    await assert.rejects(client.completions.create({ ...base, max_tokens: 8, ...body }), (e) => {
+      assert.equal(e.status, 400);
+      assert.equal(e.param, param, e.message);
+      return true;
+    });
+  }
+});
+
 test('errors come back in the OpenAI envelope', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.equal(e.status, 404);

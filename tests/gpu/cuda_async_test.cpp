@@ -6,7 +6,8 @@
 //  - the engine over the CudaRunner (tiny preset, random weights, CUDA graphs) with async scheduling on and off:
 //    identical tokens and logprobs for greedy and seeded requests, max_tokens = 1, and stop tokens that end
 //    requests mid-batch (their next-step samples discarded). The step shapes are the same in both modes except
-//    the discarded rows, which stay inside the same graph bucket, so the kernels see the same launches.
+//    the discarded rows, which stay inside the same graph bucket, so the kernels see the same launches. Also
+//    logit_bias and min_tokens in both modes (min_tokens counts the token still on the device).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -212,6 +213,37 @@ TEST(CudaAsync, EngineAsyncOnEqualsOffGreedySeededPenaltiesAndStops) {
   EXPECT_EQ(son.finish[2], FinishReason::kStop);
   EXPECT_LE(son.tokens[2].size(), 6u);
   EXPECT_EQ(son.metrics.kv_blocks_used, 0);
+}
+
+// logit_bias and min_tokens through the CUDA runner's staging (SampleSeqParams::bias_offset; under async scheduling
+// the step count includes the token still on the device): a +100 bias on a stop token ends each request right after
+// its min_tokens, greedy and seeded, with penalties on some rows, async on and off alike.
+TEST(CudaAsync, EngineLogitBiasAndMinTokensOnEitherMode) {
+  const ModelConfig cfg = ModelConfig::preset("tiny");
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/47);
+  std::vector<Request> requests(6);
+  for (int r = 0; r < 6; ++r) {
+    Request& q = requests[size_t(r)];
+    for (int i = 0; i < 12 + r * 5; ++i) q.prompt.push_back((r * 53 + i * 17 + 9) % cfg.vocab_size);
+    q.max_tokens = 30;
+    const int32_t stop = 1000 + r;
+    q.stop_token_ids = {stop};
+    q.sampling.logit_bias = {{stop, 100.0f}, {int32_t(2000 + r), -100.0f}};
+    q.sampling.min_tokens = 3 * r;  // 0 .. 15
+    q.sampling.temperature = r % 2 ? 0.9f : 0.0f, q.sampling.seed = 900 + uint64_t(r);
+    if (r == 4) q.sampling.presence_penalty = 0.5f, q.sampling.repetition_penalty = 1.2f;
+  }
+  const EngineRun off = run_engine(*rw, requests, false, nullptr);
+  const EngineRun on = run_engine(*rw, requests, true, nullptr);
+  EXPECT_EQ(off.tokens, on.tokens);
+  for (int r = 0; r < 6; ++r) {
+    const auto& t = on.tokens[size_t(r)];
+    EXPECT_EQ(on.finish[size_t(r)], FinishReason::kStop) << r;
+    ASSERT_EQ(t.size(), size_t(3 * r + 1)) << r;
+    EXPECT_EQ(t.back(), 1000 + r) << r;
+    EXPECT_EQ(std::count(t.begin(), t.end(), 1000 + r) + std::count(t.begin(), t.end(), 2000 + r), 1) << r;
+  }
+  EXPECT_GT(on.metrics.overlapped_steps, 10u);
 }
 
 }  // namespace

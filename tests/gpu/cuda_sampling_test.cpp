@@ -1,9 +1,9 @@
 // GPU sampling against the CPU sampler (src/cpu/sampler.h), token for token, over batches of rows that cover
-// every parameter (greedy, penalties, temperature, top-k, top-p, min-p, seeds, logprobs) on the real vocabulary
-// size; the cut and no-cut draws against each other bit for bit; the spread path's cuts (top-k, top-p by radix select)
-// against a host sort, and its tokens against the one-CTA path bit for bit; the draw's distribution against the
-// softmax; the device copy of sample_uniform against the host one; and the time of one sample_tokens call at the real
-// vocabulary (printed, not checked).
+// every parameter (greedy, logit bias, min_tokens, penalties, temperature, top-k, top-p, min-p, seeds, logprobs) on
+// the real vocabulary size; the cut and no-cut draws against each other bit for bit; the spread path's cuts (top-k,
+// top-p by radix select) against a host sort, and its tokens against the one-CTA path bit for bit; the draw's
+// distribution against the softmax; the device copy of sample_uniform against the host one; and the time of one
+// sample_tokens call at the real vocabulary (printed, not checked).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -44,6 +44,8 @@ struct HostBatch {
   std::vector<std::vector<int32_t>> prompts, outputs;
   std::vector<SampleSeqParams> sp;
   std::vector<int32_t> ids, counts;
+  std::vector<int32_t> bias_ids;  // the step's logit bias entries (step_logit_bias), as the runner stages them
+  std::vector<float> bias_values;
   std::vector<int32_t> tokens{0};  // the step's input tokens (never empty: no zero-byte copies)
   int n_pending = 0;
 };
@@ -61,8 +63,11 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
     q.frequency_penalty = a.frequency_penalty, q.presence_penalty = a.presence_penalty;
     q.repetition_penalty = a.repetition_penalty, q.seed = a.seed, q.step = hb.outputs[s].size();
     q.want_logprob = a.logprobs, q.top_logprobs = a.top_logprobs;
+    q.bias_offset = int(hb.bias_ids.size());
+    for (const LogitBias& e : step_logit_bias(a, q.step)) hb.bias_ids.push_back(e.token), hb.bias_values.push_back(e.bias);
+    q.n_bias = int(hb.bias_ids.size()) - q.bias_offset;
     std::vector<int32_t> listed = hb.outputs[s];  // the output ids the lists hold
-    if (pending_last && sampling_has_penalty(q) && !listed.empty()) {
+    if (pending_last && sampling_edits_logits(q) && !listed.empty()) {
       q.pending_index = int(hb.tokens.size());
       hb.tokens.push_back(listed.back());
       listed.pop_back();
@@ -97,6 +102,16 @@ int spread_selects_of(const HostBatch& hb, int V) {
   return bits;
 }
 
+// The batch's logit bias entries on the device (never empty: no zero-byte copies).
+struct DeviceBias {
+  DevBuf<int32_t> ids;
+  DevBuf<float> values;
+  explicit DeviceBias(const HostBatch& hb)
+      : ids(hb.bias_ids.empty() ? std::vector<int32_t>{0} : hb.bias_ids),
+        values(hb.bias_values.empty() ? std::vector<float>{0.f} : hb.bias_values) {}
+  void set(SamplingParamsDev& p) const { p.bias_ids = ids.p, p.bias_values = values.p; }
+};
+
 // Workspaces for up to max_rows rows of V (as the runner allocates them) and one sample_tokens call.
 struct DeviceSampler {
   int max_rows, V;
@@ -127,6 +142,8 @@ struct DeviceSampler {
     res.poison();
     SamplingParamsDev p = params(logits.p, dsp.p, dids.p, dcounts.p, int(hb.sp.size()));
     p.tokens = dtok.p;
+    const DeviceBias bias(hb);
+    bias.set(p);
     sample_tokens(p, nullptr);
     auto r = res.download();
     r.resize(hb.sp.size());
@@ -148,6 +165,8 @@ std::vector<SampleResultDev> run_spread(DeviceSampler& ds, const DevBuf<bf16>& d
   row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
   SamplingParamsDev p = ds.params(dl.p, dsp.p, dids.p, dcounts.p, S, true);
   p.tokens = dtok.p;
+  const DeviceBias bias(hb);
+  bias.set(p);
   if (keys_in) p.row_argmax = keys.p, p.n_argmax_rows = S;
   p.spread_selects = spread_selects_of(hb, V);
   ds.res.poison();
@@ -223,12 +242,37 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
       p.temperature = 0.8f, p.top_k = 200, p.top_p = 0.8f, p.min_p = 0.02f, p.seed = seed;
       p.repetition_penalty = 1.1f, p.frequency_penalty = 0.3f, p.presence_penalty = -0.2f, p.top_logprobs = 3;
     });
+    // logit_bias and min_tokens (every history is shorter than 100 tokens: min_tokens holds its ids back), with the
+    // penalties on the same ids in some rows.
+    const int32_t a = int32_t(seed * 7919 % uint64_t(V)), b = int32_t(seed * 104729 % uint64_t(V));
+    add([&](SamplingParams& p) { p.temperature = 0, p.logit_bias = {{a, 20.0f}}; });
+    add([&](SamplingParams& p) {
+      p.temperature = 0, p.logit_bias = {{a, 50.0f}, {b, 30.0f}}, p.min_tokens = 100, p.min_tokens_ids = {a, 3};
+      p.logprobs = true;
+    });
+    add([&](SamplingParams& p) {
+      p.temperature = 1.0f, p.top_k = 50, p.seed = seed, p.logit_bias = {{a, 9.5f}, {b, -100.0f}};
+      p.min_tokens = 100, p.min_tokens_ids = {b, int32_t(V - 1)};
+    });
+    add([&](SamplingParams& p) {
+      p.temperature = 0.9f, p.top_p = 0.9f, p.seed = seed, p.repetition_penalty = 1.3f, p.presence_penalty = 0.5f;
+      for (int i = 0; i < 40; ++i) p.logit_bias.push_back({int32_t((seed + uint64_t(i) * 5003) % uint64_t(V)), -10.0f + 0.5f * float(i)});
+    });
   }
   const int S = int(cases.size());
   Rng rng(77);
   const auto logits = spread_logits(S, V, rng);
   std::vector<std::vector<int32_t>> prompts, outputs;
   random_histories(S, V, rng, prompts, outputs);
+  // Rows with a bias and a penalty also bias ids of their history (the first output id is the first prompt id), which
+  // the penalties then rewrite: the order of the edits shows.
+  for (int s = 0; s < S; ++s) {
+    SamplingParams& c = cases[size_t(s)];
+    if (c.logit_bias.empty() || c.repetition_penalty == 1.0f) continue;
+    for (int32_t id : {prompts[size_t(s)][0], prompts[size_t(s)][1]})
+      if (std::none_of(c.logit_bias.begin(), c.logit_bias.end(), [id](const LogitBias& e) { return e.token == id; }))
+        c.logit_bias.push_back({id, 12.0f});
+  }
   const HostBatch hb = make_batch(cases, prompts, outputs);
   ASSERT_EQ(spread_selects_of(hb, V), 7);  // top-k, top-p and top logprobs rows
   DevBuf<bf16> dl(logits);
@@ -467,7 +511,7 @@ TEST(CudaSampling, SpreadPathMatchesOneCtaPathBitForBit) {
         sp.row_argmax = keys.p, sp.n_argmax_rows = S, sp.tokens = dtok.p;
         row_argmax_bf16(dl.p, keys.p, S, V, nullptr);
         sp.spread_selects = spread_selects_of(hb, V);
-        for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V), penalty_rows += sampling_has_penalty(q);
+        for (const auto& q : hb.sp) cut_rows += sampling_has_cut(q, V), penalty_rows += sampling_edits_logits(q);
         sample_tokens(sp, nullptr);
         const auto spread = ds.res.download();
         for (int r = 0; r < S; ++r) {

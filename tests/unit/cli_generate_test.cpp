@@ -58,6 +58,28 @@ TEST_F(CliGenerate, BadInputIsAClearError) {
   EXPECT_TRUE(contains(r.out, "no tokenizer.json")) << r.out;
 }
 
+// <|return|> (200002) forced by --logit-bias ends the answer at once; --min-tokens holds it back; --ignore-eos runs on.
+TEST_F(CliGenerate, LogitBiasMinTokensAndIgnoreEos) {
+  const std::string base = "generate --raw --prompt 'Say hi' --max-tokens 6 --temperature 0 --logit-bias 200002=100 ";
+  RunResult r = run(base);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "decode 1 tokens") && contains(r.out, "finish: stop")) << r.out;
+  r = run(base + "--min-tokens 3");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "decode 4 tokens") && contains(r.out, "finish: stop")) << r.out;
+  r = run(base + "--ignore-eos");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "decode 6 tokens") && contains(r.out, "finish: length")) << r.out;
+  for (const char* bad : {"--logit-bias 5", "--logit-bias x=1", "--logit-bias 5=1x", "--logit-bias -3=1"}) {
+    r = run(std::string("generate --prompt hi ") + bad);
+    EXPECT_EQ(r.exit_code, 1) << bad << ": " << r.out;
+    EXPECT_TRUE(contains(r.out, "must be TOKEN=BIAS")) << bad << ": " << r.out;
+  }
+  r = run("generate --prompt hi --logit-bias 5=300");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "[-100, 100]")) << r.out;
+}
+
 TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
   const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_throughput.json").string();
   const RunResult r = run("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 1,2 --json " +

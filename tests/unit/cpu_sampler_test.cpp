@@ -1,9 +1,12 @@
 // Sampler: greedy ties, each filter on hand-made logits, penalties (OpenAI and HF semantics), seed
-// determinism, empirical frequencies vs the filtered distribution, logprobs of the raw logits.
+// determinism, empirical frequencies vs the filtered distribution, logprobs of the raw logits, logit bias and
+// min_tokens.
 #include <cmath>
 #include <algorithm>
 #include <map>
 #include <set>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -209,6 +212,65 @@ TEST(CpuSampler, LogprobsAreOfTheRawLogitsAndSumToOne) {
     if (z[i] > z[size_t(best)]) best = int32_t(i);
   EXPECT_EQ(r.top[0].token, best);
   EXPECT_FLOAT_EQ(r.top[0].logprob, raw_logprob(z, best));
+}
+
+TEST(CpuSampler, LogitBiasIsAddedBeforeThePenalties) {
+  const std::vector<float> z = {2.0f, 1.0f, 0.0f};
+  SamplingParams p = temp(0.0f);
+  p.logit_bias = {{1, 1.5f}};  // 1 + 1.5 = 2.5 > 2
+  EXPECT_EQ(sample_token(z, p, {}, {}).token, 1);
+  p.logit_bias = {{0, -100.0f}, {2, 1.5f}};  // 0 - 98 < 1 < 1.5
+  EXPECT_EQ(sample_token(z, p, {}, {}).token, 2);
+  // Before the repetition penalty: id 1's (1 + 3) / 2 = 2 ties id 0's 2 (lower id wins); after it, 1 / 2 + 3 = 3.5.
+  p.logit_bias = {{1, 3.0f}};
+  p.repetition_penalty = 2.0f;
+  EXPECT_EQ(sample_token(z, p, std::vector<int32_t>{1}, {}).token, 0);
+  // Sampled: a banned token is never drawn; the logprobs stay those of the raw logits.
+  SamplingParams t = temp(1.0f);
+  t.logit_bias = {{0, -100.0f}};
+  t.logprobs = true;
+  const auto h = histogram(z, t, 400);
+  EXPECT_EQ(h.count(0), 0u);
+  t.seed = 3;
+  const SampleResult r = sample_token(z, t, {}, {});
+  EXPECT_FLOAT_EQ(r.logprob, raw_logprob(z, r.token));
+  t.logit_bias = {{7, 1.0f}};  // outside the vocabulary of 3
+  EXPECT_THROW(sample_token(z, t, {}, {}), Error);
+}
+
+TEST(CpuSampler, MinTokensHoldsBackItsIdsUntilEnoughAreGenerated) {
+  const std::vector<float> z = {0.0f, 5.0f, 1.0f};
+  SamplingParams p = temp(0.0f);
+  p.min_tokens = 2;
+  p.min_tokens_ids = {1};
+  EXPECT_EQ(sample_token(z, p, {}, {}).token, 2);
+  EXPECT_EQ(sample_token(z, p, {}, std::vector<int32_t>{2}).token, 2);
+  EXPECT_EQ(sample_token(z, p, {}, std::vector<int32_t>{2, 2}).token, 1);  // 2 generated: allowed again
+  // -inf wins over any logit_bias of the same id, and no draw picks it.
+  p.logit_bias = {{1, 100.0f}};
+  EXPECT_EQ(sample_token(z, p, {}, {}).token, 2);
+  SamplingParams t = temp(2.0f);
+  t.min_tokens = 1;
+  t.min_tokens_ids = {1, 2};
+  EXPECT_EQ(histogram(z, t, 200), (std::map<int32_t, int>{{0, 200}}));
+}
+
+TEST(SamplingParams, StepLogitBiasMergesMinTokensIds) {
+  SamplingParams p;
+  p.logit_bias = {{5, 1.0f}, {9, -2.0f}};
+  p.min_tokens = 3;
+  p.min_tokens_ids = {9, 4, 4};
+  auto at = [&](uint64_t step) {
+    std::vector<std::pair<int32_t, float>> v;
+    for (const LogitBias& e : step_logit_bias(p, step)) v.emplace_back(e.token, e.bias);
+    return v;
+  };
+  using V = std::vector<std::pair<int32_t, float>>;
+  EXPECT_EQ(at(2), (V{{5, 1.0f}, {9, -INFINITY}, {4, -INFINITY}}));  // one entry per token
+  EXPECT_EQ(at(3), (V{{5, 1.0f}, {9, -2.0f}}));
+  EXPECT_EQ(apply_logit_bias(2.0f, -INFINITY), -INFINITY);
+  EXPECT_EQ(apply_logit_bias(INFINITY, -INFINITY), -INFINITY);  // set, not added (inf - inf would be NaN)
+  EXPECT_EQ(apply_logit_bias(2.0f, 0.5f), 2.5f);
 }
 
 TEST(CpuSampler, RefusesUnusableInput) {

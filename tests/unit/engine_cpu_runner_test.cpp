@@ -9,6 +9,7 @@
 
 #include <algorithm>
 
+#include "common/error.h"
 #include "cpu/cpu_runner.h"
 #include "cpu/random_weights.h"
 #include "engine/engine.h"
@@ -172,6 +173,58 @@ TEST(EngineCpuRunner, RepeatedPromptSkipsItsPrefillWithTwoKvGroups) {
     EXPECT_EQ(run.results[2].num_cached_tokens, 0);
     EXPECT_EQ(run.metrics.computed_tokens, uint64_t(3 * (200 + 7)));
   }
+}
+
+// logit_bias, min_tokens and ignore_stop_tokens through the engine and the CPU sampler: a +100 bias makes the stop
+// token the greedy choice at once; min_tokens holds it back for exactly that many tokens (the engine hands the
+// sampler the request's stop tokens); ignore_stop_tokens generates max_tokens of it; bad values are refused at
+// submission.
+TEST(EngineCpuRunner, LogitBiasAndMinTokensSteerTheStopToken) {
+  const ModelConfig cfg = cpu::small_test_config(/*vocab=*/512);
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/11);
+  auto runner = make_runner(*rw, 64);
+  Engine engine(*runner, nullptr, EngineConfig{});
+  Request q;
+  q.prompt = {1, 2, 3, 4};
+  q.max_tokens = 20;
+  q.sampling.temperature = 0.0f;
+  q.stop_token_ids = {7, 9};
+  const std::vector<int32_t> free_run = run_offline(engine, {q}).results[0].tokens;
+  ASSERT_EQ(free_run.size(), 20u);
+  // (the random model picks neither stop token unbiased: the test's premise)
+  ASSERT_EQ(std::count(free_run.begin(), free_run.end(), 7) + std::count(free_run.begin(), free_run.end(), 9), 0);
+
+  q.sampling.logit_bias = {{7, 100.0f}};
+  OfflineResult r = run_offline(engine, {q}).results[0];
+  EXPECT_EQ(r.finish, FinishReason::kStop) << r.error;
+  EXPECT_EQ(r.tokens, std::vector<int32_t>{7});
+
+  q.sampling.min_tokens = 5;
+  r = run_offline(engine, {q}).results[0];
+  EXPECT_EQ(r.finish, FinishReason::kStop) << r.error;
+  ASSERT_EQ(r.tokens.size(), 6u);
+  EXPECT_EQ(r.tokens.back(), 7);
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(r.tokens[size_t(i)] != 7 && r.tokens[size_t(i)] != 9) << i;
+  // Held back, nothing else changed: with 7 and 9 at -inf the first token is the unbiased run's.
+  EXPECT_EQ(r.tokens[0], free_run[0]);
+
+  q.sampling.min_tokens = 0;
+  q.ignore_stop_tokens = true;
+  q.max_tokens = 4;
+  r = run_offline(engine, {q}).results[0];
+  EXPECT_EQ(r.finish, FinishReason::kLength) << r.error;
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{7, 7, 7, 7}));
+
+  Request bad = q;
+  bad.sampling.logit_bias = {{512, 1.0f}};
+  EXPECT_THROW(engine.submit(bad, nullptr), Error);
+  bad = q;
+  bad.sampling.min_tokens = 5;  // > max_tokens 4
+  EXPECT_THROW(engine.submit(bad, nullptr), Error);
+  bad = q;
+  bad.sampling.min_tokens = 1;
+  bad.stop_token_ids = {600};  // held back by min_tokens, outside the vocabulary
+  EXPECT_THROW(engine.submit(bad, nullptr), Error);
 }
 
 }  // namespace

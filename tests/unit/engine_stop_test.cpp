@@ -1,8 +1,10 @@
 // Stop conditions and per-request failures: stop tokens (harmony defaults, ignore_stop_tokens), stop
 // strings on detokenized text (cut before the match, never streamed past it, across token boundaries and
-// inside UTF-8), max_tokens, and a sampler error that fails one request only.
+// inside UTF-8), max_tokens, a sampler error that fails one request only, and SamplingParams' checks of logit_bias
+// and min_tokens.
 #include <gtest/gtest.h>
 
+#include "common/error.h"
 #include "engine/output_text.h"
 #include "engine_fake_runner.h"
 #include "engine_test_driver.h"
@@ -157,6 +159,30 @@ TEST(Failure, ASamplerErrorFailsOnlyThatRequest) {
   }
   EXPECT_EQ(res.metrics.requests_failed, 1u);
   EXPECT_EQ(res.metrics.kv_blocks_used, 0);
+}
+
+TEST(SamplingParams, ValidateNamesBadLogitBiasAndMinTokens) {
+  auto msg = [](SamplingParams p) {
+    try {
+      p.validate();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  SamplingParams p;
+  p.logit_bias = {{3, 101.0f}};
+  EXPECT_NE(msg(p).find("logit_bias"), std::string::npos) << msg(p);
+  p.logit_bias = {{3, 1.0f}, {4, 2.0f}, {3, -1.0f}};
+  EXPECT_NE(msg(p).find("token 3 appears twice"), std::string::npos) << msg(p);
+  p.logit_bias = {{-1, 1.0f}};
+  EXPECT_NE(msg(p).find("not a token id"), std::string::npos) << msg(p);
+  p.logit_bias.assign(size_t(SamplingParams::kMaxLogitBias) + 1, LogitBias{});
+  EXPECT_NE(msg(p).find("at most"), std::string::npos) << msg(p);
+  p.logit_bias = {{3, -100.0f}, {4, 100.0f}};
+  EXPECT_EQ(msg(p), "");
+  p.min_tokens = -1;
+  EXPECT_NE(msg(p).find("min_tokens"), std::string::npos) << msg(p);
 }
 
 }  // namespace

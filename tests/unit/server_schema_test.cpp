@@ -1,6 +1,8 @@
 // OpenAI request validation: what is accepted, and that every rejection is a 400 naming the right param.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "server/openai_schema.h"
 
 namespace mxs::server {
@@ -88,6 +90,15 @@ TEST(ServerSchema, RejectionsNameTheParam) {
       {"{" + msgs + R"(, "frequency_penalty": 3})", "frequency_penalty"},
       {"{" + msgs + R"(, "model": 5})", "model"},
       {"{" + msgs + R"(, "response_format": {"type": "json_object"}})", "response_format"},
+      {"{" + msgs + R"(, "logit_bias": [1, 2]})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"abc": 1}})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"-5": 1}})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"05": 1}})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"12345678901": 1}})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"5": 101}})", "logit_bias"},
+      {"{" + msgs + R"(, "logit_bias": {"5": "up"}})", "logit_bias"},
+      {"{" + msgs + R"(, "min_tokens": -1})", "min_tokens"},
+      {"{" + msgs + R"(, "ignore_eos": 1})", "ignore_eos"},
       {R"({"messages": []})", "messages"},
       {R"({"messages": "hi"})", "messages"},
       {R"({"model": "m"})", "messages"},
@@ -100,6 +111,47 @@ TEST(ServerSchema, RejectionsNameTheParam) {
     EXPECT_EQ(e.param, c.param) << c.body << " -> " << e.message;
     EXPECT_FALSE(e.message.empty());
   }
+}
+
+TEST(ServerSchema, LogitBiasMinTokensAndIgnoreEos) {
+  const CompletionRequest r = parse_completion_request(parse_json_body(
+      R"({"prompt": "x", "logit_bias": {"200002": -100, "0": 2.5, "17": 100}, "min_tokens": 3, "max_tokens": 8,
+          "ignore_eos": true})"));
+  const auto& lb = r.gen.sampling.logit_bias;
+  ASSERT_EQ(lb.size(), 3u);
+  EXPECT_EQ(lb[0].token, 200002);
+  EXPECT_FLOAT_EQ(lb[0].bias, -100.0f);
+  EXPECT_EQ(lb[1].token, 0);
+  EXPECT_FLOAT_EQ(lb[1].bias, 2.5f);
+  EXPECT_EQ(lb[2].token, 17);
+  EXPECT_EQ(r.gen.sampling.min_tokens, 3);
+  EXPECT_TRUE(r.gen.ignore_eos);
+  const Request q = engine_request_of(r.gen);
+  EXPECT_TRUE(q.ignore_stop_tokens);
+  EXPECT_EQ(q.max_tokens, 8);
+  EXPECT_EQ(q.sampling.logit_bias.size(), 3u);
+  EXPECT_NO_THROW(check_generation_options(r.gen, 201088));
+  // What needs the model: ids below the vocabulary, min_tokens <= max_tokens.
+  auto param_of = [](const GenerationOptions& g, int vocab) {
+    try {
+      check_generation_options(g, vocab);
+    } catch (const ApiException& e) {
+      EXPECT_EQ(e.error.status, 400);
+      return e.error.param;
+    }
+    return std::string();
+  };
+  EXPECT_EQ(param_of(r.gen, 200002), "logit_bias");
+  GenerationOptions g = r.gen;
+  g.sampling.min_tokens = 9;
+  EXPECT_EQ(param_of(g, 201088), "min_tokens");
+  g.max_tokens = -1;  // unset: any min_tokens (the engine bounds the output by the context)
+  EXPECT_EQ(param_of(g, 201088), "");
+  // Defaults: no bias, no min_tokens, stop tokens honoured.
+  const CompletionRequest d = parse_completion_request(parse_json_body(R"({"prompt": "x", "logit_bias": null})"));
+  EXPECT_TRUE(d.gen.sampling.logit_bias.empty());
+  EXPECT_EQ(d.gen.sampling.min_tokens, 0);
+  EXPECT_FALSE(engine_request_of(d.gen).ignore_stop_tokens);
 }
 
 TEST(ServerSchema, MalformedBodiesAre400s) {

@@ -1,5 +1,5 @@
 // On-GPU sampling, token for token the CPU reference (src/cpu/sampler.h, whose numbered steps these
-// kernels follow): raw logprobs / top logprobs, repetition then frequency/presence penalties, greedy
+// kernels follow): raw logprobs / top logprobs, logit bias, repetition then frequency/presence penalties, greedy
 // argmax (lowest id on ties) or temperature -> order (z descending, ties -> lower id) -> top-k -> top-p ->
 // min-p -> inverse-CDF draw over the kept ids in ascending id order with u = sample_uniform(seed, step).
 // Only token ids and logprobs go back.
@@ -31,6 +31,7 @@ struct SampleSeqParams {
   int top_k = 0;
   int top_logprobs = 0;   // 0..20
   int want_logprob = 0;
+  int bias_offset = 0, n_bias = 0;  // the step's logit bias entries (step_logit_bias) in bias_ids / bias_values
   int rep_offset = 0, n_rep = 0;   // distinct ids of prompt + output in SamplingInputs::ids
   int out_offset = 0, n_out = 0;   // distinct output ids in ids, their counts in counts
   // >= 0: SamplingParamsDev::tokens[pending_index] is the sequence's last output token, which its lists above do not
@@ -89,6 +90,8 @@ struct SamplingParamsDev {
   const SampleSeqParams* seqs = nullptr;  // [n_seqs]
   const int32_t* ids = nullptr;     // penalty id lists
   const int32_t* counts = nullptr;  // counts, parallel to ids (output lists)
+  const int32_t* bias_ids = nullptr;    // logit bias entries: token ids (distinct per row)
+  const float* bias_values = nullptr;   // their biases, parallel to bias_ids (-inf: banned)
   const int32_t* tokens = nullptr;  // the step's input tokens (rows with SampleSeqParams::pending_index >= 0)
   float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits; the spread path's w)
   SampleResultDev* results = nullptr;  // [n_seqs]
@@ -97,8 +100,8 @@ struct SamplingParamsDev {
   // (sampling_is_plain_greedy) and the path can run (vocab <= kSpreadMaxVocab, `spread` carved); else sampling_prepare
   // for every row. false is always correct (sampling_prepare); true for plain greedy rows alone is correct too.
   bool spread_wanted = false;
-  // Some row has a penalty (sampling_has_penalty): false skips the spread path's penalty kernel (true is always
-  // correct).
+  // Some row has a logit bias or a penalty (sampling_edits_logits): false skips the spread path's penalty kernel (true
+  // is always correct).
   bool spread_penalties = true;
   // The spread path's selects to run: bit 0 when some row has top-k (sampling_has_top_k), bit 1 top-p
   // (sampling_has_top_p), bit 2 top logprobs. A clear bit skips that select's kernels; 7 is always correct.
@@ -116,13 +119,14 @@ __host__ __device__ inline bool sampling_has_top_p(const SampleSeqParams& q) {
 __host__ __device__ inline bool sampling_has_cut(const SampleSeqParams& q, int vocab) {
   return sampling_has_top_k(q, vocab) || sampling_has_top_p(q) || (q.temperature != 0.0f && q.min_p > 0.0f);
 }
-__host__ __device__ inline bool sampling_has_penalty(const SampleSeqParams& q) {
-  return q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
+// Steps 1a-2 of cpu/sampler.h rewrite some listed ids' logits: a logit bias or a penalty.
+__host__ __device__ inline bool sampling_edits_logits(const SampleSeqParams& q) {
+  return q.n_bias > 0 || q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
 // A plain greedy row: its token is the argmax of the raw logits (the LM head's argmax key,
-// SamplingParamsDev::row_argmax, when set), and nothing else is asked of it (no penalties, no logprobs).
+// SamplingParamsDev::row_argmax, when set), and nothing else is asked of it (no bias, no penalties, no logprobs).
 __host__ __device__ inline bool sampling_is_plain_greedy(const SampleSeqParams& q) {
-  return q.temperature == 0.0f && !sampling_has_penalty(q) && !q.want_logprob && q.top_logprobs == 0;
+  return q.temperature == 0.0f && !sampling_edits_logits(q) && !q.want_logprob && q.top_logprobs == 0;
 }
 
 size_t spread_workspace_bytes(int rows, int vocab);

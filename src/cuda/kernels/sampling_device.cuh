@@ -228,15 +228,20 @@ __device__ __forceinline__ unsigned long long hist_units(const unsigned* hist, i
          (static_cast<unsigned long long>(hist[2 * kRadixBins + d]) << 30);
 }
 
-// Steps 1-2 of cpu/sampler.h on one row, by one CTA (every thread calls it; it synchronizes): repetition over the
-// distinct prompt + output ids, then frequency / presence over the distinct output ids with their counts, the same
-// float operations in the same order as the CPU. `pending` (>= 0) is an output token the lists do not hold yet
+// Steps 1a-2 of cpu/sampler.h on one row, by one CTA (every thread calls it; it synchronizes): the logit bias entries
+// (distinct ids), then repetition over the distinct prompt + output ids, then frequency / presence over the distinct
+// output ids with their counts, the same float operations in the same order as the CPU. `pending` (>= 0) is an output token the lists do not hold yet
 // (SampleSeqParams::pending_index): it joins the repetition set if it is not in it, and adds one to its output count
 // (or enters with count 1). value(id) is an id's logit as the row stands (penalized or not), store(id, v) writes its
 // penalized value. s_pend: two ints of shared scratch.
 template <typename Value, typename Store>
-__device__ void penalize_row(const SampleSeqParams& q, const int32_t* ids, const int32_t* counts, int pending,
-                             Value value, Store store, int* s_pend) {
+__device__ void penalize_row(const SampleSeqParams& q, const int32_t* ids, const int32_t* counts,
+                             const int32_t* bias_ids, const float* bias_values, int pending, Value value, Store store,
+                             int* s_pend) {
+  for (int i = threadIdx.x; i < q.n_bias; i += blockDim.x) {
+    const int id = bias_ids[q.bias_offset + i];
+    store(id, apply_logit_bias(value(id), bias_values[q.bias_offset + i]));
+  }
   const bool rep = q.repetition_penalty != 1.0f, out = q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
   auto repeat = [&](int id) {
     const float v = value(id);
@@ -244,7 +249,7 @@ __device__ void penalize_row(const SampleSeqParams& q, const int32_t* ids, const
   };
   auto count = [&](int id, int n) { store(id, value(id) - (float(n) * q.frequency_penalty + q.presence_penalty)); };
   if (threadIdx.x == 0) s_pend[0] = 0, s_pend[1] = -1;  // pending: in the repetition list; its output-list slot
-  __syncthreads();
+  __syncthreads();  // (and the biased values are visible to the whole CTA)
   if (pending >= 0) {
     if (rep)
       for (int i = threadIdx.x; i < q.n_rep; i += blockDim.x)

@@ -257,13 +257,13 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
       __syncthreads();
     }
   }
-  // 1-2. repetition, then frequency / presence penalties, on z in place.
+  // 1-2. logit bias, repetition, then frequency / presence penalties, on z in place.
   __syncthreads();
-  if (sampling_has_penalty(q)) {
+  if (sampling_edits_logits(q)) {
     __shared__ int s_pend[2];
     const int pending = q.pending_index >= 0 ? p.tokens[q.pending_index] : -1;
-    penalize_row(q, p.ids, p.counts, pending, [&](int id) { return z[id]; }, [&](int id, float v) { z[id] = v; },
-                 s_pend);
+    penalize_row(q, p.ids, p.counts, p.bias_ids, p.bias_values, pending, [&](int id) { return z[id]; },
+                 [&](int id, float v) { z[id] = v; }, s_pend);
   }
   if (q.temperature == 0.0f) {  // 3. greedy
     const Best b = block_argmax(z, V, sh.best, 0, nullptr);

@@ -15,7 +15,7 @@ namespace {
 // from the LM head's argmax key in sampling_spread_tempered and are skipped after). sampling_prepare runs a row in one
 // CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
-//   sampling_spread_penalize (a CTA per row with a penalty): the listed ids' penalized logits into z, a bit per id;
+//   sampling_spread_penalize (a CTA per row with a bias or penalty): the listed ids' edited logits into z, a bit per id;
 //   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value) / T, the row's NaN flag,
 //     the max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
 //     argmax_key of the (penalized) logits into row_best instead (block_argmax's order: larger value, then lower id);
@@ -128,20 +128,21 @@ __device__ __forceinline__ void for_slice(Load load, int b, int e, Visit visit) 
 // Words of a row's `penalized` bits.
 __host__ __device__ __forceinline__ int penalty_words(int V) { return (V + 31) / 32; }
 
-// sampling_prepare's steps 1-2 (penalize_row) for the rows with a penalty (one CTA per row; the id lists are short):
+// sampling_prepare's steps 1-2 (penalize_row) for the rows with a logit bias or a penalty (one CTA per row; the id
+// lists are short):
 // the penalized logit of every listed id (and of the pending token) into z, its bit into `penalized`
 // (sampling_spread_tempered then takes z for those ids).
 __global__ void __launch_bounds__(kSpreadThreads) sampling_spread_penalize(SamplingParamsDev p) {
   const int s = blockIdx.x, V = p.vocab;
   const SampleSeqParams& q = p.seqs[s];
-  if (!sampling_has_penalty(q)) return;
+  if (!sampling_edits_logits(q)) return;
   const bf16_t* logits = static_cast<const bf16_t*>(p.logits) + size_t(s) * V;
   float* z = p.z + size_t(s) * V;
   unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
   __shared__ int s_pend[2];
   const int pending = q.pending_index >= 0 ? p.tokens[q.pending_index] : -1;
   penalize_row(
-      q, p.ids, p.counts, pending,
+      q, p.ids, p.counts, p.bias_ids, p.bias_values, pending,
       [&](int id) { return (pen[id >> 5] >> (id & 31) & 1u) ? z[id] : to_f32(logits[id]); },
       [&](int id, float v) {
         z[id] = v;
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(Sa
   const bool greedy = q.temperature == 0.0f;  // its argmax into row_best; no z
   float* z = p.z + size_t(s) * V;
   // ids sampling_spread_penalize rewrote: z holds their penalized logit (bit set in `penalized`)
-  const unsigned* pen = sampling_has_penalty(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
+  const unsigned* pen = sampling_edits_logits(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
   float mx = -INFINITY, raw_mx = -INFINITY;
   unsigned long long best = 0ull;
   int nan = 0;
@@ -458,10 +459,11 @@ __global__ void __launch_bounds__(kThreads) sampling_spread_draw(SamplingParamsD
     p.spread.row_max[2 * s] = 0u, p.spread.row_max[2 * s + 1] = 0u, p.spread.row_last[s] = 0;
     p.spread.raw_max[s] = 0u, p.spread.top_count[s] = 0, p.spread.row_best[s] = 0ull;
   }
-  if (sampling_has_penalty(q)) {  // the penalized bits back to zero (the words of the listed ids and the pending one)
+  if (sampling_edits_logits(q)) {  // the penalized bits back to zero (the words of the listed ids and the pending one)
     unsigned* pen = p.spread.penalized + size_t(s) * penalty_words(V);
     for (int i = threadIdx.x; i < q.n_rep + q.n_out; i += kThreads)
       pen[p.ids[i < q.n_rep ? q.rep_offset + i : q.out_offset + i - q.n_rep] >> 5] = 0u;
+    for (int i = threadIdx.x; i < q.n_bias; i += kThreads) pen[p.bias_ids[q.bias_offset + i] >> 5] = 0u;
     if (q.pending_index >= 0 && threadIdx.x == 0) pen[p.tokens[q.pending_index] >> 5] = 0u;
   }
   if (nan != 0u) {

@@ -5,8 +5,8 @@
 # sampling path with racecheck of the spread kernels, and (MXS_CHECK_CKPT=1) a `mkmodel` 20b checkpoint:
 # its CPU-reference test, `bench decode --model`, `generate` with and without the LM-head screen (the same text
 # expected) and at temperature 1 (and with top-p / top-k cuts) with and without the spread path (the same text
-# expected); with MXS_CHECK_SERVE=1 too, scripts/device-serve.sh on that checkpoint. Prints what to paste
-# into PERF.md.
+# expected), with penalties and with logit bias + min_tokens (async on and off: the same text); with
+# MXS_CHECK_SERVE=1 too, scripts/device-serve.sh on that checkpoint. Prints what to paste into PERF.md.
 # Here: bash scripts/pack-bins.sh. There (carry wt-pack): MXS_CHECK_CKPT=1 bash scripts/device-bins-check.sh
 # Env: MXS_BENCH=0 (no benchmarks), MXS_CHECK_CKPT=1, MXS_CHECK_SERVE=1 (see above), MXS_AB (space-separated
 # switches, VAR=VALUE[+VAR=VALUE]; default: the LM-head screen off, the norm's own launch at 2-4 tokens, q/k/v from
@@ -108,6 +108,15 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
     echo "generate with penalties, async $m rc=$? $(grep -E 'tok/s' "$OUT/gen_pen_$m.err" | tail -1)"
   done
   cmp "$OUT/gen_pen_on.txt" "$OUT/gen_pen_off.txt" && echo "generate with penalties: the same text with async on and off"
+  # logit_bias and min_tokens (session 32): <|return|> pushed up but held back for 20 tokens, a token banned; the
+  # step count includes the token still on the device under async scheduling: on == off.
+  for m in on off; do
+    timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 64 --seed 7 --temperature 0.8 \
+      --logit-bias 200002=6 --logit-bias 13=-100 --min-tokens 20 --async-scheduling $m --raw -p "Hello" \
+      >"$OUT/gen_bias_$m.txt" 2>"$OUT/gen_bias_$m.err"
+    echo "generate with logit bias + min_tokens, async $m rc=$? $(grep -E 'tok/s' "$OUT/gen_bias_$m.err" | tail -1)"
+  done
+  cmp "$OUT/gen_bias_on.txt" "$OUT/gen_bias_off.txt" && echo "generate with logit bias: the same text with async on and off"
 fi
 # The engine and the server on that checkpoint (MXS_CHECK_SERVE=1): throughput, time to ready, HTTP load with bad
 # requests and dropped streams alongside (scripts/device-serve.sh).

@@ -259,7 +259,7 @@ void CpuRunner::run(const StepBatch& batch, StepOutput* out, std::vector<float>*
       if (sample_batch_index[size_t(i)] >= 0) {
         const SequenceStep& q = batch.seqs[size_t(sample_batch_index[size_t(i)])];
         try {
-          SampleResult r = sample_token(so.logits, *q.sampling, q.prompt_tokens, q.output_tokens);
+          SampleResult r = sample_token(so.logits, *q.sampling, q.prompt_tokens, q.output_tokens, q.allowed_tokens);
           so.token = r.token;
           so.logprob = r.logprob;
           so.top = std::move(r.top);

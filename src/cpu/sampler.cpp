@@ -55,7 +55,8 @@ float raw_logprob(std::span<const float> logits, int32_t token) {
 }
 
 SampleResult sample_token(std::span<const float> logits, const SamplingParams& params,
-                          std::span<const int32_t> prompt_tokens, std::span<const int32_t> output_tokens) {
+                          std::span<const int32_t> prompt_tokens, std::span<const int32_t> output_tokens,
+                          std::span<const uint32_t> allowed) {
   check_usable(params);
   const int32_t vocab = int32_t(logits.size());
   MXS_CHECK(vocab > 0, "sampler: empty logits row");
@@ -104,6 +105,14 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
     }
     for (const auto& [id, c] : count)
       z[size_t(id)] -= float(c) * params.frequency_penalty + params.presence_penalty;
+  }
+
+  // 2b. the allowed set.
+  if (!allowed.empty()) {
+    MXS_CHECK(allowed.size() == (size_t(vocab) + 31) / 32,
+              strfmt("sampler: the allowed-token mask has %zu words for %d logits", allowed.size(), vocab));
+    for (int32_t i = 0; i < vocab; ++i)
+      if (!(allowed[size_t(i) / 32] >> (i % 32) & 1u)) z[size_t(i)] = -INFINITY;
   }
 
   auto finish = [&](int32_t token) {

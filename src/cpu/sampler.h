@@ -12,6 +12,8 @@
 //        z_i = z_i > 0 ? z_i / r : z_i * r
 //   2. frequency / presence penalties (OpenAI), over the output ids, c_i = count of i in output:
 //        z_i -= c_i * frequency_penalty + (c_i > 0 ? presence_penalty : 0)
+//   2b. allowed set (structured outputs; SequenceStep::allowed_tokens, when given): z_i = -inf for every id whose
+//      bit is clear.
 //   3. greedy (temperature == 0): the argmax of z, first (lowest) id on ties. Done; steps 4-8 skipped.
 //   4. temperature: z_i = z_i / T (fp32 division).
 //   5. top-k (0 < k < V): keep the k best candidates, "best" = larger z, ties -> lower id.
@@ -45,8 +47,10 @@ struct SampleResult {
 
 // logits: [vocab] fp32. `params` should have passed SamplingParams::validate() (the engine does it when a
 // request is admitted); values the math cannot use (e.g. top_p = 0) and NaN logits throw mxs::Error.
+// allowed: bitmask words over the vocabulary (step 2b), or empty.
 SampleResult sample_token(std::span<const float> logits, const SamplingParams& params,
-                          std::span<const int32_t> prompt_tokens, std::span<const int32_t> output_tokens);
+                          std::span<const int32_t> prompt_tokens, std::span<const int32_t> output_tokens,
+                          std::span<const uint32_t> allowed = {});
 
 // log-softmax of the raw logits at one id (step 0 above).
 float raw_logprob(std::span<const float> logits, int32_t token);

@@ -122,6 +122,7 @@ struct CudaRunner::Impl {
   SamplingParamsDev samp;
   size_t ids_capacity = 0;
   size_t bias_capacity = 0;  // logit bias entries per step: every row's most (SamplingParams limits)
+  size_t mask_words = 0;     // words of one allowed-token mask: ceil(vocab / 32)
 
   // Step inputs: pinned host staging (`host`, capacity layout) and, per step, their packed device copies (`dev`).
   // handoff: [max_seqs][2] (dst token index, src results row) of input_from_last_sample rows (token_handoff.h).
@@ -138,6 +139,7 @@ struct CudaRunner::Impl {
     SampleSeqParams* seq_params;
     int32_t* bias_ids;   // [bias_capacity] the LM-head rows' logit bias entries (SampleSeqParams::bias_offset)
     float* bias_values;
+    uint32_t* allowed;   // [max_seqs * mask_words] masked rows' allowed-token masks (SampleSeqParams::mask_offset)
   } dev{}, host{};
   char* dev_in = nullptr;         // packed step inputs on the device
   size_t in_capacity = 0;         // bytes of dev_in and of each set's send buffer
@@ -263,11 +265,13 @@ struct CudaRunner::Impl {
   template <typename F>
   void timed(const char* name, F&& launch);
   void collect_times();
-  void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff, size_t n_bias);
+  void pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff, size_t n_bias,
+                   size_t n_mask_words);
   // What stage_sampling says about a step's LM-head rows.
   struct SamplingStage {
     size_t n_ids = 0;               // staged penalty ids (host.ids / host.counts)
     size_t n_bias = 0;              // staged logit bias entries (host.bias_ids / host.bias_values)
+    size_t n_mask_words = 0;        // staged allowed-token mask words (host.allowed)
     bool spread_wanted = false;     // some row is not plain greedy (sampling_is_plain_greedy): the spread path
     bool spread_penalties = false;  // some row has a logit bias or a penalty (sampling_edits_logits)
     int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
@@ -333,6 +337,7 @@ void CudaRunner::Impl::init() {
   }
   ids_capacity = 2 * S * size_t(opt.max_model_len) + 1024;
   bias_capacity = S * size_t(SamplingParams::kMaxLogitBias + SamplingParams::kMaxMinTokensIds);
+  mask_words = (V + 31) / 32;
   size_t ws_bytes = 0;
   auto add = [&](size_t b) { ws_bytes += DeviceArena::aligned(b); };
   add(T * H * 2); add(T * H * 2); add(T * H * 2); add(T * c.q_dim() * 2); add(T * c.q_dim() * 2);
@@ -356,7 +361,8 @@ void CudaRunner::Impl::init() {
   // regions undercounts when they are small, e.g. max_tokens = 16).
   // Packed step inputs (pack_inputs): every array's capacity, each rounded up to 64 bytes.
   in_capacity = 2 * (S * max_blocks_per_seq * 4 + 64) + 3 * (T * 4 + 64) + 64 + (S * 4 + 64) +
-                (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64) + 2 * (bias_capacity * 4 + 64);
+                (S * sizeof(SampleSeqParams) + 64) + (S * 8 + 64) + 2 * (bias_capacity * 4 + 64) +
+                (S * mask_words * 4 + 64);
   add(in_capacity);
   add(ids_capacity * 4); add(ids_capacity * 4);
   add(size_t(kLmScreenMaxRows) * V * 4); add(kLmScreenMaxRows * 4); add(4);
@@ -428,7 +434,7 @@ void CudaRunner::Impl::init() {
   // (the block tables are staged in the send buffer: in_capacity)
   const size_t set_bytes = T * 4 * 3 + 64 + 64 + 2 * size_t(max_tiles) * sizeof(PrefillTile) + 64 + S * 4 +
                            S * sizeof(SampleSeqParams) + ids_capacity * 8 + bias_capacity * 8 +
-                           S * sizeof(SampleResultDev) + S * 8 + 64 * 18 + in_capacity + 64;
+                           S * mask_words * 4 + S * sizeof(SampleResultDev) + S * 8 + 64 * 19 + in_capacity + 64;
   const size_t host_bytes = 2 * set_bytes + V * 2 + 64;
   CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_pinned), host_bytes));
   char* hp = host_pinned;
@@ -450,6 +456,7 @@ void CudaRunner::Impl::init() {
     h.counts = reinterpret_cast<int32_t*>(take(ids_capacity * 4));
     h.bias_ids = reinterpret_cast<int32_t*>(take(bias_capacity * 4));
     h.bias_values = reinterpret_cast<float*>(take(bias_capacity * 4));
+    h.allowed = reinterpret_cast<uint32_t*>(take(S * mask_words * 4));
     h.handoff = reinterpret_cast<int32_t*>(take(S * 2 * 4));
     host_results_sets[k] = reinterpret_cast<SampleResultDev*>(take(S * sizeof(SampleResultDev)));
     host_tiles_sets[k] = reinterpret_cast<PrefillTile*>(take(2 * size_t(max_tiles) * sizeof(PrefillTile)));
@@ -777,7 +784,7 @@ static size_t tables_bytes(int n_seq_rows, int max_blocks_per_seq, bool sliding)
 // Packs the step's staged inputs after the tables in the current set's send buffer, points `dev` at their places
 // in dev_in and queues the one copy (see Inputs).
 void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int n_lm, int n_handoff,
-                                   size_t n_bias) {
+                                   size_t n_bias, size_t n_mask_words) {
   const size_t table = (size_t(n_seq_rows) * max_blocks_per_seq * 4 + 63) / 64 * 64;
   dev.block_tables = reinterpret_cast<int32_t*>(dev_in);
   dev.sliding_block_tables = num_sliding_blocks > 0 ? reinterpret_cast<int32_t*>(dev_in + table) : dev.block_tables;
@@ -799,6 +806,7 @@ void CudaRunner::Impl::pack_inputs(int n_tok, int n_seq_rows, int n_lm_rows, int
   dev.handoff = add(host.handoff, size_t(n_handoff) * 2);
   dev.bias_ids = add(host.bias_ids, n_bias);
   dev.bias_values = add(host.bias_values, n_bias);
+  dev.allowed = add(host.allowed, n_mask_words);
   CUDA_CHECK(cudaMemcpyAsync(dev_in, send, off, cudaMemcpyHostToDevice, stream));
 }
 
@@ -828,6 +836,11 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
           host.bias_ids[st.n_bias] = e.token, host.bias_values[st.n_bias] = e.bias;
           ++st.n_bias;
         }
+      }
+      if (!q.allowed_tokens.empty()) {  // (validate_step checked its size)
+        sp.mask_offset = int(st.n_mask_words);
+        std::copy(q.allowed_tokens.begin(), q.allowed_tokens.end(), host.allowed + st.n_mask_words);
+        st.n_mask_words += mask_words;
       }
       const bool want_rep = a.repetition_penalty != 1.0f;
       const bool want_out = a.frequency_penalty != 0.0f || a.presence_penalty != 0.0f;
@@ -889,7 +902,7 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   if (r.n_tok > 0) {
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[0], stream));
     pack_inputs(r.n_tok, r.use_graph ? r.n_rows : r.n_valid, r.use_graph ? r.n_rows : n_lm, n_lm, r.n_handoff,
-                st.n_bias);
+                st.n_bias, st.n_mask_words);
     h2d(dev.ids, host.ids, st.n_ids * 4);  // (penalties only)
     h2d(dev.counts, host.counts, st.n_ids * 4);
     // Async scheduling: the previous step's samples (still in samp.results: this step's sampling comes later on
@@ -960,6 +973,8 @@ std::vector<int> CudaRunner::Impl::validate_step(const StepBatch& batch,
       for (int32_t id : a.min_tokens_ids)
         if (err.empty() && (id < 0 || id >= c.vocab_size))
           err = strfmt("min_tokens: token %d is outside the vocabulary [0, %d)", id, c.vocab_size);
+      if (err.empty() && !q.allowed_tokens.empty() && q.allowed_tokens.size() != (size_t(c.vocab_size) + 31) / 32)
+        err = strfmt("allowed_tokens has %zu words for a vocabulary of %d", q.allowed_tokens.size(), c.vocab_size);
     }
     if (err.empty()) valid.push_back(int(s));
   }
@@ -1157,6 +1172,7 @@ bool CudaRunner::Impl::launch_sampling(const SamplingStage& st, int n_lm, int n_
   const bool side_copy = !pending.empty() && !timing && !same_stream;
   samp.logits = logits, samp.seqs = dev.seq_params, samp.ids = dev.ids, samp.counts = dev.counts;
   samp.tokens = dev.tokens, samp.bias_ids = dev.bias_ids, samp.bias_values = dev.bias_values;
+  samp.allowed = dev.allowed;
   samp.n_seqs = n_lm, samp.spread_wanted = st.spread_wanted, samp.spread_penalties = st.spread_penalties;
   samp.spread_selects = st.spread_selects;
   samp.n_argmax_rows = n_argmax_rows;  // the LM head's rows (forward's n_lm_rows)

@@ -32,6 +32,7 @@ class Engine {
   int validate(const Request& request) const { return core_.validate(request); }  // effective max_tokens
   const EngineConfig& config() const { return core_.config(); }
   const KvCacheLayout& kv_layout() const { return core_.kv_layout(); }
+  int vocab_size() const { return core_.vocab_size(); }  // the model's (token ids and masks span it)
   EngineMetrics metrics() const;  // as of the last step
 
  private:

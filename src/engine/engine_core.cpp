@@ -94,6 +94,7 @@ void EngineCore::add(uint64_t id, Request request, std::shared_ptr<EventQueue> e
   seq->text.init(tokenizer_, request.stop_strings);
   if (request.sampling.min_tokens > 0 && request.sampling.min_tokens_ids.empty())
     request.sampling.min_tokens_ids = request.stop_token_ids;  // (what min_tokens holds back)
+  if (request.constraint) seq->constraint = request.constraint();
   seq->request = std::move(request);
   scheduler_.add(seq.get());
   seqs_.emplace(id, std::move(seq));
@@ -196,6 +197,12 @@ void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double
     ss.sampling = &seq->request.sampling;
     ss.prompt_tokens = seq->prompt();
     ss.output_tokens = seq->output();
+    if (ss.sample && seq->constraint && seq->constraint->allowed(&seq->allowed_mask)) {
+      MXS_CHECK(seq->allowed_mask.size() == size_t(vocab_size_ + 31) / 32,
+                strfmt("internal: a token constraint's mask has %zu words for a vocabulary of %d",
+                       seq->allowed_mask.size(), vocab_size_));
+      ss.allowed_tokens = seq->allowed_mask;
+    }
     for (int p = seq->num_computed_tokens; p < ss.context_len; ++p) {
       batch->tokens.push_back(seq->tokens[size_t(p)]);
       batch->positions.push_back(p);
@@ -312,7 +319,8 @@ void EngineCore::step_async() {
   Flight* cur = flights_.front().get();
   // Overlap: account step N as done (the runner writes its KV before it runs N + 1: one stream), give each
   // sequence sampling in N a stand-in for that sample, then schedule and submit N + 1. A sequence that ends
-  // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row).
+  // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row), nor does a
+  // constrained one (its next allowed-token mask depends on that sample: it runs in N + 2).
   if (flights_.size() == 1) {
     scheduler_.on_step_done(cur->sched);
     cur->done_applied = true;
@@ -320,6 +328,7 @@ void EngineCore::step_async() {
       Sequence* seq = cur->sched.seqs[i].seq;
       if (!cur->batch.seqs[i].sample || seq->status == SeqStatus::kFinished) continue;
       if (seq->num_output_tokens() + 1 >= seq->max_tokens) continue;
+      if (seq->constraint) continue;  // its next mask needs N's sample: it skips N + 1
       seq->tokens.push_back(0);  // overwritten by N's sample in process_sample
       seq->pending_sample = true;
     }
@@ -384,6 +393,11 @@ void EngineCore::process_sample(Sequence* seq, const SampleOutput& sample, doubl
   if (seq->timings.first_token == 0.0) seq->timings.first_token = now;
   seq->timings.token_times.push_back(now);
   ev.token_ids.push_back(token);
+  if (seq->constraint && !seq->constraint->accept(token)) {
+    ev.error = strfmt("the sampled token %d breaks the response format", token);
+    finish(seq, std::move(ev), FinishReason::kError);
+    return;
+  }
   const SamplingParams& sp = seq->request.sampling;
   if (sp.logprobs) ev.logprobs.push_back(sample.logprob);
   if (sp.top_logprobs > 0) ev.top.push_back(sample.top);

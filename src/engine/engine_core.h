@@ -46,6 +46,7 @@ class EngineCore {
 
   const EngineConfig& config() const { return config_; }  // max_length resolved
   const KvCacheLayout& kv_layout() const { return layout_; }
+  int vocab_size() const { return vocab_size_; }
   const Tokenizer* tokenizer() const { return tokenizer_; }
 
   // Checks a request against the limits; returns its effective max_tokens. Throws mxs::Error with both

@@ -83,6 +83,10 @@ struct SequenceStep {
   // return_logits.
   // When the previous step has no ok sample for seq_id, this sequence's output has ok = false.
   bool input_from_last_sample = false;
+  // Structured outputs: the tokens this sample may take, as bitmask words over the vocabulary (bit t % 32 of word
+  // t / 32; ceil(vocab / 32) words); empty = every token. The sampler sets the others' logits to -inf
+  // (cpu/sampler.h step 2b). The engine never sets it with input_from_last_sample.
+  std::span<const uint32_t> allowed_tokens;
 };
 
 struct StepBatch {

@@ -7,6 +7,7 @@
 
 #include "engine/model_runner.h"
 #include "engine/sampling_params.h"
+#include "engine/token_constraint.h"
 #include "text/special_tokens.h"
 
 namespace mxs {
@@ -24,6 +25,8 @@ struct Request {
   // Matched on the detokenized output (needs a tokenizer); the text up to the match is returned, the
   // match itself and anything after it are not.
   std::vector<std::string> stop_strings;
+  // Structured outputs: makes each sequence's TokenConstraint (empty: any token). Copies share the factory.
+  TokenConstraintFactory constraint;
   int priority = 0;  // lower runs first (ties: first come, first served); the highest value is preempted first
   double arrival_time = 0.0;  // now_seconds() at submission; 0 = the engine stamps it
 };

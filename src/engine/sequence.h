@@ -33,6 +33,9 @@ struct Sequence {
   // whether tokens.back() is a stand-in for the token that step's predecessor is still sampling.
   uint64_t last_step = 0;
   bool pending_sample = false;
+  // Structured outputs (Request::constraint): its state, and the allowed-token mask of the step being assembled.
+  std::unique_ptr<TokenConstraint> constraint;
+  std::vector<uint32_t> allowed_mask;
 
   std::shared_ptr<EventQueue> events;  // where TokenEvents go
   OutputText text;                     // detokenizer + stop strings

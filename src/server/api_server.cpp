@@ -12,6 +12,7 @@
 #include "server/completions_handler.h"
 #include "server/openai_format.h"
 #include "text/harmony.h"
+#include "text/json_token_mask.h"
 #include "text/tokenizer.h"
 
 namespace mxs::server {
@@ -83,6 +84,7 @@ void ApiServer::set_model(Engine* engine, const Tokenizer* tokenizer, const std:
   ctx_.tokenizer = tokenizer;
   ctx_.model_name = model_name;
   ctx_.max_length = max_length;
+  ctx_.json_masks = std::make_shared<const JsonTokenMask>(*tokenizer, engine->vocab_size());
   ctx_.created_unix = int64_t(std::time(nullptr));
   ctx_.engine.store(engine);  // publishes the fields above (seq_cst store; readers load engine first)
 }

@@ -4,10 +4,12 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
+#include "engine/json_constraint.h"
 #include "server/choice_group.h"
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/openai_schema.h"
+#include "text/special_tokens.h"
 #include "text/tokenizer.h"
 
 namespace mxs::server {
@@ -138,6 +140,9 @@ void handle_completions(ServingContext& ctx, HttpRequest&& request, std::shared_
   check_generation_options(r.gen, ctx.tokenizer->vocab_size());
   Request req = engine_request_of(r.gen);
   req.prompt = std::move(prompt);
+  // json_object: the completion is one JSON object from its first token, then a stop token.
+  if (r.gen.json_object)
+    req.constraint = JsonObjectConstraint::factory(ctx.json_masks, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
   req.stop_strings = r.gen.stop;
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, echo](std::shared_ptr<HttpExchange> ex,

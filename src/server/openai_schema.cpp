@@ -134,6 +134,17 @@ void parse_generation(const Json& body, GenerationOptions& g) {
   if (const Json* lb = field(body, "logit_bias")) parse_logit_bias(*lb, s);
   if (auto v = integer(body, "min_tokens", 0, kMaxTokens)) s.min_tokens = int(*v);  // vLLM
   if (auto v = boolean(body, "ignore_eos")) g.ignore_eos = *v;                      // vLLM
+  if (const Json* rf = field(body, "response_format")) {
+    const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
+    const std::string t = type && type->is_string() ? type->get<std::string>() : "";
+    if (t == "json_object")
+      g.json_object = true;
+    else if (t == "json_schema")
+      throw_invalid_param("response_format", "response_format json_schema is not supported (json_object is)");
+    else if (t != "text")
+      throw_invalid_param("response_format",
+                          "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+  }
   if (const Json* stop = field(body, "stop")) {
     if (stop->is_string()) {
       g.stop.push_back(stop->get<std::string>());
@@ -292,11 +303,6 @@ ChatCompletionRequest parse_chat_request(const Json& body) {
                           "reasoning_effort must be \"low\", \"medium\" or \"high\", got '" + *e + "'");
     r.reasoning_effort = *effort;
   }
-  if (const Json* rf = field(body, "response_format")) {
-    const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
-    if (!type || !type->is_string() || type->get<std::string>() != "text")
-      throw_invalid_param("response_format", "only response_format {\"type\": \"text\"} is supported");
-  }
   parse_generation(body, r.gen);
   if (auto v = boolean(body, "logprobs")) r.gen.sampling.logprobs = *v;
   if (auto v = integer(body, "top_logprobs", 0, 20)) {
@@ -353,6 +359,11 @@ void check_generation_options(const GenerationOptions& g, int vocab) {
   if (g.max_tokens > 0 && g.sampling.min_tokens > g.max_tokens)
     throw_invalid_param("min_tokens", strfmt("min_tokens = %d exceeds max_tokens = %d", g.sampling.min_tokens,
                                              g.max_tokens));
+  // The object ends with a stop token, which both would hold back.
+  if (g.json_object && g.ignore_eos)
+    throw_invalid_param("ignore_eos", "ignore_eos cannot be combined with response_format json_object");
+  if (g.json_object && g.sampling.min_tokens > 0)
+    throw_invalid_param("min_tokens", "min_tokens cannot be combined with response_format json_object");
 }
 
 Request engine_request_of(const GenerationOptions& g) {

@@ -51,6 +51,7 @@ struct GenerationOptions {
   std::vector<std::string> stop;
   int n = 1;  // choices: 1..kMaxChoices, each its own engine request (choice_group.h)
   bool ignore_eos = false;  // vLLM's: the stop tokens do not end the completion (Request::ignore_stop_tokens)
+  bool json_object = false;  // response_format {"type": "json_object"} (engine/json_constraint.h)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };
@@ -79,7 +80,8 @@ struct CompletionRequest {
 
 ChatCompletionRequest parse_chat_request(const nlohmann::ordered_json& body);
 CompletionRequest parse_completion_request(const nlohmann::ordered_json& body);
-// What parsing cannot check alone (400 naming the param): logit_bias ids below `vocab`, min_tokens <= max_tokens.
+// What parsing cannot check alone (400 naming the param): logit_bias ids below `vocab`, min_tokens <= max_tokens,
+// and options json_object cannot be combined with (ignore_eos, min_tokens).
 void check_generation_options(const GenerationOptions& g, int vocab);
 // The engine request's sampling and length fields from the options (the prompt and stop strings are the caller's).
 Request engine_request_of(const GenerationOptions& g);

@@ -5,12 +5,14 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "server/server_metrics.h"
 
 namespace mxs {
 class Engine;
+class JsonTokenMask;
 class Tokenizer;
 }  // namespace mxs
 
@@ -21,6 +23,7 @@ struct ServingContext {
   const Tokenizer* tokenizer = nullptr;  // set before engine
   std::string model_name;                // served model id (set before engine)
   int max_length = 0;                    // prompt + output tokens (set before engine)
+  std::shared_ptr<const JsonTokenMask> json_masks;  // response_format json_object (set before engine)
   int max_queued_requests = 1024;        // waiting requests beyond this get 429
   int64_t created_unix = 0;              // model "created" for /v1/models
   ServerMetrics* metrics = nullptr;

@@ -331,6 +331,33 @@ test('logit_bias forces and bans tokens; min_tokens holds back the stop token; i
   }
 });
 
+test('response_format json_object: the completion is a JSON object, then a stop token', async () => {
+  const [close] = (await post('/tokenize', { prompt: '}' })).tokens;
+  const base = { model: server.model, prompt: 'A JSON object:', response_format: { type: 'json_object' } };
+  // Greedy with '}' pushed up: the shortest object, then the stop token.
+  const tiny = await client.completions.create({ ...base, max_tokens: 8, temperature: 0, logit_bias: { [close]: 100 } });
+  assert.deepEqual(JSON.parse(tiny.choices[0].text), {});
+  assert.ok(tiny.choices[0].text.startsWith('{'));
+  assert.equal(tiny.choices[0].finish_reason, 'stop');
+  // Sampled from the random model: a JSON object when it ends by itself, a prefix of one when max_tokens cuts it.
+  for (const seed of [1, 2, 3]) {
+    const r = await client.completions.create({ ...base, max_tokens: 40, temperature: 1, seed, logit_bias: { [close]: 6 } });
+    const text = r.choices[0].text;
+    assert.ok(text.startsWith('{'), text);
+    if (r.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(text), 'object', text);
+  }
+  // Chat takes it too (the reasoning stays free; only the final answer is constrained).
+  const chat = await client.chat.completions.create({ model: server.model, messages, max_tokens: 8,
+                                                      response_format: { type: 'json_object' } });
+  assert.ok(['length', 'stop'].includes(chat.choices[0].finish_reason));
+  await assert.rejects(client.chat.completions.create({ model: server.model, messages,
+                                                        response_format: { type: 'json_schema', json_schema: { name: 'x', schema: {} } } }), (e) => {
+    assert.equal(e.status, 400);
+    assert.equal(e.param, 'response_format');
+    return true;
+  });
+});
+
 test('errors come back in the OpenAI envelope', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.equal(e.status, 404);

@@ -46,14 +46,19 @@ struct HostBatch {
   std::vector<int32_t> ids, counts;
   std::vector<int32_t> bias_ids;  // the step's logit bias entries (step_logit_bias), as the runner stages them
   std::vector<float> bias_values;
+  std::vector<std::vector<uint32_t>> masks;  // per row: its allowed-token mask (empty: none)
+  std::vector<uint32_t> mask_words;          // the masks of the rows that have one, staged as the runner does
   std::vector<int32_t> tokens{0};  // the step's input tokens (never empty: no zero-byte copies)
   int n_pending = 0;
 };
 
 HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::vector<int32_t>> prompts,
-                     std::vector<std::vector<int32_t>> outputs, bool pending_last = false) {
+                     std::vector<std::vector<int32_t>> outputs, bool pending_last = false,
+                     std::vector<std::vector<uint32_t>> masks = {}) {
   HostBatch hb;
   hb.cases = cases;
+  hb.masks = std::move(masks);
+  hb.masks.resize(cases.size());
   hb.prompts = std::move(prompts);
   hb.outputs = std::move(outputs);
   for (size_t s = 0; s < cases.size(); ++s) {
@@ -66,6 +71,10 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
     q.bias_offset = int(hb.bias_ids.size());
     for (const LogitBias& e : step_logit_bias(a, q.step)) hb.bias_ids.push_back(e.token), hb.bias_values.push_back(e.bias);
     q.n_bias = int(hb.bias_ids.size()) - q.bias_offset;
+    if (!hb.masks[s].empty()) {
+      q.mask_offset = int(hb.mask_words.size());
+      hb.mask_words.insert(hb.mask_words.end(), hb.masks[s].begin(), hb.masks[s].end());
+    }
     std::vector<int32_t> listed = hb.outputs[s];  // the output ids the lists hold
     if (pending_last && sampling_edits_logits(q) && !listed.empty()) {
       q.pending_index = int(hb.tokens.size());
@@ -102,14 +111,16 @@ int spread_selects_of(const HostBatch& hb, int V) {
   return bits;
 }
 
-// The batch's logit bias entries on the device (never empty: no zero-byte copies).
+// The batch's logit bias entries and allowed-token masks on the device (never empty: no zero-byte copies).
 struct DeviceBias {
   DevBuf<int32_t> ids;
   DevBuf<float> values;
+  DevBuf<uint32_t> allowed;
   explicit DeviceBias(const HostBatch& hb)
       : ids(hb.bias_ids.empty() ? std::vector<int32_t>{0} : hb.bias_ids),
-        values(hb.bias_values.empty() ? std::vector<float>{0.f} : hb.bias_values) {}
-  void set(SamplingParamsDev& p) const { p.bias_ids = ids.p, p.bias_values = values.p; }
+        values(hb.bias_values.empty() ? std::vector<float>{0.f} : hb.bias_values),
+        allowed(hb.mask_words.empty() ? std::vector<uint32_t>{0u} : hb.mask_words) {}
+  void set(SamplingParamsDev& p) const { p.bias_ids = ids.p, p.bias_values = values.p, p.allowed = allowed.p; }
 };
 
 // Workspaces for up to max_rows rows of V (as the runner allocates them) and one sample_tokens call.
@@ -185,7 +196,8 @@ void expect_matches_cpu(const HostBatch& hb, const std::vector<float>& lf, int V
   for (size_t s = 0; s < hb.sp.size(); ++s) {
     const SamplingParams& a = hb.cases[s];
     const cpu::SampleResult ref =
-        cpu::sample_token(std::span<const float>(&lf[s * size_t(V)], size_t(V)), a, hb.prompts[s], hb.outputs[s]);
+        cpu::sample_token(std::span<const float>(&lf[s * size_t(V)], size_t(V)), a, hb.prompts[s], hb.outputs[s],
+                          hb.masks[s]);
     ASSERT_EQ(r[s].error, 0) << what << " row " << s;
     EXPECT_EQ(r[s].token, ref.token) << what << " row " << s << " temperature " << a.temperature << " top_k "
                                      << a.top_k << " top_p " << a.top_p << " min_p " << a.min_p << " seed " << a.seed;
@@ -287,6 +299,52 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
   ASSERT_GT(hp.n_pending, 10);
   expect_matches_cpu(hp, to_f32(logits), V, ds.run(dl, hp), "pending tokens, one CTA");
   expect_matches_cpu(hp, to_f32(logits), V, run_spread(ds, dl, hp, V), "pending tokens, spread path");
+}
+
+// Allowed-token masks (structured outputs) on rows of every kind, sparse (a few dozen ids, some of them the row's tied
+// top logits) and dense (half the vocabulary), with penalties and bias on some: token for token the CPU sampler, on
+// the one-CTA path and the spread path, with the argmax keys in (a masked greedy row must not take its key).
+TEST(CudaSampling, AllowedMasksMatchCpuOnEitherPath) {
+  const int V = kVocab, W = (V + 31) / 32;
+  std::vector<SamplingParams> cases;
+  std::vector<std::vector<uint32_t>> masks;
+  Rng rng(2024);
+  const int S = 12;
+  const auto logits = spread_logits(S, V, rng);
+  for (int i = 0; i < S; ++i) {
+    SamplingParams p;
+    p.seed = 77 + uint64_t(i);
+    switch (i % 6) {
+      case 0: p.temperature = 0; break;
+      case 1: p.temperature = 0, p.logprobs = true, p.top_logprobs = 3; break;
+      case 2: p.temperature = 1.0f; break;
+      case 3: p.temperature = 0.8f, p.top_k = 20; break;
+      case 4: p.temperature = 1.0f, p.top_p = 0.9f, p.presence_penalty = 0.5f; break;
+      case 5: p.temperature = 0.7f, p.min_p = 0.1f, p.logit_bias = {{int32_t(i * 1000), 5.0f}}; break;
+    }
+    cases.push_back(p);
+    std::vector<uint32_t> m(static_cast<size_t>(W), 0u);
+    if (i < 6) {  // sparse: 40 random ids and 3 of the row's top ones
+      for (int k = 0; k < 40; ++k) {
+        const int t = rng.below(V);
+        m[size_t(t) / 32] |= 1u << (t % 32);
+      }
+      int added = 0;
+      for (int t = 0; t < V && added < 3; ++t)
+        if (bf16_to_f32(logits[size_t(i) * V + t]) >= 7.5f) m[size_t(t) / 32] |= 1u << (t % 32), ++added;
+    } else {  // dense: every other id
+      for (int t = 0; t < V; t += 2) m[size_t(t) / 32] |= 1u << (t % 32);
+    }
+    masks.push_back(std::move(m));
+  }
+  masks[11].clear();  // one row without a mask in the same batch
+  std::vector<std::vector<int32_t>> prompts, outputs;
+  random_histories(S, V, rng, prompts, outputs);
+  const HostBatch hb = make_batch(cases, prompts, outputs, false, masks);
+  DevBuf<bf16> dl(logits);
+  DeviceSampler ds(S, V);
+  expect_matches_cpu(hb, to_f32(logits), V, ds.run(dl, hb), "masks, one CTA");
+  expect_matches_cpu(hb, to_f32(logits), V, run_spread(ds, dl, hb, V), "masks, spread path");
 }
 
 // The greedy fast path takes its token from the LM head's argmax key and consumes the keys: every row below

@@ -255,6 +255,28 @@ TEST(CpuSampler, MinTokensHoldsBackItsIdsUntilEnoughAreGenerated) {
   EXPECT_EQ(histogram(z, t, 200), (std::map<int32_t, int>{{0, 200}}));
 }
 
+TEST(CpuSampler, AllowedMaskLeavesOnlyItsTokens) {
+  std::vector<float> z(70);
+  for (size_t i = 0; i < z.size(); ++i) z[i] = std::sin(float(i)) * 3.0f;
+  std::vector<uint32_t> mask(3, 0u);  // ceil(70 / 32) words: ids 5, 33 and 69
+  for (int t : {5, 33, 69}) mask[size_t(t) / 32] |= 1u << (t % 32);
+  SamplingParams g = temp(0.0f);
+  int32_t best = 5;
+  for (int t : {33, 69}) if (z[size_t(t)] > z[size_t(best)]) best = t;
+  EXPECT_EQ(sample_token(z, g, {}, {}, mask).token, best);
+  SamplingParams t = temp(1.5f);
+  t.logprobs = true;
+  std::set<int32_t> seen;
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    t.seed = seed;
+    const SampleResult r = sample_token(z, t, {}, {}, mask);
+    seen.insert(r.token);
+    EXPECT_FLOAT_EQ(r.logprob, raw_logprob(z, r.token));  // (logprobs stay those of the raw logits)
+  }
+  EXPECT_EQ(seen, (std::set<int32_t>{5, 33, 69}));
+  EXPECT_THROW(sample_token(z, g, {}, {}, std::vector<uint32_t>(2, ~0u)), Error);  // wrong size
+}
+
 TEST(SamplingParams, StepLogitBiasMergesMinTokensIds) {
   SamplingParams p;
   p.logit_bias = {{5, 1.0f}, {9, -2.0f}};

@@ -89,7 +89,9 @@ TEST(ServerSchema, RejectionsNameTheParam) {
        "tool_choice"},
       {"{" + msgs + R"(, "frequency_penalty": 3})", "frequency_penalty"},
       {"{" + msgs + R"(, "model": 5})", "model"},
-      {"{" + msgs + R"(, "response_format": {"type": "json_object"}})", "response_format"},
+      {"{" + msgs + R"(, "response_format": {"type": "json_schema", "json_schema": {}}})", "response_format"},
+      {"{" + msgs + R"(, "response_format": {"type": "yaml"}})", "response_format"},
+      {"{" + msgs + R"(, "response_format": "json"})", "response_format"},
       {"{" + msgs + R"(, "logit_bias": [1, 2]})", "logit_bias"},
       {"{" + msgs + R"(, "logit_bias": {"abc": 1}})", "logit_bias"},
       {"{" + msgs + R"(, "logit_bias": {"-5": 1}})", "logit_bias"},
@@ -152,6 +154,19 @@ TEST(ServerSchema, LogitBiasMinTokensAndIgnoreEos) {
   EXPECT_TRUE(d.gen.sampling.logit_bias.empty());
   EXPECT_EQ(d.gen.sampling.min_tokens, 0);
   EXPECT_FALSE(engine_request_of(d.gen).ignore_stop_tokens);
+  // response_format json_object, and what it cannot be combined with.
+  const ChatCompletionRequest j = parse_chat_request(parse_json_body(
+      R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})"));
+  EXPECT_TRUE(j.gen.json_object);
+  EXPECT_EQ(param_of(j.gen, 201088), "");
+  GenerationOptions jg = j.gen;
+  jg.ignore_eos = true;
+  EXPECT_EQ(param_of(jg, 201088), "ignore_eos");
+  jg = j.gen;
+  jg.sampling.min_tokens = 2;
+  EXPECT_EQ(param_of(jg, 201088), "min_tokens");
+  EXPECT_FALSE(parse_chat_request(parse_json_body(
+      R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "text"}})")).gen.json_object);
 }
 
 TEST(ServerSchema, MalformedBodiesAre400s) {

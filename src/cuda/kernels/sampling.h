@@ -32,6 +32,7 @@ struct SampleSeqParams {
   int top_logprobs = 0;   // 0..20
   int want_logprob = 0;
   int bias_offset = 0, n_bias = 0;  // the step's logit bias entries (step_logit_bias) in bias_ids / bias_values
+  int mask_offset = -1;  // >= 0: the allowed-token mask's first word in SamplingParamsDev::allowed (structured outputs)
   int rep_offset = 0, n_rep = 0;   // distinct ids of prompt + output in SamplingInputs::ids
   int out_offset = 0, n_out = 0;   // distinct output ids in ids, their counts in counts
   // >= 0: SamplingParamsDev::tokens[pending_index] is the sequence's last output token, which its lists above do not
@@ -92,6 +93,7 @@ struct SamplingParamsDev {
   const int32_t* counts = nullptr;  // counts, parallel to ids (output lists)
   const int32_t* bias_ids = nullptr;    // logit bias entries: token ids (distinct per row)
   const float* bias_values = nullptr;   // their biases, parallel to bias_ids (-inf: banned)
+  const uint32_t* allowed = nullptr;    // allowed-token masks, ceil(vocab / 32) words per masked row (mask_offset)
   const int32_t* tokens = nullptr;  // the step's input tokens (rows with SampleSeqParams::pending_index >= 0)
   float* z = nullptr;               // [n_seqs, vocab] fp32 workspace (penalized / tempered logits; the spread path's w)
   SampleResultDev* results = nullptr;  // [n_seqs]
@@ -124,9 +126,11 @@ __host__ __device__ inline bool sampling_edits_logits(const SampleSeqParams& q) 
   return q.n_bias > 0 || q.repetition_penalty != 1.0f || q.frequency_penalty != 0.0f || q.presence_penalty != 0.0f;
 }
 // A plain greedy row: its token is the argmax of the raw logits (the LM head's argmax key,
-// SamplingParamsDev::row_argmax, when set), and nothing else is asked of it (no bias, no penalties, no logprobs).
+// SamplingParamsDev::row_argmax, when set), and nothing else is asked of it (no bias, no penalties, no allowed-token
+// mask, no logprobs).
 __host__ __device__ inline bool sampling_is_plain_greedy(const SampleSeqParams& q) {
-  return q.temperature == 0.0f && !sampling_edits_logits(q) && !q.want_logprob && q.top_logprobs == 0;
+  return q.temperature == 0.0f && !sampling_edits_logits(q) && q.mask_offset < 0 && !q.want_logprob &&
+         q.top_logprobs == 0;
 }
 
 size_t spread_workspace_bytes(int rows, int vocab);

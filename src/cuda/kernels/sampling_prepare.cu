@@ -265,6 +265,12 @@ __global__ void __launch_bounds__(kThreads) sampling_prepare(SamplingParamsDev p
     penalize_row(q, p.ids, p.counts, p.bias_ids, p.bias_values, pending, [&](int id) { return z[id]; },
                  [&](int id, float v) { z[id] = v; }, s_pend);
   }
+  if (q.mask_offset >= 0) {  // 2b. -inf outside the allowed set
+    const uint32_t* allow = p.allowed + q.mask_offset;
+    for (int i = threadIdx.x; i < V; i += blockDim.x)
+      if (!(allow[i >> 5] >> (i & 31) & 1u)) z[i] = -INFINITY;
+    __syncthreads();
+  }
   if (q.temperature == 0.0f) {  // 3. greedy
     const Best b = block_argmax(z, V, sh.best, 0, nullptr);
     if (threadIdx.x == 0) {

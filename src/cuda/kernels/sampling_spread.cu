@@ -16,7 +16,8 @@ namespace {
 // CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
 //   sampling_spread_penalize (a CTA per row with a bias or penalty): the listed ids' edited logits into z, a bit per id;
-//   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value) / T, the row's NaN flag,
+//   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value; -inf outside an
+//     allowed-token mask) / T, the row's NaN flag,
 //     the max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the
 //     argmax_key of the (penalized) logits into row_best instead (block_argmax's order: larger value, then lower id);
 //   per select (top-k, then top-p within top-k's prefix, then top logprobs on the raw logits), select_reaching spread:
@@ -169,6 +170,7 @@ __global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(Sa
   float* z = p.z + size_t(s) * V;
   // ids sampling_spread_penalize rewrote: z holds their penalized logit (bit set in `penalized`)
   const unsigned* pen = sampling_edits_logits(q) ? p.spread.penalized + size_t(s) * penalty_words(V) : nullptr;
+  const uint32_t* allow = q.mask_offset >= 0 ? p.allowed + q.mask_offset : nullptr;  // -inf outside it (step 2b)
   float mx = -INFINITY, raw_mx = -INFINITY;
   unsigned long long best = 0ull;
   int nan = 0;
@@ -187,6 +189,7 @@ __global__ void __launch_bounds__(kSpreadThreads, 1) sampling_spread_tempered(Sa
       nan |= isnan(v[u]);
       raw_mx = fmaxf(raw_mx, v[u]);  // (logprobs: the raw logits' max)
       if (pen && (pen[i >> 5] >> (i & 31) & 1u)) v[u] = z[i];
+      if (allow && !(allow[i >> 5] >> (i & 31) & 1u)) v[u] = -INFINITY;
       if (greedy) {  // (sampling_prepare: z = v, penalties, then the argmax)
         const unsigned long long k = greedy_key(v[u], i);
         best = k > best ? k : best;

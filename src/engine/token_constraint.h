@@ -1,0 +1,25 @@
+// A per-request restriction of the tokens a sequence may sample (structured outputs: response_format json_object,
+// engine/json_constraint.h). The engine makes one instance per sequence from Request::constraint, asks it for the
+// allowed set before each step that samples the sequence, and hands it every sampled token. A constrained sequence
+// never runs with a stand-in token under async scheduling: its next mask needs the token first.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+namespace mxs {
+
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  // The allowed tokens as bitmask words over the model's vocabulary (bit t % 32 of word t / 32), or false when this
+  // step is unrestricted (mask left as it was).
+  virtual bool allowed(std::vector<uint32_t>* mask) = 0;
+  // A sampled token. false: it breaks the constraint (the request then fails; allowed() never lets one through).
+  virtual bool accept(int32_t token) = 0;
+};
+
+using TokenConstraintFactory = std::function<std::unique_ptr<TokenConstraint>()>;
+
+}  // namespace mxs

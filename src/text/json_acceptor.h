@@ -1,0 +1,73 @@
+// Incremental byte-level acceptor of one JSON object (RFC 8259's grammar, the top-level value an object): the state
+// behind response_format json_object. feed() takes one byte and says whether the bytes so far are still a prefix of
+// some valid document; complete() says the object is closed. Bounded so that a model cannot loop inside the grammar:
+// at most kMaxDepth nested containers and kMaxWhitespaceRun whitespace bytes in a row. Strings are checked as JSON
+// (no raw control bytes, valid escapes) and as UTF-8 (well-formed sequences only: no overlongs, surrogates or bytes
+// past U+10FFFF), byte by byte, so a token may end inside a character. Nothing may follow the closing brace (not even
+// whitespace), nor precede the opening one: the answer is the object, from its first byte to its last. A plain value
+// type (~48 bytes): copy it to try bytes without committing.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+namespace mxs {
+
+class JsonAcceptor {
+ public:
+  static constexpr int kMaxDepth = 32;
+  static constexpr int kMaxWhitespaceRun = 32;
+
+  // Consumes c if the document can continue with it. On false the acceptor is left unspecified: feed a copy when the
+  // caller needs the state back.
+  bool feed(uint8_t c);
+  bool feed(std::string_view bytes) {
+    for (char c : bytes)
+      if (!feed(uint8_t(c))) return false;
+    return true;
+  }
+  bool complete() const { return mode_ == Mode::kDone; }
+  // Inside a string with no escape or UTF-8 continuation pending: any well-formed UTF-8 text without '"', '\\' and
+  // control bytes keeps it there.
+  bool in_plain_string() const { return mode_ == Mode::kString && utf8_need_ == 0; }
+
+ private:
+  enum class Mode : uint8_t {
+    kStart,       // before the top-level '{'
+    kValue,       // a value (after ':' or ',' in an array)
+    kArrayFirst,  // a value or ']' (after '[')
+    kObjectFirst, // a key or '}' (after '{')
+    kKey,         // a key (after ',' in an object)
+    kColon,       // ':' (after a key)
+    kAfter,       // ',' or the container's closing bracket (after a value)
+    kString,      // inside a string (key_ says whether it is a key)
+    kEscape,      // after '\'
+    kUnicode,     // after "\u": hex_ digits read
+    kMinus,       // after '-': a digit
+    kZero,        // a leading 0: '.', 'e', or the number ends
+    kInt,         // integer digits
+    kDot,         // after '.': a digit
+    kFrac,        // fraction digits
+    kExp,         // after 'e': a sign or a digit
+    kExpSign,     // after the exponent's sign: a digit
+    kExpDigits,   // exponent digits
+    kLiteral,     // inside true / false / null
+    kDone,        // the top-level object is closed
+  };
+  bool value_start(uint8_t c);
+  bool close(uint8_t c);
+  bool end_number(uint8_t c);  // a byte that ends a number: handled as in kAfter
+  bool utf8_lead(uint8_t c);
+
+  Mode mode_ = Mode::kStart;
+  bool key_ = false;         // kString / kEscape / kUnicode: the string is an object key
+  uint8_t depth_ = 0;
+  uint8_t hex_ = 0;          // kUnicode
+  uint8_t ws_run_ = 0;       // whitespace bytes in a row
+  uint8_t literal_ = 0;      // kLiteral: which one (0 true, 1 false, 2 null)
+  uint8_t literal_pos_ = 0;  // kLiteral: bytes of it read
+  uint8_t utf8_need_ = 0;    // kString: continuation bytes still due, the next one in [utf8_lo_, utf8_hi_]
+  uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xBF;
+  char stack_[kMaxDepth] = {};  // 'o' object, 'a' array
+};
+
+}  // namespace mxs

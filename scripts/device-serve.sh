@@ -75,6 +75,39 @@ print(f"== shared prefill, n={n}: choices {[x['index'] for x in r['choices']]} p
 PY
 done
 
+# response_format json_object (session 32) on the GPU: sampled completions of the random model under the constraint
+# (a JSON object when they end by themselves, else a prefix of one), one chat request, and the decode rate of a
+# constrained completion against an unconstrained one (the mask is computed on the host between steps).
+close=$(curl -s $URL/tokenize -d '{"prompt":"}"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["tokens"][0])')
+for seed in 1 2 3 4; do
+  curl -s $URL/v1/completions -d "{\"prompt\":\"A JSON object:\",\"max_tokens\":96,\"temperature\":1,\"seed\":$seed,
+    \"response_format\":{\"type\":\"json_object\"},\"logit_bias\":{\"$close\":4}}" >"$OUT/json_$seed.json"
+done
+curl -s $URL/v1/chat/completions -d '{"messages":[{"role":"user","content":"JSON please"}],"max_tokens":64,
+  "response_format":{"type":"json_object"}}' >"$OUT/json_chat.json"
+for mode in text json_object; do
+  t0=$(date +%s.%N)
+  curl -s $URL/v1/completions -d "{\"prompt\":\"x\",\"max_tokens\":256,\"temperature\":1,\"seed\":9,
+    \"response_format\":{\"type\":\"$mode\"}}" >"$OUT/json_rate_$mode.json"
+  echo "$t0 $(date +%s.%N)" >"$OUT/json_rate_$mode.t"
+done
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+for seed in (1, 2, 3, 4):
+    r = json.load(open(f"{out}/json_{seed}.json"))["choices"][0]
+    text, fin = r["text"], r["finish_reason"]
+    ok = isinstance(json.loads(text), dict) if fin == "stop" else text.startswith("{")
+    print(f"== json_object seed {seed}: finish {fin}, {len(text)} chars, {'valid' if ok else 'INVALID'}: {text[:60]!r}")
+c = json.load(open(f"{out}/json_chat.json"))
+print(f"== json_object chat: finish {c['choices'][0]['finish_reason']}, content {c['choices'][0]['message']['content'][:60]!r}")
+for mode in ("text", "json_object"):
+    r = json.load(open(f"{out}/json_rate_{mode}.json"))
+    t0, t1 = map(float, open(f"{out}/json_rate_{mode}.t").read().split())
+    n = r["usage"]["completion_tokens"]
+    print(f"== completion of {n} tokens, response_format {mode}: {n / (t1 - t0):.0f} tok/s (HTTP, request to answer)")
+PY
+
 # The server's overhead: the same workload as `bench throughput` concurrency 64, through HTTP + SSE.
 timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
   --input-len 1024 --output-len 256 --ignore-eos --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"

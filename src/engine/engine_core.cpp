@@ -319,16 +319,20 @@ void EngineCore::step_async() {
   Flight* cur = flights_.front().get();
   // Overlap: account step N as done (the runner writes its KV before it runs N + 1: one stream), give each
   // sequence sampling in N a stand-in for that sample, then schedule and submit N + 1. A sequence that ends
-  // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row), nor does a
-  // constrained one (its next allowed-token mask depends on that sample: it runs in N + 2).
-  if (flights_.size() == 1) {
+  // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row). A step that
+  // samples a constrained sequence is not overlapped at all: its next allowed-token mask needs N's sample, and
+  // without a stand-in it would skip every other step.
+  bool constrained = false;
+  for (size_t i = 0; i < cur->batch.seqs.size(); ++i)
+    constrained |= cur->batch.seqs[i].sample && cur->sched.seqs[i].seq->constraint != nullptr &&
+                   cur->sched.seqs[i].seq->status != SeqStatus::kFinished;
+  if (flights_.size() == 1 && !constrained) {
     scheduler_.on_step_done(cur->sched);
     cur->done_applied = true;
     for (size_t i = 0; i < cur->batch.seqs.size(); ++i) {
       Sequence* seq = cur->sched.seqs[i].seq;
       if (!cur->batch.seqs[i].sample || seq->status == SeqStatus::kFinished) continue;
       if (seq->num_output_tokens() + 1 >= seq->max_tokens) continue;
-      if (seq->constraint) continue;  // its next mask needs N's sample: it skips N + 1
       seq->tokens.push_back(0);  // overwritten by N's sample in process_sample
       seq->pending_sample = true;
     }

@@ -6,8 +6,37 @@
 
 namespace mxs {
 
+void JsonTokenMask::insert(std::string_view b, int32_t t) {
+  uint32_t& top = root_child_[uint8_t(b[0])];
+  if (top == 0) top = new_node(uint8_t(b[0]));
+  uint32_t node = top;
+  for (size_t i = 1; i < b.size(); ++i) node = child(node, uint8_t(b[i]));
+  MXS_CHECK(trie_[node].token < 0, strfmt("JsonTokenMask: tokens %d and %d have the same bytes", trie_[node].token, t));
+  trie_[node].token = t;
+}
+
+// The child of `node` with byte c, appended to its sibling list when missing.
+uint32_t JsonTokenMask::child(uint32_t node, uint8_t c) {
+  uint32_t prev = 0;
+  for (uint32_t ch = trie_[node].first_child; ch != 0; prev = ch, ch = trie_[ch].next_sibling)
+    if (trie_[ch].byte == c) return ch;
+  const uint32_t n = new_node(c);
+  if (prev == 0)
+    trie_[node].first_child = n;
+  else
+    trie_[prev].next_sibling = n;
+  return n;
+}
+
+uint32_t JsonTokenMask::new_node(uint8_t c) {
+  trie_.push_back(TrieNode{});
+  trie_.back().byte = c;
+  return uint32_t(trie_.size() - 1);
+}
+
 JsonTokenMask::JsonTokenMask(const Tokenizer& tokenizer, int vocab) : vocab_(vocab) {
   MXS_CHECK(vocab > 0, "JsonTokenMask: empty vocabulary");
+  trie_.emplace_back();  // the root
   plain_string_.assign(size_t(words()), 0u);
   offsets_.reserve(size_t(vocab) + 1);
   offsets_.push_back(0);
@@ -17,7 +46,7 @@ JsonTokenMask::JsonTokenMask(const Tokenizer& tokenizer, int vocab) : vocab_(voc
       const std::string_view b = tokenizer.token_bytes(t);
       if (!b.empty()) {
         text_.append(b);
-        by_first_[uint8_t(b[0])].push_back(t);
+        insert(b, t);
         // Plain string content: none of '"', '\\', control bytes, and whole UTF-8 characters (fed inside a string it
         // leaves the string plain): valid in every plain string state, and leaves it plain.
         JsonAcceptor probe;
@@ -53,15 +82,21 @@ void JsonTokenMask::allowed(const JsonAcceptor& state, std::vector<uint32_t>* ma
     return;
   }
   mask->assign(size_t(words()), 0u);
-  for (int c = 0; c < 256; ++c) {
-    if (by_first_[size_t(c)].empty()) continue;
-    JsonAcceptor first = state;
-    if (!first.feed(uint8_t(c))) continue;
-    for (int32_t t : by_first_[size_t(c)]) {
-      const std::string_view rest = bytes(t).substr(1);
-      JsonAcceptor s = first;
-      if (s.feed(rest)) set(t);
-    }
+  // Depth-first over the trie, each node's state the acceptor after its bytes; a refused byte prunes its subtree.
+  struct Item {
+    uint32_t node;
+    JsonAcceptor state;
+  };
+  std::vector<Item> stack;
+  for (int c = 0; c < 256; ++c)
+    if (root_child_[size_t(c)] != 0) stack.push_back({root_child_[size_t(c)], state});
+  while (!stack.empty()) {
+    Item it = stack.back();
+    stack.pop_back();
+    const TrieNode& n = trie_[it.node];
+    if (!it.state.feed(n.byte)) continue;
+    if (n.token >= 0) set(n.token);
+    for (uint32_t ch = n.first_child; ch != 0; ch = trie_[ch].next_sibling) stack.push_back({ch, it.state});
   }
 }
 

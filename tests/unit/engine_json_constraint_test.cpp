@@ -1,7 +1,8 @@
 // JsonObjectConstraint (response_format json_object) on the real tokenizer (skipped without it): plain framing
 // (completions) allows exactly the tokens that extend the object, then only the end tokens; harmony framing (chat)
 // leaves the reasoning free but for <|return|>, starts the object at the final channel's header only, and rejects a
-// token the mask did not allow. Through the engine on the CPU runner: random sampled completions are JSON objects.
+// token the mask did not allow. Through the engine on the CPU runner: random sampled completions are JSON objects,
+// and async scheduling gives the synchronous engine's tokens with unconstrained requests alongside.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -125,9 +126,26 @@ TEST_F(JsonConstraintTest, EngineSamplesJsonObjects) {
     if (i % 2) q.sampling.logit_bias = {{tok_->encode("}")[0], 8.0f}, {tok_->encode("\"}")[0], 8.0f}};
     q.constraint = JsonObjectConstraint::factory(*masks_, false, {tok::kReturn, tok::kEndOfText});
   }
+  // Unconstrained requests alongside: async scheduling does not overlap a step that samples a constrained sequence,
+  // so every token matches the synchronous engine's.
+  for (int i = 0; i < 3; ++i) {
+    Request q = requests[0];
+    q.constraint = nullptr, q.sampling.seed = 90 + uint64_t(i), q.max_tokens = 30;
+    requests.push_back(q);
+  }
   const OfflineRun run = run_offline(engine, requests);
+  {
+    cpu::CpuRunner sync_runner(rw->weights, opt);
+    EngineConfig sc;
+    sc.async_scheduling = false;
+    Engine sync_engine(sync_runner, tok_, sc);
+    const OfflineRun sync = run_offline(sync_engine, requests);
+    for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.results[i].tokens, sync.results[i].tokens) << i;
+  }
+  requests.resize(6);
   int closed = 0;
-  for (const OfflineResult& r : run.results) {
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const OfflineResult& r = run.results[i];
     ASSERT_NE(r.finish, FinishReason::kError) << r.error;
     std::vector<int32_t> body = r.tokens;
     if (r.finish == FinishReason::kStop) body.pop_back();

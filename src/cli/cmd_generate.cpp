@@ -12,11 +12,14 @@
 #include "common/paths.h"
 #include "common/timer.h"
 #include "engine/engine.h"
+#include "engine/json_constraint.h"
 #include "engine/runner_factory.h"
 #include "model/demo_model.h"
 #include "model/weights.h"
 #include "text/harmony.h"
 #include "text/harmony_parser.h"
+#include "text/json_token_mask.h"
+#include "text/special_tokens.h"
 #include "text/tokenizer.h"
 
 namespace {
@@ -42,6 +45,7 @@ struct GenerateArgs {
   std::vector<std::string> logit_bias;  // TOKEN=BIAS each
   int min_tokens = 0;
   bool ignore_eos = false;
+  bool json_object = false;
   std::string reasoning_effort = "medium";
 };
 
@@ -173,6 +177,12 @@ void run_generate(const GenerateArgs& a) {
   req.sampling = sampling;
   req.max_tokens = max_tokens;
   req.ignore_stop_tokens = a.ignore_eos;
+  if (a.json_object) {  // chat: the final answer only (the reasoning stays free); --raw: the whole continuation
+    MXS_CHECK(!a.ignore_eos && a.min_tokens == 0, "--json-object cannot be combined with --ignore-eos or --min-tokens");
+    auto masks = std::make_shared<const mxs::JsonTokenMask>(*tokenizer, weights.config.vocab_size);
+    req.constraint = a.raw ? mxs::JsonObjectConstraint::factory(masks, false, {mxs::tok::kReturn, mxs::tok::kEndOfText})
+                           : mxs::JsonObjectConstraint::factory(masks, true, {mxs::tok::kReturn});
+  }
   auto events = std::make_shared<mxs::EventQueue>();
   engine.submit(std::move(req), events);
 
@@ -248,6 +258,8 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
                   "TOKEN=BIAS: add BIAS ([-100, 100]) to the token's logit (repeatable; OpenAI logit_bias)");
   cmd->add_option("--min-tokens", a->min_tokens, "Generate at least this many tokens: the stop tokens are held back")
       ->capture_default_str();
+  cmd->add_flag("--json-object", a->json_object,
+                "The answer is one JSON object (as response_format json_object; with --raw the whole continuation)");
   cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the stop tokens (<|return|>, <|call|>): always --max-tokens");
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);

@@ -80,6 +80,18 @@ TEST_F(CliGenerate, LogitBiasMinTokensAndIgnoreEos) {
   EXPECT_TRUE(contains(r.out, "[-100, 100]")) << r.out;
 }
 
+// --json-object --raw: the continuation is a JSON object ('}' (id 92) pushed up: the shortest one, then the stop).
+TEST_F(CliGenerate, JsonObject) {
+  RunResult r = run("generate --raw --prompt 'JSON:' --max-tokens 8 --temperature 0 --json-object --logit-bias 92=100");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "finish: stop")) << r.out;
+  const size_t open = r.out.find('{');
+  ASSERT_NE(open, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('}', open), r.out.find_first_not_of(" \t\r\n", open + 1)) << r.out;
+  r = run("generate --prompt hi --json-object --ignore-eos");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+}
+
 TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
   const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_throughput.json").string();
   const RunResult r = run("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 1,2 --json " +

@@ -10,13 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "common/paths.h"
 #include "cpu/cpu_runner.h"
 #include "cpu/random_weights.h"
 #include "engine/engine.h"
 #include "engine/json_constraint.h"
 #include "engine/offline.h"
-#include "model/mkmodel.h"
+#include "text_json_test_fixture.h"
 #include "text/special_tokens.h"
 #include "text/tokenizer.h"
 
@@ -30,29 +29,10 @@ int count(const std::vector<uint32_t>& m) {
   return n;
 }
 
-class JsonConstraintTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    const std::string path = find_tokenizer_json();
-    if (path.empty()) return;
-    tok_ = Tokenizer::from_file(path).release();
-    masks_ = new std::shared_ptr<const JsonTokenMask>(std::make_shared<const JsonTokenMask>(*tok_, 201088));
-  }
-  static void TearDownTestSuite() {
-    delete masks_;
-    delete tok_;
-  }
-  void SetUp() override {
-    if (!tok_) GTEST_SKIP() << "no tokenizer.json (run scripts/fetch-tokenizer.sh)";
-  }
-  static Tokenizer* tok_;
-  static std::shared_ptr<const JsonTokenMask>* masks_;
-};
-Tokenizer* JsonConstraintTest::tok_ = nullptr;
-std::shared_ptr<const JsonTokenMask>* JsonConstraintTest::masks_ = nullptr;
+using JsonConstraintTest = test::JsonTokenizerTest;
 
 TEST_F(JsonConstraintTest, PlainFramingAllowsTheObjectThenOnlyTheEndTokens) {
-  JsonObjectConstraint c(*masks_, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
+  JsonObjectConstraint c(masks_, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
   std::vector<uint32_t> mask;
   for (int32_t t : tok_->encode("{\"name\": \"Ada\", \"tags\": [1, 2.5, true]}")) {
     ASSERT_TRUE(c.allowed(&mask));
@@ -66,12 +46,12 @@ TEST_F(JsonConstraintTest, PlainFramingAllowsTheObjectThenOnlyTheEndTokens) {
   EXPECT_TRUE(bit(mask, tok::kReturn) && bit(mask, tok::kEndOfText));
   EXPECT_TRUE(c.accept(tok::kReturn));
 
-  JsonObjectConstraint d(*masks_, false, {tok::kReturn});
+  JsonObjectConstraint d(masks_, false, {tok::kReturn});
   EXPECT_FALSE(d.accept(tok_->encode("hello")[0]));  // a token the mask never allows
 }
 
 TEST_F(JsonConstraintTest, HarmonyFramingConstrainsOnlyTheFinalAnswer) {
-  JsonObjectConstraint c(*masks_, /*harmony=*/true, {tok::kReturn});
+  JsonObjectConstraint c(masks_, /*harmony=*/true, {tok::kReturn});
   std::vector<uint32_t> mask;
   auto feed = [&](const std::vector<int32_t>& ids) {
     for (int32_t t : ids) {
@@ -115,7 +95,7 @@ TEST_F(JsonConstraintTest, EngineSamplesJsonObjects) {
   cpu::CpuRunner runner(rw->weights, opt);
   EngineConfig ec;
   ec.async_scheduling = true;  // (constrained sequences never take a stand-in)
-  Engine engine(runner, tok_, ec);
+  Engine engine(runner, tok_.get(), ec);
   std::vector<Request> requests(6);
   for (size_t i = 0; i < requests.size(); ++i) {
     Request& q = requests[i];
@@ -124,7 +104,7 @@ TEST_F(JsonConstraintTest, EngineSamplesJsonObjects) {
     q.sampling.temperature = 1.0f, q.sampling.seed = 40 + i;
     // Push the closing brace up in half of them, so that some objects close within max_tokens.
     if (i % 2) q.sampling.logit_bias = {{tok_->encode("}")[0], 8.0f}, {tok_->encode("\"}")[0], 8.0f}};
-    q.constraint = JsonObjectConstraint::factory(*masks_, false, {tok::kReturn, tok::kEndOfText});
+    q.constraint = JsonObjectConstraint::factory(masks_, false, {tok::kReturn, tok::kEndOfText});
   }
   // Unconstrained requests alongside: async scheduling does not overlap a step that samples a constrained sequence,
   // so every token matches the synchronous engine's.
@@ -138,7 +118,7 @@ TEST_F(JsonConstraintTest, EngineSamplesJsonObjects) {
     cpu::CpuRunner sync_runner(rw->weights, opt);
     EngineConfig sc;
     sc.async_scheduling = false;
-    Engine sync_engine(sync_runner, tok_, sc);
+    Engine sync_engine(sync_runner, tok_.get(), sc);
     const OfflineRun sync = run_offline(sync_engine, requests);
     for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(run.results[i].tokens, sync.results[i].tokens) << i;
   }

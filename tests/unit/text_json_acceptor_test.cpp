@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/paths.h"
+#include "text_json_test_fixture.h"
 #include "text/json_acceptor.h"
 #include "text/json_token_mask.h"
 #include "text/tokenizer.h"
@@ -122,27 +122,7 @@ TEST(JsonAcceptor, AgreesWithNlohmannOnMutations) {
   EXPECT_GT(completes, 1000);
 }
 
-class JsonTokenMaskTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    const char* env = std::getenv("MXSERVE_TOKENIZER");
-    const std::string path = env ? env : join_path(cache_dir(), "tokenizer/tokenizer.json");
-    if (!file_exists(path)) return;
-    tok_ = Tokenizer::from_file(path).release();
-    masks_ = new JsonTokenMask(*tok_, 201088);
-  }
-  static void TearDownTestSuite() {
-    delete masks_;
-    delete tok_;
-  }
-  void SetUp() override {
-    if (!tok_) GTEST_SKIP() << "no tokenizer.json (run scripts/fetch-tokenizer.sh)";
-  }
-  static Tokenizer* tok_;
-  static JsonTokenMask* masks_;
-};
-Tokenizer* JsonTokenMaskTest::tok_ = nullptr;
-JsonTokenMask* JsonTokenMaskTest::masks_ = nullptr;
+using JsonTokenMaskTest = test::JsonTokenizerTest;
 
 TEST_F(JsonTokenMaskTest, EqualsATokenByTokenCheckInEveryKindOfState) {
   for (const char* prefix : {"", "{", "{ ", "{\"", "{\"ab", "{\"a\\", "{\"a\\u0", "{\"a\"", "{\"a\":", "{\"a\": -",

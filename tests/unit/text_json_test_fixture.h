@@ -1,0 +1,33 @@
+// The real tokenizer and its JSON token masks for the structured-output tests, loaded once per test binary
+// ($MXSERVE_TOKENIZER, else the cache that scripts/fetch-tokenizer.sh fills); tests skip without them.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "common/paths.h"
+#include "text/json_token_mask.h"
+#include "text/tokenizer.h"
+
+namespace mxs::test {
+
+class JsonTokenizerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (tok_) return;
+    const char* env = std::getenv("MXSERVE_TOKENIZER");
+    const std::string path = env ? env : join_path(cache_dir(), "tokenizer/tokenizer.json");
+    if (!file_exists(path)) return;
+    tok_ = Tokenizer::from_file(path);
+    masks_ = std::make_shared<const JsonTokenMask>(*tok_, 201088);
+  }
+  void SetUp() override {
+    if (!tok_) GTEST_SKIP() << "no tokenizer.json (run scripts/fetch-tokenizer.sh)";
+  }
+  static inline std::unique_ptr<Tokenizer> tok_;
+  static inline std::shared_ptr<const JsonTokenMask> masks_;
+};
+
+}  // namespace mxs::test

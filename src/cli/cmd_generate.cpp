@@ -260,7 +260,8 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json-object", a->json_object,
                 "The answer is one JSON object (as response_format json_object; with --raw the whole continuation)");
-  cmd->add_flag("--ignore-eos", a->ignore_eos, "Do not stop at the stop tokens (<|return|>, <|call|>): always --max-tokens");
+  cmd->add_flag("--ignore-eos", a->ignore_eos,
+                "Do not stop at the stop tokens (<|return|>, <|call|>): always --max-tokens");
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);
   mxs::cli::add_bf12_dense_option(cmd, &a->bf12_dense);
   mxs::cli::add_lm_head_screen_option(cmd, &a->lm_head_screen);

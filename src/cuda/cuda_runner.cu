@@ -830,7 +830,8 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
       sp.want_logprob = a.logprobs, sp.top_logprobs = a.top_logprobs;
       if (!a.logit_bias.empty() || a.min_tokens > 0) {
         const std::vector<LogitBias> bias = step_logit_bias(a, sp.step);
-        MXS_CHECK(st.n_bias + bias.size() <= bias_capacity, "CudaRunner: logit bias entries exceed the staging capacity");
+        MXS_CHECK(st.n_bias + bias.size() <= bias_capacity,
+                  "CudaRunner: logit bias entries exceed the staging capacity");
         sp.bias_offset = int(st.n_bias), sp.n_bias = int(bias.size());
         for (const LogitBias& e : bias) {
           host.bias_ids[st.n_bias] = e.token, host.bias_values[st.n_bias] = e.bias;

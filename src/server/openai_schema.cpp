@@ -92,7 +92,8 @@ std::optional<std::string> string(const Json& body, const char* key) {
 // logit_bias: {"<token id>": bias in [-100, 100], ...} (OpenAI: the keys are token ids written as strings).
 void parse_logit_bias(const Json& lb, SamplingParams& s) {
   if (!lb.is_object())
-    throw_invalid_param("logit_bias", strfmt("logit_bias must be an object of token id -> bias, got %s", type_name(lb)));
+    throw_invalid_param("logit_bias",
+                        strfmt("logit_bias must be an object of token id -> bias, got %s", type_name(lb)));
   if (lb.size() > size_t(SamplingParams::kMaxLogitBias))
     throw_invalid_param("logit_bias", strfmt("logit_bias has %zu entries: at most %d are allowed", lb.size(),
                                              SamplingParams::kMaxLogitBias));
@@ -107,7 +108,7 @@ void parse_logit_bias(const Json& lb, SamplingParams& s) {
     const int64_t id = std::stoll(key);
     const Json& v = it.value();
     if (!v.is_number() || !std::isfinite(v.get<double>()) || v.get<double>() < -100.0 || v.get<double>() > 100.0)
-      throw_invalid_param("logit_bias", "logit_bias['" + key + "'] must be a number in [-100, 100]");  // (key: <= 9 chars)
+      throw_invalid_param("logit_bias", "logit_bias['" + key + "'] must be a number in [-100, 100]");
     s.logit_bias.push_back({int32_t(id), float(v.get<double>())});
   }
 }

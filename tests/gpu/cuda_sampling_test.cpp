@@ -69,7 +69,8 @@ HostBatch make_batch(const std::vector<SamplingParams>& cases, std::vector<std::
     q.repetition_penalty = a.repetition_penalty, q.seed = a.seed, q.step = hb.outputs[s].size();
     q.want_logprob = a.logprobs, q.top_logprobs = a.top_logprobs;
     q.bias_offset = int(hb.bias_ids.size());
-    for (const LogitBias& e : step_logit_bias(a, q.step)) hb.bias_ids.push_back(e.token), hb.bias_values.push_back(e.bias);
+    for (const LogitBias& e : step_logit_bias(a, q.step))
+      hb.bias_ids.push_back(e.token), hb.bias_values.push_back(e.bias);
     q.n_bias = int(hb.bias_ids.size()) - q.bias_offset;
     if (!hb.masks[s].empty()) {
       q.mask_offset = int(hb.mask_words.size());
@@ -268,7 +269,8 @@ TEST(CudaSampling, MatchesCpuSamplerTokenForToken) {
     });
     add([&](SamplingParams& p) {
       p.temperature = 0.9f, p.top_p = 0.9f, p.seed = seed, p.repetition_penalty = 1.3f, p.presence_penalty = 0.5f;
-      for (int i = 0; i < 40; ++i) p.logit_bias.push_back({int32_t((seed + uint64_t(i) * 5003) % uint64_t(V)), -10.0f + 0.5f * float(i)});
+      for (int i = 0; i < 40; ++i)
+        p.logit_bias.push_back({int32_t((seed + uint64_t(i) * 5003) % uint64_t(V)), -10.0f + 0.5f * float(i)});
     });
   }
   const int S = int(cases.size());

@@ -230,10 +230,10 @@ __device__ __forceinline__ unsigned long long hist_units(const unsigned* hist, i
 
 // Steps 1a-2 of cpu/sampler.h on one row, by one CTA (every thread calls it; it synchronizes): the logit bias entries
 // (distinct ids), then repetition over the distinct prompt + output ids, then frequency / presence over the distinct
-// output ids with their counts, the same float operations in the same order as the CPU. `pending` (>= 0) is an output token the lists do not hold yet
-// (SampleSeqParams::pending_index): it joins the repetition set if it is not in it, and adds one to its output count
-// (or enters with count 1). value(id) is an id's logit as the row stands (penalized or not), store(id, v) writes its
-// penalized value. s_pend: two ints of shared scratch.
+// output ids with their counts, the same float operations in the same order as the CPU. `pending` (>= 0) is an output
+// token the lists do not hold yet (SampleSeqParams::pending_index): it joins the repetition set if it is not in it,
+// and adds one to its output count (or enters with count 1). value(id) is an id's logit as the row stands (edited or
+// not), store(id, v) writes its edited value. s_pend: two ints of shared scratch.
 template <typename Value, typename Store>
 __device__ void penalize_row(const SampleSeqParams& q, const int32_t* ids, const int32_t* counts,
                              const int32_t* bias_ids, const float* bias_values, int pending, Value value, Store store,

@@ -15,7 +15,8 @@ namespace {
 // from the LM head's argmax key in sampling_spread_tempered and are skipped after). sampling_prepare runs a row in one
 // CTA, on one SM: 201,088 double-precision exps and several passes over the row, each bound by what one SM can have in
 // flight. The same arithmetic spread over the GPU, every pass over a row coalesced:
-//   sampling_spread_penalize (a CTA per row with a bias or penalty): the listed ids' edited logits into z, a bit per id;
+//   sampling_spread_penalize (a CTA per row with a bias or a penalty): the listed ids' edited logits into z, a bit per
+//     id;
 //   sampling_spread_tempered (rows x spread_ctas_per_row): z = logit (or its penalized value; -inf outside an
 //     allowed-token mask) / T, the row's NaN flag,
 //     the max of z and, for rows with logprobs, of the raw logits (orderable bits, atomicMax); greedy rows: no z, the

@@ -34,7 +34,11 @@ bool JsonObjectConstraint::allowed(std::vector<uint32_t>* mask) {
       return true;
     case Phase::kObject:
       if (!json_.complete()) {
-        masks_->allowed(json_, mask);
+        if (!cached_ || !cached_state_.equivalent(json_)) {
+          masks_->allowed(json_, &cached_mask_);
+          cached_state_ = json_, cached_ = true;
+        }
+        *mask = cached_mask_;
         return true;
       }
       [[fallthrough]];

@@ -63,6 +63,17 @@ bool JsonAcceptor::utf8_lead(uint8_t c) {
   return true;
 }
 
+bool JsonAcceptor::equivalent(const JsonAcceptor& o) const {
+  if (mode_ != o.mode_ || key_ != o.key_ || depth_ != o.depth_ || ws_run_ != o.ws_run_ ||
+      utf8_need_ != o.utf8_need_ || utf8_lo_ != o.utf8_lo_ || utf8_hi_ != o.utf8_hi_)
+    return false;
+  if (mode_ == Mode::kUnicode && hex_ != o.hex_) return false;
+  if (mode_ == Mode::kLiteral && (literal_ != o.literal_ || literal_pos_ != o.literal_pos_)) return false;
+  for (int i = 0; i < depth_; ++i)
+    if (stack_[i] != o.stack_[i]) return false;
+  return true;
+}
+
 bool JsonAcceptor::end_number(uint8_t c) {
   mode_ = Mode::kAfter;
   return feed(c);

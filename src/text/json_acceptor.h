@@ -29,6 +29,9 @@ class JsonAcceptor {
   // Inside a string with no escape or UTF-8 continuation pending: any well-formed UTF-8 text without '"', '\\' and
   // control bytes keeps it there.
   bool in_plain_string() const { return mode_ == Mode::kString && utf8_need_ == 0; }
+  // Whether the two accept the same continuations (the same state up to fields the mode does not read): e.g. every
+  // position inside one string, where a mask computed once serves the whole string.
+  bool equivalent(const JsonAcceptor& o) const;
 
  private:
   enum class Mode : uint8_t {

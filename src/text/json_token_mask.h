@@ -1,11 +1,11 @@
 // The tokens that can extend a JsonAcceptor state (response_format json_object), as a bitmask over the model's
 // vocabulary: token t is allowed when the acceptor takes all of its bytes. Special tokens never are. Built once per
-// tokenizer (a byte trie of the ordinary tokens, and the set of tokens that are plain string content); a query costs
-//   - inside a string: a copy of the plain-content set plus a check of the few tokens holding '"', '\\', a control
-//     byte or part of a UTF-8 character (~0.1 ms on the real vocabulary);
-//   - elsewhere: a walk of the trie that stops at the first byte the state refuses, so a token is visited only when
-//     its prefix is still JSON (a check of every token whose first byte is accepted took 0.5-1.1 ms: ~40% of the
-//     vocabulary starts with a space).
+// tokenizer: a byte trie of the ordinary tokens, the set of tokens that are plain string content (whole UTF-8, no '"',
+// '\\' or control bytes) and a second trie of the others. A query walks a trie depth-first and stops at the first
+// byte the state refuses, so a token is visited only while its prefix is still JSON:
+//   - inside a string: a copy of the plain-content set, and a walk of the other tokens' trie;
+//   - elsewhere: a walk of the whole trie (few prefixes survive: whitespace, one of {}[],:", digits, literals).
+// Host times per query on the real vocabulary: docs/PERF.md session 32.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -35,23 +35,27 @@ class JsonTokenMask {
   }
 
  private:
-  void insert(std::string_view bytes, int32_t t);
-  uint32_t child(uint32_t node, uint8_t c);
-  uint32_t new_node(uint8_t c);
+  // A byte trie of token ids: node 0 is the root; children in sibling lists (the root's by byte in root_child).
+  struct Trie {
+    struct Node {
+      uint32_t first_child = 0, next_sibling = 0;  // 0: none (the root is never a child)
+      int32_t token = -1;                          // the token whose bytes end here
+      uint8_t byte = 0;
+    };
+    std::vector<Node> nodes{Node{}};
+    std::array<uint32_t, 256> root_child{};
+    void insert(std::string_view bytes, int32_t t);
+    uint32_t child(uint32_t node, uint8_t c);
+    // Sets the bit of every token of the trie whose bytes all extend `state`.
+    void walk(const JsonAcceptor& state, std::vector<uint32_t>* mask) const;
+  };
 
   int vocab_;
-  std::string text_;              // every ordinary token's bytes, concatenated
+  std::string text_;               // every ordinary token's bytes, concatenated
   std::vector<uint32_t> offsets_;  // [vocab + 1] token t's bytes: text_[offsets_[t], offsets_[t + 1])
-  // The byte trie: node 0 is the root; children in a sibling list (root's: by byte in root_child_).
-  struct TrieNode {
-    uint32_t first_child = 0, next_sibling = 0;  // 0: none (the root is never a child)
-    int32_t token = -1;                          // the token whose bytes end here
-    uint8_t byte = 0;
-  };
-  std::vector<TrieNode> trie_;
-  std::array<uint32_t, 256> root_child_{};
-  std::vector<uint32_t> plain_string_;  // words(): plain string content (whole UTF-8, no '"', '\\', control bytes)
-  std::vector<int32_t> string_special_;  // ordinary tokens that are not plain string content
+  Trie all_;                       // every ordinary token
+  Trie string_special_;            // the ordinary tokens that are not plain string content
+  std::vector<uint32_t> plain_string_;  // words(): the tokens that are
 };
 
 }  // namespace mxs

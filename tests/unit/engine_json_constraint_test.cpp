@@ -33,9 +33,13 @@ using JsonConstraintTest = test::JsonTokenizerTest;
 
 TEST_F(JsonConstraintTest, PlainFramingAllowsTheObjectThenOnlyTheEndTokens) {
   JsonObjectConstraint c(masks_, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
-  std::vector<uint32_t> mask;
-  for (int32_t t : tok_->encode("{\"name\": \"Ada\", \"tags\": [1, 2.5, true]}")) {
+  std::vector<uint32_t> mask, expected;
+  JsonAcceptor ref;  // the masks without the constraint's cache
+  for (int32_t t : tok_->encode("{\"name\": \"Ada Lovelace, mathematician\", \"tags\": [1, 2.5, true]}")) {
     ASSERT_TRUE(c.allowed(&mask));
+    masks_->allowed(ref, &expected);
+    ASSERT_EQ(mask, expected);
+    ASSERT_TRUE(ref.feed(tok_->token_bytes(t)));
     ASSERT_TRUE(bit(mask, t)) << tok_->token_bytes(t);
     EXPECT_FALSE(bit(mask, tok::kReturn));
     ASSERT_TRUE(c.accept(t));

@@ -73,6 +73,21 @@ TEST(JsonAcceptor, RejectsAtTheBreakingByte) {
   for (const Case& c : cases) EXPECT_EQ(taken(c.s), c.at) << c.s;
 }
 
+TEST(JsonAcceptor, EquivalentStates) {
+  auto at = [](std::string_view s) {
+    JsonAcceptor a;
+    EXPECT_EQ(taken(s, &a), s.size()) << s;
+    return a;
+  };
+  EXPECT_TRUE(at("{\"a\":\"x").equivalent(at("{\"a\":\"xyz \\u00e9 \xc3\xa9")));  // inside one value string
+  EXPECT_TRUE(at("{\"a\":\"x").equivalent(at("{\"b\":1,\"c\":\"")));         // another, same container
+  EXPECT_FALSE(at("{\"a\":\"x").equivalent(at("{\"ax")));                        // a key: '"' leads to ':'
+  EXPECT_FALSE(at("{\"a\":\"x").equivalent(at("{\"a\":[\"x")));                 // inside an array
+  EXPECT_FALSE(at("{\"a\":\"x").equivalent(at("{\"a\":\"\xc3")));              // a UTF-8 character half read
+  EXPECT_FALSE(at("{\"a\":tr").equivalent(at("{\"a\":fa")));
+  EXPECT_TRUE(at("{\"a\":tr").equivalent(at("{\"b\":[0],\"c\":tr")));
+}
+
 TEST(JsonAcceptor, DepthAndWhitespaceAreBounded) {
   std::string deep = "{\"a\":";
   for (int i = 1; i < JsonAcceptor::kMaxDepth; ++i) deep += "[";

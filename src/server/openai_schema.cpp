@@ -135,6 +135,16 @@ void parse_generation(const Json& body, GenerationOptions& g) {
   if (const Json* lb = field(body, "logit_bias")) parse_logit_bias(*lb, s);
   if (auto v = integer(body, "min_tokens", 0, kMaxTokens)) s.min_tokens = int(*v);  // vLLM
   if (auto v = boolean(body, "ignore_eos")) g.ignore_eos = *v;                      // vLLM
+  if (const Json* ids = field(body, "stop_token_ids")) {                             // vLLM
+    if (!ids->is_array() || ids->size() > 16)
+      throw_invalid_param("stop_token_ids", "stop_token_ids must be an array of at most 16 token ids");
+    for (size_t i = 0; i < ids->size(); ++i) {
+      const Json& t = (*ids)[i];
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > std::numeric_limits<int32_t>::max())
+        throw_invalid_param("stop_token_ids", strfmt("stop_token_ids[%zu] is not a token id", i));
+      g.stop_token_ids.push_back(int32_t(t.get<int64_t>()));
+    }
+  }
   if (const Json* rf = field(body, "response_format")) {
     const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
     const std::string t = type && type->is_string() ? type->get<std::string>() : "";
@@ -353,6 +363,10 @@ CompletionRequest parse_completion_request(const Json& body) {
 }
 
 void check_generation_options(const GenerationOptions& g, int vocab) {
+  for (int32_t t : g.stop_token_ids)
+    if (t >= vocab)
+      throw_invalid_param("stop_token_ids",
+                          strfmt("stop_token_ids names token %d, outside the vocabulary [0, %d)", t, vocab));
   for (const LogitBias& e : g.sampling.logit_bias)
     if (e.token >= vocab)
       throw_invalid_param("logit_bias",
@@ -372,6 +386,9 @@ Request engine_request_of(const GenerationOptions& g) {
   r.sampling = g.sampling;
   r.max_tokens = g.max_tokens;
   r.ignore_stop_tokens = g.ignore_eos;
+  for (int32_t t : g.stop_token_ids)
+    if (std::find(r.stop_token_ids.begin(), r.stop_token_ids.end(), t) == r.stop_token_ids.end())
+      r.stop_token_ids.push_back(t);
   return r;
 }
 

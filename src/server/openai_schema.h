@@ -51,6 +51,7 @@ struct GenerationOptions {
   std::vector<std::string> stop;
   int n = 1;  // choices: 1..kMaxChoices, each its own engine request (choice_group.h)
   bool ignore_eos = false;  // vLLM's: the stop tokens do not end the completion (Request::ignore_stop_tokens)
+  std::vector<int32_t> stop_token_ids;  // vLLM's: more stop tokens, besides the harmony ones
   bool json_object = false;  // response_format {"type": "json_object"} (engine/json_constraint.h)
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage

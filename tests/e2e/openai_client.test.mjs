@@ -303,6 +303,11 @@ test('logit_bias forces and bans tokens; min_tokens holds back the stop token; i
   // Sampled too: every draw takes the forced token.
   const sampled = await client.completions.create({ ...base, temperature: 1, seed: 5, logit_bias: { [y]: 100 } });
   assert.equal(sampled.choices[0].text, await decode([y, y, y]));
+  // stop_token_ids: the forced token now ends the completion (and is not part of the text).
+  const stopped = await client.completions.create({ ...base, logit_bias: { [y]: 100 }, stop_token_ids: [y] });
+  assert.equal(stopped.choices[0].finish_reason, 'stop');
+  assert.equal(stopped.choices[0].text, '');
+  assert.equal(stopped.usage.completion_tokens, 1);
 
   // <|return|> (200002) is a stop token: forced, it ends the completion at once; min_tokens holds it back.
   const ret = { ...base, max_tokens: 8, logit_bias: { 200002: 100 } };

@@ -101,6 +101,9 @@ TEST(ServerSchema, RejectionsNameTheParam) {
       {"{" + msgs + R"(, "logit_bias": {"5": "up"}})", "logit_bias"},
       {"{" + msgs + R"(, "min_tokens": -1})", "min_tokens"},
       {"{" + msgs + R"(, "ignore_eos": 1})", "ignore_eos"},
+      {"{" + msgs + R"(, "stop_token_ids": 5})", "stop_token_ids"},
+      {"{" + msgs + R"(, "stop_token_ids": [5, "x"]})", "stop_token_ids"},
+      {"{" + msgs + R"(, "stop_token_ids": [-1]})", "stop_token_ids"},
       {R"({"messages": []})", "messages"},
       {R"({"messages": "hi"})", "messages"},
       {R"({"model": "m"})", "messages"},
@@ -154,6 +157,12 @@ TEST(ServerSchema, LogitBiasMinTokensAndIgnoreEos) {
   EXPECT_TRUE(d.gen.sampling.logit_bias.empty());
   EXPECT_EQ(d.gen.sampling.min_tokens, 0);
   EXPECT_FALSE(engine_request_of(d.gen).ignore_stop_tokens);
+  // stop_token_ids: added to the harmony stop tokens (once each); ids past the vocabulary are a 400.
+  const CompletionRequest st =
+      parse_completion_request(parse_json_body(R"({"prompt": "x", "stop_token_ids": [13, 200002, 13]})"));
+  EXPECT_EQ(engine_request_of(st.gen).stop_token_ids,
+            (std::vector<int32_t>{tok::kReturn, tok::kCall, tok::kEndOfText, 13}));
+  EXPECT_EQ(param_of(st.gen, 12), "stop_token_ids");
   // response_format json_object, and what it cannot be combined with.
   const ChatCompletionRequest j = parse_chat_request(parse_json_body(
       R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}})"));

@@ -180,8 +180,8 @@ void run_generate(const GenerateArgs& a) {
   if (a.json_object) {  // chat: the final answer only (the reasoning stays free); --raw: the whole continuation
     MXS_CHECK(!a.ignore_eos && a.min_tokens == 0, "--json-object cannot be combined with --ignore-eos or --min-tokens");
     auto masks = std::make_shared<const mxs::JsonTokenMask>(*tokenizer, weights.config.vocab_size);
-    req.constraint = a.raw ? mxs::JsonObjectConstraint::factory(masks, false, {mxs::tok::kReturn, mxs::tok::kEndOfText})
-                           : mxs::JsonObjectConstraint::factory(masks, true, {mxs::tok::kReturn});
+    req.constraint = a.raw ? mxs::json_object_constraint(masks, false, {mxs::tok::kReturn, mxs::tok::kEndOfText})
+                           : mxs::json_object_constraint(masks, true, {mxs::tok::kReturn});
   }
   auto events = std::make_shared<mxs::EventQueue>();
   engine.submit(std::move(req), events);

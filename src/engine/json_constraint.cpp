@@ -7,23 +7,22 @@
 
 namespace mxs {
 
-JsonObjectConstraint::JsonObjectConstraint(std::shared_ptr<const JsonTokenMask> masks, bool harmony,
-                                           std::vector<int32_t> end_tokens)
+template <class Acceptor>
+JsonConstraint<Acceptor>::JsonConstraint(std::shared_ptr<const JsonTokenMask> masks, Acceptor start, bool harmony,
+                                         std::vector<int32_t> end_tokens, std::shared_ptr<const void> keep_alive)
     : masks_(std::move(masks)),
-      harmony_(harmony),
+      keep_alive_(std::move(keep_alive)),
       end_tokens_(std::move(end_tokens)),
-      phase_(harmony ? Phase::kFree : Phase::kObject) {
-  MXS_CHECK(masks_ != nullptr, "JsonObjectConstraint: no token masks");
+      phase_(harmony ? Phase::kFree : Phase::kDocument),
+      doc_(start),
+      cached_state_(start) {
+  MXS_CHECK(masks_ != nullptr, "JsonConstraint: no token masks");
   for (int32_t t : end_tokens_)
-    MXS_CHECK(t >= 0 && t < masks_->vocab(), strfmt("JsonObjectConstraint: end token %d outside the vocabulary", t));
+    MXS_CHECK(t >= 0 && t < masks_->vocab(), strfmt("JsonConstraint: end token %d outside the vocabulary", t));
 }
 
-TokenConstraintFactory JsonObjectConstraint::factory(std::shared_ptr<const JsonTokenMask> masks, bool harmony,
-                                                     std::vector<int32_t> end_tokens) {
-  return [masks, harmony, end_tokens] { return std::make_unique<JsonObjectConstraint>(masks, harmony, end_tokens); };
-}
-
-bool JsonObjectConstraint::allowed(std::vector<uint32_t>* mask) {
+template <class Acceptor>
+bool JsonConstraint<Acceptor>::allowed(std::vector<uint32_t>* mask) {
   switch (phase_) {
     case Phase::kFree:
     case Phase::kHeader:
@@ -32,11 +31,11 @@ bool JsonObjectConstraint::allowed(std::vector<uint32_t>* mask) {
       if (masks_->vocab() % 32) mask->back() = (1u << (masks_->vocab() % 32)) - 1;
       (*mask)[size_t(tok::kReturn) / 32] &= ~(1u << (tok::kReturn % 32));
       return true;
-    case Phase::kObject:
-      if (!json_.complete()) {
-        if (!cached_ || !cached_state_.equivalent(json_)) {
-          masks_->allowed(json_, &cached_mask_);
-          cached_state_ = json_, cached_ = true;
+    case Phase::kDocument:
+      if (!doc_.complete()) {
+        if (!cached_ || !cached_state_.equivalent(doc_)) {
+          masks_->allowed(doc_, &cached_mask_);
+          cached_state_ = doc_, cached_ = true;
         }
         *mask = cached_mask_;
         return true;
@@ -50,7 +49,8 @@ bool JsonObjectConstraint::allowed(std::vector<uint32_t>* mask) {
   return false;
 }
 
-bool JsonObjectConstraint::accept(int32_t token) {
+template <class Acceptor>
+bool JsonConstraint<Acceptor>::accept(int32_t token) {
   switch (phase_) {
     case Phase::kFree:
       if (token == tok::kReturn) return false;
@@ -61,7 +61,7 @@ bool JsonObjectConstraint::accept(int32_t token) {
       if (token == tok::kMessage) {
         // "final", or "final" with a recipient / constraint suffix the header may carry.
         const size_t end = channel_.find_first_of(" <");
-        phase_ = channel_.substr(0, end) == "final" ? Phase::kObject : Phase::kFree;
+        phase_ = channel_.substr(0, end) == "final" ? Phase::kDocument : Phase::kFree;
       } else if (token == tok::kConstrain) {
         channel_ += "<";  // (ends the channel name)
       } else if (token < 0 || token >= masks_->vocab() || masks_->bytes(token).empty()) {
@@ -71,13 +71,13 @@ bool JsonObjectConstraint::accept(int32_t token) {
         channel_ += masks_->bytes(token);
       }
       return true;
-    case Phase::kObject:
-      if (!json_.complete()) {
+    case Phase::kDocument:
+      if (!doc_.complete()) {
         if (token < 0 || token >= masks_->vocab()) return false;
         const std::string_view b = masks_->bytes(token);
-        JsonAcceptor next = json_;
+        Acceptor next = doc_;
         if (b.empty() || !next.feed(b)) return false;
-        json_ = next;
+        doc_ = next;
         return true;
       }
       phase_ = Phase::kEnded;
@@ -86,6 +86,26 @@ bool JsonObjectConstraint::accept(int32_t token) {
       return false;
   }
   return false;
+}
+
+template class JsonConstraint<JsonAcceptor>;
+template class JsonConstraint<JsonSchemaAcceptor>;
+
+TokenConstraintFactory json_object_constraint(std::shared_ptr<const JsonTokenMask> masks, bool harmony,
+                                              std::vector<int32_t> end_tokens) {
+  return [masks, harmony, end_tokens] {
+    return std::make_unique<JsonObjectConstraint>(masks, JsonAcceptor{}, harmony, end_tokens);
+  };
+}
+
+TokenConstraintFactory json_schema_constraint(std::shared_ptr<const JsonTokenMask> masks,
+                                              std::shared_ptr<const JsonSchema> schema, bool harmony,
+                                              std::vector<int32_t> end_tokens) {
+  MXS_CHECK(schema != nullptr, "json_schema_constraint: no schema");
+  return [masks, schema, harmony, end_tokens] {
+    return std::make_unique<JsonSchemaConstraint>(masks, JsonSchemaAcceptor(schema.get()), harmony, end_tokens,
+                                                  schema);
+  };
 }
 
 }  // namespace mxs

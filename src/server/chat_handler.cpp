@@ -289,9 +289,11 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
   check_generation_options(r.gen, ctx.tokenizer->vocab_size());
   Request req = engine_request_of(r.gen);
   req.prompt = std::move(prompt);
-  // json_object: the reasoning stays free; the final answer is one JSON object, then <|return|>.
-  if (r.gen.json_object)
-    req.constraint = JsonObjectConstraint::factory(ctx.json_masks, /*harmony=*/true, {tok::kReturn});
+  // json_object / json_schema: the reasoning stays free; the final answer is one JSON object, then <|return|>.
+  if (r.gen.json_schema)
+    req.constraint = json_schema_constraint(ctx.json_masks, r.gen.json_schema, /*harmony=*/true, {tok::kReturn});
+  else if (r.gen.json_object)
+    req.constraint = json_object_constraint(ctx.json_masks, /*harmony=*/true, {tok::kReturn});
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, prefill_ids](std::shared_ptr<HttpExchange> ex,
                                                                std::shared_ptr<ChoiceGroup> group, int choice) {

@@ -140,9 +140,12 @@ void handle_completions(ServingContext& ctx, HttpRequest&& request, std::shared_
   check_generation_options(r.gen, ctx.tokenizer->vocab_size());
   Request req = engine_request_of(r.gen);
   req.prompt = std::move(prompt);
-  // json_object: the completion is one JSON object from its first token, then a stop token.
-  if (r.gen.json_object)
-    req.constraint = JsonObjectConstraint::factory(ctx.json_masks, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
+  // json_object / json_schema: the completion is one JSON object from its first token, then a stop token.
+  if (r.gen.json_schema)
+    req.constraint = json_schema_constraint(ctx.json_masks, r.gen.json_schema, /*harmony=*/false,
+                                            {tok::kReturn, tok::kEndOfText});
+  else if (r.gen.json_object)
+    req.constraint = json_object_constraint(ctx.json_masks, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
   req.stop_strings = r.gen.stop;
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, echo](std::shared_ptr<HttpExchange> ex,

@@ -148,13 +148,23 @@ void parse_generation(const Json& body, GenerationOptions& g) {
   if (const Json* rf = field(body, "response_format")) {
     const Json* type = rf->is_object() ? field(*rf, "type") : nullptr;
     const std::string t = type && type->is_string() ? type->get<std::string>() : "";
-    if (t == "json_object")
+    if (t == "json_object") {
       g.json_object = true;
-    else if (t == "json_schema")
-      throw_invalid_param("response_format", "response_format json_schema is not supported (json_object is)");
-    else if (t != "text")
-      throw_invalid_param("response_format",
-                          "response_format must be {\"type\": \"text\"} or {\"type\": \"json_object\"}");
+    } else if (t == "json_schema") {
+      const Json* js = field(*rf, "json_schema");
+      const Json* schema = js && js->is_object() ? field(*js, "schema") : nullptr;
+      if (!schema)
+        throw_invalid_param("response_format",
+                            "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+      try {
+        g.json_schema = JsonSchema::compile(nlohmann::json::parse(schema->dump()));
+      } catch (const mxs::Error& e) {
+        throw_invalid_param("response_format", e.what());
+      }
+    } else if (t != "text") {
+      throw_invalid_param("response_format", "response_format must be {\"type\": \"text\"}, {\"type\": "
+                                             "\"json_object\"} or {\"type\": \"json_schema\", ...}");
+    }
   }
   if (const Json* stop = field(body, "stop")) {
     if (stop->is_string()) {
@@ -375,10 +385,10 @@ void check_generation_options(const GenerationOptions& g, int vocab) {
     throw_invalid_param("min_tokens", strfmt("min_tokens = %d exceeds max_tokens = %d", g.sampling.min_tokens,
                                              g.max_tokens));
   // The object ends with a stop token, which both would hold back.
-  if (g.json_object && g.ignore_eos)
-    throw_invalid_param("ignore_eos", "ignore_eos cannot be combined with response_format json_object");
-  if (g.json_object && g.sampling.min_tokens > 0)
-    throw_invalid_param("min_tokens", "min_tokens cannot be combined with response_format json_object");
+  if (g.structured() && g.ignore_eos)
+    throw_invalid_param("ignore_eos", "ignore_eos cannot be combined with a JSON response_format");
+  if (g.structured() && g.sampling.min_tokens > 0)
+    throw_invalid_param("min_tokens", "min_tokens cannot be combined with a JSON response_format");
 }
 
 Request engine_request_of(const GenerationOptions& g) {

@@ -12,6 +12,7 @@
 
 #include "engine/request.h"
 #include "engine/sampling_params.h"
+#include "text/json_schema_acceptor.h"
 #include "text/harmony.h"
 
 namespace mxs::server {
@@ -53,6 +54,8 @@ struct GenerationOptions {
   bool ignore_eos = false;  // vLLM's: the stop tokens do not end the completion (Request::ignore_stop_tokens)
   std::vector<int32_t> stop_token_ids;  // vLLM's: more stop tokens, besides the harmony ones
   bool json_object = false;  // response_format {"type": "json_object"} (engine/json_constraint.h)
+  std::shared_ptr<const JsonSchema> json_schema;  // response_format {"type": "json_schema", ...}: compiled
+  bool structured() const { return json_object || json_schema != nullptr; }
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
 };

@@ -15,7 +15,7 @@ namespace mxs {
 class JsonAcceptor {
  public:
   static constexpr int kMaxDepth = 32;
-  static constexpr int kMaxWhitespaceRun = 32;
+  static constexpr int kMaxWhitespaceRun = 16;
 
   // Consumes c if the document can continue with it. On false the acceptor is left unspecified: feed a copy when the
   // caller needs the state back.

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
+#include "text/json_schema_acceptor.h"
 
 namespace mxs {
 
@@ -34,10 +35,11 @@ uint32_t JsonTokenMask::Trie::child(uint32_t node, uint8_t c) {
   return n;
 }
 
-void JsonTokenMask::Trie::walk(const JsonAcceptor& state, std::vector<uint32_t>* mask) const {
+template <class Acceptor>
+void JsonTokenMask::Trie::walk(const Acceptor& state, std::vector<uint32_t>* mask) const {
   struct Item {
     uint32_t node;
-    JsonAcceptor state;  // the acceptor before this node's byte
+    Acceptor state;  // the acceptor before this node's byte
   };
   std::vector<Item> stack;
   for (uint32_t top : root_child)
@@ -83,15 +85,17 @@ JsonTokenMask::JsonTokenMask(const Tokenizer& tokenizer, int vocab) : vocab_(voc
   }
 }
 
-bool JsonTokenMask::extends(const JsonAcceptor& state, int32_t t) const {
+template <class Acceptor>
+bool JsonTokenMask::extends(const Acceptor& state, int32_t t) const {
   if (t < 0 || t >= vocab_) return false;
   const std::string_view b = bytes(t);
   if (b.empty()) return false;
-  JsonAcceptor s = state;
+  Acceptor s = state;
   return s.feed(b);
 }
 
-void JsonTokenMask::allowed(const JsonAcceptor& state, std::vector<uint32_t>* mask) const {
+template <class Acceptor>
+void JsonTokenMask::allowed(const Acceptor& state, std::vector<uint32_t>* mask) const {
   if (state.in_plain_string()) {
     *mask = plain_string_;
     string_special_.walk(state, mask);
@@ -100,5 +104,10 @@ void JsonTokenMask::allowed(const JsonAcceptor& state, std::vector<uint32_t>* ma
     all_.walk(state, mask);
   }
 }
+
+template void JsonTokenMask::allowed(const JsonAcceptor&, std::vector<uint32_t>*) const;
+template void JsonTokenMask::allowed(const JsonSchemaAcceptor&, std::vector<uint32_t>*) const;
+template bool JsonTokenMask::extends(const JsonAcceptor&, int32_t) const;
+template bool JsonTokenMask::extends(const JsonSchemaAcceptor&, int32_t) const;
 
 }  // namespace mxs

@@ -1,5 +1,5 @@
-// The tokens that can extend a JsonAcceptor state (response_format json_object), as a bitmask over the model's
-// vocabulary: token t is allowed when the acceptor takes all of its bytes. Special tokens never are. Built once per
+// The tokens that can extend a JsonAcceptor or JsonSchemaAcceptor state (response_format json_object / json_schema),
+// as a bitmask over the model's vocabulary: token t is allowed when the acceptor takes all of its bytes. Special tokens never are. Built once per
 // tokenizer: a byte trie of the ordinary tokens, the set of tokens that are plain string content (whole UTF-8, no '"',
 // '\\' or control bytes) and a second trie of the others. A query walks a trie depth-first and stops at the first
 // byte the state refuses, so a token is visited only while its prefix is still JSON:
@@ -25,10 +25,14 @@ class JsonTokenMask {
 
   int vocab() const { return vocab_; }
   int words() const { return (vocab_ + 31) / 32; }
-  // words() words: bit t % 32 of word t / 32 set when token t can extend `state`.
-  void allowed(const JsonAcceptor& state, std::vector<uint32_t>* mask) const;
+  // words() words: bit t % 32 of word t / 32 set when token t can extend `state`. Acceptor: JsonAcceptor or
+  // JsonSchemaAcceptor (explicitly instantiated; their free strings take the same bytes, so one plain-content set
+  // serves both).
+  template <class Acceptor>
+  void allowed(const Acceptor& state, std::vector<uint32_t>* mask) const;
   // Whether every byte of token t extends `state` (false for specials and ids without bytes).
-  bool extends(const JsonAcceptor& state, int32_t t) const;
+  template <class Acceptor>
+  bool extends(const Acceptor& state, int32_t t) const;
   // The bytes of an ordinary token ("" for specials).
   std::string_view bytes(int32_t t) const {
     return std::string_view(text_).substr(offsets_[size_t(t)], offsets_[size_t(t) + 1] - offsets_[size_t(t)]);
@@ -47,7 +51,8 @@ class JsonTokenMask {
     void insert(std::string_view bytes, int32_t t);
     uint32_t child(uint32_t node, uint8_t c);
     // Sets the bit of every token of the trie whose bytes all extend `state`.
-    void walk(const JsonAcceptor& state, std::vector<uint32_t>* mask) const;
+    template <class Acceptor>
+    void walk(const Acceptor& state, std::vector<uint32_t>* mask) const;
   };
 
   int vocab_;

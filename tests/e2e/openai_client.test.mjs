@@ -351,6 +351,15 @@ test('response_format json_object: the completion is a JSON object, then a stop 
     assert.ok(text.startsWith('{'), text);
     if (r.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(text), 'object', text);
   }
+  // json_schema: greedy from the random model, an object of the schema (an enum and a boolean: it must close).
+  const schema = { type: 'object', additionalProperties: false, required: ['color', 'ok'],
+                   properties: { color: { enum: ['red', 'green'] }, ok: { type: 'boolean' } } };
+  const js = await client.completions.create({ model: server.model, prompt: 'A JSON object:', max_tokens: 64,
+    temperature: 0, response_format: { type: 'json_schema', json_schema: { name: 'c', strict: true, schema } } });
+  assert.equal(js.choices[0].finish_reason, 'stop', js.choices[0].text);
+  const obj = JSON.parse(js.choices[0].text);
+  assert.deepEqual(Object.keys(obj).sort(), ['color', 'ok']);
+  assert.ok(['red', 'green'].includes(obj.color) && typeof obj.ok === 'boolean', js.choices[0].text);
   // Chat takes it too (the reasoning stays free; only the final answer is constrained).
   const chat = await client.chat.completions.create({ model: server.model, messages, max_tokens: 8,
                                                       response_format: { type: 'json_object' } });

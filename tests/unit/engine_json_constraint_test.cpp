@@ -32,7 +32,7 @@ int count(const std::vector<uint32_t>& m) {
 using JsonConstraintTest = test::JsonTokenizerTest;
 
 TEST_F(JsonConstraintTest, PlainFramingAllowsTheObjectThenOnlyTheEndTokens) {
-  JsonObjectConstraint c(masks_, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
+  JsonObjectConstraint c(masks_, JsonAcceptor{}, /*harmony=*/false, {tok::kReturn, tok::kEndOfText});
   std::vector<uint32_t> mask, expected;
   JsonAcceptor ref;  // the masks without the constraint's cache
   for (int32_t t : tok_->encode("{\"name\": \"Ada Lovelace, mathematician\", \"tags\": [1, 2.5, true]}")) {
@@ -44,18 +44,18 @@ TEST_F(JsonConstraintTest, PlainFramingAllowsTheObjectThenOnlyTheEndTokens) {
     EXPECT_FALSE(bit(mask, tok::kReturn));
     ASSERT_TRUE(c.accept(t));
   }
-  EXPECT_TRUE(c.object_complete());
+  EXPECT_TRUE(c.document_complete());
   ASSERT_TRUE(c.allowed(&mask));
   EXPECT_EQ(count(mask), 2);
   EXPECT_TRUE(bit(mask, tok::kReturn) && bit(mask, tok::kEndOfText));
   EXPECT_TRUE(c.accept(tok::kReturn));
 
-  JsonObjectConstraint d(masks_, false, {tok::kReturn});
+  JsonObjectConstraint d(masks_, JsonAcceptor{}, false, {tok::kReturn});
   EXPECT_FALSE(d.accept(tok_->encode("hello")[0]));  // a token the mask never allows
 }
 
 TEST_F(JsonConstraintTest, HarmonyFramingConstrainsOnlyTheFinalAnswer) {
-  JsonObjectConstraint c(masks_, /*harmony=*/true, {tok::kReturn});
+  JsonObjectConstraint c(masks_, JsonAcceptor{}, /*harmony=*/true, {tok::kReturn});
   std::vector<uint32_t> mask;
   auto feed = [&](const std::vector<int32_t>& ids) {
     for (int32_t t : ids) {
@@ -74,11 +74,11 @@ TEST_F(JsonConstraintTest, HarmonyFramingConstrainsOnlyTheFinalAnswer) {
   feed(tok_->encode("We need JSON. Not {valid"));
   feed({tok::kEnd, tok::kStart});
   feed(tok_->encode("assistant"));
-  EXPECT_FALSE(c.in_object());
+  EXPECT_FALSE(c.in_document());
   feed({tok::kChannel});
   feed(tok_->encode("final"));
   feed({tok::kMessage});
-  EXPECT_TRUE(c.in_object());
+  EXPECT_TRUE(c.in_document());
   ASSERT_TRUE(c.allowed(&mask));
   EXPECT_FALSE(bit(mask, tok_->encode("We")[0]));
   EXPECT_LT(count(mask), 5000);  // '{' and whitespace-led tokens
@@ -108,7 +108,7 @@ TEST_F(JsonConstraintTest, EngineSamplesJsonObjects) {
     q.sampling.temperature = 1.0f, q.sampling.seed = 40 + i;
     // Push the closing brace up in half of them, so that some objects close within max_tokens.
     if (i % 2) q.sampling.logit_bias = {{tok_->encode("}")[0], 8.0f}, {tok_->encode("\"}")[0], 8.0f}};
-    q.constraint = JsonObjectConstraint::factory(masks_, false, {tok::kReturn, tok::kEndOfText});
+    q.constraint = json_object_constraint(masks_, false, {tok::kReturn, tok::kEndOfText});
   }
   // Unconstrained requests alongside: async scheduling does not overlap a step that samples a constrained sequence,
   // so every token matches the synchronous engine's.

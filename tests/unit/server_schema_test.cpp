@@ -176,6 +176,18 @@ TEST(ServerSchema, LogitBiasMinTokensAndIgnoreEos) {
   EXPECT_EQ(param_of(jg, 201088), "min_tokens");
   EXPECT_FALSE(parse_chat_request(parse_json_body(
       R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "text"}})")).gen.json_object);
+  // json_schema: compiled at parse time; what the subset does not hold is a 400 naming the keyword.
+  const ChatCompletionRequest js = parse_chat_request(parse_json_body(R"({"messages": [{"role": "user", "content": "x"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "w", "strict": true, "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+        "additionalProperties": false}}}})"));
+  ASSERT_NE(js.gen.json_schema, nullptr);
+  EXPECT_TRUE(js.gen.structured());
+  const ApiError bad = chat_error(R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type":
+      "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string",
+      "format": "email"}}}}}})");
+  EXPECT_EQ(bad.param, "response_format");
+  EXPECT_NE(bad.message.find("/properties/a: keyword 'format' is not supported"), std::string::npos) << bad.message;
 }
 
 TEST(ServerSchema, MalformedBodiesAre400s) {

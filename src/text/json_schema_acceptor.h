@@ -1,0 +1,96 @@
+// response_format json_schema: a JSON Schema subset compiled to a tree (JsonSchema), and a byte-level acceptor of the
+// documents it describes (JsonSchemaAcceptor: the same interface as JsonAcceptor, so JsonTokenMask and the engine's
+// constraint take either). The subset, checked at compile time (anything else is an Error naming the keyword and its
+// path):
+//   - type: "object" | "array" | "string" | "number" | "integer" | "boolean" | "null", or a list of them;
+//   - object: properties (at most 64), required; additionalProperties may only be false (extra keys are never
+//     generated, with it or without it); keys come in any order, each at most once; '}' only once every required
+//     key is there;
+//   - array: items (required: the schema of every element);
+//   - enum / const: any JSON values (at most 64), generated as their compact JSON text;
+//   - ignored: description, title, $schema, default, examples, strict.
+// The top level must be an object. Strings are checked as JsonAcceptor checks them (escapes, strict UTF-8); numbers
+// by JSON's grammar (integer: no fraction or exponent). Whitespace: between tokens, at most kMaxWhitespaceRun bytes in
+// a row; none before the top-level '{' or after its '}'. At most kMaxDepth nested values.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace mxs {
+
+class JsonSchema {
+ public:
+  enum Type : uint8_t {
+    kObject = 1, kArray = 2, kString = 4, kNumber = 8, kInteger = 16, kBoolean = 32, kNull = 64,
+  };
+  struct Node {
+    uint8_t types = 0;                    // Type bits; 0 with enum_texts: an enum
+    std::vector<std::string> enum_texts;  // enum / const: each value's compact JSON text
+    std::vector<std::string> keys;        // object: each property's key as JSON text, quotes included
+    std::vector<int> props;               // object: each property's node
+    uint64_t required = 0;                // object: bit i = keys[i] is required
+    int items = -1;                       // array: the items' node
+  };
+  static constexpr int kMaxProperties = 64;
+  static constexpr int kMaxEnum = 64;
+
+  // Throws mxs::Error "json_schema: <path>: <what>" for what the subset does not hold.
+  static std::shared_ptr<const JsonSchema> compile(const nlohmann::json& schema);
+  const Node& node(int i) const { return nodes_[size_t(i)]; }
+
+ private:
+  int add(const nlohmann::json& s, const std::string& path, int depth);
+  std::vector<Node> nodes_;  // node 0: the top level
+};
+
+class JsonSchemaAcceptor {
+ public:
+  static constexpr int kMaxDepth = 16;
+  static constexpr int kMaxWhitespaceRun = 16;
+
+  // `schema` must outlive the acceptor and its copies (the constraint that makes them holds it).
+  explicit JsonSchemaAcceptor(const JsonSchema* schema) : schema_(schema) {}
+
+  // As JsonAcceptor: false leaves the acceptor unspecified (feed a copy to try).
+  bool feed(uint8_t c);
+  bool feed(std::string_view bytes) {
+    for (char c : bytes)
+      if (!feed(uint8_t(c))) return false;
+    return true;
+  }
+  bool complete() const { return done_; }
+  // Inside a free string (type "string"), no escape or UTF-8 continuation pending.
+  bool in_plain_string() const;
+  bool equivalent(const JsonSchemaAcceptor& o) const;
+
+ private:
+  // One open value. kind: what it is; phase: where in it.
+  struct Frame {
+    uint16_t node = 0;
+    uint8_t kind = 0, phase = 0;
+    uint8_t aux = 0;               // string: UTF-8 continuation bytes due; number: integer only; literal: 1 = true /
+                                   // false / null, 0 = the node's enum texts
+    uint8_t lo = 0x80, hi = 0xBF;  // string: the next continuation byte's range
+    uint8_t pos = 0;               // key / literal: bytes matched; \u escape: hex digits read
+    int8_t key = -1;               // object: the key whose value comes or is open
+    uint64_t done = 0;             // object: keys already given
+    uint64_t cand = 0;             // object key / literal: the texts still matching
+  };
+  bool start_value(int node, uint8_t c);  // a value of `node` starting with c (pushes its frame)
+  bool value_done();                      // the top frame's value is complete: pop it, tell the parent
+  bool feed_frame(uint8_t c);
+  bool between() const;                   // whitespace may come now
+
+  const JsonSchema* schema_;
+  Frame stack_[kMaxDepth];
+  uint8_t depth_ = 0;
+  uint8_t ws_run_ = 0;
+  bool started_ = false, done_ = false;
+};
+
+}  // namespace mxs

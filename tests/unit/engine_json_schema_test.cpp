@@ -1,0 +1,244 @@
+// JsonSchema (the json_schema subset) and JsonSchemaAcceptor: compile errors name the keyword and path; documents of
+// the schema (keys in any order) and every prefix of them are taken; documents outside it are refused at the byte
+// that leaves it; random mutations of valid documents are taken whole only when a reference validator (below, on
+// nlohmann::json) accepts them; on the real tokenizer (skipped without it) the token mask equals a token-by-token
+// check in schema states; through the engine on the CPU runner, sampled completions are documents of the schema.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "cpu/cpu_runner.h"
+#include "cpu/random_weights.h"
+#include "engine/engine.h"
+#include "engine/json_constraint.h"
+#include "engine/offline.h"
+#include "text/json_schema_acceptor.h"
+#include "text/special_tokens.h"
+#include "text_json_test_fixture.h"
+
+namespace mxs {
+namespace {
+
+using Json = nlohmann::json;
+
+const Json kSchema = Json::parse(R"({
+  "type": "object", "additionalProperties": false, "required": ["name", "age", "tags"],
+  "properties": {
+    "name": {"type": "string", "description": "ignored"},
+    "age": {"type": "integer"},
+    "score": {"type": ["number", "null"]},
+    "ok": {"type": "boolean"},
+    "color": {"enum": ["red", "green", 12, null]},
+    "tags": {"type": "array", "items": {"type": "string"}},
+    "pos": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"const": 0}}, "required": ["x"]}
+  }})");
+
+// The reference: does `v` match schema `s` (the subset's meaning, written directly on nlohmann values).
+bool conforms(const Json& v, const Json& s) {
+  if (s.contains("enum") || s.contains("const")) {
+    if (s.contains("const") && v == s["const"]) return true;
+    if (s.contains("enum"))
+      for (const Json& e : s["enum"])
+        if (v == e && v.type() == e.type()) return true;
+    return false;
+  }
+  std::vector<std::string> types;
+  if (s["type"].is_string()) types.push_back(s["type"]);
+  else for (const Json& t : s["type"]) types.push_back(t);
+  for (const std::string& t : types) {
+    if (t == "string" && v.is_string()) return true;
+    // (an integer past 64 bits parses as a double: the text has no fraction or exponent either way)
+    if (t == "integer" && v.is_number() && std::floor(v.get<double>()) == v.get<double>()) return true;
+    if (t == "number" && v.is_number()) return true;
+    if (t == "boolean" && v.is_boolean()) return true;
+    if (t == "null" && v.is_null()) return true;
+    if (t == "array" && v.is_array()) {
+      bool all = true;
+      for (const Json& x : v) all = all && conforms(x, s["items"]);
+      if (all) return true;
+    }
+    if (t == "object" && v.is_object()) {
+      const Json props = s.value("properties", Json::object());
+      bool ok = true;
+      for (auto it = v.begin(); it != v.end(); ++it)
+        ok = ok && props.contains(it.key()) && conforms(it.value(), props[it.key()]);
+      for (const Json& r : s.value("required", Json::array())) ok = ok && v.contains(r.get<std::string>());
+      if (ok) return true;
+    }
+  }
+  return false;
+}
+
+// Bytes of `s` the acceptor takes (s.size() when all), and whether it is then complete.
+size_t taken(const JsonSchema* schema, std::string_view s, bool* complete = nullptr) {
+  JsonSchemaAcceptor a(schema);
+  for (size_t i = 0; i < s.size(); ++i) {
+    JsonSchemaAcceptor next = a;
+    if (!next.feed(uint8_t(s[i]))) return i;
+    a = next;
+  }
+  if (complete) *complete = a.complete();
+  return s.size();
+}
+
+std::string compile_error(const std::string& schema) {
+  try {
+    JsonSchema::compile(Json::parse(schema));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(JsonSchema, CompileErrorsNameTheKeywordAndPath) {
+  EXPECT_NE(compile_error(R"({"type": "array", "items": {"type": "string"}})").find("top level"), std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}})")
+                .find("/properties/a: keyword 'pattern' is not supported"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "additionalProperties": true})").find("additionalProperties"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "required": ["b"], "properties": {}})").find("\"b\""),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "properties": {"a": {"type": "array"}}})").find("items"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "properties": {"a": {"type": "text"}}})").find("'text'"),
+            std::string::npos);
+  EXPECT_NE(compile_error(R"({"type": "object", "properties": {"a": {}}})").find("needs a type"), std::string::npos);
+  EXPECT_EQ(compile_error(kSchema.dump()), "");
+}
+
+TEST(JsonSchema, TakesItsDocumentsAndEveryPrefix) {
+  const auto schema = JsonSchema::compile(kSchema);
+  for (const char* doc : {
+           R"({"name":"Ada","age":36,"tags":[]})",
+           R"({"tags": ["a", "b\"c"], "age": -4, "name": "\u00e9",  "score": null, "ok": true})",
+           R"({"name":"x","age":0,"tags":["y"],"score":1.5e-3,"color":"green","pos":{"y":0,"x":-0.5}})",
+           R"({"color":12,"name":"","age":7,"tags":[],"pos":{"x":1}})",
+           R"({"color":null,"name":"","age":7,"tags":[]})"}) {
+    ASSERT_TRUE(conforms(Json::parse(doc), kSchema)) << doc;
+    bool complete = false;
+    EXPECT_EQ(taken(schema.get(), doc, &complete), std::string_view(doc).size()) << doc;
+    EXPECT_TRUE(complete) << doc;
+  }
+}
+
+TEST(JsonSchema, RefusesAtTheByteThatLeavesTheSchema) {
+  const auto schema = JsonSchema::compile(kSchema);
+  struct Case {
+    std::string s;
+    size_t at;
+  } cases[] = {
+      {R"({"name":"a","age":1})", 19},              // '}' before the required "tags"
+      {R"({"nam":1})", 5},                           // not a key of the schema
+      {R"({"name":"a","name":"b"})", 13},            // a key twice
+      {R"({"age":1.5})", 8},                         // integer: no fraction
+      {R"({"age":"1"})", 7},                         // a string for an integer
+      {R"({"color":"blue"})", 10},                   // not one of the enum's texts
+      {R"({"tags":[1]})", 9},                        // items are strings
+      {R"({"pos":{"y":1})", 12},                     // const 0
+      {R"({"ok":nul})", 6},                          // boolean only
+      {R"( {})", 0},
+  };
+  for (const Case& c : cases) EXPECT_EQ(taken(schema.get(), c.s), c.at) << c.s;
+  bool complete = true;
+  EXPECT_EQ(taken(schema.get(), R"({"name":"a","age":1,"tags":[]} )", &complete), 30u);  // nothing after the end
+}
+
+TEST(JsonSchema, AgreesWithTheReferenceValidatorOnMutations) {
+  const auto schema = JsonSchema::compile(kSchema);
+  const std::vector<std::string> seeds = {
+      R"({"name":"Ada","age":36,"tags":["x"],"ok":false,"color":"red","pos":{"x":2,"y":0},"score":3})",
+      R"({"tags":[],"age":-4,"name":"q","score":null,"color":12})"};
+  const std::string alphabet = "{}[]:,\"0123456789.-eructlfasnm agepoyx";
+  std::mt19937 rng(11);
+  int completes = 0;
+  for (int iter = 0; iter < 30000; ++iter) {
+    std::string s = seeds[rng() % seeds.size()];
+    for (int e = 0, edits = 1 + int(rng() % 3); e < edits && !s.empty(); ++e) {
+      const size_t pos = rng() % s.size();
+      const char c = alphabet[rng() % alphabet.size()];
+      switch (rng() % 3) {
+        case 0: s[pos] = c; break;
+        case 1: s.insert(s.begin() + long(pos), c); break;
+        default: s.erase(pos, 1);
+      }
+    }
+    bool complete = false;
+    if (taken(schema.get(), s, &complete) != s.size() || !complete) continue;
+    ++completes;
+    Json v;
+    ASSERT_NO_THROW(v = Json::parse(s)) << s;
+    EXPECT_TRUE(conforms(v, kSchema)) << s;
+  }
+  EXPECT_GT(completes, 500);
+}
+
+using JsonSchemaMaskTest = test::JsonTokenizerTest;
+
+TEST_F(JsonSchemaMaskTest, EqualsATokenByTokenCheckInSchemaStates) {
+  const auto schema = JsonSchema::compile(kSchema);
+  for (const char* prefix : {"{", "{\"", "{\"na", "{\"name\"", "{\"name\":", "{\"name\":\"A", "{\"age\":1",
+                             "{\"tags\":[", "{\"tags\":[\"a\",", "{\"color\":", "{\"color\":\"gr", "{\"ok\":",
+                             "{\"name\":\"\",\"age\":1,\"tags\":[]"}) {
+    SCOPED_TRACE(prefix);
+    JsonSchemaAcceptor state(schema.get());
+    ASSERT_TRUE(state.feed(std::string_view(prefix)));
+    std::vector<uint32_t> mask;
+    masks_->allowed(state, &mask);
+    int wrong = 0, n = 0;
+    for (int32_t t = 0; t < masks_->vocab(); ++t) {
+      const bool bit = mask[size_t(t) / 32] >> (t % 32) & 1u;
+      n += bit;
+      wrong += bit != masks_->extends(state, t);
+    }
+    EXPECT_EQ(wrong, 0);
+    EXPECT_GT(n, 0);
+  }
+}
+
+TEST_F(JsonSchemaMaskTest, EngineSamplesDocumentsOfTheSchema) {
+  const Json small = Json::parse(R"({"type": "object", "required": ["color", "n", "ok"],
+    "properties": {"color": {"enum": ["red", "green", "blue"]}, "n": {"type": "integer"}, "ok": {"type": "boolean"},
+                   "v": {"type": "array", "items": {"enum": [1, 2]}}}})");
+  const auto schema = JsonSchema::compile(small);
+  const ModelConfig cfg = ModelConfig::preset("tiny");
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/5);
+  cpu::CpuRunnerOptions opt;
+  opt.block_size = 16;
+  opt.num_blocks = 256;
+  cpu::CpuRunner runner(rw->weights, opt);
+  Engine engine(runner, tok_.get(), EngineConfig{});
+  std::vector<Request> requests(8);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Request& q = requests[i];
+    q.prompt = tok_->encode("Reply in JSON:");
+    q.max_tokens = 160;
+    q.sampling.temperature = i == 0 ? 0.0f : 1.0f, q.sampling.seed = 7 + i;
+    q.constraint = json_schema_constraint(masks_, schema, false, {tok::kReturn, tok::kEndOfText});
+  }
+  int closed = 0;
+  for (const OfflineResult& r : run_offline(engine, requests).results) {
+    ASSERT_NE(r.finish, FinishReason::kError) << r.error;
+    std::string text;
+    for (size_t i = 0; i + (r.finish == FinishReason::kStop ? 1 : 0) < r.tokens.size(); ++i)
+      text += tok_->token_bytes(r.tokens[i]);
+    if (r.finish != FinishReason::kStop) {
+      JsonSchemaAcceptor a(schema.get());
+      EXPECT_TRUE(a.feed(text)) << text;  // a prefix of a document
+      continue;
+    }
+    ++closed;
+    Json v;
+    ASSERT_NO_THROW(v = Json::parse(text)) << text;
+    EXPECT_TRUE(conforms(v, small)) << v.dump();
+  }
+  EXPECT_GT(closed, 0);
+}
+
+}  // namespace
+}  // namespace mxs

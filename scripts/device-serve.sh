@@ -85,6 +85,13 @@ for seed in 1 2 3 4; do
 done
 curl -s $URL/v1/chat/completions -d '{"messages":[{"role":"user","content":"JSON please"}],"max_tokens":64,
   "response_format":{"type":"json_object"}}' >"$OUT/json_chat.json"
+for seed in 1 2 3; do  # json_schema: an enum, a boolean, an integer and an array of strings
+  curl -s $URL/v1/completions -d "{\"prompt\":\"A JSON object:\",\"max_tokens\":160,\"temperature\":1,\"seed\":$seed,
+    \"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":\"object\",
+    \"required\":[\"color\",\"ok\",\"n\"],\"properties\":{\"color\":{\"enum\":[\"red\",\"green\"]},
+    \"ok\":{\"type\":\"boolean\"},\"n\":{\"type\":\"integer\"},\"tags\":{\"type\":\"array\",
+    \"items\":{\"type\":\"string\"}}}}}}}" >"$OUT/json_schema_$seed.json"
+done
 for mode in text json_object; do
   t0=$(date +%s.%N)
   curl -s $URL/v1/completions -d "{\"prompt\":\"x\",\"max_tokens\":256,\"temperature\":1,\"seed\":9,
@@ -99,6 +106,16 @@ for seed in (1, 2, 3, 4):
     text, fin = r["text"], r["finish_reason"]
     ok = isinstance(json.loads(text), dict) if fin == "stop" else text.startswith("{")
     print(f"== json_object seed {seed}: finish {fin}, {len(text)} chars, {'valid' if ok else 'INVALID'}: {text[:60]!r}")
+for seed in (1, 2, 3):
+    r = json.load(open(f"{out}/json_schema_{seed}.json"))["choices"][0]
+    text, fin = r["text"], r["finish_reason"]
+    if fin == "stop":
+        v = json.loads(text)
+        ok = set(v) <= {"color", "ok", "n", "tags"} and v["color"] in ("red", "green") and \
+            isinstance(v["ok"], bool) and isinstance(v["n"], int) and all(isinstance(t, str) for t in v.get("tags", []))
+    else:
+        ok = text.startswith("{")
+    print(f"== json_schema seed {seed}: finish {fin}, {len(text)} chars, {'valid' if ok else 'INVALID'}: {text[:70]!r}")
 c = json.load(open(f"{out}/json_chat.json"))
 print(f"== json_object chat: finish {c['choices'][0]['finish_reason']}, content {c['choices'][0]['message']['content'][:60]!r}")
 for mode in ("text", "json_object"):

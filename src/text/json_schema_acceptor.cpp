@@ -212,7 +212,7 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
             const std::string& k = n.keys[i];
             if (f.pos < k.size() && uint8_t(k[f.pos]) == c) {
               left |= uint64_t(1) << i;
-              if (f.pos + 1 == k.size()) complete = int(i);  // (JSON strings are prefix-free: at most one)
+              if (size_t(f.pos) + 1 == k.size()) complete = int(i);  // (JSON strings are prefix-free: at most one)
             }
           }
           if (left == 0) return false;

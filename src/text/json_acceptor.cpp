@@ -49,16 +49,15 @@ bool JsonAcceptor::close(uint8_t c) {
   return true;
 }
 
-// A UTF-8 lead byte inside a string: how many continuation bytes follow, and the range of the first (Unicode's
-// well-formed sequences, table 3-7).
-bool JsonAcceptor::utf8_lead(uint8_t c) {
-  if (c >= 0xC2 && c <= 0xDF) utf8_need_ = 1;
-  else if (c == 0xE0) utf8_need_ = 2, utf8_lo_ = 0xA0;
-  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) utf8_need_ = 2;
-  else if (c == 0xED) utf8_need_ = 2, utf8_hi_ = 0x9F;
-  else if (c == 0xF0) utf8_need_ = 3, utf8_lo_ = 0x90;
-  else if (c >= 0xF1 && c <= 0xF3) utf8_need_ = 3;
-  else if (c == 0xF4) utf8_need_ = 3, utf8_hi_ = 0x8F;
+bool utf8_lead_byte(uint8_t c, uint8_t* need, uint8_t* lo, uint8_t* hi) {
+  *lo = 0x80, *hi = 0xBF;
+  if (c >= 0xC2 && c <= 0xDF) *need = 1;
+  else if (c == 0xE0) *need = 2, *lo = 0xA0;
+  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) *need = 2;
+  else if (c == 0xED) *need = 2, *hi = 0x9F;
+  else if (c == 0xF0) *need = 3, *lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3) *need = 3;
+  else if (c == 0xF4) *need = 3, *hi = 0x8F;
   else return false;
   return true;
 }
@@ -120,7 +119,7 @@ bool JsonAcceptor::feed(uint8_t c) {
         --utf8_need_, utf8_lo_ = 0x80, utf8_hi_ = 0xBF;
         return true;
       }
-      if (c >= 0x80) return utf8_lead(c);
+      if (c >= 0x80) return utf8_lead_byte(c, &utf8_need_, &utf8_lo_, &utf8_hi_);
       if (c == '"') {
         mode_ = key_ ? Mode::kColon : Mode::kAfter;
         return true;

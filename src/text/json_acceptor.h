@@ -12,6 +12,10 @@
 
 namespace mxs {
 
+// A UTF-8 lead byte: the continuation bytes that must follow (need) and the range of the first of them ([lo, hi]),
+// as Unicode's well-formed sequences allow (table 3-7); false for a byte that cannot lead (ASCII included).
+bool utf8_lead_byte(uint8_t c, uint8_t* need, uint8_t* lo, uint8_t* hi);
+
 class JsonAcceptor {
  public:
   static constexpr int kMaxDepth = 32;
@@ -59,7 +63,6 @@ class JsonAcceptor {
   bool value_start(uint8_t c);
   bool close(uint8_t c);
   bool end_number(uint8_t c);  // a byte that ends a number: handled as in kAfter
-  bool utf8_lead(uint8_t c);
 
   Mode mode_ = Mode::kStart;
   bool key_ = false;         // kString / kEscape / kUnicode: the string is an object key

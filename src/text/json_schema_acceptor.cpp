@@ -3,6 +3,7 @@
 #include <set>
 
 #include "common/error.h"
+#include "text/json_acceptor.h"
 
 namespace mxs {
 namespace {
@@ -260,16 +261,7 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
             return true;
           }
           if (c < 0x20) return false;
-          if (c < 0x80) return true;
-          if (c >= 0xC2 && c <= 0xDF) f.aux = 1;
-          else if (c == 0xE0) f.aux = 2, f.lo = 0xA0;
-          else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) f.aux = 2;
-          else if (c == 0xED) f.aux = 2, f.hi = 0x9F;
-          else if (c == 0xF0) f.aux = 3, f.lo = 0x90;
-          else if (c >= 0xF1 && c <= 0xF3) f.aux = 3;
-          else if (c == 0xF4) f.aux = 3, f.hi = 0x8F;
-          else return false;
-          return true;
+          return c < 0x80 || utf8_lead_byte(c, &f.aux, &f.lo, &f.hi);
         case kStrEscape:
           if (c == 'u') {
             f.phase = kStrUnicode, f.pos = 0;

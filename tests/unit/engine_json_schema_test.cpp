@@ -159,15 +159,7 @@ TEST(JsonSchema, AgreesWithTheReferenceValidatorOnMutations) {
   int completes = 0;
   for (int iter = 0; iter < 30000; ++iter) {
     std::string s = seeds[rng() % seeds.size()];
-    for (int e = 0, edits = 1 + int(rng() % 3); e < edits && !s.empty(); ++e) {
-      const size_t pos = rng() % s.size();
-      const char c = alphabet[rng() % alphabet.size()];
-      switch (rng() % 3) {
-        case 0: s[pos] = c; break;
-        case 1: s.insert(s.begin() + long(pos), c); break;
-        default: s.erase(pos, 1);
-      }
-    }
+    test::mutate_json(s, rng, alphabet);
     bool complete = false;
     if (taken(schema.get(), s, &complete) != s.size() || !complete) continue;
     ++completes;

@@ -107,16 +107,7 @@ TEST(JsonAcceptor, AgreesWithNlohmannOnMutations) {
   int completes = 0;
   for (int iter = 0; iter < 20000; ++iter) {
     std::string s = kValid[rng() % kValid.size()];
-    const int edits = 1 + int(rng() % 3);
-    for (int e = 0; e < edits && !s.empty(); ++e) {
-      const size_t pos = rng() % s.size();
-      const char c = alphabet[rng() % alphabet.size()];
-      switch (rng() % 3) {
-        case 0: s[pos] = c; break;
-        case 1: s.insert(s.begin() + long(pos), c); break;
-        default: s.erase(pos, 1);
-      }
-    }
+    test::mutate_json(s, rng, alphabet);
     const bool ours = complete(s);
     completes += ours;
     bool theirs = false;  // valid by the grammar: a number too large for a double is nlohmann's limit, not JSON's

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <memory>
+#include <random>
 #include <string>
 
 #include "common/paths.h"
@@ -12,6 +13,20 @@
 #include "text/tokenizer.h"
 
 namespace mxs::test {
+
+// 1-3 random edits of s (replace, insert or delete a byte; inserted bytes drawn from `alphabet`): the fuzz tests'
+// near-miss documents.
+inline void mutate_json(std::string& s, std::mt19937& rng, const std::string& alphabet) {
+  for (int e = 0, edits = 1 + int(rng() % 3); e < edits && !s.empty(); ++e) {
+    const size_t pos = rng() % s.size();
+    const char c = alphabet[rng() % alphabet.size()];
+    switch (rng() % 3) {
+      case 0: s[pos] = c; break;
+      case 1: s.insert(s.begin() + long(pos), c); break;
+      default: s.erase(pos, 1);
+    }
+  }
+}
 
 class JsonTokenizerTest : public ::testing::Test {
  protected:

@@ -130,6 +130,16 @@ timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 
   --input-len 1024 --output-len 256 --ignore-eos --json "$OUT/bench_serve.json" >"$OUT/bench_serve.md" 2>"$OUT/bench_serve.err"
 echo "== bench serve (HTTP, concurrency 64) rc=$?"
 grep -E "Failed|Total output tokens|Output throughput|TTFT (mean|median)|TPOT median|ITL p99" "$OUT/bench_serve.md"
+# Structured outputs under load (session 32): 64 streams at temperature 1, every answer a JSON object, against the
+# same load unconstrained (no ignore_eos for either: json_object refuses it; an object the random model closes ends its
+# request early, so compare tok/s, not durations).
+for rf in text json_object; do
+  timeout 240 $BIN bench serve --url $URL --endpoint completions --concurrency 64 --num-prompts 64 \
+    --input-len 1024 --output-len 256 --temperature 1 --response-format $rf --json "$OUT/bench_serve_$rf.json" \
+    >"$OUT/bench_serve_$rf.md" 2>"$OUT/bench_serve_$rf.err"
+  echo "== bench serve (HTTP, concurrency 64, temperature 1, response_format $rf) rc=$?"
+  grep -E "Failed|Total output tokens|Output throughput|TPOT median" "$OUT/bench_serve_$rf.md"
+done
 # Abuse sent while `bench serve` loads the server: each must get its own error (status, OpenAI error type) and
 # cost the load nothing (bench serve lists failed requests). A stream the client drops must free its sequence.
 abuse() {

@@ -40,6 +40,7 @@ struct ServeBenchArgs {
   uint64_t seed = 0;
   double temperature = 0.0;  // as `vllm bench serve`: greedy, so the run compares with `bench throughput`
   bool ignore_eos = false;   // as `vllm bench serve --ignore-eos`: every request generates max_tokens
+  std::string response_format = "text";  // or json_object: structured outputs under load
 };
 
 // Random prompts: `input_len` words drawn from common lower-case English words, each of which is one token
@@ -104,10 +105,11 @@ std::vector<Item> load_jsonl(const std::string& path, int default_max_tokens) {
 
 // The streaming request body. Without ignore_eos a request may end before max_tokens; the metrics use the token
 // counts of the usage chunk either way.
-std::string request_body(const Item& it, bool chat, const std::string& model, double temperature, bool ignore_eos) {
-  json b = {{"model", model}, {"max_tokens", it.max_tokens}, {"stream", true}, {"temperature", temperature},
+std::string request_body(const Item& it, bool chat, const std::string& model, const ServeBenchArgs& a) {
+  json b = {{"model", model}, {"max_tokens", it.max_tokens}, {"stream", true}, {"temperature", a.temperature},
             {"stream_options", {{"include_usage", true}}}};
-  if (ignore_eos) b["ignore_eos"] = true;
+  if (a.ignore_eos) b["ignore_eos"] = true;
+  if (a.response_format != "text") b["response_format"] = {{"type", a.response_format}};
   if (chat) {
     b["messages"] = it.messages.is_null() ? json::array({{{"role", "user"}, {"content", it.prompt}}}) : it.messages;
   } else {
@@ -185,7 +187,7 @@ void run(const ServeBenchArgs& a, const std::string& command) {
   }
   std::vector<std::string> bodies;
   for (int i = 0; i < a.num_prompts; ++i)
-    bodies.push_back(request_body(items[size_t(i) % items.size()], chat, model, a.temperature, a.ignore_eos));
+    bodies.push_back(request_body(items[size_t(i) % items.size()], chat, model, a));
 
   bench::LoadOptions lo;
   lo.path = chat ? "/v1/chat/completions" : "/v1/completions";
@@ -246,6 +248,10 @@ mxs::cli::CommandRegistrar reg(65, [](CLI::App& app) {
                   "Sampling temperature of every request (default 0, greedy, as vllm bench serve; the offline "
                   "`bench throughput` is greedy too)")
       ->check(CLI::Range(0.0, 2.0))
+      ->capture_default_str();
+  cmd->add_option("--response-format", args->response_format,
+                  "text, or json_object: every request's answer constrained to one JSON object (structured outputs)")
+      ->check(CLI::IsMember({"text", "json_object"}))
       ->capture_default_str();
   cmd->add_flag("--ignore-eos", args->ignore_eos,
                 "Send ignore_eos: every request generates --output-len tokens (as `vllm bench serve --ignore-eos`; "

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/thread_pool.h"
 #include "common/timer.h"
 
 namespace mxs {
@@ -197,12 +198,6 @@ void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double
     ss.sampling = &seq->request.sampling;
     ss.prompt_tokens = seq->prompt();
     ss.output_tokens = seq->output();
-    if (ss.sample && seq->constraint && seq->constraint->allowed(&seq->allowed_mask)) {
-      MXS_CHECK(seq->allowed_mask.size() == size_t(vocab_size_ + 31) / 32,
-                strfmt("internal: a token constraint's mask has %zu words for a vocabulary of %d",
-                       seq->allowed_mask.size(), vocab_size_));
-      ss.allowed_tokens = seq->allowed_mask;
-    }
     for (int p = seq->num_computed_tokens; p < ss.context_len; ++p) {
       batch->tokens.push_back(seq->tokens[size_t(p)]);
       batch->positions.push_back(p);
@@ -216,6 +211,31 @@ void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double
       ss.output_tokens = ss.output_tokens.first(ss.output_tokens.size() - 1);
     }
     batch->seqs.push_back(ss);
+  }
+  // Structured outputs: the constrained sequences' allowed-token masks, on the pool's threads (each walks the
+  // vocabulary's tries or copies a cached mask: ~2-90 us; 64 JSON requests would otherwise add milliseconds to a step).
+  std::vector<size_t> masked;
+  for (size_t i = 0; i < batch->seqs.size(); ++i)
+    if (batch->seqs[i].sample && sched.seqs[i].seq->constraint) masked.push_back(i);
+  if (masked.empty()) return;
+  std::vector<char> restricted(masked.size(), 0);
+  auto compute = [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) {
+      Sequence* seq = sched.seqs[masked[size_t(k)]].seq;
+      restricted[size_t(k)] = seq->constraint->allowed(&seq->allowed_mask);
+    }
+  };
+  if (masked.size() == 1)
+    compute(0, 1);
+  else
+    ThreadPool::global().parallel_for(int64_t(masked.size()), compute);
+  for (size_t k = 0; k < masked.size(); ++k) {
+    if (!restricted[k]) continue;
+    Sequence* seq = sched.seqs[masked[k]].seq;
+    MXS_CHECK(seq->allowed_mask.size() == size_t(vocab_size_ + 31) / 32,
+              strfmt("internal: a token constraint's mask has %zu words for a vocabulary of %d",
+                     seq->allowed_mask.size(), vocab_size_));
+    batch->seqs[masked[k]].allowed_tokens = seq->allowed_mask;
   }
 }
 

@@ -1,6 +1,6 @@
 // `mxserve bench serve` against a real demo server: a small run at concurrency 1 and 4 must complete every
 // request and print the markdown table and JSON with the vLLM-style metrics; a run whose prompts the server
-// rejects must list each failure with its HTTP status and message.
+// rejects must list each failure with its HTTP status and message; --ignore-eos and --response-format reach the server.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -78,6 +78,23 @@ for (const endpoint of ['chat', 'completions']) {
     }
   });
 }
+
+test('--ignore-eos: every request generates --output-len tokens; --response-format json_object is sent', async () => {
+  const { report } = await bench(['--endpoint', 'completions', '--concurrency', '4', '--num-prompts', '8',
+                                  '--input-len', '16', '--output-len', '8', '--ignore-eos']);
+  assert.equal(report.levels[0].failed, 0);
+  assert.equal(report.levels[0].total_output_tokens, 8 * 8);
+  // json_object: the server constrains every answer (it ends when its object closes, never past max_tokens); with
+  // --ignore-eos the server refuses it, which shows the field reached it.
+  const json = await bench(['--endpoint', 'completions', '--concurrency', '4', '--num-prompts', '4', '--input-len', '16',
+                            '--output-len', '8', '--temperature', '1', '--response-format', 'json_object']);
+  assert.equal(json.report.levels[0].failed, 0);
+  assert.ok(json.report.levels[0].total_output_tokens <= 4 * 8);
+  const refused = await bench(['--concurrency', '2', '--num-prompts', '2', '--input-len', '16', '--output-len', '8',
+                               '--response-format', 'json_object', '--ignore-eos']);
+  assert.equal(refused.report.levels[0].failed, 2);
+  for (const f of refused.report.levels[0].failures) assert.match(f.error, /ignore_eos/);
+});
 
 test('rejected requests are listed with status and message', async () => {
   // 400 words do not fit --max-length 256: every request is a 400.

@@ -4,8 +4,6 @@ namespace mxs {
 namespace {
 
 bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
-bool is_hex(uint8_t c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 constexpr std::string_view kLiterals[3] = {"true", "false", "null"};
 
 }  // namespace
@@ -19,13 +17,7 @@ bool JsonAcceptor::value_start(uint8_t c) {
       mode_ = c == '{' ? Mode::kObjectFirst : Mode::kArrayFirst;
       return true;
     case '"':
-      mode_ = Mode::kString, key_ = false;
-      return true;
-    case '-':
-      mode_ = Mode::kMinus;
-      return true;
-    case '0':
-      mode_ = Mode::kZero;
+      mode_ = Mode::kString, key_ = false, str_ = {};
       return true;
     case 't':
     case 'f':
@@ -33,11 +25,9 @@ bool JsonAcceptor::value_start(uint8_t c) {
       mode_ = Mode::kLiteral, literal_ = c == 't' ? 0 : c == 'f' ? 1 : 2, literal_pos_ = 1;
       return true;
     default:
-      if (c >= '1' && c <= '9') {
-        mode_ = Mode::kInt;
-        return true;
-      }
-      return false;
+      if (!num_.start(c, /*integer_only=*/false)) return false;
+      mode_ = Mode::kNumber;
+      return true;
   }
 }
 
@@ -49,24 +39,10 @@ bool JsonAcceptor::close(uint8_t c) {
   return true;
 }
 
-bool utf8_lead_byte(uint8_t c, uint8_t* need, uint8_t* lo, uint8_t* hi) {
-  *lo = 0x80, *hi = 0xBF;
-  if (c >= 0xC2 && c <= 0xDF) *need = 1;
-  else if (c == 0xE0) *need = 2, *lo = 0xA0;
-  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) *need = 2;
-  else if (c == 0xED) *need = 2, *hi = 0x9F;
-  else if (c == 0xF0) *need = 3, *lo = 0x90;
-  else if (c >= 0xF1 && c <= 0xF3) *need = 3;
-  else if (c == 0xF4) *need = 3, *hi = 0x8F;
-  else return false;
-  return true;
-}
-
 bool JsonAcceptor::equivalent(const JsonAcceptor& o) const {
-  if (mode_ != o.mode_ || key_ != o.key_ || depth_ != o.depth_ || ws_run_ != o.ws_run_ ||
-      utf8_need_ != o.utf8_need_ || utf8_lo_ != o.utf8_lo_ || utf8_hi_ != o.utf8_hi_)
-    return false;
-  if (mode_ == Mode::kUnicode && hex_ != o.hex_) return false;
+  if (mode_ != o.mode_ || key_ != o.key_ || depth_ != o.depth_ || ws_run_ != o.ws_run_) return false;
+  if (mode_ == Mode::kString && !(str_ == o.str_)) return false;
+  if (mode_ == Mode::kNumber && !(num_ == o.num_)) return false;
   if (mode_ == Mode::kLiteral && (literal_ != o.literal_ || literal_pos_ != o.literal_pos_)) return false;
   for (int i = 0; i < depth_; ++i)
     if (stack_[i] != o.stack_[i]) return false;
@@ -101,7 +77,7 @@ bool JsonAcceptor::feed(uint8_t c) {
       [[fallthrough]];
     case Mode::kKey:
       if (c != '"') return false;
-      mode_ = Mode::kString, key_ = true;
+      mode_ = Mode::kString, key_ = true, str_ = {};
       return true;
     case Mode::kColon:
       if (c != ':') return false;
@@ -114,74 +90,19 @@ bool JsonAcceptor::feed(uint8_t c) {
       }
       return (c == '}' || c == ']') && close(c);
     case Mode::kString:
-      if (utf8_need_ > 0) {
-        if (c < utf8_lo_ || c > utf8_hi_) return false;
-        --utf8_need_, utf8_lo_ = 0x80, utf8_hi_ = 0xBF;
-        return true;
-      }
-      if (c >= 0x80) return utf8_lead_byte(c, &utf8_need_, &utf8_lo_, &utf8_hi_);
-      if (c == '"') {
-        mode_ = key_ ? Mode::kColon : Mode::kAfter;
-        return true;
-      }
-      if (c == '\\') {
-        mode_ = Mode::kEscape;
-        return true;
-      }
-      return c >= 0x20;
-    case Mode::kEscape:
-      if (c == 'u') {
-        mode_ = Mode::kUnicode, hex_ = 0;
-        return true;
-      }
-      if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
-        mode_ = Mode::kString;
-        return true;
+      switch (str_.feed(c)) {
+        case LexStep::kTaken: return true;
+        case LexStep::kRejected: return false;
+        case LexStep::kDone: mode_ = key_ ? Mode::kColon : Mode::kAfter; return true;
       }
       return false;
-    case Mode::kUnicode:
-      if (!is_hex(c)) return false;
-      if (++hex_ == 4) mode_ = Mode::kString;
-      return true;
-    case Mode::kMinus:
-      if (!is_digit(c)) return false;
-      mode_ = c == '0' ? Mode::kZero : Mode::kInt;
-      return true;
-    case Mode::kZero:
-    case Mode::kInt:
-      if (is_digit(c) && mode_ == Mode::kInt) return true;
-      if (c == '.') {
-        mode_ = Mode::kDot;
-        return true;
+    case Mode::kNumber:
+      switch (num_.feed(c)) {
+        case LexStep::kTaken: return true;
+        case LexStep::kRejected: return false;
+        case LexStep::kDone: return end_number(c);
       }
-      if (c == 'e' || c == 'E') {
-        mode_ = Mode::kExp;
-        return true;
-      }
-      return end_number(c);
-    case Mode::kDot:
-      if (!is_digit(c)) return false;
-      mode_ = Mode::kFrac;
-      return true;
-    case Mode::kFrac:
-      if (is_digit(c)) return true;
-      if (c == 'e' || c == 'E') {
-        mode_ = Mode::kExp;
-        return true;
-      }
-      return end_number(c);
-    case Mode::kExp:
-      if (c == '+' || c == '-') {
-        mode_ = Mode::kExpSign;
-        return true;
-      }
-      [[fallthrough]];
-    case Mode::kExpSign:
-      if (!is_digit(c)) return false;
-      mode_ = Mode::kExpDigits;
-      return true;
-    case Mode::kExpDigits:
-      return is_digit(c) || end_number(c);
+      return false;
     case Mode::kLiteral: {
       const std::string_view lit = kLiterals[literal_];
       if (c != uint8_t(lit[literal_pos_])) return false;

@@ -10,11 +10,9 @@
 #include <cstdint>
 #include <string_view>
 
-namespace mxs {
+#include "text/json_lexer.h"
 
-// A UTF-8 lead byte: the continuation bytes that must follow (need) and the range of the first of them ([lo, hi]),
-// as Unicode's well-formed sequences allow (table 3-7); false for a byte that cannot lead (ASCII included).
-bool utf8_lead_byte(uint8_t c, uint8_t* need, uint8_t* lo, uint8_t* hi);
+namespace mxs {
 
 class JsonAcceptor {
  public:
@@ -32,7 +30,7 @@ class JsonAcceptor {
   bool complete() const { return mode_ == Mode::kDone; }
   // Inside a string with no escape or UTF-8 continuation pending: any well-formed UTF-8 text without '"', '\\' and
   // control bytes keeps it there.
-  bool in_plain_string() const { return mode_ == Mode::kString && utf8_need_ == 0; }
+  bool in_plain_string() const { return mode_ == Mode::kString && str_.plain(); }
   // Whether the two accept the same continuations (the same state up to fields the mode does not read): e.g. every
   // position inside one string, where a mask computed once serves the whole string.
   bool equivalent(const JsonAcceptor& o) const;
@@ -46,17 +44,8 @@ class JsonAcceptor {
     kKey,         // a key (after ',' in an object)
     kColon,       // ':' (after a key)
     kAfter,       // ',' or the container's closing bracket (after a value)
-    kString,      // inside a string (key_ says whether it is a key)
-    kEscape,      // after '\'
-    kUnicode,     // after "\u": hex_ digits read
-    kMinus,       // after '-': a digit
-    kZero,        // a leading 0: '.', 'e', or the number ends
-    kInt,         // integer digits
-    kDot,         // after '.': a digit
-    kFrac,        // fraction digits
-    kExp,         // after 'e': a sign or a digit
-    kExpSign,     // after the exponent's sign: a digit
-    kExpDigits,   // exponent digits
+    kString,      // inside a string (key_ says whether it is a key; str_ where in it)
+    kNumber,      // inside a number (num_)
     kLiteral,     // inside true / false / null
     kDone,        // the top-level object is closed
   };
@@ -65,14 +54,13 @@ class JsonAcceptor {
   bool end_number(uint8_t c);  // a byte that ends a number: handled as in kAfter
 
   Mode mode_ = Mode::kStart;
-  bool key_ = false;         // kString / kEscape / kUnicode: the string is an object key
+  bool key_ = false;         // kString: the string is an object key
   uint8_t depth_ = 0;
-  uint8_t hex_ = 0;          // kUnicode
   uint8_t ws_run_ = 0;       // whitespace bytes in a row
   uint8_t literal_ = 0;      // kLiteral: which one (0 true, 1 false, 2 null)
   uint8_t literal_pos_ = 0;  // kLiteral: bytes of it read
-  uint8_t utf8_need_ = 0;    // kString: continuation bytes still due, the next one in [utf8_lo_, utf8_hi_]
-  uint8_t utf8_lo_ = 0x80, utf8_hi_ = 0xBF;
+  JsonStringLexer str_;      // kString
+  JsonNumberLexer num_;      // kNumber
   char stack_[kMaxDepth] = {};  // 'o' object, 'a' array
 };
 

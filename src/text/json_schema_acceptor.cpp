@@ -3,7 +3,6 @@
 #include <set>
 
 #include "common/error.h"
-#include "text/json_acceptor.h"
 
 namespace mxs {
 namespace {
@@ -11,8 +10,6 @@ namespace {
 using Json = nlohmann::json;
 
 bool is_ws(uint8_t c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
-bool is_digit(uint8_t c) { return c >= '0' && c <= '9'; }
-bool is_hex(uint8_t c) { return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 constexpr std::string_view kLiterals[3] = {"true", "false", "null"};
 
@@ -20,8 +17,6 @@ constexpr std::string_view kLiterals[3] = {"true", "false", "null"};
 enum Kind : uint8_t { kObj, kArr, kStr, kNum, kLit };
 enum ObjPhase : uint8_t { kObjOpen, kObjKey, kObjColon, kObjValue, kObjAfter, kObjNext };
 enum ArrPhase : uint8_t { kArrOpen, kArrAfter, kArrNext };
-enum StrPhase : uint8_t { kStrIn, kStrEscape, kStrUnicode };
-enum NumPhase : uint8_t { kMinus, kZero, kInt, kDot, kFrac, kExp, kExpSign, kExpDigits };
 
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
   throw Error("json_schema: " + (path.empty() ? std::string("/") : path) + ": " + what);
@@ -112,19 +107,15 @@ int JsonSchema::add(const Json& s, const std::string& path, int depth) {
 bool JsonSchemaAcceptor::in_plain_string() const {
   if (depth_ == 0) return false;
   const Frame& f = stack_[depth_ - 1];
-  return f.kind == kStr && f.phase == kStrIn && f.aux == 0;
+  return f.kind == kStr && f.str.plain();
 }
 
 bool JsonSchemaAcceptor::equivalent(const JsonSchemaAcceptor& o) const {
   if (schema_ != o.schema_ || depth_ != o.depth_ || ws_run_ != o.ws_run_ || started_ != o.started_ ||
       done_ != o.done_)
     return false;
-  for (int i = 0; i < depth_; ++i) {
-    const Frame &a = stack_[i], &b = o.stack_[i];
-    if (a.node != b.node || a.kind != b.kind || a.phase != b.phase || a.aux != b.aux || a.lo != b.lo ||
-        a.hi != b.hi || a.pos != b.pos || a.key != b.key || a.done != b.done || a.cand != b.cand)
-      return false;
-  }
+  for (int i = 0; i < depth_; ++i)
+    if (!(stack_[i] == o.stack_[i])) return false;
   return true;
 }
 
@@ -149,10 +140,10 @@ bool JsonSchemaAcceptor::start_value(int node_index, uint8_t c) {
   } else if (c == '[' && (n.types & JsonSchema::kArray)) {
     f.kind = kArr, f.phase = kArrOpen;
   } else if (c == '"' && (n.types & JsonSchema::kString)) {
-    f.kind = kStr, f.phase = kStrIn;
-  } else if ((c == '-' || is_digit(c)) && (n.types & (JsonSchema::kNumber | JsonSchema::kInteger))) {
-    f.kind = kNum, f.aux = (n.types & JsonSchema::kNumber) ? 0 : 1;
-    f.phase = c == '-' ? kMinus : c == '0' ? kZero : kInt;
+    f.kind = kStr;
+  } else if ((n.types & (JsonSchema::kNumber | JsonSchema::kInteger)) &&
+             f.num.start(c, /*integer_only=*/!(n.types & JsonSchema::kNumber))) {
+    f.kind = kNum;
   } else if ((c == 't' || c == 'f') && (n.types & JsonSchema::kBoolean)) {
     f.kind = kLit, f.aux = 1, f.pos = 1, f.cand = c == 't' ? 1 : 2;
   } else if (c == 'n' && (n.types & JsonSchema::kNull)) {
@@ -248,82 +239,19 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
       }
       return start_value(n.items, c);
     case kStr:
-      switch (f.phase) {
-        case kStrIn:
-          if (f.aux > 0) {
-            if (c < f.lo || c > f.hi) return false;
-            --f.aux, f.lo = 0x80, f.hi = 0xBF;
-            return true;
-          }
-          if (c == '"') return value_done();
-          if (c == '\\') {
-            f.phase = kStrEscape;
-            return true;
-          }
-          if (c < 0x20) return false;
-          return c < 0x80 || utf8_lead_byte(c, &f.aux, &f.lo, &f.hi);
-        case kStrEscape:
-          if (c == 'u') {
-            f.phase = kStrUnicode, f.pos = 0;
-            return true;
-          }
-          if (c == '"' || c == '\\' || c == '/' || c == 'b' || c == 'f' || c == 'n' || c == 'r' || c == 't') {
-            f.phase = kStrIn;
-            return true;
-          }
-          return false;
-        case kStrUnicode:
-          if (!is_hex(c)) return false;
-          if (++f.pos == 4) f.phase = kStrIn, f.pos = 0;
-          return true;
+      switch (f.str.feed(c)) {
+        case LexStep::kTaken: return true;
+        case LexStep::kRejected: return false;
+        case LexStep::kDone: return value_done();
       }
       return false;
-    case kNum: {
-      const bool integer = f.aux != 0;
-      switch (f.phase) {
-        case kMinus:
-          if (!is_digit(c)) return false;
-          f.phase = c == '0' ? kZero : kInt;
-          return true;
-        case kZero:
-        case kInt:
-          if (is_digit(c) && f.phase == kInt) return true;
-          if (!integer && c == '.') {
-            f.phase = kDot;
-            return true;
-          }
-          if (!integer && (c == 'e' || c == 'E')) {
-            f.phase = kExp;
-            return true;
-          }
-          break;  // the number ends before c
-        case kDot:
-          if (!is_digit(c)) return false;
-          f.phase = kFrac;
-          return true;
-        case kFrac:
-          if (is_digit(c)) return true;
-          if (c == 'e' || c == 'E') {
-            f.phase = kExp;
-            return true;
-          }
-          break;
-        case kExp:
-          if (c == '+' || c == '-') {
-            f.phase = kExpSign;
-            return true;
-          }
-          [[fallthrough]];
-        case kExpSign:
-          if (!is_digit(c)) return false;
-          f.phase = kExpDigits;
-          return true;
-        case kExpDigits:
-          if (is_digit(c)) return true;
-          break;
+    case kNum:
+      switch (f.num.feed(c)) {
+        case LexStep::kTaken: return true;
+        case LexStep::kRejected: return false;
+        case LexStep::kDone: return value_done() && feed(c);  // the number ended before c
       }
-      return value_done() && feed(c);
-    }
+      return false;
     case kLit: {
       uint64_t left = 0;
       bool complete = false;

@@ -21,6 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "text/json_lexer.h"
+
 namespace mxs {
 
 class JsonSchema {
@@ -72,14 +74,15 @@ class JsonSchemaAcceptor {
   // One open value. kind: what it is; phase: where in it.
   struct Frame {
     uint16_t node = 0;
-    uint8_t kind = 0, phase = 0;
-    uint8_t aux = 0;               // string: UTF-8 continuation bytes due; number: integer only; literal: 1 = true /
-                                   // false / null, 0 = the node's enum texts
-    uint8_t lo = 0x80, hi = 0xBF;  // string: the next continuation byte's range
-    uint8_t pos = 0;               // key / literal: bytes matched; \u escape: hex digits read
-    int8_t key = -1;               // object: the key whose value comes or is open
-    uint64_t done = 0;             // object: keys already given
-    uint64_t cand = 0;             // object key / literal: the texts still matching
+    uint8_t kind = 0, phase = 0;  // phase: objects and arrays
+    uint8_t aux = 0;              // literal: 1 = true / false / null, 0 = the node's enum texts
+    uint8_t pos = 0;              // key / literal: bytes matched
+    int8_t key = -1;              // object: the key whose value comes or is open
+    JsonStringLexer str;          // string
+    JsonNumberLexer num;          // number
+    uint64_t done = 0;            // object: keys already given
+    uint64_t cand = 0;            // object key / literal: the texts still matching
+    bool operator==(const Frame&) const = default;
   };
   bool start_value(int node, uint8_t c);  // a value of `node` starting with c (pushes its frame)
   bool value_done();                      // the top frame's value is complete: pop it, tell the parent

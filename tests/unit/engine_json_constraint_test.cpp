@@ -86,6 +86,24 @@ TEST_F(JsonConstraintTest, HarmonyFramingConstrainsOnlyTheFinalAnswer) {
   ASSERT_TRUE(c.allowed(&mask));
   EXPECT_EQ(count(mask), 1);
   EXPECT_TRUE(c.accept(tok::kReturn));
+
+  // A tool call's header stays free; a final header with a <|constrain|> suffix starts the document.
+  auto header = [&](JsonObjectConstraint& k, const std::string& channel, bool constrain) {
+    ASSERT_TRUE(k.accept(tok::kChannel));
+    for (int32_t t : tok_->encode(channel)) ASSERT_TRUE(k.accept(t));
+    if (constrain) {
+      ASSERT_TRUE(k.accept(tok::kConstrain));
+      for (int32_t t : tok_->encode("json")) ASSERT_TRUE(k.accept(t));
+    }
+    ASSERT_TRUE(k.accept(tok::kMessage));
+  };
+  JsonObjectConstraint tool(masks_, JsonAcceptor{}, true, {tok::kReturn});
+  header(tool, "commentary to=functions.get_weather ", true);
+  EXPECT_FALSE(tool.in_document());
+  JsonObjectConstraint suffixed(masks_, JsonAcceptor{}, true, {tok::kReturn});
+  header(suffixed, "final ", true);
+  EXPECT_TRUE(suffixed.in_document());
+  EXPECT_FALSE(suffixed.accept(tok::kReturn));  // (no object yet: the turn cannot end)
 }
 
 // The engine on the CPU reference runner (the tiny demo model's size, random weights): sampled completions under the

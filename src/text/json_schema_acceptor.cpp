@@ -1,5 +1,8 @@
 #include "text/json_schema_acceptor.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cmath>
 #include <set>
 
 #include "common/error.h"
@@ -18,6 +21,30 @@ enum Kind : uint8_t { kObj, kArr, kStr, kNum, kLit };
 enum ObjPhase : uint8_t { kObjOpen, kObjKey, kObjColon, kObjValue, kObjAfter, kObjNext };
 enum ArrPhase : uint8_t { kArrOpen, kArrAfter, kArrNext };
 
+// Bounded strings: where a \u surrogate pair stands (Frame::aux), so that a pair counts as one code point.
+enum SurrogateBits : uint8_t {
+  kHighDone = 1,  // the last character was a \u escape of a high surrogate (D800-DBFF)
+  kDeferred = 2,  // this escape came right after one: counted once it turns out not to be the low half
+  kFirstD = 4,    // this \u escape's first hex digit is d / D
+  kIsHigh = 8,    // this \u escape is a high surrogate
+};
+
+// Whether an integer that begins with the prefix ['-'] digits (value mag) can end in [lo, hi]. The values it can
+// become: mag itself, then mag * 10^k + [0, 10^k) for more digits (none after a lone 0), negated after '-'.
+bool integer_prefix_viable(bool neg, uint64_t mag, int digits, int64_t lo, int64_t hi) {
+  using I = __int128;
+  if (digits == 0) return lo <= 0;              // "-": -0, or any negative
+  if (mag == 0) return lo <= 0 && 0 <= hi;      // "0" / "-0": nothing can follow
+  const I a = neg ? -I(hi) : I(lo), b = neg ? -I(lo) : I(hi);  // the range of magnitudes
+  I p = 1;
+  for (int k = 0; k + digits <= 19; ++k, p *= 10) {
+    const I low = I(mag) * p, high = low + p - 1;
+    if (low > b) return false;
+    if (high >= a) return true;
+  }
+  return false;
+}
+
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
   throw Error("json_schema: " + (path.empty() ? std::string("/") : path) + ": " + what);
 }
@@ -26,23 +53,126 @@ enum ArrPhase : uint8_t { kArrOpen, kArrAfter, kArrNext };
 
 std::shared_ptr<const JsonSchema> JsonSchema::compile(const nlohmann::json& schema) {
   auto s = std::make_shared<JsonSchema>();
-  s->add(schema, "", 0);
-  const Node& top = s->nodes_[0];
-  if (top.types != kObject || !top.enum_texts.empty()) bad("", "the top level must be {\"type\": \"object\", ...}");
+  s->document_ = &schema;
+  s->root_ = s->add(schema, "", 0);
+  s->document_ = nullptr;
+  s->ref_nodes_.clear();
+  const Node& top = s->nodes_[size_t(s->root_)];
+  if (top.types != kObject || !top.enum_texts.empty() || !top.any_of.empty())
+    bad("", "the top level must be {\"type\": \"object\", ...}");
+  s->compute_first_sets();
   return s;
+}
+
+namespace {
+
+// Keywords that say nothing about which documents match.
+bool is_annotation(const std::string& k) {
+  static const std::set<std::string> annotations = {"description", "title",   "$schema",    "$comment",
+                                                    "default",     "examples", "deprecated", "readOnly",
+                                                    "writeOnly",   "strict",   "$defs",      "definitions"};
+  return annotations.count(k) > 0;
+}
+
+// A "$ref" or "allOf" must stand alone (beside annotations): the subset has no intersection of schemas.
+void check_alone(const Json& s, const std::string& keyword, const std::string& path) {
+  for (auto it = s.begin(); it != s.end(); ++it)
+    if (it.key() != keyword && !is_annotation(it.key()))
+      bad(path, "'" + keyword + "' beside '" + it.key() + "' is not supported");
+}
+
+// RFC 6901 reference token of a URI fragment: %XX decoded first (clients percent-encode names), then ~1 and ~0.
+std::string decode_fragment(const std::string& f) {
+  std::string out;
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (f[i] == '%' && i + 2 < f.size() && std::isxdigit(uint8_t(f[i + 1])) && std::isxdigit(uint8_t(f[i + 2]))) {
+      out += char(std::stoi(f.substr(i + 1, 2), nullptr, 16));
+      i += 2;
+    } else {
+      out += f[i];
+    }
+  }
+  return out;
+}
+
+// A bound of an integer node as an int64 (saturated): `lower` rounds up, else down; exclusive moves it one further.
+int64_t integer_bound(const Json& v, bool lower, bool exclusive, const std::string& path, const std::string& key) {
+  if (!v.is_number()) bad(path, key + " must be a number");
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min(), kMax = std::numeric_limits<int64_t>::max();
+  long double x = v.is_number_integer() ? (long double)v.get<int64_t>()
+                  : v.is_number_unsigned() ? (long double)v.get<uint64_t>() : (long double)v.get<double>();
+  if (v.is_number_integer() && !v.is_number_unsigned()) {  // exact
+    const int64_t i = v.get<int64_t>();
+    if (!exclusive) return i;
+    if (lower) return i == kMax ? kMax : i + 1;
+    return i == kMin ? kMin : i - 1;
+  }
+  if (!std::isfinite(double(x))) bad(path, key + " must be finite");
+  long double r = lower ? std::ceil(x) : std::floor(x);
+  if (exclusive && r == x) r += lower ? 1 : -1;
+  if (r >= (long double)kMax) return kMax;
+  if (r <= (long double)kMin) return kMin;
+  return int64_t(r);
+}
+
+uint32_t count_bound(const Json& v, const std::string& path, const std::string& key) {
+  if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+    bad(path, key + " must be a non-negative integer");
+  return uint32_t(std::min<uint64_t>(v.get<uint64_t>(), JsonSchema::kUnbounded));
+}
+
+}  // namespace
+
+const Json& JsonSchema::resolve(const Json& ref, const std::string& path) const {
+  if (!ref.is_string()) bad(path, "$ref must be a string");
+  const std::string r = ref.get<std::string>();
+  if (r.empty() || r[0] != '#') bad(path, "$ref '" + r + "': only references into this schema (\"#...\") are supported");
+  try {
+    return document_->at(Json::json_pointer(decode_fragment(r.substr(1))));
+  } catch (const std::exception&) {
+    bad(path, "$ref '" + r + "' points to nothing in the schema");
+  }
 }
 
 int JsonSchema::add(const Json& s, const std::string& path, int depth) {
   if (depth >= JsonSchemaAcceptor::kMaxDepth)
     bad(path, strfmt("nested deeper than %d levels", JsonSchemaAcceptor::kMaxDepth));
   if (!s.is_object()) bad(path, "a schema must be an object");
-  static const std::set<std::string> known = {"type",  "properties", "required", "additionalProperties", "items",
-                                              "enum",  "const",      "description", "title", "$schema",
-                                              "default", "examples", "strict"};
-  for (auto it = s.begin(); it != s.end(); ++it)
-    if (!known.count(it.key())) bad(path, "keyword '" + it.key() + "' is not supported");
+  if (s.contains("$ref")) {
+    check_alone(s, "$ref", path);
+    const Json& target = resolve(s["$ref"], path);
+    // A reference to a reference (or to an allOf): followed, one level deeper each time (a cycle ends as too deep).
+    if (target.is_object() && (target.contains("$ref") || target.contains("allOf")))
+      return add(target, s["$ref"].get<std::string>(), depth + 1);
+    if (auto it = ref_nodes_.find(&target); it != ref_nodes_.end()) return it->second;  // (recursion ends here)
+    if (nodes_.size() >= size_t(kMaxNodes)) bad(path, strfmt("more than %d subschemas", kMaxNodes));
+    const int idx = int(nodes_.size());
+    nodes_.emplace_back();
+    ref_nodes_[&target] = idx;
+    fill(idx, target, s["$ref"].get<std::string>(), depth + 1);
+    return idx;
+  }
+  if (s.contains("allOf")) {
+    check_alone(s, "allOf", path);
+    if (!s["allOf"].is_array() || s["allOf"].size() != 1) bad(path, "allOf must hold exactly one schema");
+    return add(s["allOf"][0], path + "/allOf/0", depth);
+  }
+  if (nodes_.size() >= size_t(kMaxNodes)) bad(path, strfmt("more than %d subschemas", kMaxNodes));
   const int idx = int(nodes_.size());
   nodes_.emplace_back();
+  fill(idx, s, path, depth);
+  return idx;
+}
+
+void JsonSchema::fill(int idx, const Json& s, const std::string& path, int depth) {
+  if (!s.is_object()) bad(path, "a schema must be an object");
+  static const std::set<std::string> known = {
+      "type",      "properties", "required", "additionalProperties", "items",   "enum",    "const",
+      "anyOf",     "oneOf",      "minItems", "maxItems",             "minLength", "maxLength", "minimum",
+      "maximum",   "exclusiveMinimum",      "exclusiveMaximum"};
+  for (auto it = s.begin(); it != s.end(); ++it)
+    if (!known.count(it.key()) && !is_annotation(it.key()))
+      bad(path, "keyword '" + it.key() + "' is not supported");
   Node n;
   if (s.contains("enum") || s.contains("const")) {
     if (s.contains("const")) n.enum_texts.push_back(s["const"].dump());
@@ -52,9 +182,23 @@ int JsonSchema::add(const Json& s, const std::string& path, int depth) {
     }
     if (n.enum_texts.size() > size_t(kMaxEnum)) bad(path, strfmt("more than %d enum values", kMaxEnum));
     nodes_[size_t(idx)] = std::move(n);
-    return idx;
+    return;
   }
-  if (!s.contains("type")) bad(path, "needs a type (or enum / const)");
+  for (const char* u : {"anyOf", "oneOf"}) {
+    if (!s.contains(u)) continue;
+    for (auto it = s.begin(); it != s.end(); ++it)
+      if (it.key() != u && !is_annotation(it.key()))
+        bad(path, std::string("'") + u + "' beside '" + it.key() + "' is not supported");
+    const Json& alts = s[u];
+    if (!alts.is_array() || alts.empty()) bad(path, std::string(u) + " must be a non-empty array of schemas");
+    if (alts.size() > size_t(kMaxEnum)) bad(path, strfmt("%s has more than %d alternatives", u, kMaxEnum));
+    for (size_t i = 0; i < alts.size(); ++i)
+      n.any_of.push_back(add(alts[i], path + "/" + u + "/" + std::to_string(i), depth + 1));
+    unions_.emplace_back(idx, path + "/" + u);
+    nodes_[size_t(idx)] = std::move(n);
+    return;
+  }
+  if (!s.contains("type")) bad(path, "needs a type (or enum / const / anyOf / $ref)");
   std::vector<std::string> names;
   if (s["type"].is_string()) {
     names.push_back(s["type"].get<std::string>());
@@ -99,15 +243,70 @@ int JsonSchema::add(const Json& s, const std::string& path, int depth) {
   if (n.types & kArray) {
     if (!s.contains("items")) bad(path, "an array needs items");
     n.items = add(s["items"], path + "/items", depth + 1);
+    if (s.contains("minItems")) n.min_items = count_bound(s["minItems"], path, "minItems");
+    if (s.contains("maxItems")) n.max_items = count_bound(s["maxItems"], path, "maxItems");
+    if (n.min_items > n.max_items) bad(path, "minItems is above maxItems");
+  }
+  if (n.types & kString) {
+    if (s.contains("minLength")) n.min_length = count_bound(s["minLength"], path, "minLength");
+    if (s.contains("maxLength")) n.max_length = count_bound(s["maxLength"], path, "maxLength");
+    if (n.min_length > n.max_length) bad(path, "minLength is above maxLength");
+  }
+  if (n.types & (kInteger | kNumber)) {
+    for (const char* k : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
+      if (!s.contains(k)) continue;
+      if (n.types & kNumber) bad(path, std::string(k) + " is supported on integers only, not on type number");
+      const std::string key = k;
+      const bool lower = key == "minimum" || key == "exclusiveMinimum";
+      const int64_t b = integer_bound(s[k], lower, key.rfind("exclusive", 0) == 0, path, key);
+      if (lower) n.minimum = std::max(n.minimum, b);
+      else n.maximum = std::min(n.maximum, b);
+      n.int_bounded = true;
+    }
+    if (n.minimum > n.maximum) bad(path, "the integer bounds leave no value");
   }
   nodes_[size_t(idx)] = std::move(n);
-  return idx;
+}
+
+void JsonSchema::compute_first_sets() {
+  for (Node& n : nodes_) {
+    for (const std::string& t : n.enum_texts) n.first.set(uint8_t(t[0]));
+    if (n.types & kObject) n.first.set('{');
+    if (n.types & kArray) n.first.set('[');
+    if (n.types & kString) n.first.set('"');
+    if (n.types & (kNumber | kInteger)) {
+      n.first.set('-');
+      for (int c = '0'; c <= '9'; ++c) n.first.set(size_t(c));
+    }
+    if (n.types & kBoolean) n.first.set('t'), n.first.set('f');
+    if (n.types & kNull) n.first.set('n');
+  }
+  // A union's set is its alternatives' (which may be unions, through $ref even of itself): to a fixed point.
+  for (bool changed = true; changed;) {
+    changed = false;
+    for (const auto& [u, path] : unions_) {
+      std::bitset<256> f;
+      for (int a : nodes_[size_t(u)].any_of) f |= nodes_[size_t(a)].first;
+      if (f != nodes_[size_t(u)].first) nodes_[size_t(u)].first = f, changed = true;
+    }
+  }
+  for (const auto& [u, path] : unions_) {
+    const std::vector<int>& alts = nodes_[size_t(u)].any_of;
+    for (size_t i = 0; i < alts.size(); ++i) {
+      if (nodes_[size_t(alts[i])].first.none()) bad(path + "/" + std::to_string(i), "can never match");
+      for (size_t j = 0; j < i; ++j)
+        if ((nodes_[size_t(alts[i])].first & nodes_[size_t(alts[j])].first).any())
+          bad(path, strfmt("alternatives %zu and %zu can begin with the same byte; the alternatives must be of "
+                           "different JSON types (e.g. a string and null)", j, i));
+    }
+  }
+  unions_.clear();
 }
 
 bool JsonSchemaAcceptor::in_plain_string() const {
   if (depth_ == 0) return false;
   const Frame& f = stack_[depth_ - 1];
-  return f.kind == kStr && f.str.plain();
+  return f.kind == kStr && f.str.plain() && schema_->node(f.node).max_length == JsonSchema::kUnbounded;
 }
 
 bool JsonSchemaAcceptor::equivalent(const JsonSchemaAcceptor& o) const {
@@ -128,6 +327,11 @@ bool JsonSchemaAcceptor::between() const {
 bool JsonSchemaAcceptor::start_value(int node_index, uint8_t c) {
   if (depth_ == kMaxDepth) return false;
   const JsonSchema::Node& n = schema_->node(node_index);
+  if (!n.any_of.empty()) {  // the one alternative that can begin with c (compile() made them disjoint)
+    for (int a : n.any_of)
+      if (schema_->node(a).first.test(c)) return start_value(a, c);
+    return false;
+  }
   Frame f;
   f.node = uint16_t(node_index);
   if (!n.enum_texts.empty()) {  // an enum: its texts, matched byte by byte
@@ -144,6 +348,11 @@ bool JsonSchemaAcceptor::start_value(int node_index, uint8_t c) {
   } else if ((n.types & (JsonSchema::kNumber | JsonSchema::kInteger)) &&
              f.num.start(c, /*integer_only=*/!(n.types & JsonSchema::kNumber))) {
     f.kind = kNum;
+    if (n.int_bounded) {
+      f.neg = c == '-';
+      if (!f.neg) f.mag = uint64_t(c - '0'), f.digits = 1;
+      if (!integer_prefix_viable(f.neg, f.mag, f.digits, n.minimum, n.maximum)) return false;
+    }
   } else if ((c == 't' || c == 'f') && (n.types & JsonSchema::kBoolean)) {
     f.kind = kLit, f.aux = 1, f.pos = 1, f.cand = c == 't' ? 1 : 2;
   } else if (c == 'n' && (n.types & JsonSchema::kNull)) {
@@ -176,11 +385,56 @@ bool JsonSchemaAcceptor::feed(uint8_t c) {
   if (!started_) {
     if (c != '{') return false;
     started_ = true;
-    return start_value(0, c);
+    return start_value(schema_->root(), c);
   }
   if (is_ws(c) && between()) return ++ws_run_ <= kMaxWhitespaceRun;
   ws_run_ = 0;
   return feed_frame(c);
+}
+
+bool JsonSchemaAcceptor::count_string_byte(Frame& f, const JsonSchema::Node& n, uint8_t c) {
+  // A code point is counted at its first byte, except an escape right after a high surrogate's, which is counted only
+  // once it turns out not to be the pair's low half (the lexer's state is the one before c).
+  const auto count_one = [&] {
+    if (f.count >= n.max_length) return false;
+    if (n.max_length != JsonSchema::kUnbounded || f.count < n.min_length) ++f.count;  // (saturated: see Frame)
+    return true;
+  };
+  const JsonStringLexer& lex = f.str;
+  if (lex.phase == 0 && lex.need == 0) {  // a character starts, or the string ends
+    if (c == '"') return f.count >= n.min_length;
+    if (c == '\\' && (f.aux & kHighDone)) {
+      f.aux = kDeferred;
+      return true;
+    }
+    f.aux = 0;
+    return count_one();
+  }
+  if (lex.phase == 1) {  // after the backslash
+    if ((f.aux & kDeferred) && c != 'u') {
+      f.aux = 0;
+      return count_one();
+    }
+    return true;
+  }
+  if (lex.phase == 2) {  // inside \u, lex.hex digits read
+    bool ok = true;
+    if (lex.hex == 0) {
+      if (c == 'd' || c == 'D') f.aux |= kFirstD;
+      else if (f.aux & kDeferred) f.aux &= uint8_t(~kDeferred), ok = count_one();
+    } else if (lex.hex == 1 && (f.aux & kFirstD)) {
+      const bool high = (c >= '8' && c <= '9') || (c >= 'a' && c <= 'b') || (c >= 'A' && c <= 'B');
+      const bool low = (c >= 'c' && c <= 'f') || (c >= 'C' && c <= 'F');
+      if (high) f.aux |= kIsHigh;
+      if (f.aux & kDeferred) {
+        f.aux &= uint8_t(~kDeferred);
+        if (!low) ok = count_one();  // (low: the pair's one code point was counted at the high half)
+      }
+    }
+    if (lex.hex == 3) f.aux = (f.aux & kIsHigh) ? kHighDone : 0;  // the escape ends with c
+    return ok;
+  }
+  return true;  // a UTF-8 continuation byte
 }
 
 bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
@@ -228,17 +482,22 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
       }
       return false;
     }
-    case kArr:
-      if (f.phase == kArrOpen && c == ']') return value_done();
+    case kArr: {
+      if (f.phase == kArrOpen && c == ']') return n.min_items == 0 && value_done();
       if (f.phase == kArrAfter) {
         if (c == ',') {
+          if (f.count >= n.max_items) return false;
           f.phase = kArrNext;
           return true;
         }
-        return c == ']' && value_done();
+        return c == ']' && f.count >= n.min_items && value_done();
       }
+      if (f.count >= n.max_items) return false;
+      if (n.max_items != JsonSchema::kUnbounded || f.count < n.min_items) ++f.count;  // (saturated: see Frame)
       return start_value(n.items, c);
+    }
     case kStr:
+      if (n.string_bounded() && !count_string_byte(f, n, c)) return false;
       switch (f.str.feed(c)) {
         case LexStep::kTaken: return true;
         case LexStep::kRejected: return false;
@@ -247,9 +506,18 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
       return false;
     case kNum:
       switch (f.num.feed(c)) {
-        case LexStep::kTaken: return true;
+        case LexStep::kTaken:
+          if (!n.int_bounded) return true;
+          if (f.digits >= 19) return false;  // (past int64 either way)
+          f.mag = f.mag * 10 + uint64_t(c - '0'), ++f.digits;
+          return integer_prefix_viable(f.neg, f.mag, f.digits, n.minimum, n.maximum);
         case LexStep::kRejected: return false;
-        case LexStep::kDone: return value_done() && feed(c);  // the number ended before c
+        case LexStep::kDone:  // the number ended before c
+          if (n.int_bounded) {
+            const __int128 v = f.neg ? -__int128(f.mag) : __int128(f.mag);
+            if (v < n.minimum || v > n.maximum) return false;
+          }
+          return value_done() && feed(c);
       }
       return false;
     case kLit: {

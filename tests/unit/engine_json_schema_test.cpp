@@ -1,12 +1,12 @@
 // JsonSchema (the json_schema subset) and JsonSchemaAcceptor: compile errors name the keyword and path; documents of
 // the schema (keys in any order) and every prefix of them are taken; documents outside it are refused at the byte
-// that leaves it; random mutations of valid documents are taken whole only when a reference validator (below, on
-// nlohmann::json) accepts them; on the real tokenizer (skipped without it) the token mask equals a token-by-token
-// check in schema states; through the engine on the CPU runner, sampled completions are documents of the schema.
+// that leaves it; random mutations of valid documents are taken whole only when the reference validator
+// (text_json_schema_reference.h) accepts them; on the real tokenizer (skipped without it) the token mask equals a
+// token-by-token check in schema states; through the engine on the CPU runner, sampled completions are documents of
+// the schema. The keywords past the first subset (anyOf, $ref, bounds): text_json_schema_keywords_test.cpp.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,6 +19,7 @@
 #include "engine/offline.h"
 #include "text/json_schema_acceptor.h"
 #include "text/special_tokens.h"
+#include "text_json_schema_reference.h"
 #include "text_json_test_fixture.h"
 
 namespace mxs {
@@ -38,41 +39,7 @@ const Json kSchema = Json::parse(R"({
     "pos": {"type": "object", "properties": {"x": {"type": "number"}, "y": {"const": 0}}, "required": ["x"]}
   }})");
 
-// The reference: does `v` match schema `s` (the subset's meaning, written directly on nlohmann values).
-bool conforms(const Json& v, const Json& s) {
-  if (s.contains("enum") || s.contains("const")) {
-    if (s.contains("const") && v == s["const"]) return true;
-    if (s.contains("enum"))
-      for (const Json& e : s["enum"])
-        if (v == e && v.type() == e.type()) return true;
-    return false;
-  }
-  std::vector<std::string> types;
-  if (s["type"].is_string()) types.push_back(s["type"]);
-  else for (const Json& t : s["type"]) types.push_back(t);
-  for (const std::string& t : types) {
-    if (t == "string" && v.is_string()) return true;
-    // (an integer past 64 bits parses as a double: the text has no fraction or exponent either way)
-    if (t == "integer" && v.is_number() && std::floor(v.get<double>()) == v.get<double>()) return true;
-    if (t == "number" && v.is_number()) return true;
-    if (t == "boolean" && v.is_boolean()) return true;
-    if (t == "null" && v.is_null()) return true;
-    if (t == "array" && v.is_array()) {
-      bool all = true;
-      for (const Json& x : v) all = all && conforms(x, s["items"]);
-      if (all) return true;
-    }
-    if (t == "object" && v.is_object()) {
-      const Json props = s.value("properties", Json::object());
-      bool ok = true;
-      for (auto it = v.begin(); it != v.end(); ++it)
-        ok = ok && props.contains(it.key()) && conforms(it.value(), props[it.key()]);
-      for (const Json& r : s.value("required", Json::array())) ok = ok && v.contains(r.get<std::string>());
-      if (ok) return true;
-    }
-  }
-  return false;
-}
+using test::conforms;
 
 // Bytes of `s` the acceptor takes (s.size() when all), and whether it is then complete.
 size_t taken(const JsonSchema* schema, std::string_view s, bool* complete = nullptr) {
@@ -193,32 +160,31 @@ TEST_F(JsonSchemaMaskTest, EqualsATokenByTokenCheckInSchemaStates) {
   }
 }
 
-TEST_F(JsonSchemaMaskTest, EngineSamplesDocumentsOfTheSchema) {
-  const Json small = Json::parse(R"({"type": "object", "required": ["color", "n", "ok"],
-    "properties": {"color": {"enum": ["red", "green", "blue"]}, "n": {"type": "integer"}, "ok": {"type": "boolean"},
-                   "v": {"type": "array", "items": {"enum": [1, 2]}}}})");
-  const auto schema = JsonSchema::compile(small);
+// Samples 8 completions (one greedy) under `schema_json` on the tiny CPU model; each must be a document of the schema
+// (closed) or a prefix of one (max_tokens). Returns how many closed.
+int sample_documents(const Tokenizer& tok, std::shared_ptr<const JsonTokenMask> masks, const Json& schema_json) {
+  const auto schema = JsonSchema::compile(schema_json);
   const ModelConfig cfg = ModelConfig::preset("tiny");
   const auto rw = cpu::make_random_weights(cfg, /*seed=*/5);
   cpu::CpuRunnerOptions opt;
   opt.block_size = 16;
   opt.num_blocks = 256;
   cpu::CpuRunner runner(rw->weights, opt);
-  Engine engine(runner, tok_.get(), EngineConfig{});
+  Engine engine(runner, &tok, EngineConfig{});
   std::vector<Request> requests(8);
   for (size_t i = 0; i < requests.size(); ++i) {
     Request& q = requests[i];
-    q.prompt = tok_->encode("Reply in JSON:");
+    q.prompt = tok.encode("Reply in JSON:");
     q.max_tokens = 160;
     q.sampling.temperature = i == 0 ? 0.0f : 1.0f, q.sampling.seed = 7 + i;
-    q.constraint = json_schema_constraint(masks_, schema, false, {tok::kReturn, tok::kEndOfText});
+    q.constraint = json_schema_constraint(masks, schema, false, {tok::kReturn, tok::kEndOfText});
   }
   int closed = 0;
   for (const OfflineResult& r : run_offline(engine, requests).results) {
-    ASSERT_NE(r.finish, FinishReason::kError) << r.error;
+    EXPECT_NE(r.finish, FinishReason::kError) << r.error;
     std::string text;
     for (size_t i = 0; i + (r.finish == FinishReason::kStop ? 1 : 0) < r.tokens.size(); ++i)
-      text += tok_->token_bytes(r.tokens[i]);
+      text += tok.token_bytes(r.tokens[i]);
     if (r.finish != FinishReason::kStop) {
       JsonSchemaAcceptor a(schema.get());
       EXPECT_TRUE(a.feed(text)) << text;  // a prefix of a document
@@ -226,10 +192,36 @@ TEST_F(JsonSchemaMaskTest, EngineSamplesDocumentsOfTheSchema) {
     }
     ++closed;
     Json v;
-    ASSERT_NO_THROW(v = Json::parse(text)) << text;
-    EXPECT_TRUE(conforms(v, small)) << v.dump();
+    try {
+      v = Json::parse(text);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what() << ": " << text;
+      continue;
+    }
+    EXPECT_TRUE(conforms(v, schema_json)) << v.dump();
   }
-  EXPECT_GT(closed, 0);
+  return closed;
+}
+
+TEST_F(JsonSchemaMaskTest, EngineSamplesDocumentsOfTheSchema) {
+  const Json small = Json::parse(R"({"type": "object", "required": ["color", "n", "ok"],
+    "properties": {"color": {"enum": ["red", "green", "blue"]}, "n": {"type": "integer"}, "ok": {"type": "boolean"},
+                   "v": {"type": "array", "items": {"enum": [1, 2]}}}})");
+  EXPECT_GT(sample_documents(*tok_, masks_, small), 0);
+}
+
+// Unions, $ref recursion and bounds (text_json_schema_keywords_test.cpp): every value bounded, so that a random model
+// closes the document within max_tokens.
+TEST_F(JsonSchemaMaskTest, EngineSamplesDocumentsOfAUnionAndRefSchema) {
+  const Json schema = Json::parse(R"({"type": "object", "additionalProperties": false, "required": ["id", "n", "t"],
+    "$defs": {"t": {"type": "object", "required": ["v", "kids"], "additionalProperties": false,
+                    "properties": {"v": {"type": "integer", "minimum": 0, "maximum": 9},
+                                   "kids": {"type": "array", "items": {"$ref": "#/$defs/t"}, "maxItems": 2}}}},
+    "properties": {"id": {"type": "string", "minLength": 1, "maxLength": 3},
+                   "n": {"anyOf": [{"type": "integer", "minimum": -3, "maximum": 3}, {"type": "null"}]},
+                   "t": {"anyOf": [{"$ref": "#/$defs/t"}, {"type": "null"}]},
+                   "tags": {"type": "array", "items": {"enum": ["x", "y"]}, "minItems": 1, "maxItems": 2}}})");
+  EXPECT_GT(sample_documents(*tok_, masks_, schema), 0);
 }
 
 }  // namespace

@@ -260,6 +260,7 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
 
   harmony::RenderOptions options;
   options.reasoning_effort = r.reasoning_effort;
+  if (r.gen.json_schema) options.response_format = r.gen.json_schema_format;
   static const std::vector<harmony::FunctionTool> kNoTools;
   std::vector<int32_t> prompt;
   try {

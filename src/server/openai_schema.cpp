@@ -153,9 +153,20 @@ void parse_generation(const Json& body, GenerationOptions& g) {
     } else if (t == "json_schema") {
       const Json* js = field(*rf, "json_schema");
       const Json* schema = js && js->is_object() ? field(*js, "schema") : nullptr;
-      if (!schema)
+      const Json* name = js && js->is_object() ? field(*js, "name") : nullptr;
+      if (!schema || !name)
         throw_invalid_param("response_format",
                             "response_format json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+      // OpenAI's rule for the name: 1-64 of a-z, A-Z, 0-9, '_' and '-' (it becomes a markdown heading).
+      const std::string n = name->is_string() ? name->get<std::string>() : "";
+      if (n.empty() || n.size() > 64 ||
+          n.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != std::string::npos)
+        throw_invalid_param("response_format", "response_format.json_schema.name must be 1-64 characters of a-z, "
+                                               "A-Z, 0-9, '_' and '-'");
+      const Json* desc = field(*js, "description");
+      if (desc && !desc->is_string())
+        throw_invalid_param("response_format", "response_format.json_schema.description must be a string");
+      g.json_schema_format = {n, desc ? desc->get<std::string>() : "", *schema};
       try {
         g.json_schema = JsonSchema::compile(nlohmann::json::parse(schema->dump()));
       } catch (const mxs::Error& e) {

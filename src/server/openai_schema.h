@@ -55,6 +55,7 @@ struct GenerationOptions {
   std::vector<int32_t> stop_token_ids;  // vLLM's: more stop tokens, besides the harmony ones
   bool json_object = false;  // response_format {"type": "json_object"} (engine/json_constraint.h)
   std::shared_ptr<const JsonSchema> json_schema;  // response_format {"type": "json_schema", ...}: compiled
+  harmony::ResponseFormat json_schema_format;     // and as given (chat: told to the model, harmony.h)
   bool structured() const { return json_object || json_schema != nullptr; }
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage

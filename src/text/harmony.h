@@ -3,7 +3,8 @@
 //
 // Variant rendered (chosen deliberately): the openai/harmony library's `render_conversation_for_completion`,
 // i.e. what OpenAI's own reference stack and vLLM feed the model, NOT the HF chat_template.jinja:
-//   * developer message = "# Instructions\n\n{instructions}" ["\n\n" + tools section], no trailing "\n\n"
+//   * developer message = "# Instructions\n\n{instructions}" ["\n\n" + tools section] ["\n\n" + response
+//     format section], no trailing "\n\n"
 //     (the current hub template appends "\n\n" before <|end|>; the library does not, spec §4.7);
 //   * tool calls end with <|call|> and carry " <|constrain|>json" (the original template: <|end|>, " json");
 //   * arguments and tool outputs are rendered verbatim (the template runs `tojson` on them again);
@@ -59,6 +60,16 @@ enum class ReasoningEffort { kLow, kMedium, kHigh };
 std::string_view reasoning_effort_name(ReasoningEffort effort);  // "low" | "medium" | "high"
 std::optional<ReasoningEffort> reasoning_effort_from_name(std::string_view name);
 
+// response_format json_schema, told to the model at the end of the developer message (the harmony guide's
+// "Structured output"): "# Response Formats\n\n## {name}\n\n// {description}\n{schema as compact JSON}" (the
+// description line only when there is one, "// " before each of its lines). Sampling is constrained separately
+// (engine/json_constraint.h): the section only tells the model what the grammar will hold it to.
+struct ResponseFormat {
+  std::string name;
+  std::string description;
+  nlohmann::ordered_json schema;  // ordered: rendered in the client's key order
+};
+
 struct RenderOptions {
   ReasoningEffort reasoning_effort = ReasoningEffort::kMedium;
   std::string model_identity = "You are ChatGPT, a large language model trained by OpenAI.";
@@ -67,6 +78,7 @@ struct RenderOptions {
   std::optional<std::string> conversation_start_date;
   bool add_generation_prompt = true;   // end with <|start|>assistant
   bool drop_previous_analysis = true;  // §4.5: drop reasoning that precedes the last final answer
+  std::optional<ResponseFormat> response_format;  // the developer message's "# Response Formats" section
 };
 
 // ---- Harmony level --------------------------------------------------------------------------------------
@@ -116,6 +128,8 @@ std::vector<int32_t> render_prompt_ids(const Tokenizer& tokenizer, const std::ve
 
 // The developer message's "# Tools" section for function tools (empty when there are none).
 std::string render_tools_section(const std::vector<FunctionTool>& tools);
+// The developer message's "# Response Formats" section.
+std::string render_response_format_section(const ResponseFormat& format);
 
 // OpenAI chat-completions JSON -> the types above. `messages`: [{"role":..,"content":..}, ...] where content
 // is a string, null, or a list of {"type":"text","text":..} parts; assistant messages may carry

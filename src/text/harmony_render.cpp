@@ -161,19 +161,29 @@ std::vector<int32_t> Prompt::to_ids(const Tokenizer& tokenizer) const {
 
 // ---- rendering ------------------------------------------------------------------------------------------
 
+namespace {
+
+// A description as comment lines (the library's str::lines()): one "// line" per line, no trailing empty line.
+std::vector<std::string> comment_lines(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const size_t nl = text.find('\n');
+    std::string_view line = text.substr(0, nl);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    out.push_back("// " + std::string(line));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string render_tools_section(const std::vector<FunctionTool>& tools) {
   if (tools.empty()) return "";
   // Lines joined by "\n"; the "\n" inside the entries make the blank lines between blocks.
   std::vector<std::string> lines = {"## functions\n", "namespace functions {\n"};
   for (const FunctionTool& tool : tools) {
-    std::string_view desc = tool.description;
-    while (!desc.empty()) {  // str::lines(): one "// line" per line, no trailing empty line
-      const size_t nl = desc.find('\n');
-      std::string_view line = desc.substr(0, nl);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      lines.push_back("// " + std::string(line));
-      desc = nl == std::string_view::npos ? std::string_view{} : desc.substr(nl + 1);
-    }
+    for (std::string& line : comment_lines(tool.description)) lines.push_back(std::move(line));
     if (takes_no_arguments(tool.parameters))
       lines.push_back("type " + tool.name + " = () => any;\n");
     else
@@ -181,6 +191,12 @@ std::string render_tools_section(const std::vector<FunctionTool>& tools) {
   }
   lines.push_back("} // namespace functions");
   return "# Tools\n\n" + join(lines, "\n");
+}
+
+std::string render_response_format_section(const ResponseFormat& format) {
+  std::string out = "# Response Formats\n\n## " + format.name + "\n\n";
+  for (const std::string& line : comment_lines(format.description)) out += line + "\n";
+  return out + format.schema.dump();
 }
 
 std::vector<Message> to_harmony_messages(const std::vector<ChatMessage>& messages,
@@ -200,6 +216,7 @@ std::vector<Message> to_harmony_messages(const std::vector<ChatMessage>& message
     developer_sections.push_back(join(instructions, "\n\n"));
   }
   if (!tools.empty()) developer_sections.push_back(render_tools_section(tools));
+  if (options.response_format) developer_sections.push_back(render_response_format_section(*options.response_format));
   if (!developer_sections.empty()) out.push_back(text_message("developer", join(developer_sections, "\n\n")));
 
   std::unordered_map<std::string, std::string> call_names;  // tool call id -> function name

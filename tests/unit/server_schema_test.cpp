@@ -90,6 +90,14 @@ TEST(ServerSchema, RejectionsNameTheParam) {
       {"{" + msgs + R"(, "frequency_penalty": 3})", "frequency_penalty"},
       {"{" + msgs + R"(, "model": 5})", "model"},
       {"{" + msgs + R"(, "response_format": {"type": "json_schema", "json_schema": {}}})", "response_format"},
+      {"{" + msgs + R"(, "response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}}})",
+       "response_format"},  // no name
+      {"{" + msgs +
+           R"(, "response_format": {"type": "json_schema", "json_schema": {"name": "a b", "schema": {"type": "object"}}}})",
+       "response_format"},
+      {"{" + msgs +
+           R"(, "response_format": {"type": "json_schema", "json_schema": {"name": "a", "description": 1, "schema": {"type": "object"}}}})",
+       "response_format"},
       {"{" + msgs + R"(, "response_format": {"type": "yaml"}})", "response_format"},
       {"{" + msgs + R"(, "response_format": "json"})", "response_format"},
       {"{" + msgs + R"(, "logit_bias": [1, 2]})", "logit_bias"},
@@ -183,6 +191,12 @@ TEST(ServerSchema, LogitBiasMinTokensAndIgnoreEos) {
         "additionalProperties": false}}}})"));
   ASSERT_NE(js.gen.json_schema, nullptr);
   EXPECT_TRUE(js.gen.structured());
+  // ... and kept as given for the prompt's "# Response Formats" section (the client's key order).
+  EXPECT_EQ(js.gen.json_schema_format.name, "w");
+  EXPECT_EQ(js.gen.json_schema_format.description, "");
+  EXPECT_EQ(js.gen.json_schema_format.schema.dump(),
+            R"({"type":"object","properties":{"city":{"type":"string"}},"required":["city"],)"
+            R"("additionalProperties":false})");
   const ApiError bad = chat_error(R"({"messages": [{"role": "user", "content": "x"}], "response_format": {"type":
       "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string",
       "format": "email"}}}}}})");

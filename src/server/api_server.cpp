@@ -10,6 +10,7 @@
 #include "server/chat_handler.h"
 #include "server/chat_page.h"
 #include "server/completions_handler.h"
+#include "server/responses_handler.h"
 #include "server/openai_format.h"
 #include "text/harmony.h"
 #include "text/json_token_mask.h"
@@ -106,6 +107,9 @@ void ApiServer::add_routes() {
   });
   r.add("POST", "/v1/completions", [&ctx](HttpRequest&& req, std::shared_ptr<HttpExchange> ex) {
     handle_completions(ctx, std::move(req), std::move(ex));
+  });
+  r.add("POST", "/v1/responses", [&ctx](HttpRequest&& req, std::shared_ptr<HttpExchange> ex) {
+    handle_responses(ctx, std::move(req), std::move(ex));
   });
   r.add("GET", "/v1/models", [&ctx](HttpRequest&&, std::shared_ptr<HttpExchange> ex) {
     if (!ctx.ready()) throw ApiException(model_loading_error());

@@ -251,13 +251,7 @@ class ChatSession : public GenerationSession {
 
 }  // namespace
 
-void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
-  if (!ctx.ready()) throw ApiException(model_loading_error());
-  const nlohmann::ordered_json body = parse_json_body(request.body);
-  ChatCompletionRequest r = parse_chat_request(body);
-  check_model_name(ctx.model_name, r.model);
-  ctx.metrics->chat_requests.inc();
-
+ChatPlan plan_chat(ServingContext& ctx, const ChatCompletionRequest& r) {
   harmony::RenderOptions options;
   options.reasoning_effort = r.reasoning_effort;
   if (r.gen.json_schema) options.response_format = r.gen.json_schema_format;
@@ -282,19 +276,33 @@ void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::sh
       prefill.add_text("commentary to=functions.");
     }
   }
-  const std::vector<int32_t> prefill_ids = prefill.to_ids(*ctx.tokenizer);
-  prompt.insert(prompt.end(), prefill_ids.begin(), prefill_ids.end());
+  ChatPlan plan;
+  plan.prefill_ids = prefill.to_ids(*ctx.tokenizer);
+  prompt.insert(prompt.end(), plan.prefill_ids.begin(), plan.prefill_ids.end());
   check_context_length(int(prompt.size()), r.gen.max_tokens, ctx.max_length, "messages");
 
   // stop strings: matched on content by the session (see the top of this file), not by the engine.
   check_generation_options(r.gen, ctx.tokenizer->vocab_size());
-  Request req = engine_request_of(r.gen);
-  req.prompt = std::move(prompt);
+  plan.request = engine_request_of(r.gen);
+  plan.request.prompt = std::move(prompt);
   // json_object / json_schema: the reasoning stays free; the final answer is one JSON object, then <|return|>.
   if (r.gen.json_schema)
-    req.constraint = json_schema_constraint(ctx.json_masks, r.gen.json_schema, /*harmony=*/true, {tok::kReturn});
+    plan.request.constraint =
+        json_schema_constraint(ctx.json_masks, r.gen.json_schema, /*harmony=*/true, {tok::kReturn});
   else if (r.gen.json_object)
-    req.constraint = json_object_constraint(ctx.json_masks, /*harmony=*/true, {tok::kReturn});
+    plan.request.constraint = json_object_constraint(ctx.json_masks, /*harmony=*/true, {tok::kReturn});
+  return plan;
+}
+
+void handle_chat_completions(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
+  if (!ctx.ready()) throw ApiException(model_loading_error());
+  const nlohmann::ordered_json body = parse_json_body(request.body);
+  ChatCompletionRequest r = parse_chat_request(body);
+  check_model_name(ctx.model_name, r.model);
+  ctx.metrics->chat_requests.inc();
+  ChatPlan plan = plan_chat(ctx, r);
+  const std::vector<int32_t>& prefill_ids = plan.prefill_ids;
+  Request& req = plan.request;
   // The maker outlives this call (choices 1..n-1 start later): it holds copies.
   const ChoiceGroup::MakeSession make = [&ctx, r, prefill_ids](std::shared_ptr<HttpExchange> ex,
                                                                std::shared_ptr<ChoiceGroup> group, int choice) {

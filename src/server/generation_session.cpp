@@ -156,6 +156,17 @@ void GenerationSession::send_event(const nlohmann::json& chunk) {
   exchange_->send_chunk(sse_json(chunk));
 }
 
+void GenerationSession::send_named_event(const std::string& name, const nlohmann::json& data) {
+  exchange_->send_chunk("event: " + name + "\n" + sse_json(data));
+}
+
+void GenerationSession::end_stream() { exchange_->end_stream(); }
+
+void GenerationSession::stream_failed(const ApiError& error) {
+  send_event(error_json(error));
+  end_stream_done();
+}
+
 void GenerationSession::end_stream_done() {
   exchange_->send_chunk(sse_done());
   exchange_->end_stream();
@@ -176,8 +187,7 @@ void GenerationSession::fail(const ApiError& error) {
     return;
   }
   if (stream_) {
-    send_event(error_json(error));
-    end_stream_done();
+    stream_failed(error);
   } else {
     exchange_->respond(error_response(error));
   }

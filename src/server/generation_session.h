@@ -46,6 +46,12 @@ class GenerationSession : public std::enable_shared_from_this<GenerationSession>
   bool client_gone() const { return exchange_->client_gone(); }
 
   void send_event(const nlohmann::json& chunk);  // one SSE `data:` event
+  // One SSE event with an `event: <name>` line (the Responses API's typed events).
+  void send_named_event(const std::string& name, const nlohmann::json& data);
+  // The end of a stream without `data: [DONE]` (the Responses API ends with its response.completed event).
+  void end_stream();
+  // How a failure ends a stream: by default an in-band {"error": ...} event and [DONE].
+  virtual void stream_failed(const ApiError& error);
   // Stream: an in-band {"error": ...} event, [DONE], end of stream. Otherwise: the error response.
   void fail(const ApiError& error);
   // A final event that ended neither by stop nor by length (engine shutdown, a runner failure): counted as an

@@ -13,6 +13,7 @@ ServerMetrics::ServerMetrics(std::function<bool(EngineMetrics*)> engine_metrics)
           registry.counter("mxserve_requests_cancelled_total", "Requests cancelled because the client went away")),
       chat_requests(registry.counter("mxserve_chat_requests_total", "Accepted /v1/chat/completions requests")),
       completion_requests(registry.counter("mxserve_completion_requests_total", "Accepted /v1/completions requests")),
+      responses_requests(registry.counter("mxserve_responses_requests_total", "Accepted /v1/responses requests")),
       finished_stop(
           registry.counter("mxserve_requests_finished_stop_total", "Requests finished with finish_reason stop")),
       finished_length(

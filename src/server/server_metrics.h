@@ -23,6 +23,7 @@ struct ServerMetrics {
   Counter& requests_cancelled;  // client disconnected before the end
   Counter& chat_requests;
   Counter& completion_requests;
+  Counter& responses_requests;
   Counter& finished_stop;  // by OpenAI finish_reason
   Counter& finished_length;
   Counter& finished_tool_calls;

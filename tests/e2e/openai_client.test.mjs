@@ -420,6 +420,49 @@ test('response_format from zod: the output parses with the zod schema', async ()
   });
 });
 
+// The Responses API through the client's own helpers: create, stream (its accumulator rebuilds the response from
+// the typed events and throws on any event out of order), and a function call sent back as input items.
+test('responses: create, stream, function call round trip', async () => {
+  const tools = [{ type: 'function', name: 'get_weather', description: 'The weather of a city', strict: false,
+                   parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+  const req = { model: server.model, input: 'Weather in Paris?', instructions: 'Be brief.', tools,
+                tool_choice: { type: 'function', name: 'get_weather' }, max_output_tokens: 8, seed: 5 };
+  const r = await client.responses.create(req);
+  assert.equal(r.object, 'response');
+  assert.ok(r.id.startsWith('resp_'));
+  assert.equal(r.instructions, 'Be brief.');
+  assert.equal(r.output[0].type, 'function_call');
+  assert.equal(r.output[0].name, 'get_weather');
+  assert.ok(r.output[0].call_id.startsWith('call_'));
+  assert.ok(['completed', 'incomplete'].includes(r.status));
+  assert.equal(r.output_text, '');  // (the client's helper: no message item)
+  assert.ok(r.usage.output_tokens <= 8 && r.usage.input_tokens > 0);
+  assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+
+  const stream = client.responses.stream(req);
+  const types = [];
+  for await (const ev of stream) types.push(ev.type);
+  const streamed = await stream.finalResponse();
+  assert.equal(types[0], 'response.created');
+  assert.ok(['response.completed', 'response.incomplete'].includes(types.at(-1)), types.at(-1));
+  assert.ok(types.includes('response.function_call_arguments.delta'));
+  assert.equal(streamed.output[0].arguments, r.output[0].arguments);  // the same seed, the same tokens
+  assert.equal(streamed.usage.input_tokens, r.usage.input_tokens);
+  assert.equal(streamed.usage.output_tokens, r.usage.output_tokens);
+  assert.ok(streamed.usage.input_tokens_details.cached_tokens > 0);  // the first request's prompt, from the cache
+
+  const next = await client.responses.create({ model: server.model, tools, max_output_tokens: 4, input: [
+    { role: 'user', content: 'Weather in Paris?' }, ...r.output,
+    { type: 'function_call_output', call_id: r.output[0].call_id, output: '{"sunny": true}' }] });
+  assert.equal(next.object, 'response');
+  assert.ok(next.usage.input_tokens > r.usage.input_tokens);
+
+  await assert.rejects(client.responses.create({ model: server.model, input: 'x', previous_response_id: r.id }),
+                       (e) => e.status === 400 && e.param === 'previous_response_id');
+  await assert.rejects(client.responses.create({ model: server.model, input: 'x', max_output_tokens: 0 }),
+                       (e) => e.status === 400 && e.param === 'max_output_tokens');
+});
+
 test('errors come back in the OpenAI envelope', async () => {
   await assert.rejects(client.chat.completions.create({ model: 'no-such-model', messages }), (e) => {
     assert.equal(e.status, 404);

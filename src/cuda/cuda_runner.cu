@@ -276,7 +276,19 @@ struct CudaRunner::Impl {
     bool spread_penalties = false;  // some row has a logit bias or a penalty (sampling_edits_logits)
     int spread_selects = 0;         // SamplingParamsDev::spread_selects: bit 0 top-k, 1 top-p, 2 top logprobs
     bool screen_ok = true;          // every row may take the screened LM head (lm_screen_step)
+    // Rows whose mask comes in supply_masks(): (batch index, word offset of its slot in host.allowed).
+    std::vector<std::pair<int, size_t>> deferred_masks;
   };
+  // A submitted step whose sampling waits for supply_masks().
+  struct DeferredSampling {
+    bool active = false;
+    bool launched = false;          // its forward pass was queued (it had rows to run)
+    SamplingStage st;
+    int n_lm = 0, n_argmax_rows = 0, set = 0;
+    std::vector<int> batch_index;   // the batch's allowed_tokens_deferred sequences, in batch order
+  };
+  DeferredSampling deferred;
+  void supply_masks(const std::vector<std::span<const uint32_t>>& masks);
   SamplingStage stage_sampling(const StepBatch& batch, const std::vector<int>& lm_seq);
   void submit(const StepBatch& batch);
   // submit()'s phases, in order.
@@ -838,9 +850,12 @@ CudaRunner::Impl::SamplingStage CudaRunner::Impl::stage_sampling(const StepBatch
           ++st.n_bias;
         }
       }
-      if (!q.allowed_tokens.empty()) {  // (validate_step checked its size)
+      if (!q.allowed_tokens.empty() || q.allowed_tokens_deferred) {  // (validate_step checked its size)
         sp.mask_offset = int(st.n_mask_words);
-        std::copy(q.allowed_tokens.begin(), q.allowed_tokens.end(), host.allowed + st.n_mask_words);
+        if (q.allowed_tokens_deferred)  // (its slot is filled by supply_masks)
+          st.deferred_masks.emplace_back(lm_seq[size_t(r)], st.n_mask_words);
+        else
+          std::copy(q.allowed_tokens.begin(), q.allowed_tokens.end(), host.allowed + st.n_mask_words);
         st.n_mask_words += mask_words;
       }
       const bool want_rep = a.repetition_penalty != 1.0f;
@@ -885,6 +900,11 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
   MXS_CHECK(batch.positions.size() == batch.tokens.size(),
             strfmt("StepBatch: %zu positions for %zu tokens", batch.positions.size(), batch.tokens.size()));
   MXS_CHECK(pending.size() < 2, "CudaRunner::submit: two steps are already outstanding");
+  MXS_CHECK(!deferred.active, "CudaRunner::submit: the step before waits for its masks (supply_masks)");
+  std::vector<int> deferred_seqs;
+  for (size_t i = 0; i < batch.seqs.size(); ++i)
+    if (batch.seqs[i].allowed_tokens_deferred) deferred_seqs.push_back(int(i));
+  MXS_CHECK(deferred_seqs.empty() || !timing, "CudaRunner: deferred masks with kernel timing on");
   const int set = int(num_submits % 2);
   host = host_sets[set], host_results = host_results_sets[set], host_tiles = host_tiles_sets[set];
   send = send_sets[set];
@@ -915,11 +935,16 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
       last_graph = nullptr;
       launch_eager(batch, valid, r, n_lm);
     }
-    // done: the forward pass and sampling (stream) and, after them, the results copy (copy_stream if side_copy)
-    const bool side_copy = n_lm > 0 && launch_sampling(st, n_lm, r.use_graph ? r.n_rows : n_lm);
+    if (!deferred_seqs.empty()) {  // sampling, the results copy and `done` come with the masks (supply_masks)
+      deferred.launched = true;
+      deferred.st = st, deferred.n_lm = n_lm, deferred.n_argmax_rows = r.use_graph ? r.n_rows : n_lm;
+    } else {
+      // done: the forward pass and sampling (stream) and, after them, the results copy (copy_stream if side_copy)
+      const bool side_copy = n_lm > 0 && launch_sampling(st, n_lm, r.use_graph ? r.n_rows : n_lm);
+      CUDA_CHECK(cudaEventRecord(done_events[set], side_copy ? copy_stream : stream));
+    }
     const double enqueue_ms = step_clock.ms();
     if (timing) CUDA_CHECK(cudaEventRecord(span_events[1], stream));
-    CUDA_CHECK(cudaEventRecord(done_events[set], side_copy ? copy_stream : stream));
     if (timing) {
       CUDA_CHECK(cudaEventSynchronize(span_events[1]));
       float span = 0.f;
@@ -931,6 +956,10 @@ void CudaRunner::Impl::submit(const StepBatch& batch) {
 
   Pending p = pending_of(batch, set, r.n_tok > 0, r.lm_seq, &errors);
   ++num_submits;
+  if (!deferred_seqs.empty()) {
+    MXS_CHECK(!p.ready, "CudaRunner: deferred masks on a step that returns logits");
+    deferred.active = true, deferred.set = set, deferred.batch_index = std::move(deferred_seqs);
+  }
   if (p.ready) {  // the logits buffer is overwritten by the next step: read it now
     if (p.launched) CUDA_CHECK(cudaEventSynchronize(done_events[set]));
     collect_times();
@@ -1220,9 +1249,38 @@ CudaRunner::Impl::Pending CudaRunner::Impl::pending_of(const StepBatch& batch, i
   return p;
 }
 
+// The deferred masks of the last submitted step, into its slots of the packed inputs (the pinned image `send` of
+// this set, then one copy of the mask region after the forward pass on the stream), then its sampling.
+void CudaRunner::Impl::supply_masks(const std::vector<std::span<const uint32_t>>& masks) {
+  MXS_CHECK(deferred.active, "CudaRunner::supply_masks: no step waits for masks");
+  MXS_CHECK(masks.size() == deferred.batch_index.size(),
+            strfmt("CudaRunner::supply_masks: %zu masks for %zu deferred sequences", masks.size(),
+                   deferred.batch_index.size()));
+  DeferredSampling d = std::move(deferred);
+  deferred = DeferredSampling{};
+  if (!d.launched) return;
+  uint32_t* staged = reinterpret_cast<uint32_t*>(send + (reinterpret_cast<char*>(dev.allowed) - dev_in));
+  for (const auto& [batch_index, offset] : d.st.deferred_masks) {
+    const size_t k = size_t(std::lower_bound(d.batch_index.begin(), d.batch_index.end(), batch_index) -
+                            d.batch_index.begin());
+    const std::span<const uint32_t> m = masks[k];
+    if (m.empty()) {
+      std::fill(staged + offset, staged + offset + mask_words, ~0u);  // unrestricted
+    } else {
+      MXS_CHECK(m.size() == mask_words, strfmt("CudaRunner::supply_masks: a mask of %zu words for a vocabulary of "
+                                               "%zu words", m.size(), mask_words));
+      std::copy(m.begin(), m.end(), staged + offset);
+    }
+  }
+  if (!d.st.deferred_masks.empty()) h2d(dev.allowed, staged, d.st.n_mask_words * 4);
+  const bool side_copy = d.n_lm > 0 && launch_sampling(d.st, d.n_lm, d.n_argmax_rows);
+  CUDA_CHECK(cudaEventRecord(done_events[d.set], side_copy ? copy_stream : stream));
+}
+
 // Waits for the oldest outstanding step and builds its outputs.
 void CudaRunner::Impl::collect(StepOutput* out) {
   MXS_CHECK(!pending.empty(), "CudaRunner::collect: no step is outstanding");
+  MXS_CHECK(!deferred.active || pending.size() > 1, "CudaRunner::collect: the step waits for its masks (supply_masks)");
   Pending p = std::move(pending.front());
   pending.pop_front();
   if (p.ready) {
@@ -1320,6 +1378,7 @@ void CudaRunner::step(const StepBatch& batch, StepOutput* out) {
 }
 void CudaRunner::submit(const StepBatch& batch) { impl_->submit(batch); }
 void CudaRunner::collect(StepOutput* out) { impl_->collect(out); }
+void CudaRunner::supply_masks(const std::vector<std::span<const uint32_t>>& masks) { impl_->supply_masks(masks); }
 std::string CudaRunner::device_name() const { return impl_->device_name; }
 double CudaRunner::weights_upload_seconds() const { return impl_->w.upload_seconds; }
 size_t CudaRunner::weights_bytes() const { return impl_->w.arena.used(); }

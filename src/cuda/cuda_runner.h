@@ -92,6 +92,10 @@ class CudaRunner : public ModelRunner {
   // results (token_handoff.h); pinned staging is double-buffered so step N + 1 is staged while N runs.
   void submit(const StepBatch& batch) override;
   void collect(StepOutput* out) override;
+  // A step with deferred masks (SequenceStep::allowed_tokens_deferred): submit() queued its forward pass; this
+  // stages the masks in the step's packed inputs, copies them after it, and queues the sampling and the results
+  // copy, so that the host computes the masks while the GPU runs the forward pass.
+  void supply_masks(const std::vector<std::span<const uint32_t>>& masks) override;
 
   // Beyond the seam (tests, benchmarks).
   std::string device_name() const;

@@ -2,6 +2,7 @@
 #include "engine/engine_core.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 
 #include "common/error.h"
@@ -18,7 +19,8 @@ EngineCore::EngineCore(ModelRunner& runner, const Tokenizer* tokenizer, const En
       layout_(runner.kv_layout()),
       vocab_size_(runner.config().vocab_size),
       kv_(layout_, runner.config().sliding_window, config.enable_prefix_caching),
-      scheduler_(SchedulerConfig{config.max_num_batched_tokens, config.max_batch_size}, &kv_) {
+      scheduler_(SchedulerConfig{config.max_num_batched_tokens, config.max_batch_size}, &kv_),
+      defer_masks_(std::getenv("MXS_CONSTRAINED_SYNC") == nullptr) {
   const int model_max = runner.config().max_position_embeddings;
   if (config_.max_length <= 0) config_.max_length = model_max;
   MXS_CHECK(config_.max_length <= model_max,
@@ -212,30 +214,62 @@ void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double
     }
     batch->seqs.push_back(ss);
   }
-  // Structured outputs: the constrained sequences' allowed-token masks, on the pool's threads (each walks the
-  // vocabulary's tries or copies a cached mask: ~2-90 us; 64 JSON requests would otherwise add milliseconds to a step).
+  // Structured outputs: the constrained sequences' allowed-token masks. A sequence whose input is the sample of the
+  // step in flight (async) cannot have its mask yet: deferred, the runner gets it from supply_deferred_masks().
   std::vector<size_t> masked;
-  for (size_t i = 0; i < batch->seqs.size(); ++i)
-    if (batch->seqs[i].sample && sched.seqs[i].seq->constraint) masked.push_back(i);
-  if (masked.empty()) return;
-  std::vector<char> restricted(masked.size(), 0);
+  for (size_t i = 0; i < batch->seqs.size(); ++i) {
+    SequenceStep& q = batch->seqs[i];
+    if (!q.sample || !sched.seqs[i].seq->constraint) continue;
+    if (q.input_from_last_sample)
+      q.allowed_tokens_deferred = true;
+    else
+      masked.push_back(i);
+  }
+  const std::vector<std::span<const uint32_t>> masks = compute_masks(sched, masked);
+  for (size_t k = 0; k < masked.size(); ++k) batch->seqs[masked[k]].allowed_tokens = masks[k];
+}
+
+std::vector<std::span<const uint32_t>> EngineCore::compute_masks(const SchedulerOutput& sched,
+                                                                 const std::vector<size_t>& rows) {
+  // On the pool's threads: each walks the vocabulary's tries or copies a cached mask (~2-90 us); 64 JSON requests
+  // would otherwise add milliseconds to a step.
+  std::vector<char> restricted(rows.size(), 0);
   auto compute = [&](int64_t b, int64_t e) {
     for (int64_t k = b; k < e; ++k) {
-      Sequence* seq = sched.seqs[masked[size_t(k)]].seq;
+      Sequence* seq = sched.seqs[rows[size_t(k)]].seq;
+      if (seq->status == SeqStatus::kFinished) continue;  // (async: finished by the step before; sample discarded)
       restricted[size_t(k)] = seq->constraint->allowed(&seq->allowed_mask);
     }
   };
-  if (masked.size() == 1)
+  if (rows.size() == 1)
     compute(0, 1);
-  else
-    ThreadPool::global().parallel_for(int64_t(masked.size()), compute);
-  for (size_t k = 0; k < masked.size(); ++k) {
+  else if (rows.size() > 1)
+    ThreadPool::global().parallel_for(int64_t(rows.size()), compute);
+  std::vector<std::span<const uint32_t>> masks(rows.size());
+  for (size_t k = 0; k < rows.size(); ++k) {
     if (!restricted[k]) continue;
-    Sequence* seq = sched.seqs[masked[k]].seq;
+    Sequence* seq = sched.seqs[rows[k]].seq;
     MXS_CHECK(seq->allowed_mask.size() == size_t(vocab_size_ + 31) / 32,
               strfmt("internal: a token constraint's mask has %zu words for a vocabulary of %d",
                      seq->allowed_mask.size(), vocab_size_));
-    batch->seqs[masked[k]].allowed_tokens = seq->allowed_mask;
+    masks[k] = seq->allowed_mask;
+  }
+  return masks;
+}
+
+void EngineCore::supply_deferred_masks(Flight* f) {
+  if (!f->masks_pending) return;
+  f->masks_pending = false;
+  std::vector<size_t> rows;
+  for (size_t i = 0; i < f->batch.seqs.size(); ++i)
+    if (f->batch.seqs[i].allowed_tokens_deferred) rows.push_back(i);
+  if (rows.empty()) return;
+  const std::vector<std::span<const uint32_t>> masks = compute_masks(f->sched, rows);
+  try {
+    runner_.supply_masks(masks);
+  } catch (const std::exception& e) {  // (the step's collect then fails too)
+    MXS_LOG_ERROR("runner supply_masks failed (%zu sequences): %s", f->sched.seqs.size(), e.what());
+    fail_batch(f->sched, strfmt("the %s backend failed on this step: %s", runner_.name().c_str(), e.what()));
   }
 }
 
@@ -314,6 +348,7 @@ bool EngineCore::launch() {
   f->id = next_step_id_++;
   f->sched = std::move(sched);
   assemble(f->sched, &f->batch, now_seconds());
+  for (const SequenceStep& q : f->batch.seqs) f->masks_pending |= q.allowed_tokens_deferred;
   try {
     runner_.submit(f->batch);
   } catch (const std::exception& e) {
@@ -340,13 +375,14 @@ void EngineCore::step_async() {
   // Overlap: account step N as done (the runner writes its KV before it runs N + 1: one stream), give each
   // sequence sampling in N a stand-in for that sample, then schedule and submit N + 1. A sequence that ends
   // by length at N whatever it samples gets no stand-in (the scheduler skips it: no wasted row). A step that
-  // samples a constrained sequence is not overlapped at all: its next allowed-token mask needs N's sample, and
-  // without a stand-in it would skip every other step.
+  // samples a constrained sequence is overlapped too: N + 1's mask for it needs N's sample, so it is deferred
+  // (assemble) and handed to the runner once N has been collected and its samples accepted (below), while the
+  // runner computes N + 1's forward pass. With MXS_CONSTRAINED_SYNC such a step is not overlapped at all.
   bool constrained = false;
   for (size_t i = 0; i < cur->batch.seqs.size(); ++i)
     constrained |= cur->batch.seqs[i].sample && cur->sched.seqs[i].seq->constraint != nullptr &&
                    cur->sched.seqs[i].seq->status != SeqStatus::kFinished;
-  if (flights_.size() == 1 && !constrained) {
+  if (flights_.size() == 1 && (!constrained || defer_masks_)) {
     scheduler_.on_step_done(cur->sched);
     cur->done_applied = true;
     for (size_t i = 0; i < cur->batch.seqs.size(); ++i) {
@@ -368,12 +404,14 @@ void EngineCore::step_async() {
     fail_batch(cur->sched, strfmt("the %s backend failed on this step: %s", runner_.name().c_str(), e.what()));
     release(cur);
     flights_.pop_front();
+    if (!flights_.empty()) supply_deferred_masks(flights_.front().get());
     return;
   }
   if (!cur->done_applied) scheduler_.on_step_done(cur->sched);
   process_samples(cur->sched, cur->batch, step_out_);
   release(cur);
   flights_.pop_front();
+  if (!flights_.empty()) supply_deferred_masks(flights_.front().get());
   ++counters_.steps;
   counters_.step_seconds += watch.seconds();
   if (config_.check_invariants) scheduler_.check_invariants();
@@ -384,6 +422,7 @@ void EngineCore::drain() {
     Flight* f = flights_.front().get();
     step_out_.samples.clear();
     try {
+      supply_deferred_masks(f);  // (the runner holds the step's sampling until then)
       runner_.collect(&step_out_);
     } catch (const std::exception& e) {
       MXS_LOG_ERROR("runner step failed while draining: %s", e.what());

@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "engine/kv_cache_manager.h"
 #include "engine/event_queue.h"
@@ -77,6 +79,7 @@ class EngineCore {
     SchedulerOutput sched;
     StepBatch batch;
     bool done_applied = false;  // scheduler_.on_step_done already ran (before collect, to schedule the next)
+    bool masks_pending = false;  // some sequence's mask is deferred and not yet supplied (supply_deferred_masks)
     std::vector<std::unique_ptr<Sequence>> retired;  // blocks freed, objects destroyed after its collect
   };
 
@@ -87,6 +90,13 @@ class EngineCore {
   void release(Flight* f);
   void drain();  // collects and discards every outstanding step
   void assemble(const SchedulerOutput& sched, StepBatch* batch, double start);
+  // Structured outputs: the allowed-token masks of batch->seqs[i] for each i in `rows` (a constrained sequence that
+  // samples), on the thread pool; the spans point into each sequence's mask. Empty span: that step is unrestricted
+  // (or the sequence has finished).
+  std::vector<std::span<const uint32_t>> compute_masks(const SchedulerOutput& sched, const std::vector<size_t>& rows);
+  // Async: computes and hands the runner the deferred masks of the step in flight (SequenceStep::
+  // allowed_tokens_deferred), now that the step before it has been collected and its samples accepted.
+  void supply_deferred_masks(Flight* f);
   void process_samples(const SchedulerOutput& sched, const StepBatch& batch, const StepOutput& out);
   void process_sample(Sequence* seq, const SampleOutput& sample, double now);
   void finish(Sequence* seq, TokenEvent event, FinishReason reason);
@@ -107,6 +117,9 @@ class EngineCore {
   std::vector<std::pair<std::shared_ptr<EventQueue>, TokenEvent>> outbox_;
   std::deque<std::unique_ptr<Flight>> flights_;  // async: submitted, not yet collected (oldest first, <= 2)
   uint64_t next_step_id_ = 1;
+  // Async: a step that samples a constrained sequence is overlapped too, its masks deferred (true unless
+  // MXS_CONSTRAINED_SYNC is set: the A/B against the synchronous steps of session 32).
+  const bool defer_masks_;
 };
 
 }  // namespace mxs

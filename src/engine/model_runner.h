@@ -21,6 +21,7 @@
 #pragma once
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -87,6 +88,10 @@ struct SequenceStep {
   // t / 32; ceil(vocab / 32) words); empty = every token. The sampler sets the others' logits to -inf
   // (cpu/sampler.h step 2b). The engine never sets it with input_from_last_sample.
   std::span<const uint32_t> allowed_tokens;
+  // Async scheduling with structured outputs (sample and input_from_last_sample set): the mask depends on the token
+  // sampled in the step before, which the caller does not know yet. It comes later, through supply_masks(); the
+  // runner may run the forward pass meanwhile, but not the sampling. allowed_tokens stays empty.
+  bool allowed_tokens_deferred = false;
 };
 
 struct StepBatch {
@@ -134,17 +139,81 @@ class ModelRunner {
   // window, a preempted sequence's blocks) may be written by the next step.
   // The default suits any blocking runner: submit() resolves input_from_last_sample tokens from the previous
   // step's outputs (substituting the token and appending it to output_tokens), runs step() at once and queues
-  // the output; collect() hands it back. CudaRunner overrides both (launch on its stream, tokens on the device).
+  // the output; collect() hands it back; a step with deferred masks is kept (a copy) and runs in supply_masks().
+  // CudaRunner overrides all three (launch on its stream, tokens on the device; the forward pass of a step with
+  // deferred masks is launched at submit(), its sampling at supply_masks()).
   virtual void submit(const StepBatch& batch);
   virtual void collect(StepOutput* out);
+  // The masks of the last submitted step's allowed_tokens_deferred sequences, one per such sequence in batch order
+  // (an empty span: every token). Called once for such a step, after its submit() and before any other submit()
+  // or its collect() (the engine: after collecting the step before and handing its samples to the constraints).
+  // Reads the masks only during the call. The default runs the step that submit() kept (a copy of the batch).
+  virtual void supply_masks(const std::vector<std::span<const uint32_t>>& masks);
 
  private:
+  // A submitted batch that waits for its masks (default submit()), with copies of what its spans pointed to.
+  struct DeferredStep {
+    StepBatch batch;
+    std::vector<std::vector<int32_t>> tables, sliding_tables, prompts, outputs;
+    std::vector<SamplingParams> sampling;
+    std::vector<std::vector<uint32_t>> masks;
+  };
+  void run_and_queue(const StepBatch& batch);  // default submit(): the step, now
   std::deque<StepOutput> queued_;                       // default submit(): outputs not yet collected
   std::unordered_map<uint64_t, int32_t> last_tokens_;  // default submit(): ok samples of the last step
+  std::unique_ptr<DeferredStep> deferred_;              // default submit(): a step waiting for supply_masks()
 };
 
 inline void ModelRunner::submit(const StepBatch& batch) {
+  if (deferred_) throw std::logic_error("ModelRunner::submit: the step before waits for its masks");
   if (queued_.size() >= 2) throw std::logic_error("ModelRunner::submit: two steps are already outstanding");
+  bool defer = false;
+  for (const SequenceStep& q : batch.seqs) defer |= q.allowed_tokens_deferred;
+  if (!defer) {
+    run_and_queue(batch);
+    return;
+  }
+  // Kept until supply_masks(): the batch, and what its spans point to (the caller reuses that memory).
+  auto d = std::make_unique<DeferredStep>();
+  d->batch = batch;
+  const size_t n = batch.seqs.size();
+  d->tables.resize(n), d->sliding_tables.resize(n), d->prompts.resize(n), d->outputs.resize(n);
+  d->sampling.resize(n), d->masks.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    SequenceStep& q = d->batch.seqs[i];
+    d->tables[i].assign(q.block_table.begin(), q.block_table.end());
+    d->sliding_tables[i].assign(q.sliding_block_table.begin(), q.sliding_block_table.end());
+    d->prompts[i].assign(q.prompt_tokens.begin(), q.prompt_tokens.end());
+    d->outputs[i].assign(q.output_tokens.begin(), q.output_tokens.end());
+    d->masks[i].assign(q.allowed_tokens.begin(), q.allowed_tokens.end());
+    q.block_table = d->tables[i], q.sliding_block_table = d->sliding_tables[i];
+    q.prompt_tokens = d->prompts[i], q.output_tokens = d->outputs[i], q.allowed_tokens = d->masks[i];
+    if (q.sampling) d->sampling[i] = *q.sampling, q.sampling = &d->sampling[i];
+  }
+  deferred_ = std::move(d);
+}
+
+inline void ModelRunner::supply_masks(const std::vector<std::span<const uint32_t>>& masks) {
+  if (!deferred_) throw std::logic_error("ModelRunner::supply_masks: no step waits for masks");
+  size_t deferred = 0;
+  for (const SequenceStep& q : deferred_->batch.seqs) deferred += q.allowed_tokens_deferred;
+  if (masks.size() != deferred)
+    throw std::logic_error("ModelRunner::supply_masks: " + std::to_string(masks.size()) + " masks for " +
+                           std::to_string(deferred) + " deferred sequences");
+  std::unique_ptr<DeferredStep> d = std::move(deferred_);
+  size_t k = 0;
+  for (size_t i = 0; i < d->batch.seqs.size(); ++i) {
+    SequenceStep& q = d->batch.seqs[i];
+    if (!q.allowed_tokens_deferred) continue;
+    d->masks[i].assign(masks[k].begin(), masks[k].end());
+    q.allowed_tokens = d->masks[i];
+    q.allowed_tokens_deferred = false;
+    ++k;
+  }
+  run_and_queue(d->batch);
+}
+
+inline void ModelRunner::run_and_queue(const StepBatch& batch) {
   StepOutput out;
   std::unordered_set<uint64_t> missing;  // input_from_last_sample without an ok sample in the last step
   bool any = false;
@@ -184,7 +253,9 @@ inline void ModelRunner::submit(const StepBatch& batch) {
 }
 
 inline void ModelRunner::collect(StepOutput* out) {
-  if (queued_.empty()) throw std::logic_error("ModelRunner::collect: no step is outstanding");
+  if (queued_.empty())
+    throw std::logic_error(deferred_ ? "ModelRunner::collect: the step waits for its masks (supply_masks)"
+                                     : "ModelRunner::collect: no step is outstanding");
   *out = std::move(queued_.front());
   queued_.pop_front();
 }

@@ -7,7 +7,9 @@
 //    identical tokens and logprobs for greedy and seeded requests, max_tokens = 1, and stop tokens that end
 //    requests mid-batch (their next-step samples discarded). The step shapes are the same in both modes except
 //    the discarded rows, which stay inside the same graph bucket, so the kernels see the same launches. Also
-//    logit_bias and min_tokens in both modes (min_tokens counts the token still on the device).
+//    logit_bias and min_tokens in both modes (min_tokens counts the token still on the device), and token
+//    constraints whose masks depend on the token sampled in the step before (async: deferred, supplied after the
+//    forward pass was queued; CudaRunner::supply_masks).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -18,6 +20,7 @@
 #include "cuda/token_handoff.h"
 #include "engine/engine.h"
 #include "engine/offline.h"
+#include "engine/token_constraint.h"
 #include "gpu_test_util.h"
 
 namespace mxs {
@@ -244,6 +247,54 @@ TEST(CudaAsync, EngineLogitBiasAndMinTokensOnEitherMode) {
     EXPECT_EQ(std::count(t.begin(), t.end(), 1000 + r) + std::count(t.begin(), t.end(), 2000 + r), 1) << r;
   }
   EXPECT_GT(on.metrics.overlapped_steps, 10u);
+}
+
+// A constraint whose every mask depends on the last sampled token: token t is allowed when t < 3000 and t % 5 is
+// (the last token % 5 + 1) % 5 (0 first). A wrong mask at any step shows up as a refused token (the request fails).
+class ChainConstraint : public TokenConstraint {
+ public:
+  explicit ChainConstraint(int vocab) : words_((vocab + 31) / 32) {}
+  bool allowed(std::vector<uint32_t>* mask) override {
+    mask->assign(size_t(words_), 0u);
+    for (int t = want_; t < 3000; t += 5) (*mask)[size_t(t) / 32] |= 1u << (t % 32);
+    return true;
+  }
+  bool accept(int32_t token) override {
+    if (token < 0 || token >= 3000 || token % 5 != want_) return false;
+    want_ = (token + 1) % 5;
+    return true;
+  }
+
+ private:
+  int words_;
+  int want_ = 0;
+};
+
+TEST(CudaAsync, EngineDeferredMasksOnEitherMode) {
+  const ModelConfig cfg = ModelConfig::preset("tiny");
+  const auto rw = cpu::make_random_weights(cfg, /*seed=*/53);
+  std::vector<Request> requests(7);
+  for (int r = 0; r < 7; ++r) {
+    Request& q = requests[size_t(r)];
+    for (int i = 0; i < 10 + r * 7; ++i) q.prompt.push_back((r * 31 + i * 13 + 5) % cfg.vocab_size);
+    q.max_tokens = 24 + r;
+    q.sampling.temperature = r % 2 ? 0.8f : 0.0f, q.sampling.seed = 700 + uint64_t(r);
+    if (r == 3) q.sampling.top_p = 0.9f, q.sampling.presence_penalty = 0.4f;
+    const int vocab = int(cfg.vocab_size);
+    if (r < 5) q.constraint = [vocab] { return std::make_unique<ChainConstraint>(vocab); };  // 2 unconstrained
+  }
+  const EngineRun off = run_engine(*rw, requests, false, nullptr);
+  const EngineRun on = run_engine(*rw, requests, true, nullptr);
+  EXPECT_EQ(off.tokens, on.tokens);
+  for (int r = 0; r < 5; ++r) {
+    ASSERT_EQ(on.tokens[size_t(r)].size(), size_t(24 + r)) << r;
+    int want = 0;
+    for (int32_t t : on.tokens[size_t(r)]) {
+      EXPECT_TRUE(t < 3000 && t % 5 == want) << r << ": " << t;
+      want = (t + 1) % 5;
+    }
+  }
+  EXPECT_GT(on.metrics.overlapped_steps, 15u);
 }
 
 }  // namespace

@@ -6,7 +6,8 @@
 // invariants are checked after every step (drive()), and the fake runner checks each step's KV reads and
 // history. Covered: stop tokens and stop strings mid-batch, max_tokens = 1, new requests arriving while
 // others decode, preemption in a small pool, sampler errors, aborts, seeded sampling, penalties (overlapped too: the
-// runner counts the pending token), and the real CPU runner (greedy and seeded) with two KV groups.
+// runner counts the pending token), the real CPU runner (greedy and seeded) with two KV groups, and the default
+// runner's deferred masks (structured outputs: SequenceStep::allowed_tokens_deferred, ModelRunner::supply_masks).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -291,6 +292,58 @@ TEST(EngineAsync, CpuRunnerSameTokensGreedyAndSeeded) {
     EXPECT_GE(stopped, with_stop);
     EXPECT_EQ(on.items[3].tokens.size(), 1u);
   }
+}
+
+// The default submit() with a deferred mask keeps a copy of the step and runs it in supply_masks(), with the mask and
+// the history as they were at submit() (the caller reuses its memory in between); misuse throws.
+TEST(DeferredMasks, TheDefaultRunnerRunsTheStepAtSupply) {
+  struct Recorder : ModelRunner {
+    ModelConfig c;
+    int steps = 0;
+    std::vector<uint32_t> mask_seen;
+    std::vector<int32_t> history_seen;
+    const ModelConfig& config() const override { return c; }
+    KvCacheLayout kv_layout() const override { return {16, 8}; }
+    std::string name() const override { return "recorder"; }
+    void step(const StepBatch& b, StepOutput* out) override {
+      ++steps;
+      for (const SequenceStep& q : b.seqs) {
+        mask_seen.assign(q.allowed_tokens.begin(), q.allowed_tokens.end());
+        history_seen.assign(q.output_tokens.begin(), q.output_tokens.end());
+        SampleOutput o;
+        o.seq_id = q.seq_id, o.token = 7 + steps;
+        out->samples.push_back(o);
+      }
+    }
+  } r;
+  SamplingParams sp;
+  std::vector<int32_t> table = {0}, history = {5};
+  StepBatch b;
+  b.tokens = {1}, b.positions = {0};
+  SequenceStep q;
+  q.seq_id = 1, q.num_tokens = 1, q.context_len = 1, q.block_table = table, q.sample = true, q.sampling = &sp;
+  q.output_tokens = history;
+  b.seqs = {q};
+  r.submit(b);  // N
+  b.positions = {1}, b.seqs[0].context_len = 2;
+  b.seqs[0].input_from_last_sample = b.seqs[0].allowed_tokens_deferred = true;
+  r.submit(b);  // N + 1: its input is N's sample, its mask comes later
+  EXPECT_EQ(r.steps, 1);
+  history[0] = 99;  // (the caller's memory, reused)
+  EXPECT_THROW(r.submit(b), std::logic_error);
+  StepOutput out;
+  r.collect(&out);
+  EXPECT_EQ(out.samples.at(0).token, 8);
+  EXPECT_THROW(r.collect(&out), std::logic_error);  // N + 1 waits for its mask
+  const std::vector<uint32_t> mask = {0x5u, 0x0u, 0x1u};
+  EXPECT_THROW(r.supply_masks({}), std::logic_error);  // one deferred sequence: one mask
+  r.supply_masks({mask});
+  EXPECT_EQ(r.steps, 2);
+  EXPECT_EQ(r.mask_seen, mask);
+  EXPECT_EQ(r.history_seen, (std::vector<int32_t>{5, 8}));  // the copy, and N's sample
+  r.collect(&out);
+  EXPECT_EQ(out.samples.at(0).token, 9);
+  EXPECT_THROW(r.supply_masks({mask}), std::logic_error);
 }
 
 }  // namespace

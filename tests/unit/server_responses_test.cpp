@@ -251,7 +251,9 @@ TEST_F(ServerResponses, FunctionCallsAndTheirStream) {
   std::string args;
   for (const json& e : ev) {
     if (e["type"] == "response.function_call_arguments.delta") args += e["delta"].get<std::string>();
-    if (e["type"] == "response.function_call_arguments.done") EXPECT_EQ(e["arguments"], args);
+    if (e["type"] == "response.function_call_arguments.done") {
+      EXPECT_EQ(e["arguments"], args);
+    }
   }
   EXPECT_EQ(args, "{\"city\":\"Paris\"}");
   // tool_choice none: the call is dropped.

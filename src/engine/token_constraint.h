@@ -1,7 +1,8 @@
 // A per-request restriction of the tokens a sequence may sample (structured outputs: response_format json_object,
 // engine/json_constraint.h). The engine makes one instance per sequence from Request::constraint, asks it for the
-// allowed set before each step that samples the sequence, and hands it every sampled token. Under async scheduling a
-// step that samples a constrained sequence is not overlapped: its next mask needs the token first.
+// allowed set before each step that samples the sequence, and hands it every sampled token. Under async scheduling the
+// mask of a step whose input is the sample still in flight is asked for once that sample has been accepted, while the
+// runner computes the step's forward pass (SequenceStep::allowed_tokens_deferred, ModelRunner::supply_masks).
 #pragma once
 #include <cstdint>
 #include <functional>

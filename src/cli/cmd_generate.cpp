@@ -46,6 +46,7 @@ struct GenerateArgs {
   int min_tokens = 0;
   bool ignore_eos = false;
   bool json_object = false;
+  std::string json_schema;  // a file holding a JSON Schema
   std::string reasoning_effort = "medium";
 };
 
@@ -126,6 +127,23 @@ void run_generate(const GenerateArgs& a) {
   MXS_CHECK(a.max_tokens >= 1, mxs::strfmt("--max-tokens %d: must be >= 1", a.max_tokens));
   MXS_CHECK(a.max_length >= 2, mxs::strfmt("--max-length %d: must be >= 2", a.max_length));
   mxs::check_backend_available(a.backend);  // before the (slow) load
+  // --json-schema: compiled before the load, so that a schema the subset cannot hold fails at once.
+  std::shared_ptr<const mxs::JsonSchema> schema;
+  nlohmann::ordered_json schema_json;
+  if (!a.json_schema.empty()) {
+    MXS_CHECK(!a.json_object, "--json-schema and --json-object exclude each other");
+    MXS_CHECK(!a.ignore_eos && a.min_tokens == 0, "--json-schema cannot be combined with --ignore-eos or --min-tokens");
+    try {
+      schema_json = nlohmann::ordered_json::parse(mxs::read_file(a.json_schema));
+    } catch (const nlohmann::json::exception& e) {
+      throw mxs::Error(mxs::strfmt("--json-schema %s: not JSON: %s", a.json_schema.c_str(), e.what()));
+    }
+    try {
+      schema = mxs::JsonSchema::compile(nlohmann::json::parse(schema_json.dump()));
+    } catch (const mxs::Error& e) {
+      throw mxs::Error(mxs::strfmt("--json-schema %s: %s", a.json_schema.c_str(), e.what()));
+    }
+  }
 
   mxs::Stopwatch load_watch;
   const std::string dir = a.model.empty() ? mxs::ensure_demo_model() : a.model;
@@ -144,6 +162,7 @@ void run_generate(const GenerateArgs& a) {
   } else {
     mxs::harmony::RenderOptions opt;
     opt.reasoning_effort = *effort;
+    if (schema) opt.response_format = mxs::harmony::ResponseFormat{"response", "", schema_json};
     mxs::harmony::ChatMessage user;
     user.role = mxs::harmony::Role::kUser;
     user.content = a.prompt;
@@ -177,11 +196,13 @@ void run_generate(const GenerateArgs& a) {
   req.sampling = sampling;
   req.max_tokens = max_tokens;
   req.ignore_stop_tokens = a.ignore_eos;
-  if (a.json_object) {  // chat: the final answer only (the reasoning stays free); --raw: the whole continuation
+  if (a.json_object || schema) {  // chat: the final answer only (the reasoning stays free); --raw: the continuation
     MXS_CHECK(!a.ignore_eos && a.min_tokens == 0, "--json-object cannot be combined with --ignore-eos or --min-tokens");
     auto masks = std::make_shared<const mxs::JsonTokenMask>(*tokenizer, weights.config.vocab_size);
-    req.constraint = a.raw ? mxs::json_object_constraint(masks, false, {mxs::tok::kReturn, mxs::tok::kEndOfText})
-                           : mxs::json_object_constraint(masks, true, {mxs::tok::kReturn});
+    const std::vector<int32_t> ends = a.raw ? std::vector<int32_t>{mxs::tok::kReturn, mxs::tok::kEndOfText}
+                                            : std::vector<int32_t>{mxs::tok::kReturn};
+    req.constraint = schema ? mxs::json_schema_constraint(masks, schema, !a.raw, ends)
+                            : mxs::json_object_constraint(masks, !a.raw, ends);
   }
   auto events = std::make_shared<mxs::EventQueue>();
   engine.submit(std::move(req), events);
@@ -260,6 +281,9 @@ mxs::cli::CommandRegistrar registrar(20, [](CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--json-object", a->json_object,
                 "The answer is one JSON object (as response_format json_object; with --raw the whole continuation)");
+  cmd->add_option("--json-schema", a->json_schema,
+                  "A file with a JSON Schema: the answer is one object of it (as response_format json_schema; the "
+                  "subset: src/text/json_schema_acceptor.h)");
   cmd->add_flag("--ignore-eos", a->ignore_eos,
                 "Do not stop at the stop tokens (<|return|>, <|call|>): always --max-tokens");
   mxs::cli::add_async_scheduling_option(cmd, &a->async_scheduling);

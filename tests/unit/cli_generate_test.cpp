@@ -92,6 +92,34 @@ TEST_F(CliGenerate, JsonObject) {
   EXPECT_EQ(r.exit_code, 1) << r.out;
 }
 
+// --json-schema FILE: an enum and a boolean (greedy must close them); errors name the file, or the keyword and path.
+TEST_F(CliGenerate, JsonSchema) {
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string good = (dir / "mxs_cli_schema.json").string(), bad = (dir / "mxs_cli_schema_bad.json").string(),
+                    broken = (dir / "mxs_cli_schema_broken.json").string();
+  mxs::write_file_atomic(good, R"({"type": "object", "required": ["c", "ok"], "additionalProperties": false,
+    "properties": {"c": {"enum": ["red", "green"]}, "ok": {"anyOf": [{"type": "boolean"}, {"type": "null"}]}}})");
+  mxs::write_file_atomic(bad, R"({"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}})");
+  mxs::write_file_atomic(broken, "{\"type\":");
+  RunResult r = run("generate --raw --prompt 'JSON:' --max-tokens 64 --temperature 0 --json-schema " + good);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "finish: stop")) << r.out;
+  const size_t open = r.out.find('{'), close = r.out.rfind('}');
+  ASSERT_TRUE(open != std::string::npos && close != std::string::npos) << r.out;
+  const nlohmann::json v = nlohmann::json::parse(r.out.substr(open, close - open + 1));
+  EXPECT_TRUE(v["c"] == "red" || v["c"] == "green") << v;
+  EXPECT_TRUE(v["ok"].is_boolean() || v["ok"].is_null()) << v;
+  r = run("generate --prompt hi --json-schema " + bad);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "/properties/a: keyword 'pattern' is not supported")) << r.out;
+  r = run("generate --prompt hi --json-schema " + broken);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "not JSON")) << r.out;
+  r = run("generate --prompt hi --json-schema " + good + " --json-object");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(contains(r.out, "exclude each other")) << r.out;
+}
+
 TEST_F(CliGenerate, BenchThroughputPrintsATableAndJson) {
   const std::string json_path = (std::filesystem::temp_directory_path() / "mxs_cli_bench_throughput.json").string();
   const RunResult r = run("bench throughput --num-prompts 3 --input-len 8 --output-len 4 --concurrency 1,2 --json " +

@@ -220,10 +220,10 @@ void EngineCore::assemble(const SchedulerOutput& sched, StepBatch* batch, double
   for (size_t i = 0; i < batch->seqs.size(); ++i) {
     SequenceStep& q = batch->seqs[i];
     if (!q.sample || !sched.seqs[i].seq->constraint) continue;
-    if (q.input_from_last_sample)
-      q.allowed_tokens_deferred = true;
-    else
+    if (!q.input_from_last_sample)
       masked.push_back(i);
+    else if (sched.seqs[i].seq->constraint->may_restrict_after_next())
+      q.allowed_tokens_deferred = true;  // (else the step is unrestricted whatever the token in flight is)
   }
   const std::vector<std::span<const uint32_t>> masks = compute_masks(sched, masked);
   for (size_t k = 0; k < masked.size(); ++k) batch->seqs[masked[k]].allowed_tokens = masks[k];
@@ -457,7 +457,7 @@ void EngineCore::process_sample(Sequence* seq, const SampleOutput& sample, doubl
   seq->timings.token_times.push_back(now);
   ev.token_ids.push_back(token);
   if (seq->constraint && !seq->constraint->accept(token)) {
-    ev.error = strfmt("the sampled token %d breaks the response format", token);
+    ev.error = strfmt("the sampled token %d breaks the constraint (response format or tool arguments)", token);
     finish(seq, std::move(ev), FinishReason::kError);
     return;
   }

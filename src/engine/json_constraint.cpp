@@ -14,8 +14,7 @@ JsonConstraint<Acceptor>::JsonConstraint(std::shared_ptr<const JsonTokenMask> ma
       keep_alive_(std::move(keep_alive)),
       end_tokens_(std::move(end_tokens)),
       phase_(harmony ? Phase::kFree : Phase::kDocument),
-      doc_(start),
-      cached_state_(start) {
+      doc_(start) {
   MXS_CHECK(masks_ != nullptr, "JsonConstraint: no token masks");
   for (int32_t t : end_tokens_)
     MXS_CHECK(t >= 0 && t < masks_->vocab(), strfmt("JsonConstraint: end token %d outside the vocabulary", t));
@@ -33,11 +32,7 @@ bool JsonConstraint<Acceptor>::allowed(std::vector<uint32_t>* mask) {
       return true;
     case Phase::kDocument:
       if (!doc_.complete()) {
-        if (!cached_ || !cached_state_.equivalent(doc_)) {
-          masks_->allowed(doc_, &cached_mask_);
-          cached_state_ = doc_, cached_ = true;
-        }
-        *mask = cached_mask_;
+        doc_mask_.get(*masks_, doc_, mask);
         return true;
       }
       [[fallthrough]];

@@ -19,6 +19,9 @@ class TokenConstraint {
   virtual bool allowed(std::vector<uint32_t>* mask) = 0;
   // A sampled token. false: it breaks the constraint (the request then fails; allowed() never lets one through).
   virtual bool accept(int32_t token) = 0;
+  // Whether allowed() could restrict anything after one more token, whichever it is. false lets async scheduling give
+  // the step after the token in flight no mask at all (no deferred mask: the row keeps the fast sampling paths).
+  virtual bool may_restrict_after_next() const { return true; }
 };
 
 using TokenConstraintFactory = std::function<std::unique_ptr<TokenConstraint>()>;

@@ -1,15 +1,15 @@
 // Chat completions over harmony (see chat_handler.h).
 //
-// tool_choice, as enforced here (the model has no grammar-constrained decoding):
+// tool_choice, as enforced here (and every call's arguments are held to its tool's parameters: ToolCallConstraint):
 //   auto      tools are rendered into the developer message; the model decides.
 //   none      tools are NOT rendered (the model is not told about them) and any call it still emits is
 //             dropped from the response (finish_reason "stop", never "tool_calls").
 //   named     the assistant turn is prefilled with the call header
 //             `<|channel|>commentary to=functions.NAME <|constrain|>json<|message|>`, so the first thing
-//             generated is that function's JSON arguments: the call is guaranteed, the arguments are the
-//             model's (valid JSON only as far as the model writes valid JSON).
-//   required  prefilled up to `<|channel|>commentary to=functions.`: the first message is a function call
-//             and the model picks the name (an approximation: a name outside `tools` is not prevented).
+//             generated is that function's JSON arguments: the call is guaranteed, and its arguments are an
+//             object of the function's parameters (any object where the json_schema subset cannot hold them).
+//   required  prefilled up to `<|channel|>commentary to=functions.`: the first message is a function call;
+//             the model picks the name, held to one of `tools` (then ` <|constrain|>json<|message|>`).
 // The prefilled tokens are part of the prompt (usage.prompt_tokens) and are fed to the output parser first.
 //
 // Stop strings apply to the answer (content) only, in the server: the engine's own stop strings would match
@@ -21,6 +21,7 @@
 #include "common/error.h"
 #include "engine/engine.h"
 #include "engine/json_constraint.h"
+#include "engine/tool_call_constraint.h"
 #include "server/choice_group.h"
 #include "server/generation_session.h"
 #include "server/openai_format.h"
@@ -251,6 +252,30 @@ class ChatSession : public GenerationSession {
 
 }  // namespace
 
+namespace {
+
+// Each tool's arguments as the json_schema subset compiles its parameters (none: `{}`; a schema the subset cannot hold:
+// any object, since a tool's schema is no reason to refuse the request; a top level without "type": an object).
+std::shared_ptr<const std::vector<ToolArguments>> tool_arguments(const std::vector<harmony::FunctionTool>& tools) {
+  auto out = std::make_shared<std::vector<ToolArguments>>();
+  for (const harmony::FunctionTool& t : tools) {
+    nlohmann::json params = t.parameters.is_object() ? nlohmann::json::parse(t.parameters.dump())
+                                                     : nlohmann::json::object();
+    if (!params.contains("type")) params["type"] = "object";
+    ToolArguments a;
+    a.name = t.name;
+    try {
+      a.schema = JsonSchema::compile(params);
+    } catch (const mxs::Error&) {
+      a.schema = nullptr;
+    }
+    out->push_back(std::move(a));
+  }
+  return out;
+}
+
+}  // namespace
+
 ChatPlan plan_chat(ServingContext& ctx, const ChatCompletionRequest& r) {
   harmony::RenderOptions options;
   options.reasoning_effort = r.reasoning_effort;
@@ -264,6 +289,7 @@ ChatPlan plan_chat(ServingContext& ctx, const ChatCompletionRequest& r) {
     throw_invalid_param("messages", e.what());
   }
   harmony::Prompt prefill;
+  std::string prefill_header;  // the prefill's header text, specials as spaces (ToolCallConstraint's start)
   if (r.tool_choice == ToolChoice::kNamed || r.tool_choice == ToolChoice::kRequired) {
     prefill.add_special(tok::kChannel);
     if (r.tool_choice == ToolChoice::kNamed) {
@@ -272,8 +298,10 @@ ChatPlan plan_chat(ServingContext& ctx, const ChatCompletionRequest& r) {
       prefill.add_special(tok::kConstrain);
       prefill.add_text("json");
       prefill.add_special(tok::kMessage);
+      prefill_header = " commentary to=functions." + r.tool_choice_name + "  json";
     } else {
       prefill.add_text("commentary to=functions.");
+      prefill_header = " commentary to=functions.";
     }
   }
   ChatPlan plan;
@@ -286,11 +314,18 @@ ChatPlan plan_chat(ServingContext& ctx, const ChatCompletionRequest& r) {
   plan.request = engine_request_of(r.gen);
   plan.request.prompt = std::move(prompt);
   // json_object / json_schema: the reasoning stays free; the final answer is one JSON object, then <|return|>.
+  // Otherwise, with tools: every call's arguments are an object of its tool's parameters (tool_call_constraint.h).
   if (r.gen.json_schema)
     plan.request.constraint =
         json_schema_constraint(ctx.json_masks, r.gen.json_schema, /*harmony=*/true, {tok::kReturn});
   else if (r.gen.json_object)
     plan.request.constraint = json_object_constraint(ctx.json_masks, /*harmony=*/true, {tok::kReturn});
+  else if (!r.tools.empty() && r.tool_choice != ToolChoice::kNone && ctx.json_masks)
+    plan.request.constraint = tool_call_constraint(
+        ctx.json_masks, tool_arguments(r.tools), prefill_header,
+        r.tool_choice == ToolChoice::kNamed      ? ToolCallConstraint::Start::kArguments
+        : r.tool_choice == ToolChoice::kRequired ? ToolCallConstraint::Start::kRequired
+                                                 : ToolCallConstraint::Start::kAuto);
   return plan;
 }
 

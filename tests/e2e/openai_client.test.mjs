@@ -154,6 +154,24 @@ test('tool call round trip: a named tool_choice returns a call; its result rende
   assert.match(deltas[0].id, /^call_/);
   assert.ok(deltas.slice(1).every((d) => d.id === undefined && d.index === 0));
 
+  // The arguments are held to the tool's parameters, and `required` to a tool's name: sampled from the random model, a
+  // closed call is to get_weather with arguments that parse as an object of the schema, whatever the seed.
+  let closed = 0;
+  for (const seed of [1, 2, 3, 4]) {
+    const s = await client.chat.completions.create({
+      model: server.model, messages: [{ role: 'user', content: 'Weather in Paris?' }], tools, temperature: 1, seed,
+      tool_choice: seed % 2 ? { type: 'function', function: { name: 'get_weather' } } : 'required', max_tokens: 200,
+    });
+    const c = s.choices[0];
+    if (c.finish_reason !== 'tool_calls') continue;
+    ++closed;
+    assert.equal(c.message.tool_calls[0].function.name, 'get_weather');
+    const args = JSON.parse(c.message.tool_calls[0].function.arguments);
+    assert.deepEqual(Object.keys(args), ['city'], c.message.tool_calls[0].function.arguments);  // required; no other
+    assert.equal(typeof args.city, 'string', c.message.tool_calls[0].function.arguments);
+  }
+  assert.ok(closed >= 1, `${closed} of 4 calls closed`);
+
   // Round trip: the assistant's call and the tool's answer go back in; the server renders them (200).
   const followUp = await client.chat.completions.create({
     model: server.model, tools, max_tokens: 4,

@@ -117,6 +117,19 @@ if [ "${MXS_CHECK_CKPT:-0}" = 1 ] && [ -f wt-bin/tokenizer.json ]; then
     echo "generate with logit bias + min_tokens, async $m rc=$? $(grep -E 'tok/s' "$OUT/gen_bias_$m.err" | tail -1)"
   done
   cmp "$OUT/gen_bias_on.txt" "$OUT/gen_bias_off.txt" && echo "generate with logit bias: the same text with async on and off"
+  # --json-schema (session 33): a nullable union, a recursive $ref, integer bounds; the masks of the steps after the
+  # token in flight deferred under async scheduling: on == off.
+  echo '{"type":"object","required":["ok","n"],"$defs":{"t":{"type":"object","required":["v"],"properties":
+    {"v":{"type":"integer","minimum":0,"maximum":9},"kids":{"type":"array","maxItems":1,"items":{"$ref":"#/$defs/t"}}}}},
+    "properties":{"ok":{"type":"boolean"},"n":{"anyOf":[{"type":"integer","minimum":-5,"maximum":5},{"type":"null"}]},
+    "t":{"$ref":"#/$defs/t"}}}' >/tmp/mxs_schema.json
+  for m in on off; do
+    timeout 120 $B generate --model /tmp/m20b --backend cuda --max-tokens 160 --seed 7 --temperature 1 \
+      --json-schema /tmp/mxs_schema.json --async-scheduling $m --raw -p "JSON:" >"$OUT/gen_schema_$m.txt" \
+      2>"$OUT/gen_schema_$m.err"
+    echo "generate --json-schema, async $m rc=$? $(grep -E 'tok/s' "$OUT/gen_schema_$m.err" | tail -1): $(head -c 120 "$OUT/gen_schema_$m.txt")"
+  done
+  cmp "$OUT/gen_schema_on.txt" "$OUT/gen_schema_off.txt" && echo "generate --json-schema: the same text with async on and off"
 fi
 # The engine and the server on that checkpoint (MXS_CHECK_SERVE=1): throughput, time to ready, HTTP load with bad
 # requests and dropped streams alongside (scripts/device-serve.sh).

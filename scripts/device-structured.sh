@@ -5,6 +5,7 @@
 #    `bench serve` at 64 streams, temperature 1, response_format text / json_object, twice each, interleaved;
 #  - json_schema with the keywords zod and pydantic write ($defs + $ref recursion, nullable anyOf, integer bounds,
 #    maxLength, maxItems): sampled completions checked in Python;
+#  - tool calls: tool_choice required (name and arguments held to the tools), and a greedy chat's decode rate with tools;
 #  - POST /v1/responses: a response with a forced function call, and its event stream.
 # Usage: scripts/device-structured.sh BIN MODEL_DIR   (OUT: logs; default /tmp/mxs-out; MXS_BACKEND=cpu: a dry run)
 set -uo pipefail
@@ -82,6 +83,42 @@ for seed in (1, 2, 3):
             (v["tree"] is None or node_ok(v["tree"]))
     print(f"== json_schema ($ref, anyOf, bounds) seed {seed}: finish {fin}, {r['usage']['completion_tokens']} tokens, "
           f"{'valid' if ok else 'INVALID' if ok is False else 'cut'}: {json.dumps(json.loads(text) if ok else text)[:90]}")
+PY
+      # Tool calls (this session): tool_choice required at temperature 1 (the name held to a tool, the arguments to
+      # its schema), and the decode rate of a greedy chat with tools (auto: masks only in headers and calls) against
+      # the same chat without them.
+      tools='[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object","required":["city"],
+        "properties":{"city":{"type":"string","maxLength":24},"days":{"type":"integer","minimum":1,"maximum":7}}}}},
+        {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{}}}}]'
+      for seed in 1 2 3; do
+        curl -s $URL/v1/chat/completions -d "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather?\"}],
+          \"tools\":$tools,\"tool_choice\":\"required\",\"temperature\":1,\"seed\":$seed,\"max_tokens\":200}" \
+          >"$OUT/tool_required_$seed.json"
+      done
+      for with in no yes; do
+        body="{\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"temperature\":0,\"max_tokens\":256"
+        [ $with = yes ] && body="$body,\"tools\":$tools"
+        t0=$(date +%s.%N)
+        curl -s $URL/v1/chat/completions -d "$body}" >"$OUT/tool_rate_$with.json"
+        echo "$t0 $(date +%s.%N)" >"$OUT/tool_rate_$with.t"
+      done
+      python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+for seed in (1, 2, 3):
+    c = json.load(open(f"{out}/tool_required_{seed}.json"))["choices"][0]
+    calls = c["message"].get("tool_calls") or []
+    ok = None
+    if c["finish_reason"] == "tool_calls" and calls:
+        f = calls[0]["function"]; a = json.loads(f["arguments"])
+        ok = (f["name"] == "get_weather" and set(a) <= {"city", "days"} and isinstance(a.get("city"), str) and
+              len(a["city"]) <= 24 and (1 <= a["days"] <= 7 if "days" in a else True)) or (f["name"] == "get_time" and a == {})
+    print(f"== tool_choice required seed {seed}: finish {c['finish_reason']}, "
+          f"{'valid' if ok else 'INVALID' if ok is False else 'cut'}: {json.dumps(calls[0]['function'] if calls else None)[:100]}")
+for w in ("no", "yes"):
+    r = json.load(open(f"{out}/tool_rate_{w}.json")); t0, t1 = map(float, open(f"{out}/tool_rate_{w}.t").read().split())
+    n = r["usage"]["completion_tokens"]
+    print(f"== greedy chat, tools {w}: {n} tokens, {n / (t1 - t0):.0f} tok/s (HTTP, request to answer)")
 PY
       # The Responses API: a forced function call, then the same as a stream.
       req='{"input":"Weather in Paris?","instructions":"Be brief.","max_output_tokens":24,"seed":4,

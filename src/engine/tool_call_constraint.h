@@ -46,7 +46,11 @@ class ToolCallConstraint : public TokenConstraint {
 
   bool allowed(std::vector<uint32_t>* mask) override;
   bool accept(int32_t token) override;
-  bool may_restrict_after_next() const override { return phase_ != Phase::kBody; }
+  // A mask can follow one more token only inside a call, or when that token could be the <|message|> of a header
+  // that already names a tool (the name cannot be completed and the call opened by one token).
+  bool may_restrict_after_next() const override {
+    return phase_ == Phase::kHeader ? called_tool(header_) != nullptr : phase_ != Phase::kBody;
+  }
   bool naming() const { return phase_ == Phase::kName; }
 
   bool in_arguments() const { return phase_ == Phase::kArguments; }

@@ -59,10 +59,12 @@ TEST_F(ToolCallConstraintTest, OnlyArgumentsOfKnownToolsAreConstrained) {
   EXPECT_FALSE(feed(c, "<|channel|>analysis<|message|>Think about { and ]."));
   EXPECT_FALSE(c.may_restrict_after_next());  // inside a message body: the next token cannot open a call
   EXPECT_FALSE(feed(c, "<|end|><|start|>assistant<|channel|>commentary to=functions.unknown <|constrain|>json"));
-  EXPECT_TRUE(c.may_restrict_after_next());   // in a header
+  EXPECT_FALSE(c.may_restrict_after_next());  // a header that names no tool: <|message|> opens no call
   EXPECT_FALSE(feed(c, "<|message|>not json at all<|call|>"));  // an unknown tool: free
   // The recipient before <|channel|>, as the model may write it.
-  feed(c, "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>");
+  feed(c, "<|start|>assistant to=functions.get_weather<|channel|>commentary json");
+  EXPECT_TRUE(c.may_restrict_after_next());  // <|message|> would open the call
+  feed(c, "<|message|>");
   ASSERT_TRUE(c.in_arguments());
   ASSERT_TRUE(c.allowed(&mask));
   EXPECT_FALSE(mask[size_t(tok::kCall) / 32] >> (tok::kCall % 32) & 1u);  // no call before the object

@@ -167,7 +167,6 @@ class ChatSession : public GenerationSession {
   }
 
   void finish(const TokenEvent& ev) {
-    auto& m = *ctx_.metrics;
     std::string finish_reason;
     if (stopped_by_string_) {
       finish_reason = "stop";
@@ -186,17 +185,8 @@ class ChatSession : public GenerationSession {
     content_ += tail;
     pending_content_ += tail;
 
-    if (finish_reason == "length")
-      m.finished_length.inc();
-    else if (finish_reason == "tool_calls")
-      m.finished_tool_calls.inc();
-    else
-      m.finished_stop.inc();
-    m.prompt_tokens.inc(ev.num_prompt_tokens);
-    m.completion_tokens.inc(ev.num_output_tokens);
-    m.reasoning_tokens.inc(reasoning_tokens_);
-    m.harmony_slips.inc(double(parser_.result().slips));
-    m.observe_timings(ev.timings, first_answer_index_);
+    ctx_.metrics->count_harmony_finish(finish_reason, ev, reasoning_tokens_, parser_.result().slips,
+                                       first_answer_index_);
     const json usage = usage_json(ev.num_prompt_tokens, ev.num_output_tokens, reasoning_tokens_, ev.num_cached_tokens);
 
     if (stream_) {

@@ -168,7 +168,6 @@ class ResponsesSession : public GenerationSession {
   }
 
   void finish(const TokenEvent& ev) {
-    auto& m = *ctx_.metrics;
     if (ev.finish == FinishReason::kAbort && client_gone()) return;  // nobody to answer
     if (ev.finish != FinishReason::kStop && ev.finish != FinishReason::kLength) {
       fail_unfinished(ev);
@@ -178,17 +177,9 @@ class ResponsesSession : public GenerationSession {
     if (open_ && ev.finish == FinishReason::kLength) items_.back().truncated = true;
     close_item();
     const harmony::FinishReason why = parser_.result().finish_reason;
-    if (why == harmony::FinishReason::kLength)
-      m.finished_length.inc();
-    else if (why == harmony::FinishReason::kToolCalls && !drop_tool_calls_)
-      m.finished_tool_calls.inc();
-    else
-      m.finished_stop.inc();
-    m.prompt_tokens.inc(ev.num_prompt_tokens);
-    m.completion_tokens.inc(ev.num_output_tokens);
-    m.reasoning_tokens.inc(reasoning_tokens_);
-    m.harmony_slips.inc(double(parser_.result().slips));
-    m.observe_timings(ev.timings, first_answer_index_);
+    const bool calls = why == harmony::FinishReason::kToolCalls && !drop_tool_calls_;
+    ctx_.metrics->count_harmony_finish(why == harmony::FinishReason::kLength ? "length" : calls ? "tool_calls" : "stop",
+                                       ev, reasoning_tokens_, parser_.result().slips, first_answer_index_);
     const json usage = {
         {"input_tokens", ev.num_prompt_tokens},
         {"input_tokens_details", {{"cached_tokens", ev.num_cached_tokens}}},

@@ -86,4 +86,19 @@ void ServerMetrics::observe_timings(const RequestTimings& t, int first_answer_in
   if (t.end > 0) e2e.observe(t.e2e_s());
 }
 
+void ServerMetrics::count_harmony_finish(const std::string& finish_reason, const TokenEvent& ev, int reasoning,
+                                         int64_t slips, int first_answer_index) {
+  if (finish_reason == "length")
+    finished_length.inc();
+  else if (finish_reason == "tool_calls")
+    finished_tool_calls.inc();
+  else
+    finished_stop.inc();
+  prompt_tokens.inc(ev.num_prompt_tokens);
+  completion_tokens.inc(ev.num_output_tokens);
+  reasoning_tokens.inc(reasoning);
+  harmony_slips.inc(double(slips));
+  observe_timings(ev.timings, first_answer_index);
+}
+
 }  // namespace mxs::server

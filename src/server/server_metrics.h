@@ -3,8 +3,11 @@
 // observed when a request finishes. Names are prefixed "mxserve_"; times are in seconds.
 #pragma once
 #include <atomic>
+#include <cstdint>
 #include <functional>
+#include <string>
 
+#include "engine/event_queue.h"
 #include "engine/metrics.h"
 #include "engine/request.h"
 #include "server/metrics.h"
@@ -44,6 +47,10 @@ struct ServerMetrics {
   // Observes the timing histograms from a final event. first_answer_index: index (into the generated
   // tokens) of the first answer token, or -1 when there was none.
   void observe_timings(const RequestTimings& t, int first_answer_index);
+  // A harmony request's end (chat, responses): its finish reason ("stop", "length", "tool_calls"), its prompt, output
+  // and reasoning tokens, the output parser's slips, and the timings (observe_timings).
+  void count_harmony_finish(const std::string& finish_reason, const TokenEvent& final_event, int reasoning_tokens,
+                            int64_t slips, int first_answer_index);
 };
 
 }  // namespace mxs::server

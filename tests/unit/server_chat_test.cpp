@@ -10,21 +10,21 @@ namespace {
 
 using nlohmann::json;
 using test::HttpResult;
+using test::kAnswer;
+using test::kToolCall;
 using test::http_post;
 using test::http_request;
 
 std::vector<json> sse_events(const std::string& body, bool* done) {
   std::vector<json> out;
   *done = false;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    const size_t end = body.find("\n\n", pos);
-    const std::string ev = body.substr(pos, end - pos);
-    pos = end + 2;
+  const std::vector<std::string> blocks = test::sse_blocks(body);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const std::string& ev = blocks[i];
     EXPECT_EQ(ev.rfind("data: ", 0), 0u) << ev;
     if (ev == "data: [DONE]") {
       *done = true;
-      EXPECT_EQ(pos, body.size()) << "[DONE] is last";
+      EXPECT_EQ(i + 1, blocks.size()) << "[DONE] is last";
       break;
     }
     out.push_back(json::parse(ev.substr(6)));
@@ -57,13 +57,6 @@ class ServerChat : public test::ScriptedServerTest {
   }
 };
 
-constexpr const char* kAnswer =
-    "<|channel|>analysis<|message|>User asks about weather. Answer briefly.<|end|>"
-    "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.<|return|>";
-constexpr const char* kToolCall =
-    "<|channel|>analysis<|message|>Need the weather tool.<|end|>"
-    "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>"
-    "{\"city\":\"Paris\"}<|call|>";
 
 const json kTools = json::parse(R"([{"type":"function","function":{"name":"get_weather","parameters":
   {"type":"object","properties":{"city":{"type":"string"}}}}}])");

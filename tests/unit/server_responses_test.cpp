@@ -17,6 +17,8 @@ namespace {
 using nlohmann::json;
 using nlohmann::ordered_json;
 using test::HttpResult;
+using test::kAnswer;
+using test::kToolCall;
 using test::http_post;
 
 ApiError responses_error(const std::string& body) {
@@ -123,13 +125,6 @@ TEST(ResponsesSchema, ErrorsNameTheResponsesParameter) {
             std::string::npos);
 }
 
-constexpr const char* kAnswer =
-    "<|channel|>analysis<|message|>User asks about weather. Answer briefly.<|end|>"
-    "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.<|return|>";
-constexpr const char* kToolCall =
-    "<|channel|>analysis<|message|>Need the weather tool.<|end|>"
-    "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>"
-    "{\"city\":\"Paris\"}<|call|>";
 
 const json kTools = json::parse(R"([{"type":"function","name":"get_weather","parameters":
   {"type":"object","properties":{"city":{"type":"string"}}}}])");
@@ -137,11 +132,7 @@ const json kTools = json::parse(R"([{"type":"function","name":"get_weather","par
 // The typed events of a stream: `event: <name>` + `data: <json>`, the name equal to the data's type.
 std::vector<json> typed_events(const std::string& body) {
   std::vector<json> out;
-  size_t pos = 0;
-  while (pos < body.size()) {
-    const size_t end = body.find("\n\n", pos);
-    const std::string ev = body.substr(pos, end - pos);
-    pos = end + 2;
+  for (const std::string& ev : test::sse_blocks(body)) {
     const size_t nl = ev.find('\n');
     EXPECT_EQ(ev.rfind("event: ", 0), 0u) << ev;
     EXPECT_EQ(ev.compare(nl + 1, 6, "data: "), 0) << ev;

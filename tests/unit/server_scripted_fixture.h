@@ -93,9 +93,29 @@ inline HttpResult http_request(int port, const std::string& method, const std::s
   return r;
 }
 
+// The events of an SSE body (the text of each, between blank lines).
+inline std::vector<std::string> sse_blocks(const std::string& body) {
+  std::vector<std::string> out;
+  for (size_t pos = 0; pos < body.size();) {
+    const size_t end = body.find("\n\n", pos);
+    out.push_back(body.substr(pos, end - pos));
+    pos = end == std::string::npos ? body.size() : end + 2;
+  }
+  return out;
+}
+
 inline HttpResult http_post(int port, const std::string& path, const std::string& body) {
   return http_request(port, "POST", path, body);
 }
+
+// Scripts: reasoning then an answer; reasoning then a call to get_weather.
+constexpr const char* kAnswer =
+    "<|channel|>analysis<|message|>User asks about weather. Answer briefly.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>It is sunny in Paris.<|return|>";
+constexpr const char* kToolCall =
+    "<|channel|>analysis<|message|>Need the weather tool.<|end|>"
+    "<|start|>assistant to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>"
+    "{\"city\":\"Paris\"}<|call|>";
 
 // A server on an ephemeral port with the scripted runner behind its engine (max_length 4096); skipped without
 // the tokenizer.

@@ -1,11 +1,16 @@
-// The structured-output tests' reference validator: does a parsed document match a schema of the json_schema subset
-// (text/json_schema_acceptor.h), written directly on nlohmann values, independently of the acceptor.
+// The json_schema tests' helpers: the reference validator (does a parsed document match a schema of the subset of
+// text/json_schema_acceptor.h; written directly on nlohmann values, independently of the acceptor), how many bytes of
+// a text an acceptor takes, and the message of a schema's compile error.
 #pragma once
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "common/error.h"
+#include "text/json_schema_acceptor.h"
 
 namespace mxs::test {
 
@@ -78,5 +83,27 @@ inline bool conforms(const nlohmann::json& v, const nlohmann::json& s, const nlo
 }
 
 inline bool conforms(const nlohmann::json& v, const nlohmann::json& schema) { return conforms(v, schema, schema); }
+
+// Bytes of `s` a fresh acceptor of `schema` takes (s.size() when all), and whether it is then complete.
+inline size_t taken(const JsonSchema* schema, std::string_view s, bool* complete = nullptr) {
+  JsonSchemaAcceptor a(schema);
+  for (size_t i = 0; i < s.size(); ++i) {
+    JsonSchemaAcceptor next = a;
+    if (!next.feed(uint8_t(s[i]))) return i;
+    a = next;
+  }
+  if (complete) *complete = a.complete();
+  return s.size();
+}
+
+// JsonSchema::compile's error message for a schema text ("" when it compiles).
+inline std::string compile_error(const std::string& schema) {
+  try {
+    JsonSchema::compile(nlohmann::json::parse(schema));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace mxs::test

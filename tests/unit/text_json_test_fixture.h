@@ -7,6 +7,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "common/paths.h"
 #include "text/json_token_mask.h"
@@ -41,6 +42,22 @@ class JsonTokenizerTest : public ::testing::Test {
   void SetUp() override {
     if (!tok_) GTEST_SKIP() << "no tokenizer.json (run scripts/fetch-tokenizer.sh)";
   }
+  // Tokens on which the mask of `state` and a token-by-token check (JsonTokenMask::extends) disagree; *allowed: how
+  // many the mask allows.
+  template <class Acceptor>
+  static int mask_mismatches(const Acceptor& state, int* allowed) {
+    std::vector<uint32_t> mask;
+    masks_->allowed(state, &mask);
+    int wrong = 0;
+    *allowed = 0;
+    for (int32_t t = 0; t < masks_->vocab(); ++t) {
+      const bool bit = mask[size_t(t) / 32] >> (t % 32) & 1u;
+      *allowed += bit;
+      wrong += bit != masks_->extends(state, t);
+    }
+    return wrong;
+  }
+
   static inline std::unique_ptr<Tokenizer> tok_;
   static inline std::shared_ptr<const JsonTokenMask> masks_;
 };

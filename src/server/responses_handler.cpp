@@ -55,8 +55,10 @@ class ResponsesSession : public GenerationSession {
                 {"status", status},
                 {"content", done ? json::array({text_part(it.text)}) : json::array()}};
       case Kind::kCall:
-        return {{"type", "function_call"}, {"id", it.id},     {"call_id", it.call_id}, {"name", it.name},
-                {"arguments", done ? it.text : ""},         {"status", status}};
+        return {{"type", "function_call"}, {"id", it.id},
+                {"call_id", it.call_id},   {"name", it.name},
+                {"arguments", done ? it.text : ""},
+                {"status", status}};
     }
     return nullptr;
   }
@@ -69,9 +71,15 @@ class ResponsesSession : public GenerationSession {
   json response(const char* status, json usage = nullptr, json incomplete = nullptr) const {
     json out = json::array();
     for (const Item& it : items_) out.push_back(item_json(it, true));
-    json r = {{"id", id()},           {"object", "response"},          {"created_at", created_},
-              {"status", status},     {"error", nullptr},              {"incomplete_details", std::move(incomplete)},
-              {"model", ctx_.model_name}, {"output", std::move(out)},  {"usage", std::move(usage)}};
+    json r = {{"id", id()},
+              {"object", "response"},
+              {"created_at", created_},
+              {"status", status},
+              {"error", nullptr},
+              {"incomplete_details", std::move(incomplete)},
+              {"model", ctx_.model_name},
+              {"output", std::move(out)},
+              {"usage", std::move(usage)}};
     for (auto it = echo_.begin(); it != echo_.end(); ++it) r[it.key()] = it.value();
     return r;
   }

@@ -332,8 +332,8 @@ TEST(HarmonyRender, ResponseFormatEndsTheDeveloperMessage) {
       "shopping_list", "",
       nlohmann::ordered_json::parse(R"({"properties": {"items": {"type": "array", "description": "entries on the )"
                                     R"(shopping list", "items": {"type": "string"}}}, "type": "object"})")};
-  const std::vector<ChatMessage> messages = {{Role::kSystem, "You are a helpful shopping assistant"},
-                                             {Role::kUser, "I need to buy coffee, soda and eggs"}};
+  const std::vector<ChatMessage> messages = {msg(Role::kSystem, "You are a helpful shopping assistant"),
+                                             msg(Role::kUser, "I need to buy coffee, soda and eggs")};
   const std::string text = render_prompt(messages, {}, options).to_string();
   EXPECT_NE(text.find("<|start|>developer<|message|># Instructions\n\nYou are a helpful shopping assistant\n\n"
                       "# Response Formats\n\n## shopping_list\n\n{\"properties\":{\"items\":{\"type\":\"array\","
@@ -343,12 +343,13 @@ TEST(HarmonyRender, ResponseFormatEndsTheDeveloperMessage) {
       << text;
   // A description becomes comment lines; with tools, the section comes after theirs; alone, it makes the message.
   options.response_format->description = "Two\nlines";
-  const std::vector<FunctionTool> tools = {{"f", "", nullptr}};
-  const std::string with_tools = render_prompt({{Role::kUser, "x"}}, tools, options).to_string();
+  FunctionTool f;
+  f.name = "f";
+  const std::string with_tools = render_prompt({msg(Role::kUser, "x")}, {f}, options).to_string();
   EXPECT_NE(with_tools.find("} // namespace functions\n\n# Response Formats\n\n## shopping_list\n\n// Two\n// lines\n{"),
             std::string::npos)
       << with_tools;
-  EXPECT_NE(render_prompt({{Role::kUser, "x"}}, {}, options).to_string().find(
+  EXPECT_NE(render_prompt({msg(Role::kUser, "x")}, {}, options).to_string().find(
                 "<|start|>developer<|message|># Response Formats\n\n## shopping_list\n\n// Two\n"),
             std::string::npos);
 }

@@ -38,6 +38,7 @@ struct ServeArgs {
   bool exact_attention = false;
   int64_t kv_cache_tokens = 65536;
   int max_queued_requests = 1024;
+  int64_t responses_store = 1000;
   std::string served_model_name;
   std::string api_key;
   int io_threads = 2;
@@ -74,6 +75,7 @@ void run_serve(const ServeArgs& a) {
   signal(SIGPIPE, SIG_IGN);  // a client gone mid-write is an error code, not a signal
 
   MXS_CHECK(a.max_queued_requests >= 1, "--max-queued-requests must be >= 1");
+  MXS_CHECK(a.responses_store >= 0, "--responses-store must be >= 0");
   mxs::server::ApiServerOptions opt;
   opt.http.host = a.host;
   opt.http.port = a.port;
@@ -83,6 +85,7 @@ void run_serve(const ServeArgs& a) {
   opt.http.write_timeout_s = a.write_timeout;
   opt.http.max_body_bytes = a.max_body_bytes;
   opt.max_queued_requests = a.max_queued_requests;
+  opt.responses_store = size_t(a.responses_store);
   opt.api_key = a.api_key;
   if (opt.api_key.empty()) {
     if (const char* env = std::getenv("MXSERVE_API_KEY")) opt.api_key = env;
@@ -162,6 +165,9 @@ mxs::cli::CommandRegistrar registrar(0, [](CLI::App& app) {
   cmd->add_option("--kv-cache-tokens", a->kv_cache_tokens, "cpu: tokens the KV pool holds (default 65536)");
   cmd->add_option("--max-queued-requests", a->max_queued_requests,
                   "Requests waiting for their first token beyond which new ones get 429 (default 1024)");
+  cmd->add_option("--responses-store", a->responses_store,
+                  "Responses API responses kept in memory for previous_response_id and GET /v1/responses/{id}, the "
+                  "least recently used dropped beyond it (default 1000; 0: none)");
   cmd->add_option("--served-model-name", a->served_model_name, "Model id in the API (default: the folder name)");
   cmd->add_option("--api-key", a->api_key, "Require 'Authorization: Bearer KEY' on /v1/* (or set MXSERVE_API_KEY)");
   cmd->add_option("--http-threads", a->io_threads, "HTTP io threads (default 2)");

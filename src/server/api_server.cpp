@@ -60,6 +60,8 @@ ApiServer::ApiServer(ApiServerOptions options) : options_(std::move(options)) {
     return true;
   });
   ctx_.metrics = metrics_.get();
+  responses_ = std::make_unique<ResponseStore>(options_.responses_store);
+  ctx_.responses = responses_.get();
   metrics_->registry.gauge_fn("mxserve_http_open_connections", "Open HTTP connections",
                               [this] { return http_ ? double(http_->open_connections()) : 0.0; });
   metrics_->registry.gauge_fn("mxserve_http_in_flight_requests", "HTTP requests being answered",
@@ -111,6 +113,10 @@ void ApiServer::add_routes() {
   r.add("POST", "/v1/responses", [&ctx](HttpRequest&& req, std::shared_ptr<HttpExchange> ex) {
     handle_responses(ctx, std::move(req), std::move(ex));
   });
+  for (const char* method : {"GET", "DELETE"})
+    r.add(method, "/v1/responses/*", [&ctx](HttpRequest&& req, std::shared_ptr<HttpExchange> ex) {
+      handle_stored_response(ctx, std::move(req), std::move(ex));
+    });
   r.add("GET", "/v1/models", [&ctx](HttpRequest&&, std::shared_ptr<HttpExchange> ex) {
     if (!ctx.ready()) throw ApiException(model_loading_error());
     json model = {{"id", ctx.model_name},

@@ -1,12 +1,13 @@
 // The OpenAI-compatible API server: HTTP server + routes + shared serving state. It listens before the
 // model is loaded (GET /health answers 503 "loading", /v1/* 503 model_loading), and serves once set_model()
-// is called. Routes: POST /v1/chat/completions, POST /v1/completions, GET /v1/models, GET /health,
-// GET /metrics, POST /tokenize, POST /detokenize.
+// is called. Routes: POST /v1/chat/completions, POST /v1/responses (+ GET / DELETE /v1/responses/{id}),
+// POST /v1/completions, GET /v1/models, GET /health, GET /metrics, POST /tokenize, POST /detokenize.
 #pragma once
 #include <memory>
 #include <string>
 
 #include "server/http_server.h"
+#include "server/response_store.h"
 #include "server/router.h"
 #include "server/serving_context.h"
 
@@ -16,6 +17,7 @@ struct ApiServerOptions {
   HttpServerOptions http;
   std::string api_key;  // "" = no auth
   int max_queued_requests = 1024;
+  size_t responses_store = 1000;  // stored Responses API responses (least recently used dropped); 0: none
 };
 
 class ApiServer {
@@ -43,6 +45,7 @@ class ApiServer {
 
   ApiServerOptions options_;
   ServingContext ctx_;
+  std::unique_ptr<ResponseStore> responses_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Router> router_;
   std::unique_ptr<HttpServer> http_;

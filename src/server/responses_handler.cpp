@@ -8,6 +8,7 @@
 #include "server/generation_session.h"
 #include "server/openai_format.h"
 #include "server/responses_schema.h"
+#include "server/router.h"
 #include "text/harmony_parser.h"
 
 namespace mxs::server {
@@ -22,7 +23,9 @@ class ResponsesSession : public GenerationSession {
       : GenerationSession(ctx, std::move(ex), r.chat.gen.stream),
         parser_(*ctx.tokenizer),
         echo_(json::parse(r.echo.dump())),
-        drop_tool_calls_(r.chat.tool_choice == ToolChoice::kNone) {
+        drop_tool_calls_(r.chat.tool_choice == ToolChoice::kNone),
+        store_(r.store),
+        conversation_(r.store ? r.conversation : nlohmann::ordered_json()) {
     // The prefilled call header opens the call (id + name) that the arguments continue; it emits nothing yet.
     for (int32_t id : prefill) pending_prefill_.push_back(parser_.feed(id));
   }
@@ -197,6 +200,11 @@ class ResponsesSession : public GenerationSession {
     const bool incomplete = why == harmony::FinishReason::kLength;
     json body = incomplete ? response("incomplete", usage, {{"reason", "max_output_tokens"}})
                            : response("completed", usage);
+    if (store_ && ctx_.responses) {  // what a follow-up continues: the conversation, then this response's output
+      nlohmann::ordered_json conversation = std::move(conversation_);
+      for (const json& item : body["output"]) conversation.push_back(nlohmann::ordered_json::parse(item.dump()));
+      ctx_.responses->put(id(), {body, std::move(conversation)});
+    }
     if (!stream_) {
       respond_json(std::move(body));
       return;
@@ -219,6 +227,8 @@ class ResponsesSession : public GenerationSession {
   harmony::ChatOutputParser parser_;
   const json echo_;
   const bool drop_tool_calls_;
+  const bool store_;
+  nlohmann::ordered_json conversation_;  // (store_) the input items, for the stored entry
   std::vector<harmony::ChatDelta> pending_prefill_;
   std::vector<Item> items_;
   bool open_ = false;  // items_.back() is still being written
@@ -233,7 +243,7 @@ class ResponsesSession : public GenerationSession {
 
 void handle_responses(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
   if (!ctx.ready()) throw ApiException(model_loading_error());
-  const ResponsesRequest r = parse_responses_request(parse_json_body(request.body));
+  const ResponsesRequest r = parse_responses_request(parse_json_body(request.body), ctx.responses);
   check_model_name(ctx.model_name, r.chat.model);
   ctx.metrics->responses_requests.inc();
   ChatPlan plan;
@@ -245,6 +255,23 @@ void handle_responses(ServingContext& ctx, HttpRequest&& request, std::shared_pt
   }
   if (!r.chat.gen.seed_given) plan.request.sampling.seed = random_seed();
   std::make_shared<ResponsesSession>(ctx, std::move(exchange), r, plan.prefill_ids)->start(std::move(plan.request));
+}
+
+void handle_stored_response(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
+  const std::string id = request.path.substr(request.path.rfind('/') + 1);
+  const bool remove = request.method == "DELETE";
+  const bool found = ctx.responses && (remove ? ctx.responses->erase(id) : ctx.responses->get(id).has_value());
+  if (!found) {
+    ApiError e;
+    e.status = 404;
+    e.message = "response with id '" + id + "' not found";
+    e.code = "not_found";
+    throw ApiException(std::move(e));
+  }
+  if (remove)
+    exchange->respond(json_response(200, {{"id", id}, {"object", "response.deleted"}, {"deleted", true}}));
+  else
+    exchange->respond(json_response(200, ctx.responses->get(id)->response));
 }
 
 }  // namespace mxs::server

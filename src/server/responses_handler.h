@@ -10,7 +10,8 @@
 // "sequence_number"): response.created, response.in_progress, per item output_item.added, content_part.added,
 // reasoning_text / output_text delta + done, function_call_arguments delta + done, content_part.done,
 // output_item.done, then response.completed or response.incomplete; no [DONE]. A failure after the headers is an
-// `error` event. usage: input_tokens (+ cached), output_tokens (+ reasoning), total_tokens.
+// `error` event. usage: input_tokens (+ cached), output_tokens (+ reasoning), total_tokens. With `store` (the default)
+// the response and its conversation are kept for previous_response_id and GET /v1/responses/{id} (response_store.h).
 #pragma once
 #include <memory>
 
@@ -21,5 +22,8 @@ namespace mxs::server {
 
 // Throws ApiException for a request it refuses before any response (400/404/429/503).
 void handle_responses(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange);
+// GET /v1/responses/{id}: a stored response object; DELETE: removes it ({"id", "object": "response.deleted",
+// "deleted": true}). 404 for an id the store does not hold.
+void handle_stored_response(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange);
 
 }  // namespace mxs::server

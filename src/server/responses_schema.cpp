@@ -1,6 +1,7 @@
 // Responses API request -> chat request (see responses_schema.h for the mapping).
 #include "server/responses_schema.h"
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -59,14 +60,9 @@ std::string reasoning_text(const Json& item, const std::string& where) {
   return text;
 }
 
-// input -> chat messages (after the instructions' developer message, if any).
-void add_input_messages(const Json& input, Json& messages) {
-  if (input.is_string()) {
-    messages.push_back({{"role", "user"}, {"content", input}});
-    return;
-  }
-  if (!input.is_array() || input.empty())
-    throw_invalid_param("input", "input must be a string or a non-empty array of items");
+// Input items -> chat messages (after the instructions' developer message, if any). Items before `first_new` come from
+// the stored conversation of previous_response_id (named so in errors); the others are input[i - first_new].
+void add_input_messages(const Json& input, size_t first_new, Json& messages) {
   // The assistant message the next reasoning / call item joins: open until a message or a tool output ends it.
   const auto open_turn = [&]() -> Json* {
     if (messages.empty()) return nullptr;
@@ -75,7 +71,8 @@ void add_input_messages(const Json& input, Json& messages) {
   };
   for (size_t i = 0; i < input.size(); ++i) {
     const Json& item = input[i];
-    const std::string where = "input[" + std::to_string(i) + "]";
+    const std::string where =
+        i < first_new ? "previous_response_id" : "input[" + std::to_string(i - first_new) + "]";
     if (!item.is_object()) throw_invalid_param(where, where + " must be an object, got " + kind(item));
     const Json* type = get(item, "type");
     if (type && !type->is_string()) throw_invalid_param(where, where + ".type must be a string");
@@ -134,12 +131,12 @@ void rename_chat_params(ApiError& e) {
   }
 }
 
-ResponsesRequest parse_responses_request(const Json& body) {
-  for (const char* key : {"previous_response_id", "conversation", "background", "top_logprobs", "include", "prompt"}) {
+ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store) {
+  for (const char* key : {"conversation", "background", "top_logprobs", "include", "prompt"}) {
     const Json* v = get(body, key);
     if (!v || (v->is_boolean() && !v->get<bool>()) || (v->is_array() && v->empty())) continue;
-    throw_invalid_param(key, std::string(key) + " is not supported: this server stores no responses or prompts; "
-                                               "send the whole conversation in `input`");
+    throw_invalid_param(key, std::string(key) + " is not supported: continue a conversation with "
+                                               "previous_response_id, or send it whole in `input`");
   }
   Json chat = Json::object();
   ResponsesRequest r;
@@ -155,7 +152,26 @@ ResponsesRequest parse_responses_request(const Json& body) {
   }
   const Json* input = get(body, "input");
   if (!input) throw_invalid_param("input", "input is required: a string or an array of items");
-  add_input_messages(*input, messages);
+  if (!input->is_string() && (!input->is_array() || input->empty()))
+    throw_invalid_param("input", "input must be a string or a non-empty array of items");
+  // The conversation: a stored response's (its input and output items), then this input, as items.
+  r.conversation = Json::array();
+  echo["previous_response_id"] = nullptr;
+  if (const Json* prev = get(body, "previous_response_id")) {
+    if (!prev->is_string()) throw_invalid_param("previous_response_id", "previous_response_id must be a string");
+    const std::optional<ResponseStore::Entry> e = store ? store->get(prev->get<std::string>()) : std::nullopt;
+    if (!e)
+      throw_invalid_param("previous_response_id", "previous response with id '" + prev->get<std::string>() +
+                                                      "' not found (not stored, deleted, or dropped from the store)");
+    r.conversation = e->conversation;
+    echo["previous_response_id"] = *prev;
+  }
+  const size_t first_new = r.conversation.size();
+  if (input->is_string())
+    r.conversation.push_back({{"role", "user"}, {"content", *input}});
+  else
+    for (const Json& item : *input) r.conversation.push_back(item);
+  add_input_messages(r.conversation, first_new, messages);
   chat["messages"] = std::move(messages);
 
   echo["tools"] = Json::array();
@@ -239,9 +255,12 @@ ResponsesRequest parse_responses_request(const Json& body) {
       throw_invalid_param("metadata", "metadata must be an object of at most 16 string values");
     echo["metadata"] = *v;
   }
-  if (const Json* v = get(body, "store"); v && !v->is_boolean()) throw_invalid_param("store", "store must be a boolean");
-  echo["store"] = false;  // nothing is kept
-  echo["previous_response_id"] = nullptr;
+  if (const Json* v = get(body, "store")) {
+    if (!v->is_boolean()) throw_invalid_param("store", "store must be a boolean");
+    r.store = v->get<bool>();
+  }
+  r.store = r.store && store != nullptr && store->capacity() > 0;
+  echo["store"] = r.store;
   // A prompt past the context is a 400 (context_length_exceeded), never cut short.
   if (const Json* v = get(body, "truncation"); v && *v != "disabled")
     throw_invalid_param("truncation", "truncation must be \"disabled\": the server does not drop input");

@@ -16,25 +16,30 @@
 //     {type: "function", name}; reasoning.effort; max_output_tokens; temperature; top_p; text.format (text,
 //     json_object, json_schema {name, schema, description, strict}); and the vLLM sampling extensions the chat path
 //     takes (top_k, min_p, penalties, seed, logit_bias...).
-// Not supported, each a 400 naming it: previous_response_id and conversation (no responses are stored), background,
-// input images / files / audio, tool types other than function, top_logprobs / include, truncation "auto" (a prompt
-// past the context is a 400, never cut). store and metadata are accepted and echoed (store answered false: nothing is
-// kept).
+//   store (default true) and previous_response_id: the response is kept (response_store.h), and a follow-up's input
+//     continues the stored conversation of its previous_response_id (that response's input items, then its output
+//     items; its instructions are not carried over, as OpenAI does).
+// Not supported, each a 400 naming it: conversation, background, input images / files / audio, tool types other than
+// function, top_logprobs / include, truncation "auto" (a prompt past the context is a 400, never cut).
 #pragma once
 #include <nlohmann/json.hpp>
 
 #include "server/openai_schema.h"
+#include "server/response_store.h"
 
 namespace mxs::server {
 
 struct ResponsesRequest {
   ChatCompletionRequest chat;     // what runs: the chat path's request
+  nlohmann::ordered_json conversation;  // the input as items (a stored previous conversation first)
+  bool store = true;              // keep the response (and `conversation` + its output) for follow-ups
   nlohmann::ordered_json echo;    // the fields the response object repeats (instructions, tools, tool_choice, text,
                                   // reasoning, max_output_tokens, temperature, top_p, metadata, ...)
 };
 
 // Throws ApiException (400) naming the Responses parameter ("input[2].content", "text.format", ...).
-ResponsesRequest parse_responses_request(const nlohmann::ordered_json& body);
+// `store`: the stored responses (previous_response_id; null: none are kept).
+ResponsesRequest parse_responses_request(const nlohmann::ordered_json& body, ResponseStore* store = nullptr);
 
 // An error from the chat path, with the chat's parameter names (messages, max_completion_tokens / max_tokens,
 // reasoning_effort, response_format) replaced by the Responses API's (input, max_output_tokens, reasoning.effort,

@@ -19,6 +19,18 @@ HttpResponse error_response(const ApiError& e, std::vector<std::pair<std::string
   return r;
 }
 
+namespace {
+
+// "/a/b" matches itself; "/a/*" matches "/a/" followed by one non-empty segment.
+bool path_matches(const std::string& route, const std::string& path) {
+  if (route.size() < 2 || route.compare(route.size() - 2, 2, "/*") != 0) return route == path;
+  const size_t prefix = route.size() - 1;  // (keeps the '/')
+  return path.size() > prefix && path.compare(0, prefix, route, 0, prefix) == 0 &&
+         path.find('/', prefix) == std::string::npos;
+}
+
+}  // namespace
+
 void Router::add(const std::string& method, const std::string& path, HttpHandler handler) {
   routes_.push_back({method, path, std::move(handler)});
 }
@@ -27,7 +39,7 @@ void Router::dispatch(HttpRequest&& request, const std::shared_ptr<HttpExchange>
   std::string allow;
   const Route* match = nullptr;
   for (const Route& r : routes_) {
-    if (r.path != request.path) continue;
+    if (!path_matches(r.path, request.path)) continue;
     if (r.method == request.method) {
       match = &r;
       break;

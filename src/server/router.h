@@ -1,4 +1,4 @@
-// Request routing by exact path and method: an unknown path is 404, a known path with another method is
+// Request routing by path and method (exact, or "/prefix/*" for one more path segment): an unknown path is 404, a known path with another method is
 // 405 with an Allow header, both in the OpenAI error envelope. Paths under a protected prefix (/v1/) need
 // the API key when one is configured (401 otherwise).
 #pragma once

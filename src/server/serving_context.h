@@ -18,6 +18,8 @@ class Tokenizer;
 
 namespace mxs::server {
 
+class ResponseStore;
+
 struct ServingContext {
   std::atomic<Engine*> engine{nullptr};  // set once the model is loaded (then /health is 200)
   const Tokenizer* tokenizer = nullptr;  // set before engine
@@ -27,6 +29,7 @@ struct ServingContext {
   int max_queued_requests = 1024;        // waiting requests beyond this get 429
   int64_t created_unix = 0;              // model "created" for /v1/models
   ServerMetrics* metrics = nullptr;
+  ResponseStore* responses = nullptr;    // the Responses API's stored responses
   std::function<void(std::function<void()>)> post;  // run a task on an io thread
   std::atomic<int> waiting{0};                      // requests submitted that have not produced a token yet
 

@@ -475,6 +475,14 @@ test('responses: create, stream, function call round trip', async () => {
   assert.equal(next.object, 'response');
   assert.ok(next.usage.input_tokens > r.usage.input_tokens);
 
+  // Stored: retrieved as answered, continued by previous_response_id (the call's output as the new input), deleted.
+  assert.deepEqual(await client.responses.retrieve(r.id), r);
+  const cont = await client.responses.create({ model: server.model, tools, max_output_tokens: 4, previous_response_id: r.id,
+    input: [{ type: 'function_call_output', call_id: r.output[0].call_id, output: '{"sunny": true}' }] });
+  assert.equal(cont.previous_response_id, r.id);
+  assert.equal(cont.usage.input_tokens, next.usage.input_tokens);  // the same conversation as sending it whole
+  await client.responses.delete(r.id);
+  await assert.rejects(client.responses.retrieve(r.id), (e) => e.status === 404);
   await assert.rejects(client.responses.create({ model: server.model, input: 'x', previous_response_id: r.id }),
                        (e) => e.status === 400 && e.param === 'previous_response_id');
   await assert.rejects(client.responses.create({ model: server.model, input: 'x', max_output_tokens: 0 }),

@@ -96,7 +96,8 @@ TEST(ResponsesSchema, ErrorsNameTheResponsesParameter) {
       {R"({})", "input"},
       {R"({"input": []})", "input"},
       {R"({"input": 3})", "input"},
-      {R"({"input": "x", "previous_response_id": "resp_1"})", "previous_response_id"},
+      {R"({"input": "x", "previous_response_id": "resp_1"})", "previous_response_id"},  // (no store)
+      {R"({"input": "x", "previous_response_id": 5})", "previous_response_id"},
       {R"({"input": "x", "background": true})", "background"},
       {R"({"input": "x", "include": ["message.output_text.logprobs"]})", "include"},
       {R"({"input": "x", "max_output_tokens": 0})", "max_output_tokens"},
@@ -128,6 +129,45 @@ TEST(ResponsesSchema, ErrorsNameTheResponsesParameter) {
 
 const json kTools = json::parse(R"([{"type":"function","name":"get_weather","parameters":
   {"type":"object","properties":{"city":{"type":"string"}}}}])");
+
+// The store keeps the least recently used last; previous_response_id continues a stored conversation (its input
+// items, then its output items), the instructions not carried over.
+TEST(ResponsesSchema, StoredConversationsContinue) {
+  ResponseStore store(2);
+  const ordered_json conversation = ordered_json::parse(R"([{"role": "user", "content": "Weather?"},
+      {"type": "reasoning", "content": [{"type": "reasoning_text", "text": "Need the tool."}]},
+      {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{}"}])");
+  store.put("resp_a", {json{{"id", "resp_a"}}, conversation});
+  store.put("resp_b", {json{{"id", "resp_b"}}, ordered_json::array()});
+  ASSERT_TRUE(store.get("resp_a"));  // (now the most recently used)
+  store.put("resp_c", {json{{"id", "resp_c"}}, ordered_json::array()});
+  EXPECT_FALSE(store.get("resp_b"));
+  EXPECT_TRUE(store.get("resp_a") && store.get("resp_c"));
+  EXPECT_EQ(store.size(), 2u);
+
+  const ResponsesRequest r = parse_responses_request(ordered_json::parse(R"({"previous_response_id": "resp_a",
+      "instructions": "New.", "input": [{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}]})"),
+                                                     &store);
+  using harmony::Role;
+  ASSERT_EQ(r.chat.messages.size(), 4u);
+  EXPECT_EQ(r.chat.messages[0].content, "New.");
+  EXPECT_EQ(r.chat.messages[1].content, "Weather?");
+  EXPECT_EQ(r.chat.messages[2].reasoning, "Need the tool.");
+  EXPECT_EQ(r.chat.messages[2].tool_calls.at(0).id, "call_1");
+  EXPECT_EQ(r.chat.messages[3].role, Role::kTool);
+  EXPECT_EQ(r.conversation.size(), 4u);
+  EXPECT_TRUE(r.store);
+  EXPECT_EQ(r.echo["previous_response_id"], "resp_a");
+  EXPECT_TRUE(store.erase("resp_a"));
+  EXPECT_FALSE(store.erase("resp_a"));
+  try {
+    parse_responses_request(ordered_json::parse(R"({"previous_response_id": "resp_a", "input": "x"})"), &store);
+    ADD_FAILURE() << "a deleted response was continued";
+  } catch (const ApiException& e) {
+    EXPECT_EQ(e.error.param, "previous_response_id");
+  }
+  EXPECT_FALSE(parse_responses_request(ordered_json::parse(R"({"input": "x", "store": false})"), &store).store);
+}
 
 // The typed events of a stream: `event: <name>` + `data: <json>`, the name equal to the data's type.
 std::vector<json> typed_events(const std::string& body) {
@@ -270,6 +310,31 @@ TEST_F(ServerResponses, LengthLimitIsIncomplete) {
   EXPECT_EQ(ev.back()["type"], "response.incomplete");
 }
 
+TEST_F(ServerResponses, StoredResponsesRetrievedContinuedDeleted) {
+  script(kAnswer);
+  const json first = respond({{"input", "Weather in Paris?"}});
+  EXPECT_EQ(first["store"], true);
+  const std::string id = first["id"];
+  HttpResult got = test::http_request(server_->port(), "GET", "/v1/responses/" + id, "");
+  ASSERT_EQ(got.status, 200) << got.body;
+  EXPECT_EQ(json::parse(got.body), first);
+  // The follow-up's prompt holds the first exchange: its input, and its answer (the reasoning before a final answer
+  // is dropped by the harmony renderer).
+  const json second = respond({{"input", "And tomorrow?"}, {"previous_response_id", id}});
+  EXPECT_EQ(second["previous_response_id"], id);
+  EXPECT_GT(second["usage"]["input_tokens"].get<int>(), first["usage"]["input_tokens"].get<int>() + 5);
+  HttpResult del = test::http_request(server_->port(), "DELETE", "/v1/responses/" + id, "");
+  ASSERT_EQ(del.status, 200);
+  EXPECT_EQ(json::parse(del.body)["deleted"], true);
+  EXPECT_EQ(test::http_request(server_->port(), "GET", "/v1/responses/" + id, "").status, 404);
+  EXPECT_EQ(test::http_request(server_->port(), "DELETE", "/v1/responses/" + id, "").status, 404);
+  const json unstored = respond({{"input", "Hi"}, {"store", false}});
+  EXPECT_EQ(unstored["store"], false);
+  EXPECT_EQ(test::http_request(server_->port(), "GET", "/v1/responses/" + unstored["id"].get<std::string>(), "").status,
+            404);
+  EXPECT_EQ(test::http_request(server_->port(), "GET", "/v1/responses/a/b", "").status, 404);
+}
+
 TEST_F(ServerResponses, RequestErrors) {
   script(kAnswer);
   json e = respond({{"input", "Hi"}, {"max_output_tokens", 5000}}, 400)["error"];
@@ -278,7 +343,7 @@ TEST_F(ServerResponses, RequestErrors) {
   EXPECT_NE(e["message"].get<std::string>().find("max_output_tokens"), std::string::npos) << e["message"];
   e = respond({{"input", "Hi"}, {"model", "gpt-9"}}, 404)["error"];
   EXPECT_EQ(e["param"], "model");
-  e = respond({{"input", "Hi"}, {"previous_response_id", "resp_x"}}, 400)["error"];
+  e = respond({{"input", "Hi"}, {"previous_response_id", "resp_x"}}, 400)["error"];  // (never stored)
   EXPECT_EQ(e["param"], "previous_response_id");
 }
 

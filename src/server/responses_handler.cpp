@@ -1,6 +1,7 @@
 // Responses API sessions (see responses_handler.h).
 #include "server/responses_handler.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -260,7 +261,8 @@ void handle_responses(ServingContext& ctx, HttpRequest&& request, std::shared_pt
 void handle_stored_response(ServingContext& ctx, HttpRequest&& request, std::shared_ptr<HttpExchange> exchange) {
   const std::string id = request.path.substr(request.path.rfind('/') + 1);
   const bool remove = request.method == "DELETE";
-  const bool found = ctx.responses && (remove ? ctx.responses->erase(id) : ctx.responses->get(id).has_value());
+  std::optional<ResponseStore::Entry> entry;  // (one lookup: another request may drop the entry meanwhile)
+  const bool found = ctx.responses && (remove ? ctx.responses->erase(id) : (entry = ctx.responses->get(id)).has_value());
   if (!found) {
     ApiError e;
     e.status = 404;
@@ -271,7 +273,7 @@ void handle_stored_response(ServingContext& ctx, HttpRequest&& request, std::sha
   if (remove)
     exchange->respond(json_response(200, {{"id", id}, {"object", "response.deleted"}, {"deleted", true}}));
   else
-    exchange->respond(json_response(200, ctx.responses->get(id)->response));
+    exchange->respond(json_response(200, entry->response));
 }
 
 }  // namespace mxs::server

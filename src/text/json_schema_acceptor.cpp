@@ -45,6 +45,33 @@ bool integer_prefix_viable(bool neg, uint64_t mag, int digits, int64_t lo, int64
   return false;
 }
 
+// Whether a plain decimal that begins with the prefix ['-'] int [. frac] can end inside the node's bounds. The values
+// the prefix can become, as magnitudes: with a fraction of d digits [v, v + 10^-d); after the point [int, int + 1);
+// before it [int, int + 1) and, with more integer digits, [int * 10^k, (int + 1) * 10^k) (none after a lone 0).
+// Negative prefixes mirror the bounds. Long double: exact for the at most 15 + 15 digits a bounded number may have.
+bool number_prefix_viable(bool neg, uint64_t mag, int digits, bool dot, uint64_t frac, int frac_digits, double lo,
+                          bool lo_excl, double hi, bool hi_excl) {
+  using L = long double;
+  if (neg) {  // x in [lo, hi] <=> -x in [-hi, -lo]
+    std::swap(lo, hi), std::swap(lo_excl, hi_excl);
+    lo = -lo, hi = -hi;
+  }
+  // Whether [a, b) meets the bounds.
+  const auto meets = [&](L a, L b) { return (hi_excl ? a < L(hi) : a <= L(hi)) && b > L(lo); };
+  if (digits == 0) return meets(0, std::numeric_limits<L>::infinity());  // "-": any magnitude
+  if (dot) {
+    L p = 1;
+    for (int i = 0; i < frac_digits; ++i) p *= 10;
+    const L v = L(mag) + L(frac) / p;
+    return meets(v, frac_digits == 0 ? v + 1 : v + 1 / p);
+  }
+  if (mag == 0) return meets(0, 1);
+  L p = 1;
+  for (int k = 0; k + digits <= JsonSchema::kMaxNumberDigits; ++k, p *= 10)
+    if (meets(L(mag) * p, L(mag + 1) * p)) return true;
+  return false;
+}
+
 [[noreturn]] void bad(const std::string& path, const std::string& what) {
   throw Error("json_schema: " + (path.empty() ? std::string("/") : path) + ": " + what);
 }
@@ -252,10 +279,24 @@ void JsonSchema::fill(int idx, const Json& s, const std::string& path, int depth
     if (s.contains("maxLength")) n.max_length = count_bound(s["maxLength"], path, "maxLength");
     if (n.min_length > n.max_length) bad(path, "minLength is above maxLength");
   }
-  if (n.types & (kInteger | kNumber)) {
+  if (n.types & kNumber) {  // (integers are numbers: the number's bounds hold for both)
     for (const char* k : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
       if (!s.contains(k)) continue;
-      if (n.types & kNumber) bad(path, std::string(k) + " is supported on integers only, not on type number");
+      const std::string key = k;
+      if (!s[k].is_number() || !std::isfinite(s[k].get<double>())) bad(path, key + " must be a finite number");
+      const double b = s[k].get<double>();
+      const bool exclusive = key.rfind("exclusive", 0) == 0;
+      if (key == "minimum" || key == "exclusiveMinimum") {
+        if (b > n.lo || (b == n.lo && exclusive)) n.lo = b, n.lo_exclusive = exclusive;
+      } else if (b < n.hi || (b == n.hi && exclusive)) {
+        n.hi = b, n.hi_exclusive = exclusive;
+      }
+      n.num_bounded = true;
+    }
+    if (n.lo > n.hi || (n.lo == n.hi && (n.lo_exclusive || n.hi_exclusive))) bad(path, "the number bounds leave no value");
+  } else if (n.types & kInteger) {
+    for (const char* k : {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}) {
+      if (!s.contains(k)) continue;
       const std::string key = k;
       const bool lower = key == "minimum" || key == "exclusiveMinimum";
       const int64_t b = integer_bound(s[k], lower, key.rfind("exclusive", 0) == 0, path, key);
@@ -348,10 +389,13 @@ bool JsonSchemaAcceptor::start_value(int node_index, uint8_t c) {
   } else if ((n.types & (JsonSchema::kNumber | JsonSchema::kInteger)) &&
              f.num.start(c, /*integer_only=*/!(n.types & JsonSchema::kNumber))) {
     f.kind = kNum;
-    if (n.int_bounded) {
+    if (n.int_bounded || n.num_bounded) {
       f.neg = c == '-';
       if (!f.neg) f.mag = uint64_t(c - '0'), f.digits = 1;
-      if (!integer_prefix_viable(f.neg, f.mag, f.digits, n.minimum, n.maximum)) return false;
+      if (n.num_bounded ? !number_prefix_viable(f.neg, f.mag, f.digits, false, 0, 0, n.lo, n.lo_exclusive, n.hi,
+                                                n.hi_exclusive)
+                        : !integer_prefix_viable(f.neg, f.mag, f.digits, n.minimum, n.maximum))
+        return false;
     }
   } else if ((c == 't' || c == 'f') && (n.types & JsonSchema::kBoolean)) {
     f.kind = kLit, f.aux = 1, f.pos = 1, f.cand = c == 't' ? 1 : 2;
@@ -437,6 +481,34 @@ bool JsonSchemaAcceptor::count_string_byte(Frame& f, const JsonSchema::Node& n, 
   return true;  // a UTF-8 continuation byte
 }
 
+bool JsonSchemaAcceptor::bounded_number_byte(Frame& f, const JsonSchema::Node& n, uint8_t c) {
+  if (c == 'e' || c == 'E') return false;  // (plain decimals only)
+  switch (f.num.feed(c)) {
+    case LexStep::kRejected:
+      return false;
+    case LexStep::kTaken:
+      if (c == '.') {
+        f.dot = true;
+      } else if (f.dot) {
+        if (f.frac_digits >= JsonSchema::kMaxNumberDigits) return false;
+        f.frac = f.frac * 10 + uint64_t(c - '0'), ++f.frac_digits;
+      } else {
+        if (f.digits >= JsonSchema::kMaxNumberDigits) return false;
+        f.mag = f.mag * 10 + uint64_t(c - '0'), ++f.digits;
+      }
+      return number_prefix_viable(f.neg, f.mag, f.digits, f.dot, f.frac, f.frac_digits, n.lo, n.lo_exclusive, n.hi,
+                                  n.hi_exclusive);
+    case LexStep::kDone: {  // the number ended before c: its value must lie in the bounds
+      long double p = 1;
+      for (int i = 0; i < f.frac_digits; ++i) p *= 10;
+      const long double m = (long double)f.mag + (long double)f.frac / p, v = f.neg ? -m : m;
+      const bool ok = (n.lo_exclusive ? v > n.lo : v >= n.lo) && (n.hi_exclusive ? v < n.hi : v <= n.hi);
+      return ok && value_done() && feed(c);
+    }
+  }
+  return false;
+}
+
 bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
   Frame& f = stack_[depth_ - 1];
   const JsonSchema::Node& n = schema_->node(f.node);
@@ -505,6 +577,7 @@ bool JsonSchemaAcceptor::feed_frame(uint8_t c) {
       }
       return false;
     case kNum:
+      if (n.num_bounded) return bounded_number_byte(f, n, c);
       switch (f.num.feed(c)) {
         case LexStep::kTaken:
           if (!n.int_bounded) return true;

@@ -9,7 +9,9 @@
 //     key is there;
 //   - array: items (required: the schema of every element), minItems, maxItems;
 //   - string: minLength, maxLength (in code points; a \u surrogate pair is one);
-//   - integer: minimum, maximum, exclusiveMinimum, exclusiveMaximum (bounds on "number" are refused);
+//   - integer: minimum, maximum, exclusiveMinimum, exclusiveMaximum (exact, any int64 bounds);
+//   - number: the same bounds, on plain decimals: no exponent, at most kMaxNumberDigits digits before and after the
+//     point (a bounded number is written out, e.g. 0.25, not 2.5e-1);
 //   - enum / const: any JSON values (at most 64), generated as their compact JSON text;
 //   - anyOf / oneOf: alternatives whose values begin with different bytes (a string and null, an object and null, a
 //     number and a string...), so the first byte of a value picks its alternative; overlapping ones are refused
@@ -56,12 +58,16 @@ class JsonSchema {
     uint32_t min_length = 0, max_length = kUnbounded;  // string, in code points
     bool int_bounded = false;             // integer: minimum <= value <= maximum
     int64_t minimum = std::numeric_limits<int64_t>::min(), maximum = std::numeric_limits<int64_t>::max();
+    bool num_bounded = false;             // number: lo <(=) value <(=) hi, plain decimals (no exponent)
+    double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+    bool lo_exclusive = false, hi_exclusive = false;
     std::bitset<256> first;               // the bytes a value of this node can begin with
     bool string_bounded() const { return min_length > 0 || max_length != kUnbounded; }
   };
   static constexpr int kMaxProperties = 64;
   static constexpr int kMaxEnum = 64;
   static constexpr int kMaxNodes = 4096;
+  static constexpr int kMaxNumberDigits = 15;  // bounded numbers: digits before, and after, the point
 
   // Throws mxs::Error "json_schema: <path>: <what>" for what the subset does not hold.
   static std::shared_ptr<const JsonSchema> compile(const nlohmann::json& schema);
@@ -112,7 +118,10 @@ class JsonSchemaAcceptor {
     uint8_t digits = 0;           // bounded integer: digits so far
     uint32_t count = 0;           // array: elements; bounded string: code points (saturated at the minimum
                                   // when there is no maximum, so that equivalent states compare equal)
-    uint64_t mag = 0;             // bounded integer: the digits' value
+    uint64_t mag = 0;             // bounded integer / number: the integer digits' value
+    uint64_t frac = 0;            // bounded number: the fraction digits' value
+    uint8_t frac_digits = 0;      // bounded number: fraction digits so far
+    bool dot = false;             // bounded number: the point came
     uint8_t pos = 0;              // key / literal: bytes matched
     int8_t key = -1;              // object: the key whose value comes or is open
     JsonStringLexer str;          // string
@@ -125,6 +134,7 @@ class JsonSchemaAcceptor {
   bool value_done();                      // the top frame's value is complete: pop it, tell the parent
   bool feed_frame(uint8_t c);
   bool count_string_byte(Frame& f, const JsonSchema::Node& n, uint8_t c);  // minLength / maxLength
+  bool bounded_number_byte(Frame& f, const JsonSchema::Node& n, uint8_t c);  // a number's bounds
   bool between() const;                   // whitespace may come now
 
   const JsonSchema* schema_;

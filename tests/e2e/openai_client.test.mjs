@@ -392,7 +392,7 @@ test('response_format json_object: the completion is a JSON object, then a stop 
   });
 });
 
-// What `zodResponseFormat` sends (draft-7: nullable unions, integer bounds, maxLength / maxItems, a recursive type
+// What `zodResponseFormat` sends (draft-7: nullable unions, integer and number bounds, maxLength / maxItems, a recursive type
 // through "definitions"), enforced by the server and checked by zod itself. Every value is bounded, so that the random
 // model closes the document within max_tokens.
 test('response_format from zod: the output parses with the zod schema', async () => {
@@ -404,6 +404,7 @@ test('response_format from zod: the output parses with the zod schema', async ()
     code: z.string().max(3),
     items: z.array(z.object({ level: Level, n: z.number().int().min(-2).max(2) })).max(2),
     pick: z.union([z.boolean(), z.string().max(1)]),
+    score: z.number().min(0).max(1),
     tree: Node.nullable(),
   });
   const format = zodResponseFormat(Answer, 'answer');

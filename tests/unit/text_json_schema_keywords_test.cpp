@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <random>
 #include <string>
 #include <vector>
@@ -40,7 +41,9 @@ const Json kSchema = Json::parse(R"({
     "list": {"type": "array", "items": {"enum": ["a", "b"]}, "minItems": 1, "maxItems": 3},
     "self": {"oneOf": [{"$ref": "#"}, {"type": "null"}]},
     "w": {"allOf": [{"type": "boolean"}], "title": "W"},
-    "neg": {"type": "integer", "maximum": -10}
+    "neg": {"type": "integer", "maximum": -10},
+    "p": {"type": "number", "minimum": 0, "maximum": 1},
+    "t": {"type": ["number", "null"], "exclusiveMinimum": -2.5, "exclusiveMaximum": 10}
   }})");
 
 std::string with_property(const std::string& property_schema) {
@@ -60,7 +63,8 @@ TEST(JsonSchemaKeywords, CompileErrorsNameTheKeywordAndPath) {
       {R"({"$ref": "#/$defs/x"})", "/properties/a: $ref '#/$defs/x' points to nothing"},
       {R"({"$ref": "other.json#/x"})", "only references into this schema"},
       {R"({"$ref": "#", "type": "string"})", "'$ref' beside 'type'"},
-      {R"({"type": "number", "minimum": 0})", "minimum is supported on integers only"},
+      {R"({"type": "number", "minimum": 0, "exclusiveMaximum": 0})", "the number bounds leave no value"},
+      {R"({"type": "number", "maximum": "1"})", "maximum must be a finite number"},
       {R"({"type": "integer", "minimum": 3, "maximum": 2})", "the integer bounds leave no value"},
       {R"({"type": "integer", "exclusiveMinimum": 2, "exclusiveMaximum": 3})", "the integer bounds leave no value"},
       {R"({"type": "string", "minLength": 3, "maxLength": 2})", "minLength is above maxLength"},
@@ -94,6 +98,10 @@ TEST(JsonSchemaKeywords, TakesItsDocumentsAndEveryPrefix) {
            R"({"id":"ab","list":["a"],"n":250,"neg":-123456789012345678})",
            "{\"id\":\"\xf0\x9f\x98\x80\xc3\xa9\",\"list\":[\"a\"]}",  // UTF-8: two code points
            R"({"id":"ab","list":["a"],"n":"\ud83d\ude00"})",            // a pair is one code point
+           R"({"id":"ab","list":["a"],"p":0,"t":-2.4999})",
+           R"({"id":"ab","list":["a"],"p":1.0,"t":9.999999})",
+           R"({"id":"ab","list":["a"],"p":0.25,"t":null})",
+           R"({"id":"ab","list":["a"],"p":1,"t":-0.5})",
        }) {
     ASSERT_TRUE(test::conforms(Json::parse(doc), kSchema)) << doc;
     bool complete = false;
@@ -127,6 +135,14 @@ TEST(JsonSchemaKeywords, RefusesAtTheByteThatLeavesTheSchema) {
       {R"({"neg":0)", 7},
       {R"({"neg":-12345678901234567890)", 27}, // past int64
       {R"({"self":{"self":{"w":1)", 21},       // allOf boolean, two levels down through "#"
+      {R"({"p":1.5)", 7},                      // 1.5 > 1 (while "1." could still be 1.0)
+      {R"({"p":2)", 5},                        // 2 and every longer number > 1
+      {R"({"p":-0.1)", 8},                     // -0 is 0, but -0.1 < 0
+      {R"({"p":0.5e)", 8},                     // bounded numbers are plain decimals
+      {R"({"t":-2.5,)", 8},                    // exclusiveMinimum: -2.5 and -2.5x are out of range
+      {R"({"t":-3)", 6},
+      {R"({"t":10})", 6},                      // exclusiveMaximum: "10" cannot end below 10
+      {R"({"p":0.1234567890123456)", 22},     // past 15 fraction digits
   };
   for (const auto& c : cases) EXPECT_EQ(taken(schema.get(), c.s), c.at) << c.s;
   // "9" is refused only where it ends: a longer number may still come.
@@ -136,9 +152,9 @@ TEST(JsonSchemaKeywords, RefusesAtTheByteThatLeavesTheSchema) {
 TEST(JsonSchemaKeywords, AgreesWithTheReferenceValidatorOnMutations) {
   const auto schema = JsonSchema::compile(kSchema);
   const std::vector<std::string> seeds = {
-      R"({"id":"abc","list":["a","b"],"n":12,"tree":{"v":3,"kids":[{"v":-5}]},"w":false,"neg":-11})",
-      R"({"list":["b"],"id":"xy","n":null,"self":{"id":"zz","list":["a"],"n":"q"}})"};
-  const std::string alphabet = "{}[]:,\"0123456789-abnulltruefalseidvkswxyzq";
+      R"({"id":"abc","list":["a","b"],"n":12,"tree":{"v":3,"kids":[{"v":-5}]},"w":false,"neg":-11,"p":0.5})",
+      R"({"list":["b"],"id":"xy","n":null,"self":{"id":"zz","list":["a"],"n":"q"},"t":-1.25})"};
+  const std::string alphabet = "{}[]:,\".0123456789-abnulltruefalseidvkswxyzqpt";
   std::mt19937 rng(17);
   int completes = 0, refused = 0;
   for (int iter = 0; iter < 40000; ++iter) {
@@ -154,8 +170,11 @@ TEST(JsonSchemaKeywords, AgreesWithTheReferenceValidatorOnMutations) {
       parses = false;
     }
     // Equal both ways, for documents the acceptor may generate (no whitespace, keys at most once).
-    const bool generable = parses && s.find_first_of(" \t\n\r") == std::string::npos && v.is_object() &&
-                           v.dump().size() == s.size();
+    bool exponent = false;  // (bounded numbers are plain decimals: a document with an exponent is not generable)
+    for (size_t i = 1; i < s.size(); ++i)
+      exponent |= (s[i] == 'e' || s[i] == 'E') && (std::isdigit(uint8_t(s[i - 1])) || s[i - 1] == '.');
+    const bool generable = parses && !exponent && s.find_first_of(" \t\n\r") == std::string::npos &&
+                           v.is_object() && v.dump().size() == s.size();
     if (whole) {
       ++completes;
       ASSERT_TRUE(parses) << s;
@@ -177,7 +196,7 @@ TEST_F(JsonSchemaKeywordsMaskTest, EqualsATokenByTokenCheckInBoundedStates) {
   for (const char* prefix : {"{\"id\":\"", "{\"id\":\"a", "{\"id\":\"abcd", "{\"id\":\"ab\\ud83d", "{\"n\":",
                              "{\"n\":1", "{\"n\":25", "{\"n\":\"", "{\"tree\":{\"v\":-", "{\"tree\":{\"v\":",
                              "{\"list\":[", "{\"list\":[\"a\",\"b\",\"a\"", "{\"self\":", "{\"self\":{\"self\":",
-                             "{\"neg\":-1", "{\"w\":"}) {
+                             "{\"neg\":-1", "{\"w\":", "{\"p\":0.", "{\"p\":0.99", "{\"t\":-2.4", "{\"t\":"}) {
     SCOPED_TRACE(prefix);
     JsonSchemaAcceptor state(schema.get());
     ASSERT_TRUE(state.feed(std::string_view(prefix)));

@@ -61,7 +61,7 @@ inline bool conforms(const nlohmann::json& v, const nlohmann::json& s, const nlo
     // (an integer past 64 bits parses as a double: the text has no fraction or exponent either way)
     if (t == "integer" && v.is_number() && std::floor(v.get<double>()) == v.get<double>() && in_bounds(v.get<double>()))
       return true;
-    if (t == "number" && v.is_number()) return true;
+    if (t == "number" && v.is_number() && in_bounds(v.get<double>())) return true;
     if (t == "boolean" && v.is_boolean()) return true;
     if (t == "null" && v.is_null()) return true;
     if (t == "array" && v.is_array() && v.size() >= s.value("minItems", size_t(0)) &&

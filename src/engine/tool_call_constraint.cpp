@@ -17,16 +17,16 @@ bool starts_with(const std::string& s, const char* prefix) { return s.rfind(pref
 ToolCallConstraint::ToolCallConstraint(std::shared_ptr<const JsonTokenMask> masks,
                                        std::shared_ptr<const std::vector<ToolArguments>> tools, std::string header,
                                        Start start)
-    : masks_(std::move(masks)), tools_(std::move(tools)), header_(std::move(header)) {
+    : masks_(std::move(masks)), tools_(std::move(tools)) {
   MXS_CHECK(masks_ != nullptr && tools_ != nullptr, "ToolCallConstraint: no token masks or tools");
+  set_header(std::move(header));
   if (start == Start::kRequired) {
     MXS_CHECK(!tools_->empty(), "ToolCallConstraint: tool_choice required without tools");
     phase_ = Phase::kName;
   }
   if (start == Start::kArguments) {
-    const ToolArguments* tool = called_tool(header_);
-    MXS_CHECK(tool != nullptr, "ToolCallConstraint: the prefilled header '" + header_ + "' calls no known tool");
-    open_arguments(*tool);
+    MXS_CHECK(header_tool_ != nullptr, "ToolCallConstraint: the prefilled header '" + header_ + "' calls no known tool");
+    open_arguments(*header_tool_);
   }
 }
 
@@ -60,34 +60,34 @@ bool ToolCallConstraint::arguments_complete() const {
   return std::visit([](const auto& a) { return a.complete(); }, args_);
 }
 
-std::vector<std::string> ToolCallConstraint::name_targets() const {
-  if (constrained_) return {"json"};
-  std::vector<std::string> targets;
-  for (const ToolArguments& t : *tools_) targets.push_back(t.name + " ");
-  return targets;
+void ToolCallConstraint::set_header(std::string header) {
+  header_ = std::move(header);
+  header_tool_ = called_tool(header_);
+}
+
+bool ToolCallConstraint::name_allows(int32_t token) const {
+  // The targets: "NAME " for each tool, then (after <|constrain|>) "json"; a complete one allows only the special
+  // that follows it.
+  const auto complete = [&](const std::string& target) { return typed_ == target; };
+  const auto extends = [&](const std::string& target, std::string_view b) {
+    return typed_.size() + b.size() <= target.size() && target.compare(0, typed_.size(), typed_) == 0 &&
+           target.compare(typed_.size(), b.size(), b) == 0;
+  };
+  if (token < 0 || token >= masks_->vocab()) return false;
+  const std::string_view b = masks_->bytes(token);
+  if (constrained_) return complete("json") ? token == tok::kMessage : !b.empty() && extends("json", b);
+  for (const ToolArguments& t : *tools_)
+    if (complete(t.name + " ")) return token == tok::kConstrain;
+  if (b.empty()) return false;
+  for (const ToolArguments& t : *tools_)
+    if (extends(t.name + " ", b)) return true;
+  return false;
 }
 
 void ToolCallConstraint::name_mask(std::vector<uint32_t>* mask) const {
   mask->assign(size_t(masks_->words()), 0u);
-  const std::vector<std::string> targets = name_targets();
-  bool complete = false;
-  for (const std::string& target : targets) complete |= typed_ == target;
-  if (complete) {  // "NAME " -> <|constrain|>; "json" -> <|message|>
-    const int32_t next = constrained_ ? tok::kMessage : tok::kConstrain;
-    (*mask)[size_t(next) / 32] |= 1u << (next % 32);
-    return;
-  }
-  for (int32_t t = 0; t < masks_->vocab(); ++t) {
-    const std::string_view b = masks_->bytes(t);
-    if (b.empty()) continue;
-    for (const std::string& target : targets) {
-      if (typed_.size() + b.size() <= target.size() && target.compare(typed_.size(), b.size(), b) == 0 &&
-          target.compare(0, typed_.size(), typed_) == 0) {
-        (*mask)[size_t(t) / 32] |= 1u << (t % 32);
-        break;
-      }
-    }
-  }
+  for (int32_t t = 0; t < masks_->vocab(); ++t)
+    if (name_allows(t)) (*mask)[size_t(t) / 32] |= 1u << (t % 32);
 }
 
 bool ToolCallConstraint::allowed(std::vector<uint32_t>* mask) {
@@ -113,40 +113,35 @@ bool ToolCallConstraint::accept(int32_t token) {
     case Phase::kBody:
       if (token == tok::kStart || token == tok::kChannel) {  // (<|channel|> in a body: a new header, a slip)
         phase_ = Phase::kHeader;
-        header_.clear();
-        if (token == tok::kChannel) header_ += ' ';
+        set_header(token == tok::kChannel ? std::string(1, ' ') : std::string());
       }
       return true;
     case Phase::kHeader:
       if (token == tok::kMessage) {
-        const ToolArguments* tool = called_tool(header_);
-        if (tool)
-          open_arguments(*tool);
+        if (header_tool_)
+          open_arguments(*header_tool_);
         else
           phase_ = Phase::kBody;
       } else if (token == tok::kStart) {
-        header_.clear();
+        set_header("");
       } else if (token == tok::kChannel || token == tok::kConstrain) {
-        if (header_.size() < kMaxHeader) header_ += ' ';
+        if (header_.size() < kMaxHeader) set_header(header_ + ' ');
       } else if (token < 0 || token >= masks_->vocab() || masks_->bytes(token).empty()) {
         phase_ = Phase::kBody;  // another special: no header
       } else if (header_.size() < kMaxHeader) {
-        header_ += masks_->bytes(token);
+        set_header(header_ + std::string(masks_->bytes(token)));
       }
       return true;
     case Phase::kName: {
-      std::vector<uint32_t> mask;  // (a few steps per request: the scan is cheap enough to repeat here)
-      name_mask(&mask);
-      if (token < 0 || token >= masks_->vocab() || !(mask[size_t(token) / 32] >> (token % 32) & 1u)) return false;
+      if (!name_allows(token)) return false;
       if (token == tok::kConstrain) {
         constrained_ = true;
-        header_ += typed_ + ' ';
+        set_header(header_ + typed_ + ' ');
         typed_.clear();
       } else if (token == tok::kMessage) {
-        header_ += typed_;
-        const ToolArguments* tool = called_tool(header_);
-        MXS_CHECK(tool != nullptr, "ToolCallConstraint: a required call's header '" + header_ + "' names no tool");
-        open_arguments(*tool);
+        set_header(header_ + typed_);
+        MXS_CHECK(header_tool_ != nullptr, "ToolCallConstraint: a required call's header '" + header_ + "' names no tool");
+        open_arguments(*header_tool_);
       } else {
         typed_ += masks_->bytes(token);
       }

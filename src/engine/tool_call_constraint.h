@@ -49,7 +49,7 @@ class ToolCallConstraint : public TokenConstraint {
   // A mask can follow one more token only inside a call, or when that token could be the <|message|> of a header
   // that already names a tool (the name cannot be completed and the call opened by one token).
   bool may_restrict_after_next() const override {
-    return phase_ == Phase::kHeader ? called_tool(header_) != nullptr : phase_ != Phase::kBody;
+    return phase_ == Phase::kHeader ? header_tool_ != nullptr : phase_ != Phase::kBody;
   }
   bool naming() const { return phase_ == Phase::kName; }
 
@@ -62,14 +62,16 @@ class ToolCallConstraint : public TokenConstraint {
   void open_arguments(const ToolArguments& tool);
   // kName (required): the header's text after "to=functions." must stay a prefix of "NAME " for a tool, then come
   // <|constrain|>, "json" and <|message|>: the ordinary tokens whose bytes keep `typed_` a prefix of a target.
-  void name_mask(std::vector<uint32_t>* mask) const;
-  std::vector<std::string> name_targets() const;
+  bool name_allows(int32_t token) const;
+  void name_mask(std::vector<uint32_t>* mask) const;  // name_allows over the vocabulary
+  void set_header(std::string header);                // header_ and header_tool_
   bool arguments_complete() const;
 
   std::shared_ptr<const JsonTokenMask> masks_;
   std::shared_ptr<const std::vector<ToolArguments>> tools_;
   Phase phase_ = Phase::kHeader;
   std::string header_;  // kHeader: the header's text since <|start|> (<|channel|>, <|constrain|> as spaces)
+  const ToolArguments* header_tool_ = nullptr;  // called_tool(header_), kept with it (asked every step)
   std::string typed_;   // kName: the name part so far ("get_wea", "get_weather ", then "" after <|constrain|>, "js")
   bool constrained_ = false;  // kName: <|constrain|> came; `typed_` now spells "json"
   std::variant<JsonAcceptor, JsonSchemaAcceptor> args_;

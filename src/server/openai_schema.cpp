@@ -10,8 +10,6 @@
 #include "common/error.h"
 
 namespace mxs::server {
-namespace {
-
 using Json = nlohmann::ordered_json;
 
 const char* type_name(const Json& v) {
@@ -36,12 +34,14 @@ const char* type_name(const Json& v) {
   }
 }
 
-// A field that is absent or null reads as "not given" (OpenAI accepts null for every optional field).
 const Json* field(const Json& body, const char* key) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return nullptr;
   return &*it;
 }
+
+namespace {
+
 
 std::optional<double> number(const Json& body, const char* key, double lo, double hi, bool lo_open = false) {
   const Json* v = field(body, key);

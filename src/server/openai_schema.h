@@ -38,6 +38,12 @@ class ApiException : public std::runtime_error {
 
 nlohmann::json error_json(const ApiError& e);  // the envelope
 
+// Request parsing helpers (shared by the endpoints' parsers): a value's kind for messages ("an object", "a string",
+// "an integer"...), and a field that reads as absent when missing or null (OpenAI accepts null for every optional
+// field).
+const char* type_name(const nlohmann::ordered_json& v);
+const nlohmann::ordered_json* field(const nlohmann::ordered_json& body, const char* key);
+
 // Parses a request body; malformed JSON or a non-object is a 400 saying where parsing failed.
 nlohmann::ordered_json parse_json_body(std::string_view body);
 

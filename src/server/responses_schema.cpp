@@ -13,18 +13,8 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-const char* kind(const Json& v) {
-  return v.is_object() ? "an object" : v.is_array() ? "an array" : v.is_string() ? "a string" : v.is_number() ? "a number"
-         : v.is_boolean() ? "a boolean" : "null";
-}
-
-const Json* get(const Json& o, const char* key) {
-  auto it = o.find(key);
-  return it == o.end() || it->is_null() ? nullptr : &*it;
-}
-
 std::string required_string(const Json& o, const char* key, const std::string& where) {
-  const Json* v = get(o, key);
+  const Json* v = field(o, key);
   if (!v || !v->is_string()) throw_invalid_param(where, where + "." + key + " must be a string");
   return v->get<std::string>();
 }
@@ -37,7 +27,7 @@ Json content_parts(const Json& content, const std::string& where) {
   for (size_t j = 0; j < content.size(); ++j) {
     const Json& p = content[j];
     const std::string at = where + "[" + std::to_string(j) + "]";
-    const Json* type = p.is_object() ? get(p, "type") : nullptr;
+    const Json* type = p.is_object() ? field(p, "type") : nullptr;
     const std::string t = type && type->is_string() ? type->get<std::string>() : "";
     if (t != "input_text" && t != "output_text" && t != "text")
       throw_invalid_param(at, at + ".type: '" + t + "' is not supported: only text parts (input_text, output_text)");
@@ -50,11 +40,11 @@ Json content_parts(const Json& content, const std::string& where) {
 std::string reasoning_text(const Json& item, const std::string& where) {
   std::string text;
   for (const char* key : {"content", "summary"}) {
-    const Json* parts = get(item, key);
+    const Json* parts = field(item, key);
     if (!parts) continue;
     if (!parts->is_array()) throw_invalid_param(where, where + "." + key + " must be an array");
     for (const Json& p : *parts)
-      if (p.is_object() && get(p, "text") && p["text"].is_string()) text += p["text"].get<std::string>();
+      if (p.is_object() && field(p, "text") && p["text"].is_string()) text += p["text"].get<std::string>();
     if (!text.empty()) break;
   }
   return text;
@@ -73,15 +63,15 @@ void add_input_messages(const Json& input, size_t first_new, Json& messages) {
     const Json& item = input[i];
     const std::string where =
         i < first_new ? "previous_response_id" : "input[" + std::to_string(i - first_new) + "]";
-    if (!item.is_object()) throw_invalid_param(where, where + " must be an object, got " + kind(item));
-    const Json* type = get(item, "type");
+    if (!item.is_object()) throw_invalid_param(where, where + " must be an object, got " + type_name(item));
+    const Json* type = field(item, "type");
     if (type && !type->is_string()) throw_invalid_param(where, where + ".type must be a string");
     const std::string t = type ? type->get<std::string>() : "message";
     if (t == "message") {
       const std::string role = required_string(item, "role", where);
       if (role != "user" && role != "system" && role != "developer" && role != "assistant")
         throw_invalid_param(where, where + ".role: '" + role + "' is not one of user, system, developer, assistant");
-      const Json* content = get(item, "content");
+      const Json* content = field(item, "content");
       if (!content) throw_invalid_param(where, where + ".content is required");
       Json parts = content_parts(*content, where + ".content");
       if (Json* turn = role == "assistant" ? open_turn() : nullptr; turn && !turn->contains("tool_calls"))
@@ -102,7 +92,7 @@ void add_input_messages(const Json& input, size_t first_new, Json& messages) {
       }
       (*turn)["tool_calls"].push_back(std::move(call));
     } else if (t == "function_call_output") {
-      const Json* output = get(item, "output");
+      const Json* output = field(item, "output");
       if (!output) throw_invalid_param(where, where + ".output is required");
       messages.push_back({{"role", "tool"},
                           {"tool_call_id", required_string(item, "call_id", where)},
@@ -133,7 +123,7 @@ void rename_chat_params(ApiError& e) {
 
 ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store) {
   for (const char* key : {"conversation", "background", "top_logprobs", "include", "prompt"}) {
-    const Json* v = get(body, key);
+    const Json* v = field(body, key);
     if (!v || (v->is_boolean() && !v->get<bool>()) || (v->is_array() && v->empty())) continue;
     throw_invalid_param(key, std::string(key) + " is not supported: continue a conversation with "
                                                "previous_response_id, or send it whole in `input`");
@@ -141,23 +131,23 @@ ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store)
   Json chat = Json::object();
   ResponsesRequest r;
   Json& echo = r.echo;
-  if (const Json* m = get(body, "model")) chat["model"] = *m;
+  if (const Json* m = field(body, "model")) chat["model"] = *m;
 
   Json messages = Json::array();
   echo["instructions"] = nullptr;
-  if (const Json* ins = get(body, "instructions")) {
+  if (const Json* ins = field(body, "instructions")) {
     if (!ins->is_string()) throw_invalid_param("instructions", "instructions must be a string");
     messages.push_back({{"role", "developer"}, {"content", *ins}});
     echo["instructions"] = *ins;
   }
-  const Json* input = get(body, "input");
+  const Json* input = field(body, "input");
   if (!input) throw_invalid_param("input", "input is required: a string or an array of items");
   if (!input->is_string() && (!input->is_array() || input->empty()))
     throw_invalid_param("input", "input must be a string or a non-empty array of items");
   // The conversation: a stored response's (its input and output items), then this input, as items.
   r.conversation = Json::array();
   echo["previous_response_id"] = nullptr;
-  if (const Json* prev = get(body, "previous_response_id")) {
+  if (const Json* prev = field(body, "previous_response_id")) {
     if (!prev->is_string()) throw_invalid_param("previous_response_id", "previous_response_id must be a string");
     const std::optional<ResponseStore::Entry> e = store ? store->get(prev->get<std::string>()) : std::nullopt;
     if (!e)
@@ -175,28 +165,28 @@ ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store)
   chat["messages"] = std::move(messages);
 
   echo["tools"] = Json::array();
-  if (const Json* tools = get(body, "tools")) {
+  if (const Json* tools = field(body, "tools")) {
     if (!tools->is_array()) throw_invalid_param("tools", "tools must be an array");
     Json chat_tools = Json::array();
     for (size_t i = 0; i < tools->size(); ++i) {
       const Json& t = (*tools)[i];
       const std::string where = "tools[" + std::to_string(i) + "]";
-      const std::string type = t.is_object() && get(t, "type") && t["type"].is_string() ? t["type"].get<std::string>()
+      const std::string type = t.is_object() && field(t, "type") && t["type"].is_string() ? t["type"].get<std::string>()
                                                                                           : "";
       if (type != "function")
         throw_invalid_param(where, where + ".type: '" + type + "' is not supported: only function tools");
       Json f = {{"name", required_string(t, "name", where)}};
-      if (const Json* d = get(t, "description")) f["description"] = *d;
-      if (const Json* p = get(t, "parameters")) f["parameters"] = *p;
+      if (const Json* d = field(t, "description")) f["description"] = *d;
+      if (const Json* p = field(t, "parameters")) f["parameters"] = *p;
       chat_tools.push_back({{"type", "function"}, {"function", std::move(f)}});
     }
     chat["tools"] = std::move(chat_tools);
     echo["tools"] = *tools;
   }
   echo["tool_choice"] = "auto";
-  if (const Json* tc = get(body, "tool_choice")) {
+  if (const Json* tc = field(body, "tool_choice")) {
     if (tc->is_object()) {
-      if (!get(*tc, "type") || (*tc)["type"] != "function" || !get(*tc, "name") || !(*tc)["name"].is_string())
+      if (!field(*tc, "type") || (*tc)["type"] != "function" || !field(*tc, "name") || !(*tc)["name"].is_string())
         throw_invalid_param("tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or "
                                            "{\"type\": \"function\", \"name\": ...}");
       chat["tool_choice"] = {{"type", "function"}, {"function", {{"name", (*tc)["name"]}}}};
@@ -206,22 +196,22 @@ ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store)
     echo["tool_choice"] = *tc;
   }
   echo["reasoning"] = {{"effort", "medium"}, {"summary", nullptr}};
-  if (const Json* re = get(body, "reasoning")) {
+  if (const Json* re = field(body, "reasoning")) {
     if (!re->is_object()) throw_invalid_param("reasoning", "reasoning must be an object {\"effort\": ...}");
-    if (const Json* e = get(*re, "effort")) {
+    if (const Json* e = field(*re, "effort")) {
       chat["reasoning_effort"] = *e;
       echo["reasoning"]["effort"] = *e;
     }
   }
   echo["text"] = {{"format", {{"type", "text"}}}};
-  if (const Json* text = get(body, "text")) {
+  if (const Json* text = field(body, "text")) {
     if (!text->is_object()) throw_invalid_param("text", "text must be an object {\"format\": ...}");
-    if (const Json* f = get(*text, "format")) {
-      const Json* type = f->is_object() ? get(*f, "type") : nullptr;
+    if (const Json* f = field(*text, "format")) {
+      const Json* type = f->is_object() ? field(*f, "type") : nullptr;
       if (type && *type == "json_schema") {
         Json js = Json::object();
         for (const char* k : {"name", "schema", "description", "strict"})
-          if (const Json* v = get(*f, k)) js[k] = *v;
+          if (const Json* v = field(*f, k)) js[k] = *v;
         chat["response_format"] = {{"type", "json_schema"}, {"json_schema", std::move(js)}};
       } else {
         chat["response_format"] = *f;  // text / json_object, or what the chat path refuses by name
@@ -229,11 +219,11 @@ ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store)
       echo["text"]["format"] = *f;
     }
   }
-  if (const Json* v = get(body, "max_output_tokens")) chat["max_completion_tokens"] = *v;
+  if (const Json* v = field(body, "max_output_tokens")) chat["max_completion_tokens"] = *v;
   // The sampling options and the vLLM extensions the chat path takes, under the same names.
   for (const char* key : {"temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty",
                           "repetition_penalty", "seed", "logit_bias", "min_tokens", "stream"})
-    if (const Json* v = get(body, key)) chat[key] = *v;
+    if (const Json* v = field(body, key)) chat[key] = *v;
   try {
     r.chat = parse_chat_request(chat);
   } catch (ApiException& e) {
@@ -241,31 +231,31 @@ ResponsesRequest parse_responses_request(const Json& body, ResponseStore* store)
     throw;
   }
 
-  echo["max_output_tokens"] = get(body, "max_output_tokens") ? body["max_output_tokens"] : Json(nullptr);
-  echo["temperature"] = get(body, "temperature") ? body["temperature"] : Json(1.0);
-  echo["top_p"] = get(body, "top_p") ? body["top_p"] : Json(1.0);
+  echo["max_output_tokens"] = field(body, "max_output_tokens") ? body["max_output_tokens"] : Json(nullptr);
+  echo["temperature"] = field(body, "temperature") ? body["temperature"] : Json(1.0);
+  echo["top_p"] = field(body, "top_p") ? body["top_p"] : Json(1.0);
   echo["parallel_tool_calls"] = true;
-  if (const Json* v = get(body, "parallel_tool_calls")) {
+  if (const Json* v = field(body, "parallel_tool_calls")) {
     if (!v->is_boolean()) throw_invalid_param("parallel_tool_calls", "parallel_tool_calls must be a boolean");
     echo["parallel_tool_calls"] = *v;
   }
   echo["metadata"] = Json::object();
-  if (const Json* v = get(body, "metadata")) {
+  if (const Json* v = field(body, "metadata")) {
     if (!v->is_object() || v->size() > 16)
       throw_invalid_param("metadata", "metadata must be an object of at most 16 string values");
     echo["metadata"] = *v;
   }
-  if (const Json* v = get(body, "store")) {
+  if (const Json* v = field(body, "store")) {
     if (!v->is_boolean()) throw_invalid_param("store", "store must be a boolean");
     r.store = v->get<bool>();
   }
   r.store = r.store && store != nullptr && store->capacity() > 0;
   echo["store"] = r.store;
   // A prompt past the context is a 400 (context_length_exceeded), never cut short.
-  if (const Json* v = get(body, "truncation"); v && *v != "disabled")
+  if (const Json* v = field(body, "truncation"); v && *v != "disabled")
     throw_invalid_param("truncation", "truncation must be \"disabled\": the server does not drop input");
   echo["truncation"] = "disabled";
-  echo["user"] = get(body, "user") ? body["user"] : Json(nullptr);
+  echo["user"] = field(body, "user") ? body["user"] : Json(nullptr);
   return r;
 }
 

@@ -167,6 +167,13 @@ TEST(ResponsesSchema, StoredConversationsContinue) {
     EXPECT_EQ(e.error.param, "previous_response_id");
   }
   EXPECT_FALSE(parse_responses_request(ordered_json::parse(R"({"input": "x", "store": false})"), &store).store);
+  // serve --responses-store 0: nothing is kept, and responses say so.
+  ResponseStore none(0);
+  none.put("resp_x", {json{{"id", "resp_x"}}, ordered_json::array()});
+  EXPECT_EQ(none.size(), 0u);
+  const ResponsesRequest unkept = parse_responses_request(ordered_json::parse(R"({"input": "x"})"), &none);
+  EXPECT_FALSE(unkept.store);
+  EXPECT_EQ(unkept.echo["store"], false);
 }
 
 // The typed events of a stream: `event: <name>` + `data: <json>`, the name equal to the data's type.

@@ -2,9 +2,11 @@
 // text/json_schema_acceptor.h; written directly on nlohmann values, independently of the acceptor), how many bytes of
 // a text an acceptor takes, and the message of a schema's compile error.
 #pragma once
+#include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +96,23 @@ inline size_t taken(const JsonSchema* schema, std::string_view s, bool* complete
   }
   if (complete) *complete = a.complete();
   return s.size();
+}
+
+// A document of the schema: the reference agrees, and a fresh acceptor takes it whole and is then complete.
+inline void expect_document(const JsonSchema* schema, const nlohmann::json& schema_json, std::string_view doc) {
+  ASSERT_TRUE(conforms(nlohmann::json::parse(doc), schema_json)) << doc;
+  bool complete = false;
+  EXPECT_EQ(taken(schema, doc, &complete), doc.size()) << doc;
+  EXPECT_TRUE(complete) << doc;
+}
+
+// A text that leaves the schema at byte `at`.
+struct Refusal {
+  std::string text;
+  size_t at;
+};
+inline void expect_refusals(const JsonSchema* schema, std::initializer_list<Refusal> cases) {
+  for (const Refusal& c : cases) EXPECT_EQ(taken(schema, c.text), c.at) << c.text;
 }
 
 // JsonSchema::compile's error message for a schema text ("" when it compiles).

@@ -114,16 +114,9 @@ using JsonSchemaMaskTest = test::JsonTokenizerTest;
 
 TEST_F(JsonSchemaMaskTest, EqualsATokenByTokenCheckInSchemaStates) {
   const auto schema = JsonSchema::compile(kSchema);
-  for (const char* prefix : {"{", "{\"", "{\"na", "{\"name\"", "{\"name\":", "{\"name\":\"A", "{\"age\":1",
-                             "{\"tags\":[", "{\"tags\":[\"a\",", "{\"color\":", "{\"color\":\"gr", "{\"ok\":",
-                             "{\"name\":\"\",\"age\":1,\"tags\":[]"}) {
-    SCOPED_TRACE(prefix);
-    JsonSchemaAcceptor state(schema.get());
-    ASSERT_TRUE(state.feed(std::string_view(prefix)));
-    int allowed = 0;
-    EXPECT_EQ(mask_mismatches(state, &allowed), 0);
-    EXPECT_GT(allowed, 0);
-  }
+  expect_schema_masks(schema.get(), {"{", "{\"", "{\"na", "{\"name\"", "{\"name\":", "{\"name\":\"A", "{\"age\":1",
+                                     "{\"tags\":[", "{\"tags\":[\"a\",", "{\"color\":", "{\"color\":\"gr", "{\"ok\":",
+                                     "{\"name\":\"\",\"age\":1,\"tags\":[]"});
 }
 
 // Samples 8 completions (one greedy) under `schema_json` on the tiny CPU model; each must be a document of the schema

@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <initializer_list>
 #include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "common/paths.h"
+#include "text/json_schema_acceptor.h"
 #include "text/json_token_mask.h"
 #include "text/tokenizer.h"
 
@@ -56,6 +58,18 @@ class JsonTokenizerTest : public ::testing::Test {
       wrong += bit != masks_->extends(state, t);
     }
     return wrong;
+  }
+
+  // In the state of `schema` after each prefix, the mask equals the token-by-token check and allows something.
+  static void expect_schema_masks(const JsonSchema* schema, std::initializer_list<const char*> prefixes) {
+    for (const char* prefix : prefixes) {
+      SCOPED_TRACE(prefix);
+      JsonSchemaAcceptor state(schema);
+      ASSERT_TRUE(state.feed(std::string_view(prefix)));
+      int allowed = 0;
+      EXPECT_EQ(mask_mismatches(state, &allowed), 0);
+      EXPECT_GT(allowed, 0);
+    }
   }
 
   static inline std::unique_ptr<Tokenizer> tok_;
